@@ -1,0 +1,99 @@
+// Package testenv tells tests what the machine offers (root, commands, the shared data
+// set, a cache that outlives one run) and skips a test, with the reason, where something
+// it needs is missing. Under CI (CI=true) a missing requirement fails the test instead,
+// because .ci/run installs everything the tests need.
+package testenv
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"testing"
+)
+
+// InCI reports whether the tests run under CI, where nothing may be skipped.
+func InCI() bool { return os.Getenv("CI") == "true" }
+
+// missing skips t, or fails it under CI, saying what is missing.
+func missing(t testing.TB, format string, args ...any) {
+	t.Helper()
+	if InCI() {
+		t.Fatalf("CI provides everything the tests need, but: "+format, args...)
+	}
+	t.Skipf(format, args...)
+}
+
+// RequireRoot skips t unless the test runs as root.
+func RequireRoot(t testing.TB) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		missing(t, "needs root (run the tests as root, as .ci/run does)")
+	}
+}
+
+// RequireCommand skips t unless every named command is on PATH; it returns the path of
+// the first one.
+func RequireCommand(t testing.TB, names ...string) string {
+	t.Helper()
+	var first string
+	for _, n := range names {
+		p, err := exec.LookPath(n)
+		if err != nil {
+			missing(t, "needs the %q command (sudo .ci/install installs it)", n)
+			return ""
+		}
+		if first == "" {
+			first = p
+		}
+	}
+	return first
+}
+
+// Short skips t in -short mode with the reason given.
+func Short(t testing.TB, why string) {
+	t.Helper()
+	if testing.Short() {
+		t.Skipf("skipped in -short mode: %s", why)
+	}
+}
+
+// Root returns the directory of the kiln module (the one holding go.mod).
+func Root() string {
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Clean(filepath.Join(filepath.Dir(file), "..", ".."))
+}
+
+// SharedData returns the path of the shared data folder (../shared/data beside the
+// project) or of the file rel inside it, skipping t when it is absent.
+func SharedData(t testing.TB, rel string) string {
+	t.Helper()
+	p := filepath.Join(Root(), "..", "shared", "data", rel)
+	if _, err := os.Stat(p); err != nil {
+		missing(t, "needs the shared data set at %s (see ../shared/data/README.md): %v", p, err)
+	}
+	return p
+}
+
+// CacheDir returns a directory that outlives one test run, for things slow to make
+// (root filesystems, built servers). Callers key what they store by what produced it.
+// KILN_TEST_CACHE overrides the default /var/cache/kiln-test (or a folder in the user
+// cache directory when not root).
+func CacheDir(t testing.TB, name string) string {
+	t.Helper()
+	base := os.Getenv("KILN_TEST_CACHE")
+	if base == "" {
+		if os.Geteuid() == 0 {
+			base = "/var/cache/kiln-test"
+		} else if d, err := os.UserCacheDir(); err == nil {
+			base = filepath.Join(d, "kiln-test")
+		} else {
+			base = filepath.Join(os.TempDir(), "kiln-test")
+		}
+	}
+	dir := filepath.Join(base, name)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatalf("test cache %s: %v", dir, err)
+	}
+	return dir
+}
