@@ -1,0 +1,157 @@
+package web
+
+import (
+	"context"
+	"encoding/json"
+	"html/template"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+)
+
+func htmlString(s string) template.HTML { return template.HTML(s) }
+
+func urlQueryEscape(s string) string { return url.QueryEscape(s) }
+
+func contextWithTimeout(ctx context.Context, d time.Duration) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, d)
+}
+
+func jsonDecoder(r *http.Request) *json.Decoder {
+	dec := json.NewDecoder(r.Body)
+	dec.DisallowUnknownFields()
+	return dec
+}
+
+// safeNext returns next if it is a path on this site, or "/".
+func safeNext(next string) string {
+	if strings.HasPrefix(next, "/") && !strings.HasPrefix(next, "//") && !strings.ContainsAny(next, "\\\r\n") {
+		return next
+	}
+	return "/"
+}
+
+type providerLink struct{ Name, Title string }
+
+func (s *Server) loginPage(w http.ResponseWriter, r *http.Request, c *reqCtx) error {
+	if err := onlyParams(r, "next"); err != nil {
+		return err
+	}
+	return s.render(w, c, "login", "Log in", s.loginData(safeNext(r.URL.Query().Get("next"))))
+}
+
+func (s *Server) loginData(next string) map[string]any {
+	var ps []providerLink
+	for _, p := range s.auth.providers {
+		ps = append(ps, providerLink{p.Name(), p.Title()})
+	}
+	return map[string]any{"Next": next, "Providers": ps}
+}
+
+// login checks the local admin password. The page sets the session cookie; the API
+// twin returns a bearer token for `kiln ctl`.
+func (s *Server) login(w http.ResponseWriter, r *http.Request, c *reqCtx) error {
+	var user, pw, next string
+	if strings.HasPrefix(r.Header.Get("Content-Type"), "application/json") {
+		var body struct {
+			User     string `json:"user"`
+			Password string `json:"password"`
+		}
+		if err := decodeJSON(r, &body); err != nil {
+			return err
+		}
+		user, pw = body.User, body.Password
+	} else {
+		user, pw, next = r.PostFormValue("user"), r.PostFormValue("password"), r.PostFormValue("next")
+	}
+	id, ok := s.auth.Login(user, pw)
+	if !ok {
+		s.log.Warn("console login failed", "user", user, "remote", r.RemoteAddr)
+		if c.api {
+			return httpErr(http.StatusUnauthorized, "wrong user or password")
+		}
+		w.WriteHeader(http.StatusUnauthorized)
+		return s.renderFlash(w, c, "login", "Log in", "Wrong user or password.", s.loginData(safeNext(next)))
+	}
+	s.log.Info("console login", "user", id.User, "remote", r.RemoteAddr)
+	if c.api {
+		exp := time.Now().Add(sessionTTL)
+		return writeJSON(w, http.StatusOK, map[string]any{"token": s.auth.Token(id, exp), "expires": exp, "identity": id})
+	}
+	s.auth.setSession(w, id)
+	http.Redirect(w, r, safeNext(next), http.StatusSeeOther)
+	return nil
+}
+
+func (s *Server) logout(w http.ResponseWriter, r *http.Request, c *reqCtx) error {
+	s.auth.clearSession(w)
+	if c.api {
+		return writeJSON(w, http.StatusOK, map[string]string{"logged_out": c.id.User})
+	}
+	http.Redirect(w, r, "/", http.StatusSeeOther)
+	return nil
+}
+
+func (s *Server) provider(r *http.Request) (IdentityProvider, error) {
+	name := r.PathValue("provider")
+	p, ok := s.auth.providers[name]
+	if !ok {
+		return nil, httpErr(http.StatusNotFound, "no login provider %q", name)
+	}
+	return p, nil
+}
+
+func callbackURL(r *http.Request, name string) string {
+	scheme := "http"
+	if r.TLS != nil {
+		scheme = "https"
+	}
+	return scheme + "://" + r.Host + "/login/" + url.PathEscape(name) + "/callback"
+}
+
+func (s *Server) providerLogin(w http.ResponseWriter, r *http.Request, c *reqCtx) error {
+	p, err := s.provider(r)
+	if err != nil {
+		return err
+	}
+	http.Redirect(w, r, p.LoginURL(s.auth.oauthState(p.Name()), callbackURL(r, p.Name())), http.StatusFound)
+	return nil
+}
+
+func (s *Server) providerCallback(w http.ResponseWriter, r *http.Request, c *reqCtx) error {
+	p, err := s.provider(r)
+	if err != nil {
+		return err
+	}
+	if !s.auth.checkOAuthState(p.Name(), r.URL.Query().Get("state")) {
+		return httpErr(http.StatusBadRequest, "bad or expired login state: start the login again")
+	}
+	id, err := p.Callback(r.Context(), r)
+	if err != nil {
+		return httpErr(http.StatusUnauthorized, "login with %s failed: %v", p.Title(), err)
+	}
+	id.Provider = p.Name()
+	s.log.Info("console login", "user", id.User, "provider", p.Name(), "role", id.Role)
+	s.auth.setSession(w, id)
+	http.Redirect(w, r, "/", http.StatusSeeOther)
+	return nil
+}
+
+func (s *Server) whoami(w http.ResponseWriter, r *http.Request, c *reqCtx) error {
+	if !c.api {
+		http.Redirect(w, r, "/", http.StatusSeeOther)
+		return nil
+	}
+	return writeJSON(w, http.StatusOK, c.id)
+}
+
+// csrf returns the CSRF token for the caller's cookie, for clients that post forms
+// without reading a page first.
+func (s *Server) csrf(w http.ResponseWriter, r *http.Request, c *reqCtx) error {
+	if !c.api {
+		http.Redirect(w, r, "/", http.StatusSeeOther)
+		return nil
+	}
+	return writeJSON(w, http.StatusOK, map[string]string{"csrf": c.csrf})
+}
