@@ -110,7 +110,7 @@ func headOf(x *sexp) (string, bool) {
 }
 
 func (d *decoder) atoms(xs []*sexp, what string) ([]string, error) {
-	out := make([]string, 0, len(xs))
+	var out []string
 	for _, x := range xs {
 		if x.isList {
 			return nil, d.errAt(x.pos, "%s: expected an atom, got the list %s", what, show(x))
