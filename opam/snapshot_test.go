@@ -1,0 +1,194 @@
+package opam
+
+import (
+	"archive/tar"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/kiln-ci/kiln/internal/testenv"
+)
+
+// repoFile is one file of the opam-repository snapshot.
+type repoFile struct {
+	Path string
+	Data []byte
+}
+
+var (
+	snapshotOnce  sync.Once
+	snapshotFiles []repoFile
+	snapshotErr   error
+	snapshotDir   string
+)
+
+// TestMain removes the unpacked snapshot after the tests.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if snapshotDir != "" {
+		os.RemoveAll(snapshotDir)
+	}
+	os.Exit(code)
+}
+
+// snapshot returns every file under packages/ of the shared opam-repository snapshot
+// at master, read with git archive from a temporary copy of the bare repository.
+func snapshot(t testing.TB) []repoFile {
+	t.Helper()
+	tarball := testenv.SharedData(t, "opam-repository-2026H1.git.tar")
+	testenv.RequireCommand(t, "git", "tar")
+	snapshotOnce.Do(func() {
+		snapshotDir, snapshotErr = os.MkdirTemp("", "kiln-opam-snapshot-")
+		if snapshotErr != nil {
+			return
+		}
+		if out, err := exec.Command("tar", "-xf", tarball, "-C", snapshotDir).CombinedOutput(); err != nil {
+			snapshotErr = &exec.ExitError{Stderr: out}
+			return
+		}
+		cmd := exec.Command("git", "--git-dir", filepath.Join(snapshotDir, "opam-repository.git"), "archive", "master", "packages")
+		r, err := cmd.StdoutPipe()
+		if err != nil {
+			snapshotErr = err
+			return
+		}
+		if err := cmd.Start(); err != nil {
+			snapshotErr = err
+			return
+		}
+		tr := tar.NewReader(r)
+		for {
+			h, err := tr.Next()
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				snapshotErr = err
+				return
+			}
+			if h.Typeflag != tar.TypeReg {
+				continue
+			}
+			data, err := io.ReadAll(tr)
+			if err != nil {
+				snapshotErr = err
+				return
+			}
+			snapshotFiles = append(snapshotFiles, repoFile{h.Name, data})
+		}
+		snapshotErr = cmd.Wait()
+	})
+	if snapshotErr != nil {
+		t.Fatalf("read the opam-repository snapshot: %v", snapshotErr)
+	}
+	return snapshotFiles
+}
+
+// snapshotOpamFiles returns the packages/<name>/<name.version>/opam files.
+func snapshotOpamFiles(t testing.TB) []repoFile {
+	var out []repoFile
+	for _, f := range snapshot(t) {
+		parts := strings.Split(f.Path, "/")
+		if len(parts) == 4 && parts[0] == "packages" && parts[3] == "opam" {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+func TestSnapshotParsesAndRoundTrips(t *testing.T) {
+	files := snapshotOpamFiles(t)
+	if len(files) != 18287 {
+		t.Errorf("snapshot has %d opam files, the data README says 18287", len(files))
+	}
+	var failed, differ int
+	for _, rf := range files {
+		f, err := Parse(rf.Path, rf.Data)
+		if err != nil {
+			failed++
+			if failed < 10 {
+				t.Errorf("parse: %v", err)
+			}
+			continue
+		}
+		printed := f.String()
+		g, err := ParseString(rf.Path+" (printed)", printed)
+		if err != nil {
+			differ++
+			if differ < 10 {
+				t.Errorf("reparse printed %s: %v\n%s", rf.Path, err, printed)
+			}
+			continue
+		}
+		if !EqualFiles(f, g) {
+			differ++
+			if differ < 10 {
+				t.Errorf("%s: printing and parsing again changed the value:\n%s", rf.Path, printed)
+			}
+		}
+	}
+	t.Logf("%d opam files: %d failed to parse, %d did not round-trip", len(files), failed, differ)
+}
+
+func TestSnapshotTypedFields(t *testing.T) {
+	files := snapshotOpamFiles(t)
+	errs := map[string]int{}
+	for _, rf := range files {
+		f, err := Parse(rf.Path, rf.Data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		check := func(field string, err error) {
+			if err != nil {
+				errs[field]++
+				if errs[field] <= 3 {
+					t.Errorf("%v", err)
+				}
+			}
+		}
+		_, err = f.Depends()
+		check("depends", err)
+		_, err = f.Depopts()
+		check("depopts", err)
+		_, err = f.Conflicts()
+		check("conflicts", err)
+		_, err = f.Available()
+		check("available", err)
+		for _, c := range []string{"build", "install", "run-test", "remove"} {
+			_, err = f.Commands(c)
+			check(c, err)
+		}
+		_, err = f.URL()
+		check("url", err)
+		_, err = f.ExtraSources()
+		check("extra-source", err)
+		_, err = f.Depexts()
+		check("depexts", err)
+		_, err = f.PinDepends()
+		check("pin-depends", err)
+		_, err = f.ExtraFiles()
+		check("extra-files", err)
+	}
+}
+
+func BenchmarkParseSnapshot(b *testing.B) {
+	files := snapshotOpamFiles(b)
+	var size int64
+	for _, f := range files {
+		size += int64(len(f.Data))
+	}
+	b.SetBytes(size)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		for _, rf := range files {
+			if _, err := Parse(rf.Path, rf.Data); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+}
