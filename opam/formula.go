@@ -243,7 +243,9 @@ type Constraint struct {
 func (c Constraint) String() string { return c.Op.String() + " " + strconv.Quote(string(c.Version)) }
 
 // Matches reports whether version v satisfies the constraint.
-func (c Constraint) Matches(v Version) bool { return relopHolds(c.Op, CompareVersions(string(v), string(c.Version))) }
+func (c Constraint) Matches(v Version) bool {
+	return relopHolds(c.Op, CompareVersions(string(v), string(c.Version)))
+}
 
 func relopHolds(op Op, cmp int) bool {
 	switch op {
