@@ -1,0 +1,73 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/nats-io/nats.go"
+)
+
+// ConnOptions say how a part of the fleet reaches NATS.
+type ConnOptions struct {
+	URL     string // nats://host:4222, several separated by commas
+	Name    string // connection name shown by the server
+	Creds   string // NATS credentials file (JWT + nkey), for an external cluster
+	Token   string // NATS token, when the server uses token authentication
+	TLSCA   string // CA bundle that signed the server's certificate
+	TLSCert string // client certificate and key, for mutual TLS
+	TLSKey  string
+	Logger  *slog.Logger
+}
+
+// Connect dials NATS; the connection reconnects forever after a loss.
+func Connect(ctx context.Context, o ConnOptions) (*nats.Conn, error) {
+	if o.URL == "" {
+		return nil, errors.New("no NATS URL (--nats)")
+	}
+	log := o.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	opts := []nats.Option{
+		nats.Name(o.Name),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(250 * time.Millisecond),
+		nats.ReconnectBufSize(64 << 20),
+		nats.RetryOnFailedConnect(true),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if err != nil {
+				log.Warn("NATS connection lost", "err", err)
+			}
+		}),
+		nats.ReconnectHandler(func(nc *nats.Conn) { log.Info("NATS reconnected", "url", nc.ConnectedUrlRedacted()) }),
+	}
+	if o.Creds != "" {
+		opts = append(opts, nats.UserCredentials(o.Creds))
+	}
+	if o.Token != "" {
+		opts = append(opts, nats.Token(o.Token))
+	}
+	if o.TLSCA != "" {
+		opts = append(opts, nats.RootCAs(o.TLSCA))
+	}
+	if o.TLSCert != "" || o.TLSKey != "" {
+		opts = append(opts, nats.ClientCert(o.TLSCert, o.TLSKey))
+	}
+	nc, err := nats.Connect(o.URL, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("connect to NATS at %s: %w", o.URL, err)
+	}
+	// RetryOnFailedConnect returns at once; wait for the first connection
+	for !nc.IsConnected() {
+		select {
+		case <-ctx.Done():
+			nc.Close()
+			return nil, fmt.Errorf("connect to NATS at %s: %w", o.URL, ctx.Err())
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	return nc, nil
+}

@@ -1,0 +1,130 @@
+package cluster
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+)
+
+// Options configure an embedded fleet: a NATS server with JetStream and a scheduler in the
+// calling process.
+type Options struct {
+	StateDir    string   // NATS data go in StateDir/nats
+	Listen      string   // host:port for NATS clients; default 127.0.0.1:4222 ("127.0.0.1:0" picks a port)
+	Pools       []string // default linux-x86_64 and linux-arm64
+	WorkerToken string   // workers must present it when set
+	Policy      Policy
+	Logger      *slog.Logger
+	Scheduler   bool // start the scheduler too (StartEmbedded sets it)
+}
+
+// Fleet is an embedded NATS server with its scheduler.
+type Fleet struct {
+	URL       string // what workers and other processes pass as --nats
+	Client    *Client
+	Scheduler *Scheduler
+	server    *server.Server
+	nc        *nats.Conn
+}
+
+// DefaultPools are the pools an embedded fleet serves unless told otherwise.
+var DefaultPools = []string{"linux-x86_64", "linux-arm64"}
+
+// StartEmbedded starts a NATS server (JetStream on, data in the state folder, loopback
+// only unless Listen says otherwise) and a scheduler on it, and returns a client of it.
+func StartEmbedded(ctx context.Context, o Options) (*Fleet, error) {
+	srv, url, err := StartNATS(o.StateDir, o.Listen, o.Logger)
+	if err != nil {
+		return nil, err
+	}
+	f := &Fleet{URL: url, server: srv}
+	f.nc, err = Connect(ctx, ConnOptions{URL: url, Name: "kiln-scheduler", Logger: o.Logger})
+	if err != nil {
+		srv.Shutdown()
+		return nil, err
+	}
+	pools := o.Pools
+	if len(pools) == 0 {
+		pools = DefaultPools
+	}
+	f.Scheduler, err = StartScheduler(ctx, f.nc, SchedulerOptions{Pools: pools, WorkerToken: o.WorkerToken, Policy: o.Policy, Logger: o.Logger})
+	if err != nil {
+		f.nc.Close()
+		srv.Shutdown()
+		return nil, err
+	}
+	f.Client, err = NewClient(f.nc)
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	return f, nil
+}
+
+// Close stops the scheduler and the NATS server; state stays in the state folder.
+func (f *Fleet) Close() {
+	if f.Scheduler != nil {
+		f.Scheduler.Stop()
+	}
+	if f.nc != nil {
+		_ = f.nc.Drain()
+		f.nc.Close()
+	}
+	if f.server != nil {
+		f.server.Shutdown()
+		f.server.WaitForShutdown()
+	}
+}
+
+// StartNATS starts a NATS server with JetStream storing in stateDir/nats and returns it
+// with its client URL.
+func StartNATS(stateDir, listen string, log *slog.Logger) (*server.Server, string, error) {
+	if stateDir == "" {
+		return nil, "", fmt.Errorf("embedded NATS: no state folder")
+	}
+	if listen == "" {
+		listen = "127.0.0.1:4222"
+	}
+	host, portS, err := net.SplitHostPort(listen)
+	if err != nil {
+		return nil, "", fmt.Errorf("embedded NATS: listen address %q: %w", listen, err)
+	}
+	port, err := strconv.Atoi(portS)
+	if err != nil {
+		return nil, "", fmt.Errorf("embedded NATS: listen port %q: %w", portS, err)
+	}
+	if port == 0 {
+		port = server.RANDOM_PORT
+	}
+	opts := &server.Options{
+		ServerName:         "kiln",
+		Host:               host,
+		Port:               port,
+		JetStream:          true,
+		StoreDir:           filepath.Join(stateDir, "nats"),
+		JetStreamMaxMemory: 256 << 20,
+		MaxPayload:         maxMessageSize,
+		NoSigs:             true,
+		NoLog:              true,
+	}
+	srv, err := server.NewServer(opts)
+	if err != nil {
+		return nil, "", fmt.Errorf("embedded NATS: %w", err)
+	}
+	go srv.Start()
+	if !srv.ReadyForConnections(15 * time.Second) {
+		srv.Shutdown()
+		return nil, "", fmt.Errorf("embedded NATS on %s did not start", listen)
+	}
+	if log != nil {
+		log.Info("embedded NATS started", "url", srv.ClientURL(), "store", opts.StoreDir)
+	}
+	return srv, srv.ClientURL(), nil
+}
