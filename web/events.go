@@ -200,7 +200,7 @@ func (s *Server) logEvents(w http.ResponseWriter, r *http.Request, c *reqCtx) er
 		}
 		if len(ch.Data) > 0 {
 			if c.api {
-				if ev.send("data", map[string]any{"offset": off, "text": string(ch.Data)}) != nil {
+				if ev.send("data", map[string]any{"offset": off, "next": ch.Next, "text": string(ch.Data)}) != nil {
 					return nil
 				}
 			} else {

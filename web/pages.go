@@ -139,6 +139,15 @@ func (s *Server) getConfirm(w http.ResponseWriter, r *http.Request, c *reqCtx) e
 
 func (s *Server) setConfirm(w http.ResponseWriter, r *http.Request, c *reqCtx) error {
 	level := r.PostFormValue("level")
+	if strings.HasPrefix(r.Header.Get("Content-Type"), "application/json") {
+		var body struct {
+			Level string `json:"level"`
+		}
+		if err := decodeJSON(r, &body); err != nil {
+			return err
+		}
+		level = body.Level
+	}
 	conf, err := s.eng.Confirm(r.Context())
 	if err != nil {
 		return err
