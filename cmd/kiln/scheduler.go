@@ -1,0 +1,131 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/kiln-ci/kiln/cluster"
+	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+)
+
+// natsFlags are how every fleet command reaches NATS.
+type natsFlags struct {
+	url, creds, token, ca, cert, key string
+}
+
+func (f *natsFlags) add(fs *pflag.FlagSet) {
+	fs.StringVar(&f.url, "nats", envOr("KILN_NATS", "nats://127.0.0.1:4222"), "NATS URL of the fleet (env KILN_NATS)")
+	fs.StringVar(&f.creds, "nats-creds", "", "NATS credentials file, for an external cluster")
+	fs.StringVar(&f.token, "nats-token", "", "NATS authentication token")
+	fs.StringVar(&f.ca, "nats-ca", "", "CA bundle of the NATS servers' TLS certificates")
+	fs.StringVar(&f.cert, "nats-cert", "", "client TLS certificate")
+	fs.StringVar(&f.key, "nats-key", "", "client TLS key")
+}
+
+func (f *natsFlags) connect(ctx context.Context, name string) (*nats.Conn, error) {
+	return cluster.Connect(ctx, cluster.ConnOptions{URL: f.url, Name: name, Creds: f.creds, Token: f.token, TLSCA: f.ca, TLSCert: f.cert, TLSKey: f.key})
+}
+
+func envOr(k, def string) string {
+	if v := os.Getenv(k); v != "" {
+		return v
+	}
+	return def
+}
+
+// secretFlag reads a secret given directly or, with an @ prefix, from a file.
+func secretFlag(v string) (string, error) {
+	if p, ok := strings.CutPrefix(v, "@"); ok {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return "", fmt.Errorf("read %s: %w", p, err)
+		}
+		return strings.TrimSpace(string(b)), nil
+	}
+	return v, nil
+}
+
+func serveMetrics(ctx context.Context, addr string, reg *prometheus.Registry) {
+	if addr == "" {
+		return
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	srv := &http.Server{Addr: addr, Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		if err := srv.ListenAndServe(); err != nil && err != http.ErrServerClosed {
+			slog.Error("metrics server", "addr", addr, "err", err)
+		}
+	}()
+	go func() { <-ctx.Done(); _ = srv.Close() }()
+}
+
+func init() {
+	var nf natsFlags
+	var pools []string
+	var token, stateDir, listen, metrics string
+	var embed bool
+	var lease time.Duration
+	c := &cobra.Command{
+		Use:   "scheduler",
+		Short: "Run the build scheduler alone (kiln serve embeds it)",
+		Long: `Run the fleet's scheduler. With --embed-nats it starts its own NATS server (JetStream
+data in --state-dir/nats, loopback only unless --listen says otherwise); otherwise it
+connects to --nats. Its state lives in JetStream, so several can be started for
+fail-over and a restart loses no job.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			tok, err := secretFlag(token)
+			if err != nil {
+				return err
+			}
+			reg := prometheus.NewRegistry()
+			serveMetrics(ctx, metrics, reg)
+			policy := cluster.Policy{LeaseTTL: lease}
+			if embed {
+				f, err := cluster.StartEmbedded(ctx, cluster.Options{StateDir: stateDir, Listen: listen, Pools: pools, WorkerToken: tok, Policy: policy})
+				if err != nil {
+					return err
+				}
+				defer f.Close()
+				fmt.Fprintln(cmd.OutOrStdout(), "fleet NATS at", f.URL)
+				<-ctx.Done()
+				return nil
+			}
+			nc, err := nf.connect(ctx, "kiln-scheduler")
+			if err != nil {
+				return err
+			}
+			defer nc.Close()
+			s, err := cluster.StartScheduler(ctx, nc, cluster.SchedulerOptions{Pools: pools, WorkerToken: tok, Policy: policy, Registry: reg})
+			if err != nil {
+				return err
+			}
+			<-ctx.Done()
+			s.Stop()
+			return nil
+		},
+	}
+	nf.add(c.Flags())
+	c.Flags().StringSliceVar(&pools, "pool", cluster.DefaultPools, "pools jobs may be submitted to (repeat or comma-separate)")
+	c.Flags().StringVar(&token, "worker-token", os.Getenv("KILN_WORKER_TOKEN"), "token workers must present (@FILE reads it from a file; env KILN_WORKER_TOKEN)")
+	c.Flags().BoolVar(&embed, "embed-nats", false, "start an embedded NATS server instead of connecting to --nats")
+	c.Flags().StringVar(&stateDir, "state-dir", "var", "state folder (embedded NATS data)")
+	c.Flags().StringVar(&listen, "listen", "127.0.0.1:4222", "embedded NATS listen address")
+	c.Flags().StringVar(&metrics, "metrics", "", "serve Prometheus metrics on this address (e.g. 127.0.0.1:9101)")
+	c.Flags().DurationVar(&lease, "lease", 30*time.Second, "job lease; a worker silent this long loses its jobs")
+	addCommand(c)
+}

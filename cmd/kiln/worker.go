@@ -1,0 +1,94 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/kiln-ci/kiln/cluster"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/spf13/cobra"
+)
+
+func init() {
+	var nf natsFlags
+	var o cluster.WorkerOptions
+	var labels []string
+	var token, runner, emulate, shell, metrics string
+	c := &cobra.Command{
+		Use:   "worker",
+		Short: "Run a build worker: connect out to the fleet and run jobs of one pool",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			var err error
+			if o.Token, err = secretFlag(token); err != nil {
+				return err
+			}
+			o.Labels = map[string]string{}
+			for _, l := range labels {
+				k, v, ok := strings.Cut(l, "=")
+				if !ok {
+					return fmt.Errorf("--label %q: want KEY=VALUE", l)
+				}
+				o.Labels[k] = v
+			}
+			if o.Name == "" {
+				o.Name, _ = os.Hostname()
+			}
+			o.StateDir, _ = filepath.Abs(o.StateDir)
+			switch runner {
+			case "shell":
+				o.Runner = &cluster.ShellRunner{WorkDir: filepath.Join(o.StateDir, "work"), Emulator: emulate, Shell: shell}
+			case "builder":
+				return errors.New("--runner builder: the builder is not wired in yet; use --runner shell")
+			default:
+				return fmt.Errorf("--runner %q: want builder or shell", runner)
+			}
+			reg := prometheus.NewRegistry()
+			o.Registry = reg
+			serveMetrics(ctx, metrics, reg)
+			nc, err := nf.connect(ctx, "kiln-worker-"+o.Name)
+			if err != nil {
+				return err
+			}
+			w, err := cluster.NewWorker(nc, o)
+			if err != nil {
+				return err
+			}
+			err = w.Run(ctx)
+			nc.Close()
+			if errors.Is(err, cluster.ErrRestart) {
+				exe, xerr := os.Executable()
+				if xerr != nil {
+					return xerr
+				}
+				return syscall.Exec(exe, os.Args, os.Environ())
+			}
+			return err
+		},
+	}
+	nf.add(c.Flags())
+	f := c.Flags()
+	f.StringVar(&o.Name, "name", "", "worker name (default the host name)")
+	f.StringVar(&o.Pool, "pool", "linux-x86_64", "pool to serve")
+	f.IntVar(&o.Capacity, "capacity", 2, "jobs run at once")
+	f.StringArrayVar(&labels, "label", nil, "KEY=VALUE label shown to operators (repeatable)")
+	f.StringVar(&token, "token", os.Getenv("KILN_WORKER_TOKEN"), "the scheduler's worker token (@FILE reads a file; env KILN_WORKER_TOKEN)")
+	f.StringVar(&o.StateDir, "state-dir", "var/worker", "worker state: source cache, builder store, work folders")
+	f.StringVar(&o.SecretsDir, "secrets-dir", "", "folder whose files are the secrets jobs may reference by name")
+	f.StringVar(&runner, "runner", "builder", "how jobs run: builder (sandboxed builder spec) or shell (spec text is a /bin/sh script)")
+	f.StringVar(&emulate, "emulate", "", "shell runner: run the shell under this qemu-user emulator (e.g. qemu-aarch64-static)")
+	f.StringVar(&shell, "shell", "", "shell runner: shell binary (of the emulated architecture with --emulate)")
+	f.DurationVar(&o.HealthEvery, "health-every", time.Minute, "how often the health check runs")
+	f.StringVar(&o.HealthCommand, "health-command", "", "extra health check (/bin/sh -c); failing pauses the worker")
+	f.DurationVar(&o.PruneEvery, "prune-every", time.Hour, "how often the store and source cache are pruned")
+	f.StringVar(&metrics, "metrics", "", "serve Prometheus metrics (kiln_fleet_worker_*) on this address")
+	addCommand(c)
+}
