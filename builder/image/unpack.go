@@ -307,4 +307,3 @@ func unpackTo(ctx context.Context, dir string, layers ...io.Reader) (int64, erro
 	}
 	return u.size, nil
 }
-
