@@ -1,0 +1,240 @@
+package opam
+
+import (
+	"strings"
+	"testing"
+)
+
+func parseDeps(t *testing.T, src string) Formula[Dependency] {
+	t.Helper()
+	v := mustValue(t, src)
+	f, err := ParseFilteredFormula("test", &v, true)
+	if err != nil {
+		t.Fatalf("ParseFilteredFormula(%s): %v", src, err)
+	}
+	return f
+}
+
+func parseFilter(t *testing.T, src string) Filter {
+	t.Helper()
+	v := mustValue(t, src)
+	f, err := ParseFilter("test", &v)
+	if err != nil {
+		t.Fatalf("ParseFilter(%s): %v", src, err)
+	}
+	return f
+}
+
+func TestFilterEval(t *testing.T) {
+	env := MapEnv(map[string]string{
+		"os": "linux", "arch": "x86_64", "os-family": "debian", "os-distribution": "debian",
+		"ocaml:version": "4.14.1", "with-test": "false", "conf-gmp:installed": "true",
+		"foo:installed": "false", "opam-version": "2.1.5", "empty": "",
+	})
+	for _, c := range []struct {
+		src  string
+		want string
+	}{
+		{`os = "linux"`, "true"},
+		{`os != "linux"`, "false"},
+		{`arch = "arm64" | os = "linux"`, "true"},
+		{`ocaml:version >= "4.08"`, "true"},
+		{`ocaml:version < "4.14.1~"`, "false"},
+		{`ocaml:version < "5.0"`, "true"},
+		{`!with-test`, "true"},
+		{`with-test & undefined-var`, "false"}, // false absorbs
+		{`os = "linux" | undefined-var`, "true"},
+		{`os = "linux" & undefined-var`, "<undefined>"},
+		{`undefined-var = "x"`, "<undefined>"},
+		{`!undefined-var`, "<undefined>"},
+		{`?undefined-var`, "false"},
+		{`?os`, "true"},
+		{`conf-gmp+foo:installed`, "false"},
+		{`conf-gmp:installed`, "true"},
+		{`"%{os}%-%{arch}%" = "linux-x86_64"`, "true"},
+		{`"%{conf-gmp:installed?yes:no}%" = "yes"`, "true"},
+		{`"%{nothing?yes:no}%" = "no"`, "true"},
+		{`opam-version >= "2.1"`, "true"},
+		{`(os = "macos")`, "false"},
+		{`"true"`, "true"},
+	} {
+		f := parseFilter(t, c.src)
+		if got := f.Eval(env).String(); got != c.want {
+			t.Errorf("%s = %s, want %s", c.src, got, c.want)
+		}
+	}
+}
+
+func TestInterpolate(t *testing.T) {
+	env := MapEnv(map[string]string{"name": "foo", "lib": "/l", "jobs": "4", "dune:installed": "true"})
+	for _, c := range []struct{ in, want string }{
+		{"-j%{jobs}%", "-j4"},
+		{"%{lib}%/%{name}%", "/l/foo"},
+		{"%{undefined}%", "%{undefined}%"},
+		{"%{dune:installed?--with-dune:}%", "--with-dune"},
+		{"no vars", "no vars"},
+		{"%{unclosed", "%{unclosed"},
+	} {
+		if got := Interpolate(c.in, env); got != c.want {
+			t.Errorf("Interpolate(%q) = %q, want %q", c.in, got, c.want)
+		}
+	}
+}
+
+func TestResolveDependencies(t *testing.T) {
+	deps := parseDeps(t, `[
+		"ocaml" {>= "4.08" & < "5.0"}
+		"dune" {build & >= "3.0"}
+		"alcotest" {with-test}
+		"odoc" {with-doc}
+		"foo-linux" {os = "linux"}
+		"foo-mac" {os = "macos"}
+		("a" | "b" {>= "2"})
+		"self-dep" {= version}
+		"post-dep" {post}
+		"neg" {!(>= "1.0" & < "2.0")}
+		"dev-only" {dev}
+		"unknown" {undefined-var}
+	]`)
+	d := DepsEnv{Build: true, Self: Package{"me", "1.2"}, Vars: MapEnv(map[string]string{"os": "linux"})}
+	got := d.Resolve(deps).Format(Atom.String)
+	want := `"ocaml" {>= "4.08" & < "5.0"} & "dune" {>= "3.0"} & "foo-linux" & ("a" | "b" {>= "2"}) & "self-dep" {= "1.2"} & "neg" {< "1.0" | >= "2.0"}`
+	if got != want {
+		t.Errorf("resolved:\n got %s\nwant %s", got, want)
+	}
+	d.WithTest, d.Undefined = true, true
+	got = d.Resolve(deps).Format(Atom.String)
+	if !strings.Contains(got, `"alcotest"`) || !strings.Contains(got, `"unknown"`) {
+		t.Errorf("with-test and undefined=true: %s", got)
+	}
+	// A filtered-out alternative disappears from a disjunction, as in opam.
+	alt := parseDeps(t, `[("a" {os = "macos"} | "b")]`)
+	d = DepsEnv{Vars: MapEnv(map[string]string{"os": "linux"})}
+	if got := d.Resolve(alt).Format(Atom.String); got != `"b"` {
+		t.Errorf("alternative: %s", got)
+	}
+}
+
+func TestAtomMatchesAndSatisfied(t *testing.T) {
+	deps := parseDeps(t, `["ocaml" {>= "4.08" & < "5.0"} ("lwt" {>= "5"} | "async")]`)
+	r := (&DepsEnv{}).Resolve(deps)
+	inst := map[PackageName]Version{"ocaml": "4.14.1", "lwt": "5.6.1"}
+	look := func(n PackageName) (Version, bool) { v, ok := inst[n]; return v, ok }
+	if !Satisfied(r, look) {
+		t.Errorf("%s not satisfied by %v", r.Format(Atom.String), inst)
+	}
+	inst["ocaml"] = "5.0~beta1"
+	if !Satisfied(r, look) {
+		t.Errorf("5.0~beta1 < 5.0 should satisfy < 5.0")
+	}
+	inst["ocaml"] = "5.0.0"
+	if Satisfied(r, look) {
+		t.Errorf("ocaml 5.0.0 should not satisfy < 5.0")
+	}
+	inst["ocaml"] = "4.14.1"
+	delete(inst, "lwt")
+	if Satisfied(r, look) {
+		t.Errorf("missing lwt|async should fail")
+	}
+	if got := Names(r); len(got) != 3 {
+		t.Errorf("Names = %v", got)
+	}
+	a := r.Atoms()[0]
+	if !a.Matches(Package{"ocaml", "4.08"}) || a.Matches(Package{"ocaml", "4.07.1"}) || a.Matches(Package{"dune", "4.08"}) {
+		t.Errorf("Atom.Matches wrong for %s", a)
+	}
+}
+
+func TestNormalForms(t *testing.T) {
+	f := parseDeps(t, `["a" ("b" | ("c" & "d")) ("e" | "f")]`)
+	show := func(cs [][]Dependency) string {
+		var parts []string
+		for _, c := range cs {
+			var names []string
+			for _, a := range c {
+				names = append(names, string(a.Name))
+			}
+			parts = append(parts, strings.Join(names, ","))
+		}
+		return strings.Join(parts, " ")
+	}
+	if got := show(CNF(f)); got != "a b,c b,d e,f" {
+		t.Errorf("CNF = %s", got)
+	}
+	if got := show(DNF(f)); got != "a,b,e a,b,f a,c,d,e a,c,d,f" {
+		t.Errorf("DNF = %s", got)
+	}
+	if len(CNF(Formula[Dependency]{})) != 0 || len(DNF(Formula[Dependency]{})) != 1 {
+		t.Errorf("normal forms of Empty")
+	}
+}
+
+func TestTypedFieldsOfAFile(t *testing.T) {
+	src := `opam-version: "2.0"
+maintainer: ["a@b.c" "d@e.f"]
+flags: [light-uninstall avoid-version]
+conflict-class: "ocaml-core-compiler"
+available: arch != "arm32" & os != "win32"
+build: [
+  ["dune" "subst"] {dev}
+  ["dune" "build" "-p" name "-j" jobs "@runtest" {with-test}]
+]
+install: ["make" "install"]
+depexts: [
+  ["libgmp-dev"] {os-family = "debian"}
+  ["gmp"] {os = "macos"}
+]
+pin-depends: [["foo.1.0" "git+https://x/foo"]]
+extra-files: ["fix.patch" "md5=00000000000000000000000000000000"]
+conflicts: ["bar" "baz" {< "2"}]
+`
+	f, err := ParseString("t.opam", src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m := f.Maintainer(); len(m) != 2 {
+		t.Errorf("Maintainer = %v", m)
+	}
+	if !f.HasFlag("avoid-version") || f.HasFlag("conf") {
+		t.Errorf("Flags = %v", f.Flags())
+	}
+	if cc := f.ConflictClass(); len(cc) != 1 || cc[0] != "ocaml-core-compiler" {
+		t.Errorf("ConflictClass = %v", cc)
+	}
+	av, _ := f.Available()
+	if av.EvalBool(MapEnv(map[string]string{"arch": "arm32", "os": "linux"}), true) {
+		t.Errorf("available on arm32")
+	}
+	build, err := f.Build()
+	if err != nil || len(build) != 2 {
+		t.Fatalf("Build = %v, %v", build, err)
+	}
+	env := (&DepsEnv{Self: Package{"foo", "1.0"}, Vars: MapEnv(map[string]string{"jobs": "4"})}).Env()
+	if _, ok := build[0].Expand(env); ok {
+		t.Errorf("dev command ran")
+	}
+	args, ok := build[1].Expand(env)
+	if !ok || strings.Join(args, " ") != "dune build -p foo -j 4" {
+		t.Errorf("build args = %q", args)
+	}
+	inst, _ := f.Install()
+	if len(inst) != 1 || len(inst[0].Args) != 2 {
+		t.Errorf("Install = %+v", inst)
+	}
+	dx, err := f.Depexts()
+	if err != nil || len(dx) != 2 || dx[1].Packages[0] != "gmp" {
+		t.Errorf("Depexts = %+v %v", dx, err)
+	}
+	pd, err := f.PinDepends()
+	if err != nil || len(pd) != 1 || pd[0].Package.Name != "foo" {
+		t.Errorf("PinDepends = %+v %v", pd, err)
+	}
+	ef, err := f.ExtraFiles()
+	if err != nil || len(ef) != 1 || ef[0].Name != "fix.patch" {
+		t.Errorf("ExtraFiles = %+v %v", ef, err)
+	}
+	cf, err := f.Conflicts()
+	if err != nil || cf.Kind != FOr || len(cf.Sub) != 2 {
+		t.Errorf("Conflicts = %+v %v", cf, err)
+	}
+}
