@@ -323,7 +323,6 @@ func TestCancelKillsGit(t *testing.T) {
 	}
 }
 
-
 func TestConcurrentFetchesOfOneMirrorAreSerialised(t *testing.T) {
 	srv := gittest.NewServer(t)
 	up, c := sampleRepo(t)

@@ -29,9 +29,9 @@ func TestMirrorName(t *testing.T) {
 func TestRedact(t *testing.T) {
 	for in, want := range map[string]string{
 		"fetch https://user:tok@host/x.git failed": "fetch https://host/x.git failed",
-		"https://tok@host/x":                        "https://host/x",
-		"ssh://git:pw@host/x":                       "ssh://git:***@host/x",
-		"git@github.com:a/b":                        "git@github.com:a/b",
+		"https://tok@host/x":                       "https://host/x",
+		"ssh://git:pw@host/x":                      "ssh://git:***@host/x",
+		"git@github.com:a/b":                       "git@github.com:a/b",
 	} {
 		if got := Redact(in); got != want {
 			t.Errorf("Redact(%q) = %q, want %q", in, got, want)

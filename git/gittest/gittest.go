@@ -95,8 +95,8 @@ type Server struct {
 	// Token, when set, is required as the password of HTTP basic authentication.
 	Token string
 
-	mu       sync.Mutex
-	inFlight int
+	mu          sync.Mutex
+	inFlight    int
 	maxInFlight int
 	// Requests counts the requests served.
 	Requests atomic.Int64
