@@ -1,0 +1,94 @@
+package current
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"syscall"
+)
+
+// FailureKind says whose fault a failure is: the work's, or the infrastructure's.
+type FailureKind string
+
+// The failure kinds. Every kind but FailWork is an infrastructure failure.
+const (
+	FailWork        FailureKind = "work"
+	FailTimeout     FailureKind = "timeout"
+	FailCancelled   FailureKind = "cancelled"
+	FailWorkerLost  FailureKind = "worker-lost"
+	FailDiskFull    FailureKind = "disk-full"
+	FailNetwork     FailureKind = "network"
+	FailInterrupted FailureKind = "interrupted"
+)
+
+// Infrastructure reports whether the failure is the infrastructure's rather than the work's.
+func (k FailureKind) Infrastructure() bool { return k != "" && k != FailWork }
+
+// retryable reports whether a failure of this kind is worth retrying.
+func (k FailureKind) retryable() bool { return k.Infrastructure() && k != FailCancelled }
+
+// InfraError is an infrastructure failure of the given kind.
+type InfraError struct {
+	Kind FailureKind
+	Err  error
+}
+
+func (e *InfraError) Error() string { return fmt.Sprintf("%s: %v", e.Kind, e.Err) }
+func (e *InfraError) Unwrap() error { return e.Err }
+
+// Infra marks err as an infrastructure failure of the given kind, so the engine retries it.
+func Infra(kind FailureKind, err error) error {
+	if err == nil {
+		return nil
+	}
+	return &InfraError{Kind: kind, Err: err}
+}
+
+// KindOf classifies an error returned by an operation.
+func KindOf(err error) FailureKind {
+	if err == nil {
+		return ""
+	}
+	var ie *InfraError
+	if errors.As(err, &ie) {
+		return ie.Kind
+	}
+	if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) {
+		return FailDiskFull
+	}
+	if errors.Is(err, context.DeadlineExceeded) {
+		return FailTimeout
+	}
+	if errors.Is(err, context.Canceled) {
+		return FailCancelled
+	}
+	var ne net.Error
+	if errors.As(err, &ne) {
+		return FailNetwork
+	}
+	var oe *net.OpError
+	if errors.As(err, &oe) {
+		return FailNetwork
+	}
+	return FailWork
+}
+
+// ErrNotFound is matched (errors.Is) by every error about an unknown job, rule or log.
+var ErrNotFound = errors.New("not found")
+
+// NotFoundError names what was not found.
+type NotFoundError struct {
+	What string // "job", "log rule", "log"
+	ID   string
+}
+
+func (e *NotFoundError) Error() string { return fmt.Sprintf("%s %q not found", e.What, e.ID) }
+
+// Is makes errors.Is(err, ErrNotFound) hold.
+func (e *NotFoundError) Is(target error) bool { return target == ErrNotFound }
+
+func notFound(what, id string) error { return &NotFoundError{What: what, ID: id} }
+
+// ErrNotActive is returned when an action needs a job that is ready, waiting or running.
+var ErrNotActive = errors.New("job is not active")

@@ -1,0 +1,467 @@
+package current
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"time"
+)
+
+var (
+	errSuperseded  = errors.New("cancelled: superseded by a newer input")
+	errNotNeeded   = errors.New("cancelled: no longer needed by any pipeline")
+	errByOperator  = errors.New("cancelled by an operator")
+	errEngineStops = errors.New("interrupted: the engine is stopping")
+)
+
+// Job is the handle an operation's Run function gets: its identity and its log.
+type Job struct{ r *runningJob }
+
+// ID is the job's identifier.
+func (j *Job) ID() string { return j.r.id }
+
+// Build is the job's build number for its key (1 for the first).
+func (j *Job) Build() int { return j.r.row.Build }
+
+// Write appends p to the job's log.
+func (j *Job) Write(p []byte) (int, error) { return j.r.log.Write(p) }
+
+// Logf appends a formatted line to the job's log.
+func (j *Job) Logf(format string, args ...any) {
+	s := fmt.Sprintf(format, args...)
+	if len(s) == 0 || s[len(s)-1] != '\n' {
+		s += "\n"
+	}
+	j.r.log.Write([]byte(s))
+}
+
+// Command is a host command whose output goes to the job's log and which runs in its
+// own process group, so cancelling ctx kills it and everything it started.
+func (j *Job) Command(ctx context.Context, name string, args ...string) *exec.Cmd {
+	c := Command(ctx, name, args...)
+	c.Stdout, c.Stderr = j, j
+	return c
+}
+
+// runningJob is a job of this process that has not finished.
+type runningJob struct {
+	e      *Engine
+	ent    *entry
+	def    *opDef
+	id     string
+	row    jobRow
+	input  any
+	idig   string
+	resume bool
+	log    *liveLog
+	ctx    context.Context
+	stop   context.CancelCauseFunc
+	kick   chan struct{}
+
+	// Guarded by e.jmu.
+	state     ActiveState
+	confirmed bool
+	startNow  bool
+	pool      *pool
+	waiter    *waiter
+	retryAt   time.Time
+}
+
+func (e *Engine) newJob(ent *entry, row *jobRow, resume bool) *runningJob {
+	j := &runningJob{
+		e: e, ent: ent, def: ent.def, id: strconv.FormatInt(row.ID, 10), row: *row,
+		input: ent.input, idig: ent.idig, resume: resume, kick: make(chan struct{}, 1),
+	}
+	j.ctx, j.stop = context.WithCancelCause(e.runContext())
+	lg, err := openLiveLog(e.logPath(row.ID))
+	if err != nil {
+		lg = discardLog()
+		e.log.Error("open job log", "job", j.id, "err", err)
+	}
+	j.log = lg
+	e.jmu.Lock()
+	e.jobs[j.id] = j
+	e.jmu.Unlock()
+	return j
+}
+
+func (e *Engine) runContext() context.Context {
+	if e.runCtx != nil {
+		return e.runCtx
+	}
+	return e.bgCtx
+}
+
+func (j *runningJob) cancel(cause error) { j.stop(cause) }
+
+func (j *runningJob) activeState() ActiveState {
+	j.e.jmu.Lock()
+	defer j.e.jmu.Unlock()
+	return j.state
+}
+
+func (j *runningJob) setState(s ActiveState) {
+	j.e.jmu.Lock()
+	j.state = s
+	j.e.jmu.Unlock()
+	ent := j.ent
+	j.e.post(func() { ent.touch() })
+}
+
+// reason says what the job is doing or waiting for.
+func (j *runningJob) reason() string {
+	e := j.e
+	e.jmu.Lock()
+	state, p, w, retry := j.state, j.pool, j.waiter, j.retryAt
+	level := e.confirmLevel
+	e.jmu.Unlock()
+	switch {
+	case state == ActiveWaitingForConfirmation:
+		return fmt.Sprintf("waiting for confirmation: level %s is above the confirm level %s", j.def.level, level)
+	case state == ActiveRunning:
+		return "running"
+	case !retry.IsZero():
+		return fmt.Sprintf("retrying after an infrastructure failure at %s", retry.Format(time.RFC3339))
+	case p != nil && w != nil:
+		if s := p.describe(w); s != "" {
+			return s
+		}
+	}
+	return "ready"
+}
+
+func (e *Engine) logPath(id int64) string {
+	return filepath.Join(e.logs, fmt.Sprintf("%04d", id/1000), fmt.Sprintf("%d.log", id))
+}
+
+func (j *runningJob) waitConfirm() error {
+	e := j.e
+	for {
+		e.jmu.Lock()
+		if j.confirmed || j.def.level <= e.confirmLevel {
+			j.state = ActiveReady
+			e.jmu.Unlock()
+			return nil
+		}
+		first := j.state != ActiveWaitingForConfirmation
+		j.state = ActiveWaitingForConfirmation
+		ch := e.levelChanged
+		e.jmu.Unlock()
+		if first {
+			j.setState(ActiveWaitingForConfirmation)
+			fmt.Fprintf(j.log, "--- kiln: waiting for confirmation (level %s) ---\n", j.def.level)
+		}
+		select {
+		case <-ch:
+		case <-j.kick:
+		case <-j.ctx.Done():
+			return context.Cause(j.ctx)
+		}
+	}
+}
+
+func (j *runningJob) acquire() error {
+	e := j.e
+	p := e.pool(j.def.pool)
+	w := &waiter{lane: j.row.Lane}
+	if w.lane == "" {
+		w.lane = LaneUrgent
+	}
+	e.jmu.Lock()
+	j.pool, j.waiter = p, w
+	now := j.startNow
+	e.jmu.Unlock()
+	if now {
+		p.mu.Lock()
+		p.used++
+		w.granted = true
+		p.mu.Unlock()
+		return nil
+	}
+	return p.acquire(j.ctx, w)
+}
+
+func (j *runningJob) releaseSlot() {
+	e := j.e
+	e.jmu.Lock()
+	p, w := j.pool, j.waiter
+	j.pool, j.waiter = nil, nil
+	e.jmu.Unlock()
+	if p != nil {
+		p.release(w)
+	}
+}
+
+func (j *runningJob) execute() (out any, err error) {
+	ctx := j.ctx
+	if j.def.timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeoutCause(ctx, j.def.timeout, Infra(FailTimeout, fmt.Errorf("timed out after %s", j.def.timeout)))
+		defer cancel()
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("panic: %v", r)
+		}
+	}()
+	out, err = j.def.run(ctx, &Job{j}, j.input)
+	if err != nil && ctx.Err() != nil {
+		if cause := context.Cause(ctx); cause != nil && j.ctx.Err() == nil {
+			err = cause
+		}
+	}
+	return out, err
+}
+
+func (e *Engine) runJob(j *runningJob) {
+	defer e.jobWG.Done()
+	r := &j.row
+	lg := j.log
+	var err error
+	if j.resume {
+		fmt.Fprintf(lg, "--- kiln: the process running this job stopped; running it again ---\n")
+	}
+	fmt.Fprintf(lg, "--- kiln: job %s: %s %s (build %d, %s lane) ---\n", j.id, r.Op, r.Label, r.Build, r.Lane)
+	if j.input == nil && r.Input != nil {
+		j.input, err = j.def.decodeIn(r.Input)
+	}
+	var out any
+	var kind FailureKind
+	if err == nil {
+		for {
+			if err = j.waitConfirm(); err != nil {
+				break
+			}
+			if err = j.acquire(); err != nil {
+				break
+			}
+			r.Attempts++
+			now := time.Now()
+			e.jmu.Lock()
+			j.retryAt = time.Time{}
+			e.jmu.Unlock()
+			if err := e.db.setRunning(r.ID, now.UnixNano(), r.Attempts); err != nil {
+				e.log.Error("record running job", "job", j.id, "err", err)
+			}
+			r.RunningAt = now.UnixNano()
+			j.setState(ActiveRunning)
+			e.metrics.running.Inc()
+			out, err = j.execute()
+			e.metrics.running.Dec()
+			j.releaseSlot()
+			if err == nil {
+				break
+			}
+			kind = j.classify(err)
+			if !kind.retryable() || kind == FailInterrupted || r.Attempts > e.cfg.MaxRetries {
+				break
+			}
+			delay := e.cfg.RetryBackoff << (r.Attempts - 1)
+			if delay > time.Minute || delay <= 0 {
+				delay = time.Minute
+			}
+			fmt.Fprintf(lg, "--- kiln: infrastructure failure (%s): %v; retry %d of %d in %s ---\n", kind, err, r.Attempts, e.cfg.MaxRetries, delay)
+			e.metrics.retries.WithLabelValues(r.Op, string(kind)).Inc()
+			e.jmu.Lock()
+			j.retryAt = time.Now().Add(delay)
+			e.jmu.Unlock()
+			j.setState(ActiveReady)
+			t := time.NewTimer(delay)
+			select {
+			case <-t.C:
+			case <-j.ctx.Done():
+				t.Stop()
+			}
+			if j.ctx.Err() != nil {
+				err = context.Cause(j.ctx)
+				break
+			}
+		}
+	}
+	j.releaseSlot()
+	if err != nil {
+		kind = j.classify(err)
+	}
+	if kind == FailInterrupted {
+		fmt.Fprintf(lg, "--- kiln: interrupted (%v); the job runs again when next wanted ---\n", err)
+		lg.finish()
+		if err := e.db.setState(r.ID, "interrupted"); err != nil {
+			e.log.Error("record interrupted job", "job", j.id, "err", err)
+		}
+		e.jmu.Lock()
+		delete(e.jobs, j.id)
+		e.jmu.Unlock()
+		return
+	}
+	now := time.Now()
+	r.FinishedAt = now.UnixNano()
+	if err == nil {
+		b, merr := json.Marshal(out)
+		if merr != nil {
+			err, kind = fmt.Errorf("encode result: %w", merr), FailWork
+		} else {
+			r.State, r.Output, r.Message, r.FailureKind = "ok", b, "", ""
+		}
+	}
+	if err != nil {
+		r.State, r.Output, r.FailureKind = "failed", nil, kind
+		r.Message = err.Error()
+		if kind == FailWork {
+			if expl := e.explain(lg.path); expl != "" {
+				r.Message = expl
+			}
+		}
+		r.Rebuild = errors.Is(context.Cause(j.ctx), errNotNeeded) || errors.Is(context.Cause(j.ctx), errSuperseded)
+	}
+	r.ExpiresAt = expiry(now, j.def.validFor, j.def.jitter)
+	if r.State == "ok" {
+		fmt.Fprintf(lg, "--- kiln: job succeeded in %s ---\n", now.Sub(time.Unix(0, r.RunningAt)).Round(time.Millisecond))
+	} else {
+		fmt.Fprintf(lg, "--- kiln: job failed (%s): %s ---\n", r.FailureKind, r.Message)
+	}
+	r.LogSize = lg.finish()
+	if err := e.db.finish(r); err != nil {
+		e.log.Error("record job result", "job", j.id, "err", err)
+	}
+	e.metrics.jobsFinished.WithLabelValues(r.Op, r.State, string(r.FailureKind)).Inc()
+	e.jmu.Lock()
+	delete(e.jobs, j.id)
+	e.jmu.Unlock()
+	final := *r
+	ent := j.ent
+	e.post(func() { ent.finished(j, &final) })
+}
+
+// classify gives the failure kind of err, taking the job's cancellation cause into account.
+func (j *runningJob) classify(err error) FailureKind {
+	if j.ctx.Err() != nil {
+		if j.e.stopping() {
+			return FailInterrupted
+		}
+		cause := context.Cause(j.ctx)
+		if errors.Is(cause, errNotNeeded) || errors.Is(cause, errSuperseded) || errors.Is(cause, errByOperator) {
+			return FailCancelled
+		}
+	}
+	return KindOf(err)
+}
+
+func (e *Engine) stopping() bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.runCtx != nil && e.runCtx.Err() != nil
+}
+
+// liveLog is a job's append-only log file, followed by any number of readers.
+type liveLog struct {
+	path string
+	mu   sync.Mutex
+	f    *os.File
+	size int64
+	done bool
+	ch   chan struct{}
+}
+
+func openLiveLog(path string) (*liveLog, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return nil, err
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	st, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	return &liveLog{path: path, f: f, size: st.Size(), ch: make(chan struct{})}, nil
+}
+
+func discardLog() *liveLog { return &liveLog{ch: make(chan struct{})} }
+
+func (l *liveLog) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.done {
+		return 0, errors.New("job log is closed")
+	}
+	n := len(p)
+	var err error
+	if l.f != nil {
+		n, err = l.f.Write(p)
+	}
+	l.size += int64(n)
+	close(l.ch)
+	l.ch = make(chan struct{})
+	return n, err
+}
+
+func (l *liveLog) finish() int64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !l.done {
+		l.done = true
+		if l.f != nil {
+			l.f.Close()
+		}
+		close(l.ch)
+	}
+	return l.size
+}
+
+func (l *liveLog) state() (int64, bool, <-chan struct{}) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.size, l.done, l.ch
+}
+
+// logFollower reads a log from an offset, waiting for more while the job runs.
+type logFollower struct {
+	ctx    context.Context
+	f      *os.File
+	live   *liveLog
+	size   int64
+	offset int64
+}
+
+func (r *logFollower) Read(p []byte) (int, error) {
+	for {
+		size, done := r.size, true
+		var ch <-chan struct{}
+		if r.live != nil {
+			size, done, ch = r.live.state()
+		}
+		if r.offset < size {
+			if int64(len(p)) > size-r.offset {
+				p = p[:size-r.offset]
+			}
+			n, err := r.f.ReadAt(p, r.offset)
+			r.offset += int64(n)
+			if n > 0 {
+				return n, nil
+			}
+			if err != nil && err != io.EOF {
+				return 0, fmt.Errorf("read log %s: %w", r.f.Name(), err)
+			}
+			return 0, fmt.Errorf("log %s is shorter than recorded (%d < %d bytes): truncated", r.f.Name(), r.offset, size)
+		}
+		if done {
+			return 0, io.EOF
+		}
+		select {
+		case <-ch:
+		case <-r.ctx.Done():
+			return 0, r.ctx.Err()
+		}
+	}
+}
+
+func (r *logFollower) Close() error { return r.f.Close() }

@@ -1,0 +1,457 @@
+package current
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"time"
+)
+
+// Op is a cached operation: a build (its result depends only on its input) or a publish
+// (it sets something outside, identified by Key, to its input). An operation runs once
+// per (Name, key digest); its result, failure included, is kept in the store.
+type Op[In, Out any] struct {
+	// Name identifies the operation in the store; keep it stable.
+	Name string
+	// Publish marks an operation that sets something outside: while a new run is going,
+	// its node shows the previous (latched) outcome.
+	Publish bool
+	// Key identifies the result (its history, its latch). Default: the input's JSON.
+	// When the key stays the same but the input changes, the operation runs again.
+	Key func(In) string
+	// Label is a short description of the input for people (default: the key).
+	Label func(In) string
+	// Run does the work, writing its log to j. In and Out must encode as JSON.
+	Run func(ctx context.Context, j *Job, in In) (Out, error)
+	// Pool names the pool the jobs run in ("" is the pool "default").
+	Pool string
+	// Level is the confirmation level of the jobs (zero: LevelHarmless).
+	Level Level
+	// Timeout bounds one attempt (zero: none).
+	Timeout time.Duration
+	// ValidFor makes results expire after this long, so they are rebuilt (zero: never).
+	ValidFor time.Duration
+	// Jitter is the fraction of ValidFor by which expiries are spread (default 0.1).
+	Jitter float64
+
+	once sync.Once
+	d    *opDef
+}
+
+type opDef struct {
+	name     string
+	publish  bool
+	pool     string
+	level    Level
+	timeout  time.Duration
+	validFor time.Duration
+	jitter   float64
+	encode   func(in any) (key, label string, inJSON []byte, err error)
+	run      func(ctx context.Context, j *Job, in any) (any, error)
+	decode   func([]byte) (any, error)
+	decodeIn func([]byte) (any, error)
+}
+
+func (op *Op[In, Out]) def() *opDef {
+	op.once.Do(func() {
+		d := &opDef{
+			name: op.Name, publish: op.Publish, pool: op.Pool, level: op.Level,
+			timeout: op.Timeout, validFor: op.ValidFor, jitter: op.Jitter,
+		}
+		if d.level == 0 {
+			d.level = LevelHarmless
+		}
+		if d.jitter <= 0 {
+			d.jitter = 0.1
+		}
+		if d.jitter > 1 {
+			d.jitter = 1
+		}
+		if d.pool == "" {
+			d.pool = "default"
+		}
+		d.encode = func(v any) (string, string, []byte, error) {
+			in := as[In](v)
+			b, err := json.Marshal(in)
+			if err != nil {
+				return "", "", nil, fmt.Errorf("%s: encode input: %w", op.Name, err)
+			}
+			key := string(b)
+			if op.Key != nil {
+				key = op.Key(in)
+			}
+			label := key
+			if op.Label != nil {
+				label = op.Label(in)
+			}
+			if len(label) > 200 {
+				label = label[:200] + "…"
+			}
+			return key, label, b, nil
+		}
+		d.run = func(ctx context.Context, j *Job, v any) (any, error) {
+			if op.Run == nil {
+				return nil, fmt.Errorf("operation %s has no Run function", op.Name)
+			}
+			return op.Run(ctx, j, as[In](v))
+		}
+		d.decode = func(b []byte) (any, error) {
+			var out Out
+			if err := json.Unmarshal(b, &out); err != nil {
+				return nil, err
+			}
+			return out, nil
+		}
+		d.decodeIn = func(b []byte) (any, error) {
+			var in In
+			if err := json.Unmarshal(b, &in); err != nil {
+				return nil, err
+			}
+			return in, nil
+		}
+		op.d = d
+	})
+	return op.d
+}
+
+// Do is the result of running op on the value of in.
+func Do[In, Out any](op *Op[In, Out], in Term[In]) Term[Out] {
+	return Term[Out]{newNode("op", op.Name, &opImpl{def: op.def()}, in.n)}
+}
+
+func digestOf(parts ...string) string {
+	h := sha256.New()
+	for _, p := range parts {
+		fmt.Fprintf(h, "%d:%s", len(p), p)
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+type entryKey struct{ op, digest string }
+
+// entry is the live state of one (operation, key): its latest finished result and the
+// job running for it, shared by every node wanting it.
+type entry struct {
+	e      *Engine
+	def    *opDef
+	k      entryKey
+	key    string
+	refs   int
+	nodes  map[*node]struct{}
+	last   *jobRow // latest finished (or interrupted) row
+	value  any
+	hasVal bool
+	job    *runningJob
+	timer  *time.Timer
+
+	input     any
+	inputJSON []byte
+	idig      string
+	label     string
+	err       string
+}
+
+type opImpl struct {
+	def   *opDef
+	ent   *entry
+	has   bool
+	inVer uint64
+}
+
+func (o *opImpl) compute(n *node) output {
+	e := n.e
+	e.ops[o.def.name] = o.def
+	in := n.inputs[0]
+	if in.out.state != StateOk {
+		o.detach(n)
+		return output{state: in.out.state, active: in.out.active, msg: in.out.msg}
+	}
+	if o.has && o.ent != nil && in.ver == o.inVer {
+		return o.ent.output()
+	}
+	o.has, o.inVer = true, in.ver
+	key, label, inJSON, err := o.def.encode(in.out.value)
+	if err != nil {
+		o.detach(n)
+		return failOut(err.Error())
+	}
+	ent, err := e.entryFor(o.def, key)
+	if err != nil {
+		o.detach(n)
+		return failOut(err.Error())
+	}
+	if ent != o.ent {
+		o.detach(n)
+		o.has = true
+		o.ent = ent
+		ent.refs++
+		ent.nodes[n] = struct{}{}
+	}
+	ent.want(digestOf(string(inJSON)), in.out.value, inJSON, label)
+	return ent.output()
+}
+
+func (o *opImpl) detach(n *node) {
+	if o.ent != nil {
+		delete(o.ent.nodes, n)
+		n.e.entRels = append(n.e.entRels, o.ent)
+		o.ent = nil
+	}
+	o.has = false
+}
+
+func (o *opImpl) start(n *node) {}
+
+func (o *opImpl) stop(n *node) { o.detach(n) }
+
+func (o *opImpl) display(n *node, out output) (State, string) {
+	in := n.inputs[0].out
+	if in.state == StateFailed {
+		return StateBlocked, "input failed: " + in.msg
+	}
+	if in.state == StateActive {
+		return StateBlocked, "waiting for input " + n.inputs[0].label
+	}
+	if o.ent != nil && o.ent.job != nil {
+		return StateActive, o.ent.job.reason()
+	}
+	return out.state, out.msg
+}
+
+func (o *opImpl) activeState() (ActiveState, bool) {
+	if o.ent != nil && o.ent.job != nil {
+		return o.ent.job.activeState(), true
+	}
+	return 0, false
+}
+
+func (o *opImpl) jobInfo(n *node) (string, bool) {
+	if o.ent == nil {
+		return "", false
+	}
+	if o.ent.job != nil {
+		return o.ent.job.id, o.ent.def.publish && o.ent.last != nil && o.ent.last.finished()
+	}
+	if o.ent.last != nil {
+		return fmt.Sprint(o.ent.last.ID), false
+	}
+	return "", false
+}
+
+// entryFor returns the live entry of (def, key), loading its latest row from the store.
+func (e *Engine) entryFor(def *opDef, key string) (*entry, error) {
+	k := entryKey{def.name, digestOf(def.name, key)}
+	if ent := e.entries[k]; ent != nil {
+		return ent, nil
+	}
+	last, err := e.db.latest(k.op, k.digest)
+	if err != nil {
+		return nil, err
+	}
+	ent := &entry{e: e, def: def, k: k, key: key, nodes: map[*node]struct{}{}}
+	ent.setLast(last)
+	e.entries[k] = ent
+	e.metrics.entries.Set(float64(len(e.entries)))
+	return ent, nil
+}
+
+func (ent *entry) setLast(r *jobRow) {
+	ent.last = r
+	ent.value, ent.hasVal = nil, false
+	if r != nil && r.State == "ok" {
+		v, err := ent.def.decode(r.Output)
+		if err == nil {
+			ent.value, ent.hasVal = v, true
+		} else {
+			ent.e.log.Warn("cached result no longer decodes; it will be rebuilt", "op", r.Op, "job", r.ID, "err", err)
+		}
+	}
+}
+
+func (ent *entry) finalOutput() output {
+	r := ent.last
+	switch {
+	case r == nil:
+		return activeOut(ActiveReady)
+	case r.State == "ok" && ent.hasVal:
+		return okOut(ent.value)
+	case r.State == "failed":
+		return failOut(r.Message)
+	}
+	return activeOut(ActiveReady)
+}
+
+func (ent *entry) output() output {
+	if ent.err != "" {
+		return failOut(ent.err)
+	}
+	if ent.job != nil {
+		if ent.def.publish && ent.last != nil && ent.last.finished() {
+			return ent.finalOutput()
+		}
+		return activeOut(ent.job.activeState())
+	}
+	return ent.finalOutput()
+}
+
+func (ent *entry) expired(now time.Time) bool {
+	return ent.last.ExpiresAt != 0 && now.UnixNano() >= ent.last.ExpiresAt
+}
+
+// want makes sure the entry's result is for input digest idig, starting a job if needed.
+func (ent *entry) want(idig string, in any, inJSON []byte, label string) {
+	ent.input, ent.inputJSON, ent.idig, ent.label = in, inJSON, idig, label
+	if j := ent.job; j != nil {
+		if j.idig == idig {
+			return
+		}
+		j.cancel(errSuperseded)
+		ent.job = nil
+	}
+	last := ent.last
+	switch {
+	case last == nil:
+		ent.start(LaneUrgent, nil)
+	case !last.finished():
+		if last.InputDigest == idig {
+			ent.start(last.Lane, last)
+		} else {
+			ent.start(LaneUrgent, nil)
+		}
+	case last.InputDigest != idig || last.Rebuild || ent.expired(time.Now()) || (last.State == "ok" && !ent.hasVal):
+		ent.start(LaneBackground, nil)
+	default:
+		ent.armExpiry()
+	}
+}
+
+func (ent *entry) armExpiry() {
+	if ent.timer != nil || ent.last == nil || ent.last.ExpiresAt == 0 {
+		return
+	}
+	e := ent.e
+	d := time.Until(time.Unix(0, ent.last.ExpiresAt))
+	ent.timer = time.AfterFunc(d, func() {
+		e.post(func() {
+			ent.timer = nil
+			if ent.refs > 0 && ent.job == nil && ent.last != nil && ent.expired(time.Now()) {
+				ent.start(LaneBackground, nil)
+				ent.touch()
+			}
+		})
+	})
+}
+
+func (ent *entry) stopTimer() {
+	if ent.timer != nil {
+		ent.timer.Stop()
+		ent.timer = nil
+	}
+}
+
+// touch marks every node of the entry for re-evaluation.
+func (ent *entry) touch() {
+	for n := range ent.nodes {
+		ent.e.markDirty(n)
+	}
+}
+
+// start records a new build (or resumes an interrupted one) and runs it.
+func (ent *entry) start(lane Lane, resume *jobRow) {
+	e := ent.e
+	ent.stopTimer()
+	ent.err = ""
+	var row jobRow
+	if resume != nil {
+		row = *resume
+		row.State = "ready"
+		if err := e.db.setState(row.ID, "ready"); err != nil {
+			ent.err = err.Error()
+			return
+		}
+	} else {
+		build := 1
+		if ent.last != nil {
+			build = ent.last.Build + 1
+		}
+		if j, _ := e.db.latest(ent.k.op, ent.k.digest); j != nil && j.Build >= build {
+			build = j.Build + 1
+		}
+		row = jobRow{
+			Op: ent.def.name, Digest: ent.k.digest, Key: ent.key, Label: ent.label, Build: build,
+			InputDigest: ent.idig, Input: ent.inputJSON, State: "ready", Level: ent.def.level, Lane: lane,
+			ReadyAt: time.Now().UnixNano(),
+		}
+		if err := e.db.insert(&row); err != nil {
+			ent.err = err.Error()
+			return
+		}
+	}
+	j := e.newJob(ent, &row, resume != nil)
+	ent.job = j
+	if resume != nil {
+		ent.last = nil
+		if prev, _ := e.db.history(ent.k.op, ent.k.digest, 2); len(prev) == 2 && prev[1].finished() {
+			ent.setLast(prev[1])
+		}
+	}
+	e.metrics.jobsStarted.WithLabelValues(ent.def.name, string(lane)).Inc()
+	e.jobWG.Add(1)
+	go e.runJob(j)
+}
+
+// finished takes the final row of job j.
+func (ent *entry) finished(j *runningJob, r *jobRow) {
+	e := ent.e
+	if ent.job == j {
+		ent.job = nil
+		ent.setLast(r)
+		if ent.refs > 0 {
+			ent.armExpiry()
+			if r.Rebuild {
+				// Auto-cancelled, but wanted again meanwhile.
+				ent.want(ent.idig, ent.input, ent.inputJSON, ent.label)
+			}
+		}
+		ent.touch()
+	}
+	if ent.refs == 0 && ent.job == nil {
+		e.forget(ent)
+	}
+}
+
+func (e *Engine) forget(ent *entry) {
+	ent.stopTimer()
+	if e.entries[ent.k] == ent {
+		delete(e.entries, ent.k)
+		e.metrics.entries.Set(float64(len(e.entries)))
+	}
+}
+
+// unrefEntry drops a node's reference at the end of a pass; a job nobody wants any
+// more is cancelled.
+func (e *Engine) unrefEntry(ent *entry) {
+	ent.refs--
+	if ent.refs > 0 {
+		return
+	}
+	if ent.job != nil {
+		ent.job.cancel(errNotNeeded)
+		return
+	}
+	e.forget(ent)
+}
+
+// expiry is when a result finished at t expires: validFor after t, less a random part
+// of up to jitter*validFor so that results made together do not expire together.
+func expiry(t time.Time, validFor time.Duration, jitter float64) int64 {
+	if validFor <= 0 {
+		return 0
+	}
+	spread := time.Duration(rand.Float64() * jitter * float64(validFor))
+	return t.Add(validFor - spread).UnixNano()
+}

@@ -1,0 +1,133 @@
+package current
+
+import (
+	"fmt"
+	"sync/atomic"
+	"testing"
+)
+
+func TestMapRecomputesOnlyChangedInputs(t *testing.T) {
+	e := testEngine(t, Config{})
+	a := NewVar("a", 1)
+	b := NewVar("b", 10)
+	var na, nb, nsum atomic.Int64
+	ma := Map(a.Term(), func(x int) int { na.Add(1); return x * 2 }).Named("double-a")
+	mb := Map(b.Term(), func(x int) int { nb.Add(1); return x * 2 }).Named("double-b")
+	sum := Map(Pair(ma, mb), func(p Tuple[int, int]) int { nsum.Add(1); return p.First + p.Second }).Named("sum")
+	running(t, e, sum)
+	eventually(t, "first sum", func() bool { n, _ := nodeByLabel(e, "sum"); return n.State == StateOk })
+	if na.Load() != 1 || nb.Load() != 1 || nsum.Load() != 1 {
+		t.Fatalf("first pass: a=%d b=%d sum=%d, want 1 each", na.Load(), nb.Load(), nsum.Load())
+	}
+	a.Set(2)
+	eventually(t, "a recomputed", func() bool { return nsum.Load() == 2 })
+	if na.Load() != 2 || nb.Load() != 1 {
+		t.Fatalf("after a changed: a=%d b=%d, want 2 and 1", na.Load(), nb.Load())
+	}
+	// Same value: nothing downstream runs.
+	a.Set(2)
+	b.Set(10)
+	before := e.Status().Pass
+	eventually(t, "pass", func() bool { return e.Status().Pass > before })
+	if na.Load() != 2 || nb.Load() != 1 || nsum.Load() != 2 {
+		t.Fatalf("after same values: a=%d b=%d sum=%d", na.Load(), nb.Load(), nsum.Load())
+	}
+	a.SetError("broken")
+	eventually(t, "failure propagates", func() bool {
+		n, _ := nodeByLabel(e, "sum")
+		return n.State == StateBlocked
+	})
+	n, _ := nodeByLabel(e, "double-a")
+	if n.State != StateBlocked || n.Message != "input failed: broken" {
+		t.Fatalf("double-a: %v %q", n.State, n.Message)
+	}
+}
+
+func TestListMapTouchesOnlyChangedItems(t *testing.T) {
+	e := testEngine(t, Config{})
+	items := NewVar("items", []string{"a", "b", "c"})
+	var calls sync32
+	out := ListMap(items.Term(), func(s string) string { return s[:1] }, func(it Term[string]) Term[string] {
+		return Map(it, func(s string) string { calls.inc(s[:1]); return s + "!" })
+	}).Named("bang")
+	running(t, e, out)
+	eventually(t, "three items", func() bool { return calls.total() == 3 })
+	items.Set([]string{"a", "b2", "c", "d"})
+	eventually(t, "b and d", func() bool { return calls.total() == 5 })
+	if calls.get("a") != 1 || calls.get("c") != 1 || calls.get("b") != 2 || calls.get("d") != 1 {
+		t.Fatalf("calls %v", calls.snapshot())
+	}
+	items.Set([]string{"d"})
+	eventually(t, "items removed from graph", func() bool {
+		g := e.Graph()
+		items := 0
+		for _, gr := range g.Groups {
+			if gr.Kind == "item" {
+				items++
+			}
+		}
+		return items == 1
+	})
+	if calls.total() != 5 {
+		t.Fatalf("removal recomputed items: %v", calls.snapshot())
+	}
+}
+
+func TestBindRebuildsSubgraph(t *testing.T) {
+	e := testEngine(t, Config{})
+	n := NewVar("n", 2)
+	out := Bind(n.Term(), func(k int) Term[[]int] {
+		ts := make([]Term[int], k)
+		for i := range ts {
+			ts[i] = Return(i).Named(fmt.Sprint("c", i))
+		}
+		return List(ts...)
+	}).Named("bound")
+	col := Map(out, func(xs []int) int { return len(xs) }).Named("len")
+	running(t, e, col)
+	eventually(t, "len 2", func() bool { n, _ := nodeByLabel(e, "len"); return n.State == StateOk && len(e.Graph().Nodes) == 6 })
+	n.Set(4)
+	eventually(t, "len 4", func() bool {
+		g := e.Graph()
+		return len(g.Nodes) == 8
+	})
+	if _, ok := nodeByLabel(e, "c3"); !ok {
+		t.Fatal("c3 missing after rebind")
+	}
+}
+
+func TestGateCatchCollapse(t *testing.T) {
+	e := testEngine(t, Config{})
+	ok := NewEmptyVar[Unit]("approval")
+	v := NewVar("v", 5)
+	gated := Gate(v.Term(), ok.Term()).Named("gated")
+	caught := Catch(MapErr(gated, func(x int) (int, error) {
+		if x > 3 {
+			return 0, fmt.Errorf("too big: %d", x)
+		}
+		return x, nil
+	})).Named("caught")
+	root := Collapse("checks", v.Term(), caught)
+	running(t, e, root)
+	eventually(t, "gate holds", func() bool { n, _ := nodeByLabel(e, "gated"); return n.State == StateBlocked })
+	ok.Set(Unit{})
+	eventually(t, "catch", func() bool { n, _ := nodeByLabel(e, "caught"); return n.State == StateOk })
+	g := e.Graph()
+	var coll int64
+	for _, gr := range g.Groups {
+		if gr.Kind == "collapse" && gr.Label == "checks" {
+			coll = gr.ID
+		}
+	}
+	if coll == 0 {
+		t.Fatal("no collapse group")
+	}
+	c, _ := nodeByLabel(e, "caught")
+	if c.Group != coll {
+		t.Fatalf("caught in group %d, want %d", c.Group, coll)
+	}
+	vn, _ := nodeByLabel(e, "v")
+	if vn.Group == coll {
+		t.Fatal("the collapse's input is inside the group")
+	}
+}
