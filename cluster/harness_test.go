@@ -1,0 +1,271 @@
+package cluster
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/kiln-ci/kiln/internal/testenv"
+)
+
+var (
+	kilnOnce sync.Once
+	kilnPath string
+	kilnErr  error
+)
+
+// kilnBinary builds the kiln command once per test run.
+func kilnBinary(t *testing.T) string {
+	t.Helper()
+	testenv.Short(t, "builds the kiln binary and runs worker processes")
+	kilnOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "kiln-fleet-test-")
+		if err != nil {
+			kilnErr = err
+			return
+		}
+		kilnPath = filepath.Join(dir, "kiln")
+		cmd := exec.Command("go", "build", "-o", kilnPath, "./cmd/kiln")
+		cmd.Dir = testenv.Root()
+		if out, err := cmd.CombinedOutput(); err != nil {
+			kilnErr = fmt.Errorf("go build ./cmd/kiln: %v\n%s", err, out)
+		}
+	})
+	if kilnErr != nil {
+		t.Fatal(kilnErr)
+	}
+	return kilnPath
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// testFleet is an embedded fleet in the test process plus worker processes.
+type testFleet struct {
+	t       *testing.T
+	dir     string
+	listen  string
+	opts    Options
+	f       *Fleet
+	ctx     context.Context
+	workers map[string]*workerProc
+}
+
+type workerProc struct {
+	name string
+	cmd  *exec.Cmd
+	out  *syncBuffer
+	done chan error
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func testPolicyFast() Policy {
+	return Policy{LeaseTTL: 2 * time.Second, WorkerTTL: 2 * time.Second, MaxAttempts: 3, DefaultCost: time.Second}
+}
+
+func newTestFleet(t *testing.T, o Options) *testFleet {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	if o.StateDir == "" {
+		o.StateDir = t.TempDir()
+	}
+	if o.Listen == "" {
+		o.Listen = freeAddr(t)
+	}
+	if o.Policy.LeaseTTL == 0 {
+		o.Policy = testPolicyFast()
+	}
+	tf := &testFleet{t: t, dir: o.StateDir, listen: o.Listen, opts: o, ctx: ctx, workers: map[string]*workerProc{}}
+	tf.start()
+	t.Cleanup(func() {
+		for _, w := range tf.workers {
+			w.stop()
+		}
+		if tf.f != nil {
+			tf.f.Close()
+		}
+	})
+	return tf
+}
+
+func (tf *testFleet) start() {
+	tf.t.Helper()
+	f, err := StartEmbedded(tf.ctx, tf.opts)
+	if err != nil {
+		tf.t.Fatal(err)
+	}
+	tf.f = f
+}
+
+// restart stops the scheduler and the NATS server and starts both again on the same
+// state folder and address.
+func (tf *testFleet) restart() {
+	tf.t.Helper()
+	tf.f.Close()
+	tf.f = nil
+	tf.start()
+}
+
+func (tf *testFleet) worker(name, pool string, capacity int, extra ...string) *workerProc {
+	tf.t.Helper()
+	bin := kilnBinary(tf.t)
+	args := append([]string{"worker", "--nats", "nats://" + tf.listen, "--name", name, "--pool", pool,
+		"--capacity", fmt.Sprint(capacity), "--runner", "shell", "--state-dir", filepath.Join(tf.dir, "w-"+name),
+		"--health-every", "500ms"}, extra...)
+	if tf.opts.WorkerToken != "" && !strings.Contains(strings.Join(extra, " "), "--token") {
+		args = append(args, "--token", tf.opts.WorkerToken)
+	}
+	return tf.startProc(name, bin, args...)
+}
+
+func (tf *testFleet) startProc(name, bin string, args ...string) *workerProc {
+	tf.t.Helper()
+	w := &workerProc{name: name, out: &syncBuffer{}, done: make(chan error, 1)}
+	w.cmd = exec.Command(bin, args...)
+	w.cmd.Stdout, w.cmd.Stderr = w.out, w.out
+	w.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := w.cmd.Start(); err != nil {
+		tf.t.Fatal(err)
+	}
+	go func() { w.done <- w.cmd.Wait() }()
+	tf.workers[name+fmt.Sprint(len(tf.workers))] = w
+	tf.t.Cleanup(func() {
+		if tf.t.Failed() {
+			tf.t.Logf("output of worker %s:\n%s", name, w.out.String())
+		}
+	})
+	return w
+}
+
+func (w *workerProc) stop() {
+	if w.cmd.Process == nil {
+		return
+	}
+	_ = syscall.Kill(-w.cmd.Process.Pid, syscall.SIGKILL)
+	select {
+	case <-w.done:
+	case <-time.After(5 * time.Second):
+	}
+}
+
+// kill sends SIGKILL to the worker process alone (its running build is left orphaned,
+// as when a machine dies, and killed by the test's cleanup).
+func (w *workerProc) kill() {
+	_ = w.cmd.Process.Signal(syscall.SIGKILL)
+	<-w.done
+}
+
+func (tf *testFleet) waitFor(what string, timeout time.Duration, cond func() bool) {
+	tf.t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			tf.t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func (tf *testFleet) waitWorkers(n int) {
+	tf.t.Helper()
+	tf.waitFor(fmt.Sprintf("%d active workers", n), 30*time.Second, func() bool {
+		ws, err := tf.f.Client.Workers(tf.ctx)
+		if err != nil {
+			return false
+		}
+		c := 0
+		for _, w := range ws {
+			if w.State == "active" {
+				c++
+			}
+		}
+		return c >= n
+	})
+}
+
+func (tf *testFleet) submit(r Request) *Job {
+	tf.t.Helper()
+	if r.Pool == "" {
+		r.Pool = "linux-x86_64"
+	}
+	if r.Client == "" {
+		r.Client = "test"
+	}
+	ctx, cancel := context.WithTimeout(tf.ctx, 30*time.Second)
+	defer cancel()
+	j, err := tf.f.Client.Submit(ctx, r)
+	if err != nil {
+		tf.t.Fatal(err)
+	}
+	return j
+}
+
+func (tf *testFleet) wait(id string) *Job {
+	tf.t.Helper()
+	ctx, cancel := context.WithTimeout(tf.ctx, 60*time.Second)
+	defer cancel()
+	j, err := tf.f.Client.Wait(ctx, id)
+	if err != nil {
+		tf.t.Fatal(err)
+	}
+	return j
+}
+
+func (tf *testFleet) job(id string) *Job {
+	tf.t.Helper()
+	j, err := tf.f.Client.Job(tf.ctx, id)
+	if err != nil {
+		tf.t.Fatal(err)
+	}
+	return j
+}
+
+func (tf *testFleet) log(id string) string {
+	tf.t.Helper()
+	var b bytes.Buffer
+	ctx, cancel := context.WithTimeout(tf.ctx, 10*time.Second)
+	defer cancel()
+	if _, err := tf.f.Client.Log(ctx, id, 0, false, &b); err != nil {
+		tf.t.Fatal(err)
+	}
+	return b.String()
+}
+
+func (tf *testFleet) admin(args ...string) (string, error) {
+	cmd := exec.Command(kilnBinary(tf.t), append([]string{"admin", "--nats", "nats://" + tf.listen}, args...)...)
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
