@@ -147,4 +147,3 @@ func TestPullByDigestAndBadRefs(t *testing.T) {
 }
 
 func nopLogger() *log.Logger { return log.New(io.Discard, "", 0) }
-

@@ -1,0 +1,410 @@
+package docker
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"golang.org/x/sync/singleflight"
+
+	"github.com/kiln-ci/kiln/builder/image"
+	"github.com/kiln-ci/kiln/builder/spec"
+)
+
+// Runner builds specs with a Docker engine.
+type Runner struct {
+	Engine *Engine
+	// Images resolves (from …) references; the base's root filesystem is imported
+	// into the engine as BaseRepo:<digest>.
+	Images *image.Store
+	// LogDir keeps the log of each successful step as <step id>.log, replayed on hits.
+	LogDir string
+	// StepRepo and BaseRepo name the engine's images of steps and bases.
+	StepRepo, BaseRepo string
+
+	flight singleflight.Group
+}
+
+// NewRunner returns a runner keeping step logs under logDir.
+func NewRunner(e *Engine, images *image.Store, logDir string) (*Runner, error) {
+	if err := os.MkdirAll(logDir, 0o700); err != nil {
+		return nil, err
+	}
+	return &Runner{Engine: e, Images: images, LogDir: logDir, StepRepo: "kiln-step", BaseRepo: "kiln-base"}, nil
+}
+
+// Options are the inputs of one build besides the spec.
+type Options struct {
+	// Context is the directory (copy …) reads from.
+	Context string
+	// Secrets holds the values of the secrets steps ask for, by id.
+	Secrets map[string][]byte
+	// Log receives the build log.
+	Log io.Writer
+}
+
+// Result is a finished build.
+type Result struct {
+	// ID is the final step's id (the base's digest when no step made a snapshot).
+	ID string
+	// Image is the engine's image holding the result.
+	Image string
+}
+
+// StepError is a step that ran and failed (the build's fault, not the engine's).
+type StepError struct {
+	Op       string
+	ExitCode int
+}
+
+func (e *StepError) Error() string {
+	return fmt.Sprintf("%s: command failed with exit status %d", e.Op, e.ExitCode)
+}
+
+// Build runs the spec: nested builds first, then the main stage.
+func (r *Runner) Build(ctx context.Context, s *spec.Spec, o Options) (Result, error) {
+	if o.Log == nil {
+		o.Log = io.Discard
+	}
+	return r.stage(ctx, s, o, map[string]Result{})
+}
+
+func (r *Runner) stage(ctx context.Context, s *spec.Spec, o Options, outer map[string]Result) (Result, error) {
+	builds := make(map[string]Result, len(outer))
+	for k, v := range outer {
+		builds[k] = v
+	}
+	for _, b := range s.Builds {
+		res, err := r.stage(ctx, b.Spec, o, builds)
+		if err != nil {
+			return Result{}, fmt.Errorf("build %s: %w", b.Name, err)
+		}
+		builds[b.Name] = res
+	}
+	base, err := r.Images.Resolve(ctx, s.From)
+	if err != nil {
+		return Result{}, err
+	}
+	fmt.Fprintf(o.Log, "(from %s)\n", s.From)
+	img, err := r.importBase(ctx, base)
+	if err != nil {
+		return Result{}, err
+	}
+	cur := Result{ID: strings.TrimPrefix(base.ID, "sha256:"), Image: img}
+	c := &stepContext{env: slices.Clone(base.Config.Env), workdir: spec.DefaultWorkdir, shell: slices.Clone(spec.DefaultShell)}
+	if len(c.env) == 0 {
+		c.env = []string{image.DefaultPath}
+	}
+	for _, op := range s.Ops {
+		if err := ctx.Err(); err != nil {
+			return Result{}, err
+		}
+		switch op := op.(type) {
+		case spec.Comment:
+			fmt.Fprintf(o.Log, "%s: %s\n", c.workdir, spec.OpString(op))
+		case spec.Workdir:
+			if strings.HasPrefix(op.Path, "/") {
+				c.workdir = path.Clean(op.Path)
+			} else {
+				c.workdir = path.Join(c.workdir, op.Path)
+			}
+		case spec.Env:
+			c.setEnv(op.Name, op.Value)
+		case spec.User:
+			c.user = op
+		case spec.Shell:
+			c.shell = slices.Clone(op.Args)
+		case spec.Run:
+			id := stepID(cur.ID, op, c, "")
+			if cur, err = r.step(ctx, id, op, o, func(log io.Writer) error { return r.runStep(ctx, cur.Image, id, op, c, o, log) }); err != nil {
+				return Result{}, err
+			}
+		case spec.Copy:
+			var content string
+			var fill func(io.Writer) error
+			if op.FromBuild != "" {
+				src, ok := builds[op.FromBuild]
+				if !ok {
+					return Result{}, fmt.Errorf("copy: unknown build %q", op.FromBuild)
+				}
+				content = "build:" + src.ID + "\x00" + strings.Join(op.Exclude, "\x00")
+				fill = func(log io.Writer) error {
+					return r.copyFromBuild(ctx, cur.Image, src.Image, stepID(cur.ID, op, c, content), op, c)
+				}
+			} else {
+				if o.Context == "" {
+					return Result{}, fmt.Errorf("copy: no build context directory given")
+				}
+				srcs, err := contextSources(op.Src, op.Dst, c.workdir)
+				if err != nil {
+					return Result{}, err
+				}
+				if content, err = contentDigest(o.Context, srcs, op.Exclude); err != nil {
+					return Result{}, err
+				}
+				fill = func(log io.Writer) error {
+					return r.copyFromContext(ctx, cur.Image, stepID(cur.ID, op, c, content), o.Context, srcs, op, c)
+				}
+			}
+			id := stepID(cur.ID, op, c, content)
+			if cur, err = r.step(ctx, id, op, o, fill); err != nil {
+				return Result{}, err
+			}
+		}
+	}
+	return cur, nil
+}
+
+func (r *Runner) stepImage(id string) string { return r.StepRepo + ":" + id }
+
+// step returns the cached snapshot of id, or runs do and keeps its result; the log
+// is written to o.Log either way.
+func (r *Runner) step(ctx context.Context, id string, op spec.Op, o Options, do func(io.Writer) error) (Result, error) {
+	fmt.Fprintf(o.Log, "%s\n", spec.OpString(op))
+	res := Result{ID: id, Image: r.stepImage(id)}
+	logPath := filepath.Join(r.LogDir, id+".log")
+	if r.Engine.ImageExists(ctx, res.Image) {
+		if b, err := os.ReadFile(logPath); err == nil {
+			o.Log.Write(b)
+		}
+		fmt.Fprintf(o.Log, "---> using %q from cache\n", id)
+		return res, nil
+	}
+	v, err, shared := r.flight.Do(id, func() (any, error) {
+		var buf bytes.Buffer
+		err := do(io.MultiWriter(&buf, o.Log))
+		if err != nil {
+			return buf.Bytes(), err
+		}
+		if werr := os.WriteFile(logPath+".tmp", buf.Bytes(), 0o600); werr == nil {
+			os.Rename(logPath+".tmp", logPath)
+		}
+		return buf.Bytes(), nil
+	})
+	if shared {
+		o.Log.Write(v.([]byte))
+	}
+	if err != nil {
+		return Result{}, err
+	}
+	fmt.Fprintf(o.Log, "---> saved as %q\n", id)
+	return res, nil
+}
+
+// importBase makes the base's root filesystem an engine image, once.
+func (r *Runner) importBase(ctx context.Context, b image.Base) (string, error) {
+	ref := r.BaseRepo + ":" + strings.TrimPrefix(b.ID, "sha256:")
+	if r.Engine.ImageExists(ctx, ref) {
+		return ref, nil
+	}
+	v, err, _ := r.flight.Do("import "+ref, func() (any, error) {
+		tarCmd := exec.CommandContext(ctx, "tar", "-C", b.Rootfs, "--numeric-owner", "-cf", "-", ".")
+		pipe, err := tarCmd.StdoutPipe()
+		if err != nil {
+			return nil, err
+		}
+		var tarErr bytes.Buffer
+		tarCmd.Stderr = &tarErr
+		if err := tarCmd.Start(); err != nil {
+			return nil, fmt.Errorf("import base: %w", err)
+		}
+		_, ierr := r.Engine.run(ctx, pipe, "import", "-", ref)
+		if ierr != nil {
+			io.Copy(io.Discard, pipe)
+		}
+		terr := tarCmd.Wait()
+		if ierr != nil {
+			return nil, fmt.Errorf("import base %s: %w", b.Ref, ierr)
+		}
+		if terr != nil {
+			return nil, fmt.Errorf("import base %s: tar: %v: %s", b.Ref, terr, tarErr.String())
+		}
+		return ref, nil
+	})
+	if err != nil {
+		return "", err
+	}
+	return v.(string), nil
+}
+
+// cacheVolume returns the engine volume of a named cache, creating it owned by the
+// step's user the first time.
+func (r *Runner) cacheVolume(ctx context.Context, img, id string, c *stepContext) (string, error) {
+	name := "kiln-cache-" + id
+	if _, err := r.Engine.run(ctx, nil, "volume", "inspect", name); err == nil {
+		return name, nil
+	}
+	if _, err := r.Engine.run(ctx, nil, "volume", "create", name); err != nil {
+		return "", err
+	}
+	if c.user.Name == "" && !c.user.IsRoot() {
+		_, err := r.Engine.run(ctx, nil, "run", "--rm", "--network=none", "-u", "0:0", "--entrypoint", "",
+			"-v", name+":/cache", img, "chown", c.userString(), "/cache")
+		if err != nil {
+			r.Engine.run(context.Background(), nil, "volume", "rm", name)
+			return "", fmt.Errorf("cache %s: %w", id, err)
+		}
+	}
+	return name, nil
+}
+
+func (r *Runner) runStep(ctx context.Context, img, id string, op spec.Run, c *stepContext, o Options, log io.Writer) error {
+	args := []string{"create", "--entrypoint", "", "-u", c.userString(), "-w", c.workdir}
+	if op.HostNetwork() {
+		args = append(args, "--network=host")
+	} else {
+		args = append(args, "--network=none")
+	}
+	for _, kv := range c.env {
+		args = append(args, "-e", kv)
+	}
+	for _, m := range op.Cache {
+		vol, err := r.cacheVolume(ctx, img, m.ID, c)
+		if err != nil {
+			return err
+		}
+		args = append(args, "--mount", "type=volume,src="+vol+",dst="+m.Target)
+	}
+	if len(op.Secrets) > 0 {
+		dir, err := os.MkdirTemp("", "kiln-secrets-")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(dir)
+		for i, s := range op.Secrets {
+			v, ok := o.Secrets[s.ID]
+			if !ok {
+				return fmt.Errorf("secret %q is not provided", s.ID)
+			}
+			f := filepath.Join(dir, fmt.Sprint(i))
+			if err := os.WriteFile(f, v, 0o400); err != nil {
+				return err
+			}
+			if c.user.Name == "" {
+				os.Chown(f, c.user.UID, c.user.GID)
+			}
+			args = append(args, "--mount", "type=bind,src="+f+",dst="+s.Target+",readonly")
+		}
+	}
+	args = append(args, img)
+	args = append(args, c.shell...)
+	args = append(args, op.Shell)
+	ctr, err := r.Engine.run(ctx, nil, args...)
+	if err != nil {
+		return err
+	}
+	defer r.Engine.RemoveContainer(ctr)
+	start := r.Engine.command(ctx, "start", "-a", ctr)
+	start.Stdout = log
+	start.Stderr = log
+	start.Cancel = func() error {
+		r.Engine.run(context.Background(), nil, "kill", ctr)
+		return start.Process.Kill()
+	}
+	start.WaitDelay = 10 * time.Second
+	if err := start.Run(); err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			code, _ := r.Engine.run(context.Background(), nil, "inspect", "--format", "{{.State.ExitCode}}", ctr)
+			var n int
+			fmt.Sscan(code, &n)
+			if n == 0 {
+				n = ee.ExitCode()
+			}
+			return &StepError{Op: "run", ExitCode: n}
+		}
+		return err
+	}
+	_, err = r.Engine.run(ctx, nil, "commit", ctr, r.stepImage(id))
+	return err
+}
+
+// fillContainer creates a stopped container of img, lets write stream a tar into its
+// root with `docker cp`, and commits it as the step's image.
+func (r *Runner) fillContainer(ctx context.Context, img, id string, write func(io.Writer) error) error {
+	ctr, err := r.Engine.run(ctx, nil, "create", "--network=none", "--entrypoint", "", img, "true")
+	if err != nil {
+		return err
+	}
+	defer r.Engine.RemoveContainer(ctr)
+	pr, pw := io.Pipe()
+	werr := make(chan error, 1)
+	go func() {
+		err := write(pw)
+		pw.CloseWithError(err)
+		werr <- err
+	}()
+	_, cerr := r.Engine.run(ctx, pr, "cp", "-a", "-", ctr+":/")
+	pr.CloseWithError(errors.New("docker cp ended"))
+	if err := <-werr; err != nil {
+		return err
+	}
+	if cerr != nil {
+		return cerr
+	}
+	_, err = r.Engine.run(ctx, nil, "commit", ctr, r.stepImage(id))
+	return err
+}
+
+func (r *Runner) copyFromContext(ctx context.Context, img, id, root string, srcs []source, op spec.Copy, c *stepContext) error {
+	return r.fillContainer(ctx, img, id, func(w io.Writer) error {
+		return writeContextTar(w, root, srcs, op.Exclude, c.user.UID, c.user.GID)
+	})
+}
+
+func (r *Runner) copyFromBuild(ctx context.Context, img, from, id string, op spec.Copy, c *stepContext) error {
+	srcCtr, err := r.Engine.run(ctx, nil, "create", "--network=none", "--entrypoint", "", from, "true")
+	if err != nil {
+		return err
+	}
+	defer r.Engine.RemoveContainer(srcCtr)
+	dst := op.Dst
+	if !strings.HasPrefix(dst, "/") {
+		dst = path.Join(c.workdir, dst) + map[bool]string{true: "/"}[strings.HasSuffix(dst, "/")]
+	}
+	if len(op.Src) > 1 && !strings.HasSuffix(dst, "/") {
+		return fmt.Errorf("copy: %d sources need a destination ending in '/' (got %q)", len(op.Src), op.Dst)
+	}
+	return r.fillContainer(ctx, img, id, func(w io.Writer) error {
+		tw := tar.NewWriter(w)
+		for _, s := range op.Src {
+			src := path.Join("/", s)
+			dest := path.Clean(dst)
+			if strings.HasSuffix(dst, "/") && src != "/" {
+				dest = path.Join(dest, path.Base(src))
+			}
+			cmd := r.Engine.command(ctx, "cp", srcCtr+":"+src, "-")
+			out, err := cmd.StdoutPipe()
+			if err != nil {
+				return err
+			}
+			var errb bytes.Buffer
+			cmd.Stderr = &errb
+			if err := cmd.Start(); err != nil {
+				return err
+			}
+			rerr := retarget(tw, out, dest, op.Exclude, c.user.UID, c.user.GID)
+			io.Copy(io.Discard, out)
+			if err := cmd.Wait(); err != nil {
+				return fmt.Errorf("copy from build: %s: %s", s, strings.TrimSpace(errb.String()))
+			}
+			if rerr != nil {
+				return rerr
+			}
+		}
+		return tw.Close()
+	})
+}
