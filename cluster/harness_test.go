@@ -269,3 +269,6 @@ func (tf *testFleet) admin(args ...string) (string, error) {
 	out, err := cmd.CombinedOutput()
 	return string(out), err
 }
+
+func writeFile(p string) error { return os.WriteFile(p, []byte("x"), 0o644) }
+func removeFile(p string) error { return os.Remove(p) }
