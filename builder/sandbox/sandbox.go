@@ -1,0 +1,85 @@
+// Package sandbox runs one build step's command in an isolated container with runc: fresh
+// namespaces, only the step's root filesystem visible, optional host network, named cache
+// and secret mounts, resource limits and a timeout.
+package sandbox
+
+import (
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Config is one command to run in a sandbox.
+type Config struct {
+	// Rootfs is the (writable) root filesystem directory.
+	Rootfs string
+	// Args is the command and its arguments.
+	Args []string
+	// Env holds KEY=VALUE entries.
+	Env []string
+	// Cwd is the absolute working directory inside the sandbox.
+	Cwd      string
+	UID, GID uint32
+	// HostNetwork shares the host's network (and its /etc/resolv.conf and /etc/hosts);
+	// otherwise the sandbox has only a loopback interface.
+	HostNetwork bool
+	// Mounts are host directories bound into the sandbox (cache directories).
+	Mounts []Mount
+	// Secrets are files made for this run only, on a tmpfs, mounted read-only.
+	Secrets []Secret
+	Limits  Limits
+	// Timeout ends the command after this long (0: no limit but the context's).
+	Timeout time.Duration
+}
+
+// Mount binds the host directory Source at Target (absolute, inside the sandbox).
+type Mount struct {
+	Source, Target string
+	ReadOnly       bool
+}
+
+// Secret is a value shown as the read-only file Target.
+type Secret struct {
+	Target string
+	Value  []byte
+}
+
+// Limits are the resources a command may use; zero means unlimited.
+type Limits struct {
+	// Memory is the memory limit in bytes (the command is killed past it).
+	Memory int64
+	// CPUs is the CPU time share, in CPUs (1.5 = one and a half cores).
+	CPUs float64
+	// Pids is the largest number of processes and threads.
+	Pids int64
+}
+
+// Result is how a command ended.
+type Result struct {
+	ExitCode int
+	// OOMKilled is set when the kernel killed a process of the sandbox because the memory
+	// limit was reached.
+	OOMKilled bool
+	Duration  time.Duration
+}
+
+// ExitError is a command that ran and failed.
+type ExitError struct {
+	Code int
+	// OOMKilled: the memory limit was exceeded.
+	OOMKilled bool
+}
+
+func (e *ExitError) Error() string {
+	if e.OOMKilled {
+		return fmt.Sprintf("memory limit exceeded (command killed, exit status %d)", e.Code)
+	}
+	return fmt.Sprintf("command failed with exit status %d", e.Code)
+}
+
+// ErrTimeout is returned (wrapped) when a command runs past its timeout.
+var ErrTimeout = errors.New("timeout")
+
+// ErrSetup is returned (wrapped) when the sandbox itself could not start or be cleaned
+// up: an infrastructure fault, not the command's.
+var ErrSetup = errors.New("sandbox setup")
