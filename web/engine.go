@@ -2,12 +2,14 @@ package web
 
 import (
 	"context"
-	"errors"
+	"io"
 	"time"
+
+	"github.com/kiln-ci/kiln/current"
 )
 
-// ErrNotFound is returned by an Engine for an unknown job, node or rule id.
-var ErrNotFound = errors.New("not found")
+// ErrNotFound is matched (errors.Is) by an Engine's errors about an unknown job, log or rule.
+var ErrNotFound = current.ErrNotFound
 
 // State is the state of a pipeline node or job as the console shows it.
 type State string
@@ -19,14 +21,14 @@ const (
 	StateBlocked   State = "blocked"
 	StateReady     State = "ready"
 	StateRunning   State = "running"
-	StateWaiting   State = "waiting-for-confirmation"
-	StateCancelled State = "cancelled"
+	StateWaiting     State = "waiting-for-confirmation"
+	StateInterrupted State = "interrupted"
 )
 
 // Valid reports whether s is one of the known states.
 func (s State) Valid() bool {
 	switch s {
-	case StateOk, StateFailed, StateBlocked, StateReady, StateRunning, StateWaiting, StateCancelled:
+	case StateOk, StateFailed, StateBlocked, StateReady, StateRunning, StateWaiting, StateInterrupted:
 		return true
 	}
 	return false
@@ -42,13 +44,23 @@ type Node struct {
 	State   State    `json:"state"`
 	Message string   `json:"message,omitempty"`
 	JobID   string   `json:"job_id,omitempty"`
-	Group   string   `json:"group,omitempty"`  // the ListMap group the node belongs to
+	Latched bool     `json:"latched,omitempty"`
+	Groups  []string `json:"groups,omitempty"` // ids of the groups holding the node, outermost first
 	Inputs  []string `json:"inputs,omitempty"` // ids of the nodes it depends on
+}
+
+// GroupInfo describes a group of nodes (a ListMap, one of its items, a Collapse).
+type GroupInfo struct {
+	ID       string `json:"id"`
+	Label    string `json:"label"`
+	Kind     string `json:"kind"`
+	Collapse bool   `json:"collapse,omitempty"` // drawn collapsed whatever its size
 }
 
 // Graph is a snapshot of the live pipeline.
 type Graph struct {
-	Nodes []Node `json:"nodes"`
+	Nodes  []Node      `json:"nodes"`
+	Groups []GroupInfo `json:"groups"`
 }
 
 // Job is one run of a cached operation.
@@ -61,9 +73,9 @@ type Job struct {
 	State       State     `json:"state"`
 	Why         string    `json:"why,omitempty"` // why an active job waits
 	Lane        string    `json:"lane,omitempty"`
-	Confirm     string    `json:"confirm,omitempty"`
-	Error       string    `json:"error,omitempty"`
-	Explanation string    `json:"explanation,omitempty"` // from a log rule
+	Level       string    `json:"level,omitempty"`
+	Attempts    int       `json:"attempts,omitempty"`
+	Message     string    `json:"message,omitempty"` // why it failed (a log rule's explanation if one matched)
 	FailureKind string    `json:"failure_kind,omitempty"`
 	Live        bool      `json:"live"` // wanted by the live pipeline
 	Ready       time.Time `json:"ready,omitzero"`
@@ -85,15 +97,17 @@ type Filter struct {
 	Key    string    `json:"key,omitempty"` // substring of the key or label
 	Since  time.Time `json:"since,omitzero"`
 	Before time.Time `json:"before,omitzero"`
+	Kind   string    `json:"failure_kind,omitempty"` // work, timeout, cancelled, ...
+	Latest bool      `json:"latest,omitempty"`       // only the latest build of each key
 	Limit  int       `json:"limit"`
 }
 
 // LogRule turns a log line matching Pattern into a human explanation of a failure.
 type LogRule struct {
-	ID          string `json:"id"`
-	Pattern     string `json:"pattern"`
-	Explanation string `json:"explanation"`
-	Score       int    `json:"score"`
+	ID          string    `json:"id"`
+	Pattern     string    `json:"pattern"`
+	Explanation string    `json:"explanation"`
+	Created     time.Time `json:"created,omitzero"`
 }
 
 // ConfirmState is the engine's confirmation level and auto-release.
@@ -104,27 +118,46 @@ type ConfirmState struct {
 	Released    bool      `json:"released"`
 }
 
+// RebuildResult says what a rebuild request did.
+type RebuildResult struct {
+	JobID    string `json:"job_id,omitempty"` // the new (or already running) job
+	Deferred bool   `json:"deferred,omitempty"` // not in the live graph: rebuilt when next wanted
+}
+
+// RuleMatch is the outcome of testing a log rule's pattern against one failed job's log.
+type RuleMatch struct {
+	JobID   string `json:"job_id"`
+	Label   string `json:"label"`
+	Matched bool   `json:"matched"`
+	Line    int    `json:"line,omitempty"`
+	Text    string `json:"text,omitempty"`
+	Error   string `json:"error,omitempty"`
+}
+
 // Engine is what the console needs of the pipeline engine.
 type Engine interface {
 	Graph(ctx context.Context) (Graph, error)
-	// Changed returns a channel closed at the next change of the graph or of any job.
-	Changed() <-chan struct{}
+	// Subscribe returns a channel that receives a value whenever the graph or a job
+	// changes, and a function ending the subscription.
+	Subscribe() (<-chan struct{}, func())
 	ActiveJobs(ctx context.Context) ([]Job, error)
-	Job(ctx context.Context, id string) (Job, error)
-	History(ctx context.Context, op, key string, limit int) ([]Job, error)
-	// ReadLog reads at most max bytes of a job's log from offset.
+	// Job returns a job and the history of its key, newest first.
+	Job(ctx context.Context, id string) (Job, []Job, error)
+	// ReadLog reads at most max bytes of a job's log from offset, without waiting.
 	ReadLog(ctx context.Context, id string, offset int64, max int) (LogChunk, error)
-	// WaitLog returns once the log of job id is longer than offset or the job finished.
-	WaitLog(ctx context.Context, id string, offset int64) error
+	// FollowLog reads a job's log from offset, waiting for more while the job runs;
+	// it ends with io.EOF when the job has finished.
+	FollowLog(ctx context.Context, id string, offset int64) (io.ReadCloser, error)
 	Cancel(ctx context.Context, id string) error
-	// Rebuild runs the operation of a stored result again and returns the new job's id.
-	Rebuild(ctx context.Context, id string) (string, error)
+	// Rebuild builds the key of a stored result again.
+	Rebuild(ctx context.Context, id string) (RebuildResult, error)
 	StartNow(ctx context.Context, id string) error
 	Query(ctx context.Context, f Filter) ([]Job, error)
-	Ops(ctx context.Context) ([]string, error)
 	LogRules(ctx context.Context) ([]LogRule, error)
-	AddLogRule(ctx context.Context, r LogRule) (LogRule, error)
+	AddLogRule(ctx context.Context, pattern, explanation string) (LogRule, error)
 	DeleteLogRule(ctx context.Context, id string) error
+	// TestLogRule tries pattern on the logs of recent failed jobs, storing nothing.
+	TestLogRule(ctx context.Context, pattern string) ([]RuleMatch, error)
 	Confirm(ctx context.Context) (ConfirmState, error)
 	SetConfirm(ctx context.Context, level string) error
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"strconv"
 	"time"
@@ -56,6 +57,8 @@ func (s *Server) changeEvents(w http.ResponseWriter, r *http.Request, c *reqCtx)
 	if err := onlyParams(r); err != nil {
 		return err
 	}
+	changes, unsubscribe := s.eng.Subscribe()
+	defer unsubscribe()
 	ev, err := startSSE(w)
 	if err != nil {
 		return err
@@ -65,7 +68,6 @@ func (s *Server) changeEvents(w http.ResponseWriter, r *http.Request, c *reqCtx)
 	tick := time.NewTicker(heartbeat)
 	defer tick.Stop()
 	for {
-		ch := s.eng.Changed()
 		select {
 		case <-r.Context().Done():
 			return nil
@@ -73,7 +75,7 @@ func (s *Server) changeEvents(w http.ResponseWriter, r *http.Request, c *reqCtx)
 			if ev.comment() != nil {
 				return nil
 			}
-		case <-ch:
+		case <-changes:
 			if ev.send("changed", map[string]int64{"at": time.Now().UnixMilli()}) != nil {
 				return nil
 			}
@@ -117,7 +119,7 @@ func (s *Server) rawLog(w http.ResponseWriter, r *http.Request, c *reqCtx) error
 	if err != nil {
 		return err
 	}
-	if _, err := s.eng.Job(r.Context(), id); err != nil {
+	if _, _, err := s.eng.Job(r.Context(), id); err != nil {
 		return jobErr(id, err)
 	}
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
@@ -160,91 +162,116 @@ func (s *Server) rawLog(w http.ResponseWriter, r *http.Request, c *reqCtx) error
 
 // logEvents streams a job's log as server-sent events from an offset. The page stream
 // (/job/<id>/log/events) sends "line" events of rendered HTML lines {n, html}; the API
-// stream sends "data" events {offset, text} of raw text. Both end with a "done" event
-// carrying the job's final state.
+// stream sends "data" events {offset, next, text} of raw text. Both end with a "done"
+// event carrying the job's final state.
 func (s *Server) logEvents(w http.ResponseWriter, r *http.Request, c *reqCtx) error {
 	id := r.PathValue("id")
 	p, err := logParams(r, "offset", "line")
 	if err != nil {
 		return err
 	}
-	if _, err := s.eng.Job(r.Context(), id); err != nil {
+	ctx := r.Context()
+	if _, _, err := s.eng.Job(ctx, id); err != nil {
 		return jobErr(id, err)
 	}
+	off := p["offset"]
+	rd, err := s.eng.FollowLog(ctx, id, off)
+	if err != nil {
+		return jobErr(id, err)
+	}
+	defer rd.Close()
 	ev, err := startSSE(w)
 	if err != nil {
 		return err
 	}
 	s.followers.Inc()
 	defer s.followers.Dec()
-	off := p["offset"]
-	lineNo := int(p["line"])
-	if lineNo < 1 {
-		lineNo = 1
+
+	// The reader blocks while the job is quiet, so it runs in its own goroutine, which
+	// ends when the log does or when ctx (the request) ends.
+	type chunk struct {
+		data []byte
+		err  error
 	}
+	chunks := make(chan chunk)
+	go func() {
+		for {
+			buf := make([]byte, 64<<10)
+			n, err := rd.Read(buf)
+			select {
+			case chunks <- chunk{buf[:n], err}:
+			case <-ctx.Done():
+				return
+			}
+			if err != nil {
+				return
+			}
+		}
+	}()
+
+	lineNo := max(int(p["line"]), 1)
 	var pending []byte
 	var ar ANSIRenderer
-	ctx := r.Context()
 	sendLine := func(line []byte) error {
 		err := ev.send("line", logLine{N: lineNo, HTML: htmlString(ar.Line(line))})
 		lineNo++
 		return err
 	}
-	lastBeat := time.Now()
+	tick := time.NewTicker(heartbeat)
+	defer tick.Stop()
 	for {
-		ch, err := s.eng.ReadLog(ctx, id, off, 256<<10)
-		if err != nil {
-			ev.send("error", map[string]string{"error": err.Error()})
-			ev.flush()
+		var ch chunk
+		select {
+		case <-ctx.Done():
 			return nil
+		case <-tick.C:
+			if ev.comment() != nil {
+				return nil
+			}
+			continue
+		case ch = <-chunks:
 		}
-		if len(ch.Data) > 0 {
+		if len(ch.data) > 0 {
 			if c.api {
-				if ev.send("data", map[string]any{"offset": off, "next": ch.Next, "text": string(ch.Data)}) != nil {
+				if ev.send("data", map[string]any{"offset": off, "next": off + int64(len(ch.data)), "text": string(ch.data)}) != nil {
 					return nil
 				}
 			} else {
-				pending = append(pending, ch.Data...)
+				pending = append(pending, ch.data...)
+				start := 0
 				for {
-					i := bytes.IndexByte(pending, '\n')
+					i := bytes.IndexByte(pending[start:], '\n')
 					if i < 0 {
 						break
 					}
-					if sendLine(pending[:i]) != nil {
+					if sendLine(pending[start:start+i]) != nil {
 						return nil
 					}
-					pending = pending[i+1:]
+					start += i + 1
 				}
-				pending = append([]byte(nil), pending...)
+				pending = append(pending[:0], pending[start:]...)
 			}
-			off = ch.Next
-			ev.flush()
-			lastBeat = time.Now()
-			continue
+			off += int64(len(ch.data))
 		}
-		if ch.Done {
+		switch {
+		case ch.err == io.EOF:
 			if len(pending) > 0 && !c.api {
 				sendLine(pending)
 			}
 			st := State("")
-			if j, err := s.eng.Job(ctx, id); err == nil {
+			if j, _, err := s.eng.Job(ctx, id); err == nil {
 				st = j.State
 			}
 			ev.send("done", map[string]any{"offset": off, "state": st})
 			ev.flush()
 			return nil
-		}
-		if time.Since(lastBeat) >= heartbeat {
-			if ev.comment() != nil {
-				return nil
+		case ch.err != nil:
+			if ctx.Err() == nil {
+				ev.send("error", map[string]string{"error": ch.err.Error()})
+				ev.flush()
 			}
-			lastBeat = time.Now()
-		}
-		wctx, cancel := contextWithTimeout(ctx, heartbeat)
-		err = s.eng.WaitLog(wctx, id, off)
-		cancel()
-		if ctx.Err() != nil {
 			return nil
 		}
+		ev.flush()
 	}
 }

@@ -17,7 +17,7 @@ const CollapseOver = 12
 // stateRank orders states by how much they need attention; a collapsed group takes the
 // colour of its highest-ranked member.
 var stateRank = map[State]int{
-	StateOk: 0, StateCancelled: 1, StateBlocked: 2, StateReady: 3, StateWaiting: 4, StateRunning: 5, StateFailed: 6,
+	StateOk: 0, StateInterrupted: 1, StateBlocked: 2, StateReady: 3, StateWaiting: 4, StateRunning: 5, StateFailed: 6,
 }
 
 // drawNode is a box of the drawn graph: a node or a collapsed group.
@@ -40,44 +40,62 @@ type GraphView struct {
 
 // GroupSummary describes a group of nodes: its size and how many are in each state.
 type GroupSummary struct {
-	Name     string        `json:"name"`
+	ID       string        `json:"id"`
+	Label    string        `json:"label"`
 	Size     int           `json:"size"`
 	States   map[State]int `json:"states"`
 	Expanded bool          `json:"expanded"`
 }
 
-// Layout collapses the groups of g not named in expand and lays the rest out in layers,
-// inputs to the left of what depends on them. It takes time linear in the size of g.
+// Layout collapses the large groups of g (and those marked Collapse) not named in
+// expand, and lays the rest out in layers, inputs to the left of what depends on them.
+// It takes time linear in the size of g.
 func Layout(g Graph, expand map[string]bool) *GraphView {
 	v := &GraphView{expand: expand}
+	info := make(map[string]GroupInfo, len(g.Groups))
+	for _, gi := range g.Groups {
+		info[gi.ID] = gi
+	}
 	sizes := map[string]*GroupSummary{}
 	for _, n := range g.Nodes {
-		if n.Group == "" {
-			continue
+		for _, gid := range n.Groups {
+			s := sizes[gid]
+			if s == nil {
+				label := info[gid].Label
+				if label == "" {
+					label = gid
+				}
+				s = &GroupSummary{ID: gid, Label: label, States: map[State]int{}, Expanded: expand[gid]}
+				sizes[gid] = s
+			}
+			s.Size++
+			s.States[n.State]++
 		}
-		s := sizes[n.Group]
-		if s == nil {
-			s = &GroupSummary{Name: n.Group, States: map[State]int{}, Expanded: expand[n.Group]}
-			sizes[n.Group] = s
-		}
-		s.Size++
-		s.States[n.State]++
 	}
-	collapsed := func(group string) bool {
-		return group != "" && sizes[group].Size > CollapseOver && !expand[group]
+	collapsible := func(gid string) bool {
+		return sizes[gid].Size > CollapseOver || info[gid].Collapse && sizes[gid].Size > 1
+	}
+	collapsedInto := func(n *Node) string {
+		for _, gid := range n.Groups {
+			if collapsible(gid) && !expand[gid] {
+				return gid
+			}
+		}
+		return ""
 	}
 	index := make(map[string]int, len(g.Nodes)) // node id -> draw node
 	groupNode := map[string]int{}
-	for _, n := range g.Nodes {
-		if collapsed(n.Group) {
-			i, ok := groupNode[n.Group]
+	for i := range g.Nodes {
+		n := &g.Nodes[i]
+		if gid := collapsedInto(n); gid != "" {
+			i, ok := groupNode[gid]
 			if !ok {
 				i = len(v.nodes)
-				groupNode[n.Group] = i
-				s := sizes[n.Group]
+				groupNode[gid] = i
+				s := sizes[gid]
 				v.nodes = append(v.nodes, &drawNode{
-					id: "group:" + n.Group, label: fmt.Sprintf("%s (%d)", n.Group, s.Size),
-					title: groupTitle(s), state: n.State, group: n.Group, collapsed: true,
+					id: "group:" + gid, label: fmt.Sprintf("%s (%d)", s.Label, s.Size),
+					title: groupTitle(s), state: n.State, group: gid, collapsed: true,
 				})
 			}
 			d := v.nodes[i]
@@ -88,7 +106,7 @@ func Layout(g Graph, expand map[string]bool) *GraphView {
 			continue
 		}
 		index[n.ID] = len(v.nodes)
-		d := &drawNode{id: n.ID, label: n.Label, title: n.Label, state: n.State, group: n.Group}
+		d := &drawNode{id: n.ID, label: n.Label, title: n.Label, state: n.State}
 		if n.Message != "" {
 			d.title += ": " + n.Message
 		}
@@ -108,23 +126,23 @@ func Layout(g Graph, expand map[string]bool) *GraphView {
 		}
 	}
 	v.assignLayers()
-	for _, s := range sizes {
-		if s.Size > CollapseOver {
+	for gid, s := range sizes {
+		if collapsible(gid) {
 			v.Groups = append(v.Groups, *s)
 		}
 	}
-	sort.Slice(v.Groups, func(i, j int) bool { return v.Groups[i].Name < v.Groups[j].Name })
+	sort.Slice(v.Groups, func(i, j int) bool { return v.Groups[i].Label < v.Groups[j].Label })
 	return v
 }
 
 func groupTitle(s *GroupSummary) string {
 	var parts []string
-	for _, st := range []State{StateFailed, StateRunning, StateWaiting, StateReady, StateBlocked, StateCancelled, StateOk} {
+	for _, st := range []State{StateFailed, StateRunning, StateWaiting, StateReady, StateBlocked, StateInterrupted, StateOk} {
 		if c := s.States[st]; c > 0 {
 			parts = append(parts, fmt.Sprintf("%d %s", c, st))
 		}
 	}
-	return s.Name + ": " + strings.Join(parts, ", ")
+	return s.Label + ": " + strings.Join(parts, ", ")
 }
 
 // assignLayers puts each node one layer right of its deepest input (cycles, which a

@@ -10,7 +10,7 @@ import (
 // bigGraph is a source feeding n items of a ListMap group, each item a fetch and a build,
 // and a summary depending on every build.
 func bigGraph(n int) Graph {
-	g := Graph{Nodes: []Node{{ID: "src", Label: "git heads", State: StateOk}}}
+	g := Graph{Nodes: []Node{{ID: "src", Label: "git heads", State: StateOk}}, Groups: []GroupInfo{{ID: "commits", Label: "commits", Kind: "listmap"}}}
 	var builds []string
 	for i := range n {
 		f := fmt.Sprintf("fetch%d", i)
@@ -20,8 +20,8 @@ func bigGraph(n int) Graph {
 			st = StateFailed
 		}
 		g.Nodes = append(g.Nodes,
-			Node{ID: f, Label: "fetch " + fmt.Sprint(i), State: StateOk, Group: "commits", Inputs: []string{"src"}, JobID: "j" + f},
-			Node{ID: b, Label: "build " + fmt.Sprint(i), State: st, Group: "commits", Inputs: []string{f}, JobID: "j" + b})
+			Node{ID: f, Label: "fetch " + fmt.Sprint(i), State: StateOk, Groups: []string{"commits"}, Inputs: []string{"src"}, JobID: "j" + f},
+			Node{ID: b, Label: "build " + fmt.Sprint(i), State: st, Groups: []string{"commits"}, Inputs: []string{f}, JobID: "j" + b})
 		builds = append(builds, b)
 	}
 	g.Nodes = append(g.Nodes, Node{ID: "sum", Label: "summary", State: StateBlocked, Inputs: builds})

@@ -15,7 +15,13 @@ import (
 )
 
 // allStates lists the states in the order the console shows them.
-var allStates = []State{StateOk, StateFailed, StateBlocked, StateReady, StateRunning, StateWaiting, StateCancelled}
+var allStates = []State{StateOk, StateFailed, StateBlocked, StateReady, StateRunning, StateWaiting, StateInterrupted}
+
+// jobStates are the states a stored result can be in.
+var jobStates = []State{StateOk, StateFailed, StateInterrupted, StateReady, StateRunning, StateWaiting}
+
+// failureKinds are the kinds of failure a query may select.
+var failureKinds = []string{"work", "timeout", "cancelled", "worker-lost", "disk-full", "network", "interrupted"}
 
 // expandSet reads the expand query parameters of the graph page.
 func expandSet(r *http.Request) (map[string]bool, []string, error) {
@@ -49,7 +55,7 @@ func (s *Server) graphPage(w http.ResponseWriter, r *http.Request, c *reqCtx) er
 	}
 	v := Layout(g, expand)
 	if c.api {
-		return writeJSON(w, http.StatusOK, map[string]any{"nodes": g.Nodes, "groups": v.Groups})
+		return writeJSON(w, http.StatusOK, map[string]any{"nodes": nonNil(g.Nodes), "groups": nonNil(g.Groups), "collapsible": nonNil(v.Groups)})
 	}
 	var svg bytes.Buffer
 	if err := v.WriteSVG(&svg); err != nil {
@@ -113,7 +119,7 @@ func (s *Server) jobsPage(w http.ResponseWriter, r *http.Request, c *reqCtx) err
 	}
 	data := map[string]any{"Jobs": nonNil(jobs), "Confirm": conf}
 	if c.api {
-		return writeJSON(w, http.StatusOK, data)
+		return writeJSON(w, http.StatusOK, lowerKeys(data))
 	}
 	return s.render(w, c, "jobs", "Jobs", data)
 }
@@ -237,13 +243,9 @@ func (s *Server) jobPage(w http.ResponseWriter, r *http.Request, c *reqCtx) erro
 		return err
 	}
 	id := r.PathValue("id")
-	job, err := s.eng.Job(r.Context(), id)
+	job, hist, err := s.eng.Job(r.Context(), id)
 	if err != nil {
 		return jobErr(id, err)
-	}
-	hist, err := s.eng.History(r.Context(), job.Op, job.Key, 50)
-	if err != nil {
-		return err
 	}
 	if c.api {
 		return writeJSON(w, http.StatusOK, map[string]any{"job": job, "history": nonNil(hist)})
@@ -267,14 +269,16 @@ func jobErr(id string, err error) error {
 func (s *Server) jobAction(action string) handler {
 	return func(w http.ResponseWriter, r *http.Request, c *reqCtx) error {
 		id := r.PathValue("id")
-		if _, err := s.eng.Job(r.Context(), id); err != nil {
+		if _, _, err := s.eng.Job(r.Context(), id); err != nil {
 			return jobErr(id, err)
 		}
 		target := id
 		var err error
+		var res RebuildResult
 		switch action {
 		case "rebuild":
-			target, err = s.eng.Rebuild(r.Context(), id)
+			res, err = s.eng.Rebuild(r.Context(), id)
+			target = res.JobID
 		case "cancel":
 			err = s.eng.Cancel(r.Context(), id)
 		case "start":
@@ -285,7 +289,12 @@ func (s *Server) jobAction(action string) handler {
 		}
 		s.log.Info("job action", "action", action, "job", id, "new", target, "by", c.id.User)
 		if c.api {
-			return writeJSON(w, http.StatusOK, map[string]string{"job": target})
+			return writeJSON(w, http.StatusOK, map[string]any{"job": target, "deferred": res.Deferred})
+		}
+		if res.Deferred {
+			return s.render(w, c, "done", "Rebuild", map[string]any{
+				"Heading": "No pipeline wants this result now: it will be rebuilt when one next does", "Jobs": []string{id},
+			})
 		}
 		http.Redirect(w, r, "/job/"+url.PathEscape(target), http.StatusSeeOther)
 		return nil
@@ -294,13 +303,23 @@ func (s *Server) jobAction(action string) handler {
 
 // parseFilter reads the /query parameters.
 func parseFilter(r *http.Request) (Filter, string, error) {
-	if err := onlyParams(r, "op", "state", "key", "since", "limit"); err != nil {
+	if err := onlyParams(r, "op", "state", "kind", "key", "since", "latest", "limit"); err != nil {
 		return Filter{}, "", err
 	}
 	q := r.URL.Query()
-	f := Filter{Op: q.Get("op"), State: State(q.Get("state")), Key: q.Get("key"), Limit: 100}
-	if f.State != "" && !f.State.Valid() {
-		return f, "", httpErr(http.StatusBadRequest, "bad query parameter state=%q: want one of %v", f.State, allStates)
+	f := Filter{Op: q.Get("op"), State: State(q.Get("state")), Key: q.Get("key"), Kind: q.Get("kind"), Limit: 100}
+	if f.State != "" && !slices.Contains(jobStates, f.State) {
+		return f, "", httpErr(http.StatusBadRequest, "bad query parameter state=%q: want one of %v", f.State, jobStates)
+	}
+	if f.Kind != "" && !slices.Contains(failureKinds, f.Kind) {
+		return f, "", httpErr(http.StatusBadRequest, "bad query parameter kind=%q: want one of %s", f.Kind, strings.Join(failureKinds, ", "))
+	}
+	switch l := q.Get("latest"); l {
+	case "", "0", "false", "off":
+	case "1", "true", "on":
+		f.Latest = true
+	default:
+		return f, "", httpErr(http.StatusBadRequest, "bad query parameter latest=%q: want true or false", l)
 	}
 	since := q.Get("since")
 	if since != "" {
@@ -334,12 +353,8 @@ func (s *Server) queryPage(w http.ResponseWriter, r *http.Request, c *reqCtx) er
 	if c.api {
 		return writeJSON(w, http.StatusOK, map[string]any{"filter": f, "results": nonNil(res)})
 	}
-	ops, err := s.eng.Ops(r.Context())
-	if err != nil {
-		return err
-	}
 	return s.render(w, c, "query", "Query", map[string]any{
-		"Filter": f, "Since": since, "Results": res, "Ops": ops, "States": allStates,
+		"Filter": f, "Since": since, "Results": res, "States": jobStates, "Kinds": failureKinds,
 	})
 }
 
@@ -350,24 +365,29 @@ func (s *Server) bulkRebuild(w http.ResponseWriter, r *http.Request, c *reqCtx) 
 	}
 	// Check every id first so that a bad one changes nothing.
 	for _, id := range ids {
-		if _, err := s.eng.Job(r.Context(), id); err != nil {
+		if _, _, err := s.eng.Job(r.Context(), id); err != nil {
 			return jobErr(id, err)
 		}
 	}
-	var started []string
+	var started, deferred []string
 	for _, id := range ids {
-		n, err := s.eng.Rebuild(r.Context(), id)
+		res, err := s.eng.Rebuild(r.Context(), id)
 		if err != nil {
-			return fmt.Errorf("rebuild %s (after starting %d others): %w", id, len(started), err)
+			return fmt.Errorf("rebuild %s (after %d others): %w", id, len(started)+len(deferred), err)
 		}
-		started = append(started, n)
+		if res.Deferred {
+			deferred = append(deferred, id)
+		} else if res.JobID != "" && !slices.Contains(started, res.JobID) {
+			started = append(started, res.JobID)
+		}
 	}
-	s.log.Info("bulk rebuild", "jobs", len(started), "by", c.id.User)
+	s.log.Info("bulk rebuild", "started", len(started), "deferred", len(deferred), "by", c.id.User)
 	if c.api {
-		return writeJSON(w, http.StatusOK, map[string]any{"jobs": nonNil(started)})
+		return writeJSON(w, http.StatusOK, map[string]any{"jobs": nonNil(started), "deferred": nonNil(deferred)})
 	}
 	return s.render(w, c, "done", "Rebuilt", map[string]any{
-		"Heading": fmt.Sprintf("Rebuilding %d result(s)", len(started)), "Jobs": started,
+		"Heading": fmt.Sprintf("Rebuilding %d result(s) now; %d more when a pipeline next wants them", len(started), len(deferred)),
+		"Jobs":    started, "Deferred": deferred,
 	})
 }
 
@@ -398,14 +418,6 @@ func postedIDs(r *http.Request) ([]string, error) {
 	return ids, nil
 }
 
-// ruleMatch is a log line matched by a tested pattern.
-type ruleMatch struct {
-	JobID string `json:"job_id"`
-	Label string `json:"label"`
-	Line  int    `json:"line"`
-	Text  string `json:"text"`
-}
-
 func (s *Server) logRulesPage(w http.ResponseWriter, r *http.Request, c *reqCtx) error {
 	if err := onlyParams(r, "test"); err != nil {
 		return err
@@ -417,15 +429,20 @@ func (s *Server) logRulesPage(w http.ResponseWriter, r *http.Request, c *reqCtx)
 	test := r.URL.Query().Get("test")
 	data := map[string]any{"Rules": nonNil(rules), "Test": test}
 	if test != "" {
-		re, err := regexp.Compile(test)
-		if err != nil {
+		if _, err := regexp.Compile(test); err != nil {
 			return httpErr(http.StatusBadRequest, "bad query parameter test: %v", err)
 		}
-		matches, searched, err := s.testPattern(r, re)
+		ms, err := s.eng.TestLogRule(r.Context(), test)
 		if err != nil {
 			return err
 		}
-		data["Matches"], data["Searched"] = nonNil(matches), searched
+		n := 0
+		for _, m := range ms {
+			if m.Matched {
+				n++
+			}
+		}
+		data["Matches"], data["Matched"] = nonNil(ms), n
 	}
 	if c.api {
 		return writeJSON(w, http.StatusOK, lowerKeys(data))
@@ -441,65 +458,19 @@ func lowerKeys(m map[string]any) map[string]any {
 	return out
 }
 
-// testPattern runs re over the logs of recent failed jobs.
-func (s *Server) testPattern(r *http.Request, re *regexp.Regexp) ([]ruleMatch, int, error) {
-	failed, err := s.eng.Query(r.Context(), Filter{State: StateFailed, Limit: s.recentLogs})
-	if err != nil {
-		return nil, 0, err
-	}
-	var out []ruleMatch
-	for _, j := range failed {
-		var off int64
-		var rest []byte
-		n := 0
-		for len(out) < 200 {
-			ch, err := s.eng.ReadLog(r.Context(), j.ID, off, 1<<20)
-			if err != nil {
-				break // a log lost to retention is not an error here
-			}
-			off = ch.Next
-			buf := append(rest, ch.Data...)
-			end := len(ch.Data) == 0 || ch.Done
-			for len(buf) > 0 {
-				i := bytes.IndexByte(buf, '\n')
-				if i < 0 && !end {
-					break
-				}
-				line := buf
-				if i >= 0 {
-					line, buf = buf[:i], buf[i+1:]
-				} else {
-					buf = nil
-				}
-				n++
-				if re.Match(line) {
-					out = append(out, ruleMatch{JobID: j.ID, Label: j.Label, Line: n, Text: string(bytes.ToValidUTF8(line, []byte("\uFFFD")))})
-				}
-			}
-			rest = append([]byte(nil), buf...)
-			if end {
-				break
-			}
-		}
-	}
-	return out, len(failed), nil
-}
-
 func (s *Server) addLogRule(w http.ResponseWriter, r *http.Request, c *reqCtx) error {
 	var rule LogRule
 	if strings.HasPrefix(r.Header.Get("Content-Type"), "application/json") {
-		if err := decodeJSON(r, &rule); err != nil {
+		var body struct {
+			Pattern     string `json:"pattern"`
+			Explanation string `json:"explanation"`
+		}
+		if err := decodeJSON(r, &body); err != nil {
 			return err
 		}
+		rule.Pattern, rule.Explanation = body.Pattern, body.Explanation
 	} else {
 		rule.Pattern, rule.Explanation = r.PostFormValue("pattern"), r.PostFormValue("explanation")
-		if sc := r.PostFormValue("score"); sc != "" {
-			n, err := strconv.Atoi(sc)
-			if err != nil {
-				return httpErr(http.StatusBadRequest, "bad form field score=%q: want a whole number", sc)
-			}
-			rule.Score = n
-		}
 	}
 	if rule.Pattern == "" || rule.Explanation == "" {
 		return httpErr(http.StatusBadRequest, "a log rule needs both a pattern and an explanation")
@@ -507,7 +478,7 @@ func (s *Server) addLogRule(w http.ResponseWriter, r *http.Request, c *reqCtx) e
 	if _, err := regexp.Compile(rule.Pattern); err != nil {
 		return httpErr(http.StatusBadRequest, "bad field pattern: %v", err)
 	}
-	rule, err := s.eng.AddLogRule(r.Context(), rule)
+	rule, err := s.eng.AddLogRule(r.Context(), rule.Pattern, rule.Explanation)
 	if err != nil {
 		return err
 	}

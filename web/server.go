@@ -38,8 +38,6 @@ type Options struct {
 	Logger   *slog.Logger
 	Gatherer prometheus.Gatherer   // served at /metrics; the default gatherer if nil
 	Register prometheus.Registerer // where the console's own metrics go; the default registerer if nil
-	// RecentLogs is how many recent failed jobs /log-rules tests a pattern against.
-	RecentLogs int
 }
 
 // Server is the web console.
@@ -50,7 +48,6 @@ type Server struct {
 	mux        *http.ServeMux
 	pages      map[string]*template.Template
 	gatherer   prometheus.Gatherer
-	recentLogs int
 
 	requests  *prometheus.CounterVec
 	followers prometheus.Gauge
@@ -61,15 +58,12 @@ func New(o Options) (*Server, error) {
 	if o.Engine == nil || o.Auth == nil {
 		return nil, errors.New("web.New: Engine and Auth are required")
 	}
-	s := &Server{eng: o.Engine, auth: o.Auth, log: o.Logger, gatherer: o.Gatherer, recentLogs: o.RecentLogs}
+	s := &Server{eng: o.Engine, auth: o.Auth, log: o.Logger, gatherer: o.Gatherer}
 	if s.log == nil {
 		s.log = slog.Default()
 	}
 	if s.gatherer == nil {
 		s.gatherer = prometheus.DefaultGatherer
-	}
-	if s.recentLogs <= 0 {
-		s.recentLogs = 50
 	}
 	reg := o.Register
 	if reg == nil {

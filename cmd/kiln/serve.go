@@ -1,0 +1,158 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/spf13/cobra"
+
+	"github.com/kiln-ci/kiln/current"
+	"github.com/kiln-ci/kiln/services/demo"
+	"github.com/kiln-ci/kiln/web"
+)
+
+func serveCommand() *cobra.Command {
+	var o struct {
+		stateDir, listen, confirm, adminPassword, anonymous, demoRepo string
+		autoRelease, demoPoll, demoCommitEvery, logMaxAge             time.Duration
+		logMaxBytes                                                   int64
+		slots                                                         int
+		secureCookies                                                 bool
+	}
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Run the pipeline engine and its web console, with a demonstration pipeline",
+		Long: `Run the pipeline engine and its web console on the embedded defaults (SQLite and job
+logs in --state-dir). The demonstration pipeline watches a local git repository (by
+default a sample one made under the state dir) and runs a few cached jobs per branch head.
+
+On first start the local admin password is made, printed once, and stored hashed in
+<state-dir>/console/admin.password; --admin-password (or KILN_ADMIN_PASSWORD) sets it.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+			slog.SetDefault(log)
+
+			level, err := current.ParseLevel(o.confirm)
+			if err != nil {
+				return fmt.Errorf("--confirm: %w", err)
+			}
+			anon, err := web.ParseRole(o.anonymous)
+			if err != nil {
+				return fmt.Errorf("--anonymous: %w", err)
+			}
+			if o.adminPassword == "" {
+				o.adminPassword = os.Getenv("KILN_ADMIN_PASSWORD")
+			}
+			if err := os.MkdirAll(o.stateDir, 0o755); err != nil {
+				return fmt.Errorf("--state-dir: %w", err)
+			}
+			auth, generated, err := web.OpenAuth(web.AuthOptions{
+				Dir: filepath.Join(o.stateDir, "console"), AdminPassword: o.adminPassword,
+				Anonymous: anon, SecureCookies: o.secureCookies,
+			})
+			if err != nil {
+				return err
+			}
+			if generated != "" {
+				fmt.Fprintf(os.Stderr, "\nkiln: the console's admin password (shown this once; stored hashed in %s):\n\n    %s\n\n",
+					filepath.Join(o.stateDir, "console", "admin.password"), generated)
+			}
+
+			repo := o.demoRepo
+			sample := repo == ""
+			if sample {
+				repo = filepath.Join(o.stateDir, "demo", "sample")
+				if err := demo.CreateSample(ctx, repo); err != nil {
+					return err
+				}
+			}
+
+			eng, err := current.Open(current.Config{
+				StateDir: o.stateDir, ConfirmLevel: level, AutoRelease: o.autoRelease,
+				LogMaxAge: o.logMaxAge, LogMaxBytes: o.logMaxBytes, DefaultPoolSlots: o.slots, Logger: log,
+			})
+			if err != nil {
+				return err
+			}
+			defer eng.Close()
+
+			consoleReg := prometheus.NewRegistry()
+			srv, err := web.New(web.Options{
+				Engine: web.CurrentEngine{E: eng}, Auth: auth, Logger: log, Register: consoleReg,
+				Gatherer: prometheus.Gatherers{eng.Registry(), consoleReg, prometheus.DefaultGatherer},
+			})
+			if err != nil {
+				return err
+			}
+			ln, err := net.Listen("tcp", o.listen)
+			if err != nil {
+				return fmt.Errorf("--listen %s: %w", o.listen, err)
+			}
+			hs := &http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second, BaseContext: func(net.Listener) context.Context { return ctx }}
+			httpDone := make(chan error, 1)
+			go func() { httpDone <- hs.Serve(ln) }()
+			log.Info("console listening", "url", "http://"+ln.Addr().String(), "state_dir", o.stateDir, "demo_repo", repo)
+
+			if sample && o.demoCommitEvery > 0 {
+				go func() {
+					t := time.NewTicker(o.demoCommitEvery)
+					defer t.Stop()
+					for {
+						select {
+						case <-ctx.Done():
+							return
+						case <-t.C:
+							if err := demo.CommitSample(ctx, repo); err != nil && ctx.Err() == nil {
+								log.Warn("demo commit", "err", err)
+							}
+						}
+					}
+				}()
+			}
+
+			pipeline := demo.Pipeline(demo.Options{Repo: repo, WorkDir: filepath.Join(o.stateDir, "demo"), Poll: o.demoPoll})
+			runErr := eng.Run(ctx, pipeline)
+			stop()
+			shutCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			hs.Shutdown(shutCtx)
+			if err := <-httpDone; err != nil && !errors.Is(err, http.ErrServerClosed) {
+				return fmt.Errorf("console: %w", err)
+			}
+			if runErr != nil && !errors.Is(runErr, context.Canceled) {
+				return runErr
+			}
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.stateDir, "state-dir", "var", "folder for the database, job logs, checkouts and console secrets")
+	f.StringVar(&o.listen, "listen", "127.0.0.1:8080", "address of the web console")
+	f.StringVar(&o.confirm, "confirm", "dangerous", "hold jobs above this level until an operator confirms them (harmless, mostly-harmless, average, above-average, dangerous)")
+	f.DurationVar(&o.autoRelease, "auto-release", 0, "raise the confirm level to dangerous this long after start-up, releasing held jobs (0: never)")
+	f.StringVar(&o.adminPassword, "admin-password", "", "set the console's admin password (env KILN_ADMIN_PASSWORD); by default one is made on first start")
+	f.StringVar(&o.anonymous, "anonymous", "viewer", "role of visitors who have not logged in (none, viewer, builder, admin)")
+	f.BoolVar(&o.secureCookies, "secure-cookies", false, "mark cookies Secure (set when the console is served over HTTPS)")
+	f.StringVar(&o.demoRepo, "demo-repo", "", "git repository the demonstration pipeline watches (default: a sample made in the state dir)")
+	f.DurationVar(&o.demoPoll, "demo-poll", 2*time.Second, "how often the demo reads the repository's branch heads")
+	f.DurationVar(&o.demoCommitEvery, "demo-commit-every", 0, "add a commit to the sample repository this often, for a pipeline that keeps moving (0: never)")
+	f.DurationVar(&o.logMaxAge, "log-max-age", 0, "delete logs of jobs finished longer ago (0: keep)")
+	f.Int64Var(&o.logMaxBytes, "log-max-bytes", 0, "delete the oldest finished logs while all logs take more bytes (0: no limit)")
+	f.IntVar(&o.slots, "slots", 4, "jobs run at once per pool")
+	return cmd
+}
+
+func init() { addCommand(serveCommand()) }
