@@ -270,5 +270,5 @@ func (tf *testFleet) admin(args ...string) (string, error) {
 	return string(out), err
 }
 
-func writeFile(p string) error { return os.WriteFile(p, []byte("x"), 0o644) }
+func writeFile(p string) error  { return os.WriteFile(p, []byte("x"), 0o644) }
 func removeFile(p string) error { return os.Remove(p) }

@@ -43,6 +43,9 @@ type Scheduler struct {
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
 	m       *schedMetrics
+	sem     chan struct{}
+	stopped chan struct{}
+	stop1   sync.Once
 }
 
 func (o *SchedulerOptions) fill() {
@@ -112,7 +115,7 @@ func StartScheduler(ctx context.Context, nc *nats.Conn, opts SchedulerOptions) (
 		return nil, err
 	}
 	s := &Scheduler{opts: opts, nc: nc, js: js, jobs: jobs, kv: state, log: opts.Logger.With("part", "scheduler"),
-		ops: make(chan func(), 1024), dirty: map[string]*Job{}, pending: map[string][]chan error{}, m: newSchedMetrics(opts.Registry)}
+		ops: make(chan func(), 1024), dirty: map[string]*Job{}, pending: map[string][]chan error{}, m: newSchedMetrics(opts.Registry), sem: make(chan struct{}, 512), stopped: make(chan struct{})}
 	s.c = newCore(opts.Policy, opts.Pools, time.Now, hooks{
 		assign:   s.sendAssign,
 		cancel:   s.sendCancel,
@@ -216,6 +219,7 @@ func (s *Scheduler) Stop() {
 		s.cancel()
 	}
 	s.wg.Wait()
+	s.stop1.Do(func() { close(s.stopped) })
 }
 
 func (s *Scheduler) run(ctx context.Context) {
@@ -252,11 +256,15 @@ func (s *Scheduler) do(f func()) error {
 	done := make(chan struct{})
 	select {
 	case s.ops <- func() { f(); close(done) }:
-	case <-time.After(30 * time.Second):
-		return errors.New("scheduler busy")
+	case <-s.stopped:
+		return errors.New("scheduler stopped")
 	}
-	<-done
-	return nil
+	select {
+	case <-done:
+		return nil
+	case <-s.stopped:
+		return errors.New("scheduler stopped")
+	}
 }
 
 // flush stores the records changed since the last flush.
@@ -310,15 +318,28 @@ func (s *Scheduler) stored(id string) chan error {
 
 func (s *Scheduler) serve(subj string, h func([]byte) ([]byte, error)) nats.MsgHandler {
 	return func(m *nats.Msg) {
-		out, err := h(m.Data)
-		if err != nil {
-			s.log.Warn("request refused", "subject", subj, "reason", err)
-			s.m.refused.WithLabelValues(strings.TrimPrefix(strings.TrimPrefix(subj, subjAPI), "kiln.fleet.")).Inc()
-			out = errReply(err)
-		}
-		if m.Reply != "" {
-			_ = m.Respond(out)
-		}
+		s.sem <- struct{}{}
+		go func() {
+			defer func() { <-s.sem }()
+			s.handle(subj, h, m)
+		}()
+	}
+}
+
+func (s *Scheduler) handle(subj string, h func([]byte) ([]byte, error), m *nats.Msg) {
+	out, err := h(m.Data)
+	select {
+	case <-s.stopped:
+		return // answers made while stopping may be incomplete; the caller retries
+	default:
+	}
+	if err != nil {
+		s.log.Warn("request refused", "subject", subj, "reason", err)
+		s.m.refused.WithLabelValues(strings.TrimPrefix(strings.TrimPrefix(subj, subjAPI), "kiln.fleet.")).Inc()
+		out = errReply(err)
+	}
+	if m.Reply != "" {
+		_ = m.Respond(out)
 	}
 }
 
