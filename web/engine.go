@@ -16,11 +16,11 @@ type State string
 
 // The states the console knows; each has its own colour.
 const (
-	StateOk        State = "ok"
-	StateFailed    State = "failed"
-	StateBlocked   State = "blocked"
-	StateReady     State = "ready"
-	StateRunning   State = "running"
+	StateOk          State = "ok"
+	StateFailed      State = "failed"
+	StateBlocked     State = "blocked"
+	StateReady       State = "ready"
+	StateRunning     State = "running"
 	StateWaiting     State = "waiting-for-confirmation"
 	StateInterrupted State = "interrupted"
 )
@@ -120,7 +120,7 @@ type ConfirmState struct {
 
 // RebuildResult says what a rebuild request did.
 type RebuildResult struct {
-	JobID    string `json:"job_id,omitempty"` // the new (or already running) job
+	JobID    string `json:"job_id,omitempty"`   // the new (or already running) job
 	Deferred bool   `json:"deferred,omitempty"` // not in the live graph: rebuilt when next wanted
 }
 

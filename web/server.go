@@ -42,12 +42,12 @@ type Options struct {
 
 // Server is the web console.
 type Server struct {
-	eng        Engine
-	auth       *Auth
-	log        *slog.Logger
-	mux        *http.ServeMux
-	pages      map[string]*template.Template
-	gatherer   prometheus.Gatherer
+	eng      Engine
+	auth     *Auth
+	log      *slog.Logger
+	mux      *http.ServeMux
+	pages    map[string]*template.Template
+	gatherer prometheus.Gatherer
 
 	requests  *prometheus.CounterVec
 	followers prometheus.Gauge
