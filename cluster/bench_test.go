@@ -1,0 +1,198 @@
+package cluster
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+)
+
+func benchEnvInt(name string, def int) int {
+	if v, err := strconv.Atoi(os.Getenv(name)); err == nil && v > 0 {
+		return v
+	}
+	return def
+}
+
+// simWorker speaks the worker protocol over NATS and completes every job at once.
+type simWorker struct {
+	name    string
+	nc      *nats.Conn
+	session string
+	mu      sync.Mutex
+	running map[string]int
+	started func(j *Job)
+}
+
+func (w *simWorker) start(t testing.TB, capacity int) {
+	_, err := w.nc.Subscribe(subjToWorker+w.name+".job", func(m *nats.Msg) {
+		var j Job
+		if err := json.Unmarshal(m.Data, &j); err != nil {
+			return
+		}
+		if w.started != nil {
+			w.started(&j)
+		}
+		b, _ := json.Marshal(doneMsg{Name: w.name, Session: w.session, JobRef: JobRef{j.ID, j.Attempt}, Result: Result{Outcome: OutcomeOK}})
+		_ = w.nc.PublishRequest(subjDone, "_INBOX.ignored", b)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := json.Marshal(helloMsg{WorkerSpec: WorkerSpec{Name: w.name, Pool: "linux-x86_64", Capacity: capacity}})
+	m, err := w.nc.Request(subjHello, b, 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rep helloReply
+	if err := decodeReply(m.Data, &rep); err != nil {
+		t.Fatal(err)
+	}
+	w.session = rep.Session
+}
+
+// BenchmarkDispatch measures, over NATS with the real scheduler and JetStream state,
+// the dispatch throughput of a backlog of 100,000 queued jobs on 200 simulated workers
+// (capacity 2, jobs complete at once), and the submit-to-start latency of urgent jobs
+// submitted while the backlog drains. KILN_BENCH_JOBS and KILN_BENCH_WORKERS scale it.
+func BenchmarkDispatch(b *testing.B) {
+	nJobs := benchEnvInt("KILN_BENCH_JOBS", 100000)
+	nWorkers := benchEnvInt("KILN_BENCH_WORKERS", 200)
+	for b.Loop() {
+		ctx, cancel := context.WithCancel(context.Background())
+		f, err := StartEmbedded(ctx, Options{StateDir: b.TempDir(), Listen: "127.0.0.1:0", Pools: []string{"linux-x86_64"},
+			Policy: Policy{LeaseTTL: 5 * time.Minute, DefaultCost: time.Second}})
+		if err != nil {
+			b.Fatal(err)
+		}
+		// the backlog
+		t0 := time.Now()
+		var next atomic.Int64
+		var wg sync.WaitGroup
+		for range 64 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for {
+					i := next.Add(1)
+					if i > int64(nJobs) {
+						return
+					}
+					r := Request{ID: fmt.Sprintf("bg-%07d", i), Pool: "linux-x86_64", Client: fmt.Sprint("c", i%4), Spec: "true", CacheHint: fmt.Sprint("h", i%500)}
+					if _, err := f.Client.Submit(ctx, r); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			}()
+		}
+		wg.Wait()
+		submitRate := float64(nJobs) / time.Since(t0).Seconds()
+
+		var done atomic.Int64
+		probeSent := sync.Map{}
+		var lmu sync.Mutex
+		var lat []time.Duration
+		started := func(j *Job) {
+			if v, ok := probeSent.Load(j.ID); ok {
+				lmu.Lock()
+				lat = append(lat, time.Since(v.(time.Time)))
+				lmu.Unlock()
+			} else {
+				done.Add(1)
+			}
+		}
+		var conns []*nats.Conn
+		for i := range 8 {
+			nc, err := Connect(ctx, ConnOptions{URL: f.URL, Name: fmt.Sprint("sim", i)})
+			if err != nil {
+				b.Fatal(err)
+			}
+			conns = append(conns, nc)
+		}
+		t1 := time.Now()
+		for i := range nWorkers {
+			w := &simWorker{name: fmt.Sprint("sim", i), nc: conns[i%len(conns)], running: map[string]int{}, started: started}
+			w.start(b, 2)
+		}
+		// urgent probes while the backlog drains
+		probeCtx, stopProbes := context.WithCancel(ctx)
+		var pwg sync.WaitGroup
+		pwg.Add(1)
+		go func() {
+			defer pwg.Done()
+			for i := 0; probeCtx.Err() == nil; i++ {
+				id := fmt.Sprintf("probe-%06d", i)
+				probeSent.Store(id, time.Now())
+				if _, err := f.Client.Submit(probeCtx, Request{ID: id, Pool: "linux-x86_64", Client: "probe", Spec: "true", Urgent: true}); err != nil && probeCtx.Err() == nil {
+					b.Error(err)
+				}
+				time.Sleep(5 * time.Millisecond)
+			}
+		}()
+		for done.Load() < int64(nJobs) {
+			if time.Since(t1) > 10*time.Minute {
+				b.Fatalf("only %d of %d jobs started", done.Load(), nJobs)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		elapsed := time.Since(t1)
+		stopProbes()
+		pwg.Wait()
+		lmu.Lock()
+		slices.Sort(lat)
+		if len(lat) > 0 {
+			b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "p50-ms")
+			b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds())/1000, "p99-ms")
+			b.ReportMetric(float64(len(lat)), "probes")
+		}
+		lmu.Unlock()
+		b.ReportMetric(float64(nJobs)/elapsed.Seconds(), "dispatch-jobs/s")
+		b.ReportMetric(submitRate, "submit-jobs/s")
+		for _, nc := range conns {
+			nc.Close()
+		}
+		f.Close()
+		cancel()
+	}
+}
+
+// BenchmarkCoreDispatch measures the placement algorithm alone (no NATS, no storage):
+// 100,000 queued jobs drained by 200 workers.
+func BenchmarkCoreDispatch(b *testing.B) {
+	const nJobs, nWorkers = 100000, 200
+	for b.Loop() {
+		b.StopTimer()
+		clk := newClock()
+		var free []JobRef
+		var names []string
+		c := newCore(DefaultPolicy(), []string{"p"}, clk.now, hooks{assign: func(w *worker, j *Job) {
+			free = append(free, JobRef{j.ID, j.Attempt})
+			names = append(names, w.Name)
+		}})
+		for i := range nJobs {
+			c.submit(Request{ID: fmt.Sprint("j", i), Pool: "p", Client: fmt.Sprint("c", i%4), Spec: "x", CacheHint: fmt.Sprint("h", i%500)})
+		}
+		ses := map[string]string{}
+		b.StartTimer()
+		t0 := time.Now()
+		for i := range nWorkers {
+			n := fmt.Sprint("w", i)
+			ses[n], _ = c.hello(WorkerSpec{Name: n, Pool: "p", Capacity: 2}, nil)
+		}
+		for len(free) > 0 {
+			r, n := free[0], names[0]
+			free, names = free[1:], names[1:]
+			c.complete(n, ses[n], r, Result{Outcome: OutcomeOK})
+		}
+		b.ReportMetric(float64(nJobs)/time.Since(t0).Seconds(), "jobs/s")
+	}
+}
