@@ -332,10 +332,12 @@ func (r *Runner) runStep(ctx context.Context, img, id string, op spec.Run, c *st
 	return err
 }
 
-// fillContainer creates a stopped container of img, lets write stream a tar into its
-// root with `docker cp`, and commits it as the step's image.
+// fillContainer runs tar as root in a container of img to unpack the stream that
+// write produces at the root, keeping the owners it gives, and commits the container
+// as the step's image. Like OBuilder, this needs a tar command in the image.
 func (r *Runner) fillContainer(ctx context.Context, img, id string, write func(io.Writer) error) error {
-	ctr, err := r.Engine.run(ctx, nil, "create", "--network=none", "--entrypoint", "", img, "true")
+	ctr, err := r.Engine.run(ctx, nil, "create", "-i", "--network=none", "-u", "0", "--entrypoint", "",
+		img, "tar", "-xf", "-", "-C", "/", "--same-owner", "--same-permissions")
 	if err != nil {
 		return err
 	}
@@ -347,13 +349,18 @@ func (r *Runner) fillContainer(ctx context.Context, img, id string, write func(i
 		pw.CloseWithError(err)
 		werr <- err
 	}()
-	_, cerr := r.Engine.run(ctx, pr, "cp", "-a", "-", ctr+":/")
-	pr.CloseWithError(errors.New("docker cp ended"))
+	start := r.Engine.command(ctx, "start", "-a", "-i", ctr)
+	start.Stdin = pr
+	var out bytes.Buffer
+	start.Stdout = &out
+	start.Stderr = &out
+	serr := start.Run()
+	pr.CloseWithError(errors.New("copy ended"))
 	if err := <-werr; err != nil {
 		return err
 	}
-	if cerr != nil {
-		return cerr
+	if serr != nil {
+		return fmt.Errorf("copy: unpacking in the container failed: %v: %s", serr, lastLines(out.String(), 5))
 	}
 	_, err = r.Engine.run(ctx, nil, "commit", ctr, r.stepImage(id))
 	return err
@@ -366,7 +373,7 @@ func (r *Runner) copyFromContext(ctx context.Context, img, id, root string, srcs
 }
 
 func (r *Runner) copyFromBuild(ctx context.Context, img, from, id string, op spec.Copy, c *stepContext) error {
-	srcCtr, err := r.Engine.run(ctx, nil, "create", "--network=none", "--entrypoint", "", from, "true")
+	srcCtr, err := r.Engine.run(ctx, nil, "create", "--network=none", "-u", "0", "--entrypoint", "", from, "true")
 	if err != nil {
 		return err
 	}
