@@ -1,0 +1,22 @@
+package current
+
+// Observed is the state of a term as a value: its value when ok, why it failed, or
+// what it waits for. See Observe.
+type Observed[T any] struct {
+	State   State       `json:"state"`
+	Active  ActiveState `json:"active"`
+	Message string      `json:"message,omitempty"`
+	Value   T           `json:"value"`
+}
+
+type observeImpl struct{ mk func(out output) any }
+
+func (o *observeImpl) compute(n *node) output { return okOut(o.mk(n.inputs[0].out)) }
+
+// Observe is always ok, with t's state as its value, so a pipeline can report progress
+// (a status saying which jobs still run) before every input has a value.
+func Observe[T any](t Term[T]) Term[Observed[T]] {
+	return Term[Observed[T]]{newNode("observe", "state", &observeImpl{func(out output) any {
+		return Observed[T]{State: out.state, Active: out.active, Message: out.msg, Value: as[T](out.value)}
+	}}, t.n)}
+}
