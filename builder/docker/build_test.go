@@ -2,9 +2,9 @@ package docker_test
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"context"
 	"errors"
 	"os"
 	"path/filepath"
