@@ -46,6 +46,7 @@ type Scheduler struct {
 	sem     chan struct{}
 	stopped chan struct{}
 	stop1   sync.Once
+	doneIDs []string
 }
 
 func (o *SchedulerOptions) fill() {
@@ -360,12 +361,15 @@ func (s *Scheduler) sendCancel(w *worker, j *Job) {
 func (s *Scheduler) finished(j *Job) {
 	s.publishLog(j.ID, j.Attempt, nil, true)
 	s.m.finished.WithLabelValues(j.Pool, string(j.Result.Outcome)).Inc()
-	if len(s.c.jobs) > 50000 {
-		for id, o := range s.c.jobs {
-			if o.State == StateDone {
+	// finished jobs stay in memory a while (to recognise late completions), then only in JetStream
+	s.doneIDs = append(s.doneIDs, j.ID)
+	if len(s.doneIDs) > 20000 {
+		for _, id := range s.doneIDs[:10000] {
+			if o := s.c.jobs[id]; o != nil && o.State == StateDone {
 				delete(s.c.jobs, id)
 			}
 		}
+		s.doneIDs = append(s.doneIDs[:0], s.doneIDs[10000:]...)
 	}
 }
 
