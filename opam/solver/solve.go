@@ -1,0 +1,453 @@
+package solver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/kiln-ci/kiln/opam"
+	"github.com/kiln-ci/kiln/opam/repository"
+)
+
+// Request says what to install.
+type Request struct {
+	// Install lists the packages wanted, each with an optional version constraint.
+	Install []opam.Atom
+	// WithTest adds the test dependencies of the requested packages (not of their
+	// dependencies), as `opam install --with-test` does.
+	WithTest bool
+	// WithDoc adds the documentation dependencies of the requested packages.
+	WithDoc bool
+	// Pins are local opam files, pinned: each replaces every version of its name. Their
+	// filters see dev = true.
+	Pins []*repository.Package
+	// LowerBounds prefers the oldest versions instead of the newest.
+	LowerBounds bool
+	// MaxSteps bounds the number of versions tried (0: DefaultMaxSteps).
+	MaxSteps int
+}
+
+// DefaultMaxSteps is the default search budget of a solve, in versions tried.
+const DefaultMaxSteps = 20000
+
+// ParseRequest reads package arguments such as "dune", "dune.3.24.0" or
+// "dune>=3.0" (also <, <=, =, !=, >).
+func ParseRequest(args []string) ([]opam.Atom, error) {
+	var out []opam.Atom
+	for _, a := range args {
+		if i := strings.IndexAny(a, "<>=!"); i > 0 {
+			j := i
+			for j < len(a) && strings.ContainsRune("<>=!", rune(a[j])) {
+				j++
+			}
+			op, ok := map[string]opam.Op{"=": opam.OpEq, "!=": opam.OpNeq, "<": opam.OpLt, "<=": opam.OpLeq, ">": opam.OpGt, ">=": opam.OpGeq}[a[i:j]]
+			if !ok || !opam.ValidName(a[:i]) || j == len(a) {
+				return nil, fmt.Errorf("bad package constraint %q", a)
+			}
+			out = append(out, opam.Atom{Name: opam.PackageName(a[:i]), Constraint: opam.AtomOf(opam.Constraint{Op: op, Version: opam.Version(a[j:])})})
+			continue
+		}
+		if opam.ValidName(a) {
+			out = append(out, opam.Atom{Name: opam.PackageName(a)})
+			continue
+		}
+		p, ok := opam.ParsePackage(a)
+		if !ok {
+			return nil, fmt.Errorf("bad package %q (want NAME, NAME.VERSION or NAME>=VERSION)", a)
+		}
+		out = append(out, opam.Atom{Name: p.Name, Constraint: opam.AtomOf(opam.Constraint{Op: opam.OpEq, Version: p.Version})})
+	}
+	return out, nil
+}
+
+// Selection is a solution: the package versions to install.
+type Selection struct {
+	Packages []opam.Package // sorted by name
+	// Steps is the number of versions the search tried.
+	Steps int
+}
+
+// Failure is the error of a request that cannot be satisfied; Explanation says why,
+// in terms a user can act on.
+type Failure struct {
+	Request     string
+	Explanation string
+	GaveUp      bool // the search budget ran out before a definite answer
+}
+
+func (f *Failure) Error() string {
+	if f.GaveUp {
+		return fmt.Sprintf("no solution found for %s within the search budget:\n%s", f.Request, f.Explanation)
+	}
+	return fmt.Sprintf("no solution for %s:\n%s", f.Request, f.Explanation)
+}
+
+// ErrGaveUp matches a Failure whose search ran out of budget.
+var ErrGaveUp = errors.New("search budget exhausted")
+
+func (f *Failure) Is(target error) bool { return target == ErrGaveUp && f.GaveUp }
+
+type clause struct {
+	atoms []opam.Atom
+	from  *Cand // nil for the request
+}
+
+func (c clause) String() string {
+	who := "the request"
+	if c.from != nil {
+		who = c.from.String()
+	}
+	return who + " needs " + formatClause(c.atoms)
+}
+
+// rejection records why a version was not chosen for a clause.
+type rejection struct {
+	cand *Cand
+	why  string
+	sub  *failed
+}
+
+type failed struct {
+	cl      clause
+	rejects []rejection
+	none    bool // no version of any atom matches at all
+}
+
+type search struct {
+	u        *Universe
+	ctx      context.Context
+	lower    bool
+	pins     map[opam.PackageName][]*Cand
+	sel      map[opam.PackageName]*Cand
+	order    []*Cand
+	classes  map[opam.PackageName]*Cand
+	watch    map[opam.PackageName][]clause // clauses of selected packages, by names they mention
+	steps    int
+	max      int
+	gaveUp   bool
+	cancelled error
+}
+
+// Solve finds the packages to install for req on the universe's platform.
+func (u *Universe) Solve(ctx context.Context, req Request) (*Selection, error) {
+	s := &search{
+		u: u, ctx: ctx, lower: req.LowerBounds,
+		sel: map[opam.PackageName]*Cand{}, classes: map[opam.PackageName]*Cand{},
+		watch: map[opam.PackageName][]clause{}, max: req.MaxSteps,
+	}
+	if s.max <= 0 {
+		s.max = DefaultMaxSteps
+	}
+	roots := map[opam.PackageName]bool{}
+	for _, a := range req.Install {
+		roots[a.Name] = true
+	}
+	if len(req.Pins) > 0 || req.WithTest || req.WithDoc {
+		s.pins = map[opam.PackageName][]*Cand{}
+		for _, p := range req.Pins {
+			c := u.resolveFor(p, roots[p.Name] && req.WithTest, roots[p.Name] && req.WithDoc, true)
+			s.pins[p.Name] = append(s.pins[p.Name], c)
+		}
+		if req.WithTest || req.WithDoc {
+			for n := range roots {
+				if _, ok := s.pins[n]; ok {
+					continue
+				}
+				var cs []*Cand
+				for _, c := range u.byName[n] {
+					cs = append(cs, u.resolveFor(c.Pkg, req.WithTest, req.WithDoc, false))
+				}
+				s.pins[n] = cs
+			}
+		}
+		// Dependencies may have become satisfiable (or not) through the pins.
+		for _, cs := range s.pins {
+			for _, c := range cs {
+				if !c.dead {
+					for _, cl := range c.Deps {
+						if !u.clauseLive(cl, s.pins) {
+							c.dead, c.deadWhy = true, formatClause(cl)
+							break
+						}
+					}
+				}
+			}
+		}
+	}
+	var q []clause
+	for _, a := range req.Install {
+		q = append(q, clause{atoms: []opam.Atom{a}})
+	}
+	reqText := formatClauseList(req.Install)
+	ok, f := s.run(&q, 0, 0)
+	if s.cancelled != nil {
+		return nil, s.cancelled
+	}
+	if !ok {
+		return nil, &Failure{Request: reqText, Explanation: explain(f, 0), GaveUp: s.gaveUp}
+	}
+	sel := &Selection{Steps: s.steps}
+	for _, c := range s.order {
+		sel.Packages = append(sel.Packages, opam.Package{Name: c.Name, Version: c.Version})
+	}
+	slices.SortFunc(sel.Packages, func(a, b opam.Package) int { return strings.Compare(string(a.Name), string(b.Name)) })
+	return sel, nil
+}
+
+func formatClauseList(as []opam.Atom) string {
+	var parts []string
+	for _, a := range as {
+		parts = append(parts, atomString(a))
+	}
+	return strings.Join(parts, ", ")
+}
+
+func (u *Universe) resolveFor(p *repository.Package, withTest, withDoc, dev bool) *Cand {
+	c := u.resolve(p, withTest, dev)
+	_ = withDoc
+	return c
+}
+
+func (s *search) versions(name opam.PackageName) []*Cand {
+	if cs, ok := s.pins[name]; ok {
+		return cs
+	}
+	return s.u.byName[name]
+}
+
+// satisfied reports whether the selection satisfies an atom of cl.
+func (s *search) satisfied(cl clause) bool {
+	for _, a := range cl.atoms {
+		if c := s.sel[a.Name]; c != nil && a.MatchesVersion(c.Version) {
+			return true
+		}
+	}
+	return false
+}
+
+// run satisfies the clauses q[i:] and those added on the way, depth first. It returns
+// the failure of the clause that could not be satisfied.
+func (s *search) run(q *[]clause, i, depth int) (bool, *failed) {
+	for ; i < len(*q); i++ {
+		cl := (*q)[i]
+		if s.satisfied(cl) {
+			continue
+		}
+		f := &failed{cl: cl}
+		tried := 0
+		n := len(*q)
+		for _, a := range cl.atoms {
+			if s.sel[a.Name] != nil {
+				continue
+			}
+			vs := s.versions(a.Name)
+			for k := range vs {
+				idx := len(vs) - 1 - k
+				if s.lower {
+					idx = k
+				}
+				c := vs[idx]
+				if !a.MatchesVersion(c.Version) {
+					continue
+				}
+				tried++
+				if c.dead {
+					why := "not available: " + c.Unavailable
+					if c.Unavailable == "" {
+						why = "no installable version for " + c.deadWhy
+					}
+					f.rejects = append(f.rejects, rejection{cand: c, why: why})
+					continue
+				}
+				if why := s.incompatible(c); why != "" {
+					f.rejects = append(f.rejects, rejection{cand: c, why: why})
+					continue
+				}
+				s.steps++
+				if s.steps > s.max {
+					s.gaveUp = true
+					return false, f
+				}
+				if s.steps&255 == 0 {
+					if err := s.ctx.Err(); err != nil {
+						s.cancelled = err
+						return false, f
+					}
+				}
+				s.push(c)
+				for _, d := range c.Deps {
+					*q = append(*q, clause{atoms: d, from: c})
+				}
+				ok, sub := s.run(q, i+1, depth+1)
+				if ok {
+					return true, nil
+				}
+				*q = (*q)[:n]
+				s.pop()
+				f.rejects = append(f.rejects, rejection{cand: c, why: "", sub: sub})
+				if s.gaveUp || s.cancelled != nil {
+					return false, f
+				}
+			}
+		}
+		f.none = tried == 0
+		return false, f
+	}
+	return true, nil
+}
+
+// incompatible says why c cannot join the current selection ("" if it can).
+func (s *search) incompatible(c *Cand) string {
+	for _, k := range c.Classes {
+		if o := s.classes[k]; o != nil {
+			return fmt.Sprintf("conflict class %s is taken by %s", k, o)
+		}
+	}
+	for _, a := range c.Conflicts {
+		if o := s.sel[a.Name]; o != nil && a.MatchesVersion(o.Version) {
+			return fmt.Sprintf("it conflicts with %s", o)
+		}
+	}
+	for _, a := range c.Depopts {
+		if o := s.sel[a.Name]; o != nil && !a.MatchesVersion(o.Version) {
+			return fmt.Sprintf("its optional dependency %s is installed as %s", atomString(a), o)
+		}
+	}
+	for _, o := range s.order {
+		for _, a := range o.Conflicts {
+			if a.Name == c.Name && a.MatchesVersion(c.Version) {
+				return fmt.Sprintf("%s conflicts with it", o)
+			}
+		}
+		for _, a := range o.Depopts {
+			if a.Name == c.Name && !a.MatchesVersion(c.Version) {
+				return fmt.Sprintf("%s accepts only %s as an optional dependency", o, atomString(a))
+			}
+		}
+	}
+	// Clauses of selected packages that mention c's name must stay satisfiable.
+	for _, cl := range s.watch[c.Name] {
+		if !s.satisfiableWith(cl, c) {
+			return fmt.Sprintf("%s needs %s", cl.from, formatClause(cl.atoms))
+		}
+	}
+	// c's own clauses must be satisfiable given the selection.
+	for _, d := range c.Deps {
+		if !s.satisfiableWith(clause{atoms: d}, c) {
+			return fmt.Sprintf("it needs %s, but %s", formatClause(d), s.chosenText(d))
+		}
+	}
+	return ""
+}
+
+func (s *search) chosenText(d []opam.Atom) string {
+	var parts []string
+	seen := map[opam.PackageName]bool{}
+	for _, a := range d {
+		if o := s.sel[a.Name]; o != nil && !seen[a.Name] {
+			seen[a.Name] = true
+			parts = append(parts, o.String())
+		}
+	}
+	return strings.Join(parts, ", ") + " is chosen"
+}
+
+// satisfiableWith reports whether cl can still hold once c is selected.
+func (s *search) satisfiableWith(cl clause, c *Cand) bool {
+	for _, a := range cl.atoms {
+		if a.Name == c.Name {
+			if a.MatchesVersion(c.Version) {
+				return true
+			}
+			continue
+		}
+		o := s.sel[a.Name]
+		if o == nil || a.MatchesVersion(o.Version) {
+			return true
+		}
+	}
+	return false
+}
+
+func (s *search) push(c *Cand) {
+	s.sel[c.Name] = c
+	s.order = append(s.order, c)
+	for _, k := range c.Classes {
+		s.classes[k] = c
+	}
+	for _, d := range c.Deps {
+		cl := clause{atoms: d, from: c}
+		var seen opam.PackageName
+		for _, a := range d {
+			if a.Name != seen {
+				s.watch[a.Name] = append(s.watch[a.Name], cl)
+				seen = a.Name
+			}
+		}
+	}
+}
+
+func (s *search) pop() {
+	c := s.order[len(s.order)-1]
+	s.order = s.order[:len(s.order)-1]
+	delete(s.sel, c.Name)
+	for _, k := range c.Classes {
+		if s.classes[k] == c {
+			delete(s.classes, k)
+		}
+	}
+	for _, d := range c.Deps {
+		var seen opam.PackageName
+		for _, a := range d {
+			if a.Name != seen {
+				w := s.watch[a.Name]
+				s.watch[a.Name] = w[:len(w)-1]
+				seen = a.Name
+			}
+		}
+	}
+}
+
+// explain renders a failure as an indented tree, a few levels deep.
+func explain(f *failed, depth int) string {
+	if f == nil {
+		return ""
+	}
+	ind := strings.Repeat("  ", depth)
+	var b strings.Builder
+	if f.none {
+		fmt.Fprintf(&b, "%s- %s, but no version of %s matches\n", ind, f.cl, namesOf(f.cl.atoms))
+		return b.String()
+	}
+	fmt.Fprintf(&b, "%s- %s; no version of it can be chosen:\n", ind, f.cl)
+	shown := 0
+	for _, r := range f.rejects {
+		if shown == 8 {
+			fmt.Fprintf(&b, "%s  ... and %d more versions\n", ind, len(f.rejects)-shown)
+			break
+		}
+		shown++
+		if r.sub != nil {
+			if depth < 3 {
+				fmt.Fprintf(&b, "%s  %s, because:\n", ind, r.cand)
+				b.WriteString(explain(r.sub, depth+2))
+			} else {
+				fmt.Fprintf(&b, "%s  %s: %s\n", ind, r.cand, r.sub.cl)
+			}
+			continue
+		}
+		fmt.Fprintf(&b, "%s  %s: %s\n", ind, r.cand, r.why)
+	}
+	return b.String()
+}
+
+func namesOf(as []opam.Atom) string {
+	var parts []string
+	for _, a := range as {
+		parts = append(parts, string(a.Name))
+	}
+	slices.Sort(parts)
+	return strings.Join(slices.Compact(parts), " or ")
+}

@@ -1,0 +1,223 @@
+// Package solver finds installable sets of opam packages for a platform: the newest
+// versions that work together (or the oldest, in lower-bounds mode), trying the newest
+// version of each package first and backtracking, as the OCaml CI services do, and
+// explains failures.
+package solver
+
+import (
+	"cmp"
+	"fmt"
+	"runtime"
+	"slices"
+	"sync"
+
+	"github.com/kiln-ci/kiln/opam"
+	"github.com/kiln-ci/kiln/opam/repository"
+)
+
+// Platform is the set of variables `opam var` prints on a platform: os, arch,
+// os-distribution, os-family, os-version, opam-version, ...
+type Platform map[string]string
+
+// DebianAMD64 is the platform of a Debian 12 x86_64 image with opam 2.1.
+func DebianAMD64() Platform {
+	return Platform{
+		"arch": "x86_64", "os": "linux", "os-distribution": "debian", "os-family": "debian",
+		"os-version": "12", "opam-version": "2.1.2", "make": "make", "jobs": "1", "exe": "",
+	}
+}
+
+// Cand is one package version as the solver sees it on a platform: its availability
+// and its formulas with filters evaluated.
+type Cand struct {
+	Pkg     *repository.Package
+	Name    opam.PackageName
+	Version opam.Version
+	// Unavailable says why the version cannot be installed on the platform ("" when it
+	// can): its available filter is false, or its opam file is broken.
+	Unavailable string
+	// Deps is the depends formula in conjunctive normal form.
+	Deps      [][]opam.Atom
+	Conflicts []opam.Atom
+	Depopts   []opam.Atom
+	Classes   []opam.PackageName
+	Avoid     bool // flags avoid-version or deprecated
+	// dead says the version can never be installed: unavailable, or a dependency
+	// clause none of whose versions can be.
+	dead bool
+	// deadWhy names the clause that cannot be satisfied when dead.
+	deadWhy string
+}
+
+func (c *Cand) String() string { return string(c.Name) + "." + string(c.Version) }
+
+// Universe is a repository seen from one platform: every package version with its
+// formulas resolved. It is safe for concurrent use by several solves.
+type Universe struct {
+	Repo     *repository.Repo
+	Platform Platform
+	env      opam.Env
+	byName   map[opam.PackageName][]*Cand // increasing versions
+}
+
+// NewUniverse resolves every package version of repo for the platform.
+func NewUniverse(repo *repository.Repo, p Platform) *Universe {
+	u := &Universe{Repo: repo, Platform: p, env: opam.MapEnv(p), byName: make(map[opam.PackageName][]*Cand, len(repo.Names()))}
+	names := repo.Names()
+	all := make([][]*Cand, len(names))
+	var wg sync.WaitGroup
+	workers := runtime.GOMAXPROCS(0)
+	for w := range workers {
+		wg.Go(func() {
+			for i := w; i < len(names); i += workers {
+				vs := repo.Versions(names[i])
+				cs := make([]*Cand, len(vs))
+				for j, pk := range vs {
+					cs[j] = u.resolve(pk, false, false)
+				}
+				all[i] = cs
+			}
+		})
+	}
+	wg.Wait()
+	for i, n := range names {
+		u.byName[n] = all[i]
+	}
+	u.markDead()
+	return u
+}
+
+// Versions returns the candidates of a package, oldest first.
+func (u *Universe) Versions(name opam.PackageName) []*Cand { return u.byName[name] }
+
+// Cand returns the candidate of one package version, or nil.
+func (u *Universe) Cand(p opam.Package) *Cand {
+	for _, c := range u.byName[p.Name] {
+		if c.Version == p.Version {
+			return c
+		}
+	}
+	return nil
+}
+
+// resolve evaluates the filters of a package version's formulas.
+func (u *Universe) resolve(pk *repository.Package, withTest, dev bool) *Cand {
+	c := &Cand{Pkg: pk, Name: pk.Name, Version: pk.Version}
+	if pk.File == nil {
+		c.Unavailable = fmt.Sprintf("its opam file does not parse: %v", pk.Err)
+		c.dead = true
+		return c
+	}
+	f := pk.File
+	d := opam.DepsEnv{Build: true, WithTest: withTest, Dev: dev, Self: pk.Package, Vars: u.env}
+	env := d.Env()
+	av, err := f.Available()
+	if err != nil {
+		c.Unavailable = err.Error()
+	} else if !av.EvalBool(env, false) {
+		c.Unavailable = "available: " + av.String()
+	}
+	depends, err := f.Depends()
+	if err != nil && c.Unavailable == "" {
+		c.Unavailable = err.Error()
+	}
+	c.Deps = opam.CNF(d.Resolve(depends))
+	if conf, err := f.Conflicts(); err == nil {
+		c.Conflicts = d.Resolve(conf).Atoms()
+	} else if c.Unavailable == "" {
+		c.Unavailable = err.Error()
+	}
+	if dep, err := f.Depopts(); err == nil {
+		c.Depopts = d.Resolve(dep).Atoms()
+	}
+	c.Classes = f.ConflictClass()
+	c.Avoid = f.HasFlag("avoid-version") || f.HasFlag("deprecated")
+	c.dead = c.Unavailable != ""
+	return c
+}
+
+// markDead finds, by fixpoint, the versions that can never be installed because a
+// dependency clause has no live version at all.
+func (u *Universe) markDead() {
+	for changed := true; changed; {
+		changed = false
+		for _, cs := range u.byName {
+			for _, c := range cs {
+				if c.dead {
+					continue
+				}
+				if why := u.deadClause(c); why != "" {
+					c.dead, c.deadWhy = true, why
+					changed = true
+				}
+			}
+		}
+	}
+}
+
+func (u *Universe) deadClause(c *Cand) string {
+	for _, cl := range c.Deps {
+		if !u.clauseLive(cl, nil) {
+			return formatClause(cl)
+		}
+	}
+	return ""
+}
+
+// clauseLive reports whether some live version (in u, or in pins) matches an atom of cl.
+func (u *Universe) clauseLive(cl []opam.Atom, pins map[opam.PackageName][]*Cand) bool {
+	for _, a := range cl {
+		vs, ok := pins[a.Name]
+		if !ok {
+			vs = u.byName[a.Name]
+		}
+		for _, v := range vs {
+			if !v.dead && a.MatchesVersion(v.Version) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func formatClause(cl []opam.Atom) string {
+	s := ""
+	for i, a := range cl {
+		if i > 0 {
+			s += " | "
+		}
+		s += atomString(a)
+	}
+	return s
+}
+
+func atomString(a opam.Atom) string {
+	if a.Constraint.Kind == opam.FEmpty {
+		return string(a.Name)
+	}
+	return string(a.Name) + " {" + a.Constraint.Format(func(c opam.Constraint) string { return c.Op.String() + " " + string(c.Version) }) + "}"
+}
+
+// preferred orders the versions of a package as the solver tries them: newest first
+// (oldest first for lower bounds), versions flagged avoid-version or deprecated last.
+func preferred(cs []*Cand, lower bool) []*Cand {
+	out := slices.Clone(cs)
+	slices.SortStableFunc(out, func(a, b *Cand) int {
+		if a.Avoid != b.Avoid {
+			if a.Avoid {
+				return 1
+			}
+			return -1
+		}
+		c := opam.CompareVersions(string(a.Version), string(b.Version))
+		if lower {
+			return c
+		}
+		return -c
+	})
+	return out
+}
+
+func versionCmp(a, b *Cand) int {
+	return cmp.Compare(opam.CompareVersions(string(a.Version), string(b.Version)), 0)
+}
