@@ -313,6 +313,9 @@ func (e *Engine) runJob(j *runningJob) {
 	if err != nil {
 		r.State, r.Output, r.FailureKind = "failed", nil, kind
 		r.Message = err.Error()
+		if kind == FailCancelled && j.ctx.Err() != nil {
+			r.Message = context.Cause(j.ctx).Error()
+		}
 		if kind == FailWork {
 			if expl := e.explain(lg.path); expl != "" {
 				r.Message = expl
