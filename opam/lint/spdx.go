@@ -58,7 +58,12 @@ func spdxTokens(s string) []string {
 			for j < len(s) && s[j] != ' ' && s[j] != '\t' && s[j] != '(' && s[j] != ')' {
 				j++
 			}
-			out = append(out, s[i:j])
+			tok := s[i:j]
+			// Operators are accepted in any case, as opam does.
+			if up := strings.ToUpper(tok); up == "AND" || up == "OR" || up == "WITH" {
+				tok = up
+			}
+			out = append(out, tok)
 			i = j
 		}
 	}
