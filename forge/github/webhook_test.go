@@ -1,0 +1,229 @@
+package github
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+var secret = []byte("It's a Secret to Everybody")
+
+// TestSignatureOfGitHubsExample checks against the example in GitHub's documentation
+// on validating webhook deliveries.
+func TestSignatureOfGitHubsExample(t *testing.T) {
+	const want = "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17"
+	if got := Sign(secret, []byte("Hello, World!")); got != want {
+		t.Fatalf("Sign = %s, want %s", got, want)
+	}
+	if err := VerifySignature(secret, []byte("Hello, World!"), want); err != nil {
+		t.Fatal(err)
+	}
+	for _, bad := range []string{"", "sha1=757107ea", "sha256=zz", "sha256=" + strings.Repeat("0", 64), want[:len(want)-2]} {
+		if err := VerifySignature(secret, []byte("Hello, World!"), bad); !errors.Is(err, ErrSignature) {
+			t.Errorf("signature %q: err = %v, want ErrSignature", bad, err)
+		}
+	}
+	if err := VerifySignature(nil, []byte("x"), Sign(nil, []byte("x"))); err == nil {
+		t.Error("an empty secret verified a delivery")
+	}
+}
+
+type delivery struct {
+	event, file string
+	sig         func(body []byte) string
+}
+
+func post(t *testing.T, h http.Handler, event string, body []byte, sig string) *httptest.ResponseRecorder {
+	t.Helper()
+	req := httptest.NewRequest(http.MethodPost, "/webhooks/github", bytes.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("X-GitHub-Event", event)
+	req.Header.Set("X-GitHub-Delivery", "72d3162e-cc78-11e3-81ab-4c9367dc0958")
+	if sig != "" {
+		req.Header.Set("X-Hub-Signature-256", sig)
+	}
+	w := httptest.NewRecorder()
+	h.ServeHTTP(w, req)
+	return w
+}
+
+func payloadFile(t *testing.T, name string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("testdata", name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func TestWebhookEvents(t *testing.T) {
+	var got []Event
+	h := &Webhook{Secret: secret, Handle: func(_ context.Context, ev Event) error { got = append(got, ev); return nil }}
+
+	body := payloadFile(t, "push.json")
+	if w := post(t, h, "push", body, Sign(secret, body)); w.Code != http.StatusNoContent {
+		t.Fatalf("push: %d %s", w.Code, w.Body)
+	}
+	push := got[0].(*PushEvent)
+	if push.Repo != (Repo{"Codertocat", "Hello-World"}) || push.Ref != "refs/heads/main" ||
+		push.After != "0d1a26e67d8f5eaf1f6ba5c57fc3c7d91ac0fd1c" || push.CloneURL != "https://github.com/Codertocat/Hello-World.git" ||
+		push.Meta().Installation != 2311213 || push.Meta().Account != "Codertocat" || push.Deleted {
+		t.Errorf("push event = %+v %+v", push, push.Meta())
+	}
+
+	body = payloadFile(t, "pull_request.json")
+	if w := post(t, h, "pull_request", body, Sign(secret, body)); w.Code != http.StatusNoContent {
+		t.Fatalf("pull_request: %d %s", w.Code, w.Body)
+	}
+	pr := got[1].(*PullRequestEvent)
+	if pr.Number != 2 || pr.HeadSHA != "ec26c3e57ca3a959ca5aad62de7213c562f8c821" || pr.BaseRef != "master" ||
+		pr.HeadRef != "changes" || pr.Ref() != "refs/pull/2/head" || pr.Meta().Action != "synchronize" ||
+		pr.Author != "Codertocat" || pr.UpdatedAt.IsZero() || pr.State != "open" {
+		t.Errorf("pull_request event = %+v", pr)
+	}
+
+	body = payloadFile(t, "check_run_rerequested.json")
+	if w := post(t, h, "check_run", body, Sign(secret, body)); w.Code != http.StatusNoContent {
+		t.Fatalf("check_run: %d %s", w.Code, w.Body)
+	}
+	run := got[2].(*RerunEvent)
+	if run.CheckRunID != 128620228 || run.CheckSuiteID != 118578147 || run.CheckName != "kiln" ||
+		run.HeadSHA != "ec26c3e57ca3a959ca5aad62de7213c562f8c821" || run.HeadBranch != "changes" {
+		t.Errorf("check_run event = %+v", run)
+	}
+
+	body = payloadFile(t, "check_suite_rerequested.json")
+	if w := post(t, h, "check_suite", body, Sign(secret, body)); w.Code != http.StatusNoContent {
+		t.Fatalf("check_suite: %d %s", w.Code, w.Body)
+	}
+	suite := got[3].(*RerunEvent)
+	if suite.CheckRunID != 0 || suite.CheckSuiteID != 118578147 || suite.HeadSHA != "ec26c3e57ca3a959ca5aad62de7213c562f8c821" {
+		t.Errorf("check_suite event = %+v", suite)
+	}
+
+	body = payloadFile(t, "installation_created.json")
+	if w := post(t, h, "installation", body, Sign(secret, body)); w.Code != http.StatusNoContent {
+		t.Fatalf("installation: %d %s", w.Code, w.Body)
+	}
+	inst := got[4].(*InstallationEvent)
+	if inst.Meta().Account != "octo-org" || inst.Meta().Installation != 2311213 || len(inst.Added) != 2 ||
+		inst.Added[1] != (Repo{"octo-org", "dune"}) || len(inst.Removed) != 0 || inst.Selection != "selected" {
+		t.Errorf("installation event = %+v", inst)
+	}
+
+	body = payloadFile(t, "installation_repositories_added.json")
+	if w := post(t, h, "installation_repositories", body, Sign(secret, body)); w.Code != http.StatusNoContent {
+		t.Fatalf("installation_repositories: %d %s", w.Code, w.Body)
+	}
+	ir := got[5].(*InstallationEvent)
+	if len(ir.Added) != 1 || ir.Added[0] != (Repo{"octo-org", "Space"}) || len(ir.Removed) != 1 || ir.Removed[0].Name != "Hello-World" {
+		t.Errorf("installation_repositories event = %+v", ir)
+	}
+
+	// Unhandled events and actions are acknowledged and not passed on.
+	n := len(got)
+	body = []byte(`{"action":"labeled","number":2,"pull_request":{},"repository":{"full_name":"a/b"}}`)
+	if w := post(t, h, "pull_request", body, Sign(secret, body)); w.Code != http.StatusAccepted {
+		t.Errorf("labeled pull_request: %d, want 202", w.Code)
+	}
+	body = []byte(`{"action":"created"}`)
+	if w := post(t, h, "star", body, Sign(secret, body)); w.Code != http.StatusAccepted {
+		t.Errorf("star: %d, want 202", w.Code)
+	}
+	if len(got) != n {
+		t.Errorf("unhandled events reached the handler: %v", got[n:])
+	}
+}
+
+func TestForgedWebhooksChangeNothing(t *testing.T) {
+	called := 0
+	h := &Webhook{Secret: secret, Handle: func(context.Context, Event) error { called++; return nil }}
+	body := payloadFile(t, "push.json")
+	tampered := bytes.Replace(body, []byte("0d1a26e67d8f5eaf1f6ba5c57fc3c7d91ac0fd1c"), []byte("1111111111111111111111111111111111111111"), 1)
+	for name, tc := range map[string]struct {
+		body []byte
+		sig  string
+	}{
+		"no signature":     {body, ""},
+		"wrong secret":     {body, Sign([]byte("guess"), body)},
+		"tampered payload": {tampered, Sign(secret, body)},
+		"sha1 only":        {body, "sha1=" + strings.Repeat("a", 40)},
+	} {
+		w := post(t, h, "push", tc.body, tc.sig)
+		if w.Code != http.StatusUnauthorized {
+			t.Errorf("%s: status %d, want 401", name, w.Code)
+		}
+	}
+	if called != 0 {
+		t.Fatalf("forged deliveries reached the handler %d times", called)
+	}
+	req := httptest.NewRequest(http.MethodGet, "/", nil)
+	w := httptest.NewRecorder()
+	h.ServeHTTP(w, req)
+	if w.Code != http.StatusMethodNotAllowed || called != 0 {
+		t.Errorf("GET: %d", w.Code)
+	}
+}
+
+func TestWebhookAllowList(t *testing.T) {
+	var got []Event
+	h := &Webhook{Secret: secret, Allow: NewAllowList("octo-org"), Handle: func(_ context.Context, ev Event) error { got = append(got, ev); return nil }}
+	body := payloadFile(t, "push.json") // Codertocat's repository
+	if w := post(t, h, "push", body, Sign(secret, body)); w.Code != http.StatusAccepted || len(got) != 0 {
+		t.Fatalf("push from an account not allowed: %d, handled %d", w.Code, len(got))
+	}
+	body = payloadFile(t, "installation_created.json")
+	if w := post(t, h, "installation", body, Sign(secret, body)); w.Code != http.StatusNoContent || len(got) != 1 {
+		t.Fatalf("installation on an allowed account (case differs): %d, handled %d", w.Code, len(got))
+	}
+	if !NewAllowList().Allows("anyone") || NewAllowList("a").Allows("b") || !NewAllowList("Octo-Org").Allows("octo-org") {
+		t.Error("AllowList")
+	}
+}
+
+func TestWebhookBadPayloads(t *testing.T) {
+	h := &Webhook{Secret: secret, Handle: func(context.Context, Event) error { return errors.New("handler must not run") }}
+	for name, tc := range map[string]struct{ event, body, want string }{
+		"not json":       {"push", `{"ref":`, "push payload"},
+		"push no after":  {"push", `{"ref":"refs/heads/x","repository":{"full_name":"a/b"}}`, "field after"},
+		"pr no sha":      {"pull_request", `{"action":"opened","number":1,"repository":{"full_name":"a/b"},"pull_request":{"head":{}}}`, "pull_request.head.sha"},
+		"bad repo":       {"push", `{"ref":"refs/heads/x","after":"` + strings.Repeat("a", 40) + `","repository":{"full_name":"nobody"}}`, "repository.full_name"},
+		"install no acc": {"installation", `{"action":"created","installation":{"id":3}}`, "installation.account.login"},
+	} {
+		w := post(t, h, tc.event, []byte(tc.body), Sign(secret, []byte(tc.body)))
+		if w.Code != http.StatusBadRequest || !strings.Contains(w.Body.String(), tc.want) {
+			t.Errorf("%s: %d %q, want 400 naming %q", name, w.Code, w.Body, tc.want)
+		}
+	}
+}
+
+func TestWebhookHandlerErrorIs500(t *testing.T) {
+	h := &Webhook{Secret: secret, Handle: func(context.Context, Event) error { return errors.New("store down") }}
+	body := payloadFile(t, "push.json")
+	if w := post(t, h, "push", body, Sign(secret, body)); w.Code != http.StatusInternalServerError {
+		t.Fatalf("status %d, want 500", w.Code)
+	}
+}
+
+func FuzzParseEvent(f *testing.F) {
+	for _, name := range []string{"push", "pull_request", "check_run_rerequested", "check_suite_rerequested", "installation_created", "installation_repositories_added"} {
+		b, err := os.ReadFile(filepath.Join("testdata", name+".json"))
+		if err != nil {
+			f.Fatal(err)
+		}
+		kind := strings.TrimSuffix(strings.TrimSuffix(strings.TrimSuffix(name, "_rerequested"), "_created"), "_added")
+		f.Add(kind, b)
+	}
+	f.Fuzz(func(t *testing.T, kind string, body []byte) {
+		ev, err := ParseEvent(kind, "d", body)
+		if err == nil && ev == nil {
+			t.Fatal("no event and no error")
+		}
+	})
+}
