@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"golang.org/x/sync/singleflight"
@@ -33,6 +34,8 @@ type Runner struct {
 	StepRepo, BaseRepo string
 
 	flight singleflight.Group
+	mu     sync.Mutex
+	known  map[string]bool // step images seen at the start of the current build
 }
 
 // NewRunner returns a runner keeping step logs under logDir.
@@ -75,6 +78,16 @@ func (e *StepError) Error() string {
 func (r *Runner) Build(ctx context.Context, s *spec.Spec, o Options) (Result, error) {
 	if o.Log == nil {
 		o.Log = io.Discard
+	}
+	// One listing of the step images answers every cache lookup of the build.
+	if tags, err := r.Engine.run(ctx, nil, "image", "ls", "--format", "{{.Tag}}", r.StepRepo); err == nil {
+		known := map[string]bool{}
+		for _, t := range strings.Fields(tags) {
+			known[r.StepRepo+":"+t] = true
+		}
+		r.mu.Lock()
+		r.known = known
+		r.mu.Unlock()
 	}
 	return r.stage(ctx, s, o, map[string]Result{})
 }
@@ -173,7 +186,10 @@ func (r *Runner) step(ctx context.Context, id string, op spec.Op, o Options, do 
 	fmt.Fprintf(o.Log, "%s\n", spec.OpString(op))
 	res := Result{ID: id, Image: r.stepImage(id)}
 	logPath := filepath.Join(r.LogDir, id+".log")
-	if r.Engine.ImageExists(ctx, res.Image) {
+	r.mu.Lock()
+	hit := r.known[res.Image]
+	r.mu.Unlock()
+	if hit || r.Engine.ImageExists(ctx, res.Image) {
 		if b, err := os.ReadFile(logPath); err == nil {
 			o.Log.Write(b)
 		}
