@@ -161,8 +161,8 @@ func parseInt(s string) (int, bool) {
 	return n, true
 }
 
-// next returns the next token.
-func (l *lexer) next() (token, error) {
+// next reads the next token into t.
+func (l *lexer) next(t *token) error {
 	s := l.src
 	for l.off < len(s) {
 		c := s[l.off]
@@ -173,18 +173,22 @@ func (l *lexer) next() (token, error) {
 			l.off++
 			l.newline()
 		case c == '#':
-			for l.off < len(s) && s[l.off] != '\n' {
-				l.off++
+			i := strings.IndexByte(s[l.off:], '\n')
+			if i < 0 {
+				l.off = len(s)
+			} else {
+				l.off += i
 			}
 		case c == '(' && l.off+1 < len(s) && s[l.off+1] == '*':
 			if err := l.comment(); err != nil {
-				return token{}, err
+				return err
 			}
 		default:
-			return l.token()
+			return l.token(t)
 		}
 	}
-	return token{kind: tEOF, pos: l.pos()}, nil
+	*t = token{kind: tEOF, pos: l.pos()}
+	return nil
 }
 
 func (l *lexer) comment() error {
@@ -213,113 +217,110 @@ func (l *lexer) comment() error {
 	return l.errAt(start, "unterminated comment")
 }
 
-func (l *lexer) token() (token, error) {
+func (l *lexer) at(i int) byte {
+	if l.off+i < len(l.src) {
+		return l.src[l.off+i]
+	}
+	return 0
+}
+
+// punct maps single-byte punctuation to its token.
+var punct = [256]tokKind{':': tColon, '{': tLBrace, '}': tRBrace, '[': tLBracket, ']': tRBracket, '(': tLPar, ')': tRPar, '&': tAnd, '|': tOr}
+
+func (l *lexer) token(t *token) error {
 	s := l.src
 	p := l.pos()
 	c := s[l.off]
-	one := func(k tokKind) (token, error) {
-		l.off++
-		return token{kind: k, pos: p}, nil
-	}
-	op := func(k tokKind, o Op, n int) (token, error) {
-		l.off += n
-		return token{kind: k, op: o, pos: p}, nil
-	}
-	at := func(i int) byte {
-		if l.off+i < len(s) {
-			return s[l.off+i]
-		}
-		return 0
-	}
+	kind, op, n := tEOF, OpNone, 1
 	switch c {
-	case ':':
-		if at(1) == '=' {
-			return op(tEnvop, OpColonEq, 2)
-		}
-		return one(tColon)
-	case '{':
-		return one(tLBrace)
-	case '}':
-		return one(tRBrace)
-	case '[':
-		return one(tLBracket)
-	case ']':
-		return one(tRBracket)
-	case '(':
-		return one(tLPar)
-	case ')':
-		return one(tRPar)
-	case '&':
-		return one(tAnd)
-	case '|':
-		return one(tOr)
 	case '"':
-		return l.str(p)
+		return l.str(p, t)
+	case ':':
+		if l.at(1) == '=' {
+			kind, op, n = tEnvop, OpColonEq, 2
+		} else {
+			kind = tColon
+		}
 	case '=':
-		switch at(1) {
+		switch l.at(1) {
 		case '+':
-			if at(2) == '=' {
-				return op(tEnvop, OpEqPlusEq, 3)
+			if l.at(2) == '=' {
+				kind, op, n = tEnvop, OpEqPlusEq, 3
+			} else {
+				kind, op, n = tEnvop, OpEqPlus, 2
 			}
-			return op(tEnvop, OpEqPlus, 2)
 		case ':':
-			if at(2) == '=' {
-				return token{}, l.errAt(p, "\"=:=\" is not a valid environment update operator")
+			if l.at(2) == '=' {
+				return l.errAt(p, "\"=:=\" is not a valid environment update operator")
 			}
-			return op(tEnvop, OpEqColon, 2)
+			kind, op, n = tEnvop, OpEqColon, 2
+		default:
+			kind, op = tRelop, OpEq
 		}
-		return op(tRelop, OpEq, 1)
 	case '!':
-		if at(1) == '=' {
-			return op(tRelop, OpNeq, 2)
+		if l.at(1) == '=' {
+			kind, op, n = tRelop, OpNeq, 2
+		} else {
+			kind, op = tPfxop, OpNot
 		}
-		return op(tPfxop, OpNot, 1)
 	case '?':
-		return op(tPfxop, OpDefined, 1)
+		kind, op = tPfxop, OpDefined
 	case '<':
-		if at(1) == '=' {
-			return op(tRelop, OpLeq, 2)
+		if l.at(1) == '=' {
+			kind, op, n = tRelop, OpLeq, 2
+		} else {
+			kind, op = tRelop, OpLt
 		}
-		return op(tRelop, OpLt, 1)
 	case '>':
-		if at(1) == '=' {
-			return op(tRelop, OpGeq, 2)
+		if l.at(1) == '=' {
+			kind, op, n = tRelop, OpGeq, 2
+		} else {
+			kind, op = tRelop, OpGt
 		}
-		return op(tRelop, OpGt, 1)
 	case '~':
-		return op(tRelop, OpGeq, 1)
+		kind, op = tRelop, OpGeq
 	case '+':
-		if at(1) == '=' {
-			return op(tEnvop, OpPlusEq, 2)
+		if l.at(1) == '=' {
+			kind, op, n = tEnvop, OpPlusEq, 2
 		}
+	default:
+		kind = punct[c]
+	}
+	if kind != tEOF {
+		l.off += n
+		*t = token{kind: kind, op: op, pos: p}
+		return nil
 	}
 	il := intLen(s, l.off)
 	dl := identLen(s, l.off)
 	if il == 0 && dl == 0 {
-		return token{}, l.errAt(p, "%q is not a valid token", s[l.off:l.off+1])
+		return l.errAt(p, "%q is not a valid token", s[l.off:l.off+1])
 	}
 	if il >= dl {
 		text := s[l.off : l.off+il]
-		n, ok := parseInt(text)
+		v, ok := parseInt(text)
 		if !ok {
-			return token{}, l.errAt(p, "invalid integer %q", text)
+			return l.errAt(p, "invalid integer %q", text)
 		}
 		l.off += il
-		return token{kind: tInt, i: n, pos: p}, nil
+		*t = token{kind: tInt, i: v, pos: p}
+		return nil
 	}
 	text := s[l.off : l.off+dl]
 	l.off += dl
 	switch text {
 	case "true":
-		return token{kind: tBool, b: true, pos: p}, nil
+		*t = token{kind: tBool, b: true, pos: p}
 	case "false":
-		return token{kind: tBool, b: false, pos: p}, nil
+		*t = token{kind: tBool, pos: p}
+	default:
+		*t = token{kind: tIdent, s: text, pos: p}
 	}
-	return token{kind: tIdent, s: text, pos: p}, nil
+	return nil
 }
 
 // str reads a string starting at the opening quote, single or triple.
-func (l *lexer) str(p Pos) (token, error) {
+func (l *lexer) str(p Pos, t *token) error {
 	s := l.src
 	triple := strings.HasPrefix(s[l.off:], `"""`)
 	if triple {
@@ -345,7 +346,8 @@ func (l *lexer) str(p Pos) (token, error) {
 			if triple {
 				l.off = i + 3
 			}
-			return token{kind: tString, s: s[start:i], pos: p}, nil
+			*t = token{kind: tString, s: s[start:i], pos: p}
+			return nil
 		}
 	}
 	b := &l.sb
@@ -359,21 +361,22 @@ func (l *lexer) str(p Pos) (token, error) {
 			} else {
 				l.off++
 			}
-			return token{kind: tString, s: b.String(), pos: p}, nil
+			*t = token{kind: tString, s: b.String(), pos: p}
+			return nil
 		case c == '\n':
 			b.WriteByte(c)
 			l.off++
 			l.newline()
 		case c == '\\':
 			if err := l.escape(b); err != nil {
-				return token{}, err
+				return err
 			}
 		default:
 			b.WriteByte(c)
 			l.off++
 		}
 	}
-	return token{}, l.errAt(p, "unterminated string")
+	return l.errAt(p, "unterminated string")
 }
 
 func hexVal(c byte) (int, bool) {

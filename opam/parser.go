@@ -69,14 +69,7 @@ func ParseValue(filename, src string) (Value, error) {
 	return v, nil
 }
 
-func (p *parser) advance() error {
-	t, err := p.lx.next()
-	if err != nil {
-		return err
-	}
-	p.tok = t
-	return nil
-}
+func (p *parser) advance() error { return p.lx.next(&p.tok) }
 
 func (p *parser) unexpected(expected string) error {
 	return p.lx.errAt(p.tok.pos, "unexpected %s, expected %s", p.tok.describe(), expected)
