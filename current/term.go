@@ -2,6 +2,7 @@ package current
 
 import (
 	"fmt"
+	"reflect"
 	"strings"
 )
 
@@ -300,10 +301,14 @@ func Bind[A, B any](t Term[A], f func(A) Term[B]) Term[B] {
 
 // listMapImpl is the node diffing the list; its collect node is the ListMap's term.
 type listMapImpl struct {
-	key     func(any) string
+	length  func(list any) int
+	keyAt   func(list any, i int) string
+	valAt   func(list any, i int) any
+	sameAt  func(list any, i int, old any) bool
 	f       func(*node) *node
 	items   map[string]*lmItem
 	order   []*lmItem
+	gen     uint64
 	g       *group
 	collect *node
 }
@@ -313,6 +318,7 @@ type lmItem struct {
 	in   *node
 	root *node
 	g    *group
+	gen  uint64
 }
 
 type itemImpl struct{ value any }
@@ -328,56 +334,69 @@ func (l *listMapImpl) compute(n *node) output {
 	if l.g == nil {
 		e.nextGroup++
 		l.g = &group{id: e.nextGroup, kind: "listmap", label: l.collect.label, parent: n.group}
+		l.items = map[string]*lmItem{}
 	}
-	vals := src.value.([]any)
-	next := make(map[string]*lmItem, len(vals))
-	order := make([]*lmItem, 0, len(vals))
-	for _, v := range vals {
-		k := l.key(v)
-		if _, dup := next[k]; dup {
-			continue
-		}
+	list := src.value
+	count := l.length(list)
+	l.gen++
+	gen := l.gen
+	var order []*lmItem
+	same := count == len(l.order)
+	if !same {
+		order = make([]*lmItem, 0, count)
+	}
+	for i := 0; i < count; i++ {
+		k := l.keyAt(list, i)
 		it := l.items[k]
+		if it != nil && it.gen == gen {
+			continue // duplicate key
+		}
 		if it == nil {
 			e.nextGroup++
 			it = &lmItem{key: k, g: &group{id: e.nextGroup, kind: "item", label: k, item: k, parent: l.g}}
-			it.in = newNode("item", k, &itemImpl{value: v}, n)
+			it.in = newNode("item", k, &itemImpl{value: l.valAt(list, i)}, n)
 			var root *node
 			_, err := call(func() (any, error) { root = l.f(it.in); return nil, nil })
 			if err != nil {
 				root = newNode("fail", "fail", &constImpl{failOut(err.Error())})
 			}
 			it.root = root
+			l.items[k] = it
 			saved := e.curGroup
 			e.curGroup = it.g
 			e.addInput(l.collect, root)
 			e.curGroup = saved
 		} else {
 			ii := it.in.impl.(*itemImpl)
-			if !equalValues(ii.value, v) {
-				ii.value = v
+			if !l.sameAt(list, i, ii.value) {
+				ii.value = l.valAt(list, i)
 				e.markDirty(it.in)
 			}
 		}
-		next[k] = it
-		order = append(order, it)
+		it.gen = gen
+		if same {
+			if l.order[len(order)] != it {
+				same = false
+				order = append(make([]*lmItem, 0, count), l.order[:len(order)]...)
+				order = append(order, it)
+			} else {
+				order = l.order[:len(order)+1]
+			}
+		} else {
+			order = append(order, it)
+		}
+	}
+	if same && len(order) != len(l.order) {
+		same = false
 	}
 	for k, it := range l.items {
-		if next[k] == nil {
+		if it.gen != gen {
+			delete(l.items, k)
 			e.dropInput(l.collect, it.root)
 		}
 	}
-	orderChanged := len(order) != len(l.order)
-	if !orderChanged {
-		for i := range order {
-			if order[i] != l.order[i] {
-				orderChanged = true
-				break
-			}
-		}
-	}
-	l.items, l.order = next, order
-	if orderChanged {
+	if !same {
+		l.order = order
 		e.markDirty(l.collect)
 	}
 	return okOut(Unit{})
@@ -440,19 +459,18 @@ func (c *collectImpl) display(n *node, out output) (State, string) {
 // list changes, only the sub-pipelines of new, changed or removed keys are touched.
 // Items with a duplicate key are ignored.
 func ListMap[A, B any](items Term[[]A], key func(A) string, f func(Term[A]) Term[B]) Term[[]B] {
-	toAny := newNode("map", "items", &mapImpl{func(v any) (any, error) {
-		xs := as[[]A](v)
-		out := make([]any, len(xs))
-		for i, x := range xs {
-			out[i] = x
-		}
-		return out, nil
-	}}, items.n)
+	eq := equalFunc[A]()
 	l := &listMapImpl{
-		key: func(v any) string { return key(as[A](v)) },
-		f:   func(in *node) *node { return f(Term[A]{in}).n },
+		length: func(list any) int { return len(as[[]A](list)) },
+		keyAt:  func(list any, i int) string { return key(list.([]A)[i]) },
+		valAt:  func(list any, i int) any { return list.([]A)[i] },
+		sameAt: func(list any, i int, old any) bool {
+			o, ok := old.(A)
+			return ok && eq(list.([]A)[i], o)
+		},
+		f: func(in *node) *node { return f(Term[A]{in}).n },
 	}
-	lm := newNode("listmap", "list-map", l, toAny)
+	lm := newNode("listmap", "list-map", l, items.n)
 	c := &collectImpl{l: l, mk: func(its []*lmItem) any {
 		out := make([]B, len(its))
 		for i, it := range its {
@@ -463,6 +481,23 @@ func ListMap[A, B any](items Term[[]A], key func(A) string, f func(Term[A]) Term
 	coll := newNode("collect", "list-map", c, lm)
 	l.collect = coll
 	return Term[[]B]{coll}
+}
+
+// equalFunc compares values of T when T is comparable; otherwise values never count
+// as equal.
+func equalFunc[T any]() func(a, b T) bool {
+	if !reflect.TypeFor[T]().Comparable() {
+		return func(a, b T) bool { return false }
+	}
+	return func(a, b T) (eq bool) {
+		// Interfaces inside T may hold values that cannot be compared.
+		defer func() {
+			if recover() != nil {
+				eq = false
+			}
+		}()
+		return any(a) == any(b)
+	}
 }
 
 // ListIter runs f once per item of items (see ListMap) and is ok when all are.

@@ -1,0 +1,215 @@
+package current
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// startForBench activates root on e without the Run loop, so passes are driven by the
+// benchmark itself.
+func startForBench(b *testing.B, e *Engine, root AnyTerm) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.running = true
+	e.runCtx = context.Background()
+	e.root = root.termNode()
+	e.activate(e.root)
+	e.passLocked()
+}
+
+func pass(e *Engine) {
+	e.mu.Lock()
+	e.passLocked()
+	e.mu.Unlock()
+}
+
+func heapInUse() uint64 {
+	runtime.GC()
+	runtime.GC()
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return m.HeapAlloc
+}
+
+// BenchmarkReevaluateListMap10000: a ListMap of 10,000 items, each its own stage; one
+// item changes per iteration.
+func BenchmarkReevaluateListMap10000(b *testing.B) {
+	const n = 10000
+	e := testEngine(b, Config{})
+	items := make([]int, n)
+	for i := range items {
+		items[i] = i
+	}
+	base := heapInUse()
+	src := NewVar("src", items)
+	var calls atomic.Int64
+	root := ListMap(src.Term(), func(i int) string { return strconv.Itoa(i % n) }, func(t Term[int]) Term[int] {
+		return Map(t, func(x int) int { calls.Add(1); return x * 2 })
+	})
+	startForBench(b, e, root)
+	used := heapInUse() - base
+	if calls.Load() != n {
+		b.Fatalf("first pass ran %d stages", calls.Load())
+	}
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		next := make([]int, n)
+		copy(next, items)
+		next[i%n] += n * (i + 1) // same key, new value
+		items = next
+		src.Set(next)
+		pass(e)
+	}
+	b.StopTimer()
+	if got := calls.Load() - n; got != int64(b.N) {
+		b.Fatalf("%d stage runs for %d changes", got, b.N)
+	}
+	b.ReportMetric(float64(used)/n, "B/stage")
+}
+
+// BenchmarkReevaluateStages10000: 10,000 stages, each fed by its own input, all
+// combined; one input changes per iteration.
+func BenchmarkReevaluateStages10000(b *testing.B) {
+	const n = 10000
+	e := testEngine(b, Config{})
+	base := heapInUse()
+	vars := make([]*Var[int], n)
+	stages := make([]AnyTerm, n)
+	for i := range vars {
+		vars[i] = NewVar("v"+strconv.Itoa(i), i)
+		stages[i] = Map(vars[i].Term(), func(x int) int { return x + 1 })
+	}
+	root := All(stages...)
+	startForBench(b, e, root)
+	used := heapInUse() - base
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		vars[i%n].Set(-i - 1)
+		pass(e)
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(used)/n, "B/stage")
+}
+
+// BenchmarkStartup100k opens an engine whose store holds 100,000 results and evaluates a
+// pipeline wanting a few of them.
+func BenchmarkStartup100k(b *testing.B) {
+	dir := b.TempDir()
+	const n = 100000
+	op := &Op[int, int]{Name: "cached", Run: func(ctx context.Context, j *Job, in int) (int, error) {
+		return 0, fmt.Errorf("should be cached")
+	}}
+	{
+		e := testEngine(b, Config{StateDir: dir})
+		tx, err := e.db.db.Begin()
+		if err != nil {
+			b.Fatal(err)
+		}
+		st, err := tx.Prepare(`INSERT INTO results (op, digest, key, label, build, input_digest, input, state, output, ready_at, running_at, finished_at, log_size)
+			VALUES ('cached', ?, ?, ?, 1, ?, ?, 'ok', ?, ?, ?, ?, 100)`)
+		if err != nil {
+			b.Fatal(err)
+		}
+		now := time.Now().UnixNano()
+		for i := 0; i < n; i++ {
+			k := strconv.Itoa(i)
+			if _, err := st.Exec(digestOf("cached", k), k, k, digestOf(k), k, k, now, now, now); err != nil {
+				b.Fatal(err)
+			}
+		}
+		tx.Commit()
+		e.Close()
+	}
+	terms := make([]AnyTerm, 10)
+	for i := range terms {
+		terms[i] = Do(op, Return(i*1000))
+	}
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		e, err := Open(Config{StateDir: dir, DBPath: filepath.Join(dir, "kiln.db"), Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+		if err != nil {
+			b.Fatal(err)
+		}
+		root := All(terms...)
+		startForBench(b, e, root)
+		if s := root.n.out.state; s != StateOk {
+			b.Fatalf("cached results not used: %v %q", s, root.n.out.msg)
+		}
+		e.mu.Lock()
+		e.release(e.root)
+		e.passLocked()
+		e.mu.Unlock()
+		e.Close()
+	}
+}
+
+// BenchmarkFollowers200: 200 followers of one live log; one op is one line reaching all.
+func BenchmarkFollowers200(b *testing.B) {
+	const followers = 200
+	e := testEngine(b, Config{})
+	lines := make(chan []byte)
+	op := &Op[string, string]{Name: "chatty", Run: func(ctx context.Context, j *Job, in string) (string, error) {
+		for l := range lines {
+			j.Write(l)
+		}
+		return "", nil
+	}}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- e.Run(ctx, Do(op, Return("x"))) }()
+	var id string
+	for id == "" {
+		for _, j := range e.Jobs() {
+			if j.State == JobRunning {
+				id = j.ID
+			}
+		}
+		time.Sleep(time.Millisecond)
+	}
+	start, _ := e.ReadLog(id, 0, 0)
+	var total atomic.Int64
+	finished := make(chan struct{}, followers)
+	for i := 0; i < followers; i++ {
+		r, err := e.FollowLog(ctx, id, start.Next)
+		if err != nil {
+			b.Fatal(err)
+		}
+		go func() {
+			defer r.Close()
+			buf := make([]byte, 4096)
+			for {
+				n, err := r.Read(buf)
+				total.Add(int64(n))
+				if err != nil {
+					finished <- struct{}{}
+					return
+				}
+			}
+		}()
+	}
+	line := []byte("a line of build output, about as long as a compiler's typical message\n")
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		lines <- line
+		want := int64(followers * len(line) * (i + 1))
+		for total.Load() < want {
+			runtime.Gosched()
+		}
+	}
+	b.StopTimer()
+	close(lines)
+	for i := 0; i < followers; i++ {
+		<-finished
+	}
+	cancel()
+	<-done
+}
