@@ -390,3 +390,81 @@ func InterpolatedVariables(s string) []string {
 		s = s[i+4+j:]
 	}
 }
+
+// Simplify partially evaluates the filter: variables env defines are replaced by their
+// values and what can be decided is folded, while undefined variables stay, so the
+// result is what remains to be decided by a fuller environment.
+func (f *Filter) Simplify(env Env) Filter {
+	lit := func(v Val) (Filter, bool) {
+		switch v.Kind {
+		case Bool:
+			return Filter{Kind: FilterBool, B: v.B, Pos: f.Pos}, true
+		case String:
+			return Filter{Kind: FilterString, S: v.S, Pos: f.Pos}, true
+		}
+		return Filter{}, false
+	}
+	switch f.Kind {
+	case FilterIdent:
+		if g, ok := lit(lookup(env, f.S)); ok {
+			return g
+		}
+		return *f
+	case FilterString:
+		return Filter{Kind: FilterString, S: Interpolate(f.S, env), Pos: f.Pos}
+	case FilterOp:
+		l, r := f.Sub[0].Simplify(env), f.Sub[1].Simplify(env)
+		if isLiteral(&l) && isLiteral(&r) {
+			g := Filter{Kind: FilterOp, Op: f.Op, Sub: []Filter{l, r}}
+			v, _ := lit(g.Eval(nil))
+			return v
+		}
+		return Filter{Kind: FilterOp, Op: f.Op, Sub: []Filter{l, r}, Pos: f.Pos}
+	case FilterAnd, FilterOr:
+		absorb := f.Kind == FilterOr
+		l, r := f.Sub[0].Simplify(env), f.Sub[1].Simplify(env)
+		lb, lok := literalBool(&l)
+		rb, rok := literalBool(&r)
+		switch {
+		case (lok && lb == absorb) || (rok && rb == absorb):
+			return Filter{Kind: FilterBool, B: absorb, Pos: f.Pos}
+		case lok:
+			return r
+		case rok:
+			return l
+		}
+		return Filter{Kind: f.Kind, Sub: []Filter{l, r}, Pos: f.Pos}
+	case FilterNot:
+		x := f.Sub[0].Simplify(env)
+		if b, ok := literalBool(&x); ok {
+			return Filter{Kind: FilterBool, B: !b, Pos: f.Pos}
+		}
+		return Filter{Kind: FilterNot, Sub: []Filter{x}, Pos: f.Pos}
+	case FilterDefined:
+		x := f.Sub[0].Simplify(env)
+		if isLiteral(&x) {
+			return Filter{Kind: FilterBool, B: true, Pos: f.Pos}
+		}
+		return Filter{Kind: FilterDefined, Sub: []Filter{x}, Pos: f.Pos}
+	}
+	return *f
+}
+
+func isLiteral(f *Filter) bool {
+	return f.Kind == FilterBool || (f.Kind == FilterString && !strings.Contains(f.S, "%{"))
+}
+
+func literalBool(f *Filter) (bool, bool) {
+	switch f.Kind {
+	case FilterBool:
+		return f.B, true
+	case FilterString:
+		switch f.S {
+		case "true":
+			return true, true
+		case "false":
+			return false, true
+		}
+	}
+	return false, false
+}

@@ -238,3 +238,21 @@ conflicts: ["bar" "baz" {< "2"}]
 		t.Errorf("Conflicts = %+v %v", cf, err)
 	}
 }
+
+func TestFilterSimplify(t *testing.T) {
+	env := MapEnv(map[string]string{"os": "linux", "arch": "x86_64"})
+	for _, c := range []struct{ src, want string }{
+		{`os = "linux" & ocaml:version >= "4.08"`, `ocaml:version >= "4.08"`},
+		{`os = "macos" & ocaml:version >= "4.08"`, `false`},
+		{`arch = "x86_64" | with-test`, `true`},
+		{`arch = "arm64" | with-test`, `with-test`},
+		{`!(os = "linux") | !with-test`, `!with-test`},
+		{`?os & ?foo`, `?foo`},
+		{`"%{os}%-%{foo}%" = "linux-x"`, `"linux-%{foo}%" = "linux-x"`},
+	} {
+		f := parseFilter(t, c.src)
+		if got := f.Simplify(env).String(); got != c.want {
+			t.Errorf("Simplify(%s) = %s, want %s", c.src, got, c.want)
+		}
+	}
+}

@@ -166,6 +166,10 @@ func TestRules(t *testing.T) {
 		fs := Lint(in, ctx)
 		found := false
 		for _, f := range fs {
+			r, ok := RuleByID(f.Rule)
+			if !ok || r.Severity != f.Severity {
+				t.Errorf("finding %s: rule not in the catalogue or severity differs (%+v)", f, r)
+			}
 			if f.Rule == c.rule {
 				found = true
 				if f.Message == "" || f.File == "" {
@@ -273,5 +277,20 @@ func TestReadDir(t *testing.T) {
 	}
 	if _, err := ReadDir(root, "packages/missing"); err == nil {
 		t.Error("ReadDir of a missing directory succeeded")
+	}
+}
+
+func TestEveryRuleHasAFixture(t *testing.T) {
+	src, err := os.ReadFile("lint_test.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range Rules {
+		if r.ID == "opam-0" {
+			continue
+		}
+		if !strings.Contains(string(src), `rule: "`+r.ID+`"`) {
+			t.Errorf("rule %s has no fixture in TestRules", r.ID)
+		}
 	}
 }
