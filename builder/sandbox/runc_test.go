@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kiln-ci/kiln/builder/internal/debroot"
+	"github.com/kiln-ci/kiln/builder/image/imagetest"
 	"github.com/kiln-ci/kiln/builder/sandbox"
 	"github.com/kiln-ci/kiln/builder/snapshot"
 	"github.com/kiln-ci/kiln/internal/testenv"
@@ -22,7 +22,7 @@ func rootfs(t *testing.T) (*sandbox.Runc, string) {
 	t.Helper()
 	testenv.RequireRoot(t)
 	testenv.RequireCommand(t, "runc")
-	base := debroot.Bookworm(t)
+	base := imagetest.Debian(t).Rootfs
 	dir := t.TempDir()
 	st, err := snapshot.Open(filepath.Join(dir, "store"), "")
 	if err != nil {
