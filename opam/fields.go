@@ -5,6 +5,18 @@ import (
 	"strings"
 )
 
+// fieldErr puts the field name in an error, after its position.
+func fieldErr(name string, err error) error {
+	if e, ok := err.(*Error); ok {
+		c := *e
+		if !strings.HasPrefix(c.Msg, "field "+name+":") {
+			c.Msg = "field " + name + ": " + c.Msg
+		}
+		return &c
+	}
+	return fmt.Errorf("field %s: %w", name, err)
+}
+
 func (f *File) errAt(v *Value, format string, args ...any) error {
 	return &Error{Filename: f.Filename, Pos: v.Pos, Msg: fmt.Sprintf(format, args...)}
 }
@@ -106,7 +118,7 @@ func (f *File) formula(name string, conj bool) (Formula[Dependency], error) {
 	}
 	fm, err := ParseFilteredFormula(f.Filename, v, conj)
 	if err != nil {
-		return fm, fmt.Errorf("field %s: %w", name, err)
+		return fm, fieldErr(name, err)
 	}
 	return fm, nil
 }
@@ -140,13 +152,13 @@ func (f *File) Available() (Filter, error) {
 	if v.Kind == KList {
 		fl, err := ParseFilterList(f.Filename, v.Sub)
 		if err != nil {
-			return fl, fmt.Errorf("field available: %w", err)
+			return fl, fieldErr("available", err)
 		}
 		return fl, nil
 	}
 	fl, err := ParseFilter(f.Filename, v)
 	if err != nil {
-		return fl, fmt.Errorf("field available: %w", err)
+		return fl, fieldErr("available", err)
 	}
 	return fl, nil
 }
@@ -224,7 +236,7 @@ func (f *File) Commands(name string) ([]Command, error) {
 		}
 		cf, err := f.optFilter(opts)
 		if err != nil {
-			return nil, fmt.Errorf("field %s: %w", name, err)
+			return nil, fieldErr(name, err)
 		}
 		c := Command{Filter: cf, Pos: base.Pos}
 		for j := range base.Sub {
@@ -234,7 +246,7 @@ func (f *File) Commands(name string) ([]Command, error) {
 			}
 			af, err := f.optFilter(aopts)
 			if err != nil {
-				return nil, fmt.Errorf("field %s: %w", name, err)
+				return nil, fieldErr(name, err)
 			}
 			c.Args = append(c.Args, Arg{Value: *a, Filter: af})
 		}
@@ -461,7 +473,7 @@ func (f *File) Depexts() ([]Depext, error) {
 		}
 		fl, err := f.optFilter(opts)
 		if err != nil {
-			return nil, fmt.Errorf("field depexts: %w", err)
+			return nil, fieldErr("depexts", err)
 		}
 		out = append(out, Depext{Packages: pk, Filter: fl})
 	}

@@ -256,3 +256,34 @@ func TestFilterSimplify(t *testing.T) {
 		}
 	}
 }
+
+func TestTypedFieldErrorsHavePositions(t *testing.T) {
+	for _, c := range []struct{ src, want string }{
+		{"depends: [\n  \"a\" {>= \"1\"}\n  42\n]", "f.opam:3:3: field depends: expected a package name"},
+		{"available: [\"linux\" \"x\" 42 {a}]", "f.opam:1:"},
+		{"build: [[\"make\"] [[\"x\"]]]", "f.opam:1:19: field build: expected a string or variable"},
+		{"depexts: [[\"a\" 1]]", "f.opam:1:16: field depexts"},
+		{"pin-depends: [[\"nodot\" \"url\"]]", "f.opam:1:16: field pin-depends"},
+	} {
+		f, err := ParseString("f.opam", c.src)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got error
+		switch f.Items[0].Name {
+		case "depends":
+			_, got = f.Depends()
+		case "available":
+			_, got = f.Available()
+		case "build":
+			_, got = f.Build()
+		case "depexts":
+			_, got = f.Depexts()
+		case "pin-depends":
+			_, got = f.PinDepends()
+		}
+		if got == nil || !strings.HasPrefix(got.Error(), c.want) {
+			t.Errorf("%s: error %v, want prefix %q", c.src, got, c.want)
+		}
+	}
+}
