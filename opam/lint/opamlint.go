@@ -198,7 +198,7 @@ func (l *linter) opamLint() {
 		pos := l.itemPos(field)
 		msg := err.Error()
 		if e, ok := unwrapOpamError(err); ok {
-			pos, msg = e.Pos, e.Msg
+			pos, msg = e.Pos, strings.TrimPrefix(e.Msg, "field "+field+": ")
 		}
 		l.add("opam-3", Error, pos, "File format error in '%s': %s", field, msg)
 	}
