@@ -195,11 +195,11 @@ func (s *Server) logEvents(w http.ResponseWriter, r *http.Request, c *reqCtx) er
 	}
 	chunks := make(chan chunk)
 	go func() {
+		buf := make([]byte, 64<<10)
 		for {
-			buf := make([]byte, 64<<10)
 			n, err := rd.Read(buf)
 			select {
-			case chunks <- chunk{buf[:n], err}:
+			case chunks <- chunk{bytes.Clone(buf[:n]), err}:
 			case <-ctx.Done():
 				return
 			}

@@ -28,7 +28,7 @@ import (
 // coloured lines, fails for items starting with "bad", and for items starting with "slow"
 // prints one line per value sent on the lines channel until it is closed.
 type console struct {
-	t     *testing.T
+	t     testing.TB
 	eng   *current.Engine
 	srv   *httptest.Server
 	items *current.Var[[]string]
@@ -39,7 +39,7 @@ type console struct {
 
 const testPassword = "correct horse"
 
-func newConsole(t *testing.T, items ...string) *console {
+func newConsole(t testing.TB, items ...string) *console {
 	t.Helper()
 	dir := t.TempDir()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -138,7 +138,7 @@ func (c *console) jobOf(item string, states ...current.JobState) string {
 
 // client is a browser-like HTTP client with a cookie jar.
 type client struct {
-	t    *testing.T
+	t    testing.TB
 	base string
 	hc   *http.Client
 }
