@@ -261,10 +261,25 @@ func (e *Engine) Query(q Query) ([]JobInfo, error) {
 	}
 	out := make([]JobInfo, 0, len(rows))
 	for _, r := range rows {
-		out = append(out, e.info(r))
+		ji := e.info(r)
+		if q.wantsState(ji.State) {
+			out = append(out, ji)
+		}
 	}
 	e.markLive(out)
 	return out, nil
+}
+
+func (q Query) wantsState(s JobState) bool {
+	if len(q.States) == 0 {
+		return true
+	}
+	for _, x := range q.States {
+		if x == s {
+			return true
+		}
+	}
+	return false
 }
 
 // LogChunk is part of a job's log.

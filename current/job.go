@@ -298,6 +298,10 @@ func (e *Engine) runJob(j *runningJob) {
 		e.jmu.Lock()
 		delete(e.jobs, j.id)
 		e.jmu.Unlock()
+		row := *r
+		row.State = "interrupted"
+		ent := j.ent
+		e.post(func() { ent.finished(j, &row) })
 		return
 	}
 	now := time.Now()

@@ -363,6 +363,9 @@ func (ent *entry) touch() {
 // start records a new build (or resumes an interrupted one) and runs it.
 func (ent *entry) start(lane Lane, resume *jobRow) {
 	e := ent.e
+	if ctx := e.runContext(); ctx.Err() != nil {
+		return // stopping: the job is started by the next Run that wants it
+	}
 	ent.stopTimer()
 	ent.err = ""
 	var row jobRow
@@ -412,7 +415,7 @@ func (ent *entry) finished(j *runningJob, r *jobRow) {
 		ent.setLast(r)
 		if ent.refs > 0 {
 			ent.armExpiry()
-			if r.Rebuild {
+			if r.Rebuild || !r.finished() {
 				// Auto-cancelled, but wanted again meanwhile.
 				ent.want(ent.idig, ent.input, ent.inputJSON, ent.label)
 			}

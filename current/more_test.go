@@ -1,0 +1,152 @@
+package current
+
+import (
+	"context"
+	"io"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+)
+
+func TestShutdownInterruptsAndResumes(t *testing.T) {
+	dir := t.TempDir()
+	e := testEngine(t, Config{StateDir: dir})
+	var runs atomic.Int64
+	started := make(chan struct{}, 2)
+	op := &Op[string, string]{Name: "long", Run: func(ctx context.Context, j *Job, in string) (string, error) {
+		n := runs.Add(1)
+		j.Logf("attempt %d", n)
+		if n == 1 {
+			started <- struct{}{}
+			<-ctx.Done()
+			return "", ctx.Err()
+		}
+		return "done", nil
+	}}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- e.Run(ctx, Do(op, Return("k"))) }()
+	<-started
+	cancel()
+	<-done
+	r, _ := e.Query(Query{})
+	if len(r) != 1 || r[0].State != JobInterrupted {
+		t.Fatalf("after shutdown: %+v", r)
+	}
+	running(t, e, Do(op, Return("k")))
+	eventually(t, "resumed", func() bool { d, _ := e.Job(r[0].ID); return d.State == JobOK })
+	c, _ := e.ReadLog(r[0].ID, 0, 0)
+	if !strings.Contains(string(c.Data), "attempt 1") || !strings.Contains(string(c.Data), "attempt 2") {
+		t.Fatalf("log: %s", c.Data)
+	}
+}
+
+func TestRebuildNotLiveAndBulk(t *testing.T) {
+	e := testEngine(t, Config{})
+	var runs sync32
+	op := counterOp("build", &runs)
+	src := NewVar("src", []string{"bad-a", "bad-b", "good"})
+	running(t, e, ListMap(src.Term(), func(s string) string { return s }, func(s Term[string]) Term[Result[string]] { return Catch(Do(op, s)) }))
+	eventually(t, "built", func() bool { return runs.total() == 3 })
+	eventually(t, "recorded", func() bool { r, _ := e.Query(Query{States: []JobState{JobOK, JobFailed}}); return len(r) == 3 })
+	// bad-b leaves the graph; a bulk rebuild of failures rebuilds bad-a now and bad-b
+	// when it is wanted again.
+	src.Set([]string{"bad-a", "good"})
+	eventually(t, "bad-b not live", func() bool {
+		r, _ := e.Query(Query{KeyContains: "bad-b"})
+		return len(r) == 1 && !r[0].Live
+	})
+	n, err := e.RebuildQuery(Query{States: []JobState{JobFailed}, KeyContains: "bad"})
+	if err != nil || n != 2 {
+		t.Fatalf("bulk rebuild: %d %v", n, err)
+	}
+	eventually(t, "bad-a rebuilt", func() bool { return runs.get("bad-a") == 2 })
+	r, _ := e.Query(Query{KeyContains: "bad-b"})
+	if !r[0].Rebuild || runs.get("bad-b") != 1 {
+		t.Fatalf("bad-b: %+v runs %d", r[0], runs.get("bad-b"))
+	}
+	src.Set([]string{"bad-a", "bad-b", "good"})
+	eventually(t, "bad-b rebuilt when wanted", func() bool { return runs.get("bad-b") == 2 })
+	if runs.get("good") != 1 {
+		t.Fatalf("good rebuilt: %v", runs.snapshot())
+	}
+}
+
+func TestMonitorSurvivesReplacement(t *testing.T) {
+	e := testEngine(t, Config{})
+	var starts atomic.Int64
+	m := &Monitor[int]{Name: "m",
+		Read: func(ctx context.Context) (int, error) { return 1, nil },
+		Watch: func(ctx context.Context, refresh func()) error {
+			starts.Add(1)
+			<-ctx.Done()
+			return nil
+		}}
+	v := NewVar("v", 0)
+	running(t, e, Bind(v.Term(), func(x int) Term[int] {
+		return Map(m.Term(), func(y int) int { return x + y })
+	}))
+	eventually(t, "watching", func() bool { return starts.Load() == 1 && m.Reads() == 1 })
+	for i := 1; i <= 5; i++ {
+		v.Set(i)
+	}
+	p := e.Status().Pass
+	eventually(t, "passes", func() bool { return e.Status().Pass > p+1 })
+	if starts.Load() != 1 || m.Reads() != 1 {
+		t.Fatalf("monitor restarted by the rebind: %d watches, %d reads", starts.Load(), m.Reads())
+	}
+}
+
+func TestMetrics(t *testing.T) {
+	e := testEngine(t, Config{})
+	op := &Op[string, string]{Name: "m", Run: func(ctx context.Context, j *Job, in string) (string, error) { return in, nil }}
+	running(t, e, Do(op, Return("x")))
+	eventually(t, "done", func() bool { r, _ := e.Query(Query{States: []JobState{JobOK}}); return len(r) == 1 })
+	rec := httptest.NewRecorder()
+	e.Metrics().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	body, _ := io.ReadAll(rec.Body)
+	for _, want := range []string{
+		`kiln_engine_jobs_finished_total{failure_kind="",op="m",state="ok"} 1`,
+		`kiln_engine_jobs_started_total{lane="urgent",op="m"} 1`,
+		"kiln_engine_nodes 2",
+		"kiln_engine_pass_duration_seconds_count",
+		"kiln_engine_confirm_level 5",
+	} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("metrics lack %q", want)
+		}
+	}
+}
+
+func FuzzParseLevel(f *testing.F) {
+	for _, s := range []string{"harmless", "Average", " dangerous ", "", "x"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		l, err := ParseLevel(s)
+		if err != nil {
+			return
+		}
+		back, err := ParseLevel(l.String())
+		if err != nil || back != l {
+			t.Fatalf("%q -> %v -> %v %v", s, l, back, err)
+		}
+	})
+}
+
+func FuzzLogRule(f *testing.F) {
+	f.Add(`error: .* not found`, "error: libfoo not found\nok\n")
+	f.Add(`(unclosed`, "x")
+	f.Add(`^$`, "\n\n")
+	f.Fuzz(func(t *testing.T, pattern, log string) {
+		re, err := checkRule(pattern, "explanation")
+		if err != nil {
+			return
+		}
+		line, text, ok := matchLine([]byte(log), re)
+		if ok && (line < 1 || !re.MatchString(text)) {
+			t.Fatalf("match at line %d %q does not match", line, text)
+		}
+	})
+}
