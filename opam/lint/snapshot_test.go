@@ -143,3 +143,16 @@ func TestSnapshotLint(t *testing.T) {
 		t.Errorf("opam-1 (does not parse) fired %d times: %s", counts["opam-1"], examples["opam-1"])
 	}
 }
+
+// BenchmarkLintSnapshot lints every package directory of the snapshot.
+func BenchmarkLintSnapshot(b *testing.B) {
+	dirs := snapshotPackages(b)
+	ctx := DefaultContext()
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		for _, in := range dirs {
+			Lint(in, ctx)
+		}
+	}
+}
