@@ -1,0 +1,299 @@
+package ocamlci
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/kiln-ci/kiln/forge"
+
+	_ "modernc.org/sqlite" // the database/sql driver "sqlite"
+)
+
+// Index records what the service did, for the web UI: the refs of each repository and
+// their history, each commit's status and each variant's job.
+type Index struct {
+	db *sql.DB
+}
+
+// VariantRecord is one variant of one commit.
+type VariantRecord struct {
+	Repo         RepoID      `json:"-"`
+	Commit       string      `json:"commit"`
+	Name         string      `json:"name"`
+	JobID        string      `json:"job_id,omitempty"`
+	State        forge.State `json:"state"`
+	Message      string      `json:"message,omitempty"`
+	Experimental bool        `json:"experimental,omitempty"`
+	Started      time.Time   `json:"started,omitzero"`
+	Finished     time.Time   `json:"finished,omitzero"`
+}
+
+// CommitRecord is the status of one commit.
+type CommitRecord struct {
+	Repo    RepoID      `json:"-"`
+	Commit  string      `json:"commit"`
+	State   forge.State `json:"state"`
+	Title   string      `json:"title"`
+	Summary string      `json:"summary"`
+	Updated time.Time   `json:"updated"`
+}
+
+// RefRecord is a ref's current head, or one of its earlier heads in a history.
+type RefRecord struct {
+	Repo   RepoID      `json:"-"`
+	Name   string      `json:"name"`
+	PR     int         `json:"pr,omitempty"`
+	Title  string      `json:"title,omitempty"`
+	Commit string      `json:"commit"`
+	State  forge.State `json:"state"`
+	Seen   time.Time   `json:"seen"`
+}
+
+var indexSchema = []string{
+	`CREATE TABLE IF NOT EXISTS ref_heads (forge TEXT, owner TEXT, repo TEXT, ref TEXT, pr INTEGER, title TEXT,
+		commit_id TEXT, seen INTEGER, PRIMARY KEY (forge, owner, repo, ref, commit_id))`,
+	`CREATE TABLE IF NOT EXISTS commits (forge TEXT, owner TEXT, repo TEXT, commit_id TEXT, state TEXT, title TEXT,
+		summary TEXT, updated INTEGER, PRIMARY KEY (forge, owner, repo, commit_id))`,
+	`CREATE TABLE IF NOT EXISTS variants (forge TEXT, owner TEXT, repo TEXT, commit_id TEXT, name TEXT, job_id TEXT,
+		state TEXT, message TEXT, experimental INTEGER, started INTEGER, finished INTEGER,
+		PRIMARY KEY (forge, owner, repo, commit_id, name))`,
+}
+
+// OpenIndex opens (creating it if needed) the index database at path.
+func OpenIndex(path string) (*Index, error) {
+	db, err := sql.Open("sqlite", "file:"+path+"?_pragma=journal_mode(WAL)&_pragma=busy_timeout(10000)&_pragma=synchronous(NORMAL)")
+	if err != nil {
+		return nil, fmt.Errorf("open index %s: %w", path, err)
+	}
+	db.SetMaxOpenConns(1)
+	for _, q := range indexSchema {
+		if _, err := db.Exec(q); err != nil {
+			db.Close()
+			return nil, fmt.Errorf("index %s: schema: %w", path, err)
+		}
+	}
+	return &Index{db: db}, nil
+}
+
+// Close closes the database.
+func (x *Index) Close() error { return x.db.Close() }
+
+func unix(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixMilli()
+}
+
+func fromUnix(ms int64) time.Time {
+	if ms == 0 {
+		return time.Time{}
+	}
+	return time.UnixMilli(ms).UTC()
+}
+
+// SetVariant records a variant's job and state.
+func (x *Index) SetVariant(ctx context.Context, v VariantRecord) error {
+	_, err := x.db.ExecContext(ctx, `INSERT INTO variants VALUES (?,?,?,?,?,?,?,?,?,?,?)
+		ON CONFLICT DO UPDATE SET job_id=excluded.job_id, state=excluded.state, message=excluded.message,
+		experimental=excluded.experimental, started=excluded.started, finished=excluded.finished`,
+		v.Repo.Forge, v.Repo.Owner, v.Repo.Name, v.Commit, v.Name, v.JobID, string(v.State), v.Message, v.Experimental, unix(v.Started), unix(v.Finished))
+	return err
+}
+
+// Variant returns one variant of a commit, or nil.
+func (x *Index) Variant(ctx context.Context, r RepoID, commit, name string) (*VariantRecord, error) {
+	vs, err := x.variants(ctx, r, commit, name)
+	if err != nil || len(vs) == 0 {
+		return nil, err
+	}
+	return &vs[0], nil
+}
+
+// Variants lists the variants of a commit by name.
+func (x *Index) Variants(ctx context.Context, r RepoID, commit string) ([]VariantRecord, error) {
+	return x.variants(ctx, r, commit, "")
+}
+
+func (x *Index) variants(ctx context.Context, r RepoID, commit, name string) ([]VariantRecord, error) {
+	q := `SELECT commit_id, name, job_id, state, message, experimental, started, finished FROM variants
+		WHERE forge=? AND owner=? AND repo=? AND commit_id=?`
+	args := []any{r.Forge, r.Owner, r.Name, commit}
+	if name != "" {
+		q += ` AND name=?`
+		args = append(args, name)
+	}
+	rows, err := x.db.QueryContext(ctx, q+` ORDER BY name`, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []VariantRecord
+	for rows.Next() {
+		v := VariantRecord{Repo: r}
+		var state string
+		var started, finished int64
+		if err := rows.Scan(&v.Commit, &v.Name, &v.JobID, &state, &v.Message, &v.Experimental, &started, &finished); err != nil {
+			return nil, err
+		}
+		v.State, v.Started, v.Finished = forge.State(state), fromUnix(started), fromUnix(finished)
+		out = append(out, v)
+	}
+	return out, rows.Err()
+}
+
+// SetCommit records a ref's head and its commit's status. Variants not yet started
+// are recorded as queued, so the UI lists them.
+func (x *Index) SetCommit(ctx context.Context, ref Ref, st forge.Status, variants []forge.Variant) error {
+	tx, err := x.db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	now := time.Now()
+	r := ref.Repo
+	if _, err := tx.ExecContext(ctx, `INSERT INTO ref_heads VALUES (?,?,?,?,?,?,?,?) ON CONFLICT DO UPDATE SET title=excluded.title`,
+		r.Forge, r.Owner, r.Name, ref.Name, ref.PR, ref.Title, ref.Commit, unix(now)); err != nil {
+		return err
+	}
+	if _, err := tx.ExecContext(ctx, `INSERT INTO commits VALUES (?,?,?,?,?,?,?,?) ON CONFLICT DO UPDATE SET
+		state=excluded.state, title=excluded.title, summary=excluded.summary, updated=excluded.updated`,
+		r.Forge, r.Owner, r.Name, ref.Commit, string(st.State), st.Title, st.Summary, unix(now)); err != nil {
+		return err
+	}
+	for _, v := range variants {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO variants (forge, owner, repo, commit_id, name, job_id, state, message, experimental, started, finished)
+			VALUES (?,?,?,?,?,'',?,?,?,0,0) ON CONFLICT DO UPDATE SET state=excluded.state,
+			message=CASE WHEN excluded.message != '' THEN excluded.message ELSE message END`,
+			r.Forge, r.Owner, r.Name, ref.Commit, v.Name, string(v.State), v.Message, v.Experimental); err != nil {
+			return err
+		}
+	}
+	return tx.Commit()
+}
+
+// Commit returns a commit's status, or nil when it has none yet.
+func (x *Index) Commit(ctx context.Context, r RepoID, commit string) (*CommitRecord, error) {
+	c := CommitRecord{Repo: r, Commit: commit}
+	var state string
+	var updated int64
+	err := x.db.QueryRowContext(ctx, `SELECT state, title, summary, updated FROM commits WHERE forge=? AND owner=? AND repo=? AND commit_id=?`,
+		r.Forge, r.Owner, r.Name, commit).Scan(&state, &c.Title, &c.Summary, &updated)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	c.State, c.Updated = forge.State(state), fromUnix(updated)
+	return &c, nil
+}
+
+// Owners lists the owners with repositories on a forge.
+func (x *Index) Owners(ctx context.Context, forgeName string) ([]string, error) {
+	return x.strings(ctx, `SELECT DISTINCT owner FROM ref_heads WHERE forge=? ORDER BY owner`, forgeName)
+}
+
+// Repos lists an owner's repositories.
+func (x *Index) Repos(ctx context.Context, forgeName, owner string) ([]string, error) {
+	return x.strings(ctx, `SELECT DISTINCT repo FROM ref_heads WHERE forge=? AND owner=? ORDER BY repo`, forgeName, owner)
+}
+
+func (x *Index) strings(ctx context.Context, q string, args ...any) ([]string, error) {
+	rows, err := x.db.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var s string
+		if err := rows.Scan(&s); err != nil {
+			return nil, err
+		}
+		out = append(out, s)
+	}
+	return out, rows.Err()
+}
+
+// Refs lists a repository's refs with their latest head (ref == "") or the history of
+// one ref, newest first.
+func (x *Index) Refs(ctx context.Context, r RepoID, ref string) ([]RefRecord, error) {
+	q := `SELECT h.ref, h.pr, h.title, h.commit_id, COALESCE(c.state, 'queued'), h.seen FROM ref_heads h
+		LEFT JOIN commits c ON c.forge=h.forge AND c.owner=h.owner AND c.repo=h.repo AND c.commit_id=h.commit_id
+		WHERE h.forge=? AND h.owner=? AND h.repo=?`
+	args := []any{r.Forge, r.Owner, r.Name}
+	if ref != "" {
+		q += ` AND h.ref=? ORDER BY h.seen DESC`
+		args = append(args, ref)
+	} else {
+		q += ` AND h.seen = (SELECT MAX(seen) FROM ref_heads m WHERE m.forge=h.forge AND m.owner=h.owner AND m.repo=h.repo AND m.ref=h.ref)
+			ORDER BY h.ref`
+	}
+	rows, err := x.db.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []RefRecord
+	for rows.Next() {
+		rr := RefRecord{Repo: r}
+		var state string
+		var seen int64
+		if err := rows.Scan(&rr.Name, &rr.PR, &rr.Title, &rr.Commit, &state, &seen); err != nil {
+			return nil, err
+		}
+		rr.State, rr.Seen = forge.State(state), fromUnix(seen)
+		out = append(out, rr)
+	}
+	return out, rows.Err()
+}
+
+// Stats are a repository's reliability and run-time figures over its recorded variants.
+type Stats struct {
+	Variants     int           `json:"variants"`
+	Passed       int           `json:"passed"`
+	Failed       int           `json:"failed"`
+	Errors       int           `json:"errors"` // infrastructure failures
+	MeanDuration time.Duration `json:"mean_duration"`
+}
+
+// RepoStats computes a repository's statistics.
+func (x *Index) RepoStats(ctx context.Context, r RepoID) (Stats, error) {
+	var s Stats
+	var mean sql.NullFloat64
+	err := x.db.QueryRowContext(ctx, `SELECT COUNT(*), SUM(state='passed'), SUM(state='failed'), SUM(state='error'),
+		AVG(CASE WHEN finished > 0 AND started > 0 THEN finished - started END)
+		FROM variants WHERE forge=? AND owner=? AND repo=?`, r.Forge, r.Owner, r.Name).Scan(&s.Variants, nullInt{&s.Passed}, nullInt{&s.Failed}, nullInt{&s.Errors}, &mean)
+	if err != nil {
+		return s, err
+	}
+	if mean.Valid {
+		s.MeanDuration = time.Duration(mean.Float64) * time.Millisecond
+	}
+	return s, nil
+}
+
+type nullInt struct{ p *int }
+
+func (n nullInt) Scan(v any) error {
+	var x sql.NullInt64
+	if err := x.Scan(v); err != nil {
+		return err
+	}
+	*n.p = int(x.Int64)
+	return nil
+}
+
+// MarshalJSON includes the repository in records served by the API.
+func (r RefRecord) MarshalJSON() ([]byte, error) {
+	type plain RefRecord
+	return json.Marshal(struct {
+		plain
+		Repo string `json:"repo"`
+	}{plain(r), r.Repo.String()})
+}

@@ -1,0 +1,678 @@
+// Package ocamlci is CI for OCaml repositories: for every branch and pull request of the
+// repositories it follows (on GitHub, Gitea, Forgejo or plain git) it analyses the
+// commit, builds and tests it on every platform of a matrix on the fleet, runs the lints,
+// reports one status per commit to the forge, and keeps an index the web UI shows.
+package ocamlci
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/kiln-ci/kiln/cluster"
+	"github.com/kiln-ci/kiln/current"
+	"github.com/kiln-ci/kiln/forge"
+	"github.com/kiln-ci/kiln/git"
+	"github.com/kiln-ci/kiln/opam"
+	"github.com/kiln-ci/kiln/opam/lint"
+)
+
+// Publisher shows a commit's status on its forge.
+type Publisher interface {
+	Publish(ctx context.Context, ref Ref, st forge.Status, variants []forge.Variant) error
+}
+
+// Fleet is what the service needs of the build fleet (a *cluster.Client).
+type Fleet interface {
+	PutSource(ctx context.Context, dir string) (string, error)
+	Submit(ctx context.Context, r cluster.Request) (*cluster.Job, error)
+	Log(ctx context.Context, id string, offset int64, follow bool, w io.Writer) (int64, error)
+	Wait(ctx context.Context, id string) (*cluster.Job, error)
+	Cancel(ctx context.Context, id string) error
+}
+
+// Service is the ocaml-ci pipeline and its state.
+type Service struct {
+	Sources []Source
+	// Publishers by forge name ("github", "gitea"); a forge without one is shown only
+	// in the web UI.
+	Publishers map[string]Publisher
+	Fleet      Fleet
+	Mirrors    *git.Mirrors
+	// WorkDir holds checkouts of commits.
+	WorkDir   string
+	Platforms []Platform
+	// Solve chooses, per platform, the opam packages a commit needs beyond what the
+	// platform's image provides. Nil: local packages may depend only on the platform's
+	// system packages (SystemSolve).
+	Solve func(ctx context.Context, a *Analysis, p Platform) ([]string, error)
+	Index *Index
+	// BaseURL is the web UI's address, for links in statuses.
+	BaseURL string
+	// StepTimeout bounds one build on the fleet (default 1 hour).
+	StepTimeout time.Duration
+	Logger      *slog.Logger
+
+	opsOnce sync.Once
+	ops     struct {
+		fetch   *current.Op[Ref, Checkout]
+		analyse *current.Op[Checkout, Plan]
+		build   *current.Op[BuildInput, BuildResult]
+		status  *current.Op[StatusInput, current.Unit]
+	}
+	seenMu sync.Mutex
+	seen   map[string]string // commit+variant → first spec digest built, to tell re-tests
+}
+
+// Checkout is a commit checked out on disk.
+type Checkout struct {
+	Repo   RepoID `json:"repo"`
+	Commit string `json:"commit"`
+	Dir    string `json:"dir"`
+}
+
+// Plan is the outcome of analysing a commit: what to build.
+type Plan struct {
+	Analysis *Analysis `json:"analysis"`
+	Variants []Variant `json:"variants"`
+	// Findings of the opam lint, reported by the (lint-opam) variant.
+	Findings []lint.Finding `json:"findings,omitempty"`
+	// OpamFiles are kept for the (lint-opam) variant, by path.
+	OpamFiles map[string]string `json:"opam_files,omitempty"`
+}
+
+// BuildInput is one variant of one commit.
+type BuildInput struct {
+	Ref      Ref            `json:"ref"`
+	Checkout Checkout       `json:"checkout"`
+	Variant  Variant        `json:"variant"`
+	Spec     string         `json:"spec,omitempty"`
+	Findings []lint.Finding `json:"findings,omitempty"`
+}
+
+// BuildResult is a successful variant.
+type BuildResult struct {
+	Snapshot string `json:"snapshot,omitempty"`
+}
+
+// StatusInput is what the status of one commit is made of.
+type StatusInput struct {
+	Ref      Ref             `json:"ref"`
+	Variants []forge.Variant `json:"variants"`
+	State    forge.State     `json:"state"`
+}
+
+func (s *Service) log() *slog.Logger {
+	if s.Logger != nil {
+		return s.Logger
+	}
+	return slog.Default()
+}
+
+// Pipeline is the whole service: every ref of every source, analysed, built and
+// reported.
+func (s *Service) Pipeline() current.Term[current.Unit] {
+	s.opsOnce.Do(s.makeOps)
+	var all []current.AnyTerm
+	for _, src := range s.Sources {
+		all = append(all, current.ListIter(src.Refs(), Ref.Key, s.pipelineOf))
+	}
+	return current.All(all...)
+}
+
+func (s *Service) pipelineOf(ref current.Term[Ref]) current.Term[current.Unit] {
+	src := current.Do(s.ops.fetch, ref)
+	plan := current.Do(s.ops.analyse, src)
+	inputs := current.Map(current.Pair(current.Pair(ref, src), plan), func(t current.Tuple[current.Tuple[Ref, Checkout], Plan]) []BuildInput {
+		return s.buildInputs(t.First.First, t.First.Second, t.Second)
+	})
+	builds := current.ListMap(inputs, func(b BuildInput) string { return b.Variant.Name }, func(b current.Term[BuildInput]) current.Term[forge.Variant] {
+		result := current.Observe(current.Do(s.ops.build, b))
+		return current.Map(current.Pair(b, result), func(t current.Tuple[BuildInput, current.Observed[BuildResult]]) forge.Variant {
+			return s.variantStatus(t.First, t.Second)
+		})
+	})
+	analysis := current.Observe(plan)
+	status := current.Map(current.Pair(current.Pair(ref, analysis), current.Observe(builds)), func(t current.Tuple[current.Tuple[Ref, current.Observed[Plan]], current.Observed[[]forge.Variant]]) StatusInput {
+		r, a, b := t.First.First, t.First.Second, t.Second
+		in := StatusInput{Ref: r}
+		switch {
+		case a.State == current.StateFailed:
+			in.Variants = []forge.Variant{{Name: "(analysis)", State: forge.Failed, Message: a.Message}}
+		case a.State != current.StateOk:
+			in.Variants = []forge.Variant{{Name: "(analysis)", State: forge.Running}}
+		case b.State == current.StateOk:
+			in.Variants = b.Value
+		default:
+			// Variants are not all known yet: show what the plan says, as queued.
+			for _, v := range a.Value.Variants {
+				in.Variants = append(in.Variants, forge.Variant{Name: v.Name, State: forge.Queued, Experimental: v.Experimental})
+			}
+		}
+		in.State = forge.Summarise(in.Variants).State
+		return in
+	})
+	return current.Do(s.ops.status, status)
+}
+
+// buildInputs turns a plan into one input per variant, with its spec.
+func (s *Service) buildInputs(ref Ref, co Checkout, p Plan) []BuildInput {
+	var out []BuildInput
+	for _, v := range p.Variants {
+		in := BuildInput{Ref: ref, Checkout: co, Variant: v}
+		if v.Kind == KindLintOpam {
+			in.Findings = p.Findings
+		} else if sp, err := v.Spec(p.Analysis); err == nil {
+			in.Spec = sp.String()
+		} else {
+			in.Spec = "; " + err.Error()
+		}
+		out = append(out, in)
+	}
+	return out
+}
+
+func (s *Service) variantStatus(b BuildInput, o current.Observed[BuildResult]) forge.Variant {
+	v := forge.Variant{Name: b.Variant.Name, Experimental: b.Variant.Experimental}
+	rec, _ := s.Index.Variant(context.Background(), b.Ref.Repo, b.Checkout.Commit, b.Variant.Name)
+	if rec != nil {
+		v.URL = s.variantURL(b.Ref.Repo, b.Checkout.Commit, b.Variant.Name)
+		if !rec.Finished.IsZero() && !rec.Started.IsZero() {
+			v.Duration = rec.Finished.Sub(rec.Started)
+		}
+	}
+	switch o.State {
+	case current.StateOk:
+		v.State = forge.Passed
+	case current.StateFailed:
+		v.State = forge.Failed
+		v.Message, v.FailingLines = splitFailure(o.Message)
+		if strings.HasPrefix(o.Message, infraPrefix) {
+			v.State = forge.Error
+		}
+	case current.StateActive:
+		v.State = forge.Queued
+		if o.Active == current.ActiveRunning {
+			v.State = forge.Running
+		}
+	default:
+		v.State = forge.Queued
+	}
+	return v
+}
+
+// infraPrefix starts the message of a failure that is not the commit's fault.
+const infraPrefix = "infrastructure: "
+
+// failureSep separates a failure's one-line message from its failing log lines.
+const failureSep = "\n--- failing lines ---\n"
+
+func splitFailure(msg string) (string, []string) {
+	head, lines, ok := strings.Cut(msg, failureSep)
+	if !ok {
+		return msg, nil
+	}
+	return head, strings.Split(strings.TrimRight(lines, "\n"), "\n")
+}
+
+func (s *Service) variantURL(r RepoID, commit, variant string) string {
+	return fmt.Sprintf("%s/%s/%s/%s/commit/%s/variant/%s", strings.TrimRight(s.BaseURL, "/"), r.Forge, r.Owner, r.Name, commit, variant)
+}
+
+func (s *Service) makeOps() {
+	if s.seen == nil {
+		s.seen = map[string]string{}
+	}
+	s.ops.fetch = &current.Op[Ref, Checkout]{
+		Name:    "ocamlci-fetch",
+		Key:     func(r Ref) string { return r.Repo.String() + " " + r.Commit },
+		Label:   func(r Ref) string { return "fetch " + r.Repo.Owner + "/" + r.Repo.Name + " " + short(r.Commit) },
+		Timeout: 10 * time.Minute,
+		Run:     s.fetch,
+	}
+	s.ops.analyse = &current.Op[Checkout, Plan]{
+		Name:    "ocamlci-analysis",
+		Key:     func(c Checkout) string { return c.Repo.String() + " " + c.Commit + " " + platformsDigest(s.Platforms) },
+		Label:   func(c Checkout) string { return "analysis " + short(c.Commit) },
+		Timeout: 10 * time.Minute,
+		Run:     s.analyse,
+	}
+	s.ops.build = &current.Op[BuildInput, BuildResult]{
+		Name: "ocamlci-build",
+		Key: func(b BuildInput) string {
+			return b.Checkout.Repo.String() + " " + b.Checkout.Commit + " " + b.Variant.Name + " " + digest(b.Spec)
+		},
+		Label: func(b BuildInput) string { return b.Variant.Name + " " + short(b.Checkout.Commit) },
+		Run:   s.build,
+		Pool:  "ocamlci-build",
+	}
+	s.ops.status = &current.Op[StatusInput, current.Unit]{
+		Name:    "ocamlci-status",
+		Publish: true,
+		Key:     func(in StatusInput) string { return in.Ref.Repo.String() + " " + in.Ref.Commit },
+		Label:   func(in StatusInput) string { return "status " + short(in.Ref.Commit) },
+		Run:     s.publish,
+	}
+}
+
+func (s *Service) fetch(ctx context.Context, j *current.Job, r Ref) (Checkout, error) {
+	dir := filepath.Join(s.WorkDir, "checkouts", r.Repo.Forge, r.Repo.Owner, r.Repo.Name, r.Commit)
+	co := Checkout{Repo: r.Repo, Commit: r.Commit, Dir: dir}
+	if _, err := os.Stat(filepath.Join(dir, ".kiln-checkout")); err == nil {
+		j.Logf("%s is already checked out", short(r.Commit))
+		return co, nil
+	}
+	j.Logf("fetching %s from %s", r.Commit, git.Redact(r.Remote))
+	repo, err := s.Mirrors.FetchCommit(ctx, r.Remote, r.Commit, r.Name)
+	if err != nil {
+		return co, fetchError(err)
+	}
+	tmp := dir + ".tmp"
+	os.RemoveAll(tmp)
+	if err := repo.Checkout(ctx, r.Commit, tmp); err != nil {
+		return co, fmt.Errorf("check out %s: %w", short(r.Commit), err)
+	}
+	if err := os.WriteFile(filepath.Join(tmp, ".kiln-checkout"), []byte(r.Commit+"\n"), 0o644); err != nil {
+		return co, current.Infra(current.FailDiskFull, err)
+	}
+	os.RemoveAll(dir)
+	if err := os.Rename(tmp, dir); err != nil {
+		return co, err
+	}
+	j.Logf("checked out into %s", dir)
+	return co, nil
+}
+
+// fetchError marks network failures as the infrastructure's; authentication and
+// missing repositories are the user's to fix and are not retried.
+func fetchError(err error) error {
+	if errors.Is(err, git.ErrNetwork) {
+		return current.Infra(current.FailNetwork, err)
+	}
+	return err
+}
+
+func (s *Service) analyse(ctx context.Context, j *current.Job, co Checkout) (Plan, error) {
+	a, err := Analyse(co.Dir)
+	if err != nil {
+		return Plan{}, err
+	}
+	j.Logf("opam files: %d (%s)", len(a.OpamFiles), strings.Join(a.Packages, ", "))
+	if a.OCamlFormat != "" {
+		j.Logf("ocamlformat version: %s", a.OCamlFormat)
+	}
+	if len(a.MonorepoLocks) > 0 {
+		j.Logf("opam-monorepo lock files: %s", strings.Join(a.MonorepoLocks, ", "))
+	}
+	if len(a.OpamFiles) == 0 {
+		return Plan{}, errors.New("no opam files found (looked for *.opam and */opam up to two folders down, skipping test* folders)")
+	}
+	platforms, err := Select(s.Platforms, a.Config.Platforms)
+	if err != nil {
+		return Plan{}, err
+	}
+	solve := s.Solve
+	if solve == nil {
+		solve = SystemSolve
+	}
+	install := map[string][]string{}
+	var solved []Platform
+	var failures []string
+	for _, p := range platforms {
+		pkgs, err := solve(ctx, a, p)
+		if err != nil {
+			j.Logf("%s: %v", p.Name, err)
+			failures = append(failures, fmt.Sprintf("%s: %v", p.Name, err))
+			continue
+		}
+		j.Logf("%s: solved; to install with opam: %s", p.Name, orNone(pkgs))
+		install[p.Name] = pkgs
+		solved = append(solved, p)
+	}
+	if len(solved) == 0 {
+		return Plan{}, fmt.Errorf("no platform can install the packages:\n%s", strings.Join(failures, "\n"))
+	}
+	plan := Plan{Analysis: a, Variants: Variants(a, solved, install), OpamFiles: map[string]string{}}
+	for rel, data := range a.OpamFiles {
+		plan.OpamFiles[rel] = string(data)
+		name := opam.PackageName(packageNameOf(rel))
+		pkg := opam.Package{Name: name, Version: "dev"}
+		plan.Findings = append(plan.Findings, lint.LintFile(rel, data, pkg, lint.DefaultContext())...)
+	}
+	for _, v := range plan.Variants {
+		j.Logf("variant %s", v.Name)
+	}
+	return plan, nil
+}
+
+func orNone(xs []string) string {
+	if len(xs) == 0 {
+		return "(none)"
+	}
+	return strings.Join(xs, " ")
+}
+
+// SystemSolve accepts a commit whose local packages depend only on each other and on
+// the packages the platform's image provides, with nothing to install.
+func SystemSolve(_ context.Context, a *Analysis, p Platform) ([]string, error) {
+	have := map[opam.PackageName]opam.Version{}
+	for _, s := range p.System {
+		pkg, ok := opam.ParsePackage(s)
+		if !ok {
+			return nil, fmt.Errorf("platform %s: system package %q is not name.version", p.Name, s)
+		}
+		have[pkg.Name] = pkg.Version
+	}
+	for rel := range a.OpamFiles {
+		have[opam.PackageName(packageNameOf(rel))] = "dev"
+	}
+	installed := func(n opam.PackageName) (opam.Version, bool) { v, ok := have[n]; return v, ok }
+	var problems []string
+	for _, rel := range sortedKeys(a.OpamFiles) {
+		f, err := opam.Parse(rel, a.OpamFiles[rel])
+		if err != nil {
+			return nil, err
+		}
+		deps, err := f.Depends()
+		if err != nil {
+			return nil, fmt.Errorf("%s: depends: %w", rel, err)
+		}
+		self := opam.Package{Name: opam.PackageName(packageNameOf(rel)), Version: "dev"}
+		env := opam.DepsEnv{Build: true, WithTest: true, Dev: true, Self: self, Vars: opam.MapEnv(p.Vars)}
+		resolved := env.Resolve(deps)
+		if !opam.Satisfied(resolved, installed) {
+			var unmet []string
+			for _, atom := range resolved.Atoms() {
+				if v, ok := have[atom.Name]; !ok {
+					unmet = append(unmet, string(atom.Name)+" (not provided)")
+				} else if !atom.MatchesVersion(v) {
+					unmet = append(unmet, fmt.Sprintf("%s (the platform has %s)", atom, v))
+				}
+			}
+			problems = append(problems, fmt.Sprintf("%s needs %s", self.Name, strings.Join(unmet, ", ")))
+		}
+		if avail, err := f.Available(); err == nil && !avail.EvalBool(env.Env(), true) {
+			problems = append(problems, fmt.Sprintf("%s is not available (available: %s)", self.Name, avail))
+		}
+	}
+	if len(problems) > 0 {
+		return nil, fmt.Errorf("%s; the platform provides only %s and no opam repository is configured", strings.Join(problems, "; "), strings.Join(p.System, ", "))
+	}
+	return nil, nil
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	ks := make([]string, 0, len(m))
+	for k := range m {
+		ks = append(ks, k)
+	}
+	sort.Strings(ks)
+	return ks
+}
+
+func (s *Service) build(ctx context.Context, j *current.Job, b BuildInput) (BuildResult, error) {
+	idx := s.Index
+	started := time.Now()
+	idx.SetVariant(ctx, VariantRecord{Repo: b.Checkout.Repo, Commit: b.Checkout.Commit, Name: b.Variant.Name,
+		JobID: j.ID(), State: forge.Running, Started: started, Experimental: b.Variant.Experimental})
+	res, err := s.runVariant(ctx, j, b)
+	rec := VariantRecord{Repo: b.Checkout.Repo, Commit: b.Checkout.Commit, Name: b.Variant.Name, JobID: j.ID(),
+		State: forge.Passed, Started: started, Finished: time.Now(), Experimental: b.Variant.Experimental}
+	if err != nil {
+		rec.State = forge.Failed
+		rec.Message = err.Error()
+		if current.KindOf(err) != current.FailWork {
+			rec.State = forge.Error
+		}
+	}
+	idx.SetVariant(context.WithoutCancel(ctx), rec)
+	return res, err
+}
+
+func (s *Service) runVariant(ctx context.Context, j *current.Job, b BuildInput) (BuildResult, error) {
+	if b.Variant.Kind == KindLintOpam {
+		return BuildResult{}, lintOpam(j, b.Findings)
+	}
+	if strings.HasPrefix(b.Spec, "; ") {
+		return BuildResult{}, errors.New(strings.TrimPrefix(b.Spec, "; "))
+	}
+	digestSrc, err := s.Fleet.PutSource(ctx, b.Checkout.Dir)
+	if err != nil {
+		return BuildResult{}, current.Infra(current.FailNetwork, fmt.Errorf("upload source: %w", err))
+	}
+	timeout := s.StepTimeout
+	if timeout <= 0 {
+		timeout = time.Hour
+	}
+	req := cluster.Request{
+		Pool:      b.Variant.Platform.Pool,
+		Client:    b.Ref.Repo.Owner,
+		Spec:      b.Spec,
+		Source:    digestSrc,
+		CacheHint: b.Variant.Platform.Name + " " + opamFilesDigest(b),
+		Urgent:    s.firstBuild(b),
+		Timeout:   cluster.Duration(timeout),
+	}
+	job, err := s.Fleet.Submit(ctx, req)
+	if err != nil {
+		return BuildResult{}, current.Infra(current.FailNetwork, fmt.Errorf("submit to pool %s: %w", req.Pool, err))
+	}
+	j.Logf("submitted to pool %s as fleet job %s (%s lane)", req.Pool, job.ID, map[bool]string{true: "urgent", false: "background"}[req.Urgent])
+	tail := &tailWriter{max: 200}
+	logDone := make(chan struct{})
+	logCtx, stopLog := context.WithCancel(context.WithoutCancel(ctx))
+	go func() {
+		defer close(logDone)
+		s.Fleet.Log(logCtx, job.ID, 0, true, io.MultiWriter(j, tail))
+	}()
+	finished, err := s.Fleet.Wait(ctx, job.ID)
+	if err != nil {
+		stopLog()
+		<-logDone
+		if ctx.Err() != nil {
+			cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+			s.Fleet.Cancel(cctx, job.ID)
+			cancel()
+			return BuildResult{}, ctx.Err()
+		}
+		return BuildResult{}, current.Infra(current.FailNetwork, fmt.Errorf("wait for fleet job %s: %w", job.ID, err))
+	}
+	// Let the log reach its end before judging the result.
+	select {
+	case <-logDone:
+	case <-time.After(5 * time.Second):
+		stopLog()
+		<-logDone
+	}
+	stopLog()
+	r := finished.Result
+	if r == nil {
+		return BuildResult{}, current.Infra(current.FailWorkerLost, fmt.Errorf("fleet job %s finished without a result", job.ID))
+	}
+	if r.Attempts > 1 {
+		j.Logf("ran %d times: worker lost, retried", r.Attempts)
+	}
+	switch r.Outcome {
+	case cluster.OutcomeOK:
+		return BuildResult{Snapshot: r.Snapshot}, nil
+	case cluster.OutcomeFailed:
+		return BuildResult{}, fmt.Errorf("%s%s%s", r.Message, failureSep, strings.Join(failingLines(tail.lines()), "\n"))
+	case cluster.OutcomeCancelled:
+		return BuildResult{}, current.Infra(current.FailCancelled, fmt.Errorf("cancelled on the fleet: %s", r.Message))
+	default:
+		return BuildResult{}, current.Infra(current.FailWorkerLost, fmt.Errorf("%s%s", infraPrefix, r.Message))
+	}
+}
+
+// firstBuild reports whether this is the first build of the variant of this commit:
+// such builds are urgent (someone waits for them); rebuilds because opam-repository
+// moved on go in the background lane.
+func (s *Service) firstBuild(b BuildInput) bool {
+	k := b.Checkout.Repo.String() + " " + b.Checkout.Commit + " " + b.Variant.Name
+	d := digest(b.Spec)
+	s.seenMu.Lock()
+	defer s.seenMu.Unlock()
+	first, ok := s.seen[k]
+	if !ok {
+		s.seen[k] = d
+		return true
+	}
+	return first == d
+}
+
+func opamFilesDigest(b BuildInput) string {
+	// The dependency layer is what the opam files and the install list make.
+	h := sha256.New()
+	for _, line := range strings.Split(b.Spec, "\n") {
+		if strings.Contains(line, "opam") {
+			h.Write([]byte(line))
+		}
+	}
+	return hex.EncodeToString(h.Sum(nil))[:16]
+}
+
+func lintOpam(j *current.Job, findings []lint.Finding) error {
+	j.Logf("# to reproduce locally: opam lint *.opam")
+	var errs []string
+	for _, f := range findings {
+		j.Logf("%s", f.String())
+		if f.Severity == lint.Error {
+			errs = append(errs, f.String())
+		}
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("opam lint found %d error(s)%s%s", len(errs), failureSep, strings.Join(errs, "\n"))
+	}
+	j.Logf("opam lint: no errors (%d warnings)", len(findings))
+	return nil
+}
+
+func (s *Service) publish(ctx context.Context, j *current.Job, in StatusInput) (current.Unit, error) {
+	st := forge.Summarise(in.Variants)
+	if err := s.Index.SetCommit(ctx, in.Ref, st, in.Variants); err != nil {
+		return current.Unit{}, current.Infra(current.FailDiskFull, fmt.Errorf("index: %w", err))
+	}
+	j.Logf("%s: %s", short(in.Ref.Commit), st.Title)
+	p := s.Publishers[in.Ref.Repo.Forge]
+	if p == nil {
+		return current.Unit{}, nil
+	}
+	if err := p.Publish(ctx, in.Ref, st, in.Variants); err != nil {
+		return current.Unit{}, current.Infra(current.FailNetwork, fmt.Errorf("publish status to %s: %w", in.Ref.Repo.Forge, err))
+	}
+	return current.Unit{}, nil
+}
+
+// failingLines picks the lines of a failed log that explain it: those that look like
+// errors and their neighbours, or else the last lines.
+func failingLines(lines []string) []string {
+	var keep []string
+	for i, l := range lines {
+		low := strings.ToLower(l)
+		if strings.Contains(low, "error") || strings.Contains(low, "fail") || strings.Contains(low, "exception") {
+			from := max(0, i-2)
+			for _, k := range lines[from : i+1] {
+				if len(keep) == 0 || keep[len(keep)-1] != k {
+					keep = append(keep, k)
+				}
+			}
+		}
+	}
+	if len(keep) == 0 {
+		keep = lines
+	}
+	if len(keep) > 20 {
+		keep = keep[len(keep)-20:]
+	}
+	return keep
+}
+
+// tailWriter keeps the last max lines written to it.
+type tailWriter struct {
+	mu      sync.Mutex
+	max     int
+	partial []byte
+	buf     []string
+}
+
+func (t *tailWriter) Write(p []byte) (int, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	data := append(t.partial, p...)
+	for {
+		i := bytes.IndexByte(data, '\n')
+		if i < 0 {
+			break
+		}
+		t.buf = append(t.buf, stripANSI(string(data[:i])))
+		data = data[i+1:]
+	}
+	if len(t.buf) > t.max {
+		t.buf = append([]string(nil), t.buf[len(t.buf)-t.max:]...)
+	}
+	t.partial = append([]byte(nil), data...)
+	return len(p), nil
+}
+
+func (t *tailWriter) lines() []string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	out := append([]string(nil), t.buf...)
+	if len(t.partial) > 0 {
+		out = append(out, stripANSI(string(t.partial)))
+	}
+	if len(out) > t.max {
+		out = out[len(out)-t.max:]
+	}
+	return out
+}
+
+func stripANSI(s string) string {
+	if !strings.Contains(s, "\x1b[") {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == 0x1b && i+1 < len(s) && s[i+1] == '[' {
+			j := i + 2
+			for j < len(s) && (s[j] < 0x40 || s[j] > 0x7e) {
+				j++
+			}
+			i = j
+			continue
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
+
+func digest(s string) string {
+	h := sha256.Sum256([]byte(s))
+	return hex.EncodeToString(h[:8])
+}
+
+func platformsDigest(ps []Platform) string {
+	var b strings.Builder
+	for _, p := range ps {
+		fmt.Fprintf(&b, "%s %s %s %v;", p.Name, p.Image, p.Pool, p.System)
+	}
+	return digest(b.String())
+}
+
+func short(commit string) string {
+	if len(commit) > 12 {
+		return commit[:12]
+	}
+	return commit
+}

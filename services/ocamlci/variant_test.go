@@ -1,0 +1,81 @@
+package ocamlci
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/kiln-ci/kiln/builder/spec"
+)
+
+func TestVariantsAndSpecs(t *testing.T) {
+	dir := writeTree(t, map[string]string{
+		"hello.opam": helloOpam, "lib/hello-lib.opam": helloOpam, "dune-project": "(lang dune 2.0)\n",
+		".ocamlformat": "version = 0.26.2\n",
+	})
+	a, err := Analyse(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	vs := Variants(a, DefaultPlatforms(), map[string][]string{"debian-12-4.13_amd64": {"alcotest.1.7.0"}})
+	var names []string
+	for _, v := range vs {
+		names = append(names, v.Name)
+	}
+	if got, want := strings.Join(names, ","), "debian-12-4.13_amd64,debian-12-4.13_arm64,(lint-fmt),(lint-doc),(lint-opam)"; got != want {
+		t.Fatalf("variants = %s, want %s", got, want)
+	}
+	s, err := vs[0].Spec(a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := s.String()
+	back, err := spec.ParseString(text)
+	if err != nil {
+		t.Fatalf("generated spec does not parse: %v\n%s", err, text)
+	}
+	if back.From != vs[0].Platform.Image {
+		t.Errorf("from = %q", back.From)
+	}
+	// The dependency layer (opam files, then opam install) comes before the whole tree.
+	iOpam := strings.Index(text, "hello.opam")
+	iInstall := strings.Index(text, "opam install --deps-only --with-test alcotest.1.7.0")
+	iTree := strings.Index(text, "(src .)")
+	iBuild := strings.Index(text, "dune build @install @check @runtest")
+	if iOpam < 0 || iInstall < iOpam || iTree < iInstall || iBuild < iTree {
+		t.Errorf("steps out of order (opam files %d, install %d, tree %d, build %d):\n%s", iOpam, iInstall, iTree, iBuild, text)
+	}
+	if !strings.Contains(text, "(dst /src/lib/)") {
+		t.Errorf("opam file in lib/ not copied to its folder:\n%s", text)
+	}
+	// A spec for arm64 has nothing to install: no network step.
+	s2, _ := vs[1].Spec(a)
+	if strings.Contains(s2.String(), "network") {
+		t.Errorf("arm64 spec uses the network though nothing is installed:\n%s", s2)
+	}
+	if _, err := vs[4].Spec(a); err == nil {
+		t.Error("lint-opam has a spec; it runs in the service")
+	}
+	off := false
+	a.Config.Lint.Doc = &off
+	a.OCamlFormat = ""
+	if got := len(Variants(a, DefaultPlatforms(), nil)); got != 3 {
+		t.Errorf("without fmt and doc lints: %d variants, want 3", got)
+	}
+}
+
+func TestFailingLines(t *testing.T) {
+	log := []string{"step 1", "compiling", "File \"a.ml\", line 3:", "Error: Unbound value x", "ok", "more"}
+	got := failingLines(log)
+	if strings.Join(got, "|") != "compiling|File \"a.ml\", line 3:|Error: Unbound value x" {
+		t.Errorf("failingLines = %q", got)
+	}
+	if got := failingLines([]string{"a", "b"}); len(got) != 2 {
+		t.Errorf("no error lines: %q, want the tail", got)
+	}
+	tw := &tailWriter{max: 3}
+	tw.Write([]byte("one\ntw"))
+	tw.Write([]byte("o\n\x1b[31mthree\x1b[0m\nfour\nfive"))
+	if got := strings.Join(tw.lines(), "|"); got != "three|four|five" {
+		t.Errorf("tail = %q", got)
+	}
+}
