@@ -165,8 +165,8 @@ type ctlJob struct {
 	Build       int       `json:"build"`
 	State       string    `json:"state"`
 	Why         string    `json:"why"`
-	Error       string    `json:"error"`
-	Explanation string    `json:"explanation"`
+	Message     string    `json:"message"`
+	FailureKind string    `json:"failure_kind"`
 	Live        bool      `json:"live"`
 	Finished    time.Time `json:"finished"`
 }
@@ -183,9 +183,9 @@ func printJobs(w io.Writer, jobs []ctlJob, why bool) {
 			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", j.ID, j.State, j.Label, j.Why)
 			continue
 		}
-		msg := j.Explanation
-		if msg == "" {
-			msg = j.Error
+		msg := j.Message
+		if j.FailureKind != "" && j.FailureKind != "work" {
+			msg = "[" + j.FailureKind + "] " + msg
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%d\t%v\t%s\t%s\n", j.ID, j.State, j.Build, j.Live, j.Label, msg)
 	}

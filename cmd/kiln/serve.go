@@ -8,14 +8,18 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
 
+	"github.com/kiln-ci/kiln/builder"
+	"github.com/kiln-ci/kiln/builder/image"
 	"github.com/kiln-ci/kiln/current"
 	"github.com/kiln-ci/kiln/services/demo"
 	"github.com/kiln-ci/kiln/web"
@@ -24,6 +28,7 @@ import (
 func serveCommand() *cobra.Command {
 	var o struct {
 		stateDir, listen, confirm, adminPassword, anonymous, demoRepo string
+		demoRunner, demoImage                                         string
 		autoRelease, demoPoll, demoCommitEvery, logMaxAge             time.Duration
 		logMaxBytes                                                   int64
 		slots                                                         int
@@ -123,7 +128,11 @@ On first start the local admin password is made, printed once, and stored hashed
 				}()
 			}
 
-			pipeline := demo.Pipeline(demo.Options{Repo: repo, WorkDir: filepath.Join(o.stateDir, "demo"), Poll: o.demoPoll})
+			runner, err := demoRunner(ctx, log, o.demoRunner, o.stateDir, o.demoImage)
+			if err != nil {
+				return err
+			}
+			pipeline := demo.Pipeline(demo.Options{Repo: repo, WorkDir: filepath.Join(o.stateDir, "demo"), Poll: o.demoPoll, Runner: runner})
 			runErr := eng.Run(ctx, pipeline)
 			stop()
 			shutCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -152,7 +161,50 @@ On first start the local admin password is made, printed once, and stored hashed
 	f.DurationVar(&o.logMaxAge, "log-max-age", 0, "delete logs of jobs finished longer ago (0: keep)")
 	f.Int64Var(&o.logMaxBytes, "log-max-bytes", 0, "delete the oldest finished logs while all logs take more bytes (0: no limit)")
 	f.IntVar(&o.slots, "slots", 4, "jobs run at once per pool")
+	f.StringVar(&o.demoRunner, "demo-runner", "auto", "where demo jobs run: host, sandbox (the builder, with runc), or auto (sandbox when root, runc and --demo-image are available)")
+	f.StringVar(&o.demoImage, "demo-image", "kiln/debian:bookworm", "base image of sandboxed demo jobs (make it with `kiln base debian`)")
 	return cmd
+}
+
+// demoRunner picks where the demo's jobs run.
+func demoRunner(ctx context.Context, log *slog.Logger, mode, stateDir, img string) (demo.Runner, error) {
+	why := ""
+	switch mode {
+	case "host":
+		return demo.HostRunner{}, nil
+	case "sandbox", "auto":
+		if os.Geteuid() != 0 {
+			why = "not running as root"
+		} else if _, err := exec.LookPath("runc"); err != nil {
+			why = "runc is not installed"
+		}
+	default:
+		return nil, fmt.Errorf("--demo-runner %q: want host, sandbox or auto", mode)
+	}
+	var b *builder.Builder
+	if why == "" {
+		images, err := image.Open(filepath.Join(stateDir, "images"))
+		if err == nil {
+			if _, err = images.Resolve(ctx, img); err != nil && strings.HasPrefix(img, image.LocalPrefix) {
+				err = fmt.Errorf("%w (make it with: kiln base debian --state-dir %s)", err, stateDir)
+			}
+		}
+		if err == nil {
+			b, err = builder.New(builder.Options{Root: filepath.Join(stateDir, "builder"), Images: images})
+		}
+		if err != nil {
+			why = err.Error()
+		}
+	}
+	if why != "" {
+		if mode == "sandbox" {
+			return nil, fmt.Errorf("--demo-runner sandbox: %s", why)
+		}
+		log.Info("demo jobs run on the host", "why_not_sandboxed", why)
+		return demo.HostRunner{}, nil
+	}
+	log.Info("demo jobs run in the sandbox", "image", img)
+	return demo.SandboxRunner{Builder: b, Image: img}, nil
 }
 
 func init() { addCommand(serveCommand()) }
