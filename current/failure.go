@@ -90,5 +90,21 @@ func (e *NotFoundError) Is(target error) bool { return target == ErrNotFound }
 
 func notFound(what, id string) error { return &NotFoundError{What: what, ID: id} }
 
+// ErrInvalid is matched (errors.Is) by every error about bad input: a malformed
+// pattern, query, offset or level.
+var ErrInvalid = errors.New("invalid input")
+
+// InvalidError is bad input; its message names what was wrong.
+type InvalidError struct{ Msg string }
+
+func (e *InvalidError) Error() string { return e.Msg }
+
+// Is makes errors.Is(err, ErrInvalid) hold.
+func (e *InvalidError) Is(target error) bool { return target == ErrInvalid }
+
+func invalid(format string, args ...any) error {
+	return &InvalidError{Msg: fmt.Sprintf(format, args...)}
+}
+
 // ErrNotActive is returned when an action needs a job that is ready, waiting or running.
 var ErrNotActive = errors.New("job is not active")

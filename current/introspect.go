@@ -296,7 +296,7 @@ func (e *Engine) openLog(ctx context.Context, id string, offset int64) (*logFoll
 		return nil, err
 	}
 	if offset < 0 {
-		return nil, fmt.Errorf("log of job %s: negative offset %d", id, offset)
+		return nil, invalid("log of job %s: negative offset %d", id, offset)
 	}
 	e.jmu.Lock()
 	j := e.jobs[id]
@@ -330,7 +330,7 @@ func (e *Engine) openLog(ctx context.Context, id string, offset int64) (*logFoll
 	}
 	if offset > lf.size {
 		f.Close()
-		return nil, fmt.Errorf("log of job %s: offset %d is beyond its end (%d bytes)", id, offset, lf.size)
+		return nil, invalid("log of job %s: offset %d is beyond its end (%d bytes)", id, offset, lf.size)
 	}
 	return lf, nil
 }
@@ -565,7 +565,7 @@ func (e *Engine) ConfirmLevel() Level {
 // SetConfirmLevel changes the confirm level; raising it releases the jobs no longer above it.
 func (e *Engine) SetConfirmLevel(l Level) error {
 	if l < LevelHarmless || l > LevelDangerous {
-		return fmt.Errorf("confirm level %d out of range", int(l))
+		return invalid("confirm level %d out of range", int(l))
 	}
 	e.jmu.Lock()
 	e.confirmLevel = l

@@ -391,10 +391,10 @@ func TestBadInput(t *testing.T) {
 	if _, err := e.ReadLog(id, 1<<30, 0); err == nil || !strings.Contains(err.Error(), "beyond") {
 		t.Fatalf("offset beyond end: %v", err)
 	}
-	if _, err := e.ReadLog(id, -5, 0); err == nil {
+	if _, err := e.ReadLog(id, -5, 0); !errors.Is(err, ErrInvalid) {
 		t.Fatal("negative offset accepted")
 	}
-	if _, err := e.Query(Query{States: []JobState{"exploded"}}); err == nil {
+	if _, err := e.Query(Query{States: []JobState{"exploded"}}); !errors.Is(err, ErrInvalid) {
 		t.Fatal("unknown state accepted")
 	}
 	// A corrupt (truncated) log file gives a clear error and changes nothing stored.

@@ -39,7 +39,7 @@ func ParseLevel(s string) (Level, error) {
 			return Level(i), nil
 		}
 	}
-	return 0, fmt.Errorf("unknown confirmation level %q (want one of %s)", s, strings.Join(levelNames[1:], ", "))
+	return 0, &InvalidError{Msg: fmt.Sprintf("unknown confirmation level %q (want one of %s)", s, strings.Join(levelNames[1:], ", "))}
 }
 
 // MarshalText renders the level as its name.

@@ -30,14 +30,14 @@ type compiledRule struct {
 
 func checkRule(pattern, explanation string) (*regexp.Regexp, error) {
 	if strings.TrimSpace(pattern) == "" {
-		return nil, errors.New("log rule: pattern is empty")
+		return nil, invalid("log rule: pattern is empty")
 	}
 	if strings.TrimSpace(explanation) == "" {
-		return nil, errors.New("log rule: explanation is empty")
+		return nil, invalid("log rule: explanation is empty")
 	}
 	re, err := regexp.Compile(pattern)
 	if err != nil {
-		return nil, fmt.Errorf("log rule: pattern: %w", err)
+		return nil, invalid("log rule: pattern: %v", err)
 	}
 	return re, nil
 }

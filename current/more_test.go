@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 )
 
 func TestShutdownInterruptsAndResumes(t *testing.T) {
@@ -148,5 +149,24 @@ func FuzzLogRule(f *testing.F) {
 		if ok && (line < 1 || !re.MatchString(text)) {
 			t.Fatalf("match at line %d %q does not match", line, text)
 		}
+	})
+}
+
+func TestAbandonedInterruptedJobsFinish(t *testing.T) {
+	dir := t.TempDir()
+	e := testEngine(t, Config{StateDir: dir})
+	row := jobRow{Op: "gone", Digest: "d", Key: "k", Build: 1, InputDigest: "i", State: "running", ReadyAt: 1}
+	if err := e.db.insert(&row); err != nil {
+		t.Fatal(err)
+	}
+	e.Close()
+	e2 := testEngine(t, Config{StateDir: dir, InterruptedGrace: 50 * time.Millisecond, RetentionEvery: 10 * time.Millisecond})
+	r, _ := e2.Query(Query{})
+	if r[0].State != JobInterrupted {
+		t.Fatalf("state after restart: %s", r[0].State)
+	}
+	eventually(t, "finished as interrupted", func() bool {
+		r, _ := e2.Query(Query{Kinds: []FailureKind{FailInterrupted}})
+		return len(r) == 1 && r[0].State == JobFailed && r[0].Rebuild
 	})
 }

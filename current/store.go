@@ -273,7 +273,7 @@ func (q Query) sql() (string, []any, error) {
 			case JobReady, JobWaiting, JobRunning:
 				ors = append(ors, "state IN ('ready', 'running')")
 			default:
-				return "", nil, fmt.Errorf("query: unknown state %q", st)
+				return "", nil, invalid("query: unknown state %q", st)
 			}
 		}
 		where = append(where, "("+strings.Join(ors, " OR ")+")")
@@ -281,6 +281,11 @@ func (q Query) sql() (string, []any, error) {
 	if len(q.Kinds) > 0 {
 		var ors []string
 		for _, k := range q.Kinds {
+			switch k {
+			case FailWork, FailTimeout, FailCancelled, FailWorkerLost, FailDiskFull, FailNetwork, FailInterrupted:
+			default:
+				return "", nil, invalid("query: unknown failure kind %q", k)
+			}
 			ors = append(ors, "failure_kind = ?")
 			args = append(args, string(k))
 		}
@@ -298,7 +303,7 @@ func (q Query) sql() (string, []any, error) {
 		where = append(where, "build = (SELECT MAX(r2.build) FROM results r2 WHERE r2.op = results.op AND r2.digest = results.digest)")
 	}
 	if q.Limit < 0 || q.Offset < 0 {
-		return "", nil, fmt.Errorf("query: negative limit or offset")
+		return "", nil, invalid("query: negative limit or offset")
 	}
 	limit := q.Limit
 	if limit == 0 {
