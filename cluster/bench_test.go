@@ -118,11 +118,6 @@ func BenchmarkDispatch(b *testing.B) {
 			}
 			conns = append(conns, nc)
 		}
-		t1 := time.Now()
-		for i := range nWorkers {
-			w := &simWorker{name: fmt.Sprint("sim", i), nc: conns[i%len(conns)], running: map[string]int{}, started: started}
-			w.start(b, 2)
-		}
 		// urgent probes while the backlog drains
 		probeCtx, stopProbes := context.WithCancel(ctx)
 		var pwg sync.WaitGroup
@@ -138,6 +133,11 @@ func BenchmarkDispatch(b *testing.B) {
 				time.Sleep(5 * time.Millisecond)
 			}
 		}()
+		t1 := time.Now()
+		for i := range nWorkers {
+			w := &simWorker{name: fmt.Sprint("sim", i), nc: conns[i%len(conns)], running: map[string]int{}, started: started}
+			w.start(b, 2)
+		}
 		for done.Load() < int64(nJobs) {
 			if time.Since(t1) > 10*time.Minute {
 				b.Fatalf("only %d of %d jobs started", done.Load(), nJobs)

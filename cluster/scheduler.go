@@ -116,7 +116,7 @@ func StartScheduler(ctx context.Context, nc *nats.Conn, opts SchedulerOptions) (
 		return nil, err
 	}
 	s := &Scheduler{opts: opts, nc: nc, js: js, jobs: jobs, kv: state, log: opts.Logger.With("part", "scheduler"),
-		ops: make(chan func(), 1024), dirty: map[string]*Job{}, pending: map[string][]chan error{}, m: newSchedMetrics(opts.Registry), sem: make(chan struct{}, 512), stopped: make(chan struct{})}
+		ops: make(chan func(), 1024), dirty: map[string]*Job{}, pending: map[string][]chan error{}, m: newSchedMetrics(opts.Registry), sem: make(chan struct{}, 8192), stopped: make(chan struct{})}
 	s.c = newCore(opts.Policy, opts.Pools, time.Now, hooks{
 		assign:   s.sendAssign,
 		cancel:   s.sendCancel,
