@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/kiln-ci/kiln/cluster"
+	"github.com/kiln-ci/kiln/cluster/buildrun"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
 )
@@ -19,7 +20,8 @@ func init() {
 	var nf natsFlags
 	var o cluster.WorkerOptions
 	var labels []string
-	var token, runner, emulate, shell, metrics string
+	var token, runner, emulate, shell, metrics, images, healthBase string
+	var budget int64
 	c := &cobra.Command{
 		Use:   "worker",
 		Short: "Run a build worker: connect out to the fleet and run jobs of one pool",
@@ -47,7 +49,11 @@ func init() {
 			case "shell":
 				o.Runner = &cluster.ShellRunner{WorkDir: filepath.Join(o.StateDir, "work"), Emulator: emulate, Shell: shell}
 			case "builder":
-				return errors.New("--runner builder: the builder is not wired in yet; use --runner shell")
+				r, err := buildrun.New(buildrun.Options{Root: filepath.Join(o.StateDir, "builder"), Images: images, HealthBase: healthBase, Budget: budget})
+				if err != nil {
+					return err
+				}
+				o.Runner = r
 			default:
 				return fmt.Errorf("--runner %q: want builder or shell", runner)
 			}
@@ -86,6 +92,9 @@ func init() {
 	f.StringVar(&runner, "runner", "builder", "how jobs run: builder (sandboxed builder spec) or shell (spec text is a /bin/sh script)")
 	f.StringVar(&emulate, "emulate", "", "shell runner: run the shell under this qemu-user emulator (e.g. qemu-aarch64-static)")
 	f.StringVar(&shell, "shell", "", "shell runner: shell binary (of the emulated architecture with --emulate)")
+	f.StringVar(&images, "images", "", "builder runner: base image store folder (default STATE-DIR/builder/images)")
+	f.StringVar(&healthBase, "health-base", "", "builder runner: image the health check builds on (e.g. kiln/debian:bookworm); empty checks the store only")
+	f.Int64Var(&budget, "store-budget", 0, "builder runner: snapshot store size kept by pruning, in bytes (0: prune for free space only)")
 	f.DurationVar(&o.HealthEvery, "health-every", time.Minute, "how often the health check runs")
 	f.StringVar(&o.HealthCommand, "health-command", "", "extra health check (/bin/sh -c); failing pauses the worker")
 	f.DurationVar(&o.PruneEvery, "prune-every", time.Hour, "how often the store and source cache are pruned")
