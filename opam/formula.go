@@ -57,17 +57,32 @@ func join[A any](k FormulaKind, fs []Formula[A]) Formula[A] {
 
 // Atoms lists the atoms of f, left to right.
 func (f Formula[A]) Atoms() []A {
-	var out []A
-	var walk func(g *Formula[A])
-	walk = func(g *Formula[A]) {
-		if g.Kind == FAtom {
-			out = append(out, g.Atom)
-		}
-		for i := range g.Sub {
-			walk(&g.Sub[i])
-		}
+	n := f.countAtoms()
+	if n == 0 {
+		return nil
 	}
-	walk(&f)
+	out := make([]A, 0, n)
+	return f.appendAtoms(out)
+}
+
+func (f *Formula[A]) countAtoms() int {
+	if f.Kind == FAtom {
+		return 1
+	}
+	n := 0
+	for i := range f.Sub {
+		n += f.Sub[i].countAtoms()
+	}
+	return n
+}
+
+func (f *Formula[A]) appendAtoms(out []A) []A {
+	if f.Kind == FAtom {
+		return append(out, f.Atom)
+	}
+	for i := range f.Sub {
+		out = f.Sub[i].appendAtoms(out)
+	}
 	return out
 }
 

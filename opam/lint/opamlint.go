@@ -83,6 +83,8 @@ func filteredStrings(v *opam.Value) (strs []string, filters []opam.Filter) {
 
 type formulas struct {
 	depends, depopts, conflicts opam.Formula[opam.Dependency]
+	// Filters of the conditions of each formula, computed once.
+	dependsF, depoptsF, conflictsF []opam.Filter
 }
 
 func condFilters(f opam.Formula[opam.Dependency]) []opam.Filter {
@@ -118,9 +120,9 @@ func (l *linter) allFilters(fm formulas, excludePost bool) []opam.Filter {
 	if av, err := l.f.Available(); err == nil {
 		out = append(out, av)
 	}
-	out = append(out, condFilters(fm.depends)...)
-	out = append(out, condFilters(fm.depopts)...)
-	out = append(out, condFilters(fm.conflicts)...)
+	out = append(out, fm.dependsF...)
+	out = append(out, fm.depoptsF...)
+	out = append(out, fm.conflictsF...)
 	return out
 }
 
@@ -212,6 +214,7 @@ func (l *linter) opamLint() {
 	formatErr("conflicts", err)
 	_, err = f.Available()
 	formatErr("available", err)
+	fm.dependsF, fm.depoptsF, fm.conflictsF = condFilters(fm.depends), condFilters(fm.depopts), condFilters(fm.conflicts)
 	for _, name := range []string{"build", "install", "remove", "run-test", "build-test", "build-doc"} {
 		_, err = f.Commands(name)
 		formatErr(name, err)
@@ -297,7 +300,7 @@ func (l *linter) opamLint() {
 		l.add("opam-28", Error, l.itemPos("flags"), "Unknown package flags found%s", detail(unknownFlags))
 	}
 	var pkgVars []string
-	scope := [][]opam.Filter{condFilters(fm.depends), condFilters(fm.depopts), condFilters(fm.conflicts)}
+	scope := [][]opam.Filter{fm.dependsF, fm.depoptsF, fm.conflictsF}
 	msg29 := "Package dependencies or conflicts mention package variables"
 	if l.opam21() {
 		scope, msg29 = scope[:2], "Package dependencies mention package variables"
@@ -453,7 +456,7 @@ func (l *linter) opamLint() {
 		l.add("opam-50", Warning, l.itemPos("depends"), "The 'post' flag doesn't make sense with build or optional dependencies")
 	}
 	negated := false
-	for _, fl := range append(condFilters(fm.depends), condFilters(fm.depopts)...) {
+	for _, fl := range append(fm.dependsF[:len(fm.dependsF):len(fm.dependsF)], fm.depoptsF...) {
 		if negatesBuildOrPost(&fl, false) {
 			negated = true
 		}
@@ -717,7 +720,7 @@ func condOrsOnly(f opam.Formula[opam.Cond]) bool {
 }
 
 func postMisuse(fm formulas) bool {
-	for _, fl := range condFilters(fm.depopts) {
+	for _, fl := range fm.depoptsF {
 		if contains(fl.Variables(), "post") {
 			return true
 		}
