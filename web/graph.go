@@ -211,8 +211,8 @@ func (v *GraphView) assignLayers() {
 }
 
 const (
-	boxW, boxH     = 180, 30
-	colGap, rowGap = 60, 14
+	boxW, boxH     = 160, 28
+	colGap, rowGap = 44, 12
 	margin         = 10
 )
 
@@ -268,7 +268,7 @@ func (v *GraphView) WriteSVG(w io.Writer) error {
 		}
 		fmt.Fprintf(b, `<g class="%s" data-id="%s"><title>%s</title><rect x="%d" y="%d" width="%d" height="%d" rx="4"/><text x="%d" y="%d">%s</text></g>`,
 			cls, html.EscapeString(d.id), html.EscapeString(d.title), d.x(), d.y(), boxW, boxH,
-			d.x()+8, d.y()+boxH/2+5, html.EscapeString(truncate(d.label, 26)))
+			d.x()+8, d.y()+boxH/2+5, html.EscapeString(truncate(d.label, 23)))
 		if href != "" {
 			b.WriteString("</a>")
 		}
