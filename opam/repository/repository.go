@@ -35,9 +35,9 @@ type Repo struct {
 	Commit string
 	// Stray lists the paths under packages/ that are not in a package version
 	// directory (packages/<name>/<name.version>/...).
-	Stray []string
+	Stray  []string
 	byName map[opam.PackageName][]*Package // sorted by increasing version
-	names  []opam.PackageName             // sorted
+	names  []opam.PackageName              // sorted
 	count  int
 }
 

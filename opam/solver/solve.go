@@ -113,20 +113,31 @@ type failed struct {
 	cl      clause
 	rejects []rejection
 	none    bool // no version of any atom matches at all
+	// culprits are the selected versions that together explain the failure: another
+	// choice of one of them might help, a change elsewhere cannot.
+	culprits map[*Cand]bool
+}
+
+func (f *failed) blame(cs ...*Cand) {
+	for _, c := range cs {
+		if c != nil {
+			f.culprits[c] = true
+		}
+	}
 }
 
 type search struct {
-	u        *Universe
-	ctx      context.Context
-	lower    bool
-	pins     map[opam.PackageName][]*Cand
-	sel      map[opam.PackageName]*Cand
-	order    []*Cand
-	classes  map[opam.PackageName]*Cand
-	watch    map[opam.PackageName][]clause // clauses of selected packages, by names they mention
-	steps    int
-	max      int
-	gaveUp   bool
+	u         *Universe
+	ctx       context.Context
+	lower     bool
+	pins      map[opam.PackageName][]*Cand
+	sel       map[opam.PackageName]*Cand
+	order     []*Cand
+	classes   map[opam.PackageName]*Cand
+	watch     map[opam.PackageName][]clause // clauses of selected packages, by names they mention
+	steps     int
+	max       int
+	gaveUp    bool
 	cancelled error
 }
 
@@ -235,11 +246,13 @@ func (s *search) run(q *[]clause, i, depth int) (bool, *failed) {
 		if s.satisfied(cl) {
 			continue
 		}
-		f := &failed{cl: cl}
+		f := &failed{cl: cl, culprits: map[*Cand]bool{}}
+		f.blame(cl.from)
 		tried := 0
 		n := len(*q)
 		for _, a := range cl.atoms {
-			if s.sel[a.Name] != nil {
+			if o := s.sel[a.Name]; o != nil {
+				f.blame(o)
 				continue
 			}
 			vs := s.versions(a.Name)
@@ -261,8 +274,9 @@ func (s *search) run(q *[]clause, i, depth int) (bool, *failed) {
 					f.rejects = append(f.rejects, rejection{cand: c, why: why})
 					continue
 				}
-				if why := s.incompatible(c); why != "" {
+				if why, culprits := s.incompatible(c); why != "" {
 					f.rejects = append(f.rejects, rejection{cand: c, why: why})
+					f.blame(culprits...)
 					continue
 				}
 				s.steps++
@@ -290,6 +304,15 @@ func (s *search) run(q *[]clause, i, depth int) (bool, *failed) {
 				if s.gaveUp || s.cancelled != nil {
 					return false, f
 				}
+				if !sub.culprits[c] {
+					// Another version of c cannot help: jump back to a culprit.
+					return false, &failed{cl: sub.cl, rejects: sub.rejects, none: sub.none, culprits: sub.culprits}
+				}
+				for k := range sub.culprits {
+					if k != c {
+						f.culprits[k] = true
+					}
+				}
 			}
 		}
 		f.none = tried == 0
@@ -299,47 +322,58 @@ func (s *search) run(q *[]clause, i, depth int) (bool, *failed) {
 }
 
 // incompatible says why c cannot join the current selection ("" if it can).
-func (s *search) incompatible(c *Cand) string {
+func (s *search) incompatible(c *Cand) (string, []*Cand) {
 	for _, k := range c.Classes {
 		if o := s.classes[k]; o != nil {
-			return fmt.Sprintf("conflict class %s is taken by %s", k, o)
+			return fmt.Sprintf("conflict class %s is taken by %s", k, o), []*Cand{o}
 		}
 	}
 	for _, a := range c.Conflicts {
 		if o := s.sel[a.Name]; o != nil && a.MatchesVersion(o.Version) {
-			return fmt.Sprintf("it conflicts with %s", o)
+			return fmt.Sprintf("it conflicts with %s", o), []*Cand{o}
 		}
 	}
 	for _, a := range c.Depopts {
 		if o := s.sel[a.Name]; o != nil && !a.MatchesVersion(o.Version) {
-			return fmt.Sprintf("its optional dependency %s is installed as %s", atomString(a), o)
+			return fmt.Sprintf("its optional dependency %s is installed as %s", atomString(a), o), []*Cand{o}
 		}
 	}
 	for _, o := range s.order {
 		for _, a := range o.Conflicts {
 			if a.Name == c.Name && a.MatchesVersion(c.Version) {
-				return fmt.Sprintf("%s conflicts with it", o)
+				return fmt.Sprintf("%s conflicts with it", o), []*Cand{o}
 			}
 		}
 		for _, a := range o.Depopts {
 			if a.Name == c.Name && !a.MatchesVersion(c.Version) {
-				return fmt.Sprintf("%s accepts only %s as an optional dependency", o, atomString(a))
+				return fmt.Sprintf("%s accepts only %s as an optional dependency", o, atomString(a)), []*Cand{o}
 			}
 		}
 	}
 	// Clauses of selected packages that mention c's name must stay satisfiable.
 	for _, cl := range s.watch[c.Name] {
 		if !s.satisfiableWith(cl, c) {
-			return fmt.Sprintf("%s needs %s", cl.from, formatClause(cl.atoms))
+			return fmt.Sprintf("%s needs %s", cl.from, formatClause(cl.atoms)), append(s.selectedIn(cl.atoms), cl.from)
 		}
 	}
 	// c's own clauses must be satisfiable given the selection.
 	for _, d := range c.Deps {
 		if !s.satisfiableWith(clause{atoms: d}, c) {
-			return fmt.Sprintf("it needs %s, but %s", formatClause(d), s.chosenText(d))
+			return fmt.Sprintf("it needs %s, but %s", formatClause(d), s.chosenText(d)), s.selectedIn(d)
 		}
 	}
-	return ""
+	return "", nil
+}
+
+// selectedIn lists the selected versions of the names of atoms.
+func (s *search) selectedIn(as []opam.Atom) []*Cand {
+	var out []*Cand
+	for _, a := range as {
+		if o := s.sel[a.Name]; o != nil {
+			out = append(out, o)
+		}
+	}
+	return out
 }
 
 func (s *search) chosenText(d []opam.Atom) string {
