@@ -1,0 +1,286 @@
+package ocamlci
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/kiln-ci/kiln/builder"
+	"github.com/kiln-ci/kiln/builder/image/imagetest"
+	"github.com/kiln-ci/kiln/builder/spec"
+	"github.com/kiln-ci/kiln/cluster"
+	"github.com/kiln-ci/kiln/current"
+	"github.com/kiln-ci/kiln/forge"
+	"github.com/kiln-ci/kiln/git"
+	"github.com/kiln-ci/kiln/internal/testenv"
+)
+
+// builderRunner runs fleet tasks with a real builder.
+type builderRunner struct{ b *builder.Builder }
+
+func (r builderRunner) Run(ctx context.Context, t cluster.Task, log io.Writer) (string, error) {
+	s, err := spec.Parse("job "+t.ID, []byte(t.Spec))
+	if err != nil {
+		return "", err
+	}
+	id, err := r.b.Build(ctx, s, builder.BuildContext{Dir: t.Context, Secrets: t.Secrets}, log)
+	if err != nil && builder.IsInfrastructure(err) {
+		return "", cluster.Infrastructure(err)
+	}
+	return id, err
+}
+
+// sampleProject is a small dune project whose test checks greet's output.
+func sampleProject(greeting string, slowTest bool) map[string]string {
+	sleep := ""
+	if slowTest {
+		sleep = "let () = Unix.sleep 60\n"
+	}
+	return map[string]string{
+		"hello.opam": `opam-version: "2.0"
+synopsis: "Says hello"
+maintainer: "dev@example.org"
+authors: "dev@example.org"
+license: "ISC"
+homepage: "https://example.org/hello"
+bug-reports: "https://example.org/hello/issues"
+dev-repo: "git+https://example.org/hello.git"
+depends: [ "ocaml" {>= "4.08"} "dune" {>= "2.0"} ]
+build: [ ["dune" "build" "-p" name "-j" jobs] ["dune" "runtest" "-p" name] {with-test} ]
+`,
+		"dune-project": "(lang dune 2.0)\n",
+		"src/dune":     "(library (name hello))\n",
+		"src/hello.ml": fmt.Sprintf("let greet name = %q ^ \", \" ^ name\n", greeting),
+		"test/dune":    "(test (name test_hello) (libraries hello unix))\n",
+		"test/test_hello.ml": sleep + `let () =
+  let got = Hello.greet "world" in
+  if got <> "Hello, world" then begin
+    Printf.eprintf "Error: expected \"Hello, world\" but got %S\n" got;
+    exit 1
+  end;
+  print_endline "test passed"
+`,
+	}
+}
+
+func gitRun(t *testing.T, dir string, args ...string) string {
+	t.Helper()
+	cmd := exec.Command("git", args...)
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "GIT_AUTHOR_NAME=dev", "GIT_AUTHOR_EMAIL=dev@example.org",
+		"GIT_COMMITTER_NAME=dev", "GIT_COMMITTER_EMAIL=dev@example.org")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("git %v: %v\n%s", args, err, out)
+	}
+	return strings.TrimSpace(string(out))
+}
+
+func commitTree(t *testing.T, repo, branch string, files map[string]string, msg string) string {
+	t.Helper()
+	gitRun(t, repo, "checkout", "-q", "-B", branch)
+	for rel, content := range files {
+		p := filepath.Join(repo, rel)
+		os.MkdirAll(filepath.Dir(p), 0o755)
+		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	gitRun(t, repo, "add", "-A")
+	gitRun(t, repo, "commit", "-q", "-m", msg)
+	return gitRun(t, repo, "rev-parse", "HEAD")
+}
+
+type ciHarness struct {
+	t      *testing.T
+	svc    *Service
+	src    *GitSource
+	engine *current.Engine
+	fleet  *cluster.Fleet
+	repo   RepoID
+}
+
+func startCI(t *testing.T, repoDir string, platforms []Platform) *ciHarness {
+	testenv.RequireRoot(t)
+	testenv.RequireCommand(t, "runc", "git", "mmdebstrap")
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	state := t.TempDir()
+
+	for i := range platforms {
+		platforms[i].Image = imagetest.DebianWith(t, *platforms[i].Debian).Ref
+	}
+	b, err := builder.New(builder.Options{Root: filepath.Join(state, "builder"), Images: imagetest.Store(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fleet, err := cluster.StartEmbedded(ctx, cluster.Options{StateDir: filepath.Join(state, "fleet"), Listen: "127.0.0.1:0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(fleet.Close)
+	seenPool := map[string]bool{}
+	for _, p := range platforms {
+		if seenPool[p.Pool] {
+			continue
+		}
+		seenPool[p.Pool] = true
+		nc, err := cluster.Connect(ctx, cluster.ConnOptions{URL: fleet.URL, Name: "worker-" + p.Pool})
+		if err != nil {
+			t.Fatal(err)
+		}
+		w, err := cluster.NewWorker(nc, cluster.WorkerOptions{Name: "w-" + p.Pool, Pool: p.Pool, Capacity: 2,
+			StateDir: filepath.Join(state, "worker-"+p.Pool), Runner: builderRunner{b}, HealthEvery: time.Hour})
+		if err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan struct{})
+		go func() { defer close(done); w.Run(ctx) }()
+		t.Cleanup(func() { cancel(); <-done; nc.Close() })
+	}
+
+	idx, err := OpenIndex(filepath.Join(state, "ocamlci.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { idx.Close() })
+	src := &GitSource{Repos: []GitRepo{{Owner: "local", Name: "hello", Remote: repoDir}}, Every: 300 * time.Millisecond}
+	svc := &Service{
+		Sources:   []Source{src},
+		Fleet:     fleet.Client,
+		Mirrors:   git.NewMirrors(filepath.Join(state, "mirrors"), git.MirrorsOptions{}),
+		WorkDir:   filepath.Join(state, "work"),
+		Platforms: platforms,
+		Index:     idx,
+		BaseURL:   "http://ci.test",
+	}
+	e, err := current.Open(current.Config{StateDir: filepath.Join(state, "engine"), DefaultPoolSlots: 8})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runDone := make(chan struct{})
+	go func() { defer close(runDone); e.Run(ctx, svc.Pipeline()) }()
+	t.Cleanup(func() { cancel(); <-runDone; e.Close() })
+	return &ciHarness{t: t, svc: svc, src: src, engine: e, fleet: fleet, repo: RepoID{Forge: "git", Owner: "local", Name: "hello"}}
+}
+
+// waitCommit waits until the commit's status is final (not queued or running).
+func (h *ciHarness) waitCommit(commit string, timeout time.Duration) *CommitRecord {
+	h.t.Helper()
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		c, err := h.svc.Index.Commit(context.Background(), h.repo, commit)
+		if err != nil {
+			h.t.Fatal(err)
+		}
+		if c != nil && c.State != forge.Queued && c.State != forge.Running {
+			return c
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	c, _ := h.svc.Index.Commit(context.Background(), h.repo, commit)
+	vs, _ := h.svc.Index.Variants(context.Background(), h.repo, commit)
+	h.t.Fatalf("commit %s not finished after %s: %+v\nvariants: %+v\njobs: %+v", short(commit), timeout, c, vs, h.engine.Jobs())
+	return nil
+}
+
+func TestEndToEndLocalRepository(t *testing.T) {
+	testenv.Short(t, "builds a dune project in sandboxes on two platforms")
+	repoDir := t.TempDir()
+	gitRun(t, repoDir, "init", "-q", "-b", "main")
+	good := commitTree(t, repoDir, "main", sampleProject("Hello", false), "hello")
+
+	h := startCI(t, repoDir, DefaultPlatforms())
+	c := h.waitCommit(good, 15*time.Minute)
+	if c.State != forge.Passed {
+		t.Fatalf("good commit: %s (%s)\n%s", c.State, c.Title, c.Summary)
+	}
+	vs, _ := h.svc.Index.Variants(context.Background(), h.repo, good)
+	names := map[string]forge.State{}
+	for _, v := range vs {
+		names[v.Name] = v.State
+	}
+	for _, want := range []string{"debian-12-4.13_amd64", "debian-12-4.13_arm64", "(lint-doc)", "(lint-opam)"} {
+		if names[want] != forge.Passed {
+			t.Errorf("variant %s: %q, want passed (all: %v)", want, names[want], names)
+		}
+	}
+	// The build log starts with a Dockerfile to reproduce it and shows the test running.
+	amd, _ := h.svc.Index.Variant(context.Background(), h.repo, good, "debian-12-4.13_amd64")
+	logText := readJobLog(t, h.engine, amd.JobID)
+	if !strings.Contains(logText, "FROM ") || !strings.Contains(logText, "test passed") {
+		t.Errorf("amd64 log lacks the Dockerfile or the test output:\n%s", logText)
+	}
+
+	// A pull request breaks the test: the status fails, with the error line in its text.
+	bad := commitTree(t, repoDir, "fix-greeting", sampleProject("Hi", false), "say hi")
+	h.src.Refresh()
+	c = h.waitCommit(bad, 10*time.Minute)
+	if c.State != forge.Failed {
+		t.Fatalf("bad commit: %s (%s)", c.State, c.Title)
+	}
+	if !strings.Contains(c.Summary, `Error: expected "Hello, world" but got "Hi, world"`) {
+		t.Errorf("status text lacks the failing line:\n%s", c.Summary)
+	}
+
+	// A slow commit is replaced by a fix before it finishes: its jobs are cancelled,
+	// and the fix turns the branch green.
+	slow := commitTree(t, repoDir, "fix-greeting", sampleProject("Hi", true), "slow")
+	h.src.Refresh()
+	waitVariantRunning(t, h, slow, "debian-12-4.13_amd64")
+	fixed := commitTree(t, repoDir, "fix-greeting", sampleProject("Hello", false), "fix")
+	h.src.Refresh()
+	c = h.waitCommit(fixed, 10*time.Minute)
+	if c.State != forge.Passed {
+		t.Fatalf("fixed commit: %s (%s)\n%s", c.State, c.Title, c.Summary)
+	}
+	old, _ := h.svc.Index.Variant(context.Background(), h.repo, slow, "debian-12-4.13_amd64")
+	if old == nil || old.Finished.IsZero() || old.State == forge.Passed {
+		t.Fatalf("replaced commit's job was not cancelled: %+v", old)
+	}
+	detail, err := h.engine.Job(old.JobID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if detail.FailureKind != current.FailCancelled {
+		t.Errorf("replaced commit's job: %s (%s), want cancelled", detail.FailureKind, detail.Message)
+	}
+}
+
+func waitVariantRunning(t *testing.T, h *ciHarness, commit, variant string) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Minute)
+	for time.Now().Before(deadline) {
+		v, _ := h.svc.Index.Variant(context.Background(), h.repo, commit, variant)
+		if v != nil && v.JobID != "" && v.State == forge.Running {
+			if l := readJobLog(t, h.engine, v.JobID); strings.Contains(l, "dune build") {
+				return
+			}
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	t.Fatalf("variant %s of %s never ran", variant, short(commit))
+}
+
+func readJobLog(t *testing.T, e *current.Engine, id string) string {
+	t.Helper()
+	var b strings.Builder
+	var off int64
+	for {
+		chunk, err := e.ReadLog(id, off, 1<<20)
+		if err != nil {
+			t.Fatalf("log of %s: %v", id, err)
+		}
+		b.Write(chunk.Data)
+		if len(chunk.Data) == 0 || chunk.Next == off {
+			return b.String()
+		}
+		off = chunk.Next
+	}
+}
