@@ -65,6 +65,22 @@ func (id Identity) MarshalJSON() ([]byte, error) {
 	}{plain(id), id.Role.String()})
 }
 
+// UnmarshalJSON reads what MarshalJSON writes.
+func (id *Identity) UnmarshalJSON(b []byte) error {
+	var v struct {
+		User, Provider, Role string
+	}
+	if err := json.Unmarshal(b, &v); err != nil {
+		return err
+	}
+	role, err := ParseRole(v.Role)
+	if err != nil {
+		return err
+	}
+	*id = Identity{User: v.User, Role: role, Provider: v.Provider}
+	return nil
+}
+
 // IdentityProvider is a way to log in besides the local admin password, such as a forge's
 // OAuth flow. The console sends the browser to LoginURL and hands the redirect back to
 // Callback, which says who logged in and with which role.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"slices"
 	"strconv"
 	"strings"
@@ -137,7 +138,7 @@ func (c CurrentEngine) FollowLog(ctx context.Context, id string, offset int64) (
 
 func actionErr(err error) error {
 	if errors.Is(err, current.ErrNotActive) {
-		return &statusError{409, err.Error()}
+		return &statusError{code: http.StatusConflict, msg: err.Error()}
 	}
 	return err
 }

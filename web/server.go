@@ -179,7 +179,7 @@ func (s *Server) admit(r *http.Request, c *reqCtx, min Role, bearer bool) error 
 	}
 	if c.id.Role < min {
 		if c.id.User == "" {
-			return httpErr(http.StatusUnauthorized, "log in as %s or above to do this", min)
+			return &statusError{http.StatusUnauthorized, fmt.Sprintf("log in as %s or above to do this", min), true}
 		}
 		return httpErr(http.StatusForbidden, "%s may not do this: it needs the %s role", c.id.User, min)
 	}
@@ -206,14 +206,15 @@ func (s *statusRecorder) Unwrap() http.ResponseWriter { return s.ResponseWriter 
 
 // statusError is an error with the HTTP status to answer it with.
 type statusError struct {
-	code int
-	msg  string
+	code      int
+	msg       string
+	needLogin bool // send a browser to the login page
 }
 
 func (e *statusError) Error() string { return e.msg }
 
 func httpErr(code int, format string, args ...any) error {
-	return &statusError{code, fmt.Sprintf(format, args...)}
+	return &statusError{code: code, msg: fmt.Sprintf(format, args...)}
 }
 
 func (s *Server) fail(w http.ResponseWriter, r *http.Request, c *reqCtx, err error) {
@@ -235,7 +236,7 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, c *reqCtx, err err
 	default:
 		s.log.Error("console request failed", "path", r.URL.Path, "err", err)
 	}
-	if code == http.StatusUnauthorized && !c.api && r.Method == http.MethodGet {
+	if se != nil && se.needLogin && !c.api && r.Method == http.MethodGet {
 		http.Redirect(w, r, "/login?next="+urlQueryEscape(r.URL.RequestURI()), http.StatusSeeOther)
 		return
 	}
