@@ -312,9 +312,9 @@ type URL struct {
 
 func (f *File) urlSection(it *Item) (*URL, error) {
 	u := &URL{Pos: it.Pos}
-	for i := range it.Items {
-		x := &it.Items[i]
-		if x.Section {
+	for i := range it.Section.Items {
+		x := &it.Section.Items[i]
+		if x.Section != nil {
 			continue
 		}
 		switch x.Name {
@@ -366,12 +366,12 @@ func (f *File) ExtraSources() ([]ExtraSource, error) {
 	var out []ExtraSource
 	for i := range f.Items {
 		it := &f.Items[i]
-		if it.Section && it.Name == "extra-source" {
+		if it.Section != nil && it.Name == "extra-source" {
 			u, err := f.urlSection(it)
 			if err != nil {
 				return nil, err
 			}
-			out = append(out, ExtraSource{Name: it.Label, URL: *u})
+			out = append(out, ExtraSource{Name: it.Section.Label, URL: *u})
 		}
 	}
 	return out, nil
@@ -522,7 +522,7 @@ func (f *File) Extensions() map[string]*Value {
 	var out map[string]*Value
 	for i := range f.Items {
 		it := &f.Items[i]
-		if !it.Section && strings.HasPrefix(it.Name, "x-") {
+		if it.Section == nil && strings.HasPrefix(it.Name, "x-") {
 			if out == nil {
 				out = map[string]*Value{}
 			}

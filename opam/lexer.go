@@ -64,7 +64,7 @@ type lexer struct {
 	sb        strings.Builder
 }
 
-func (l *lexer) pos() Pos { return Pos{l.line, l.off - l.lineStart + 1} }
+func (l *lexer) pos() Pos { return Pos{int32(l.line), int32(l.off - l.lineStart + 1)} }
 
 func (l *lexer) errAt(p Pos, format string, args ...any) *Error {
 	return &Error{Filename: l.filename, Pos: p, Msg: fmt.Sprintf(format, args...)}

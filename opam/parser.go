@@ -112,14 +112,15 @@ func (p *parser) items(inSection bool) ([]Item, error) {
 			}
 			it.Value = v
 		case tString, tLBrace:
-			it.Section = true
+			sec := &Section{}
+			it.Section = sec
 			if p.tok.kind == tString {
-				it.HasLabel, it.Label = true, p.tok.s
+				sec.HasLabel, sec.Label = true, p.tok.s
 				if err := p.advance(); err != nil {
 					return nil, err
 				}
 				if p.tok.kind != tLBrace {
-					return nil, p.unexpected(fmt.Sprintf("'{' opening section %s %q", it.Name, it.Label))
+					return nil, p.unexpected(fmt.Sprintf("'{' opening section %s %q", it.Name, sec.Label))
 				}
 			}
 			if err := p.advance(); err != nil {
@@ -129,7 +130,7 @@ func (p *parser) items(inSection bool) ([]Item, error) {
 			if err != nil {
 				return nil, err
 			}
-			it.Items = sub
+			sec.Items = sub
 			if err := p.advance(); err != nil { // the '}'
 				return nil, err
 			}

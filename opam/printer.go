@@ -35,13 +35,13 @@ func (p *printer) items(items []Item, depth int) {
 		it := &items[i]
 		p.indent(depth)
 		p.b.WriteString(it.Name)
-		if it.Section {
-			if it.HasLabel {
+		if sec := it.Section; sec != nil {
+			if sec.HasLabel {
 				p.b.WriteByte(' ')
-				p.str(it.Label)
+				p.str(sec.Label)
 			}
 			p.b.WriteString(" {\n")
-			p.items(it.Items, depth+1)
+			p.items(sec.Items, depth+1)
 			p.indent(depth)
 			p.b.WriteString("}\n")
 			continue

@@ -6,7 +6,7 @@ import "fmt"
 
 // Pos is a position in an opam file: 1-based line and column (in bytes).
 type Pos struct {
-	Line, Col int
+	Line, Col int32
 }
 
 func (p Pos) String() string { return fmt.Sprintf("%d:%d", p.Line, p.Col) }
@@ -147,17 +147,24 @@ func (v Value) String() string {
 	return p.b.String()
 }
 
-// Item is a field (`name: value`) or a section (`kind "name" { items }`) of an opam file.
+// Item is a field (`name: value`) or a section (`kind "label" { items }`) of an opam
+// file.
 type Item struct {
 	Pos Pos
 	// Name is the field name, or the section kind (url, extra-source).
 	Name string
-	// Section is true for a section; then Items holds its content and, when
-	// HasLabel, Label is the quoted name after the kind.
-	Section  bool
+	// Value is the field's value (unused for a section).
+	Value Value
+	// Section is nil for a field.
+	Section *Section
+}
+
+// Section is the content of a section item.
+type Section struct {
+	// HasLabel says whether a quoted label follows the kind, as in
+	// extra-source "file.patch" { ... }.
 	HasLabel bool
 	Label    string
-	Value    Value
 	Items    []Item
 }
 
@@ -172,7 +179,7 @@ type File struct {
 func (f *File) Field(name string) (*Value, bool) {
 	for i := range f.Items {
 		it := &f.Items[i]
-		if !it.Section && it.Name == name {
+		if it.Section == nil && it.Name == name {
 			return &it.Value, true
 		}
 	}
@@ -183,7 +190,7 @@ func (f *File) Field(name string) (*Value, bool) {
 func (f *File) Section(kind string) (*Item, bool) {
 	for i := range f.Items {
 		it := &f.Items[i]
-		if it.Section && it.Name == kind {
+		if it.Section != nil && it.Name == kind {
 			return it, true
 		}
 	}
@@ -200,11 +207,12 @@ func equalItems(a, b []Item) bool {
 	}
 	for i := range a {
 		x, y := &a[i], &b[i]
-		if x.Name != y.Name || x.Section != y.Section || x.HasLabel != y.HasLabel || x.Label != y.Label {
+		if x.Name != y.Name || (x.Section == nil) != (y.Section == nil) {
 			return false
 		}
-		if x.Section {
-			if !equalItems(x.Items, y.Items) {
+		if x.Section != nil {
+			a, b := x.Section, y.Section
+			if a.HasLabel != b.HasLabel || a.Label != b.Label || !equalItems(a.Items, b.Items) {
 				return false
 			}
 		} else if !Equal(&x.Value, &y.Value) {

@@ -181,10 +181,10 @@ func (l *linter) opamLint() {
 	// 3: unknown fields and fields of the wrong type.
 	for _, it := range f.Items {
 		switch {
-		case it.Section && !knownSections[it.Name]:
+		case it.Section != nil && !knownSections[it.Name]:
 			l.add("opam-3", Error, it.Pos, "File format error in '%s': Invalid section %s", it.Name, it.Name)
-		case it.Section:
-			for _, x := range it.Items {
+		case it.Section != nil:
+			for _, x := range it.Section.Items {
 				if !knownURLFields[x.Name] && !strings.HasPrefix(x.Name, "x-") {
 					l.add("opam-3", Error, x.Pos, "File format error in '%s': Invalid field %s", x.Name, x.Name)
 				}
