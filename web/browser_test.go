@@ -75,6 +75,15 @@ func TestBrowser(t *testing.T) {
 	if n := eval(`document.querySelectorAll("svg.pipeline g.node.s-running").length`); n != 1 {
 		t.Fatalf("%d running nodes in the graph, want 1", n)
 	}
+	// A new input redraws the open graph, by server-sent events, without a reload.
+	do("mark the page", chromedp.Evaluate[chromedp.Void](`window.kilnMark = 1`))
+	c.items.Set([]string{"alpha", "slow-live", "delta"})
+	c.waitFor("the graph to show the new item", func() bool {
+		return strings.Contains(text(`svg.pipeline`), "delta")
+	})
+	if eval(`window.kilnMark || 0`) != 1 {
+		t.Fatal("the page reloaded instead of updating the graph")
+	}
 
 	do("log in",
 		chromedp.Navigate(base+"/login?next=/job/"+slowID),

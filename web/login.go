@@ -1,7 +1,6 @@
 package web
 
 import (
-	"context"
 	"encoding/json"
 	"html/template"
 	"net/http"
@@ -13,10 +12,6 @@ import (
 func htmlString(s string) template.HTML { return template.HTML(s) }
 
 func urlQueryEscape(s string) string { return url.QueryEscape(s) }
-
-func contextWithTimeout(ctx context.Context, d time.Duration) (context.Context, context.CancelFunc) {
-	return context.WithTimeout(ctx, d)
-}
 
 func jsonDecoder(r *http.Request) *json.Decoder {
 	dec := json.NewDecoder(r.Body)
