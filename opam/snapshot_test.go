@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -229,4 +230,33 @@ func cpuTime() int64 {
 		return 0
 	}
 	return ru.Utime.Nano() + ru.Stime.Nano()
+}
+
+// TestSnapshotVersionOrder sorts every version string of the repository and checks
+// that the order is consistent (antisymmetric and transitive on the sorted list).
+func TestSnapshotVersionOrder(t *testing.T) {
+	seen := map[string]bool{}
+	var vs []string
+	for _, f := range snapshotOpamFiles(t) {
+		p, ok := ParsePackage(strings.Split(f.Path, "/")[2])
+		if !ok {
+			t.Errorf("%s: directory is not name.version", f.Path)
+			continue
+		}
+		if !seen[string(p.Version)] {
+			seen[string(p.Version)] = true
+			vs = append(vs, string(p.Version))
+		}
+	}
+	slices.SortFunc(vs, CompareVersions)
+	for i := 0; i+1 < len(vs); i++ {
+		a, b := vs[i], vs[i+1]
+		if CompareVersions(a, b) > 0 || CompareVersions(b, a) < 0 {
+			t.Fatalf("inconsistent order between %q and %q", a, b)
+		}
+		if i+2 < len(vs) && CompareVersions(a, vs[i+2]) > 0 {
+			t.Fatalf("not transitive: %q, %q, %q", a, b, vs[i+2])
+		}
+	}
+	t.Logf("%d distinct versions, from %q to %q", len(vs), vs[0], vs[len(vs)-1])
 }
