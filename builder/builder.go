@@ -360,13 +360,15 @@ func (r *run) execute(ctx context.Context, parent, id, step string, do func(ctx 
 		err = do(ctx, w.Rootfs(), tee)
 		stepSeconds.Observe(time.Since(start).Seconds())
 		if err != nil {
-			w.Discard()
 			r.b.counts.failed.Add(1)
 			stepsTotal.WithLabelValues("failed").Inc()
 			if ctx.Err() != nil {
+				w.Discard()
 				return infraErr(step, fmt.Errorf("cancelled: %w", ctx.Err()))
 			}
-			return r.blame(step, err)
+			err = r.blame(step, err) // before the work's space is freed
+			w.Discard()
+			return err
 		}
 		if err := w.Commit(id, snapshot.Meta{Description: step}, stored.Bytes()); err != nil {
 			return infraErr(step, err)
