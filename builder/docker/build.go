@@ -12,6 +12,7 @@ import (
 	"path"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -115,8 +116,19 @@ func (r *Runner) stage(ctx context.Context, s *spec.Spec, o Options, outer map[s
 	}
 	cur := Result{ID: strings.TrimPrefix(base.ID, "sha256:"), Image: img}
 	c := &stepContext{env: slices.Clone(base.Config.Env), workdir: spec.DefaultWorkdir, shell: slices.Clone(spec.DefaultShell)}
-	if len(c.env) == 0 {
-		c.env = []string{image.DefaultPath}
+	if !slices.ContainsFunc(c.env, func(e string) bool { return strings.HasPrefix(e, "PATH=") }) {
+		c.env = append([]string{image.DefaultPath}, c.env...)
+	}
+	if base.Config.Workdir != "" {
+		c.workdir = path.Clean("/" + base.Config.Workdir)
+	}
+	if us, gs, _ := strings.Cut(base.Config.User, ":"); us != "" {
+		if uid, err := strconv.Atoi(us); err == nil {
+			c.user.UID, c.user.GID = uid, uid
+			if gid, err := strconv.Atoi(gs); err == nil {
+				c.user.GID = gid
+			}
+		}
 	}
 	for _, op := range s.Ops {
 		if err := ctx.Err(); err != nil {
