@@ -11,6 +11,7 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Options configure an embedded fleet: a NATS server with JetStream and a scheduler in the
@@ -22,7 +23,7 @@ type Options struct {
 	WorkerToken string   // workers must present it when set
 	Policy      Policy
 	Logger      *slog.Logger
-	Scheduler   bool // start the scheduler too (StartEmbedded sets it)
+	Registry    prometheus.Registerer // scheduler metrics (kiln_fleet_*) go here when set
 }
 
 // Fleet is an embedded NATS server with its scheduler.
@@ -54,7 +55,7 @@ func StartEmbedded(ctx context.Context, o Options) (*Fleet, error) {
 	if len(pools) == 0 {
 		pools = DefaultPools
 	}
-	f.Scheduler, err = StartScheduler(ctx, f.nc, SchedulerOptions{Pools: pools, WorkerToken: o.WorkerToken, Policy: o.Policy, Logger: o.Logger})
+	f.Scheduler, err = StartScheduler(ctx, f.nc, SchedulerOptions{Pools: pools, WorkerToken: o.WorkerToken, Policy: o.Policy, Logger: o.Logger, Registry: o.Registry})
 	if err != nil {
 		f.nc.Close()
 		srv.Shutdown()

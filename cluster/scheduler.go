@@ -37,6 +37,7 @@ type Scheduler struct {
 	c    *core
 
 	ops     chan func()
+	ctl     chan func()
 	dirty   map[string]*Job
 	pending map[string][]chan error // job id -> waiters for its record to be stored
 	subs    []*nats.Subscription
@@ -116,7 +117,7 @@ func StartScheduler(ctx context.Context, nc *nats.Conn, opts SchedulerOptions) (
 		return nil, err
 	}
 	s := &Scheduler{opts: opts, nc: nc, js: js, jobs: jobs, kv: state, log: opts.Logger.With("part", "scheduler"),
-		ops: make(chan func(), 1024), dirty: map[string]*Job{}, pending: map[string][]chan error{}, m: newSchedMetrics(opts.Registry), sem: make(chan struct{}, 8192), stopped: make(chan struct{})}
+		ops: make(chan func(), 1024), ctl: make(chan func(), 1024), dirty: map[string]*Job{}, pending: map[string][]chan error{}, m: newSchedMetrics(opts.Registry), sem: make(chan struct{}, 8192), stopped: make(chan struct{})}
 	s.c = newCore(opts.Policy, opts.Pools, time.Now, hooks{
 		assign:   s.sendAssign,
 		cancel:   s.sendCancel,
@@ -232,18 +233,12 @@ func (s *Scheduler) run(ctx context.Context) {
 		case <-ctx.Done():
 			s.flush()
 			return
+		case f := <-s.ctl:
+			f()
+			s.drain()
 		case f := <-s.ops:
 			f()
-		drain:
-			for range 256 {
-				select {
-				case f := <-s.ops:
-					f()
-				default:
-					break drain
-				}
-			}
-			s.flush()
+			s.drain()
 		case <-tick.C:
 			s.c.tick()
 			s.flush()
@@ -252,11 +247,38 @@ func (s *Scheduler) run(ctx context.Context) {
 	}
 }
 
-// do runs f on the scheduler's goroutine and waits for it.
-func (s *Scheduler) do(f func()) error {
+// drain runs what is waiting (requests before completions), then stores the changes.
+func (s *Scheduler) drain() {
+	for range 512 {
+		select {
+		case f := <-s.ctl:
+			f()
+			continue
+		default:
+		}
+		select {
+		case f := <-s.ctl:
+			f()
+		case f := <-s.ops:
+			f()
+		default:
+			s.flush()
+			return
+		}
+	}
+	s.flush()
+}
+
+// do runs f on the scheduler's goroutine and waits for it; it goes before completions.
+func (s *Scheduler) do(f func()) error { return s.enqueue(s.ctl, f) }
+
+// doBulk is do for completions, the bulk of the traffic.
+func (s *Scheduler) doBulk(f func()) error { return s.enqueue(s.ops, f) }
+
+func (s *Scheduler) enqueue(ch chan func(), f func()) error {
 	done := make(chan struct{})
 	select {
-	case s.ops <- func() { f(); close(done) }:
+	case ch <- func() { f(); close(done) }:
 	case <-s.stopped:
 		return errors.New("scheduler stopped")
 	}
@@ -591,7 +613,7 @@ func (s *Scheduler) onDone(b []byte) ([]byte, error) {
 	var ok bool
 	var why string
 	var wait chan error
-	_ = s.do(func() {
+	_ = s.doBulk(func() {
 		ok, why = s.c.complete(m.Name, m.Session, m.JobRef, m.Result)
 		if _, known := s.c.jobs[m.ID]; known {
 			wait = s.stored(m.ID)
