@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/kiln-ci/kiln/forge/github/githubtest"
 )
 
 var secret = []byte("It's a Secret to Everybody")
@@ -226,4 +228,26 @@ func FuzzParseEvent(f *testing.F) {
 			t.Fatal("no event and no error")
 		}
 	})
+}
+
+func TestGeneratedPayloadsParse(t *testing.T) {
+	var got []Event
+	srv := httptest.NewServer(&Webhook{Secret: secret, Handle: func(_ context.Context, ev Event) error { got = append(got, ev); return nil }})
+	defer srv.Close()
+	sha := strings.Repeat("1", 40)
+	if code := githubtest.Deliver(t, srv.URL, secret, "push", githubtest.PushPayload(5, "o", "r", "refs/heads/main", strings.Repeat("0", 40), sha)); code != http.StatusNoContent {
+		t.Fatalf("push: %d", code)
+	}
+	if code := githubtest.Deliver(t, srv.URL, secret, "pull_request", githubtest.PullRequestPayload(5, "o", "r", "opened", 4, "fix", sha, "main")); code != http.StatusNoContent {
+		t.Fatalf("pull_request: %d", code)
+	}
+	if code := githubtest.Deliver(t, srv.URL, secret, "check_suite", githubtest.CheckSuiteRerequestedPayload(5, "o", "r", 77, "main", sha)); code != http.StatusNoContent {
+		t.Fatalf("check_suite: %d", code)
+	}
+	if code := githubtest.Deliver(t, srv.URL, []byte("forged"), "push", githubtest.PushPayload(5, "o", "r", "refs/heads/main", sha, sha)); code != http.StatusUnauthorized {
+		t.Fatalf("forged push: %d", code)
+	}
+	if len(got) != 3 || got[0].(*PushEvent).After != sha || got[1].(*PullRequestEvent).Number != 4 || got[2].(*RerunEvent).CheckSuiteID != 77 || got[0].Meta().Installation != 5 {
+		t.Fatalf("events = %+v", got)
+	}
 }

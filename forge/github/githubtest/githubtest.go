@@ -1,0 +1,375 @@
+// Package githubtest is a local stand-in for the parts of GitHub's REST API that kiln
+// uses, for tests: App authentication (an RS256 JWT checked against the App's key, then
+// installation tokens), installations and their repositories, branches, open pull
+// requests, commits, and check runs. It records every request so tests can check exactly
+// what was sent.
+package githubtest
+
+import (
+	"crypto"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/json"
+	"encoding/pem"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// Request is one request the stand-in received.
+type Request struct {
+	Method string
+	Path   string // with the query, if any: "/repos/o/r/pulls?per_page=100&state=open"
+	Auth   string // the Authorization header
+	Body   []byte
+}
+
+// String is "METHOD PATH".
+func (r Request) String() string { return r.Method + " " + r.Path }
+
+// JSON decodes the request's body.
+func (r Request) JSON() map[string]any {
+	var m map[string]any
+	_ = json.Unmarshal(r.Body, &m)
+	return m
+}
+
+// PR is an open pull request.
+type PR struct {
+	Number  int
+	Title   string
+	HeadSHA string
+	HeadRef string
+	Base    string
+	Author  string
+}
+
+// Repo is the state of one repository.
+type Repo struct {
+	Owner, Name   string
+	Private       bool
+	DefaultBranch string            // default "main"
+	Branches      map[string]string // branch name → head commit
+	PRs           []PR
+	CommitDates   map[string]time.Time // commit → committer date (default 2026-01-01)
+	Installation  int64                // the installation that can access it
+}
+
+// CheckRun is a check run as the stand-in stores it.
+type CheckRun struct {
+	ID                         int64
+	Repo                       string // owner/name
+	HeadSHA                    string
+	Name, Status, Conclusion   string
+	Title, Summary, DetailsURL string
+	ExternalID                 string
+	Updates                    int // PATCHes received after creation
+}
+
+// API is the running stand-in.
+type API struct {
+	*httptest.Server
+	AppID int64
+	Key   *rsa.PrivateKey
+
+	mu            sync.Mutex
+	installations map[int64]string // id → account
+	tokens        map[string]int64 // installation token → id
+	repos         map[string]*Repo
+	runs          []*CheckRun
+	requests      []Request
+	rerequested   []string
+}
+
+// New starts a stand-in for the App appID; it stops when the test ends.
+func New(t testing.TB, appID int64) *API {
+	t.Helper()
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := &API{AppID: appID, Key: key, installations: map[int64]string{}, tokens: map[string]int64{}, repos: map[string]*Repo{}}
+	a.Server = httptest.NewServer(http.HandlerFunc(a.serve))
+	t.Cleanup(a.Close)
+	return a
+}
+
+// PrivateKeyPEM is the App's private key, as GitHub hands it out.
+func (a *API) PrivateKeyPEM() []byte {
+	return pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(a.Key)})
+}
+
+// APIURL is the root to configure clients with (ends in "/").
+func (a *API) APIURL() string { return a.URL + "/" }
+
+// TokenFor is the token the stand-in hands to installation id.
+func TokenFor(id int64) string { return fmt.Sprintf("ghs_test%016d", id) }
+
+// AddInstallation adds an installation of the App on account.
+func (a *API) AddInstallation(id int64, account string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.installations[id] = account
+	a.tokens[TokenFor(id)] = id
+}
+
+// SetRepo adds or replaces a repository.
+func (a *API) SetRepo(r Repo) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if r.DefaultBranch == "" {
+		r.DefaultBranch = "main"
+	}
+	a.repos[r.Owner+"/"+r.Name] = &r
+}
+
+// Requests returns the requests received so far.
+func (a *API) Requests() []Request {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return slices.Clone(a.requests)
+}
+
+// CheckRuns returns the check runs on commit of repo ("owner/name").
+func (a *API) CheckRuns(repo, commit string) []CheckRun {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	var out []CheckRun
+	for _, r := range a.runs {
+		if r.Repo == repo && r.HeadSHA == commit {
+			out = append(out, *r)
+		}
+	}
+	return out
+}
+
+// Rerequested lists the check suites re-run through the API ("owner/name#id").
+func (a *API) Rerequested() []string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return slices.Clone(a.rerequested)
+}
+
+func (a *API) verifyJWT(auth string) error {
+	tok, ok := strings.CutPrefix(auth, "Bearer ")
+	if !ok {
+		return fmt.Errorf("want a Bearer JWT")
+	}
+	parts := strings.Split(tok, ".")
+	if len(parts) != 3 {
+		return fmt.Errorf("JWT has %d parts", len(parts))
+	}
+	sig, err := base64.RawURLEncoding.DecodeString(parts[2])
+	if err != nil {
+		return err
+	}
+	sum := sha256.Sum256([]byte(parts[0] + "." + parts[1]))
+	if err := rsa.VerifyPKCS1v15(&a.Key.PublicKey, crypto.SHA256, sum[:], sig); err != nil {
+		return fmt.Errorf("JWT signature: %w", err)
+	}
+	raw, _ := base64.RawURLEncoding.DecodeString(parts[1])
+	var claims struct {
+		Iss any   `json:"iss"`
+		Exp int64 `json:"exp"`
+	}
+	if err := json.Unmarshal(raw, &claims); err != nil {
+		return err
+	}
+	if fmt.Sprint(claims.Iss) != strconv.FormatInt(a.AppID, 10) || claims.Exp < time.Now().Unix() {
+		return fmt.Errorf("JWT claims %s", raw)
+	}
+	return nil
+}
+
+func reply(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func (a *API) repoJSON(r *Repo) map[string]any {
+	return map[string]any{"name": r.Name, "full_name": r.Owner + "/" + r.Name, "owner": map[string]any{"login": r.Owner},
+		"private": r.Private, "default_branch": r.DefaultBranch, "clone_url": "https://github.com/" + r.Owner + "/" + r.Name + ".git"}
+}
+
+func (a *API) serve(w http.ResponseWriter, req *http.Request) {
+	body, _ := io.ReadAll(req.Body)
+	path := req.URL.Path
+	if req.URL.RawQuery != "" {
+		path += "?" + req.URL.RawQuery
+	}
+	auth := req.Header.Get("Authorization")
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.requests = append(a.requests, Request{Method: req.Method, Path: path, Auth: auth, Body: body})
+
+	p := strings.Split(strings.Trim(req.URL.Path, "/"), "/")
+	if p[0] == "app" {
+		if err := a.verifyJWT(auth); err != nil {
+			reply(w, 401, map[string]string{"message": "A JSON web token could not be decoded: " + err.Error()})
+			return
+		}
+		switch {
+		case req.Method == "GET" && len(p) == 2 && p[1] == "installations":
+			var out []any
+			for _, id := range sortedKeys(a.installations) {
+				out = append(out, map[string]any{"id": id, "app_id": a.AppID, "account": map[string]any{"login": a.installations[id]}})
+			}
+			reply(w, 200, out)
+		case req.Method == "POST" && len(p) == 4 && p[1] == "installations" && p[3] == "access_tokens":
+			id, _ := strconv.ParseInt(p[2], 10, 64)
+			if _, ok := a.installations[id]; !ok {
+				reply(w, 404, map[string]string{"message": "Not Found"})
+				return
+			}
+			reply(w, 201, map[string]any{"token": TokenFor(id), "expires_at": time.Now().Add(time.Hour).UTC().Format(time.RFC3339)})
+		default:
+			reply(w, 404, map[string]string{"message": "Not Found"})
+		}
+		return
+	}
+	tok, _ := strings.CutPrefix(auth, "token ")
+	if t2, ok := strings.CutPrefix(auth, "Bearer "); ok {
+		tok = t2
+	}
+	inst, ok := a.tokens[tok]
+	if !ok {
+		reply(w, 401, map[string]string{"message": "Bad credentials"})
+		return
+	}
+	if req.Method == "GET" && req.URL.Path == "/installation/repositories" {
+		var out []any
+		for _, k := range sortedKeys(a.repos) {
+			if r := a.repos[k]; r.Installation == inst {
+				out = append(out, a.repoJSON(r))
+			}
+		}
+		reply(w, 200, map[string]any{"total_count": len(out), "repositories": out})
+		return
+	}
+	if len(p) < 3 || p[0] != "repos" {
+		reply(w, 404, map[string]string{"message": "Not Found"})
+		return
+	}
+	full := p[1] + "/" + p[2]
+	r, ok := a.repos[full]
+	if !ok || r.Installation != inst {
+		reply(w, 404, map[string]string{"message": "Not Found"})
+		return
+	}
+	rest := p[3:]
+	switch {
+	case req.Method == "GET" && len(rest) == 0:
+		reply(w, 200, a.repoJSON(r))
+	case req.Method == "GET" && len(rest) == 1 && rest[0] == "branches":
+		var out []any
+		for _, b := range sortedKeys(r.Branches) {
+			out = append(out, map[string]any{"name": b, "commit": map[string]any{"sha": r.Branches[b]}})
+		}
+		reply(w, 200, out)
+	case req.Method == "GET" && len(rest) == 1 && rest[0] == "pulls":
+		var out []any
+		for _, pr := range r.PRs {
+			out = append(out, map[string]any{"number": pr.Number, "title": pr.Title, "state": "open", "user": map[string]any{"login": pr.Author},
+				"head": map[string]any{"sha": pr.HeadSHA, "ref": pr.HeadRef}, "base": map[string]any{"ref": pr.Base}})
+		}
+		reply(w, 200, out)
+	case req.Method == "GET" && len(rest) == 2 && rest[0] == "commits":
+		d, ok := r.CommitDates[rest[1]]
+		if !ok {
+			d = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+		}
+		reply(w, 200, map[string]any{"sha": rest[1], "commit": map[string]any{"committer": map[string]any{"date": d.Format(time.RFC3339)}}})
+	case req.Method == "GET" && len(rest) == 3 && rest[0] == "commits" && rest[2] == "check-runs":
+		name := req.URL.Query().Get("check_name")
+		var out []any
+		for _, c := range a.runs {
+			if c.Repo == full && c.HeadSHA == rest[1] && (name == "" || c.Name == name) {
+				out = append(out, map[string]any{"id": c.ID, "name": c.Name, "head_sha": c.HeadSHA, "status": c.Status})
+			}
+		}
+		reply(w, 200, map[string]any{"total_count": len(out), "check_runs": out})
+	case req.Method == "POST" && len(rest) == 1 && rest[0] == "check-runs":
+		var in checkRunBody
+		if err := json.Unmarshal(body, &in); err != nil || in.Name == "" || in.HeadSHA == "" {
+			reply(w, 422, map[string]string{"message": "Invalid request: name and head_sha are required"})
+			return
+		}
+		c := &CheckRun{ID: int64(1000 + len(a.runs)), Repo: full, HeadSHA: in.HeadSHA}
+		in.apply(c)
+		a.runs = append(a.runs, c)
+		reply(w, 201, map[string]any{"id": c.ID, "name": c.Name, "head_sha": c.HeadSHA})
+	case req.Method == "PATCH" && len(rest) == 2 && rest[0] == "check-runs":
+		id, _ := strconv.ParseInt(rest[1], 10, 64)
+		for _, c := range a.runs {
+			if c.ID == id && c.Repo == full {
+				var in checkRunBody
+				if err := json.Unmarshal(body, &in); err != nil {
+					reply(w, 422, map[string]string{"message": "Invalid request"})
+					return
+				}
+				in.apply(c)
+				c.Updates++
+				reply(w, 200, map[string]any{"id": c.ID, "name": c.Name, "head_sha": c.HeadSHA})
+				return
+			}
+		}
+		reply(w, 404, map[string]string{"message": "Not Found"})
+	case req.Method == "POST" && len(rest) == 3 && rest[0] == "check-suites" && rest[2] == "rerequest":
+		a.rerequested = append(a.rerequested, full+"#"+rest[1])
+		reply(w, 201, map[string]any{})
+	default:
+		reply(w, 404, map[string]string{"message": "Not Found"})
+	}
+}
+
+type checkRunBody struct {
+	Name       string `json:"name"`
+	HeadSHA    string `json:"head_sha"`
+	Status     string `json:"status"`
+	Conclusion string `json:"conclusion"`
+	DetailsURL string `json:"details_url"`
+	ExternalID string `json:"external_id"`
+	Output     *struct {
+		Title   string `json:"title"`
+		Summary string `json:"summary"`
+	} `json:"output"`
+}
+
+func (b checkRunBody) apply(c *CheckRun) {
+	if b.Name != "" {
+		c.Name = b.Name
+	}
+	if b.Status != "" {
+		c.Status = b.Status
+	}
+	c.Conclusion = b.Conclusion
+	if b.DetailsURL != "" {
+		c.DetailsURL = b.DetailsURL
+	}
+	if b.ExternalID != "" {
+		c.ExternalID = b.ExternalID
+	}
+	if b.Output != nil {
+		c.Title, c.Summary = b.Output.Title, b.Output.Summary
+	}
+}
+
+func sortedKeys[K int64 | string, V any](m map[K]V) []K {
+	keys := make([]K, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
+}
