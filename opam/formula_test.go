@@ -287,3 +287,28 @@ func TestTypedFieldErrorsHavePositions(t *testing.T) {
 		}
 	}
 }
+
+func TestParseAtom(t *testing.T) {
+	for _, c := range []struct{ in, want string }{
+		{"dune", `"dune"`},
+		{"dune.3.17.0", `"dune" {= "3.17.0"}`},
+		{"ocaml>=4.14", `"ocaml" {>= "4.14"}`},
+		{"ocaml<5", `"ocaml" {< "5"}`},
+		{"foo!=1.0~rc", `"foo" {!= "1.0~rc"}`},
+		{"foo=v0.17", `"foo" {= "v0.17"}`},
+		{"foo<=1", `"foo" {<= "1"}`},
+		{"foo>1", `"foo" {> "1"}`},
+		{"foo>=", "error"},
+		{"f o", "error"},
+		{">=1", "error"},
+	} {
+		a, err := ParseAtom(c.in)
+		got := a.String()
+		if err != nil {
+			got = "error"
+		}
+		if got != c.want {
+			t.Errorf("ParseAtom(%q) = %s (%v), want %s", c.in, got, err, c.want)
+		}
+	}
+}

@@ -1,5 +1,10 @@
 package opam
 
+import (
+	"fmt"
+	"strings"
+)
+
 // DepsEnv describes the context in which a package's dependencies are read, as opam's
 // solver does: which dependency flags hold, and the platform's variables for the
 // other filters.
@@ -138,4 +143,45 @@ func Satisfied(f Formula[Atom], installed func(PackageName) (Version, bool)) boo
 		v, ok := installed(a.Name)
 		return ok && a.MatchesVersion(v)
 	})
+}
+
+// ParseAtom reads a package atom as the opam command line writes it: "name",
+// "name.version" (that version), or "name" followed by an operator and a version
+// ("ocaml>=4.14", "dune<3.0", "foo!=1.2", "foo=1.0").
+func ParseAtom(s string) (Atom, error) {
+	i := strings.IndexAny(s, "<>=!")
+	if i < 0 {
+		if ValidName(s) {
+			return Atom{Name: PackageName(s)}, nil
+		}
+		if p, ok := ParsePackage(s); ok {
+			return Atom{Name: p.Name, Constraint: AtomOf(Constraint{OpEq, p.Version})}, nil
+		}
+		return Atom{}, fmt.Errorf("%q is not a package name or name.version", s)
+	}
+	name, rest := s[:i], s[i:]
+	var op Op
+	switch {
+	case strings.HasPrefix(rest, ">="):
+		op, rest = OpGeq, rest[2:]
+	case strings.HasPrefix(rest, "<="):
+		op, rest = OpLeq, rest[2:]
+	case strings.HasPrefix(rest, "!="):
+		op, rest = OpNeq, rest[2:]
+	case strings.HasPrefix(rest, ">"):
+		op, rest = OpGt, rest[1:]
+	case strings.HasPrefix(rest, "<"):
+		op, rest = OpLt, rest[1:]
+	case strings.HasPrefix(rest, "="):
+		op, rest = OpEq, rest[1:]
+	default:
+		return Atom{}, fmt.Errorf("%q: unknown operator in %q", s, rest)
+	}
+	if !ValidName(name) {
+		return Atom{}, fmt.Errorf("%q: %q is not a package name", s, name)
+	}
+	if !ValidVersion(rest) {
+		return Atom{}, fmt.Errorf("%q: %q is not a version", s, rest)
+	}
+	return Atom{Name: PackageName(name), Constraint: AtomOf(Constraint{op, Version(rest)})}, nil
 }
