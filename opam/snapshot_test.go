@@ -132,6 +132,11 @@ func TestSnapshotParsesAndRoundTrips(t *testing.T) {
 			if differ < 10 {
 				t.Errorf("%s: printing and parsing again changed the value:\n%s", rf.Path, printed)
 			}
+		} else if again := g.String(); again != printed {
+			differ++
+			if differ < 10 {
+				t.Errorf("%s: printing is not stable:\n%s\nthen\n%s", rf.Path, printed, again)
+			}
 		}
 	}
 	t.Logf("%d opam files: %d failed to parse, %d did not round-trip", len(files), failed, differ)
