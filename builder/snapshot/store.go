@@ -154,7 +154,7 @@ func (s *Store) cleanStale() {
 	entries, _ := os.ReadDir(tmp)
 	for _, e := range entries {
 		pidStr, _, _ := strings.Cut(e.Name(), "-")
-		if pid, err := strconv.Atoi(pidStr); err == nil && pid != os.Getpid() && processAlive(pid) {
+		if pid, err := strconv.Atoi(pidStr); err == nil && processAlive(pid) {
 			continue
 		}
 		dir := filepath.Join(tmp, e.Name())
