@@ -33,6 +33,12 @@ type Runner struct {
 	LogDir string
 	// StepRepo and BaseRepo name the engine's images of steps and bases.
 	StepRepo, BaseRepo string
+	// Memory (bytes), CPUs and Pids limit each run step; zero is unlimited.
+	Memory int64
+	CPUs   float64
+	Pids   int64
+	// StepTimeout ends a run step that takes longer; zero is no limit.
+	StepTimeout time.Duration
 
 	flight singleflight.Group
 	mu     sync.Mutex
@@ -69,9 +75,19 @@ type Result struct {
 type StepError struct {
 	Op       string
 	ExitCode int
+	// OOMKilled: the step went past the memory limit.
+	OOMKilled bool
+	// TimedOut: the step ran past StepTimeout.
+	TimedOut bool
 }
 
 func (e *StepError) Error() string {
+	switch {
+	case e.OOMKilled:
+		return fmt.Sprintf("%s: memory limit exceeded (command killed, exit status %d)", e.Op, e.ExitCode)
+	case e.TimedOut:
+		return fmt.Sprintf("%s: timed out", e.Op)
+	}
 	return fmt.Sprintf("%s: command failed with exit status %d", e.Op, e.ExitCode)
 }
 
@@ -296,6 +312,15 @@ func (r *Runner) runStep(ctx context.Context, img, id string, op spec.Run, c *st
 	for _, kv := range c.env {
 		args = append(args, "-e", kv)
 	}
+	if r.Memory > 0 {
+		args = append(args, "--memory", strconv.FormatInt(r.Memory, 10), "--memory-swap", strconv.FormatInt(r.Memory, 10))
+	}
+	if r.CPUs > 0 {
+		args = append(args, "--cpus", strconv.FormatFloat(r.CPUs, 'f', -1, 64))
+	}
+	if r.Pids > 0 {
+		args = append(args, "--pids-limit", strconv.FormatInt(r.Pids, 10))
+	}
 	for _, m := range op.Cache {
 		vol, err := r.cacheVolume(ctx, img, m.ID, c)
 		if err != nil {
@@ -332,7 +357,13 @@ func (r *Runner) runStep(ctx context.Context, img, id string, op spec.Run, c *st
 		return err
 	}
 	defer r.Engine.RemoveContainer(ctr)
-	start := r.Engine.command(ctx, "start", "-a", ctr)
+	runCtx := ctx
+	if r.StepTimeout > 0 {
+		var cancel context.CancelFunc
+		runCtx, cancel = context.WithTimeout(ctx, r.StepTimeout)
+		defer cancel()
+	}
+	start := r.Engine.command(runCtx, "start", "-a", ctr)
 	start.Stdout = log
 	start.Stderr = log
 	start.Cancel = func() error {
@@ -344,15 +375,19 @@ func (r *Runner) runStep(ctx context.Context, img, id string, op spec.Run, c *st
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
+		if runCtx.Err() != nil {
+			return &StepError{Op: "run", ExitCode: -1, TimedOut: true}
+		}
 		var ee *exec.ExitError
 		if errors.As(err, &ee) {
-			code, _ := r.Engine.run(context.Background(), nil, "inspect", "--format", "{{.State.ExitCode}}", ctr)
+			state, _ := r.Engine.run(context.Background(), nil, "inspect", "--format", "{{.State.ExitCode}} {{.State.OOMKilled}}", ctr)
 			var n int
-			fmt.Sscan(code, &n)
+			var oom bool
+			fmt.Sscan(state, &n, &oom)
 			if n == 0 {
 				n = ee.ExitCode()
 			}
-			return &StepError{Op: "run", ExitCode: n}
+			return &StepError{Op: "run", ExitCode: n, OOMKilled: oom}
 		}
 		return err
 	}

@@ -192,3 +192,23 @@ func TestRenderedDockerfileBuilds(t *testing.T) {
 		t.Errorf("docker build output:\n%s", out.String())
 	}
 }
+
+func TestLimits(t *testing.T) {
+	r := newRunner(t)
+	r.Memory = 64 << 20
+	r.StepTimeout = 3 * time.Second
+	s, err := spec.ParseString(`((from kiln/debian:bookworm) (run (shell "head -c 300m /dev/zero | tail > /dev/null")))`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = r.Build(context.Background(), s, docker.Options{})
+	var se *docker.StepError
+	if !errors.As(err, &se) || !se.OOMKilled || !strings.Contains(err.Error(), "memory limit") {
+		t.Errorf("memory hog: %v", err)
+	}
+	s, _ = spec.ParseString(`((from kiln/debian:bookworm) (run (shell "sleep 60")))`)
+	_, err = r.Build(context.Background(), s, docker.Options{})
+	if !errors.As(err, &se) || !se.TimedOut {
+		t.Errorf("sleeper: %v", err)
+	}
+}
