@@ -36,6 +36,9 @@ func FuzzParse(f *testing.F) {
 		if !EqualFiles(file, again) {
 			t.Fatalf("round trip changed the value\ninput: %q\nprinted: %q", src, printed)
 		}
+		if twice := again.String(); twice != printed {
+			t.Fatalf("printing is not stable\ninput: %q\nprinted: %q\nthen: %q", src, printed, twice)
+		}
 		// The typed accessors must not panic either.
 		file.Depends()
 		file.Conflicts()
