@@ -106,7 +106,9 @@ type ciHarness struct {
 	repo   RepoID
 }
 
-func startCI(t *testing.T, repoDir string, platforms []Platform) *ciHarness {
+// startCI runs the service with a real engine, an embedded fleet and a worker per pool
+// building with runc. configure sets the sources (default: repoDir polled as git).
+func startCI(t *testing.T, repoDir string, platforms []Platform, configure func(*Service)) *ciHarness {
 	testenv.RequireRoot(t)
 	testenv.RequireCommand(t, "runc", "git", "mmdebstrap")
 	ctx, cancel := context.WithCancel(context.Background())
@@ -160,6 +162,9 @@ func startCI(t *testing.T, repoDir string, platforms []Platform) *ciHarness {
 		Index:     idx,
 		BaseURL:   "http://ci.test",
 	}
+	if configure != nil {
+		configure(svc)
+	}
 	e, err := current.Open(current.Config{StateDir: filepath.Join(state, "engine"), DefaultPoolSlots: 8})
 	if err != nil {
 		t.Fatal(err)
@@ -196,7 +201,7 @@ func TestEndToEndLocalRepository(t *testing.T) {
 	gitRun(t, repoDir, "init", "-q", "-b", "main")
 	good := commitTree(t, repoDir, "main", sampleProject("Hello", false), "hello")
 
-	h := startCI(t, repoDir, DefaultPlatforms())
+	h := startCI(t, repoDir, DefaultPlatforms(), nil)
 	c := h.waitCommit(good, 15*time.Minute)
 	if c.State != forge.Passed {
 		t.Fatalf("good commit: %s (%s)\n%s", c.State, c.Title, c.Summary)
