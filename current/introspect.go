@@ -215,16 +215,15 @@ func (e *Engine) row(id string) (*jobRow, error) {
 	if err != nil {
 		return nil, err
 	}
-	e.jmu.Lock()
-	j := e.jobs[id]
-	e.jmu.Unlock()
 	r, err := e.db.get(n)
 	if err != nil {
 		return nil, err
 	}
-	if j != nil {
+	e.jmu.Lock()
+	if j := e.jobs[id]; j != nil {
 		r.Attempts = j.row.Attempts
 	}
+	e.jmu.Unlock()
 	return r, nil
 }
 

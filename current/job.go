@@ -222,7 +222,8 @@ func (j *runningJob) execute() (out any, err error) {
 
 func (e *Engine) runJob(j *runningJob) {
 	defer e.jobWG.Done()
-	r := &j.row
+	rr := j.row
+	r := &rr
 	lg := j.log
 	var err error
 	if j.resume {
@@ -244,13 +245,14 @@ func (e *Engine) runJob(j *runningJob) {
 			}
 			r.Attempts++
 			now := time.Now()
+			r.RunningAt = now.UnixNano()
 			e.jmu.Lock()
 			j.retryAt = time.Time{}
+			j.row.Attempts, j.row.RunningAt = r.Attempts, r.RunningAt
 			e.jmu.Unlock()
 			if err := e.db.setRunning(r.ID, now.UnixNano(), r.Attempts); err != nil {
 				e.log.Error("record running job", "job", j.id, "err", err)
 			}
-			r.RunningAt = now.UnixNano()
 			j.setState(ActiveRunning)
 			e.metrics.running.Inc()
 			out, err = j.execute()

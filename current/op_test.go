@@ -150,8 +150,8 @@ func TestReplacementTakesOverJob(t *testing.T) {
 	v := NewVar("v", 1)
 	running(t, e, Bind(v.Term(), func(int) Term[string] { return Do(op, Return("same")) }))
 	eventually(t, "running", func() bool { return len(e.Jobs()) == 1 && e.Jobs()[0].State == JobRunning })
-	v.Set(2)
 	before := e.Status().Pass
+	v.Set(2)
 	eventually(t, "pass", func() bool { return e.Status().Pass > before })
 	close(release)
 	eventually(t, "finished", func() bool {

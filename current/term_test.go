@@ -25,9 +25,9 @@ func TestMapRecomputesOnlyChangedInputs(t *testing.T) {
 		t.Fatalf("after a changed: a=%d b=%d, want 2 and 1", na.Load(), nb.Load())
 	}
 	// Same value: nothing downstream runs.
+	before := e.Status().Pass
 	a.Set(2)
 	b.Set(10)
-	before := e.Status().Pass
 	eventually(t, "pass", func() bool { return e.Status().Pass > before })
 	if na.Load() != 2 || nb.Load() != 1 || nsum.Load() != 2 {
 		t.Fatalf("after same values: a=%d b=%d sum=%d", na.Load(), nb.Load(), nsum.Load())
