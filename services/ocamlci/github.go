@@ -35,9 +35,9 @@ type GitHub struct {
 	// URL GitHub reports (a local mirror, say).
 	Remote func(owner, name string) string
 
-	once    sync.Once
-	mon     *current.Monitor[[]Ref]
-	mu      sync.Mutex
+	once     sync.Once
+	mon      *current.Monitor[[]Ref]
+	mu       sync.Mutex
 	clients  map[string]*github.Client // "owner/name" → the installation that can access it
 	byRemote map[string]*github.Client // clone URL → the same
 }
