@@ -295,6 +295,31 @@ func (s *Server) Log() string {
 	return s.log.String()
 }
 
+// CreateRepo creates an empty repository of the admin user (default branch main) and
+// returns its clone URL.
+func (s *Server) CreateRepo(t testing.TB, name string, private bool) string {
+	t.Helper()
+	body, _ := json.Marshal(map[string]any{"name": name, "private": private, "default_branch": "main"})
+	req, _ := http.NewRequest(http.MethodPost, s.URL+"api/v1/user/repos", bytes.NewReader(body))
+	req.Header.Set("Authorization", "token "+s.Token)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusCreated {
+		t.Fatalf("create gitea repository %s: %s", name, resp.Status)
+	}
+	return s.RepoURL(s.Admin, name)
+}
+
+// PushURL is the clone URL of owner/name with the admin's token in it, for git push in
+// tests.
+func (s *Server) PushURL(owner, name string) string {
+	return strings.Replace(s.RepoURL(owner, name), "http://", "http://"+s.Admin+":"+s.Token+"@", 1)
+}
+
 // RepoURL is the HTTP clone URL of owner/name.
 func (s *Server) RepoURL(owner, name string) string {
 	return s.URL + owner + "/" + name + ".git"

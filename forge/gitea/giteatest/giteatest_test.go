@@ -23,6 +23,10 @@ func TestStartAnswersWithItsVersionAndToken(t *testing.T) {
 	if err := json.NewDecoder(resp.Body).Decode(&u); err != nil || u.Login != s.Admin || !u.IsAdmin {
 		t.Fatalf("GET /api/v1/user with the token: %s %+v %v", resp.Status, u, err)
 	}
+	url := s.CreateRepo(t, "empty", true)
+	if url != s.URL+s.Admin+"/empty.git" || !strings.Contains(s.PushURL(s.Admin, "empty"), s.Token+"@") {
+		t.Errorf("CreateRepo = %s", url)
+	}
 	resp2, err := http.Get(s.URL + "api/v1/version")
 	if err != nil {
 		t.Fatal(err)
