@@ -109,20 +109,62 @@ func TestFleetSchedulerRestartLosesNothing(t *testing.T) {
 	tf.worker("w1", "linux-x86_64", 2)
 	tf.worker("w2", "linux-x86_64", 2)
 	tf.waitWorkers(2)
+	trace := filepath.Join(t.TempDir(), "trace")
 	var ids []string
-	for i := range 12 {
-		ids = append(ids, tf.submit(Request{Spec: "sleep 0.5; echo job " + strconv.Itoa(i)}).ID)
+	for range 16 {
+		ids = append(ids, tf.submit(Request{Spec: fmt.Sprintf("echo start $KILN_JOB >> %s; sleep 0.7; echo end $KILN_JOB >> %s", trace, trace)}).ID)
 	}
-	tf.waitFor("some jobs done", 30*time.Second, func() bool { return tf.job(ids[1]).State == StateDone })
+	running := func() int {
+		n := 0
+		for _, id := range ids {
+			if tf.job(id).State == StateRunning {
+				n++
+			}
+		}
+		return n
+	}
+	tf.waitFor("jobs running", 30*time.Second, func() bool { return running() > 0 })
+	// the scheduler alone (NATS stays up), as when a standalone scheduler is restarted
+	tf.f.Scheduler.Stop()
+	s, err := StartScheduler(tf.ctx, tf.f.nc, SchedulerOptions{Pools: DefaultPools, Policy: tf.opts.Policy})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tf.f.Scheduler = s
+	tf.waitFor("jobs running again", 30*time.Second, func() bool { return running() > 0 })
+	// everything: NATS server and scheduler, as when kiln serve restarts
 	tf.restart()
 	for i, id := range ids {
 		j := tf.wait(id)
 		if j.Result.Outcome != OutcomeOK {
-			t.Fatalf("job %d after restart: %+v %v", i, j.Result, j.History)
+			t.Fatalf("job %d after restarts: %+v %v", i, j.Result, j.History)
 		}
 		if j.Attempt != 1 {
 			t.Logf("job %d ran %d times: %v", i, j.Attempt, j.History)
 		}
+	}
+	// no job ran twice at once: per job, starts and ends alternate
+	b, err := os.ReadFile(trace)
+	if err != nil {
+		t.Fatal(err)
+	}
+	open := map[string]bool{}
+	runs := map[string]int{}
+	for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		what, id, _ := strings.Cut(line, " ")
+		switch what {
+		case "start":
+			if open[id] {
+				t.Fatalf("job %s started again while running:\n%s", id, b)
+			}
+			open[id] = true
+			runs[id]++
+		case "end":
+			open[id] = false
+		}
+	}
+	if len(runs) != len(ids) {
+		t.Fatalf("%d jobs ran, want %d", len(runs), len(ids))
 	}
 }
 
