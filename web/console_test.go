@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"encoding/json"
 	"net/http"
+	"os"
 	"net/url"
 	"strings"
 	"testing"
@@ -365,4 +366,80 @@ func regexpFind(re, s string) string {
 		return ""
 	}
 	return m[1]
+}
+
+func TestConfirmationAndStartNow(t *testing.T) {
+	c := newConsole(t)
+	if err := c.eng.SetConfirmLevel(current.LevelAverage); err != nil {
+		t.Fatal(err)
+	}
+	c.items.Set([]string{"risky-one"})
+	var id string
+	c.waitFor("the deploy to wait for confirmation", func() bool {
+		for _, j := range c.eng.Jobs() {
+			if j.Op == "deploy" && j.State == current.JobWaiting {
+				id = j.ID
+				return true
+			}
+		}
+		return false
+	})
+	cl := c.client()
+	cl.login()
+	_, body := cl.get("/jobs")
+	if !strings.Contains(body, "waiting-for-confirmation") || !strings.Contains(body, `href="/job/`+id+`"`) {
+		t.Fatalf("jobs page does not show the held job:\n%s", body)
+	}
+	var jobs struct {
+		Jobs []Job `json:"jobs"`
+	}
+	cl.getJSON("/api/jobs", &jobs)
+	if len(jobs.Jobs) != 1 || jobs.Jobs[0].Why == "" {
+		t.Fatalf("held job without a reason: %+v", jobs.Jobs)
+	}
+	_, body = cl.get("/job/" + id)
+	if !strings.Contains(body, `id="start"`) {
+		t.Fatalf("no Start now button on a held job:\n%s", body)
+	}
+	tok := cl.csrf("/job/" + id)
+	if code, body, _ := cl.do("POST", "/job/"+id+"/start", url.Values{"csrf": {tok}}, nil); code != http.StatusSeeOther {
+		t.Fatalf("start now: %d %s", code, body)
+	}
+	c.waitFor("the started job to finish", func() bool {
+		j, err := c.eng.Job(id)
+		return err == nil && j.State == current.JobOK
+	})
+}
+
+func TestCorruptOrDeletedLog(t *testing.T) {
+	c := newConsole(t, "alpha")
+	id := c.jobOf("alpha", current.JobOK)
+	d, err := c.eng.Job(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(d.LogPath, 5); err != nil {
+		t.Fatal(err)
+	}
+	cl := c.client()
+	code, body := cl.get("/job/" + id)
+	if code != 200 || !strings.Contains(body, `id="log-error"`) || !strings.Contains(body, "corrupt") {
+		t.Fatalf("job page with a truncated log: %d\n%s", code, body)
+	}
+	for _, p := range []string{"/job/" + id + "/log", "/api/job/" + id + "/log", "/api/job/" + id + "/log/events"} {
+		code, body := cl.get(p)
+		if code < 400 || !strings.Contains(body, "corrupt") {
+			t.Errorf("GET %s with a truncated log: %d %q", p, code, body)
+		}
+	}
+	if err := os.Remove(d.LogPath); err != nil {
+		t.Fatal(err)
+	}
+	if code, body := cl.get("/api/job/" + id + "/log"); code < 400 || !strings.Contains(body, "missing") {
+		t.Errorf("log file removed: %d %q", code, body)
+	}
+	after, err := c.eng.Job(id)
+	if err != nil || after.State != current.JobOK || len(after.History) != 1 {
+		t.Errorf("reading a damaged log changed the job: %+v %v", after, err)
+	}
 }

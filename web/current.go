@@ -115,8 +115,13 @@ func (c CurrentEngine) Job(ctx context.Context, id string) (Job, []Job, error) {
 
 // logErr marks the engine's complaints about a bad offset as bad input.
 func logErr(err error) error {
-	if err != nil && (strings.Contains(err.Error(), "beyond its end") || strings.Contains(err.Error(), "negative offset")) {
+	switch {
+	case err == nil:
+		return nil
+	case strings.Contains(err.Error(), "beyond its end") || strings.Contains(err.Error(), "negative offset"):
 		return fmt.Errorf("%w: %v", ErrInvalid, err)
+	case strings.Contains(err.Error(), "deleted by log retention"):
+		return &statusError{code: http.StatusGone, msg: err.Error()}
 	}
 	return err
 }

@@ -12,7 +12,7 @@ import (
 
 // CollapseOver is the size above which a group of nodes is drawn as one box until it is
 // expanded.
-const CollapseOver = 12
+const CollapseOver = 60
 
 // stateRank orders states by how much they need attention; a collapsed group takes the
 // colour of its highest-ranked member.

@@ -251,11 +251,15 @@ func (s *Server) jobPage(w http.ResponseWriter, r *http.Request, c *reqCtx) erro
 		return writeJSON(w, http.StatusOK, map[string]any{"job": job, "history": nonNil(hist)})
 	}
 	lines, next, nextLine, done, truncated, err := s.readLogLines(r, id)
+	logProblem := ""
 	if err != nil {
-		return jobErr(id, err)
+		// The job is still worth showing when its log is gone or damaged.
+		s.log.Warn("job page: log unreadable", "job", id, "err", err)
+		logProblem, done = err.Error(), true
 	}
 	return s.render(w, c, "job", job.Label, map[string]any{
-		"Job": job, "History": hist, "Lines": lines, "Next": next, "NextLine": nextLine, "Done": done, "Truncated": truncated,
+		"Job": job, "History": hist, "Lines": lines, "Next": next, "NextLine": nextLine, "Done": done,
+		"Truncated": truncated, "LogError": logProblem,
 	})
 }
 

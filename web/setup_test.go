@@ -76,9 +76,24 @@ func newConsole(t testing.TB, items ...string) *console {
 			return "built " + item, nil
 		},
 	}
+	// Items starting with "risky" are deployed after their build, at a level that needs
+	// confirmation when the confirm level is below above-average.
+	deploy := &current.Op[string, string]{
+		Name: "deploy", Level: current.LevelAboveAverage,
+		Run: func(ctx context.Context, j *current.Job, built string) (string, error) {
+			j.Logf("deploying %s", built)
+			return "deployed", nil
+		},
+	}
 	c.items = current.NewVar("items", items)
 	pipeline := current.ListIter(c.items.Term(), func(s string) string { return s }, func(it current.Term[string]) current.Term[current.Unit] {
-		return current.Map(current.Do(build, it), func(string) current.Unit { return current.Unit{} })
+		return current.Bind(it, func(item string) current.Term[current.Unit] {
+			built := current.Do(build, current.Return(item))
+			if strings.HasPrefix(item, "risky") {
+				built = current.Do(deploy, built)
+			}
+			return current.Map(built, func(string) current.Unit { return current.Unit{} })
+		})
 	})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
