@@ -4,8 +4,8 @@ import (
 	"bufio"
 	"encoding/json"
 	"net/http"
-	"os"
 	"net/url"
+	"os"
 	"strings"
 	"testing"
 
