@@ -62,6 +62,8 @@ type Builder struct {
 	store   *snapshot.Store
 	images  *image.Store
 	sandbox *sandbox.Runc
+	// sandboxErr says why there is no sandbox.
+	sandboxErr error
 	flights flights
 	counts  counters
 }
@@ -102,11 +104,12 @@ func New(opts Options) (*Builder, error) {
 			return nil, fmt.Errorf("builder: %w", err)
 		}
 	}
-	sb, err := sandbox.NewRunc(filepath.Join(root, "runc"))
-	if err != nil {
-		return nil, fmt.Errorf("builder: %w", err)
+	b := &Builder{opts: opts, root: root, store: st, images: images}
+	// Without runc the store can still be listed and collected; run steps fail.
+	if b.sandbox, err = sandbox.NewRunc(filepath.Join(root, "runc")); err != nil {
+		b.sandboxErr = err
 	}
-	return &Builder{opts: opts, root: root, store: st, images: images, sandbox: sb}, nil
+	return b, nil
 }
 
 // Store is the builder's snapshot store.

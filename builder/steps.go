@@ -54,6 +54,9 @@ func (r *run) runStep(ctx context.Context, parent, step string, op spec.Run, st 
 		secrets = append(secrets, sandbox.Secret{Target: target, Value: v})
 	}
 	id := stepID(parent, "run", st, inputs...)
+	if r.b.sandbox == nil {
+		return "", infraErr(step, r.b.sandboxErr)
+	}
 	return r.execute(ctx, parent, id, step, func(ctx context.Context, rootfs string, out io.Writer) error {
 		if err := mkdirInRoot(rootfs, st.workdir); err != nil {
 			return fmt.Errorf("workdir %s: %w", st.workdir, err)

@@ -400,6 +400,9 @@ func (s *Store) commit(dir string, m Meta, log []byte) error {
 	err = os.Rename(dir, s.snapDir(m.ID))
 	if err != nil {
 		if _, ok, _ := s.Get(m.ID); ok {
+			// Another process committed the same step first; its result stands.
+			unmountUnder(dir)
+			os.RemoveAll(dir)
 			return nil
 		}
 		return fmt.Errorf("snapshot %s: commit: %w", m.ID, err)
