@@ -329,26 +329,25 @@ func (l *lexer) str(p Pos, t *token) error {
 		l.off++
 	}
 	start := l.off
-	// Fast path: no escapes.
-	for i := start; i < len(s); i++ {
-		c := s[i]
-		if c == '\\' {
-			break
+	// Fast path: no escapes before the closing quote.
+	var j int
+	if triple {
+		j = strings.Index(s[start:], `"""`)
+	} else {
+		j = strings.IndexByte(s[start:], '"')
+	}
+	if j >= 0 && strings.IndexByte(s[start:start+j], '\\') < 0 {
+		body := s[start : start+j]
+		if n := strings.Count(body, "\n"); n > 0 {
+			l.line += n
+			l.lineStart = start + strings.LastIndexByte(body, '\n') + 1
 		}
-		if c == '"' && (!triple || strings.HasPrefix(s[i:], `"""`)) {
-			for j := start; j < i; j++ {
-				if s[j] == '\n' {
-					l.off = j + 1
-					l.newline()
-				}
-			}
-			l.off = i + 1
-			if triple {
-				l.off = i + 3
-			}
-			*t = token{kind: tString, s: s[start:i], pos: p}
-			return nil
+		l.off = start + j + 1
+		if triple {
+			l.off += 2
 		}
+		*t = token{kind: tString, s: body, pos: p}
+		return nil
 	}
 	b := &l.sb
 	b.Reset()
