@@ -10,6 +10,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 )
 
@@ -27,10 +28,22 @@ func (s *Store) install(ctx context.Context, ref, refKey string, meta refEntry, 
 	if err := os.Mkdir(rootfs, 0o755); err != nil {
 		return Base{}, err
 	}
+	source := "registry"
+	switch {
+	case strings.HasPrefix(refKey, "file:"):
+		source = "tarball"
+	case strings.HasPrefix(refKey, LocalPrefix):
+		source = "import"
+	}
+	start := time.Now()
 	id, size, err := fill(ctx, rootfs)
 	if err != nil {
+		fetchesTotal.WithLabelValues(source, "error").Inc()
 		return Base{}, err
 	}
+	fetchesTotal.WithLabelValues(source, "ok").Inc()
+	fetchSeconds.WithLabelValues(source).Observe(time.Since(start).Seconds())
+	unpackedBytes.Add(float64(size))
 	h, err := hexOf(id)
 	if err != nil {
 		return Base{}, err
