@@ -1,0 +1,118 @@
+package ocamlci
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/kiln-ci/kiln/current"
+	"github.com/kiln-ci/kiln/forge"
+	"github.com/kiln-ci/kiln/forge/gitea"
+	"github.com/kiln-ci/kiln/git"
+)
+
+// Gitea follows the repositories a Gitea or Forgejo account can see: their branches
+// and open pull requests (read when a webhook says something changed, and by polling),
+// and sets one commit status per commit.
+type Gitea struct {
+	Client *gitea.Client
+	// Owners, when not empty, limits the repositories followed to these owners.
+	Owners []string
+	// Cutoff leaves out refs whose head is older (default 30 days).
+	Cutoff time.Duration
+	// Poll re-reads everything this often even without webhooks (default 10 minutes).
+	Poll time.Duration
+	// Context is the status's context (default "kiln").
+	Context string
+	// BaseURL is the web UI's address, for the statuses' target links.
+	BaseURL string
+	Logger  *slog.Logger
+
+	once sync.Once
+	mon  *current.Monitor[[]Ref]
+}
+
+func (g *Gitea) init() {
+	g.once.Do(func() {
+		every := g.Poll
+		if every <= 0 {
+			every = 10 * time.Minute
+		}
+		g.mon = current.Poll("gitea refs", every, g.read)
+	})
+}
+
+// Refs is the monitor of every branch and open pull request followed.
+func (g *Gitea) Refs() current.Term[[]Ref] {
+	g.init()
+	return g.mon.Term()
+}
+
+func (g *Gitea) follows(owner string) bool {
+	if len(g.Owners) == 0 {
+		return true
+	}
+	for _, o := range g.Owners {
+		if strings.EqualFold(o, owner) {
+			return true
+		}
+	}
+	return false
+}
+
+func (g *Gitea) read(ctx context.Context) ([]Ref, error) {
+	cutoff := g.Cutoff
+	if cutoff <= 0 {
+		cutoff = 30 * 24 * time.Hour
+	}
+	repos, err := g.Client.Repos(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("gitea repositories: %w", err)
+	}
+	var refs []Ref
+	for _, ri := range repos {
+		if ri.Archived || !g.follows(ri.Repo.Owner) {
+			continue
+		}
+		rs, err := g.Client.Refs(ctx, ri.Repo, time.Now().Add(-cutoff))
+		if err != nil {
+			return nil, fmt.Errorf("gitea %s: %w", ri.Repo, err)
+		}
+		for _, r := range rs {
+			refs = append(refs, Ref{Repo: RepoID{Forge: "gitea", Owner: ri.Repo.Owner, Name: ri.Repo.Name},
+				Name: r.Name, PR: r.PR, Title: r.Title, Commit: r.Commit, Remote: ri.CloneURL})
+		}
+	}
+	sort.Slice(refs, func(i, j int) bool { return refs[i].Key() < refs[j].Key() })
+	return refs, nil
+}
+
+// Credentials lets the mirrors fetch private repositories with the client's token.
+func (g *Gitea) Credentials() git.CredentialSource { return g.Client.Credentials() }
+
+// Webhook is the handler the forge delivers events to: pushes and pull-request
+// changes make the refs be read again at once.
+func (g *Gitea) Webhook(secret []byte) http.Handler {
+	g.init()
+	return &gitea.Webhook{Secret: secret, Owners: g.Owners, Logger: g.Logger, Handle: func(ctx context.Context, ev gitea.Event) error {
+		g.mon.Refresh()
+		return nil
+	}}
+}
+
+// Publish sets the commit's status, its description naming the first failure.
+func (g *Gitea) Publish(ctx context.Context, ref Ref, st forge.Status, variants []forge.Variant) error {
+	name := g.Context
+	if name == "" {
+		name = "kiln"
+	}
+	return g.Client.SetStatus(ctx, gitea.Repo{Owner: ref.Repo.Owner, Name: ref.Repo.Name}, ref.Commit, gitea.Status{
+		Context: name, State: st.State, Description: st.Short(variants, 255),
+		TargetURL: fmt.Sprintf("%s/gitea/%s/%s/commit/%s", g.BaseURL, ref.Repo.Owner, ref.Repo.Name, ref.Commit),
+	})
+}
