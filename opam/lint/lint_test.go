@@ -77,6 +77,7 @@ func TestRules(t *testing.T) {
 	}{
 		{rule: "opam-1", edit: add(`depends: [`)},
 		{rule: "opam-3", edit: add(`unknown-field: "x"`)},
+		{rule: "opam-3", edit: add(`synopsis: "Again"`)},
 		{rule: "opam-3", edit: replace(`"alcotest" {with-test}`, `"alcotest" {with-test} 42`)},
 		{rule: "opam-4", edit: add(`name: "bar"`)},
 		{rule: "opam-4", edit: add(`version: "2.0"`)},

@@ -178,6 +178,18 @@ func sortedNames(m map[opam.PackageName]bool) []string {
 
 func (l *linter) opamLint() {
 	f := l.f
+	// A repeated field makes opam reject the file before any other check.
+	seen := map[string]bool{}
+	for _, it := range f.Items {
+		if it.Section != nil && it.Name == "extra-source" {
+			continue
+		}
+		if seen[it.Name] {
+			l.add("opam-3", Error, it.Pos, "File format error in '%s' at line %d, column %d: Duplicate field %s", it.Name, it.Pos.Line, it.Pos.Col-1, it.Name)
+			return
+		}
+		seen[it.Name] = true
+	}
 	// 3: unknown fields and fields of the wrong type.
 	for _, it := range f.Items {
 		switch {
@@ -186,7 +198,7 @@ func (l *linter) opamLint() {
 		case it.Section != nil:
 			for _, x := range it.Section.Items {
 				if !knownURLFields[x.Name] && !strings.HasPrefix(x.Name, "x-") {
-					l.add("opam-3", Error, x.Pos, "File format error in '%s': Invalid field %s", x.Name, x.Name)
+					l.add("opam-3", Error, x.Pos, "File format error in '%s.%s': Invalid field %s", it.Name, x.Name, x.Name)
 				}
 			}
 		case !knownFields[it.Name] && !strings.HasPrefix(it.Name, "x-"):
