@@ -216,9 +216,7 @@ func formatClauseList(as []opam.Atom) string {
 }
 
 func (u *Universe) resolveFor(p *repository.Package, withTest, withDoc, dev bool) *Cand {
-	c := u.resolve(p, withTest, dev)
-	_ = withDoc
-	return c
+	return u.resolve(p, withTest, withDoc, dev)
 }
 
 func (s *search) versions(name opam.PackageName) []*Cand {

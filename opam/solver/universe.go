@@ -57,12 +57,28 @@ type Universe struct {
 	Repo     *repository.Repo
 	Platform Platform
 	env      opam.Env
+	Flags    Flags
 	byName   map[opam.PackageName][]*Cand // increasing versions
+	revOnce  sync.Once
+	rev      map[*Cand][]*Cand // reverse edges: who may depend on a version
+	revOpt   map[*Cand][]*Cand // reverse edges through depopts
+}
+
+// Flags select dependency flags applied to every package of a universe, as opam's
+// list command does for --with-test and --with-doc.
+type Flags struct {
+	WithTest bool
+	WithDoc  bool
 }
 
 // NewUniverse resolves every package version of repo for the platform.
 func NewUniverse(repo *repository.Repo, p Platform) *Universe {
-	u := &Universe{Repo: repo, Platform: p, env: opam.MapEnv(p), byName: make(map[opam.PackageName][]*Cand, len(repo.Names()))}
+	return NewUniverseFlags(repo, p, Flags{})
+}
+
+// NewUniverseFlags is NewUniverse with dependency flags applying to every package.
+func NewUniverseFlags(repo *repository.Repo, p Platform, flags Flags) *Universe {
+	u := &Universe{Repo: repo, Platform: p, Flags: flags, env: opam.MapEnv(p), byName: make(map[opam.PackageName][]*Cand, len(repo.Names()))}
 	names := repo.Names()
 	all := make([][]*Cand, len(names))
 	var wg sync.WaitGroup
@@ -73,7 +89,7 @@ func NewUniverse(repo *repository.Repo, p Platform) *Universe {
 				vs := repo.Versions(names[i])
 				cs := make([]*Cand, len(vs))
 				for j, pk := range vs {
-					cs[j] = u.resolve(pk, false, false)
+					cs[j] = u.resolve(pk, false, false, false)
 				}
 				all[i] = cs
 			}
@@ -101,7 +117,7 @@ func (u *Universe) Cand(p opam.Package) *Cand {
 }
 
 // resolve evaluates the filters of a package version's formulas.
-func (u *Universe) resolve(pk *repository.Package, withTest, dev bool) *Cand {
+func (u *Universe) resolve(pk *repository.Package, withTest, withDoc, dev bool) *Cand {
 	c := &Cand{Pkg: pk, Name: pk.Name, Version: pk.Version}
 	if pk.File == nil {
 		c.Unavailable = fmt.Sprintf("its opam file does not parse: %v", pk.Err)
@@ -109,7 +125,7 @@ func (u *Universe) resolve(pk *repository.Package, withTest, dev bool) *Cand {
 		return c
 	}
 	f := pk.File
-	d := opam.DepsEnv{Build: true, WithTest: withTest, Dev: dev, Self: pk.Package, Vars: u.env}
+	d := opam.DepsEnv{Build: true, WithTest: withTest || u.Flags.WithTest, WithDoc: withDoc || u.Flags.WithDoc, Dev: dev, Self: pk.Package, Vars: u.env}
 	env := d.Env()
 	av, err := f.Available()
 	if err != nil {
@@ -220,4 +236,50 @@ func preferred(cs []*Cand, lower bool) []*Cand {
 
 func versionCmp(a, b *Cand) int {
 	return cmp.Compare(opam.CompareVersions(string(a.Version), string(b.Version)), 0)
+}
+
+// buildReverse indexes, for every version, the versions whose depends (or depopts)
+// name it with a constraint it satisfies.
+func (u *Universe) buildReverse() {
+	u.revOnce.Do(func() {
+		u.rev = map[*Cand][]*Cand{}
+		u.revOpt = map[*Cand][]*Cand{}
+		add := func(m map[*Cand][]*Cand, from *Cand, a opam.Atom, seen map[*Cand]bool) {
+			for _, t := range u.byName[a.Name] {
+				if !seen[t] && a.MatchesVersion(t.Version) {
+					seen[t] = true
+					m[t] = append(m[t], from)
+				}
+			}
+		}
+		for _, cs := range u.byName {
+			for _, c := range cs {
+				seen := map[*Cand]bool{}
+				for _, cl := range c.Deps {
+					for _, a := range cl {
+						add(u.rev, c, a, seen)
+					}
+				}
+				seenOpt := map[*Cand]bool{}
+				for _, a := range c.Depopts {
+					add(u.revOpt, c, a, seenOpt)
+				}
+			}
+		}
+	})
+}
+
+// DependsOn returns the versions whose dependencies (and depopts when depopts is
+// set) name c with a constraint c satisfies.
+func (u *Universe) DependsOn(c *Cand, depopts bool) []*Cand {
+	u.buildReverse()
+	out := slices.Clone(u.rev[c])
+	if depopts {
+		for _, o := range u.revOpt[c] {
+			if !slices.Contains(out, o) {
+				out = append(out, o)
+			}
+		}
+	}
+	return out
 }

@@ -1,0 +1,138 @@
+// Package revdeps finds the reverse dependencies of an opam package version: the
+// versions that depend on it, directly or recursively, kept only when they can be
+// installed together with it, as `opam list --depends-on P --coinstallable-with P
+// --all-versions` does.
+package revdeps
+
+import (
+	"context"
+	"fmt"
+	"runtime"
+	"slices"
+	"strings"
+	"sync"
+
+	"github.com/kiln-ci/kiln/opam"
+	"github.com/kiln-ci/kiln/opam/solver"
+)
+
+// Options mirror opam list's flags.
+type Options struct {
+	Recursive bool // --recursive
+	Depopts   bool // --depopts
+	// WithTest is taken from the universe (solver.Flags.WithTest), which must have
+	// been built with it.
+	// AnyInstallable skips the coinstallability filter (plain --depends-on).
+	AnyInstallable bool
+	// Progress, when set, is called after each coinstallability check.
+	Progress func(done, total int)
+}
+
+// Candidates returns the versions that depend on pkg (directly, or recursively),
+// before the coinstallability filter, sorted.
+func Candidates(u *solver.Universe, pkg opam.Package, opts Options) ([]*solver.Cand, error) {
+	c := u.Cand(pkg)
+	if c == nil {
+		return nil, fmt.Errorf("revdeps: unknown package %s", pkg)
+	}
+	direct := u.DependsOn(c, opts.Depopts)
+	if !opts.Recursive {
+		return sorted(direct, c), nil
+	}
+	seen := map[*solver.Cand]bool{c: true}
+	queue := []*solver.Cand{c}
+	var out []*solver.Cand
+	for len(queue) > 0 {
+		x := queue[0]
+		queue = queue[1:]
+		for _, y := range u.DependsOn(x, opts.Depopts) {
+			if !seen[y] {
+				seen[y] = true
+				out = append(out, y)
+				queue = append(queue, y)
+			}
+		}
+	}
+	return sorted(out, c), nil
+}
+
+func sorted(cs []*solver.Cand, self *solver.Cand) []*solver.Cand {
+	out := make([]*solver.Cand, 0, len(cs))
+	for _, c := range cs {
+		if c != self {
+			out = append(out, c)
+		}
+	}
+	slices.SortFunc(out, func(a, b *solver.Cand) int {
+		if a.Name != b.Name {
+			return strings.Compare(string(a.Name), string(b.Name))
+		}
+		return opam.CompareVersions(string(a.Version), string(b.Version))
+	})
+	return out
+}
+
+// Of returns the reverse dependencies of pkg that can be installed together with it
+// on the universe's platform, sorted by name and version.
+func Of(ctx context.Context, u *solver.Universe, pkg opam.Package, opts Options) ([]opam.Package, error) {
+	cands, err := Candidates(u, pkg, opts)
+	if err != nil {
+		return nil, err
+	}
+	keep := make([]bool, len(cands))
+	if opts.AnyInstallable {
+		for i := range keep {
+			keep[i] = true
+		}
+	} else {
+		var mu sync.Mutex
+		done := 0
+		var wg sync.WaitGroup
+		next := make(chan int)
+		for range runtime.GOMAXPROCS(0) {
+			wg.Go(func() {
+				for i := range next {
+					keep[i] = Coinstallable(ctx, u, pkg, cands[i])
+					if opts.Progress != nil {
+						mu.Lock()
+						done++
+						opts.Progress(done, len(cands))
+						mu.Unlock()
+					}
+				}
+			})
+		}
+	feed:
+		for i := range cands {
+			select {
+			case next <- i:
+			case <-ctx.Done():
+				break feed
+			}
+		}
+		close(next)
+		wg.Wait()
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+	}
+	var out []opam.Package
+	for i, c := range cands {
+		if keep[i] {
+			out = append(out, opam.Package{Name: c.Name, Version: c.Version})
+		}
+	}
+	return out, nil
+}
+
+// Coinstallable reports whether c can be installed together with pkg.
+func Coinstallable(ctx context.Context, u *solver.Universe, pkg opam.Package, c *solver.Cand) bool {
+	if c.Unavailable != "" {
+		return false
+	}
+	eq := func(n opam.PackageName, v opam.Version) opam.Atom {
+		return opam.Atom{Name: n, Constraint: opam.AtomOf(opam.Constraint{Op: opam.OpEq, Version: v})}
+	}
+	_, err := u.Solve(ctx, solver.Request{Install: []opam.Atom{eq(pkg.Name, pkg.Version), eq(c.Name, c.Version)}})
+	return err == nil
+}
