@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -110,6 +111,7 @@ func BenchmarkDispatch(b *testing.B) {
 				done.Add(1)
 			}
 		}
+		cpu0 := cpuTime()
 		var conns []*nats.Conn
 		for i := range 8 {
 			nc, err := Connect(ctx, ConnOptions{URL: f.URL, Name: fmt.Sprint("sim", i)})
@@ -145,6 +147,7 @@ func BenchmarkDispatch(b *testing.B) {
 			time.Sleep(10 * time.Millisecond)
 		}
 		elapsed := time.Since(t1)
+		cpuPerJob := (cpuTime() - cpu0) / time.Duration(nJobs)
 		stopProbes()
 		pwg.Wait()
 		lmu.Lock()
@@ -157,12 +160,21 @@ func BenchmarkDispatch(b *testing.B) {
 		lmu.Unlock()
 		b.ReportMetric(float64(nJobs)/elapsed.Seconds(), "dispatch-jobs/s")
 		b.ReportMetric(submitRate, "submit-jobs/s")
+		b.ReportMetric(float64(cpuPerJob.Microseconds()), "cpu-µs/job")
 		for _, nc := range conns {
 			nc.Close()
 		}
 		f.Close()
 		cancel()
 	}
+}
+
+// cpuTime is the CPU time (user and system) the test process used so far; it includes
+// the embedded NATS server and the simulated workers.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // BenchmarkCoreDispatch measures the placement algorithm alone (no NATS, no storage):

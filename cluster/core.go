@@ -638,7 +638,7 @@ func (c *core) complete(name, session string, r JobRef, res Result) (accepted bo
 	case j.Cancel:
 		res.Outcome = OutcomeCancelled
 		c.finish(j, res)
-	case res.Outcome == OutcomeInfrastructure && j.Attempt < c.policy.MaxAttempts:
+	case res.Outcome == OutcomeInfrastructure && !res.Final && j.Attempt < c.policy.MaxAttempts:
 		j.Avoid = append(j.Avoid, name)
 		c.retry(j, fmt.Sprintf("infrastructure failure on worker %s (%s)", name, res.Message))
 	default:

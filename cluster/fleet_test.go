@@ -223,3 +223,25 @@ func TestFleetCancelStopsProcess(t *testing.T) {
 	}
 	tf.waitFor("build process gone", 5*time.Second, func() bool { return syscall.Kill(pid, 0) != nil })
 }
+
+func TestFleetTimeoutAndSecrets(t *testing.T) {
+	tf := newTestFleet(t, Options{})
+	secrets := t.TempDir()
+	if err := os.WriteFile(filepath.Join(secrets, "tok"), []byte("s3cr3t"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tf.worker("w1", "linux-x86_64", 2, "--secrets-dir", secrets)
+	tf.waitWorkers(1)
+	slow := tf.submit(Request{Spec: "sleep 30", Timeout: Duration(time.Second)})
+	sec := tf.submit(Request{Spec: `test "$SECRET_tok" = s3cr3t && echo secret-ok`, Secrets: []string{"tok"}})
+	missing := tf.submit(Request{Spec: "true", Secrets: []string{"nope"}})
+	if r := tf.wait(slow.ID).Result; r.Outcome != OutcomeInfrastructure || r.Message != "timed out after 1s" || r.Attempts != 1 {
+		t.Fatalf("timeout: %+v", r)
+	}
+	if r := tf.wait(sec.ID).Result; r.Outcome != OutcomeOK || !strings.Contains(tf.log(sec.ID), "secret-ok") {
+		t.Fatalf("secret: %+v\n%s", r, tf.log(sec.ID))
+	}
+	if r := tf.wait(missing.ID).Result; r.Outcome != OutcomeInfrastructure || !strings.Contains(r.Message, `secret "nope"`) || r.Attempts != 3 {
+		t.Fatalf("missing secret: %+v", r)
+	}
+}

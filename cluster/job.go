@@ -94,6 +94,7 @@ type Result struct {
 	Worker   string   `json:"worker,omitempty"`
 	Attempts int      `json:"attempts"`
 	Duration Duration `json:"duration"`
+	Final    bool     `json:"final,omitempty"` // an infrastructure failure that another try would repeat (a timeout)
 }
 
 // Event is one line of a job's history, shown to users ("worker lost, retried").

@@ -347,7 +347,7 @@ func (w *Worker) execute(ctx context.Context, cancel context.CancelCauseFunc, j 
 			res.Outcome = OutcomeInfrastructure
 		}
 	case rctx.Err() == context.DeadlineExceeded:
-		res.Outcome, res.Message = OutcomeInfrastructure, fmt.Sprintf("timed out after %s", time.Duration(j.Timeout))
+		res.Outcome, res.Message, res.Final = OutcomeInfrastructure, fmt.Sprintf("timed out after %s", time.Duration(j.Timeout)), true
 	case err != nil && IsInfrastructure(err):
 		res.Outcome, res.Message = OutcomeInfrastructure, err.Error()
 	case err != nil:
