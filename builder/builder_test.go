@@ -173,7 +173,10 @@ func TestConcurrentIdenticalStepsRunOnce(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			ids[i], logs[i] = mustBuild(t, b, s, builder.BuildContext{})
+			var err error
+			if ids[i], logs[i], err = build(t, b, s, builder.BuildContext{}); err != nil {
+				t.Errorf("build %d: %v\n%s", i, err, logs[i])
+			}
 		}()
 	}
 	wg.Wait()
@@ -195,13 +198,9 @@ func TestCancelOnlyWhenAllWaitersCancel(t *testing.T) {
 	var log1, log2 syncBuffer
 	errc1, errc2 := make(chan error, 1), make(chan error, 1)
 	go func() { _, err := b.Build(ctx1, s, builder.BuildContext{}, &log1); errc1 <- err }()
-	for !strings.Contains(log1.String(), "started") {
-		time.Sleep(20 * time.Millisecond)
-	}
+	waitFor(t, &log1, "started")
 	go func() { _, err := b.Build(context.Background(), s, builder.BuildContext{}, &log2); errc2 <- err }()
-	for !strings.Contains(log2.String(), "started") {
-		time.Sleep(20 * time.Millisecond)
-	}
+	waitFor(t, &log2, "started")
 	cancel1()
 	if err := <-errc1; !errors.Is(err, context.Canceled) {
 		t.Errorf("cancelled build: err = %v", err)
@@ -219,9 +218,7 @@ func TestCancelOnlyWhenAllWaitersCancel(t *testing.T) {
 	var log3 syncBuffer
 	errc3 := make(chan error, 1)
 	go func() { _, err := b.Build(ctx3, s, builder.BuildContext{}, &log3); errc3 <- err }()
-	for !strings.Contains(log3.String(), "started") {
-		time.Sleep(20 * time.Millisecond)
-	}
+	waitFor(t, &log3, "started")
 	cancel3()
 	<-errc3
 	before := b.Stats()
@@ -406,9 +403,7 @@ func TestGCAndHealth(t *testing.T) {
 		defer close(done)
 		b.Build(context.Background(), s, builder.BuildContext{}, &log)
 	}()
-	for !strings.Contains(log.String(), "started") {
-		time.Sleep(20 * time.Millisecond)
-	}
+	waitFor(t, &log, "started")
 	if _, err := b.GC(context.Background(), builder.GCOptions{Budget: 1, MinFree: 1}); err != nil {
 		t.Fatal(err)
 	}
@@ -422,5 +417,18 @@ func TestGCAndHealth(t *testing.T) {
 	}
 	if err := b.Health(context.Background(), base); err != nil {
 		t.Fatalf("health after gc: %v", err)
+	}
+}
+
+// waitFor waits until the log holds text (giving up after two minutes, when the
+// build has evidently failed or hung).
+func waitFor(t *testing.T, log *syncBuffer, text string) {
+	t.Helper()
+	deadline := time.Now().Add(2 * time.Minute)
+	for !strings.Contains(log.String(), text) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no %q in the log:\n%s", text, log.String())
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
