@@ -348,16 +348,53 @@ func TestLogFollowByServerSentEvents(t *testing.T) {
 		t.Fatalf("second event %q", ev)
 	}
 	close(c.lines)
+	done := false
 	for ev := range events {
 		if ev[0] == "done" {
 			if !strings.Contains(ev[1], `"state":"ok"`) {
 				t.Fatalf("done event %q", ev)
 			}
-			return
+			done = true
+			break
 		}
 		t.Logf("event %q", ev)
 	}
-	t.Fatal("stream ended without a done event")
+	if !done {
+		t.Fatal("stream ended without a done event")
+	}
+
+	// A client reconnecting with Last-Event-ID resumes after the last line it saw.
+	stream := func(hdr string) (int, []string) {
+		req, _ := http.NewRequest("GET", c.srv.URL+"/job/"+id+"/log/events", nil)
+		if hdr != "" {
+			req.Header.Set("Last-Event-ID", hdr)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var lines []string
+		sc := bufio.NewScanner(resp.Body)
+		for sc.Scan() {
+			if strings.HasPrefix(sc.Text(), "id: ") || strings.HasPrefix(sc.Text(), "data: {\"n\"") {
+				lines = append(lines, sc.Text())
+			}
+		}
+		return resp.StatusCode, lines
+	}
+	_, all := stream("")
+	if len(all) < 10 || !strings.HasPrefix(all[6], "id: ") {
+		t.Fatalf("whole stream: %q", all)
+	}
+	lastSeen := strings.TrimPrefix(all[6], "id: ") // after line 4
+	_, rest := stream(lastSeen)
+	if len(rest) != len(all)-8 || !strings.Contains(rest[1], `"n":5`) || !strings.Contains(rest[1], "fourth") {
+		t.Fatalf("resumed from %s: %q", lastSeen, rest)
+	}
+	if code, _ := stream("garbage"); code != 400 {
+		t.Fatalf("bad Last-Event-ID: %d, want 400", code)
+	}
 }
 
 func regexpFind(re, s string) string {

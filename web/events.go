@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -34,12 +35,20 @@ func startSSE(w http.ResponseWriter) (*sse, error) {
 }
 
 // send writes one event whose data is v as JSON; it does not flush.
-func (s *sse) send(event string, v any) error {
+func (s *sse) send(event string, v any) error { return s.sendID(event, "", v) }
+
+// sendID writes one event with an id, which a reconnecting EventSource sends back in
+// the Last-Event-ID header.
+func (s *sse) sendID(event, id string, v any) error {
 	b, err := json.Marshal(v)
 	if err != nil {
 		return err
 	}
-	_, err = fmt.Fprintf(s.w, "event: %s\ndata: %s\n\n", event, b)
+	if id != "" {
+		_, err = fmt.Fprintf(s.w, "id: %s\nevent: %s\ndata: %s\n\n", id, event, b)
+	} else {
+		_, err = fmt.Fprintf(s.w, "event: %s\ndata: %s\n\n", event, b)
+	}
 	return err
 }
 
@@ -163,12 +172,23 @@ func (s *Server) rawLog(w http.ResponseWriter, r *http.Request, c *reqCtx) error
 // logEvents streams a job's log as server-sent events from an offset. The page stream
 // (/job/<id>/log/events) sends "line" events of rendered HTML lines {n, html}; the API
 // stream sends "data" events {offset, next, text} of raw text. Both end with a "done"
-// event carrying the job's final state.
+// event carrying the job's final state, or a "failure" event if the log cannot be read.
+// Event ids let a reconnecting client resume where it stopped.
 func (s *Server) logEvents(w http.ResponseWriter, r *http.Request, c *reqCtx) error {
 	id := r.PathValue("id")
 	p, err := logParams(r, "offset", "line")
 	if err != nil {
 		return err
+	}
+	// A reconnecting EventSource resumes after the last event it received.
+	if last := r.Header.Get("Last-Event-ID"); last != "" {
+		o, l, hasLine := strings.Cut(last, ":")
+		n, err1 := strconv.ParseInt(o, 10, 64)
+		m, err2 := strconv.ParseInt(l, 10, 64)
+		if err1 != nil || n < 0 || hasLine != !c.api || hasLine && (err2 != nil || m < 1) {
+			return httpErr(http.StatusBadRequest, "bad Last-Event-ID header %q", last)
+		}
+		p["offset"], p["line"] = n, m
 	}
 	ctx := r.Context()
 	if _, _, err := s.eng.Job(ctx, id); err != nil {
@@ -212,8 +232,10 @@ func (s *Server) logEvents(w http.ResponseWriter, r *http.Request, c *reqCtx) er
 	lineNo := max(int(p["line"]), 1)
 	var pending []byte
 	var ar ANSIRenderer
-	sendLine := func(line []byte) error {
-		err := ev.send("line", logLine{N: lineNo, HTML: htmlString(ar.Line(line))})
+	// sendLine sends a line that ends at byte offset end, and the next line's number.
+	sendLine := func(line []byte, end int64) error {
+		eid := fmt.Sprintf("%d:%d", end, lineNo+1)
+		err := ev.sendID("line", eid, logLine{N: lineNo, HTML: htmlString(ar.Line(line))})
 		lineNo++
 		return err
 	}
@@ -233,10 +255,12 @@ func (s *Server) logEvents(w http.ResponseWriter, r *http.Request, c *reqCtx) er
 		}
 		if len(ch.data) > 0 {
 			if c.api {
-				if ev.send("data", map[string]any{"offset": off, "next": off + int64(len(ch.data)), "text": string(ch.data)}) != nil {
+				next := off + int64(len(ch.data))
+				if ev.sendID("data", strconv.FormatInt(next, 10), map[string]any{"offset": off, "next": next, "text": string(ch.data)}) != nil {
 					return nil
 				}
 			} else {
+				base := off - int64(len(pending)) // offset of pending[0]
 				pending = append(pending, ch.data...)
 				start := 0
 				for {
@@ -244,7 +268,7 @@ func (s *Server) logEvents(w http.ResponseWriter, r *http.Request, c *reqCtx) er
 					if i < 0 {
 						break
 					}
-					if sendLine(pending[start:start+i]) != nil {
+					if sendLine(pending[start:start+i], base+int64(start+i+1)) != nil {
 						return nil
 					}
 					start += i + 1
@@ -256,7 +280,7 @@ func (s *Server) logEvents(w http.ResponseWriter, r *http.Request, c *reqCtx) er
 		switch {
 		case ch.err == io.EOF:
 			if len(pending) > 0 && !c.api {
-				sendLine(pending)
+				sendLine(pending, off)
 			}
 			st := State("")
 			if j, _, err := s.eng.Job(ctx, id); err == nil {
@@ -267,7 +291,7 @@ func (s *Server) logEvents(w http.ResponseWriter, r *http.Request, c *reqCtx) er
 			return nil
 		case ch.err != nil:
 			if ctx.Err() == nil {
-				ev.send("error", map[string]string{"error": ch.err.Error()})
+				ev.send("failure", map[string]string{"error": ch.err.Error()})
 				ev.flush()
 			}
 			return nil

@@ -470,7 +470,7 @@ func (c *ctlClient) followOnce(ctx context.Context, path string, off int64) (boo
 					fmt.Fprintf(os.Stderr, "kiln ctl: job %s\n", d.State)
 				}
 				return true, off, nil
-			case "error":
+			case "failure":
 				return true, off, errors.New(d.Error)
 			}
 		}

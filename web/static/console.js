@@ -15,6 +15,13 @@
       log.appendChild(document.createTextNode("\n"));
       if (window.innerHeight + window.scrollY >= document.body.offsetHeight - 80) window.scrollTo(0, document.body.scrollHeight);
     });
+    es.addEventListener("failure", function (ev) {
+      es.close();
+      var p = document.createElement("p");
+      p.className = "error";
+      p.textContent = "The live log stopped: " + JSON.parse(ev.data).error;
+      log.after(p);
+    });
     es.addEventListener("done", function (ev) {
       es.close();
       log.dataset.done = "true";
