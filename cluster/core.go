@@ -228,6 +228,9 @@ func (c *core) enqueue(p *pool, j *Job, first bool) {
 
 // dispatch places queued jobs on workers with free slots until none is free or nothing fits.
 func (c *core) dispatch(p *pool) {
+	if p == nil {
+		return
+	}
 	now := c.now()
 	for {
 		var free []*worker

@@ -82,8 +82,8 @@ func init() {
 		Short: "Run the build scheduler alone (kiln serve embeds it)",
 		Long: `Run the fleet's scheduler. With --embed-nats it starts its own NATS server (JetStream
 data in --state-dir/nats, loopback only unless --listen says otherwise); otherwise it
-connects to --nats. Its state lives in JetStream, so several can be started for
-fail-over and a restart loses no job.`,
+connects to --nats. Its state lives in JetStream, so a restart (or a replacement on
+another machine) loses no job; run exactly one scheduler per NATS account.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
