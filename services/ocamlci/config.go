@@ -23,7 +23,7 @@ type Config struct {
 	Platforms PlatformSelection `yaml:"platforms" json:"platforms"`
 	// OpamRepositories are extra opam repositories the solver and builds use, before
 	// opam-repository.
-	OpamRepositories []OpamRepository `yaml:"opam-repositories" json:"opam_repositories,omitempty"`
+	OpamRepositories []ExtraRepository `yaml:"opam-repositories" json:"opam_repositories,omitempty"`
 	Lint             LintConfig       `yaml:"lint" json:"lint"`
 	// TestCommands run after the build and tests of every platform variant, in order.
 	TestCommands []string `yaml:"test-commands" json:"test_commands,omitempty"`
@@ -37,8 +37,8 @@ type PlatformSelection struct {
 	Add []string `yaml:"add" json:"add,omitempty"`
 }
 
-// OpamRepository is an extra opam repository.
-type OpamRepository struct {
+// ExtraRepository is an extra opam repository.
+type ExtraRepository struct {
 	Name string `yaml:"name" json:"name"`
 	URL  string `yaml:"url" json:"url"`
 }

@@ -26,7 +26,8 @@ type Platform struct {
 	// solve and to evaluate filters.
 	Vars map[string]string `json:"-"`
 	// System lists the opam packages the image provides outside opam (the system
-	// compiler, dune from the distribution), as "name.version".
+	// compiler, dune from the distribution), as "name.version"; solves keep them at
+	// these versions.
 	System []string `json:"system,omitempty"`
 	// Optional platforms are built only for repositories that add them.
 	Optional bool `json:"optional,omitempty"`
@@ -66,7 +67,7 @@ func DebianPlatform(arch string) Platform {
 			"arch": opamArch[arch], "opam-version": "2.1.2",
 			"ocaml:version": "4.13.1", "ocaml:native": "true", "sys-ocaml-version": "4.13.1",
 		},
-		System: []string{"ocaml.4.13.1", "ocaml-system.4.13.1", "ocaml-config.2", "dune.2.9.3", "odoc.2.1.1", "base-unix.base", "base-threads.base", "base-bigarray.base"},
+		System: []string{"ocaml.4.13.1", "ocaml-system.4.13.1", "ocaml-config.2", "dune.2.9.3", "base-unix.base", "base-threads.base", "base-bigarray.base"},
 	}
 }
 

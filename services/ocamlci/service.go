@@ -53,10 +53,9 @@ type Service struct {
 	// WorkDir holds checkouts of commits.
 	WorkDir   string
 	Platforms []Platform
-	// Solve chooses, per platform, the opam packages a commit needs beyond what the
-	// platform's image provides. Nil: local packages may depend only on the platform's
-	// system packages (SystemSolve).
-	Solve func(ctx context.Context, a *Analysis, p Platform) ([]string, error)
+	// Opam is the opam repository commits are solved against. Nil: local packages may
+	// depend only on the platform's system packages (SystemSolve).
+	Opam *OpamRepository
 	Index *Index
 	// BaseURL is the web UI's address, for links in statuses.
 	BaseURL string
@@ -67,7 +66,7 @@ type Service struct {
 	opsOnce sync.Once
 	ops     struct {
 		fetch   *current.Op[Ref, Checkout]
-		analyse *current.Op[Checkout, Plan]
+		analyse *current.Op[AnalysisInput, Plan]
 		build   *current.Op[BuildInput, BuildResult]
 		status  *current.Op[StatusInput, current.Unit]
 	}
@@ -80,6 +79,12 @@ type Checkout struct {
 	Repo   RepoID `json:"repo"`
 	Commit string `json:"commit"`
 	Dir    string `json:"dir"`
+}
+
+// AnalysisInput is a checked-out commit and the opam repository commit to solve against.
+type AnalysisInput struct {
+	Checkout   Checkout `json:"checkout"`
+	OpamCommit string   `json:"opam_commit,omitempty"`
 }
 
 // Plan is the outcome of analysing a commit: what to build.
@@ -133,7 +138,13 @@ func (s *Service) Pipeline() current.Term[current.Unit] {
 
 func (s *Service) pipelineOf(ref current.Term[Ref]) current.Term[current.Unit] {
 	src := current.Do(s.ops.fetch, ref)
-	plan := current.Do(s.ops.analyse, src)
+	opamHead := current.Return("")
+	if s.Opam != nil {
+		opamHead = s.Opam.Head()
+	}
+	plan := current.Do(s.ops.analyse, current.Map(current.Pair(src, opamHead), func(t current.Tuple[Checkout, string]) AnalysisInput {
+		return AnalysisInput{Checkout: t.First, OpamCommit: t.Second}
+	}))
 	inputs := current.Map(current.Pair(current.Pair(ref, src), plan), func(t current.Tuple[current.Tuple[Ref, Checkout], Plan]) []BuildInput {
 		return s.buildInputs(t.First.First, t.First.Second, t.Second)
 	})
@@ -241,10 +252,12 @@ func (s *Service) makeOps() {
 		Timeout: 10 * time.Minute,
 		Run:     s.fetch,
 	}
-	s.ops.analyse = &current.Op[Checkout, Plan]{
-		Name:    "ocamlci-analysis",
-		Key:     func(c Checkout) string { return c.Repo.String() + " " + c.Commit + " " + platformsDigest(s.Platforms) },
-		Label:   func(c Checkout) string { return "analysis " + short(c.Commit) },
+	s.ops.analyse = &current.Op[AnalysisInput, Plan]{
+		Name: "ocamlci-analysis",
+		Key: func(in AnalysisInput) string {
+			return in.Checkout.Repo.String() + " " + in.Checkout.Commit + " " + in.OpamCommit + " " + platformsDigest(s.Platforms)
+		},
+		Label:   func(in AnalysisInput) string { return "analysis " + short(in.Checkout.Commit) },
 		Timeout: 10 * time.Minute,
 		Run:     s.analyse,
 	}
@@ -303,8 +316,8 @@ func fetchError(err error) error {
 	return err
 }
 
-func (s *Service) analyse(ctx context.Context, j *current.Job, co Checkout) (Plan, error) {
-	a, err := Analyse(co.Dir)
+func (s *Service) analyse(ctx context.Context, j *current.Job, in AnalysisInput) (Plan, error) {
+	a, err := Analyse(in.Checkout.Dir)
 	if err != nil {
 		return Plan{}, err
 	}
@@ -322,9 +335,10 @@ func (s *Service) analyse(ctx context.Context, j *current.Job, co Checkout) (Pla
 	if err != nil {
 		return Plan{}, err
 	}
-	solve := s.Solve
-	if solve == nil {
-		solve = SystemSolve
+	solve := SystemSolve
+	if s.Opam != nil && in.OpamCommit != "" {
+		j.Logf("solving against opam-repository %s", short(in.OpamCommit))
+		solve = s.Opam.Solver(in.OpamCommit, false)
 	}
 	install := map[string][]string{}
 	var solved []Platform
@@ -344,6 +358,19 @@ func (s *Service) analyse(ctx context.Context, j *current.Job, co Checkout) (Pla
 		return Plan{}, fmt.Errorf("no platform can install the packages:\n%s", strings.Join(failures, "\n"))
 	}
 	plan := Plan{Analysis: a, Variants: Variants(a, solved, install), OpamFiles: map[string]string{}}
+	if s.Opam != nil && in.OpamCommit != "" && a.Config.Lint.LowerBoundEnabled() {
+		p := solved[0]
+		lower, err := s.Opam.Solver(in.OpamCommit, true)(ctx, a, p)
+		switch {
+		case err != nil:
+			j.Logf("%s: no lower-bounds solution: %v", p.Name, err)
+		case strings.Join(lower, " ") == strings.Join(install[p.Name], " "):
+			j.Logf("%s: the lower bounds are the newest versions; no (lower-bound) job", p.Name)
+		default:
+			j.Logf("%s (lower-bound): to install with opam: %s", p.Name, orNone(lower))
+			plan.Variants = append(plan.Variants, Variant{Name: p.Name + " (lower-bound)", Kind: KindLowerBound, Platform: p, Install: lower})
+		}
+	}
 	for rel, data := range a.OpamFiles {
 		plan.OpamFiles[rel] = string(data)
 		name := opam.PackageName(packageNameOf(rel))
