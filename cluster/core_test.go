@@ -215,3 +215,10 @@ func TestQueueViewExplains(t *testing.T) {
 		t.Fatalf("unknown pool: %v", err)
 	}
 }
+
+func TestSecondSchedulerRefused(t *testing.T) {
+	tf := newTestFleet(t, Options{})
+	if _, err := StartScheduler(tf.ctx, tf.f.nc, SchedulerOptions{Pools: DefaultPools}); err == nil || !strings.Contains(err.Error(), "another scheduler") {
+		t.Fatalf("second scheduler: %v", err)
+	}
+}

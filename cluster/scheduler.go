@@ -108,6 +108,9 @@ func StartScheduler(ctx context.Context, nc *nats.Conn, opts SchedulerOptions) (
 			return nil, fmt.Errorf("scheduler: %q is not a pool name", p)
 		}
 	}
+	if m, err := nc.Request(subjAPI+"pools", []byte("{}"), time.Second); err == nil && len(m.Data) > 0 {
+		return nil, errors.New("scheduler: another scheduler already serves this NATS account")
+	}
 	js, err := jetstream.New(nc)
 	if err != nil {
 		return nil, fmt.Errorf("jetstream: %w", err)
