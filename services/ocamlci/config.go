@@ -24,7 +24,7 @@ type Config struct {
 	// OpamRepositories are extra opam repositories the solver and builds use, before
 	// opam-repository.
 	OpamRepositories []ExtraRepository `yaml:"opam-repositories" json:"opam_repositories,omitempty"`
-	Lint             LintConfig       `yaml:"lint" json:"lint"`
+	Lint             LintConfig        `yaml:"lint" json:"lint"`
 	// TestCommands run after the build and tests of every platform variant, in order.
 	TestCommands []string `yaml:"test-commands" json:"test_commands,omitempty"`
 }

@@ -55,7 +55,7 @@ type Service struct {
 	Platforms []Platform
 	// Opam is the opam repository commits are solved against. Nil: local packages may
 	// depend only on the platform's system packages (SystemSolve).
-	Opam *OpamRepository
+	Opam  *OpamRepository
 	Index *Index
 	// BaseURL is the web UI's address, for links in statuses.
 	BaseURL string
