@@ -121,6 +121,18 @@ func TestFetchPullRequestCommit(t *testing.T) {
 	if n := srv.Requests.Load() - before; n != 0 {
 		t.Errorf("FetchCommit of a commit already mirrored made %d requests", n)
 	}
+	// The PR ref is gone (closed and cleaned up) but the commit is still on the server.
+	up.Git("update-ref", "-d", "refs/pull/7/head")
+	up.Git("tag", "keep", prCommit)
+	srv.Publish(t, up, "proj.git")
+	m2 := git.NewMirrors(t.TempDir(), git.MirrorsOptions{})
+	if _, err := m2.FetchCommit(ctx, url, prCommit, "refs/pull/7/head"); err != nil {
+		t.Fatalf("fetch of a commit whose ref vanished: %v", err)
+	}
+	_, err = m.FetchCommit(ctx, url, strings.Repeat("ab", 20), "refs/pull/99/head")
+	if !errors.Is(err, git.ErrNoCommit) || !strings.Contains(err.Error(), "refs/pull/99/head") {
+		t.Fatalf("fetch of an unknown commit by a missing ref: err = %v, want ErrNoCommit naming the ref", err)
+	}
 	_, err = m.FetchCommit(ctx, url, strings.Repeat("ab", 20), "refs/heads/main")
 	if !errors.Is(err, git.ErrNoCommit) {
 		t.Fatalf("fetch of an unknown commit: err = %v, want ErrNoCommit", err)

@@ -2,6 +2,7 @@ package git
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -172,18 +173,26 @@ func (m *Mirrors) FetchCommit(ctx context.Context, remote, commit string, refs .
 	if r.HasCommit(ctx, commit) {
 		return r, nil
 	}
+	var refErr error
 	if len(refs) > 0 {
-		if _, err := m.FetchRefs(ctx, remote, refs...); err != nil {
-			return nil, err
+		_, refErr = m.FetchRefs(ctx, remote, refs...)
+		if errors.Is(refErr, ErrAuth) || errors.Is(refErr, ErrNotFound) || errors.Is(refErr, ErrNetwork) || ctx.Err() != nil {
+			return nil, refErr
 		}
 		if r.HasCommit(ctx, commit) {
 			return r, nil
 		}
 	}
+	// A ref that moved on or vanished (a closed pull request): ask for the commit itself.
 	if len(commit) == 40 || len(commit) == 64 {
 		if _, err := m.fetch(ctx, remote, false, []string{commit}); err == nil && r.HasCommit(ctx, commit) {
 			return r, nil
+		} else if ctx.Err() != nil {
+			return nil, err
 		}
+	}
+	if refErr != nil {
+		return nil, fmt.Errorf("fetch %s from %s: %w (%w)", commit, Redact(remote), ErrNoCommit, refErr)
 	}
 	return nil, fmt.Errorf("fetch %s from %s (refs %s): %w", commit, Redact(remote), strings.Join(refs, ", "), ErrNoCommit)
 }
