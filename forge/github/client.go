@@ -307,6 +307,10 @@ func (c *Client) SetCheckRun(ctx context.Context, repo Repo, commit string, run 
 		return 0, fmt.Errorf("check run on %s@%s: no name", repo, commit)
 	}
 	status, conclusion := checkState(run.Status.State)
+	if conclusion != nil && *conclusion == "action_required" && run.DetailsURL == "" {
+		// GitHub wants a page to send the user to with action_required.
+		conclusion = gh.Ptr("failure")
+	}
 	output := &gh.CheckRunOutput{Title: gh.Ptr(forge.Truncate(run.Status.Title, 1000)), Summary: gh.Ptr(run.Status.Summary)}
 	var details, external *string
 	if run.DetailsURL != "" {

@@ -203,6 +203,19 @@ func TestOneCheckRunPerCommit(t *testing.T) {
 		!strings.Contains(runs[0].Summary, "Error: Unbound value prnt_endline") || !strings.Contains(runs[0].Summary, "| (lint-fmt) | passed | 12s |") {
 		t.Errorf("check runs on the commit = %+v", runs)
 	}
+	infra := forge.Status{State: forge.Error, Title: "1 error"}
+	if _, err := c.SetCheckRun(ctx, repo, shaNew, CheckRun{Name: "kiln", Status: infra, DetailsURL: details}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.SetCheckRun(ctx, repo, shaOld, CheckRun{Name: "kiln", Status: infra}); err != nil {
+		t.Fatal(err)
+	}
+	if r := api.CheckRuns("octo-org/dune", shaNew); len(r) != 1 || r[0].Conclusion != "action_required" {
+		t.Errorf("infrastructure error with a details URL: %+v", r)
+	}
+	if r := api.CheckRuns("octo-org/dune", shaOld); len(r) != 1 || r[0].Conclusion != "failure" {
+		t.Errorf("infrastructure error without a details URL: %+v", r)
+	}
 	if _, err := c.SetCheckRun(ctx, repo, "main", CheckRun{Name: "kiln", Status: failed}); err == nil {
 		t.Error("a check run on a branch name (not a commit) was accepted")
 	}
