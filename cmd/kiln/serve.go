@@ -76,8 +76,18 @@ On first start the local admin password is made, printed once, and stored hashed
 					filepath.Join(o.stateDir, "console", "admin.password"), generated)
 			}
 
+			switch o.demoRunner {
+			case "host", "sandbox", "auto":
+			default:
+				return fmt.Errorf("--demo-runner %q: want host, sandbox or auto", o.demoRunner)
+			}
 			repo := o.demoRepo
 			sample := repo == ""
+			if !sample {
+				if _, err := demo.ReadHeads(ctx, repo); err != nil {
+					return fmt.Errorf("--demo-repo: %w", err)
+				}
+			}
 			if sample {
 				repo = filepath.Join(o.stateDir, "demo", "sample")
 				if err := demo.CreateSample(ctx, repo); err != nil {

@@ -261,10 +261,41 @@ func TestServeSurvivesSIGKILL(t *testing.T) {
 	if out := ctl("--user", "admin", "confirm", "average"); !strings.Contains(out, "level average") {
 		t.Errorf("ctl confirm:\n%s", out)
 	}
+	if out, err := exec.Command(bin, "ctl", "--server", s2.base, "log", "424242").CombinedOutput(); err == nil || !strings.Contains(string(out), "404") {
+		t.Errorf("ctl log of an unknown job: %v\n%s", err, out)
+	}
 	if err := s2.cmd.Process.Signal(os.Interrupt); err != nil {
 		t.Fatal(err)
 	}
 	if err := s2.cmd.Wait(); err != nil {
 		t.Errorf("kiln serve after SIGINT: %v", err)
+	}
+
+	// Bad flags are refused with a message naming them, before anything starts.
+	for _, tc := range []struct {
+		args []string
+		says string
+	}{
+		{[]string{"--confirm", "reckless"}, "--confirm"},
+		{[]string{"--anonymous", "king"}, "--anonymous"},
+		{[]string{"--listen", "nowhere"}, "--listen"},
+		{[]string{"--demo-runner", "cloud"}, "--demo-runner"},
+		{[]string{"--admin-password", "x", "--demo-repo", filepath.Join(dir, "no-repo")}, "no-repo"},
+	} {
+		c := exec.Command(bin, append([]string{"serve", "--state-dir", state, "--listen", freeAddr(t)}, tc.args...)...)
+		c.Env = append(os.Environ(), "KILN_ADMIN_PASSWORD=test-password")
+		done := make(chan struct{})
+		var out []byte
+		var err error
+		go func() { out, err = c.CombinedOutput(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(30 * time.Second):
+			c.Process.Kill()
+			<-done
+		}
+		if err == nil || !strings.Contains(string(out), tc.says) {
+			t.Errorf("kiln serve %v: %v, output lacks %q:\n%s", tc.args, err, tc.says, out)
+		}
 	}
 }
