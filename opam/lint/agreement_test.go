@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/kiln-ci/kiln/internal/testenv"
+	"github.com/kiln-ci/kiln/opam"
 )
 
 // opam21Differences lists the package directories where kiln's opam 2.1 emulation is
@@ -73,4 +74,86 @@ func TestAgreementWithOpamLint(t *testing.T) {
 		}
 	}
 	t.Logf("opam lint 2.1 and kiln agree on %d of %d package directories", agree, total)
+}
+
+// opam21Cases reads testdata/opam21: small opam files probing the corners of opam
+// lint 2.1, with the check numbers opam 2.1.2 reported for each.
+func opam21Cases(t *testing.T) map[string]string {
+	t.Helper()
+	data, err := os.ReadFile("testdata/opam21/expected.txt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cases := map[string]string{}
+	for _, line := range strings.Split(string(data), "\n") {
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		name, nums, _ := strings.Cut(line, ":")
+		cases[name] = strings.TrimSpace(nums)
+	}
+	return cases
+}
+
+func opam21Input(t *testing.T, name string) Input {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join("testdata", "opam21", name+".opam"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := "packages/" + name + "/" + name + ".1.0"
+	return Input{Package: opam.Package{Name: opam.PackageName(name), Version: "1.0"}, Dir: dir, Files: map[string]File{"opam": {Data: data}}}
+}
+
+func opamNumbers(fs []Finding) string {
+	var nums []int
+	seen := map[int]bool{}
+	for _, f := range fs {
+		if n := f.OpamNumber(); n > 0 && !seen[n] {
+			seen[n] = true
+			nums = append(nums, n)
+		}
+	}
+	sort.Ints(nums)
+	s := make([]string, len(nums))
+	for i, n := range nums {
+		s[i] = strconv.Itoa(n)
+	}
+	return strings.Join(s, " ")
+}
+
+// TestOpam21Corners checks kiln's opam 2.1 emulation against what opam 2.1.2 said
+// about each file of testdata/opam21.
+func TestOpam21Corners(t *testing.T) {
+	for name, want := range opam21Cases(t) {
+		got := opamNumbers(Lint(opam21Input(t, name), Context{Checks: OpamLint, Opam: "2.1"}))
+		if got != want {
+			t.Errorf("%s: opam 2.1 said %q, kiln says %q", name, want, got)
+		}
+	}
+}
+
+// TestOpam21CornersStillHold re-runs opam lint on testdata/opam21 to check the
+// recorded answers.
+func TestOpam21CornersStillHold(t *testing.T) {
+	testenv.Short(t, "runs opam lint on each corner case")
+	opamBin := testenv.RequireCommand(t, "opam")
+	if out, err := exec.Command(opamBin, "--version").Output(); err != nil || !strings.HasPrefix(string(out), "2.1.") {
+		t.Skipf("the recorded answers are opam 2.1's, found %q", strings.TrimSpace(string(out)))
+	}
+	root := t.TempDir()
+	for name, want := range opam21Cases(t) {
+		in := opam21Input(t, name)
+		p := filepath.Join(root, in.Dir, "opam")
+		os.MkdirAll(filepath.Dir(p), 0o755)
+		if err := os.WriteFile(p, in.Files["opam"].Data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		cmd := exec.Command(opamBin, "lint", "-s", p)
+		cmd.Env = append(os.Environ(), "OPAMROOT="+filepath.Join(root, ".opamroot"), "OPAMCOLOR=never")
+		out, _ := cmd.Output()
+		if got := strings.Join(strings.Fields(string(out)), " "); got != want {
+			t.Errorf("%s: opam lint now says %q, recorded %q", name, got, want)
+		}
+	}
 }

@@ -87,6 +87,20 @@ type formulas struct {
 	dependsF, depoptsF, conflictsF []opam.Filter
 }
 
+// filterAtoms returns the conditions of a formula that are filters, not version
+// constraints.
+func filterAtoms(f opam.Formula[opam.Dependency]) []opam.Filter {
+	var out []opam.Filter
+	for _, d := range f.Atoms() {
+		for _, c := range d.Cond.Atoms() {
+			if c.Op == opam.OpNone {
+				out = append(out, c.Filter)
+			}
+		}
+	}
+	return out
+}
+
 func condFilters(f opam.Formula[opam.Dependency]) []opam.Filter {
 	var out []opam.Filter
 	for _, d := range f.Atoms() {
@@ -245,6 +259,14 @@ func (l *linter) opamLint() {
 		_, err = f.StringList(name)
 		formatErr(name, err)
 	}
+	if v, ok := f.Field("flags"); ok {
+		for _, e := range v.Elems() {
+			if e.Kind != opam.KIdent {
+				l.add("opam-3", Error, e.Pos, "File format error in 'flags': expected an identifier, found %s", e.Kind)
+				break
+			}
+		}
+	}
 	for _, name := range []string{"opam-version", "name", "version", "synopsis", "description", "dev-repo"} {
 		if v, ok := f.Field(name); ok && v.Kind != opam.KString {
 			l.add("opam-3", Error, v.Pos, "File format error in '%s': expected a string, found %s", name, v.Kind)
@@ -267,7 +289,7 @@ func (l *linter) opamLint() {
 	if strings.Count(ov, ".") >= 2 {
 		l.add("opam-20", Warning, l.itemPos("opam-version"), "Field 'opam-version' refers to the patch version of opam, it should be of the form MAJOR.MINOR: %q", ov)
 	}
-	if nopatch(ov) != "2.0" {
+	if opam.CompareVersions(ov, "2.0") != 0 {
 		l.add("opam-21", Error, l.itemPos("opam-version"), "Field 'opam-version' doesn't match the current version, validation may not be accurate: %q", ov)
 	}
 	// 22: fields present but empty.
@@ -303,7 +325,7 @@ func (l *linter) opamLint() {
 		l.add("opam-26", Warning, l.itemPos("remove"), "No field 'install', but a field 'remove': install instructions probably part of 'build'. Use the 'install' field or a .install file")
 	}
 	var unknownFlags []string
-	for _, fl := range f.Flags() {
+	for _, fl := range l.flags() {
 		if !knownFlags[fl] {
 			unknownFlags = append(unknownFlags, fl)
 		}
@@ -312,7 +334,8 @@ func (l *linter) opamLint() {
 		l.add("opam-28", Error, l.itemPos("flags"), "Unknown package flags found%s", detail(unknownFlags))
 	}
 	var pkgVars []string
-	scope := [][]opam.Filter{fm.dependsF, fm.depoptsF, fm.conflictsF}
+	// Variables of version constraints (`>= foo:version`) do not count, as in opam.
+	scope := [][]opam.Filter{filterAtoms(fm.depends), filterAtoms(fm.depopts), filterAtoms(fm.conflicts)}
 	msg29 := "Package dependencies or conflicts mention package variables"
 	if l.opam21() {
 		scope, msg29 = scope[:2], "Package dependencies mention package variables"
@@ -394,13 +417,13 @@ func (l *linter) opamLint() {
 	if len(undep) > 0 {
 		l.add("opam-41", Warning, opam.Pos{}, "Some packages are mentioned in package scripts or features, but there is no dependency or depopt toward them%s", detail(sortedNames(undep)))
 	}
-	if devRepo != "" && !isVCS(devRepo, true) {
+	if devRepo != "" && !isVCS(devRepo, false) {
 		l.add("opam-42", Error, l.itemPos("dev-repo"), "The 'dev-repo:' field doesn't use version control. You should use URLs of the form \"git://\", \"git+https://\", \"hg+https://\"...")
 	}
 	if !conflictsOrsOnly(fm.conflicts) {
 		l.add("opam-43", Error, l.itemPos("conflicts"), "Conjunction used in 'conflicts:' field. Only '|' is allowed")
 	}
-	if f.HasFlag("plugin") && !strings.HasPrefix(string(l.pkg.Name), "opam-") && l.pkg.Name != "" {
+	if l.hasFlag("plugin") && !strings.HasPrefix(string(l.pkg.Name), "opam-") && l.pkg.Name != "" {
 		l.add("opam-44", Warning, l.itemPos("flags"), "The 'plugin' package flag is set but the package name doesn't begin with 'opam-'")
 	}
 	// 45: unclosed interpolations.
@@ -428,11 +451,20 @@ func (l *linter) opamLint() {
 	if len(unclosed) > 0 {
 		l.add("opam-45", Error, opam.Pos{}, "Unclosed variable interpolations in strings%s", detail(unclosed))
 	}
-	if f.HasFlag("conf") && (len(install) > 0 || len(remove) > 0 || url != nil || len(extra) > 0) {
+	if l.hasFlag("conf") && (len(install) > 0 || len(remove) > 0 || url != nil || len(extra) > 0) {
 		l.add("opam-46", Error, l.itemPos("flags"), "Package is flagged \"conf\" but has source, install or remove instructions")
 	}
 	syn, hasDescr := l.synopsis()
-	if syn != "" && !validSynopsis(syn) {
+	if l.opam21() {
+		// opam 2.1 checks the synopsis whenever there is a synopsis or a description,
+		// and finds it missing only when both are empty.
+		if hasDescr && !validSynopsis(syn) {
+			l.add("opam-47", Warning, l.itemPos("synopsis"), "Synopsis (or description first line) should start with a capital and not end with a dot")
+		}
+		if !hasDescr || (syn == "" && strings.TrimSpace(f.Description()) == "") {
+			l.add("opam-57", Error, l.itemPos("synopsis"), "Synopsis must not be empty")
+		}
+	} else if syn != "" && !validSynopsis(syn) {
 		if l.opam21() {
 			l.add("opam-47", Warning, l.itemPos("synopsis"), "Synopsis (or description first line) should start with a capital and not end with a dot")
 		} else {
@@ -456,6 +488,9 @@ func (l *linter) opamLint() {
 	for _, p := range pins {
 		urls = append(urls, p.URL)
 	}
+	if devRepo != "" {
+		urls = append(urls, devRepo)
+	}
 	for _, u := range urls {
 		if looksVCS(u) && !isVCS(u, false) {
 			suspicious = append(suspicious, u)
@@ -476,7 +511,7 @@ func (l *linter) opamLint() {
 	if negated {
 		l.add("opam-51", Error, l.itemPos("depends"), "The behaviour for negated dependency flags 'build' or 'post' is unspecified")
 	}
-	if f.HasFlag("light-uninstall") && len(remove) == 0 {
+	if l.hasFlag("light-uninstall") && len(remove) == 0 {
 		l.add("opam-52", Error, l.itemPos("flags"), "Package is needlessly flagged \"light-uninstall\", since it has no remove instructions")
 	}
 	if _, ok := f.Field("extra-files"); ok {
@@ -504,10 +539,10 @@ func (l *linter) opamLint() {
 	if len(badOS) > 0 {
 		l.add("opam-55", Error, opam.Pos{}, "Non-normalised OS or arch string being tested%s", detail(badOS))
 	}
-	if !hasDescr || syn == "" {
+	if !l.opam21() && (!hasDescr || syn == "") {
 		l.add("opam-57", Error, l.itemPos("synopsis"), "Synopsis must not be empty")
 	}
-	if _, ok := f.Field("setenv"); ok && l.opam21() && !f.HasFlag("compiler") {
+	if _, ok := f.Field("setenv"); ok && l.opam21() && !l.hasFlag("compiler") {
 		l.add("opam-56", Warning, l.itemPos("setenv"), "It is discouraged for non-compiler packages to use 'setenv:'")
 	}
 	fvars := filterVariables(filters)
@@ -529,7 +564,7 @@ func (l *linter) opamLint() {
 		// opam 2.1 takes any URL without a known archive extension for version control.
 		urlVCS = !archiveExtension(url.Src)
 	}
-	if l.ctx.CheckUpstream && url != nil && !urlVCS && !f.HasFlag("conf") && len(url.Checksums)+len(url.BadChecksums) == 0 {
+	if l.ctx.CheckUpstream && url != nil && !urlVCS && !l.hasFlag("conf") && len(url.Checksums)+len(url.BadChecksums) == 0 {
 		l.add("opam-59", Warning, url.Pos, "url doesn't contain a checksum")
 	}
 	if contains(commandVariables(runTest), "with-test") {
@@ -580,6 +615,22 @@ func (l *linter) opamLint() {
 
 func (l *linter) opam21() bool { return l.ctx.Opam == "2.1" }
 
+// flags returns the flags field, empty when it is malformed (opam then ignores it).
+func (l *linter) flags() []string {
+	v, ok := l.f.Field("flags")
+	if !ok {
+		return nil
+	}
+	for _, e := range v.Elems() {
+		if e.Kind != opam.KIdent {
+			return nil
+		}
+	}
+	return l.f.Flags()
+}
+
+func (l *linter) hasFlag(flag string) bool { return contains(l.flags(), flag) }
+
 // archiveExtension reports whether a URL's path ends with an archive extension opam
 // 2.1 recognises.
 func archiveExtension(u string) bool {
@@ -615,27 +666,13 @@ func contains(list []string, s string) bool {
 	return false
 }
 
-func nopatch(v string) string {
-	parts := strings.SplitN(v, ".", 3)
-	if len(parts) >= 2 {
-		return parts[0] + "." + parts[1]
-	}
-	return v
-}
-
-// synopsis returns the synopsis as opam derives it, and whether the file has a
-// description at all (synopsis or description).
+// synopsis returns the synopsis field (trimmed) and whether the file has a
+// description at all (a synopsis or a description field).
 func (l *linter) synopsis() (string, bool) {
 	syn, okS := l.f.Field("synopsis")
 	_, okD := l.f.Field("description")
-	if okS && syn.Kind == opam.KString && syn.S != "" {
+	if okS && syn.Kind == opam.KString {
 		return strings.TrimSpace(syn.S), true
-	}
-	if l.opam21() && okD {
-		// opam 2.1 falls back on the first paragraph of the description.
-		text := strings.TrimLeft(l.f.Description(), "\n")
-		para, _, _ := strings.Cut(text, "\n\n")
-		return strings.ReplaceAll(para, "\n", " "), true
 	}
 	return "", okS || okD
 }

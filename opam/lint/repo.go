@@ -177,7 +177,7 @@ func (l *linter) publication() {
 	}
 	// conf packages: conf- prefix, conf flag and depexts go together.
 	name := string(l.pkg.Name)
-	isConf := f.HasFlag("conf")
+	isConf := l.hasFlag("conf")
 	hasPrefix := strings.HasPrefix(name, "conf-")
 	dx, _ := f.Depexts()
 	hasDepext := len(dx) > 0
