@@ -68,6 +68,15 @@ func TestFetchMirrorAndHeads(t *testing.T) {
 		t.Fatalf("after update, heads = %v, want %v", heads, want)
 	}
 
+	if err := m.Remove(ctx, url); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(r.Dir); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("mirror still there after Remove: %v", err)
+	}
+	if _, err := m.Fetch(ctx, url); err != nil {
+		t.Fatal(err)
+	}
 	remote, err := git.Heads(ctx, url, nil)
 	if err != nil {
 		t.Fatal(err)

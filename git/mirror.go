@@ -110,6 +110,20 @@ func (m *Mirrors) Repo(ctx context.Context, remote string) (*Repo, error) {
 	return r, nil
 }
 
+// Remove deletes the mirror of remote (after any fetch into it ends).
+func (m *Mirrors) Remove(ctx context.Context, remote string) error {
+	path := m.Path(remote)
+	unlock, err := m.lock(ctx, path)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	if err := os.RemoveAll(path); err != nil {
+		return fmt.Errorf("remove mirror of %s: %w", Redact(remote), err)
+	}
+	return nil
+}
+
 // remoteCommand prepares a command that talks to remote: credentials from the URL or the
 // source go into the environment, and the URL on the command line carries none.
 func (m *Mirrors) remoteCommand(ctx context.Context, remote string) (clean string, env []string, err error) {

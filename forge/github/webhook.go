@@ -141,6 +141,11 @@ func (h *Webhook) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return
 	}
+	if _, ok := ev.(*PingEvent); ok {
+		outcome("ok")
+		w.WriteHeader(http.StatusNoContent)
+		return
+	}
 	if acct := ev.Meta().Account; !h.Allow.Allows(acct) {
 		outcome("not-allowed")
 		log.Info("github webhook from an account not allowed", "delivery", delivery, "account", acct)

@@ -184,6 +184,10 @@ func TestWebhookAllowList(t *testing.T) {
 	if w := post(t, h, "installation", body, Sign(secret, body)); w.Code != http.StatusNoContent || len(got) != 1 {
 		t.Fatalf("installation on an allowed account (case differs): %d, handled %d", w.Code, len(got))
 	}
+	ping := []byte(`{"zen":"Design for failure.","hook_id":1,"hook":{"type":"App","events":["push"]}}`)
+	if w := post(t, h, "ping", ping, Sign(secret, ping)); w.Code != http.StatusNoContent || len(got) != 1 {
+		t.Fatalf("ping: %d, handled %d", w.Code, len(got))
+	}
 	if !NewAllowList().Allows("anyone") || NewAllowList("a").Allows("b") || !NewAllowList("Octo-Org").Allows("octo-org") {
 		t.Error("AllowList")
 	}
