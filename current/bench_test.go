@@ -99,6 +99,80 @@ func BenchmarkReevaluateStages10000(b *testing.B) {
 	b.ReportMetric(float64(used)/n, "B/stage")
 }
 
+func fillStore(b *testing.B, dir string, n int) {
+	e := testEngine(b, Config{StateDir: dir})
+	tx, err := e.db.db.Begin()
+	if err != nil {
+		b.Fatal(err)
+	}
+	st, err := tx.Prepare(`INSERT INTO results (op, digest, key, label, build, input_digest, input, state, output, ready_at, running_at, finished_at, log_size)
+		VALUES ('cached', ?, ?, ?, 1, ?, ?, 'ok', ?, ?, ?, ?, 100)`)
+	if err != nil {
+		b.Fatal(err)
+	}
+	now := time.Now().UnixNano()
+	for i := 0; i < n; i++ {
+		k := strconv.Itoa(i)
+		if _, err := st.Exec(digestOf("cached", k), k, k, digestOf(k), k, k, now, now, now); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		b.Fatal(err)
+	}
+	e.Close()
+}
+
+// BenchmarkStartup100kWant10k: as BenchmarkStartup100k, with a first pass wanting
+// 10,000 of the cached results (each read from the store on demand).
+func BenchmarkStartup100kWant10k(b *testing.B) {
+	dir := b.TempDir()
+	fillStore(b, dir, 100000)
+	op := &Op[int, int]{Name: "cached", Run: func(ctx context.Context, j *Job, in int) (int, error) {
+		return 0, fmt.Errorf("should be cached")
+	}}
+	terms := make([]AnyTerm, 10000)
+	for i := range terms {
+		terms[i] = Do(op, Return(i*10))
+	}
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		e, err := Open(Config{StateDir: dir, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+		if err != nil {
+			b.Fatal(err)
+		}
+		root := All(terms...)
+		startForBench(b, e, root)
+		if s := root.n.out.state; s != StateOk {
+			b.Fatalf("cached results not used: %v %q", s, root.n.out.msg)
+		}
+		e.mu.Lock()
+		e.release(e.root)
+		e.passLocked()
+		e.mu.Unlock()
+		e.Close()
+	}
+}
+
+// BenchmarkGraphSnapshot10000: the console's snapshot of a 10,000-item ListMap.
+func BenchmarkGraphSnapshot10000(b *testing.B) {
+	e := testEngine(b, Config{})
+	items := make([]int, 10000)
+	for i := range items {
+		items[i] = i
+	}
+	root := ListMap(Return(items), func(i int) string { return strconv.Itoa(i) }, func(t Term[int]) Term[int] {
+		return Map(t, func(x int) int { return x })
+	})
+	startForBench(b, e, root)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if g := e.Graph(); len(g.Nodes) < 20000 {
+			b.Fatalf("%d nodes", len(g.Nodes))
+		}
+	}
+}
+
 // BenchmarkStartup100k opens an engine whose store holds 100,000 results and evaluates a
 // pipeline wanting a few of them.
 func BenchmarkStartup100k(b *testing.B) {
@@ -107,27 +181,7 @@ func BenchmarkStartup100k(b *testing.B) {
 	op := &Op[int, int]{Name: "cached", Run: func(ctx context.Context, j *Job, in int) (int, error) {
 		return 0, fmt.Errorf("should be cached")
 	}}
-	{
-		e := testEngine(b, Config{StateDir: dir})
-		tx, err := e.db.db.Begin()
-		if err != nil {
-			b.Fatal(err)
-		}
-		st, err := tx.Prepare(`INSERT INTO results (op, digest, key, label, build, input_digest, input, state, output, ready_at, running_at, finished_at, log_size)
-			VALUES ('cached', ?, ?, ?, 1, ?, ?, 'ok', ?, ?, ?, ?, 100)`)
-		if err != nil {
-			b.Fatal(err)
-		}
-		now := time.Now().UnixNano()
-		for i := 0; i < n; i++ {
-			k := strconv.Itoa(i)
-			if _, err := st.Exec(digestOf("cached", k), k, k, digestOf(k), k, k, now, now, now); err != nil {
-				b.Fatal(err)
-			}
-		}
-		tx.Commit()
-		e.Close()
-	}
+	fillStore(b, dir, n)
 	terms := make([]AnyTerm, 10)
 	for i := range terms {
 		terms[i] = Do(op, Return(i*1000))

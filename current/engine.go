@@ -97,6 +97,8 @@ type Engine struct {
 	releases   []*node
 	entRels    []*entry
 	entries    map[entryKey]*entry
+	lookups    map[entryKey]*lookup
+	fresh      []*entry
 	ops        map[string]*opDef
 	root       *node
 	pass       uint64
@@ -156,6 +158,7 @@ func Open(cfg Config) (*Engine, error) {
 		started:      time.Now(),
 		nodes:        map[int64]*node{},
 		entries:      map[entryKey]*entry{},
+		lookups:      map[entryKey]*lookup{},
 		ops:          map[string]*opDef{},
 		wake:         make(chan struct{}, 1),
 		subs:         map[chan struct{}]struct{}{},
@@ -262,7 +265,19 @@ func (e *Engine) applyPending() {
 func (e *Engine) passLocked() {
 	start := time.Now()
 	e.applyPending()
-	e.evaluate()
+	for {
+		e.evaluate()
+		if len(e.lookups) == 0 {
+			break
+		}
+		e.loadLookups()
+	}
+	for _, ent := range e.fresh {
+		if ent.refs == 0 && ent.job == nil {
+			e.forget(ent) // its node went away before it was read
+		}
+	}
+	e.fresh = e.fresh[:0]
 	for len(e.releases) > 0 || len(e.entRels) > 0 {
 		rels := e.releases
 		e.releases = nil

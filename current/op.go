@@ -6,6 +6,8 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"io"
+	"strconv"
 	"math/rand/v2"
 	"sync"
 	"time"
@@ -125,10 +127,14 @@ func Do[In, Out any](op *Op[In, Out], in Term[In]) Term[Out] {
 
 func digestOf(parts ...string) string {
 	h := sha256.New()
+	var buf [24]byte
 	for _, p := range parts {
-		fmt.Fprintf(h, "%d:%s", len(p), p)
+		b := strconv.AppendInt(buf[:0], int64(len(p)), 10)
+		h.Write(append(b, ':'))
+		io.WriteString(h, p)
 	}
-	return hex.EncodeToString(h.Sum(nil))
+	var sum [sha256.Size]byte
+	return hex.EncodeToString(h.Sum(sum[:0]))
 }
 
 type entryKey struct{ op, digest string }
@@ -160,6 +166,13 @@ type opImpl struct {
 	ent   *entry
 	has   bool
 	inVer uint64
+
+	// The encoded input of version encVer.
+	enc    bool
+	encVer uint64
+	key    string
+	label  string
+	inJSON []byte
 }
 
 func (o *opImpl) compute(n *node) output {
@@ -173,17 +186,25 @@ func (o *opImpl) compute(n *node) output {
 	if o.has && o.ent != nil && in.ver == o.inVer {
 		return o.ent.output()
 	}
+	if !o.enc || o.encVer != in.ver {
+		var err error
+		o.key, o.label, o.inJSON, err = o.def.encode(in.out.value)
+		if err != nil {
+			o.detach(n)
+			o.has = false
+			return failOut(err.Error())
+		}
+		o.enc, o.encVer = true, in.ver
+	}
+	k := entryKey{o.def.name, digestOf(o.def.name, o.key)}
+	ent := e.entries[k]
+	if ent == nil {
+		// Read from the store with the other keys wanted in this pass.
+		o.detach(n)
+		e.wantLookup(k, o.def, o.key, n)
+		return activeOut(ActiveReady)
+	}
 	o.has, o.inVer = true, in.ver
-	key, label, inJSON, err := o.def.encode(in.out.value)
-	if err != nil {
-		o.detach(n)
-		return failOut(err.Error())
-	}
-	ent, err := e.entryFor(o.def, key)
-	if err != nil {
-		o.detach(n)
-		return failOut(err.Error())
-	}
 	if ent != o.ent {
 		o.detach(n)
 		o.has = true
@@ -191,7 +212,7 @@ func (o *opImpl) compute(n *node) output {
 		ent.refs++
 		ent.nodes[n] = struct{}{}
 	}
-	ent.want(digestOf(string(inJSON)), in.out.value, inJSON, label)
+	ent.want(digestOf(string(o.inJSON)), in.out.value, o.inJSON, o.label)
 	return ent.output()
 }
 
@@ -242,21 +263,58 @@ func (o *opImpl) jobInfo(n *node) (string, bool) {
 	return "", false
 }
 
-// entryFor returns the live entry of (def, key), loading its latest row from the store.
-func (e *Engine) entryFor(def *opDef, key string) (*entry, error) {
-	k := entryKey{def.name, digestOf(def.name, key)}
-	if ent := e.entries[k]; ent != nil {
-		return ent, nil
+type lookup struct {
+	def   *opDef
+	key   string
+	nodes []*node
+}
+
+func (e *Engine) wantLookup(k entryKey, def *opDef, key string, n *node) {
+	lk := e.lookups[k]
+	if lk == nil {
+		lk = &lookup{def: def, key: key}
+		e.lookups[k] = lk
 	}
-	last, err := e.db.latest(k.op, k.digest)
-	if err != nil {
-		return nil, err
+	lk.nodes = append(lk.nodes, n)
+}
+
+// loadLookups reads the latest rows of the keys wanted in this pass, many per query,
+// and makes their entries.
+func (e *Engine) loadLookups() {
+	byOp := map[string][]string{}
+	for k := range e.lookups {
+		byOp[k.op] = append(byOp[k.op], k.digest)
 	}
-	ent := &entry{e: e, def: def, k: k, key: key, nodes: map[*node]struct{}{}}
-	ent.setLast(last)
-	e.entries[k] = ent
+	rows := map[entryKey]*jobRow{}
+	failed := map[string]error{}
+	for op, digests := range byOp {
+		for len(digests) > 0 {
+			chunk := digests[:min(len(digests), 400)]
+			digests = digests[len(chunk):]
+			got, err := e.db.latestMany(op, chunk)
+			if err != nil {
+				failed[op] = err
+				break
+			}
+			for _, r := range got {
+				rows[entryKey{op, r.Digest}] = r
+			}
+		}
+	}
+	for k, lk := range e.lookups {
+		ent := &entry{e: e, def: lk.def, k: k, key: lk.key, nodes: map[*node]struct{}{}}
+		if err := failed[k.op]; err != nil {
+			ent.err = err.Error()
+		}
+		ent.setLast(rows[k])
+		e.entries[k] = ent
+		e.fresh = append(e.fresh, ent)
+		for _, n := range lk.nodes {
+			e.markDirty(n)
+		}
+	}
+	clear(e.lookups)
 	e.metrics.entries.Set(float64(len(e.entries)))
-	return ent, nil
 }
 
 func (ent *entry) setLast(r *jobRow) {

@@ -49,11 +49,12 @@ var migrations = []string{
 }
 
 type store struct {
-	db *sql.DB
+	db         *sql.DB
+	latestStmt *sql.Stmt
 }
 
 func openStore(path string) (*store, error) {
-	dsn := "file:" + path + "?_pragma=journal_mode(WAL)&_pragma=busy_timeout(10000)&_pragma=synchronous(NORMAL)&_pragma=foreign_keys(1)"
+	dsn := "file:" + path + "?_pragma=journal_mode(WAL)&_pragma=busy_timeout(10000)&_pragma=synchronous(NORMAL)&_pragma=foreign_keys(1)&_pragma=cache_size(-65536)&_pragma=mmap_size(1073741824)"
 	db, err := sql.Open("sqlite", dsn)
 	if err != nil {
 		return nil, fmt.Errorf("open database %s: %w", path, err)
@@ -64,10 +65,18 @@ func openStore(path string) (*store, error) {
 		db.Close()
 		return nil, fmt.Errorf("database %s: %w", path, err)
 	}
+	s.latestStmt, err = db.Prepare(`SELECT ` + rowCols + ` FROM results WHERE op = ? AND digest = ? ORDER BY build DESC LIMIT 1`)
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("database %s: %w", path, err)
+	}
 	return s, nil
 }
 
-func (s *store) close() error { return s.db.Close() }
+func (s *store) close() error {
+	s.latestStmt.Close()
+	return s.db.Close()
+}
 
 func (s *store) migrate() error {
 	if _, err := s.db.Exec(`CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)`); err != nil {
@@ -149,7 +158,7 @@ func scanRow(sc scanner) (*jobRow, error) {
 func (r *jobRow) finished() bool { return r.State == "ok" || r.State == "failed" }
 
 func (s *store) latest(op, digest string) (*jobRow, error) {
-	r, err := scanRow(s.db.QueryRow(`SELECT `+rowCols+` FROM results WHERE op = ? AND digest = ? ORDER BY build DESC LIMIT 1`, op, digest))
+	r, err := scanRow(s.latestStmt.QueryRow(op, digest))
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, nil
 	}
@@ -157,6 +166,24 @@ func (s *store) latest(op, digest string) (*jobRow, error) {
 		return nil, fmt.Errorf("read result of %s: %w", op, err)
 	}
 	return r, nil
+}
+
+// latestMany returns the latest row of each of the given keys of op that has one.
+func (s *store) latestMany(op string, digests []string) ([]*jobRow, error) {
+	// CROSS JOIN keeps the few wanted keys as the outer loop.
+	q := `SELECT ` + rowCols + ` FROM (SELECT digest AS d, MAX(build) AS b FROM results WHERE op = ? AND digest IN (?` +
+		strings.Repeat(", ?", len(digests)-1) + `) GROUP BY digest) AS latest CROSS JOIN results ON results.op = ? AND results.digest = latest.d AND results.build = latest.b`
+	args := make([]any, 0, len(digests)+2)
+	args = append(args, op)
+	for _, d := range digests {
+		args = append(args, d)
+	}
+	args = append(args, op)
+	rows, err := s.rows(q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("read results of %s: %w", op, err)
+	}
+	return rows, nil
 }
 
 func (s *store) get(id int64) (*jobRow, error) {
