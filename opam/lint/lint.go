@@ -64,6 +64,11 @@ func (f Finding) OpamNumber() int {
 	return n
 }
 
+// BlocksCI reports whether opam-repository CI fails a pull request on the finding:
+// every error, and every `opam lint` finding, warnings included (the CI reports them
+// as "Error in pkg: Opam lint warning NN").
+func (f Finding) BlocksCI() bool { return f.Severity == Error || f.OpamNumber() > 0 }
+
 // File is one file of a package directory.
 type File struct {
 	Data []byte

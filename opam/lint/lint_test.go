@@ -295,3 +295,18 @@ func TestEveryRuleHasAFixture(t *testing.T) {
 		}
 	}
 }
+
+func TestBlocksCI(t *testing.T) {
+	for _, c := range []struct {
+		f    Finding
+		want bool
+	}{
+		{Finding{Rule: "opam-25", Severity: Warning}, true},
+		{Finding{Rule: "repo-weak-checksum", Severity: Error}, true},
+		{Finding{Rule: "repo-name-collision", Severity: Warning}, false},
+	} {
+		if got := c.f.BlocksCI(); got != c.want {
+			t.Errorf("%s BlocksCI = %v", c.f.Rule, got)
+		}
+	}
+}
