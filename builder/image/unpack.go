@@ -57,6 +57,12 @@ type unpacker struct {
 	dir    string
 	asRoot bool  // set owners (only root can)
 	size   int64 // bytes of regular files written
+	// dirs holds directories known to exist (made or seen); cleared on removals.
+	dirs map[string]bool
+	// empty: nothing exists in the root but what this unpacker wrote (recorded in
+	// written), so a new name needs no check for an existing entry.
+	empty   bool
+	written map[string]bool
 }
 
 func newUnpacker(dir string) (*unpacker, error) {
@@ -64,7 +70,13 @@ func newUnpacker(dir string) (*unpacker, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &unpacker{root: r, dir: dir, asRoot: os.Geteuid() == 0}, nil
+	u := &unpacker{root: r, dir: dir, asRoot: os.Geteuid() == 0, dirs: map[string]bool{".": true}, written: map[string]bool{}}
+	if f, err := r.Open("."); err == nil {
+		names, _ := f.Readdirnames(1)
+		f.Close()
+		u.empty = len(names) == 0
+	}
+	return u, nil
 }
 
 func (u *unpacker) Close() error { return u.root.Close() }
@@ -125,6 +137,7 @@ func (u *unpacker) layer(ctx context.Context, r io.Reader) error {
 		}
 		if strings.HasPrefix(base, whiteoutPrefix) {
 			victim := path.Join(dir, strings.TrimPrefix(base, whiteoutPrefix))
+			u.forget()
 			if err := u.root.RemoveAll(victim); err != nil && !errors.Is(err, fs.ErrNotExist) {
 				return fmt.Errorf("entry %q: %w", hdr.Name, err)
 			}
@@ -171,6 +184,7 @@ func (u *unpacker) opaque(dir string, added map[string]bool) error {
 	for _, n := range names {
 		p := path.Join(dir, n)
 		if !added[p] {
+			u.forget()
 			if err := u.root.RemoveAll(p); err != nil {
 				return err
 			}
@@ -179,16 +193,50 @@ func (u *unpacker) opaque(dir string, added map[string]bool) error {
 	return nil
 }
 
+// forget drops what the unpacker knows of the tree, before something is removed.
+func (u *unpacker) forget() {
+	clear(u.dirs)
+	u.dirs["."] = true
+	u.empty = false
+}
+
 func (u *unpacker) entry(tr *tar.Reader, hdr *tar.Header, name, dir string) error {
-	if dir != "." {
+	err := u.entryOnce(tr, hdr, name, dir)
+	if errors.Is(err, fs.ErrExist) && u.empty {
+		// The same file reached by another path (through a symbolic link): check
+		// existing entries from now on.
+		u.forget()
+		return u.entryOnce(tr, hdr, name, dir)
+	}
+	return err
+}
+
+func (u *unpacker) entryOnce(tr *tar.Reader, hdr *tar.Header, name, dir string) error {
+	if !u.dirs[dir] {
 		if err := u.root.MkdirAll(dir, 0o755); err != nil {
 			return err
 		}
+		if u.empty {
+			for d := dir; d != "." && !u.written[d]; d = path.Dir(d) {
+				u.written[d] = true
+			}
+		}
+		u.dirs[dir] = true
 	}
-	existing, err := u.root.Lstat(name)
+	var existing fs.FileInfo
+	var err error
+	if u.empty && !u.written[name] {
+		err = fs.ErrNotExist
+	} else {
+		existing, err = u.root.Lstat(name)
+	}
+	if u.empty {
+		u.written[name] = true
+	}
 	if err == nil {
 		// A directory over a directory merges; anything else replaces.
 		if !(hdr.Typeflag == tar.TypeDir && existing.IsDir()) {
+			u.forget()
 			if err := u.root.RemoveAll(name); err != nil {
 				return err
 			}
@@ -204,6 +252,7 @@ func (u *unpacker) entry(tr *tar.Reader, hdr *tar.Header, name, dir string) erro
 				return err
 			}
 		}
+		u.dirs[name] = true
 	case tar.TypeReg, tar.TypeRegA:
 		f, err := u.root.OpenFile(name, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
 		if err != nil {
@@ -211,12 +260,20 @@ func (u *unpacker) entry(tr *tar.Reader, hdr *tar.Header, name, dir string) erro
 		}
 		n, err := io.Copy(f, tr)
 		u.size += n
+		if err == nil && u.asRoot {
+			err = f.Chown(hdr.Uid, hdr.Gid)
+		}
+		if err == nil {
+			err = f.Chmod(mode) // after chown, which clears setuid bits
+		}
 		if cerr := f.Close(); err == nil {
 			err = cerr
 		}
 		if err != nil {
 			return err
 		}
+		u.root.Chtimes(name, hdr.ModTime, hdr.ModTime)
+		return nil
 	case tar.TypeSymlink:
 		if err := u.symlink(hdr.Linkname, name); err != nil {
 			return err

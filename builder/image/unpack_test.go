@@ -162,6 +162,21 @@ func TestSymlinkInsideRootIsFollowed(t *testing.T) {
 	if got := readFile(t, filepath.Join(dir, "usr/bin/tool")); got != "tool" {
 		t.Errorf("usr/bin/tool = %q", got)
 	}
+	// The same file twice, the second time through the link: the last one wins.
+	dir = t.TempDir()
+	l = tarOf(t,
+		entry{name: "usr/bin/", typ: tar.TypeDir},
+		entry{name: "usr/bin/tool", body: "first"},
+		entry{name: "bin", typ: tar.TypeSymlink, link: "usr/bin"},
+		entry{name: "bin/tool", body: "second"},
+		entry{name: "bin/tool2", body: "x"},
+	)
+	if _, err := unpackTo(context.Background(), dir, l); err != nil {
+		t.Fatal(err)
+	}
+	if got := readFile(t, filepath.Join(dir, "usr/bin/tool")); got != "second" {
+		t.Errorf("usr/bin/tool = %q", got)
+	}
 }
 
 func TestLocalName(t *testing.T) {
