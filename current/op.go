@@ -7,8 +7,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"strconv"
 	"math/rand/v2"
+	"strconv"
 	"sync"
 	"time"
 )
