@@ -137,6 +137,9 @@ type Client struct {
 	runs  map[runKey]int64     // check run id by (repo, commit, name)
 }
 
+// maxCachedDates bounds the commit date cache of a client.
+const maxCachedDates = 100000
+
 type runKey struct {
 	repo   Repo
 	commit string
@@ -284,6 +287,9 @@ func (c *Client) commitDate(ctx context.Context, repo Repo, sha string) (time.Ti
 	}
 	d = commit.GetCommit().GetCommitter().GetDate().Time
 	c.mu.Lock()
+	if len(c.dates) >= maxCachedDates {
+		clear(c.dates) // old refs' commits are not asked again; the current ones refill it
+	}
 	c.dates[sha] = d
 	c.mu.Unlock()
 	return d, nil
@@ -349,6 +355,9 @@ func (c *Client) SetCheckRun(ctx context.Context, repo Repo, commit string, run 
 		return 0, fmt.Errorf("create check run on %s@%s: %w", repo, commit[:12], apiError(err))
 	}
 	c.mu.Lock()
+	if len(c.runs) >= maxCachedDates {
+		clear(c.runs) // a run not in the cache is found again by name
+	}
 	c.runs[key] = cr.GetID()
 	c.mu.Unlock()
 	return cr.GetID(), nil
