@@ -53,7 +53,7 @@ type server struct {
 func startServer(t *testing.T, bin, stateDir, addr, repo string) *server {
 	t.Helper()
 	s := &server{t: t, base: "http://" + addr, out: &bytes.Buffer{}}
-	s.cmd = exec.Command(bin, "serve", "--state-dir", stateDir, "--listen", addr, "--demo-repo", repo, "--demo-poll", "200ms")
+	s.cmd = exec.Command(bin, "serve", "--state-dir", stateDir, "--listen", addr, "--demo-repo", repo, "--demo-poll", "200ms", "--demo-runner", "host")
 	s.cmd.Env = append(os.Environ(), "KILN_ADMIN_PASSWORD=test-password")
 	s.cmd.Stdout, s.cmd.Stderr = s.out, s.out
 	if err := s.cmd.Start(); err != nil {
