@@ -2,6 +2,8 @@ package cluster
 
 import (
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -13,7 +15,8 @@ import (
 
 func TestFleetRunsJobWithSourceAndLog(t *testing.T) {
 	tf := newTestFleet(t, Options{})
-	tf.worker("w1", "linux-x86_64", 1)
+	metrics := freeAddr(t)
+	tf.worker("w1", "linux-x86_64", 1, "--metrics", metrics)
 	tf.waitWorkers(1)
 	src := t.TempDir()
 	os.WriteFile(filepath.Join(src, "hello.txt"), []byte("hello from the source tree\n"), 0o644)
@@ -38,6 +41,22 @@ func TestFleetRunsJobWithSourceAndLog(t *testing.T) {
 	}
 	if b.String() != log[off:] {
 		t.Fatalf("log from %d = %q, want %q", off, b.String(), log[off:])
+	}
+	// the same source again comes from the worker's cache
+	if r := tf.wait(tf.submit(Request{Spec: "cat hello.txt", Source: digest}).ID).Result; r.Outcome != OutcomeOK {
+		t.Fatalf("%+v", r)
+	}
+	resp, err := http.Get("http://" + metrics + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{`kiln_fleet_worker_source_cache_total{result="hit",worker="w1"} 1`, `kiln_fleet_worker_source_cache_total{result="miss",worker="w1"} 1`,
+		`kiln_fleet_worker_jobs_total{outcome="ok",worker="w1"} 2`, `kiln_fleet_worker_healthy{worker="w1"} 1`} {
+		if !strings.Contains(string(body), want) {
+			t.Fatalf("metrics lack %s:\n%s", want, body)
+		}
 	}
 	f := tf.submit(Request{Spec: "echo oops; exit 3"})
 	if r := tf.wait(f.ID).Result; r.Outcome != OutcomeFailed || !strings.Contains(r.Message, "exit status 3") {
