@@ -72,6 +72,9 @@ func (e *Engine) Graph() Graph {
 			nd.Inputs[i] = in.id
 		}
 		for gr := n.group; gr != nil; gr = gr.parent {
+			if _, seen := groups[gr.id]; seen {
+				break
+			}
 			groups[gr.id] = gr
 		}
 		if n.group != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"net/http/httptest"
+	"os"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -169,4 +170,21 @@ func TestAbandonedInterruptedJobsFinish(t *testing.T) {
 		r, _ := e2.Query(Query{Kinds: []FailureKind{FailInterrupted}})
 		return len(r) == 1 && r[0].State == JobFailed && r[0].Rebuild
 	})
+}
+
+func TestCorruptDatabase(t *testing.T) {
+	dir := t.TempDir()
+	db := dir + "/kiln.db"
+	garbage := []byte(strings.Repeat("this is not a database\n", 200))
+	if err := os.WriteFile(db, garbage, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, err := Open(Config{StateDir: dir})
+	if err == nil || !strings.Contains(err.Error(), db) {
+		t.Fatalf("opening a corrupt database: %v", err)
+	}
+	after, _ := os.ReadFile(db)
+	if string(after) != string(garbage) {
+		t.Fatal("the corrupt database was modified")
+	}
 }
