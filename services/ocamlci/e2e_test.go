@@ -160,6 +160,7 @@ func startCI(t *testing.T, repoDir string, platforms []Platform, configure func(
 		WorkDir:   filepath.Join(state, "work"),
 		Platforms: platforms,
 		Index:     idx,
+		Images:    imagetest.Store(t).Root(),
 		BaseURL:   "http://ci.test",
 	}
 	if configure != nil {

@@ -20,6 +20,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/kiln-ci/kiln/builder/image"
 	"github.com/kiln-ci/kiln/cluster"
 	"github.com/kiln-ci/kiln/current"
 	"github.com/kiln-ci/kiln/forge"
@@ -57,6 +58,10 @@ type Service struct {
 	// depend only on the platform's system packages (SystemSolve).
 	Opam  *OpamRepository
 	Index *Index
+	// Images, when set, is the builder's image store folder: the platforms' Debian base
+	// images are made there (one job each, with its log) before the first build needs
+	// them. Workers elsewhere must have the images in their own stores.
+	Images string
 	// BaseURL is the web UI's address, for links in statuses.
 	BaseURL string
 	// StepTimeout bounds one build on the fleet (default 1 hour).
@@ -69,7 +74,9 @@ type Service struct {
 		analyse *current.Op[AnalysisInput, Plan]
 		build   *current.Op[BuildInput, BuildResult]
 		status  *current.Op[StatusInput, current.Unit]
+		base    *current.Op[image.DebianOptions, string]
 	}
+	basesReady current.Term[current.Unit]
 	seenMu sync.Mutex
 	seen   map[string]string // commit+variant → first spec digest built, to tell re-tests
 }
@@ -129,6 +136,16 @@ func (s *Service) log() *slog.Logger {
 // reported.
 func (s *Service) Pipeline() current.Term[current.Unit] {
 	s.opsOnce.Do(s.makeOps)
+	s.basesReady = current.Return(current.Unit{})
+	if s.Images != "" {
+		var bases []current.AnyTerm
+		for _, p := range s.Platforms {
+			if p.Debian != nil {
+				bases = append(bases, current.Do(s.ops.base, current.Return(*p.Debian)))
+			}
+		}
+		s.basesReady = current.All(bases...).Named("base images")
+	}
 	var all []current.AnyTerm
 	for _, src := range s.Sources {
 		all = append(all, current.ListIter(src.Refs(), Ref.Key, s.pipelineOf))
@@ -145,9 +162,9 @@ func (s *Service) pipelineOf(ref current.Term[Ref]) current.Term[current.Unit] {
 	plan := current.Do(s.ops.analyse, current.Map(current.Pair(src, opamHead), func(t current.Tuple[Checkout, string]) AnalysisInput {
 		return AnalysisInput{Checkout: t.First, OpamCommit: t.Second}
 	}))
-	inputs := current.Map(current.Pair(current.Pair(ref, src), plan), func(t current.Tuple[current.Tuple[Ref, Checkout], Plan]) []BuildInput {
+	inputs := current.Gate(current.Map(current.Pair(current.Pair(ref, src), plan), func(t current.Tuple[current.Tuple[Ref, Checkout], Plan]) []BuildInput {
 		return s.buildInputs(t.First.First, t.First.Second, t.Second)
-	})
+	}), s.basesReady)
 	builds := current.ListMap(inputs, func(b BuildInput) string { return b.Variant.Name }, func(b current.Term[BuildInput]) current.Term[forge.Variant] {
 		result := current.Observe(current.Do(s.ops.build, b))
 		return current.Map(current.Pair(b, result), func(t current.Tuple[BuildInput, current.Observed[BuildResult]]) forge.Variant {
@@ -270,6 +287,15 @@ func (s *Service) makeOps() {
 		Run:   s.build,
 		Pool:  "ocamlci-build",
 	}
+	s.ops.base = &current.Op[image.DebianOptions, string]{
+		Name: "ocamlci-base-image",
+		Key: func(o image.DebianOptions) string {
+			name, _ := o.LocalName()
+			return name
+		},
+		Label: func(o image.DebianOptions) string { return "base image " + o.Suite + " " + o.Arch },
+		Run:   s.makeBase,
+	}
 	s.ops.status = &current.Op[StatusInput, current.Unit]{
 		Name:    "ocamlci-status",
 		Publish: true,
@@ -277,6 +303,31 @@ func (s *Service) makeOps() {
 		Label:   func(in StatusInput) string { return "status " + short(in.Ref.Commit) },
 		Run:     s.publish,
 	}
+}
+
+// makeBase makes a platform's Debian base image in the builder's image store, unless
+// it is there already.
+func (s *Service) makeBase(ctx context.Context, j *current.Job, o image.DebianOptions) (string, error) {
+	st, err := image.Open(s.Images)
+	if err != nil {
+		return "", current.Infra(current.FailDiskFull, err)
+	}
+	st.Progress = image.NewProgress(j)
+	name, err := o.LocalName()
+	if err != nil {
+		return "", err
+	}
+	if b, err := st.Resolve(ctx, name); err == nil {
+		j.Logf("%s is in the store (%s)", name, b.ID)
+		return name, nil
+	}
+	j.Logf("making %s with mmdebstrap (%s)", name, o.Recipe())
+	b, err := st.EnsureDebian(ctx, o)
+	if err != nil {
+		return "", current.Infra(current.FailNetwork, fmt.Errorf("make base image %s: %w", name, err))
+	}
+	j.Logf("made %s (%s, %d MB)", name, b.ID, b.Size>>20)
+	return name, nil
 }
 
 func (s *Service) fetch(ctx context.Context, j *current.Job, r Ref) (Checkout, error) {
