@@ -77,8 +77,8 @@ type Service struct {
 		base    *current.Op[image.DebianOptions, string]
 	}
 	basesReady current.Term[current.Unit]
-	seenMu sync.Mutex
-	seen   map[string]string // commit+variant → first spec digest built, to tell re-tests
+	seenMu     sync.Mutex
+	seen       map[string]string // commit+variant → first spec digest built, to tell re-tests
 }
 
 // Checkout is a commit checked out on disk.
