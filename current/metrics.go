@@ -35,6 +35,7 @@ func newMetrics(e *Engine) *metrics {
 		logsDeleted:  prometheus.NewCounter(prometheus.CounterOpts{Name: "kiln_engine_logs_deleted_total", Help: "Job logs deleted by retention."}),
 	}
 	m.confirmLevel.Set(float64(e.cfg.ConfirmLevel))
+	m.reg.MustRegister(poolCollector{e})
 	m.reg.MustRegister(m.nodes, m.entries, m.running, m.confirmLevel, m.passSeconds, m.jobsStarted, m.jobsFinished, m.retries, m.logsDeleted,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "kiln_engine_jobs_active", Help: "Jobs ready, waiting or running."}, func() float64 {
 			e.jmu.Lock()
@@ -42,6 +43,29 @@ func newMetrics(e *Engine) *metrics {
 			return float64(len(e.jobs))
 		}))
 	return m
+}
+
+var (
+	poolSlotsDesc   = prometheus.NewDesc("kiln_engine_pool_slots", "Slots of a pool.", []string{"pool"}, nil)
+	poolInUseDesc   = prometheus.NewDesc("kiln_engine_pool_slots_in_use", "Slots of a pool in use.", []string{"pool"}, nil)
+	poolWaitingDesc = prometheus.NewDesc("kiln_engine_pool_waiting_jobs", "Jobs waiting for a slot, per lane.", []string{"pool", "lane"}, nil)
+)
+
+type poolCollector struct{ e *Engine }
+
+func (c poolCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- poolSlotsDesc
+	ch <- poolInUseDesc
+	ch <- poolWaitingDesc
+}
+
+func (c poolCollector) Collect(ch chan<- prometheus.Metric) {
+	for _, p := range c.e.Status().Pools {
+		ch <- prometheus.MustNewConstMetric(poolSlotsDesc, prometheus.GaugeValue, float64(p.Slots), p.Name)
+		ch <- prometheus.MustNewConstMetric(poolInUseDesc, prometheus.GaugeValue, float64(p.InUse), p.Name)
+		ch <- prometheus.MustNewConstMetric(poolWaitingDesc, prometheus.GaugeValue, float64(p.Urgent), p.Name, string(LaneUrgent))
+		ch <- prometheus.MustNewConstMetric(poolWaitingDesc, prometheus.GaugeValue, float64(p.Background), p.Name, string(LaneBackground))
+	}
 }
 
 // Metrics serves the engine's Prometheus metrics (kiln_engine_*).

@@ -114,6 +114,8 @@ func TestMetrics(t *testing.T) {
 		"kiln_engine_nodes 2",
 		"kiln_engine_pass_duration_seconds_count",
 		"kiln_engine_confirm_level 5",
+		`kiln_engine_pool_slots{pool="default"} 4`,
+		`kiln_engine_pool_waiting_jobs{lane="urgent",pool="default"} 0`,
 	} {
 		if !strings.Contains(string(body), want) {
 			t.Errorf("metrics lack %q", want)
