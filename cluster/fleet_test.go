@@ -264,3 +264,18 @@ func TestFleetTimeoutAndSecrets(t *testing.T) {
 		t.Fatalf("missing secret: %+v", r)
 	}
 }
+
+func TestFleetWorkerStopRetriesAtOnce(t *testing.T) {
+	tf := newTestFleet(t, Options{Policy: Policy{LeaseTTL: 5 * time.Minute, DefaultCost: time.Second}})
+	w1 := tf.worker("w1", "linux-x86_64", 1)
+	tf.waitWorkers(1)
+	j := tf.submit(Request{Spec: "sleep 1; echo finished"})
+	tf.waitFor("running on w1", 20*time.Second, func() bool { return tf.job(j.ID).State == StateRunning })
+	tf.worker("w2", "linux-x86_64", 1)
+	tf.waitWorkers(2)
+	_ = w1.cmd.Process.Signal(syscall.SIGTERM)
+	done := tf.wait(j.ID) // well within the 5 min lease: the stopping worker reported the run
+	if done.Result.Outcome != OutcomeOK || done.Result.Worker != "w2" || !strings.Contains(fmt.Sprint(done.History), "the worker is stopping") {
+		t.Fatalf("%+v %v", done.Result, done.History)
+	}
+}

@@ -74,6 +74,7 @@ type run struct {
 var (
 	errCancelled = errors.New("cancelled")
 	errLeaseLost = errors.New("lease lost: the scheduler could not be reached")
+	errStopping  = errors.New("the worker is stopping")
 )
 
 // NewWorker makes a worker on a NATS connection.
@@ -124,10 +125,14 @@ func (w *Worker) Run(ctx context.Context) error {
 		stop()
 		w.mu.Lock()
 		for _, r := range w.runs {
-			r.cancel(context.Canceled)
+			r.cancel(errStopping)
 		}
 		w.mu.Unlock()
 		w.wg.Wait()
+		// report the stopped runs so they are retried elsewhere without waiting for the lease
+		dctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		defer cancel()
+		w.sendDone(dctx)
 	}()
 	sub, err := w.nc.Subscribe(subjToWorker+w.o.Name+".*", func(m *nats.Msg) { w.onMessage(ctx, m) })
 	if err != nil {
@@ -315,7 +320,7 @@ func (w *Worker) onMessage(ctx context.Context, m *nats.Msg) {
 		w.log.Warn("job beyond capacity ignored; its lease will expire", "job", j.ID)
 		return
 	}
-	rctx, cancel := context.WithCancelCause(ctx)
+	rctx, cancel := context.WithCancelCause(context.WithoutCancel(ctx))
 	w.runs[j.ID] = &run{ref: ref, cancel: cancel}
 	w.wg.Add(1)
 	w.mu.Unlock()
@@ -343,8 +348,8 @@ func (w *Worker) execute(ctx context.Context, cancel context.CancelCauseFunc, j 
 		cause := context.Cause(ctx)
 		res.Message = cause.Error()
 		res.Outcome = OutcomeCancelled
-		if errors.Is(cause, errLeaseLost) {
-			res.Outcome = OutcomeInfrastructure
+		if !errors.Is(cause, errCancelled) {
+			res.Outcome = OutcomeInfrastructure // lease lost, or the worker stops
 		}
 	case rctx.Err() == context.DeadlineExceeded:
 		res.Outcome, res.Message, res.Final = OutcomeInfrastructure, fmt.Sprintf("timed out after %s", time.Duration(j.Timeout)), true
