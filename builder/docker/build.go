@@ -326,7 +326,7 @@ func (r *Runner) runStep(ctx context.Context, img, id string, op spec.Run, c *st
 		if err != nil {
 			return err
 		}
-		args = append(args, "--mount", "type=volume,src="+vol+",dst="+m.Target)
+		args = append(args, "--mount", mountArg("type=volume", "src="+vol, "dst="+inside(c.workdir, m.Target)))
 	}
 	if len(op.Secrets) > 0 {
 		dir, err := os.MkdirTemp("", "kiln-secrets-")
@@ -346,7 +346,7 @@ func (r *Runner) runStep(ctx context.Context, img, id string, op spec.Run, c *st
 			if c.user.Name == "" {
 				os.Chown(f, c.user.UID, c.user.GID)
 			}
-			args = append(args, "--mount", "type=bind,src="+f+",dst="+s.Target+",readonly")
+			args = append(args, "--mount", mountArg("type=bind", "src="+f, "dst="+inside(c.workdir, s.Target), "readonly"))
 		}
 	}
 	args = append(args, img)
@@ -477,4 +477,23 @@ func (r *Runner) copyFromBuild(ctx context.Context, img, from, id string, op spe
 		}
 		return tw.Close()
 	})
+}
+
+// mountArg joins --mount fields as the docker command parses them (CSV), quoting each
+// so that a target path from a spec cannot add fields of its own.
+func mountArg(fields ...string) string {
+	for i, f := range fields {
+		if strings.ContainsAny(f, ",\"\n\r") {
+			fields[i] = `"` + strings.ReplaceAll(f, `"`, `""`) + `"`
+		}
+	}
+	return strings.Join(fields, ",")
+}
+
+// inside resolves p against the working directory.
+func inside(workdir, p string) string {
+	if strings.HasPrefix(p, "/") {
+		return path.Clean(p)
+	}
+	return path.Join(workdir, p)
 }

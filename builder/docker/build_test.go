@@ -212,3 +212,19 @@ func TestLimits(t *testing.T) {
 		t.Errorf("sleeper: %v", err)
 	}
 }
+
+func TestMountTargetsCannotAddOptions(t *testing.T) {
+	r := newRunner(t)
+	s, err := spec.ParseString(`((from kiln/debian:bookworm)
+ (run (cache (c1 (target "/x,src=/etc,type=bind"))) (shell "ls /x; ls / | grep -c x, || true; test ! -e /x/passwd && echo no-host-etc")))`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var log bytes.Buffer
+	if _, err := r.Build(context.Background(), s, docker.Options{Log: &log}); err != nil {
+		t.Fatalf("%v\n%s", err, log.String())
+	}
+	if !strings.Contains(log.String(), "no-host-etc") {
+		t.Errorf("log:\n%s", log.String())
+	}
+}
