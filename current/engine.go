@@ -124,6 +124,9 @@ type Engine struct {
 	levelChanged  chan struct{}
 	pools         map[string]*pool
 
+	closeOnce sync.Once
+	closeErr  error
+
 	jobWG  sync.WaitGroup
 	bgWG   sync.WaitGroup
 	cancel context.CancelFunc
@@ -188,10 +191,13 @@ func Open(cfg Config) (*Engine, error) {
 // Close stops the engine's background work and closes the database. Call it after Run
 // has returned.
 func (e *Engine) Close() error {
-	e.cancel()
-	e.bgWG.Wait()
-	e.jobWG.Wait()
-	return e.db.close()
+	e.closeOnce.Do(func() {
+		e.cancel()
+		e.bgWG.Wait()
+		e.jobWG.Wait()
+		e.closeErr = e.db.close()
+	})
+	return e.closeErr
 }
 
 // StateDir is the engine's state folder.

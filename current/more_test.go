@@ -190,3 +190,43 @@ func TestCorruptDatabase(t *testing.T) {
 		t.Fatal("the corrupt database was modified")
 	}
 }
+
+func TestSchemaMigrations(t *testing.T) {
+	dir := t.TempDir()
+	path := dir + "/kiln.db"
+	// A database made by a release that knew only the first migration.
+	old := migrations
+	migrations = migrations[:1]
+	s, err := openStore(path)
+	migrations = old
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.db.Exec(`INSERT INTO results (op, digest, key, build, input_digest, state, ready_at) VALUES ('op', 'd', 'k', 1, 'i', 'ok', 1)`); err != nil {
+		t.Fatal(err)
+	}
+	s.close()
+
+	e := testEngine(t, Config{StateDir: dir})
+	if _, err := e.AddLogRule("x", "y"); err != nil {
+		t.Fatalf("log rules table missing after migration: %v", err)
+	}
+	r, err := e.Query(Query{})
+	if err != nil || len(r) != 1 {
+		t.Fatalf("old results lost: %v %v", r, err)
+	}
+	var v int
+	e.db.db.QueryRow(`SELECT version FROM schema_version`).Scan(&v)
+	if v != len(migrations) {
+		t.Fatalf("schema version %d, want %d", v, len(migrations))
+	}
+	e.Close()
+
+	// A database from a newer release is refused, not damaged.
+	s2, _ := openStore(path)
+	s2.db.Exec(`UPDATE schema_version SET version = 99`)
+	s2.close()
+	if _, err := Open(Config{StateDir: dir}); err == nil || !strings.Contains(err.Error(), "newer") {
+		t.Fatalf("newer schema: %v", err)
+	}
+}
