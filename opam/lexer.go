@@ -167,7 +167,13 @@ func (l *lexer) next(t *token) error {
 	for l.off < len(s) {
 		c := s[l.off]
 		switch {
-		case c == ' ' || c == '\t' || c == '\r':
+		case c == ' ' || c == '\t':
+			l.off++
+		case c == '\r':
+			// As in opam, a carriage return is only allowed before a newline.
+			if l.off+1 >= len(s) || s[l.off+1] != '\n' {
+				return l.errAt(l.pos(), "'\\r' is not a valid token")
+			}
 			l.off++
 		case c == '\n':
 			l.off++

@@ -139,6 +139,10 @@ x-ci-accept-failures: ["debian-11"]
 	if err != nil {
 		t.Fatal(err)
 	}
+	crlf, err := Parse("crlf.opam", []byte(strings.ReplaceAll(src, "\n", "\r\n")))
+	if err != nil || !EqualFiles(f, crlf) {
+		t.Errorf("CRLF line ends: %v", err)
+	}
 	if len(f.Items) != 6 {
 		t.Fatalf("got %d items, want 6", len(f.Items))
 	}
@@ -185,6 +189,7 @@ func TestErrorsHavePositions(t *testing.T) {
 		{"url {\n  src: \"a\"\n", "f:3:1: unexpected end of file, expected '}'"},
 		{"x: " + strings.Repeat("[", 1000), "nested too deeply"},
 		{"x: 99999999999999999999", "invalid integer"},
+		{"x: a\r y: b", "f:1:5: '\\r' is not a valid token"},
 	} {
 		_, err := Parse("f", []byte(c.src))
 		if err == nil || !strings.Contains(err.Error(), c.want) {
