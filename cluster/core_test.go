@@ -222,3 +222,30 @@ func TestSecondSchedulerRefused(t *testing.T) {
 		t.Fatalf("second scheduler: %v", err)
 	}
 }
+
+func TestFairShareFollowsRates(t *testing.T) {
+	s := newSim(DefaultPolicy())
+	s.dur = func(string, *Job) time.Duration { return time.Minute }
+	s.c.rates["heavy"] = 3
+	for i := range 400 {
+		s.c.submit(Request{ID: fmt.Sprint("h", i), Pool: "p", Client: "heavy", Spec: "x"})
+		s.c.submit(Request{ID: fmt.Sprint("l", i), Pool: "p", Client: "light", Spec: "x"})
+	}
+	for i := range 10 {
+		s.join(fmt.Sprint("w", i), 1)
+	}
+	s.run(s.clk.now().Add(20 * time.Minute))
+	heavy, light := 0, 0
+	for id := range s.started {
+		if id[0] == 'h' {
+			heavy++
+		} else {
+			light++
+		}
+	}
+	ratio := float64(heavy) / float64(light)
+	t.Logf("started: heavy (rate 3) %d, light (rate 1) %d", heavy, light)
+	if ratio < 2.5 || ratio > 3.5 {
+		t.Fatalf("share ratio %.2f, want about 3", ratio)
+	}
+}

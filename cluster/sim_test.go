@@ -166,7 +166,7 @@ func affinityReplay(p Policy, seed uint64) (hitRate float64, meanTurnaround time
 	t := start
 	submitted := map[string]time.Time{}
 	for i := range nJobs {
-		t = t.Add(time.Duration(r.ExpFloat64() * float64(900*time.Millisecond)))
+		t = t.Add(time.Duration(r.ExpFloat64() * float64(1200*time.Millisecond)))
 		id := fmt.Sprint("j", i)
 		h := fmt.Sprint("hint", zipf.Uint64())
 		submitted[id] = t
