@@ -35,7 +35,8 @@ type GraphView struct {
 	nodes  []*drawNode
 	layers [][]*drawNode
 	expand map[string]bool
-	Groups []GroupSummary
+	Groups []GroupSummary // the large groups
+	Drawn  int            // boxes drawn
 }
 
 // GroupSummary describes a group of nodes: its size and how many are in each state.
@@ -75,9 +76,16 @@ func Layout(g Graph, expand map[string]bool) *GraphView {
 	collapsible := func(gid string) bool {
 		return sizes[gid].Size > CollapseOver || info[gid].Collapse && sizes[gid].Size > 1
 	}
+	// A node is drawn inside the outermost group holding it that is collapsible and not
+	// expanded. Inside a large group, each subgroup (a ListMap item) is drawn as one box
+	// until it is expanded too, so that expanding 5,000 items shows 5,000 boxes, not
+	// every stage of every item.
 	collapsedInto := func(n *Node) string {
-		for _, gid := range n.Groups {
-			if collapsible(gid) && !expand[gid] {
+		for i, gid := range n.Groups {
+			if expand[gid] {
+				continue
+			}
+			if collapsible(gid) || i > 0 && sizes[n.Groups[i-1]].Size > CollapseOver && sizes[gid].Size > 1 {
 				return gid
 			}
 		}
@@ -131,6 +139,7 @@ func Layout(g Graph, expand map[string]bool) *GraphView {
 			v.Groups = append(v.Groups, *s)
 		}
 	}
+	v.Drawn = len(v.nodes)
 	sort.Slice(v.Groups, func(i, j int) bool { return v.Groups[i].Label < v.Groups[j].Label })
 	return v
 }

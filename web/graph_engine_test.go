@@ -36,14 +36,25 @@ func TestGraphCollapsesListMapOfRealEngine(t *testing.T) {
 	if link == "" {
 		t.Fatalf("no collapsed ok group linking to its expansion:\n%s", body)
 	}
+	// Expanded, the ListMap shows one box per item; expanding an item shows its stages.
 	code, body := cl.get(html.UnescapeString(link))
-	if code != 200 || strings.Count(body, "<rect") < 60 || strings.Count(body, `href="/job/`) != 30 {
-		t.Fatalf("expanded graph: %d, %d boxes, %d job links", code, strings.Count(body, "<rect"), strings.Count(body, `href="/job/`))
+	itemBoxes := regexpAll(`<a href="(/\?[^"]+)"><g class="node s-ok group"[^>]*><title>(item\d\d)`, body)
+	if code != 200 || len(itemBoxes) != 30 || strings.Count(body, `href="/job/`) != 0 {
+		t.Fatalf("expanded graph: %d, %d item boxes, %d job links:\n%s", code, len(itemBoxes), strings.Count(body, `href="/job/`), body)
 	}
 	if !strings.Contains(body, "Collapse all groups") {
 		t.Errorf("expanded graph offers no way back")
 	}
+	code, body = cl.get(html.UnescapeString(itemBoxes[7][1]))
+	if code != 200 || strings.Count(body, `href="/job/`) != 1 || !strings.Contains(body, "item07") {
+		t.Fatalf("expanded item: %d, %d job links:\n%s", code, strings.Count(body, `href="/job/`), body)
+	}
+	if n := strings.Count(body, "<rect"); n < 30+4 {
+		t.Fatalf("expanded item: %d boxes", n)
+	}
 }
+
+func regexpAll(re, s string) [][]string { return mustRegexp(re).FindAllStringSubmatch(s, -1) }
 
 // BenchmarkGraphPage10000 serves the graph page of a live 10,000-stage pipeline (3,334
 // ListMap items of three stages), collapsed and with the big group expanded.
