@@ -95,7 +95,8 @@ func (mi *monitorImpl) start(n *node) {
 		e.jobWG.Add(1)
 		go func(ctx context.Context) {
 			defer e.jobWG.Done()
-			if err := c.watch(ctx, c.refresh); err != nil && ctx.Err() == nil {
+			_, err := call(func() (any, error) { return nil, c.watch(ctx, c.refresh) })
+			if err != nil && ctx.Err() == nil {
 				e.log.Warn("monitor watch stopped", "monitor", c.name, "err", err)
 				c.set(e, failOut(c.name+": "+err.Error()))
 			}
@@ -137,7 +138,7 @@ func (c *monitorCore) refresh() {
 			c.mu.Lock()
 			c.reads++
 			c.mu.Unlock()
-			v, err := c.read(ctx)
+			v, err := call(func() (any, error) { return c.read(ctx) })
 			if ctx.Err() != nil {
 				break
 			}

@@ -2,6 +2,7 @@ package current
 
 import (
 	"container/heap"
+	"fmt"
 	"reflect"
 )
 
@@ -198,7 +199,7 @@ func (e *Engine) evaluate() {
 			continue
 		}
 		e.recomputed++
-		out := n.impl.compute(n)
+		out := safeCompute(n)
 		n.display, n.dmsg = displayOf(n, out)
 		if sameOutput(out, n.out) {
 			continue
@@ -230,6 +231,16 @@ func displayOf(n *node, out output) (State, string) {
 		}
 	}
 	return out.state, out.msg
+}
+
+// safeCompute computes n, turning a panic in pipeline code into a failure of n.
+func safeCompute(n *node) (out output) {
+	defer func() {
+		if r := recover(); r != nil {
+			out = failOut(fmt.Sprintf("panic in %s: %v", n.label, r))
+		}
+	}()
+	return n.impl.compute(n)
 }
 
 type queued struct {

@@ -1,7 +1,9 @@
 package current
 
 import (
+	"context"
 	"fmt"
+	"strings"
 	"sync/atomic"
 	"testing"
 )
@@ -130,4 +132,20 @@ func TestGateCatchCollapse(t *testing.T) {
 	if vn.Group == coll {
 		t.Fatal("the collapse's input is inside the group")
 	}
+}
+
+func TestPanicsBecomeFailures(t *testing.T) {
+	e := testEngine(t, Config{})
+	items := NewVar("items", []string{"a", ""})
+	keyed := ListMap(items.Term(), func(s string) string { return s[:1] }, func(s Term[string]) Term[string] { return s }).Named("keyed")
+	boom := Map(Return(1), func(int) int { panic("boom") }).Named("boom")
+	m := &Monitor[int]{Name: "bad monitor", Read: func(context.Context) (int, error) { panic("read") }}
+	running(t, e, All(Catch(keyed), Catch(boom), Catch(m.Term())))
+	eventually(t, "failures", func() bool {
+		k, _ := nodeByLabel(e, "keyed")
+		b, _ := nodeByLabel(e, "boom")
+		mn, _ := nodeByLabel(e, "bad monitor")
+		return strings.Contains(k.Message, "panic") && b.State == StateFailed && strings.Contains(b.Message, "boom") &&
+			mn.State == StateFailed && strings.Contains(mn.Message, "panic: read")
+	})
 }
