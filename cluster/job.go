@@ -140,7 +140,7 @@ func validName(s string) bool {
 			return false
 		}
 	}
-	return s[0] != '.' && s[len(s)-1] != '.'
+	return s[0] != '.' && s[len(s)-1] != '.' && !strings.Contains(s, "..")
 }
 
 func validDigest(s string) bool {

@@ -63,12 +63,10 @@ func IsInfrastructure(err error) bool {
 
 // ShellRunner runs the spec text as a /bin/sh script in a copy of the source tree, in
 // its own process group that is killed on cancel. It serves pools whose builds are plain
-// commands and tests of the fleet; Emulator, when set (e.g. qemu-aarch64-static), runs
-// the shell under user-mode emulation, with Shell a shell binary of that architecture.
+// commands, and tests of the fleet.
 type ShellRunner struct {
-	WorkDir  string // where per-run directories go
-	Shell    string // default /bin/sh
-	Emulator string
+	WorkDir string // where per-run directories go
+	Shell   string // default /bin/sh
 }
 
 // Run implements Runner.
@@ -87,11 +85,7 @@ func (r *ShellRunner) Run(ctx context.Context, t Task, log io.Writer) (string, e
 	if shell == "" {
 		shell = "/bin/sh"
 	}
-	args := []string{shell, "-ec", t.Spec}
-	if r.Emulator != "" {
-		args = append([]string{r.Emulator}, args...)
-	}
-	cmd := exec.Command(args[0], args[1:]...)
+	cmd := exec.Command(shell, "-ec", t.Spec)
 	cmd.Dir = dir
 	cmd.Stdout, cmd.Stderr = log, log
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
@@ -129,11 +123,7 @@ func (r *ShellRunner) Health(ctx context.Context) error {
 	if shell == "" {
 		shell = "/bin/sh"
 	}
-	args := []string{shell, "-c", "exit 0"}
-	if r.Emulator != "" {
-		args = append([]string{r.Emulator}, args...)
-	}
-	if out, err := exec.CommandContext(ctx, args[0], args[1:]...).CombinedOutput(); err != nil {
+	if out, err := exec.CommandContext(ctx, shell, "-c", "exit 0").CombinedOutput(); err != nil {
 		return fmt.Errorf("%s does not run: %v %s", shell, err, out)
 	}
 	if r.WorkDir != "" {

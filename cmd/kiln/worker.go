@@ -20,7 +20,7 @@ func init() {
 	var nf natsFlags
 	var o cluster.WorkerOptions
 	var labels []string
-	var token, runner, emulate, shell, metrics, images, healthBase string
+	var token, runner, shell, metrics, images, healthBase string
 	var budget int64
 	c := &cobra.Command{
 		Use:   "worker",
@@ -47,7 +47,7 @@ func init() {
 			o.StateDir, _ = filepath.Abs(o.StateDir)
 			switch runner {
 			case "shell":
-				o.Runner = &cluster.ShellRunner{WorkDir: filepath.Join(o.StateDir, "work"), Emulator: emulate, Shell: shell}
+				o.Runner = &cluster.ShellRunner{WorkDir: filepath.Join(o.StateDir, "work"), Shell: shell}
 			case "builder":
 				r, err := buildrun.New(buildrun.Options{Root: filepath.Join(o.StateDir, "builder"), Images: images, HealthBase: healthBase, Budget: budget})
 				if err != nil {
@@ -90,8 +90,7 @@ func init() {
 	f.StringVar(&o.StateDir, "state-dir", "var/worker", "worker state: source cache, builder store, work folders")
 	f.StringVar(&o.SecretsDir, "secrets-dir", "", "folder whose files are the secrets jobs may reference by name")
 	f.StringVar(&runner, "runner", "builder", "how jobs run: builder (sandboxed builder spec) or shell (spec text is a /bin/sh script)")
-	f.StringVar(&emulate, "emulate", "", "shell runner: run the shell under this qemu-user emulator (e.g. qemu-aarch64-static)")
-	f.StringVar(&shell, "shell", "", "shell runner: shell binary (of the emulated architecture with --emulate)")
+	f.StringVar(&shell, "shell", "", "shell runner: shell binary (default /bin/sh)")
 	f.StringVar(&images, "images", "", "builder runner: base image store folder (default STATE-DIR/builder/images)")
 	f.StringVar(&healthBase, "health-base", "", "builder runner: image the health check builds on (e.g. kiln/debian:bookworm); empty checks the store only")
 	f.Int64Var(&budget, "store-budget", 0, "builder runner: snapshot store size kept by pruning, in bytes (0: prune for free space only)")
