@@ -1,6 +1,7 @@
 package opam
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 )
@@ -310,5 +311,16 @@ func TestParseAtom(t *testing.T) {
 		if got != c.want {
 			t.Errorf("ParseAtom(%q) = %s (%v), want %s", c.in, got, err, c.want)
 		}
+	}
+}
+
+func TestRequired(t *testing.T) {
+	f := (&DepsEnv{}).Resolve(parseDeps(t, `["a" ("b" {>= "1"} | ("b" {< "1"} & "c")) ("d" | "e")]`))
+	got := fmt.Sprint(Required(f))
+	if got != "[a b]" {
+		t.Errorf("Required = %s, want [a b]", got)
+	}
+	if r := Required(Formula[Atom]{}); len(r) != 0 {
+		t.Errorf("Required(Empty) = %v", r)
 	}
 }

@@ -185,3 +185,48 @@ func ParseAtom(s string) (Atom, error) {
 	}
 	return Atom{Name: PackageName(name), Constraint: AtomOf(Constraint{op, Version(rest)})}, nil
 }
+
+// Required lists the package names every way of satisfying f installs: the names of
+// a conjunction's parts, and of a disjunction only those all its alternatives need.
+func Required(f Formula[Atom]) []PackageName {
+	set := required(&f)
+	out := make([]PackageName, 0, len(set))
+	for _, a := range f.Atoms() {
+		if set[a.Name] {
+			out = append(out, a.Name)
+			delete(set, a.Name)
+		}
+	}
+	return out
+}
+
+func required(f *Formula[Atom]) map[PackageName]bool {
+	switch f.Kind {
+	case FAtom:
+		return map[PackageName]bool{f.Atom.Name: true}
+	case FAnd:
+		out := map[PackageName]bool{}
+		for i := range f.Sub {
+			for n := range required(&f.Sub[i]) {
+				out[n] = true
+			}
+		}
+		return out
+	case FOr:
+		var out map[PackageName]bool
+		for i := range f.Sub {
+			r := required(&f.Sub[i])
+			if out == nil {
+				out = r
+				continue
+			}
+			for n := range out {
+				if !r[n] {
+					delete(out, n)
+				}
+			}
+		}
+		return out
+	}
+	return map[PackageName]bool{}
+}
