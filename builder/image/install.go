@@ -127,8 +127,14 @@ func (s *Store) Import(ctx context.Context, name string, r io.Reader, cfg Config
 	if err != nil {
 		return Base{}, err
 	}
+	total := int64(-1)
+	if f, ok := r.(*os.File); ok {
+		if fi, err := f.Stat(); err == nil && fi.Mode().IsRegular() {
+			total = fi.Size()
+		}
+	}
 	p := s.progress()
-	p.Start("unpack "+name, -1)
+	p.Start("unpack "+name, total)
 	defer p.Done()
 	return s.install(ctx, name, name, refEntry{}, cfg, func(ctx context.Context, rootfs string) (string, int64, error) {
 		return s.unpackStream(ctx, countingReader{r, p}, rootfs)
