@@ -141,6 +141,9 @@ func (w *Worker) Run(ctx context.Context) error {
 	defer func() { _ = sub.Unsubscribe() }()
 	w.checkHealth(ctx)
 	if err := w.hello(ctx); err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
 		return err
 	}
 	beatEvery := max(w.leaseTTL/5, 20*time.Millisecond)
@@ -156,6 +159,9 @@ func (w *Worker) Run(ctx context.Context) error {
 			return nil
 		case <-beat.C:
 			if err := w.heartbeat(ctx); err != nil {
+				if ctx.Err() != nil {
+					return nil
+				}
 				return err
 			}
 		case <-w.wake:
