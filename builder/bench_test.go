@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/kiln-ci/kiln/builder"
+	"github.com/kiln-ci/kiln/builder/image/imagetest"
 	"github.com/kiln-ci/kiln/builder/snapshot"
 	"golang.org/x/sys/unix"
 )
@@ -45,20 +46,33 @@ func BenchmarkCached20Steps(b *testing.B) {
 
 // BenchmarkSnapshotStep measures snapshotting one step (prepare a writable root on
 // top of the parent, write a file, commit) as the root filesystem grows.
-func BenchmarkSnapshotStep(b *testing.B) {
+func BenchmarkSnapshotStep(outer *testing.B) {
+	b := outer
+	builders := map[snapshot.Driver]*builder.Builder{}
+	parents := map[string]string{}
 	for _, driver := range []snapshot.Driver{snapshot.Overlay, snapshot.Copy} {
-		bl, base := newBuilder(b, builder.Options{Driver: driver})
 		for _, mb := range []int{200, 1000, 2000} {
 			if driver == snapshot.Copy && mb > 1000 {
 				continue // linear in the size: 1 GB shows it
 			}
-			// The base (~180 MB) plus generated files up to the size.
-			extra := mb - 180
-			grow := parse(b, fmt.Sprintf(`((from %s) (run (shell "mkdir /data && for i in $(seq %d); do head -c 1048576 /dev/urandom > /data/f$i; done")))`, base, extra))
-			parent, _ := mustBuild(b, bl, grow, builder.BuildContext{})
-			st := bl.Store()
-			unix.Sync() // so that no writeback of the generated data lands in the timings
-			b.Run(fmt.Sprintf("%s/rootfs=%dMB", driver, mb), func(b *testing.B) {
+			name := fmt.Sprintf("%s/rootfs=%dMB", driver, mb)
+			b.Run(name, func(b *testing.B) {
+				bl := builders[driver]
+				if bl == nil {
+					bl, _ = newBuilder(outer, builder.Options{Driver: driver, Root: benchRoot(outer)})
+					builders[driver] = bl
+				}
+				parent, ok := parents[name]
+				if !ok {
+					// The base (~180 MB) plus generated files up to the size.
+					grow := parse(b, fmt.Sprintf(`((from %s) (run (shell "mkdir /data && for i in $(seq %d); do head -c 1048576 /dev/urandom > /data/f$i; done")))`,
+						imagetest.Debian(b).Ref, mb-180))
+					parent, _ = mustBuild(b, bl, grow, builder.BuildContext{})
+					parents[name] = parent
+					unix.Sync() // so that no writeback of the generated data lands in the timings
+					b.ResetTimer()
+				}
+				st := bl.Store()
 				for i := 0; i < b.N; i++ {
 					w, err := st.Prepare(context.Background(), parent)
 					if err != nil {
@@ -80,10 +94,24 @@ func BenchmarkSnapshotStep(b *testing.B) {
 	}
 }
 
+// benchRoot is the builder root of a benchmark: in $KILN_BENCH_DIR when set (to
+// measure on a tmpfs, away from the noise of a shared disk), else a temporary folder.
+func benchRoot(b *testing.B) string {
+	if d := os.Getenv("KILN_BENCH_DIR"); d != "" {
+		dir, err := os.MkdirTemp(d, "bench-")
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { os.RemoveAll(dir) })
+		return dir
+	}
+	return b.TempDir()
+}
+
 // BenchmarkStepOnGrownRootfs measures a whole uncached run step (sandbox included) on
 // a 2 GB root filesystem with the overlay store.
 func BenchmarkStepOnGrownRootfs(b *testing.B) {
-	bl, base := newBuilder(b, builder.Options{})
+	bl, base := newBuilder(b, builder.Options{Root: benchRoot(b)})
 	grow := fmt.Sprintf(`((from %s) (run (shell "mkdir /data && for i in $(seq 1820); do head -c 1048576 /dev/urandom > /data/f$i; done")))`, base)
 	mustBuild(b, bl, parse(b, grow), builder.BuildContext{})
 	unix.Sync()

@@ -226,8 +226,11 @@ func (s *Store) Get(id string) (m Meta, ok bool, err error) {
 	if err != nil {
 		return Meta{}, false, fmt.Errorf("snapshot %s: %w", id, err)
 	}
-	if err := json.Unmarshal(data, &m); err != nil {
-		return Meta{}, false, fmt.Errorf("snapshot %s: meta.json: %w", id, err)
+	if err := json.Unmarshal(data, &m); err != nil || m.ID != id {
+		// Cut short by a power loss: the snapshot is treated as absent and replaced
+		// when its step runs again.
+		slog.Warn("snapshot store: damaged snapshot ignored", "id", id, "err", err)
+		return Meta{}, false, nil
 	}
 	if st, err := os.Stat(filepath.Join(s.snapDir(id), "used")); err == nil {
 		m.LastUsed = st.ModTime()
@@ -388,16 +391,26 @@ func (s *Store) commit(dir string, m Meta, log []byte) error {
 	if err != nil {
 		return err
 	}
-	if err := writeSync(filepath.Join(dir, "meta.json"), data); err != nil {
+	if err := writeFile(filepath.Join(dir, "meta.json"), data); err != nil {
 		return fmt.Errorf("snapshot %s: %w", m.ID, err)
 	}
-	if err := writeSync(filepath.Join(dir, "log"), log); err != nil {
+	if err := writeFile(filepath.Join(dir, "log"), log); err != nil {
 		return fmt.Errorf("snapshot %s: %w", m.ID, err)
 	}
 	if err := os.WriteFile(filepath.Join(dir, "used"), nil, 0o600); err != nil {
 		return fmt.Errorf("snapshot %s: %w", m.ID, err)
 	}
 	err = os.Rename(dir, s.snapDir(m.ID))
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		if _, ok, _ := s.Get(m.ID); !ok {
+			// A damaged snapshot is in the way: move it to the trash and retry.
+			t := filepath.Join(s.root, "trash", m.ID+"-"+strconv.FormatInt(time.Now().UnixNano(), 36))
+			if os.Rename(s.snapDir(m.ID), t) == nil {
+				os.RemoveAll(t)
+				err = os.Rename(dir, s.snapDir(m.ID))
+			}
+		}
+	}
 	if err != nil {
 		if _, ok, _ := s.Get(m.ID); ok {
 			// Another process committed the same step first; its result stands.
@@ -410,16 +423,12 @@ func (s *Store) commit(dir string, m Meta, log []byte) error {
 	return nil
 }
 
-func writeSync(path string, data []byte) error {
+func writeFile(path string, data []byte) error {
 	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
 	if err != nil {
 		return err
 	}
 	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
 		f.Close()
 		return err
 	}

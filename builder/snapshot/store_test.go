@@ -122,6 +122,16 @@ func TestCrashLeftovers(t *testing.T) {
 	if _, ok, _ := s.Get("base"); !ok {
 		t.Error("base lost")
 	}
+	// A snapshot whose metadata a power loss cut short counts as absent and is replaced.
+	step(t, s, "base", "damaged", func(string) {})
+	os.WriteFile(filepath.Join(root, "snapshots", "damaged", "meta.json"), []byte(`{"id":"dam`), 0o600)
+	if _, ok, err := s.Get("damaged"); ok || err != nil {
+		t.Errorf("damaged snapshot: ok %v err %v", ok, err)
+	}
+	step(t, s, "base", "damaged", func(string) {})
+	if m, ok, _ := s.Get("damaged"); !ok || m.Parent != "base" {
+		t.Errorf("damaged snapshot not replaced: %+v %v", m, ok)
+	}
 	if _, _, err := s.Get("../x"); err == nil {
 		t.Error("a path was accepted as a snapshot id")
 	}
