@@ -44,7 +44,8 @@ type Base struct {
 	// ID is the base's stable digest, "sha256:<hex>": of the image manifest for
 	// registry images, of the tar stream for tarballs and local bases.
 	ID string `json:"id"`
-	// Ref is the reference it was first resolved from.
+	// Ref is the reference it was resolved from (the one it entered the store
+	// with, in List and Get); usable as the (from …) of a spec.
 	Ref string `json:"ref"`
 	// Rootfs is the root filesystem directory; it must not be modified.
 	Rootfs string `json:"-"`
@@ -281,7 +282,9 @@ func (s *Store) Resolve(ctx context.Context, ref string) (Base, error) {
 	if err != nil {
 		return Base{}, err
 	}
-	return v.(Base), nil
+	b := v.(Base)
+	b.Ref = ref
+	return b, nil
 }
 
 type refKind int

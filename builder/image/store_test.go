@@ -30,6 +30,12 @@ func TestImportAndResolveLocal(t *testing.T) {
 	if !strings.HasPrefix(b.ID, "sha256:") || b.Ref != "kiln/tiny:1" {
 		t.Errorf("base = %+v", b)
 	}
+	if err := st.Tag(b.ID, "other"); err != nil {
+		t.Fatal(err)
+	}
+	if o, err := st.Resolve(ctx, "kiln/other"); err != nil || o.ID != b.ID || o.Ref != "kiln/other" {
+		t.Errorf("tagged: %+v, %v", o, err)
+	}
 	got, err := st.Resolve(ctx, "kiln/tiny:1")
 	if err != nil {
 		t.Fatal(err)
@@ -47,7 +53,7 @@ func TestImportAndResolveLocal(t *testing.T) {
 		t.Errorf("different content got id %s, %v", b3.ID, err)
 	}
 	list, names, err := st.List()
-	if err != nil || len(list) != 2 || len(names[b.ID]) != 2 {
+	if err != nil || len(list) != 2 || len(names[b.ID]) != 3 {
 		t.Errorf("list = %d bases, names %v, %v", len(list), names, err)
 	}
 	if err := st.Remove(b3.ID); err != nil {
