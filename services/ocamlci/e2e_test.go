@@ -3,7 +3,6 @@ package ocamlci
 import (
 	"context"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -11,62 +10,25 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kiln-ci/kiln/builder"
 	"github.com/kiln-ci/kiln/builder/image/imagetest"
-	"github.com/kiln-ci/kiln/builder/spec"
 	"github.com/kiln-ci/kiln/cluster"
+	"github.com/kiln-ci/kiln/cluster/buildrun"
 	"github.com/kiln-ci/kiln/current"
 	"github.com/kiln-ci/kiln/forge"
 	"github.com/kiln-ci/kiln/git"
 	"github.com/kiln-ci/kiln/internal/testenv"
 )
 
-// builderRunner runs fleet tasks with a real builder.
-type builderRunner struct{ b *builder.Builder }
-
-func (r builderRunner) Run(ctx context.Context, t cluster.Task, log io.Writer) (string, error) {
-	s, err := spec.Parse("job "+t.ID, []byte(t.Spec))
-	if err != nil {
-		return "", err
-	}
-	id, err := r.b.Build(ctx, s, builder.BuildContext{Dir: t.Context, Secrets: t.Secrets}, log)
-	if err != nil && builder.IsInfrastructure(err) {
-		return "", cluster.Infrastructure(err)
-	}
-	return id, err
-}
-
-// sampleProject is a small dune project whose test checks greet's output.
+// sampleProject is the sample project with another greeting (a wrong one fails its
+// test), and optionally a test that takes a minute.
 func sampleProject(greeting string, slowTest bool) map[string]string {
-	sleep := ""
+	files := SampleFiles()
+	files["src/hello.ml"] = fmt.Sprintf("let greet name = %q ^ \", \" ^ name\n", greeting)
 	if slowTest {
-		sleep = "let () = Unix.sleep 60\n"
+		files["test/dune"] = "(test (name test_hello) (libraries hello unix))\n"
+		files["test/test_hello.ml"] = "let () = Unix.sleep 60\n" + files["test/test_hello.ml"]
 	}
-	return map[string]string{
-		"hello.opam": `opam-version: "2.0"
-synopsis: "Says hello"
-maintainer: "dev@example.org"
-authors: "dev@example.org"
-license: "ISC"
-homepage: "https://example.org/hello"
-bug-reports: "https://example.org/hello/issues"
-dev-repo: "git+https://example.org/hello.git"
-depends: [ "ocaml" {>= "4.08"} "dune" {>= "2.0"} ]
-build: [ ["dune" "build" "-p" name "-j" jobs] ["dune" "runtest" "-p" name] {with-test} ]
-`,
-		"dune-project": "(lang dune 2.0)\n",
-		"src/dune":     "(library (name hello))\n",
-		"src/hello.ml": fmt.Sprintf("let greet name = %q ^ \", \" ^ name\n", greeting),
-		"test/dune":    "(test (name test_hello) (libraries hello unix))\n",
-		"test/test_hello.ml": sleep + `let () =
-  let got = Hello.greet "world" in
-  if got <> "Hello, world" then begin
-    Printf.eprintf "Error: expected \"Hello, world\" but got %S\n" got;
-    exit 1
-  end;
-  print_endline "test passed"
-`,
-	}
+	return files
 }
 
 func gitRun(t *testing.T, dir string, args ...string) string {
@@ -118,7 +80,7 @@ func startCI(t *testing.T, repoDir string, platforms []Platform, configure func(
 	for i := range platforms {
 		platforms[i].Image = imagetest.DebianWith(t, *platforms[i].Debian).Ref
 	}
-	b, err := builder.New(builder.Options{Root: filepath.Join(state, "builder"), Images: imagetest.Store(t)})
+	runner, err := buildrun.New(buildrun.Options{Root: filepath.Join(state, "builder"), Images: imagetest.Store(t).Root()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -138,7 +100,7 @@ func startCI(t *testing.T, repoDir string, platforms []Platform, configure func(
 			t.Fatal(err)
 		}
 		w, err := cluster.NewWorker(nc, cluster.WorkerOptions{Name: "w-" + p.Pool, Pool: p.Pool, Capacity: 2,
-			StateDir: filepath.Join(state, "worker-"+p.Pool), Runner: builderRunner{b}, HealthEvery: time.Hour})
+			StateDir: filepath.Join(state, "worker-"+p.Pool), Runner: runner, HealthEvery: time.Hour})
 		if err != nil {
 			t.Fatal(err)
 		}
