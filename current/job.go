@@ -278,6 +278,8 @@ func (e *Engine) runJob(j *runningJob) {
 			t := time.NewTimer(delay)
 			select {
 			case <-t.C:
+			case <-j.kick: // start now
+				t.Stop()
 			case <-j.ctx.Done():
 				t.Stop()
 			}
@@ -368,15 +370,21 @@ func (e *Engine) stopping() bool {
 	return e.runCtx != nil && e.runCtx.Err() != nil
 }
 
-// liveLog is a job's append-only log file, followed by any number of readers.
+// liveLog is a job's append-only log file, followed by any number of readers. The
+// latest part of the log is also kept in memory, so followers keeping up with a live log
+// read it without touching the file.
 type liveLog struct {
 	path string
-	mu   sync.Mutex
+	mu   sync.RWMutex
 	f    *os.File
 	size int64
 	done bool
 	ch   chan struct{}
+	tail []byte // the bytes from size-len(tail) to size
 }
+
+// tailMax bounds the in-memory tail of a live log.
+const tailMax = 256 << 10
 
 func openLiveLog(path string) (*liveLog, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
@@ -408,6 +416,16 @@ func (l *liveLog) Write(p []byte) (int, error) {
 		n, err = l.f.Write(p)
 	}
 	l.size += int64(n)
+	if len(l.tail)+n > tailMax {
+		keep := max(0, tailMax/2-n)
+		keep = min(keep, len(l.tail))
+		l.tail = append(make([]byte, 0, tailMax), l.tail[len(l.tail)-keep:]...)
+	}
+	if n <= tailMax/2 {
+		l.tail = append(l.tail, p[:n]...)
+	} else {
+		l.tail = l.tail[:0]
+	}
 	close(l.ch)
 	l.ch = make(chan struct{})
 	return n, err
@@ -422,14 +440,26 @@ func (l *liveLog) finish() int64 {
 			l.f.Close()
 		}
 		close(l.ch)
+		l.tail = nil
 	}
 	return l.size
 }
 
 func (l *liveLog) state() (int64, bool, <-chan struct{}) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
+	l.mu.RLock()
+	defer l.mu.RUnlock()
 	return l.size, l.done, l.ch
+}
+
+// readTail copies bytes from offset into p if they are still in memory.
+func (l *liveLog) readTail(p []byte, offset int64) (int, bool) {
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	start := l.size - int64(len(l.tail))
+	if l.done || offset < start || offset >= l.size {
+		return 0, false
+	}
+	return copy(p, l.tail[offset-start:]), true
 }
 
 // logFollower reads a log from an offset, waiting for more while the job runs.
@@ -446,6 +476,10 @@ func (r *logFollower) Read(p []byte) (int, error) {
 		size, done := r.size, true
 		var ch <-chan struct{}
 		if r.live != nil {
+			if n, ok := r.live.readTail(p, r.offset); ok {
+				r.offset += int64(n)
+				return n, nil
+			}
 			size, done, ch = r.live.state()
 		}
 		if r.offset < size {

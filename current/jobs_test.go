@@ -479,3 +479,47 @@ func TestMonitorCoalescesAndIsShared(t *testing.T) {
 		return m.core.refs == 0
 	})
 }
+
+func TestLiveLogTailMatchesFile(t *testing.T) {
+	path := t.TempDir() + "/x.log"
+	l, err := openLiveLog(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want []byte
+	followers := make([]*logFollower, 4)
+	for i := range followers {
+		f, _ := os.Open(path)
+		followers[i] = &logFollower{ctx: context.Background(), f: f, live: l}
+	}
+	got := make([][]byte, len(followers))
+	doneReading := make(chan int)
+	for i, f := range followers {
+		go func(i int, f *logFollower) {
+			buf := make([]byte, 1+i*7919)
+			for {
+				n, err := f.Read(buf)
+				got[i] = append(got[i], buf[:n]...)
+				if err != nil {
+					doneReading <- i
+					return
+				}
+			}
+		}(i, f)
+	}
+	sizes := []int{1, 10, 1000, 70000, 200000, 3, 150000, 5}
+	for k := 0; k < 40; k++ {
+		chunk := []byte(strings.Repeat(string(rune('a'+k%26)), sizes[k%len(sizes)]))
+		l.Write(chunk)
+		want = append(want, chunk...)
+	}
+	l.finish()
+	for range followers {
+		<-doneReading
+	}
+	for i := range followers {
+		if string(got[i]) != string(want) {
+			t.Fatalf("follower %d read %d bytes differing from the %d written", i, len(got[i]), len(want))
+		}
+	}
+}
