@@ -25,12 +25,59 @@ func gitOutput(ctx context.Context, gitDir string, args ...string) ([]byte, erro
 	return out, nil
 }
 
+// revParse resolves a commit, or failing that a tree, to its object id.
 func revParse(ctx context.Context, gitDir, rev string) (string, error) {
 	out, err := gitOutput(ctx, gitDir, "rev-parse", "--verify", "--end-of-options", rev+"^{commit}")
 	if err != nil {
-		return "", fmt.Errorf("resolve %s: %w", rev, err)
+		out2, err2 := gitOutput(ctx, gitDir, "rev-parse", "--verify", "--end-of-options", rev+"^{tree}")
+		if err2 != nil {
+			return "", fmt.Errorf("resolve %s: %w", rev, err)
+		}
+		out = out2
 	}
 	return strings.TrimSpace(string(out)), nil
+}
+
+// Blob is a file read from a git tree.
+type Blob struct {
+	Mode uint32 // git mode: 0o100644, 0o100755, 0o120000 (symlink)
+	OID  string
+	Data []byte
+}
+
+// ReadTree reads every file under dir (a path inside the repository) at treeish,
+// keyed by path relative to dir.
+func ReadTree(ctx context.Context, gitDir, treeish, dir string) (map[string]*Blob, error) {
+	out, err := gitOutput(ctx, gitDir, "ls-tree", "-r", "-z", "--full-tree", treeish, "--", dir)
+	if err != nil {
+		return nil, err
+	}
+	files := map[string]*Blob{}
+	var order []*Blob
+	var pkgs []*Package
+	for _, line := range bytes.Split(out, []byte{0}) {
+		tab := bytes.IndexByte(line, '\t')
+		if tab < 0 {
+			continue
+		}
+		f := strings.Fields(string(line[:tab]))
+		if len(f) != 3 || f[1] != "blob" {
+			continue
+		}
+		mode, _ := strconv.ParseUint(f[0], 8, 32)
+		rel := strings.TrimPrefix(strings.TrimPrefix(string(line[tab+1:]), dir), "/")
+		b := &Blob{Mode: uint32(mode), OID: f[2]}
+		files[rel] = b
+		order = append(order, b)
+		pkgs = append(pkgs, &Package{OID: f[2], Path: rel})
+	}
+	if err := catFile(ctx, gitDir, pkgs, nil); err != nil {
+		return nil, err
+	}
+	for i, p := range pkgs {
+		order[i].Data = p.Data
+	}
+	return files, nil
 }
 
 // lsTree lists the blobs under packages/ at a commit.
@@ -64,6 +111,12 @@ func lsTree(ctx context.Context, gitDir, commit string) ([]entry, error) {
 // readBlobs fills Data of every package from its OID with one `git cat-file --batch`
 // process, parsing the files in parallel as they arrive.
 func readBlobs(ctx context.Context, gitDir string, pkgs []*Package) error {
+	return catFile(ctx, gitDir, pkgs, parse)
+}
+
+// catFile fills Data of every package from its OID, calling each (if not nil) on the
+// packages in parallel as their data arrive.
+func catFile(ctx context.Context, gitDir string, pkgs []*Package, each func(*Package)) error {
 	if len(pkgs) == 0 {
 		return nil
 	}
@@ -97,7 +150,9 @@ func readBlobs(ctx context.Context, gitDir string, pkgs []*Package) error {
 	for range runtime.GOMAXPROCS(0) {
 		wg.Go(func() {
 			for p := range ch {
-				parse(p)
+				if each != nil {
+					each(p)
+				}
 			}
 		})
 	}
