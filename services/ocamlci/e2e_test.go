@@ -186,6 +186,11 @@ func TestEndToEndLocalRepository(t *testing.T) {
 		t.Errorf("amd64 log lacks the Dockerfile or the test output:\n%s", logText)
 	}
 
+	browseAndRebuild(t, h, good, "debian-12-4.13_amd64")
+	if c := h.waitCommit(good, 10*time.Minute); c.State != forge.Passed {
+		t.Fatalf("rebuilt good commit: %s (%s)", c.State, c.Title)
+	}
+
 	// A pull request breaks the test: the status fails, with the error line in its text.
 	bad := commitTree(t, repoDir, "fix-greeting", sampleProject("Hi", false), "say hi")
 	h.src.Refresh()

@@ -1,0 +1,109 @@
+package ocamlci
+
+import (
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+
+	"github.com/kiln-ci/kiln/internal/testenv"
+	"github.com/kiln-ci/kiln/web"
+)
+
+// browseAndRebuild walks the public UI in Debian's chromium as a user does, from the
+// owner's page to a variant's log, then presses Rebuild on its job page and sees the
+// new job.
+func browseAndRebuild(t *testing.T, h *ciHarness, commit, variant string) {
+	chromium := testenv.RequireCommand(t, "chromium")
+	auth, _, err := web.OpenAuth(web.AuthOptions{Dir: filepath.Join(t.TempDir(), "console"), AdminPassword: "pw", Anonymous: web.RoleBuilder})
+	if err != nil {
+		t.Fatal(err)
+	}
+	console, err := web.New(web.Options{Engine: web.CurrentEngine{E: h.engine}, Auth: auth})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ui, err := NewUI(h.svc.Index, h.engine, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mux := http.NewServeMux()
+	for _, r := range ui.Routes() {
+		mux.Handle(r, ui)
+	}
+	mux.Handle("/", console)
+	srv := httptest.NewServer(mux)
+	defer srv.Close()
+
+	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(),
+		chromedp.ExecPath(chromium), chromedp.Headless, chromedp.NoSandbox, chromedp.DisableGPU, chromedp.NoFirstRun,
+		chromedp.NoDefaultBrowserCheck, chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-component-update", true), chromedp.Flag("disable-sync", true),
+		chromedp.Flag("disable-dev-shm-usage", true), chromedp.UserDataDir(t.TempDir()))
+	defer cancelAlloc()
+	bctx, cancelCtx := chromedp.NewContext(actx)
+	defer cancelCtx()
+	if err := chromedp.Do(bctx); err != nil {
+		t.Fatalf("start chromium: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(bctx, 2*time.Minute)
+	defer cancel()
+	step := func(what string, actions ...chromedp.Action[chromedp.Void]) {
+		t.Helper()
+		if err := chromedp.Do(ctx, actions...); err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+	}
+	text := func(sel string) string {
+		t.Helper()
+		s, err := chromedp.Run(ctx, chromedp.TextContent(chromedp.CSS(sel)))
+		if err != nil {
+			t.Fatalf("text of %s: %v", sel, err)
+		}
+		return s
+	}
+
+	step("open the owner's page", chromedp.Navigate(srv.URL+"/"+h.repo.Forge+"/"+h.repo.Owner),
+		chromedp.WaitVisible(chromedp.CSS(`a[href="/`+h.repo.Forge+`/`+h.repo.Owner+`/`+h.repo.Name+`"]`)))
+	step("open the repository", chromedp.Click(chromedp.CSS(`a[href="/`+h.repo.Forge+`/`+h.repo.Owner+`/`+h.repo.Name+`"]`)),
+		chromedp.WaitVisible(chromedp.CSS(`table.refs a.commit`)))
+	if s := text(`table.refs`); !strings.Contains(s, "main") || !strings.Contains(s, "passed") {
+		t.Fatalf("repository page lists %q", s)
+	}
+	step("open the commit", chromedp.Click(chromedp.CSS(`table.refs a.commit`)), chromedp.WaitVisible(chromedp.CSS(`table.variants`)))
+	if s := text(`table.variants`); !strings.Contains(s, variant) {
+		t.Fatalf("commit page lists %q, not %s", s, variant)
+	}
+	step("open the variant", chromedp.Click(chromedp.CSS(`a.variant[href$="/variant/`+variant+`"]`)), chromedp.WaitVisible(chromedp.CSS(`pre.log`)))
+	if s := text(`pre.log`); !strings.Contains(s, "FROM ") || !strings.Contains(s, "test passed") {
+		t.Fatalf("variant log shows %q", s)
+	}
+	v, _ := h.svc.Index.Variant(context.Background(), h.repo, commit, variant)
+	step("open the job", chromedp.Click(chromedp.CSS(`a.job-link`)), chromedp.WaitVisible(chromedp.CSS(`#rebuild`)))
+	step("press Rebuild", chromedp.Click(chromedp.CSS(`#rebuild`)))
+	deadline := time.Now().Add(time.Minute)
+	for {
+		loc, err := chromedp.Run(ctx, chromedp.Location())
+		if err == nil && strings.Contains(loc, "/job/") && !strings.HasSuffix(loc, "/job/"+v.JobID) && !strings.Contains(loc, "/rebuild") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after Rebuild the browser is at %s (err %v), not at a new job", loc, err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	nv, _ := h.svc.Index.Variant(context.Background(), h.repo, commit, variant)
+	deadline = time.Now().Add(time.Minute)
+	for nv == nil || nv.JobID == v.JobID {
+		if time.Now().After(deadline) {
+			t.Fatalf("the rebuild did not start a new job of %s: %+v", variant, nv)
+		}
+		time.Sleep(200 * time.Millisecond)
+		nv, _ = h.svc.Index.Variant(context.Background(), h.repo, commit, variant)
+	}
+}
