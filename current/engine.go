@@ -136,6 +136,17 @@ type Engine struct {
 // Open opens (creating if needed) the state folder and database of an engine. It does
 // not load cached results: they are read when a pipeline asks for them.
 func Open(cfg Config) (*Engine, error) {
+	if cfg.ConfirmLevel != 0 && (cfg.ConfirmLevel < LevelHarmless || cfg.ConfirmLevel > LevelDangerous) {
+		return nil, invalid("engine config: confirm level %d out of range", int(cfg.ConfirmLevel))
+	}
+	for name, slots := range cfg.Pools {
+		if slots < 1 {
+			return nil, invalid("engine config: pool %q: %d slots (want at least 1)", name, slots)
+		}
+	}
+	if cfg.LogMaxAge < 0 || cfg.LogMaxBytes < 0 {
+		return nil, invalid("engine config: negative log retention limit")
+	}
 	cfg.defaults()
 	if err := os.MkdirAll(cfg.StateDir, 0o755); err != nil {
 		return nil, fmt.Errorf("engine state folder: %w", err)

@@ -7,6 +7,7 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"slices"
 	"sort"
 	"strconv"
 	"time"
@@ -55,8 +56,18 @@ func (e *Engine) Graph() Graph {
 		g.Root = e.root.id
 	}
 	groups := map[int64]*group{}
-	for _, n := range e.nodes {
-		nd := Node{ID: n.id, Label: n.label, Kind: n.kind, State: n.display, Message: n.dmsg, Inputs: make([]int64, len(n.inputs))}
+	ids := make([]int64, 0, len(e.nodes))
+	edges := 0
+	for id, n := range e.nodes {
+		ids = append(ids, id)
+		edges += len(n.inputs)
+	}
+	slices.Sort(ids)
+	inputs := make([]int64, edges)
+	for _, id := range ids {
+		n := e.nodes[id]
+		nd := Node{ID: n.id, Label: n.label, Kind: n.kind, State: n.display, Message: n.dmsg, Inputs: inputs[:len(n.inputs):len(n.inputs)]}
+		inputs = inputs[len(n.inputs):]
 		if nd.State == StateActive {
 			nd.Active = n.out.active
 			if o, ok := n.impl.(*opImpl); ok {
@@ -82,7 +93,6 @@ func (e *Engine) Graph() Graph {
 		}
 		g.Nodes = append(g.Nodes, nd)
 	}
-	sort.Slice(g.Nodes, func(i, j int) bool { return g.Nodes[i].ID < g.Nodes[j].ID })
 	for _, gr := range groups {
 		x := Group{ID: gr.id, Kind: gr.kind, Label: gr.label, Item: gr.item}
 		if gr.parent != nil {

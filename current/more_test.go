@@ -2,6 +2,7 @@ package current
 
 import (
 	"context"
+	"errors"
 	"io"
 	"net/http/httptest"
 	"os"
@@ -228,5 +229,18 @@ func TestSchemaMigrations(t *testing.T) {
 	s2.close()
 	if _, err := Open(Config{StateDir: dir}); err == nil || !strings.Contains(err.Error(), "newer") {
 		t.Fatalf("newer schema: %v", err)
+	}
+}
+
+func TestBadConfig(t *testing.T) {
+	for _, cfg := range []Config{
+		{ConfirmLevel: 9},
+		{Pools: map[string]int{"build": 0}},
+		{LogMaxBytes: -1},
+	} {
+		cfg.StateDir = t.TempDir()
+		if _, err := Open(cfg); !errors.Is(err, ErrInvalid) {
+			t.Errorf("Open(%+v): %v", cfg, err)
+		}
 	}
 }
