@@ -483,11 +483,10 @@ func ListMap[A, B any](items Term[[]A], key func(A) string, f func(Term[A]) Term
 	return Term[[]B]{coll}
 }
 
-// equalFunc compares values of T when T is comparable; otherwise values never count
-// as equal.
+// equalFunc compares values of T: with == when T is comparable, else deeply.
 func equalFunc[T any]() func(a, b T) bool {
 	if !reflect.TypeFor[T]().Comparable() {
-		return func(a, b T) bool { return false }
+		return func(a, b T) bool { return reflect.DeepEqual(a, b) }
 	}
 	return func(a, b T) (eq bool) {
 		// Interfaces inside T may hold values that cannot be compared.

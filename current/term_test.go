@@ -149,3 +149,22 @@ func TestPanicsBecomeFailures(t *testing.T) {
 			mn.State == StateFailed && strings.Contains(mn.Message, "panic: read")
 	})
 }
+
+func TestListMapItemsNotComparable(t *testing.T) {
+	type item struct {
+		Name string
+		Deps []string
+	}
+	e := testEngine(t, Config{})
+	items := NewVar("items", []item{{"a", []string{"x"}}, {"b", nil}})
+	var calls sync32
+	running(t, e, ListMap(items.Term(), func(i item) string { return i.Name }, func(it Term[item]) Term[int] {
+		return Map(it, func(i item) int { calls.inc(i.Name); return len(i.Deps) })
+	}))
+	eventually(t, "first", func() bool { return calls.total() == 2 })
+	items.Set([]item{{"a", []string{"x"}}, {"b", []string{"y"}}})
+	eventually(t, "b again", func() bool { return calls.get("b") == 2 })
+	if calls.get("a") != 1 {
+		t.Fatalf("unchanged item recomputed: %v", calls.snapshot())
+	}
+}
