@@ -244,3 +244,22 @@ func TestBadConfig(t *testing.T) {
 		}
 	}
 }
+
+func TestPoll(t *testing.T) {
+	e := testEngine(t, Config{})
+	var value atomic.Int64
+	value.Store(5)
+	p := Poll("poll", 10*time.Millisecond, func(ctx context.Context) (int64, error) { return value.Load(), nil })
+	var calls atomic.Int64
+	var last atomic.Int64
+	running(t, e, Map(p.Term(), func(v int64) int64 { calls.Add(1); last.Store(v); return v }))
+	eventually(t, "several polls", func() bool { return p.Reads() >= 5 })
+	if calls.Load() != 1 {
+		t.Fatalf("unchanged polled value recomputed %d times", calls.Load())
+	}
+	value.Store(6)
+	eventually(t, "new value", func() bool { return last.Load() == 6 })
+	if calls.Load() != 2 {
+		t.Fatalf("calls %d", calls.Load())
+	}
+}
