@@ -130,7 +130,7 @@ func (r *Runner) stage(ctx context.Context, s *spec.Spec, o Options, outer map[s
 	if err != nil {
 		return Result{}, err
 	}
-	cur := Result{ID: strings.TrimPrefix(base.ID, "sha256:"), Image: img}
+	cur := Result{ID: baseID(base.ID), Image: img}
 	c := &stepContext{env: slices.Clone(base.Config.Env), workdir: spec.DefaultWorkdir, shell: slices.Clone(spec.DefaultShell)}
 	if !slices.ContainsFunc(c.env, func(e string) bool { return strings.HasPrefix(e, "PATH=") }) {
 		c.env = append([]string{image.DefaultPath}, c.env...)
@@ -166,22 +166,25 @@ func (r *Runner) stage(ctx context.Context, s *spec.Spec, o Options, outer map[s
 		case spec.Shell:
 			c.shell = slices.Clone(op.Args)
 		case spec.Run:
-			id := stepID(cur.ID, op, c, "")
+			for _, n := range op.Network {
+				if n != "host" {
+					return Result{}, fmt.Errorf("run: network %q: only (network host) is supported", n)
+				}
+			}
+			id := runID(cur.ID, op, c)
 			if cur, err = r.step(ctx, id, op, o, func(log io.Writer) error { return r.runStep(ctx, cur.Image, id, op, c, o, log) }); err != nil {
 				return Result{}, err
 			}
 		case spec.Copy:
-			var content string
+			var id string
 			var fill func(io.Writer) error
 			if op.FromBuild != "" {
 				src, ok := builds[op.FromBuild]
 				if !ok {
 					return Result{}, fmt.Errorf("copy: unknown build %q", op.FromBuild)
 				}
-				content = "build:" + src.ID + "\x00" + strings.Join(op.Exclude, "\x00")
-				fill = func(log io.Writer) error {
-					return r.copyFromBuild(ctx, cur.Image, src.Image, stepID(cur.ID, op, c, content), op, c)
-				}
+				id = copyID(cur.ID, op, c, "build:"+src.ID)
+				fill = func(log io.Writer) error { return r.copyFromBuild(ctx, cur.Image, src.Image, id, op, c) }
 			} else {
 				if o.Context == "" {
 					return Result{}, fmt.Errorf("copy: no build context directory given")
@@ -190,14 +193,15 @@ func (r *Runner) stage(ctx context.Context, s *spec.Spec, o Options, outer map[s
 				if err != nil {
 					return Result{}, err
 				}
-				if content, err = contentDigest(o.Context, srcs, op.Exclude); err != nil {
+				digest, err := contentDigest(o.Context, srcs, op.Exclude)
+				if err != nil {
 					return Result{}, err
 				}
+				id = copyID(cur.ID, op, c, "context:"+digest)
 				fill = func(log io.Writer) error {
-					return r.copyFromContext(ctx, cur.Image, stepID(cur.ID, op, c, content), o.Context, srcs, op, c)
+					return r.copyFromContext(ctx, cur.Image, id, o.Context, srcs, op, c)
 				}
 			}
-			id := stepID(cur.ID, op, c, content)
 			if cur, err = r.step(ctx, id, op, o, fill); err != nil {
 				return Result{}, err
 			}

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kiln-ci/kiln/builder"
 	"github.com/kiln-ci/kiln/builder/docker"
 	"github.com/kiln-ci/kiln/builder/docker/dockertest"
 	"github.com/kiln-ci/kiln/builder/image/imagetest"
@@ -226,5 +227,51 @@ func TestMountTargetsCannotAddOptions(t *testing.T) {
 	}
 	if !strings.Contains(log.String(), "no-host-etc") {
 		t.Errorf("log:\n%s", log.String())
+	}
+}
+
+// TestSameIDsAsRuncBuilder builds one spec with the Docker backend and with the runc
+// builder: every step must get the same id, so either backend's result is the other's.
+func TestSameIDsAsRuncBuilder(t *testing.T) {
+	r := newRunner(t)
+	testenv.RequireRoot(t)
+	testenv.RequireCommand(t, "runc")
+	s, err := spec.ParseString(`
+((build tool
+  ((from kiln/debian:bookworm)
+   (workdir /build)
+   (run (shell "echo tool > tool"))))
+ (from kiln/debian:bookworm)
+ (user (uid 1000) (gid 1000))
+ (workdir /home/u)
+ (env A "1")
+ (env A "2")
+ (copy (src a.txt lib) (dst ./) (exclude skip.me))
+ (copy (src .) (dst src/))
+ (run (cache (ids-cache (target .cache))) (network host) (shell "ls"))
+ (run (secrets (token (target /run/secrets/token))) (shell "true"))
+ (user (uid 0) (gid 0))
+ (copy (from (build tool)) (src /build/tool) (dst /usr/local/bin/tool)))`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctxDir := t.TempDir()
+	writeContext(t, ctxDir, "ids\n")
+	secrets := map[string][]byte{"token": []byte("x")}
+	res, err := r.Build(context.Background(), s, docker.Options{Context: ctxDir, Secrets: secrets})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := builder.New(builder.Options{Root: t.TempDir(), Images: imagetest.Store(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var log bytes.Buffer
+	id, err := b.Build(context.Background(), s, builder.BuildContext{Dir: ctxDir, Secrets: secrets}, &log)
+	if err != nil {
+		t.Fatalf("runc build: %v\n%s", err, log.String())
+	}
+	if id != res.ID {
+		t.Errorf("runc builder id %s, docker backend id %s", id, res.ID)
 	}
 }

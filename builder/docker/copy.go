@@ -11,6 +11,7 @@ import (
 	"path"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 )
 
@@ -90,6 +91,9 @@ func checkInside(root, rel string) (fs.FileInfo, error) {
 // walkSource visits a source and, for a directory, everything below it except the
 // excluded base names, in name order, without following symbolic links.
 func walkSource(root string, s source, exclude []string, visit func(hostPath, rel string, fi fs.FileInfo) error) error {
+	if s.rel != "." && slices.Contains(exclude, path.Base(s.rel)) {
+		return nil
+	}
 	fi, err := checkInside(root, s.rel)
 	if err != nil {
 		return err
@@ -128,34 +132,34 @@ func walkSource(root string, s source, exclude []string, visit func(hostPath, re
 	return walk(filepath.Join(root, filepath.FromSlash(s.rel)), ".", fi)
 }
 
-// contentDigest is the digest of the copied items: names, types, permissions,
-// link targets and file contents, as they will land.
+// contentDigest is the digest of the copied items: destination paths, types,
+// permissions, link targets and file contents (as the runc builder computes it).
 func contentDigest(root string, srcs []source, exclude []string) (string, error) {
 	h := sha256.New()
 	for _, s := range srcs {
-		fmt.Fprintf(h, "S %s\n", s.dest)
 		err := walkSource(root, s, exclude, func(hostPath, rel string, fi fs.FileInfo) error {
+			mode := fi.Mode()
+			fmt.Fprintf(h, "%s\x00%s\x00%o\x00", path.Join(s.dest, rel), mode.Type(), mode.Perm()|mode&(fs.ModeSetuid|fs.ModeSetgid|fs.ModeSticky))
 			switch {
-			case fi.IsDir():
-				fmt.Fprintf(h, "D %s %o\n", rel, fi.Mode().Perm())
-			case fi.Mode()&fs.ModeSymlink != 0:
+			case mode&fs.ModeSymlink != 0:
 				target, err := os.Readlink(hostPath)
 				if err != nil {
 					return err
 				}
-				fmt.Fprintf(h, "L %s %s\n", rel, target)
-			default:
+				fmt.Fprintf(h, "link\x00%s\x00", target)
+			case mode.IsRegular():
 				f, err := os.Open(hostPath)
 				if err != nil {
 					return err
 				}
 				fh := sha256.New()
-				_, err = io.Copy(fh, f)
+				n, err := io.Copy(fh, f)
 				f.Close()
 				if err != nil {
 					return err
 				}
-				fmt.Fprintf(h, "F %s %o %s\n", rel, fi.Mode().Perm(), hex.EncodeToString(fh.Sum(nil)))
+				h.Write([]byte(strconv.FormatInt(n, 10) + "\x00"))
+				h.Write(fh.Sum(nil))
 			}
 			return nil
 		})

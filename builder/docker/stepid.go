@@ -3,11 +3,16 @@ package docker
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"slices"
 	"strconv"
 	"strings"
 
 	"github.com/kiln-ci/kiln/builder/spec"
 )
+
+// Step ids are computed exactly as the runc builder (package builder) computes them,
+// so that a step has one id whichever backend runs it; TestSameIDsAsRuncBuilder keeps
+// the two in step.
 
 // stepContext is what earlier ops set for later steps.
 type stepContext struct {
@@ -18,12 +23,7 @@ type stepContext struct {
 }
 
 func (c *stepContext) setEnv(k, v string) {
-	for i, kv := range c.env {
-		if strings.HasPrefix(kv, k+"=") {
-			c.env = append(c.env[:i:i], c.env[i+1:]...)
-			break
-		}
-	}
+	c.env = slices.DeleteFunc(c.env, func(e string) bool { return strings.HasPrefix(e, k+"=") })
 	c.env = append(c.env, k+"="+v)
 }
 
@@ -34,23 +34,52 @@ func (c *stepContext) userString() string {
 	return strconv.Itoa(c.user.UID) + ":" + strconv.Itoa(c.user.GID)
 }
 
-// stepID is the id of a step: a digest of its parent, the op, the context it runs in
-// and, for copies, the digest of what is copied. Secret values never enter it.
-func stepID(parent string, op spec.Op, c *stepContext, content string) string {
+// hashID is the digest of its fields, each length-prefixed.
+func hashID(fields ...string) string {
 	h := sha256.New()
-	field := func(k, v string) {
-		h.Write([]byte(k))
-		h.Write([]byte{0})
-		h.Write([]byte(strconv.Itoa(len(v))))
-		h.Write([]byte{0})
-		h.Write([]byte(v))
+	for _, f := range fields {
+		h.Write([]byte(strconv.Itoa(len(f)) + ":"))
+		h.Write([]byte(f))
 	}
-	field("parent", parent)
-	field("op", spec.OpString(op))
-	field("env", strings.Join(c.env, "\x00"))
-	field("workdir", c.workdir)
-	field("user", c.userString())
-	field("shell", strings.Join(c.shell, "\x00"))
-	field("content", content)
 	return hex.EncodeToString(h.Sum(nil))
+}
+
+// baseID is the id of the snapshot of a base image.
+func baseID(imageID string) string { return hashID("from", imageID) }
+
+func stepID(parent, kind string, env []string, workdir, user string, shell []string, inputs ...string) string {
+	fields := []string{"kiln-step-v1", parent, kind,
+		"env", strings.Join(env, "\x00"),
+		"workdir", workdir,
+		"user", user,
+		"shell", strings.Join(shell, "\x00")}
+	return hashID(append(fields, inputs...)...)
+}
+
+// runID is the id of a (run …) step; secret values never enter it.
+func runID(parent string, op spec.Run, c *stepContext) string {
+	inputs := []string{"shell", op.Shell, "network"}
+	if op.HostNetwork() {
+		inputs = append(inputs, "host")
+	} else {
+		inputs = append(inputs, "none")
+	}
+	for _, m := range op.Cache {
+		inputs = append(inputs, "cache", m.ID, inside(c.workdir, m.Target))
+	}
+	for _, s := range op.Secrets {
+		inputs = append(inputs, "secret", s.ID, inside(c.workdir, s.Target))
+	}
+	return stepID(parent, "run", c.env, c.workdir, c.userString(), c.shell, inputs...)
+}
+
+// copyID is the id of a (copy …) step whose content digest is source ("context:…" or
+// "build:<id>").
+func copyID(parent string, op spec.Copy, c *stepContext, source string) string {
+	abs := inside(c.workdir, op.Dst)
+	if strings.HasSuffix(op.Dst, "/") && abs != "/" {
+		abs += "/"
+	}
+	inputs := []string{"src", strings.Join(op.Src, "\x00"), "dst", abs, "exclude", strings.Join(op.Exclude, "\x00"), "source", source}
+	return stepID(parent, "copy", nil, c.workdir, c.userString(), nil, inputs...)
 }
