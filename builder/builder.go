@@ -6,7 +6,8 @@
 //
 //	store/snapshots/<id>/   one step: fs/ (its overlay layer or full tree), meta.json, log
 //	store/tmp/              steps in progress (removed after a crash)
-//	caches/<name>/          named cache mounts, shared between builds
+//	caches/store/           versions of the named caches (a snapshot store)
+//	caches/<name>.current   the current version of cache <name>
 //	leases/                 snapshots in use by running builds, one file per build
 //	images/                 base images (builder/image)
 //	runc/                   sandbox state
@@ -57,15 +58,17 @@ type Options struct {
 // Builder runs specs. It is safe for concurrent builds, and several processes may share
 // one root.
 type Builder struct {
-	opts    Options
-	root    string
-	store   *snapshot.Store
-	images  *image.Store
-	sandbox *sandbox.Runc
+	opts  Options
+	root  string
+	store *snapshot.Store
+	// cacheStore keeps the versions of named caches.
+	cacheStore *snapshot.Store
+	images     *image.Store
+	sandbox    *sandbox.Runc
 	// sandboxErr says why there is no sandbox.
 	sandboxErr error
-	flights flights
-	counts  counters
+	flights    flights
+	counts     counters
 }
 
 // BuildContext is what a build reads besides its spec.
@@ -98,13 +101,17 @@ func New(opts Options) (*Builder, error) {
 	if err != nil {
 		return nil, fmt.Errorf("builder: %w", err)
 	}
+	caches, err := snapshot.Open(filepath.Join(root, "caches", "store"), st.Driver())
+	if err != nil {
+		return nil, fmt.Errorf("builder: caches: %w", err)
+	}
 	images := opts.Images
 	if images == nil {
 		if images, err = image.Open(filepath.Join(root, "images")); err != nil {
 			return nil, fmt.Errorf("builder: %w", err)
 		}
 	}
-	b := &Builder{opts: opts, root: root, store: st, images: images}
+	b := &Builder{opts: opts, root: root, store: st, cacheStore: caches, images: images}
 	// Without runc the store can still be listed and collected; run steps fail.
 	if b.sandbox, err = sandbox.NewRunc(filepath.Join(root, "runc")); err != nil {
 		b.sandboxErr = err

@@ -369,6 +369,30 @@ func TestCacheMounts(t *testing.T) {
 	if !strings.Contains(log, "kept") {
 		t.Errorf("cache content not kept between builds:\n%s", log)
 	}
+
+	// A new cache belongs to the step's user.
+	_, log = mustBuild(t, b, parse(t, `((from `+base+`) (user (uid 1000) (gid 1000))
+	 (run (cache (mine (target /tmp/c))) (shell "touch /tmp/c/x && stat -c owner=%u /tmp/c")))`), builder.BuildContext{})
+	if !strings.Contains(log, "owner=1000") {
+		t.Errorf("cache not owned by the step's user:\n%s", log)
+	}
+
+	// Two steps using the cache at once: the one that ends first sets the new version,
+	// the other's changes are dropped.
+	slow := parse(t, `((from `+base+`) (run (cache (race (target /c))) (shell "echo started; sleep 3; echo slow >> /c/log")))`)
+	fast := parse(t, `((from `+base+`) (run (cache (race (target /c))) (shell "echo fast >> /c/log")))`)
+	var slowLog syncBuffer
+	done := make(chan error, 1)
+	go func() { _, err := b.Build(context.Background(), slow, builder.BuildContext{}, &slowLog); done <- err }()
+	waitFor(t, &slowLog, "started")
+	mustBuild(t, b, fast, builder.BuildContext{})
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	_, log = mustBuild(t, b, parse(t, `((from `+base+`) (run (cache (race (target /c))) (shell "echo reading; cat /c/log")))`), builder.BuildContext{})
+	if out := afterStep(log, "(run"); !strings.Contains(out, "fast") || strings.Contains(out, "slow") {
+		t.Errorf("cache after a race = %q, want only the first finisher's change", out)
+	}
 }
 
 func TestGCAndHealth(t *testing.T) {

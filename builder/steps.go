@@ -74,7 +74,7 @@ func (r *run) runStep(ctx context.Context, parent, step string, op spec.Run, st 
 			Timeout:     r.b.opts.StepTimeout,
 		}
 		for _, c := range op.Cache {
-			co, err := r.b.checkoutCache(ctx, c.ID, st.uid, st.gid)
+			co, err := r.checkoutCache(ctx, c.ID, st.uid, st.gid)
 			if err != nil {
 				return fmt.Errorf("cache %s: %w", c.ID, err)
 			}

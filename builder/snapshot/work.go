@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 
 	"golang.org/x/sys/unix"
 )
@@ -58,6 +59,10 @@ func (s *Store) Prepare(ctx context.Context, parent string) (*Work, error) {
 				if err := os.Mkdir(d, 0o755); err != nil {
 					return fail(err)
 				}
+			}
+			// The root of an overlay takes the upper directory's owner and mode.
+			if err := copyOwnerMode(layers[0], upper); err != nil {
+				return fail(err)
 			}
 			opts := fmt.Sprintf("lowerdir=%s,upperdir=%s,workdir=%s", strings.Join(layers, ":"), upper, work)
 			if err := unix.Mount("overlay", merged, "overlay", 0, opts); err != nil {
@@ -154,4 +159,18 @@ func (s *Store) Mount(id string) (dir string, release func(), err error) {
 		unix.Unmount(m, unix.MNT_DETACH)
 		os.RemoveAll(tmp)
 	}, nil
+}
+
+// copyOwnerMode gives dst the owner and permissions of src.
+func copyOwnerMode(src, dst string) error {
+	fi, err := os.Lstat(src)
+	if err != nil {
+		return err
+	}
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		if err := os.Lchown(dst, int(st.Uid), int(st.Gid)); err != nil {
+			return err
+		}
+	}
+	return os.Chmod(dst, fi.Mode().Perm()|fi.Mode()&(os.ModeSticky|os.ModeSetgid|os.ModeSetuid))
 }
