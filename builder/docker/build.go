@@ -106,7 +106,18 @@ func (r *Runner) Build(ctx context.Context, s *spec.Spec, o Options) (Result, er
 		r.known = known
 		r.mu.Unlock()
 	}
-	return r.stage(ctx, s, o, map[string]Result{})
+	fmt.Fprintf(o.Log, "# To reproduce locally, build this Dockerfile (BuildKit):\n%s\n", indent(s.Dockerfile(spec.DockerfileOptions{BuildKit: true})))
+	res, err := r.stage(ctx, s, o, map[string]Result{})
+	if err != nil {
+		fmt.Fprintf(o.Log, "%v\n", err)
+		return Result{}, err
+	}
+	fmt.Fprintf(o.Log, "Build succeeded: snapshot %s\n", res.ID)
+	return res, nil
+}
+
+func indent(s string) string {
+	return "    " + strings.ReplaceAll(strings.TrimRight(s, "\n"), "\n", "\n    ")
 }
 
 func (r *Runner) stage(ctx context.Context, s *spec.Spec, o Options, outer map[string]Result) (Result, error) {
@@ -115,6 +126,7 @@ func (r *Runner) stage(ctx context.Context, s *spec.Spec, o Options, outer map[s
 		builds[k] = v
 	}
 	for _, b := range s.Builds {
+		fmt.Fprintf(o.Log, "(build %s …)\n", b.Name)
 		res, err := r.stage(ctx, b.Spec, o, builds)
 		if err != nil {
 			return Result{}, fmt.Errorf("build %s: %w", b.Name, err)
@@ -172,7 +184,7 @@ func (r *Runner) stage(ctx context.Context, s *spec.Spec, o Options, outer map[s
 				}
 			}
 			id := runID(cur.ID, op, c)
-			if cur, err = r.step(ctx, id, op, o, func(log io.Writer) error { return r.runStep(ctx, cur.Image, id, op, c, o, log) }); err != nil {
+			if cur, err = r.step(ctx, id, c.workdir, op, o, func(log io.Writer) error { return r.runStep(ctx, cur.Image, id, op, c, o, log) }); err != nil {
 				return Result{}, err
 			}
 		case spec.Copy:
@@ -202,7 +214,7 @@ func (r *Runner) stage(ctx context.Context, s *spec.Spec, o Options, outer map[s
 					return r.copyFromContext(ctx, cur.Image, id, o.Context, srcs, op, c)
 				}
 			}
-			if cur, err = r.step(ctx, id, op, o, fill); err != nil {
+			if cur, err = r.step(ctx, id, c.workdir, op, o, fill); err != nil {
 				return Result{}, err
 			}
 		}
@@ -214,8 +226,8 @@ func (r *Runner) stepImage(id string) string { return r.StepRepo + ":" + id }
 
 // step returns the cached snapshot of id, or runs do and keeps its result; the log
 // is written to o.Log either way.
-func (r *Runner) step(ctx context.Context, id string, op spec.Op, o Options, do func(io.Writer) error) (Result, error) {
-	fmt.Fprintf(o.Log, "%s\n", spec.OpString(op))
+func (r *Runner) step(ctx context.Context, id, workdir string, op spec.Op, o Options, do func(io.Writer) error) (Result, error) {
+	fmt.Fprintf(o.Log, "%s: %s\n", workdir, spec.OpString(op))
 	res := Result{ID: id, Image: r.stepImage(id)}
 	logPath := filepath.Join(r.LogDir, id+".log")
 	r.mu.Lock()
