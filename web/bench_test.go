@@ -10,10 +10,16 @@ import (
 	"github.com/kiln-ci/kiln/current"
 )
 
-// BenchmarkLogFollowers200 measures one log line reaching 200 browsers following a
+// BenchmarkLogFollowers200 measures log lines reaching 200 browsers following a
 // running job's log by server-sent events (rendered HTML lines): ns/op is the time from
-// the job writing a line to the last of the 200 followers reading it.
+// the job writing one line (or a burst of 100) to the last of the 200 followers reading
+// it (them all).
 func BenchmarkLogFollowers200(b *testing.B) {
+	b.Run("one-line", func(b *testing.B) { benchFollowers(b, 1) })
+	b.Run("burst-100", func(b *testing.B) { benchFollowers(b, 100) })
+}
+
+func benchFollowers(b *testing.B, burst int) {
 	const followers = 200
 	c := newConsole(b, "slow-bench")
 	id := c.jobOf("slow-bench", current.JobRunning)
@@ -28,7 +34,7 @@ func BenchmarkLogFollowers200(b *testing.B) {
 	hc := &http.Client{Transport: &http.Transport{MaxConnsPerHost: 0, MaxIdleConnsPerHost: followers}}
 	got := make([]chan int, followers)
 	for i := range got {
-		got[i] = make(chan int, 16)
+		got[i] = make(chan int, 256)
 		resp, err := hc.Get(url)
 		if err != nil {
 			b.Fatal(err)
@@ -46,14 +52,19 @@ func BenchmarkLogFollowers200(b *testing.B) {
 	}
 	b.ResetTimer()
 	for i := 0; b.Loop(); i++ {
-		c.lines <- fmt.Sprintf("\x1b[32mline\x1b[0m %d of the benchmark, with some text to make it a typical log line", i)
+		for j := range burst {
+			c.lines <- fmt.Sprintf("\x1b[32mline\x1b[0m %d.%d of the benchmark, with some text to make it a typical log line", i, j)
+		}
 		for _, ch := range got {
-			if _, ok := <-ch; !ok {
-				b.Fatal("a follower's stream ended")
+			for range burst {
+				if _, ok := <-ch; !ok {
+					b.Fatal("a follower's stream ended")
+				}
 			}
 		}
 	}
 	b.StopTimer()
 	b.ReportMetric(float64(followers), "followers")
+	b.ReportMetric(float64(b.N*burst*followers)/b.Elapsed().Seconds(), "lines-delivered/s")
 	close(c.lines)
 }
