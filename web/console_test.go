@@ -50,6 +50,16 @@ func TestPagesAndTheirJSONTwins(t *testing.T) {
 	if len(jobs.Jobs) != 1 || jobs.Jobs[0].ID != slowID || jobs.Jobs[0].State != StateRunning {
 		t.Fatalf("jobs JSON %+v", jobs.Jobs)
 	}
+	var pools struct {
+		Pools []Pool `json:"pools"`
+	}
+	cl.getJSON("/api/jobs", &pools)
+	if len(pools.Pools) != 1 || pools.Pools[0].Name != "default" || pools.Pools[0].InUse != 1 {
+		t.Fatalf("pools JSON %+v", pools.Pools)
+	}
+	if !strings.Contains(body, `<td>default</td><td>1 / 4</td>`) {
+		t.Fatalf("jobs page lacks the pool:\n%s", body)
+	}
 
 	code, body = cl.get("/job/" + badID)
 	for _, want := range []string{

@@ -252,3 +252,12 @@ func (c CurrentEngine) SetConfirm(ctx context.Context, level string) error {
 	}
 	return c.E.SetConfirmLevel(l)
 }
+
+// Pools lists the engine's pools.
+func (c CurrentEngine) Pools(ctx context.Context) ([]Pool, error) {
+	var out []Pool
+	for _, p := range c.E.Status().Pools {
+		out = append(out, Pool{Name: p.Name, Slots: p.Slots, InUse: p.InUse, Urgent: p.Urgent, Background: p.Background})
+	}
+	return out, nil
+}

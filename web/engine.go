@@ -118,6 +118,15 @@ type ConfirmState struct {
 	Released    bool      `json:"released"`
 }
 
+// Pool is a pool of job slots and its two waiting lanes.
+type Pool struct {
+	Name       string `json:"name"`
+	Slots      int    `json:"slots"`
+	InUse      int    `json:"in_use"`
+	Urgent     int    `json:"urgent_waiting"`
+	Background int    `json:"background_waiting"`
+}
+
 // RebuildResult says what a rebuild request did.
 type RebuildResult struct {
 	JobID    string `json:"job_id,omitempty"`   // the new (or already running) job
@@ -159,5 +168,6 @@ type Engine interface {
 	// TestLogRule tries pattern on the logs of recent failed jobs, storing nothing.
 	TestLogRule(ctx context.Context, pattern string) ([]RuleMatch, error)
 	Confirm(ctx context.Context) (ConfirmState, error)
+	Pools(ctx context.Context) ([]Pool, error)
 	SetConfirm(ctx context.Context, level string) error
 }

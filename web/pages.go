@@ -117,7 +117,11 @@ func (s *Server) jobsPage(w http.ResponseWriter, r *http.Request, c *reqCtx) err
 	if err != nil {
 		return err
 	}
-	data := map[string]any{"Jobs": nonNil(jobs), "Confirm": conf}
+	pools, err := s.eng.Pools(r.Context())
+	if err != nil {
+		return err
+	}
+	data := map[string]any{"Jobs": nonNil(jobs), "Confirm": conf, "Pools": nonNil(pools)}
 	if c.api {
 		return writeJSON(w, http.StatusOK, lowerKeys(data))
 	}
