@@ -29,7 +29,8 @@ type Options struct {
 }
 
 // Candidates returns the versions that depend on pkg (directly, or recursively),
-// before the coinstallability filter, sorted.
+// before the coinstallability filter, sorted. As in opam, the recursive list holds
+// pkg itself.
 func Candidates(u *solver.Universe, pkg opam.Package, opts Options) ([]*solver.Cand, error) {
 	c := u.Cand(pkg)
 	if c == nil {
@@ -53,7 +54,8 @@ func Candidates(u *solver.Universe, pkg opam.Package, opts Options) ([]*solver.C
 			}
 		}
 	}
-	return sorted(out, c), nil
+	// opam's recursive closure holds the package itself.
+	return sorted(append(out, c), nil), nil
 }
 
 func sorted(cs []*solver.Cand, self *solver.Cand) []*solver.Cand {

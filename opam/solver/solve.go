@@ -454,23 +454,46 @@ func explain(f *failed, depth int) string {
 		return b.String()
 	}
 	fmt.Fprintf(&b, "%s- %s; no version of it can be chosen:\n", ind, f.cl)
-	shown := 0
+	// Versions rejected for the same reason are shown on one line.
+	type group struct {
+		names []string
+		why   string
+		sub   *failed
+	}
+	var groups []*group
+	byWhy := map[string]*group{}
 	for _, r := range f.rejects {
-		if shown == 8 {
-			fmt.Fprintf(&b, "%s  ... and %d more versions\n", ind, len(f.rejects)-shown)
-			break
-		}
-		shown++
 		if r.sub != nil {
-			if depth < 3 {
-				fmt.Fprintf(&b, "%s  %s, because:\n", ind, r.cand)
-				b.WriteString(explain(r.sub, depth+2))
-			} else {
-				fmt.Fprintf(&b, "%s  %s: %s\n", ind, r.cand, r.sub.cl)
-			}
+			groups = append(groups, &group{names: []string{r.cand.String()}, sub: r.sub})
 			continue
 		}
-		fmt.Fprintf(&b, "%s  %s: %s\n", ind, r.cand, r.why)
+		if g := byWhy[r.why]; g != nil {
+			g.names = append(g.names, string(r.cand.Version))
+			continue
+		}
+		g := &group{names: []string{r.cand.String()}, why: r.why}
+		byWhy[r.why] = g
+		groups = append(groups, g)
+	}
+	subs := 0
+	for _, g := range groups {
+		names := strings.Join(g.names, ", ")
+		if g.sub == nil {
+			fmt.Fprintf(&b, "%s  %s: %s\n", ind, names, g.why)
+			continue
+		}
+		subs++
+		switch {
+		case subs > 4:
+			if subs == 5 {
+				fmt.Fprintf(&b, "%s  ... and other versions, for similar reasons\n", ind)
+			}
+		case depth < 4:
+			fmt.Fprintf(&b, "%s  %s, because:\n", ind, names)
+			b.WriteString(explain(g.sub, depth+2))
+		default:
+			fmt.Fprintf(&b, "%s  %s: %s\n", ind, names, g.sub.cl)
+		}
 	}
 	return b.String()
 }

@@ -125,7 +125,7 @@ func (u *Universe) resolve(pk *repository.Package, withTest, withDoc, dev bool) 
 		return c
 	}
 	f := pk.File
-	d := opam.DepsEnv{Build: true, WithTest: withTest || u.Flags.WithTest, WithDoc: withDoc || u.Flags.WithDoc, Dev: dev, Self: pk.Package, Vars: u.env}
+	d := opam.DepsEnv{Build: true, Post: true, WithTest: withTest || u.Flags.WithTest, WithDoc: withDoc || u.Flags.WithDoc, Dev: dev, Self: pk.Package, Vars: u.env}
 	env := d.Env()
 	av, err := f.Available()
 	if err != nil {
