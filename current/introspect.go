@@ -32,6 +32,7 @@ type Node struct {
 	Active  ActiveState `json:"active"` // meaningful when State is StateActive
 	Message string      `json:"message,omitempty"`
 	JobID   string      `json:"job_id,omitempty"`
+	Key     string      `json:"key,omitempty"` // for an operation: the label of its input
 	Latched bool        `json:"latched,omitempty"` // a publish showing its previous outcome
 	Inputs  []int64     `json:"inputs"`
 	Group   int64       `json:"group,omitempty"` // innermost group (0: none)
@@ -75,6 +76,9 @@ func (e *Engine) Graph() Graph {
 					nd.Active = a
 				}
 			}
+		}
+		if o, ok := n.impl.(*opImpl); ok && o.enc {
+			nd.Key = o.label
 		}
 		if jb, ok := n.impl.(jobber); ok {
 			nd.JobID, nd.Latched = jb.jobInfo(n)

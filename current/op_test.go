@@ -79,6 +79,9 @@ func TestOpRunsOncePerKeyAndPersistsAcrossRestart(t *testing.T) {
 			sawBlocked = n.State == StateFailed && n.JobID == failed[0].ID
 		}
 	}
+	if n, _ := nodeByLabel(e, "a"); n.Key == "" {
+		t.Fatalf("op node without its key: %+v", n)
+	}
 	if !sawBlocked {
 		t.Fatal("the failed op node does not show its cached failure")
 	}
