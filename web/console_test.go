@@ -101,6 +101,17 @@ func TestPagesAndTheirJSONTwins(t *testing.T) {
 	if len(q.Results) != 3 {
 		t.Fatalf("query JSON: %d results, want 3", len(q.Results))
 	}
+	var q2 struct {
+		Results []Job `json:"results"`
+	}
+	cl.getJSON("/api/query?op=build&limit=2&offset=1", &q2)
+	if len(q2.Results) != 2 || q2.Results[0].ID != q.Results[1].ID || q2.Results[1].ID != q.Results[2].ID {
+		t.Fatalf("second page %+v of %+v", q2.Results, q.Results)
+	}
+	_, body = cl.get("/query?op=build&limit=2")
+	if !strings.Contains(body, `href="/query?limit=2&amp;offset=2&amp;op=build" rel="next"`) || strings.Contains(body, `rel="prev"`) {
+		t.Fatalf("first page lacks its links:\n%s", body)
+	}
 
 	code, body = cl.get("/log-rules?test=" + url.QueryEscape(`missing (semicolon)`))
 	if code != 200 || !strings.Contains(body, "1 of the 1 most recent failed jobs match") {
@@ -138,6 +149,7 @@ func TestBadInputIsRefusedAndChangesNothing(t *testing.T) {
 	}{
 		{"/query?limit=abc", 400, "limit"},
 		{"/query?limit=0", 400, "limit"},
+		{"/query?offset=-3", 400, "offset"},
 		{"/api/query?state=bogus", 400, "state"},
 		{"/query?since=yesterday", 400, "since"},
 		{"/query?latest=maybe", 400, "latest"},

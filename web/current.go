@@ -164,7 +164,7 @@ func (c CurrentEngine) Rebuild(ctx context.Context, id string) (RebuildResult, e
 
 // Query searches the stored results.
 func (c CurrentEngine) Query(ctx context.Context, f Filter) ([]Job, error) {
-	q := current.Query{Op: f.Op, KeyContains: f.Key, Since: f.Since, Until: f.Before, LatestOnly: f.Latest, Limit: f.Limit}
+	q := current.Query{Op: f.Op, KeyContains: f.Key, Since: f.Since, Until: f.Before, LatestOnly: f.Latest, Limit: f.Limit, Offset: f.Offset}
 	if f.State != "" {
 		q.States = []current.JobState{current.JobState(f.State)}
 	}

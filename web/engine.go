@@ -100,6 +100,7 @@ type Filter struct {
 	Kind   string    `json:"failure_kind,omitempty"` // work, timeout, cancelled, ...
 	Latest bool      `json:"latest,omitempty"`       // only the latest build of each key
 	Limit  int       `json:"limit"`
+	Offset int       `json:"offset,omitempty"` // results skipped, newest first
 }
 
 // LogRule turns a log line matching Pattern into a human explanation of a failure.

@@ -311,7 +311,7 @@ func (s *Server) jobAction(action string) handler {
 
 // parseFilter reads the /query parameters.
 func parseFilter(r *http.Request) (Filter, string, error) {
-	if err := onlyParams(r, "op", "state", "kind", "key", "since", "latest", "limit"); err != nil {
+	if err := onlyParams(r, "op", "state", "kind", "key", "since", "latest", "limit", "offset"); err != nil {
 		return Filter{}, "", err
 	}
 	q := r.URL.Query()
@@ -346,6 +346,13 @@ func parseFilter(r *http.Request) (Filter, string, error) {
 		}
 		f.Limit = n
 	}
+	if o := q.Get("offset"); o != "" {
+		n, err := strconv.Atoi(o)
+		if err != nil || n < 0 {
+			return f, "", httpErr(http.StatusBadRequest, "bad query parameter offset=%q: want a whole number, 0 or more", o)
+		}
+		f.Offset = n
+	}
 	return f, since, nil
 }
 
@@ -361,9 +368,21 @@ func (s *Server) queryPage(w http.ResponseWriter, r *http.Request, c *reqCtx) er
 	if c.api {
 		return writeJSON(w, http.StatusOK, map[string]any{"filter": f, "results": nonNil(res)})
 	}
-	return s.render(w, c, "query", "Query", map[string]any{
+	page := func(off int) string {
+		v := r.URL.Query()
+		v.Set("offset", strconv.Itoa(off))
+		return "/query?" + v.Encode()
+	}
+	data := map[string]any{
 		"Filter": f, "Since": since, "Results": res, "States": jobStates, "Kinds": failureKinds,
-	})
+	}
+	if len(res) == f.Limit {
+		data["Next"] = page(f.Offset + f.Limit)
+	}
+	if f.Offset > 0 {
+		data["Prev"] = page(max(0, f.Offset-f.Limit))
+	}
+	return s.render(w, c, "query", "Query", data)
 }
 
 func (s *Server) bulkRebuild(w http.ResponseWriter, r *http.Request, c *reqCtx) error {
