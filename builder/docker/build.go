@@ -108,6 +108,9 @@ func (r *Runner) Build(ctx context.Context, s *spec.Spec, o Options) (Result, er
 	}
 	fmt.Fprintf(o.Log, "# To reproduce locally, build this Dockerfile (BuildKit):\n%s\n", indent(s.Dockerfile(spec.DockerfileOptions{BuildKit: true})))
 	res, err := r.stage(ctx, s, o, map[string]Result{})
+	if err != nil && ctx.Err() != nil {
+		err = fmt.Errorf("build cancelled: %w", ctx.Err())
+	}
 	if err != nil {
 		fmt.Fprintf(o.Log, "%v\n", err)
 		return Result{}, err

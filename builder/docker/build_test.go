@@ -7,8 +7,10 @@ import (
 	"encoding/hex"
 	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -274,4 +276,61 @@ func TestSameIDsAsRuncBuilder(t *testing.T) {
 	if id != res.ID {
 		t.Errorf("runc builder id %s, docker backend id %s", id, res.ID)
 	}
+}
+
+func TestCancelRemovesContainer(t *testing.T) {
+	r := newRunner(t)
+	s, err := spec.ParseString(`((from kiln/debian:bookworm) (run (shell "echo st''arted; sleep 120")))`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	log := &syncBuffer{}
+	done := make(chan error, 1)
+	go func() {
+		_, err := r.Build(ctx, s, docker.Options{Log: log})
+		done <- err
+	}()
+	for !strings.Contains(log.String(), "started") {
+		select {
+		case err := <-done:
+			t.Fatalf("build ended early: %v\n%s", err, log.String())
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	cancel()
+	if err := <-done; !errors.Is(err, context.Canceled) {
+		t.Fatalf("err = %v", err)
+	}
+	out, err := exec.Command("docker", append(hostArgs(r.Engine), "ps", "-a", "-q")...).Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ids := strings.Fields(string(out)); len(ids) != 0 {
+		t.Errorf("containers left after cancel: %v", ids)
+	}
+}
+
+func hostArgs(e *docker.Engine) []string {
+	if e.Host == "" {
+		return nil
+	}
+	return []string{"--host", e.Host}
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
