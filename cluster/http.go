@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"net/http"
@@ -63,7 +64,7 @@ func Handler(c *Client) http.Handler {
 			return
 		}
 		off, _ := strconv.ParseInt(r.URL.Query().Get("offset"), 10, 64)
-		var buf limitedBuffer
+		var buf bytes.Buffer
 		next, err := c.Log(r.Context(), id, max(off, 0), false, &buf)
 		if err != nil {
 			http.Error(w, err.Error(), http.StatusBadGateway)
@@ -72,14 +73,8 @@ func Handler(c *Client) http.Handler {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		w.Header().Set("X-Log-Offset", strconv.FormatInt(next, 10))
 		w.Header().Set("Last-Modified", time.Now().UTC().Format(http.TimeFormat))
-		_, _ = w.Write(buf.b)
+		_, _ = w.Write(buf.Bytes())
 	})
 	return mux
 }
 
-type limitedBuffer struct{ b []byte }
-
-func (l *limitedBuffer) Write(p []byte) (int, error) {
-	l.b = append(l.b, p...)
-	return len(p), nil
-}
