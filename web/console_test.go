@@ -502,3 +502,42 @@ func TestCorruptOrDeletedLog(t *testing.T) {
 		t.Errorf("reading a damaged log changed the job: %+v %v", after, err)
 	}
 }
+
+func TestChangeEvents(t *testing.T) {
+	c := newConsole(t, "alpha")
+	c.jobOf("alpha", current.JobOK)
+	cl := c.client()
+	resp, err := cl.hc.Get(c.srv.URL + "/events")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 || resp.Header.Get("Content-Type") != "text/event-stream" {
+		t.Fatalf("/events: %d %s", resp.StatusCode, resp.Header.Get("Content-Type"))
+	}
+	got := make(chan string)
+	go func() {
+		sc := bufio.NewScanner(resp.Body)
+		for sc.Scan() {
+			if strings.HasPrefix(sc.Text(), "event: ") {
+				got <- sc.Text()
+			}
+		}
+		close(got)
+	}()
+	c.items.Set([]string{"alpha", "beta"})
+	if ev := <-got; ev != "event: changed" {
+		t.Fatalf("first event %q", ev)
+	}
+	if code, body := cl.get("/confirm"); code != http.StatusSeeOther {
+		t.Fatalf("GET /confirm: %d %s", code, body)
+	}
+	var conf ConfirmState
+	cl.getJSON("/api/confirm", &conf)
+	if conf.Level != "dangerous" || len(conf.Levels) != 5 {
+		t.Fatalf("confirm JSON %+v", conf)
+	}
+	if code, body := cl.get("/static/style.css"); code != 200 || !strings.Contains(body, ".s-failed") {
+		t.Fatalf("style sheet: %d", code)
+	}
+}
