@@ -77,4 +77,3 @@ func Handler(c *Client) http.Handler {
 	})
 	return mux
 }
-
