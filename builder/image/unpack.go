@@ -263,6 +263,9 @@ func (u *unpacker) entryOnce(tr *tar.Reader, hdr *tar.Header, name, dir string) 
 		if err == nil && u.asRoot {
 			err = f.Chown(hdr.Uid, hdr.Gid)
 		}
+		if err == nil && u.asRoot {
+			setXattrs(f, hdr)
+		}
 		if err == nil {
 			err = f.Chmod(mode) // after chown, which clears setuid bits
 		}
@@ -363,4 +366,14 @@ func unpackTo(ctx context.Context, dir string, layers ...io.Reader) (int64, erro
 		}
 	}
 	return u.size, nil
+}
+
+// setXattrs applies the extended attributes a tar entry carries (file capabilities, for
+// instance) to f; attributes the file system refuses are left out.
+func setXattrs(f *os.File, hdr *tar.Header) {
+	for k, v := range hdr.PAXRecords {
+		if name, ok := strings.CutPrefix(k, "SCHILY.xattr."); ok {
+			unix.Fsetxattr(int(f.Fd()), name, []byte(v), 0)
+		}
+	}
 }

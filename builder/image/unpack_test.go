@@ -8,6 +8,10 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/kiln-ci/kiln/internal/testenv"
 )
 
 type entry struct {
@@ -194,5 +198,26 @@ func TestLocalName(t *testing.T) {
 		if _, err := LocalName(bad); err == nil {
 			t.Errorf("LocalName(%q) accepted", bad)
 		}
+	}
+}
+
+func TestUnpackKeepsFileCapabilities(t *testing.T) {
+	testenv.RequireRoot(t) // setting security.capability needs CAP_SETFCAP
+	// security.capability v2 granting cap_net_raw (bit 13) permitted and effective.
+	capv := string([]byte{0, 0, 0, 2, 0, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0})
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	tw.WriteHeader(&tar.Header{Name: "ping", Typeflag: tar.TypeReg, Mode: 0o755, Size: 1, Format: tar.FormatPAX,
+		PAXRecords: map[string]string{"SCHILY.xattr.security.capability": capv}})
+	tw.Write([]byte("x"))
+	tw.Close()
+	dir := t.TempDir()
+	if _, err := unpackTo(context.Background(), dir, &buf); err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, 64)
+	n, err := unix.Getxattr(filepath.Join(dir, "ping"), "security.capability", got)
+	if err != nil || string(got[:n]) != capv {
+		t.Errorf("security.capability = %x, %v", got[:max(n, 0)], err)
 	}
 }
