@@ -191,3 +191,19 @@ func TestPrivateConsoleAsksToLogIn(t *testing.T) {
 		t.Fatalf("GET /jobs after login: %d", code)
 	}
 }
+
+func TestFailedLoginsAreThrottled(t *testing.T) {
+	c := newConsole(t)
+	cl := c.client()
+	tok := cl.csrf("/login")
+	wrong := url.Values{"csrf": {tok}, "user": {"admin"}, "password": {"guess"}}
+	for i := range 10 {
+		if code, _, _ := cl.do("POST", "/login", wrong, nil); code != 401 {
+			t.Fatalf("failed login %d: %d, want 401", i, code)
+		}
+	}
+	code, body, hdr := cl.do("POST", "/login", url.Values{"csrf": {tok}, "user": {"admin"}, "password": {testPassword}}, nil)
+	if code != http.StatusTooManyRequests || hdr.Get("Retry-After") == "" || !strings.Contains(body, "too many failed logins") {
+		t.Fatalf("login after 10 failures: %d %q", code, hdr.Get("Retry-After"))
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"html/template"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -60,8 +61,14 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request, c *reqCtx) error 
 	} else {
 		user, pw, next = r.PostFormValue("user"), r.PostFormValue("password"), r.PostFormValue("next")
 	}
+	addr := clientAddr(r)
+	if ok, wait := s.logins.allow(addr); !ok {
+		w.Header().Set("Retry-After", strconv.Itoa(int(wait.Seconds())+1))
+		return httpErr(http.StatusTooManyRequests, "too many failed logins from %s: try again in %s", addr, wait.Round(time.Second))
+	}
 	id, ok := s.auth.Login(user, pw)
 	if !ok {
+		s.logins.failed(addr)
 		s.log.Warn("console login failed", "user", user, "remote", r.RemoteAddr)
 		if c.api {
 			return httpErr(http.StatusUnauthorized, "wrong user or password")

@@ -48,6 +48,7 @@ type Server struct {
 	mux      *http.ServeMux
 	pages    map[string]*template.Template
 	gatherer prometheus.Gatherer
+	logins   *loginThrottle
 
 	requests  *prometheus.CounterVec
 	followers prometheus.Gauge
@@ -58,7 +59,7 @@ func New(o Options) (*Server, error) {
 	if o.Engine == nil || o.Auth == nil {
 		return nil, errors.New("web.New: Engine and Auth are required")
 	}
-	s := &Server{eng: o.Engine, auth: o.Auth, log: o.Logger, gatherer: o.Gatherer}
+	s := &Server{eng: o.Engine, auth: o.Auth, log: o.Logger, gatherer: o.Gatherer, logins: newLoginThrottle()}
 	if s.log == nil {
 		s.log = slog.Default()
 	}
