@@ -271,7 +271,7 @@ func (r *Runner) importBase(ctx context.Context, b image.Base) (string, error) {
 		return ref, nil
 	}
 	v, err, _ := r.flight.Do("import "+ref, func() (any, error) {
-		tarCmd := exec.CommandContext(ctx, "tar", "-C", b.Rootfs, "--numeric-owner", "-cf", "-", ".")
+		tarCmd := exec.CommandContext(ctx, "tar", "-C", b.Rootfs, "--numeric-owner", "--xattrs", "--xattrs-include=*", "-cf", "-", ".")
 		pipe, err := tarCmd.StdoutPipe()
 		if err != nil {
 			return nil, err
