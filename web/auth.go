@@ -32,6 +32,7 @@ const (
 
 var roleNames = [...]string{"none", "viewer", "builder", "admin"}
 
+// String names the role.
 func (r Role) String() string {
 	if r < 0 || int(r) >= len(roleNames) {
 		return "role(" + strconv.Itoa(int(r)) + ")"

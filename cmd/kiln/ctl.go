@@ -252,7 +252,22 @@ func ctlCommand() *cobra.Command {
 			if err := c.do(cmd.Context(), "GET", "/api/job/"+url.PathEscape(args[0]), nil, nil, &res); err != nil || c.json {
 				return err
 			}
-			printJobs(c.out, append([]ctlJob{res.Job}, res.History...), false)
+			j := res.Job
+			tw := tabwriter.NewWriter(c.out, 2, 4, 2, ' ', 0)
+			for _, kv := range [][2]string{
+				{"job", j.ID}, {"label", j.Label}, {"op", j.Op}, {"build", strconv.Itoa(j.Build)}, {"state", j.State},
+				{"why", j.Why}, {"failure", j.FailureKind}, {"message", j.Message}, {"live", strconv.FormatBool(j.Live)},
+			} {
+				if kv[1] != "" {
+					fmt.Fprintf(tw, "%s:\t%s\n", kv[0], kv[1])
+				}
+			}
+			if !j.Finished.IsZero() {
+				fmt.Fprintf(tw, "finished:\t%s\n", j.Finished.Format(time.RFC3339))
+			}
+			tw.Flush()
+			fmt.Fprintln(c.out, "\nhistory of this key:")
+			printJobs(c.out, res.History, false)
 			return nil
 		},
 	})
