@@ -3,6 +3,8 @@ package current
 import (
 	"context"
 	"fmt"
+	"math/rand/v2"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -166,5 +168,81 @@ func TestListMapItemsNotComparable(t *testing.T) {
 	eventually(t, "b again", func() bool { return calls.get("b") == 2 })
 	if calls.get("a") != 1 {
 		t.Fatalf("unchanged item recomputed: %v", calls.snapshot())
+	}
+}
+
+func TestRandomEditsKeepResultsRight(t *testing.T) {
+	type kv struct {
+		K string
+		V int
+	}
+	e := testEngine(t, Config{})
+	src := NewVar("src", []kv{})
+	var latest atomic.Value
+	out := ListMap(src.Term(), func(x kv) string { return x.K }, func(it Term[kv]) Term[string] {
+		doubled := Map(it, func(x kv) int { return x.V * 2 })
+		return Bind(doubled, func(d int) Term[string] {
+			if d%4 == 0 {
+				return Map(it, func(x kv) string { return fmt.Sprintf("%s=%d/even", x.K, d) })
+			}
+			return Return(fmt.Sprintf("odd%d", d))
+		})
+	})
+	running(t, e, Map(out, func(s []string) string {
+		r := strings.Join(s, ",")
+		latest.Store(r)
+		return r
+	}))
+	rng := rand.New(rand.NewPCG(1, 2))
+	var cur []kv
+	for step := 0; step < 150; step++ {
+		switch op := rng.IntN(4); {
+		case op == 0 || len(cur) == 0:
+			cur = append(cur, kv{fmt.Sprint("k", rng.IntN(40)), rng.IntN(10)})
+		case op == 1:
+			i := rng.IntN(len(cur))
+			cur = append(cur[:i:i], cur[i+1:]...)
+		case op == 2:
+			i := rng.IntN(len(cur))
+			cur[i].V = rng.IntN(10)
+		default:
+			rng.Shuffle(len(cur), func(i, j int) { cur[i], cur[j] = cur[j], cur[i] })
+		}
+		cur = slices.Clone(cur)
+		var want []string
+		seen := map[string]bool{}
+		for _, x := range cur {
+			if seen[x.K] {
+				continue
+			}
+			seen[x.K] = true
+			if d := x.V * 2; d%4 == 0 {
+				want = append(want, fmt.Sprintf("%s=%d/even", x.K, d))
+			} else {
+				want = append(want, fmt.Sprintf("odd%d", d))
+			}
+		}
+		w := strings.Join(want, ",")
+		src.Set(cur)
+		eventually(t, fmt.Sprintf("step %d: %s", step, w), func() bool { v, _ := latest.Load().(string); return v == w })
+	}
+	// Nothing leaked: the graph holds exactly the nodes of the live items.
+	g := e.Graph()
+	items := 0
+	for _, gr := range g.Groups {
+		if gr.Kind == "item" {
+			items++
+		}
+	}
+	keys := map[string]bool{}
+	for _, x := range cur {
+		keys[x.K] = true
+	}
+	if items != len(keys) {
+		t.Fatalf("%d item groups for %d keys", items, len(keys))
+	}
+	// src, list-map, collect, the root Map, and per item: item, Map, Bind, its inner term.
+	if want := 4 + 4*len(keys); len(g.Nodes) != want {
+		t.Fatalf("%d live nodes, want %d", len(g.Nodes), want)
 	}
 }
