@@ -616,12 +616,14 @@ func (s *Scheduler) onDone(b []byte) ([]byte, error) {
 	var ok bool
 	var why string
 	var wait chan error
-	_ = s.doBulk(func() {
+	if err := s.doBulk(func() {
 		ok, why = s.c.complete(m.Name, m.Session, m.JobRef, m.Result)
 		if _, known := s.c.jobs[m.ID]; known {
 			wait = s.stored(m.ID)
 		}
-	})
+	}); err != nil {
+		return nil, err
+	}
 	if wait != nil {
 		if err := <-wait; err != nil {
 			return nil, fmt.Errorf("completion of %s: store: %w", m.ID, err)
