@@ -32,7 +32,7 @@ type Node struct {
 	Active  ActiveState `json:"active"` // meaningful when State is StateActive
 	Message string      `json:"message,omitempty"`
 	JobID   string      `json:"job_id,omitempty"`
-	Key     string      `json:"key,omitempty"` // for an operation: the label of its input
+	Key     string      `json:"key,omitempty"`     // for an operation: the label of its input
 	Latched bool        `json:"latched,omitempty"` // a publish showing its previous outcome
 	Inputs  []int64     `json:"inputs"`
 	Group   int64       `json:"group,omitempty"` // innermost group (0: none)
