@@ -289,3 +289,61 @@ func TestInfrastructureFailuresRetry(t *testing.T) {
 		t.Fatal("Infrastructure()")
 	}
 }
+
+func TestRandomEditsWithJobs(t *testing.T) {
+	e := testEngine(t, Config{Pools: map[string]int{"default": 3}})
+	op := &Op[string, string]{Name: "work", Run: func(ctx context.Context, j *Job, in string) (string, error) {
+		select {
+		case <-time.After(time.Duration(len(in)%5) * 3 * time.Millisecond):
+			return "done " + in, nil
+		case <-ctx.Done():
+			return "", ctx.Err()
+		}
+	}}
+	src := NewVar("src", []string{})
+	var latest atomic.Value
+	running(t, e, Map(ListMap(src.Term(), func(s string) string { return s }, func(s Term[string]) Term[string] { return Do(op, s) }),
+		func(r []string) string { v := strings.Join(r, ","); latest.Store(v); return v }))
+	names := []string{"a", "bb", "ccc", "dddd", "eeeee", "f", "gg", "hhh"}
+	var cur []string
+	for step := 0; step < 60; step++ {
+		n := names[step*7%len(names)]
+		if i := slicesIndex(cur, n); i >= 0 {
+			cur = append(cur[:i:i], cur[i+1:]...)
+		} else {
+			cur = append(cur[:len(cur):len(cur)], n)
+		}
+		src.Set(cur)
+		if step%10 == 9 {
+			var want []string
+			for _, c := range cur {
+				want = append(want, "done "+c)
+			}
+			w := strings.Join(want, ",")
+			eventually(t, "results "+w, func() bool { v, _ := latest.Load().(string); return v == w && len(e.Jobs()) == 0 })
+		}
+	}
+	// No job is left running, and every key is done once per time it was wanted anew
+	// after being cancelled: the latest result of each wanted key is ok.
+	for _, c := range cur {
+		r, err := e.Query(Query{KeyContains: `"` + c + `"`, LatestOnly: true})
+		if err != nil || len(r) != 1 || r[0].State != JobOK {
+			t.Fatalf("%s: %+v %v", c, r, err)
+		}
+	}
+	failed, _ := e.Query(Query{States: []JobState{JobFailed}, Limit: 1000})
+	for _, f := range failed {
+		if f.FailureKind != FailCancelled || !f.Rebuild {
+			t.Fatalf("unexpected failure: %+v", f)
+		}
+	}
+}
+
+func slicesIndex(xs []string, x string) int {
+	for i, y := range xs {
+		if y == x {
+			return i
+		}
+	}
+	return -1
+}
