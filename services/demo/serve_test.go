@@ -143,7 +143,7 @@ func TestServeSurvivesSIGKILL(t *testing.T) {
 	if err := os.MkdirAll(repo, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	check := fmt.Sprintf("#!/bin/sh\necho run >> %s\ni=1\nwhile [ $i -le 40 ]; do echo \"check line $i\"; sleep 0.1; i=$((i+1)); done\necho checked\n", runs)
+	check := fmt.Sprintf("#!/bin/sh\necho run >> %s\ni=1\nwhile [ $i -le 100 ]; do echo \"check line $i\"; sleep 0.1; i=$((i+1)); done\necho checked\n", runs)
 	os.WriteFile(filepath.Join(repo, "check.sh"), []byte(check), 0o755)
 	os.WriteFile(filepath.Join(repo, "README"), []byte("one\ntwo\nthree\n"), 0o644)
 	for _, args := range [][]string{{"init", "-q", "-b", "main"}, {"add", "."}, {"commit", "-q", "-m", "first"}} {
@@ -155,17 +155,8 @@ func TestServeSurvivesSIGKILL(t *testing.T) {
 	addr := freeAddr(t)
 	s := startServer(t, bin, state, addr, repo)
 
-	// Wait until the check job is running and has written some lines, and the other
-	// jobs have finished.
-	var checkID string
-	waitUntil(t, "the check job to run and log", func() bool {
-		rs := s.results("demo-check")
-		if len(rs) != 1 || rs[0].State != "running" {
-			return false
-		}
-		checkID = rs[0].ID
-		return strings.Count(s.log(checkID), "check line") >= 5
-	})
+	// Wait until the other jobs have finished and the check job is running and has
+	// written some lines (it takes 10 s in all).
 	waitUntil(t, "checkout and count to finish", func() bool {
 		c, n := s.results("demo-checkout"), s.results("demo-count-lines")
 		return len(c) == 1 && c[0].State == "ok" && len(n) == 1 && n[0].State == "ok"
@@ -178,7 +169,19 @@ func TestServeSurvivesSIGKILL(t *testing.T) {
 	for op, r := range finished {
 		finishedLogs[op] = s.log(r.ID)
 	}
-	before := s.log(checkID)
+	var checkID, before string
+	waitUntil(t, "the check job to run and log", func() bool {
+		rs := s.results("demo-check")
+		if len(rs) != 1 || rs[0].State != "running" {
+			return false
+		}
+		checkID = rs[0].ID
+		before = s.log(checkID)
+		return strings.Count(before, "check line") >= 5
+	})
+	if strings.Contains(before, "checked") {
+		t.Fatal("the check finished before it could be interrupted")
+	}
 
 	if err := s.cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
@@ -248,7 +251,7 @@ func TestServeSurvivesSIGKILL(t *testing.T) {
 	if out := ctl("query", "--op", "demo-check"); !strings.Contains(out, checkID) || !strings.Contains(out, "ok") {
 		t.Errorf("ctl query:\n%s", out)
 	}
-	if out := ctl("log", "--follow", checkID); !strings.Contains(out, "check line 40") || !strings.Contains(out, "checked") {
+	if out := ctl("log", "--follow", checkID); !strings.Contains(out, "check line 100") || !strings.Contains(out, "checked") {
 		t.Errorf("ctl log --follow:\n%s", out)
 	}
 	if out := ctl("--user", "admin", "rebuild", checkID); strings.TrimSpace(out) == "" || strings.TrimSpace(out) == checkID {
