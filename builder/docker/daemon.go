@@ -7,8 +7,12 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
+	"strings"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Daemon is a dockerd started by this process, with its own data under one directory.
@@ -72,11 +76,13 @@ func StartDaemon(ctx context.Context, dir string, log io.Writer) (*Daemon, error
 	}
 }
 
-// Stop ends the daemon (SIGTERM, then SIGKILL after 20 s) and waits for it.
+// Stop ends the daemon (SIGTERM, then SIGKILL after 20 s), waits for it, and unmounts
+// what it left mounted under its directory (its network namespace).
 func (d *Daemon) Stop() error {
 	if d.cmd.Process == nil {
 		return nil
 	}
+	defer unmountUnder(d.dir)
 	d.cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case err := <-d.done:
@@ -87,5 +93,24 @@ func (d *Daemon) Stop() error {
 		err := <-d.done
 		d.done <- err
 		return fmt.Errorf("dockerd did not stop on SIGTERM; killed")
+	}
+}
+
+// unmountUnder detaches every mount below dir, deepest first.
+func unmountUnder(dir string) {
+	data, err := os.ReadFile("/proc/self/mounts")
+	if err != nil {
+		return
+	}
+	var points []string
+	for _, line := range strings.Split(string(data), "\n") {
+		f := strings.Fields(line)
+		if len(f) > 1 && strings.HasPrefix(f[1], dir+"/") {
+			points = append(points, f[1])
+		}
+	}
+	sort.Sort(sort.Reverse(sort.StringSlice(points)))
+	for _, p := range points {
+		unix.Unmount(p, unix.MNT_DETACH)
 	}
 }
