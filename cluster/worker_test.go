@@ -1,0 +1,61 @@
+package cluster
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// TestWorkerInProcess runs a worker in the test process (so the race detector sees the
+// worker and the scheduler together): jobs, a cancel, a pause, a stop.
+func TestWorkerInProcess(t *testing.T) {
+	tf := newTestFleet(t, Options{})
+	nc, err := Connect(tf.ctx, ConnOptions{URL: tf.f.URL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	w, err := NewWorker(nc, WorkerOptions{Name: "inproc", Pool: "linux-x86_64", Capacity: 2, StateDir: t.TempDir(),
+		Runner: &ShellRunner{}, HealthEvery: 100 * time.Millisecond, PruneEvery: 100 * time.Millisecond, Registry: prometheus.NewRegistry()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, stop := context.WithCancel(tf.ctx)
+	errc := make(chan error, 1)
+	go func() { errc <- w.Run(ctx) }()
+	tf.waitWorkers(1)
+	ok := tf.submit(Request{Spec: "echo one"})
+	long := tf.submit(Request{Spec: "sleep 30"})
+	if r := tf.wait(ok.ID).Result; r.Outcome != OutcomeOK {
+		t.Fatalf("%+v", r)
+	}
+	tf.waitFor("long job running", 10*time.Second, func() bool { return tf.job(long.ID).State == StateRunning })
+	if err := tf.f.Client.Cancel(tf.ctx, long.ID); err != nil {
+		t.Fatal(err)
+	}
+	if r := tf.wait(long.ID).Result; r.Outcome != OutcomeCancelled {
+		t.Fatalf("%+v", r)
+	}
+	if err := tf.f.Client.Pause(tf.ctx, "inproc"); err != nil {
+		t.Fatal(err)
+	}
+	wi, _ := tf.f.Client.Worker(tf.ctx, "inproc")
+	if wi.State != "paused" {
+		t.Fatalf("state %s", wi.State)
+	}
+	stop()
+	select {
+	case err := <-errc:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("worker did not stop")
+	}
+	if _, err := NewWorker(nc, WorkerOptions{Name: "bad name", Pool: "p", Capacity: 1, Runner: &ShellRunner{}}); err == nil || !strings.Contains(err.Error(), "worker name") {
+		t.Fatalf("bad name accepted: %v", err)
+	}
+}
