@@ -41,6 +41,12 @@ type starter interface {
 	stop(n *node)
 }
 
+// resetter is implemented by nodes with run-time state (inputs added while active),
+// dropped when the node is released so that it can be activated afresh.
+type resetter interface {
+	reset(n *node)
+}
+
 // grouper is implemented by nodes whose inputs belong to a group of their own.
 type grouper interface {
 	groupFor(n *node, input int) *group
@@ -133,6 +139,9 @@ func (e *Engine) deactivate(n *node) {
 	n.deps = nil
 	n.e = nil
 	n.group = nil
+	if r, ok := n.impl.(resetter); ok {
+		r.reset(n)
+	}
 }
 
 func (n *node) removeDep(d *node) {

@@ -230,6 +230,8 @@ func (c *collapseImpl) display(n *node, out output) (State, string) {
 	return in.display, in.dmsg
 }
 
+func (c *collapseImpl) reset(*node) { c.g = nil }
+
 func (c *collapseImpl) groupFor(n *node, i int) *group {
 	if i == 0 {
 		return nil
@@ -289,6 +291,11 @@ func (b *bindImpl) compute(n *node) output {
 		return n.out
 	}
 	return b.inner.out
+}
+
+func (b *bindImpl) reset(n *node) {
+	b.has, b.inner = false, nil
+	n.inputs = n.inputs[:1]
 }
 
 // Bind builds part of the graph from the value of t at run time. When t's value changes
@@ -401,6 +408,12 @@ func (l *listMapImpl) compute(n *node) output {
 	}
 	return okOut(Unit{})
 }
+
+func (l *listMapImpl) reset(n *node) {
+	l.items, l.order, l.g = nil, nil, nil
+}
+
+func (c *collectImpl) reset(n *node) { n.inputs = n.inputs[:1] }
 
 func (l *listMapImpl) display(n *node, out output) (State, string) {
 	if n.inputs[0].out.state == StateFailed {

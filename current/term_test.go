@@ -246,3 +246,46 @@ func TestRandomEditsKeepResultsRight(t *testing.T) {
 		t.Fatalf("%d live nodes, want %d", len(g.Nodes), want)
 	}
 }
+
+func TestRunTwiceWithTheSameTerms(t *testing.T) {
+	e := testEngine(t, Config{})
+	src := NewVar("src", []int{1, 2, 3})
+	var last atomic.Value
+	root := Map(ListMap(src.Term(), func(i int) string { return fmt.Sprint(i) }, func(it Term[int]) Term[int] {
+		return Bind(it, func(i int) Term[int] { return Return(i * 10) })
+	}), func(xs []int) string { s := fmt.Sprint(xs); last.Store(s); return s })
+	for round := 0; round < 2; round++ {
+		last.Store("")
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- e.Run(ctx, root) }()
+		want := "[10 20 30]"
+		if round == 1 {
+			want = "[20 30 40]"
+		}
+		eventually(t, fmt.Sprint("round ", round), func() bool { v, _ := last.Load().(string); return v == want })
+		// 1 var + list-map + collect + root, and per item: item, bind, return.
+		g := e.Graph()
+		if n := len(g.Nodes); n != 4+3*3 {
+			t.Fatalf("round %d: %d nodes", round, n)
+		}
+		items := 0
+		for _, gr := range g.Groups {
+			if gr.Kind == "item" {
+				items++
+			}
+		}
+		if items != 3 {
+			t.Fatalf("round %d: %d item groups", round, items)
+		}
+		src.Set([]int{2, 3, 4})
+		if round == 0 {
+			eventually(t, "update", func() bool { v, _ := last.Load().(string); return v == "[20 30 40]" })
+		}
+		cancel()
+		<-done
+		if n := len(e.Graph().Nodes); n != 0 {
+			t.Fatalf("%d nodes left after Run", n)
+		}
+	}
+}
