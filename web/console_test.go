@@ -78,6 +78,12 @@ func TestPagesAndTheirJSONTwins(t *testing.T) {
 	if strings.Contains(body, `id="rebuild"`) {
 		t.Errorf("a viewer sees the Rebuild button")
 	}
+	if strings.Contains(body, `http-equiv="refresh"`) {
+		t.Errorf("the page of a finished job refreshes itself")
+	}
+	if _, body := cl.get("/job/" + slowID); !strings.Contains(body, `<noscript><meta http-equiv="refresh" content="5"></noscript>`) {
+		t.Errorf("the page of a running job does not refresh itself without JavaScript")
+	}
 	var jd struct {
 		Job     Job   `json:"job"`
 		History []Job `json:"history"`
