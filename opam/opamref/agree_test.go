@@ -244,19 +244,38 @@ func TestRevdepsAgree(t *testing.T) {
 		t.Fatalf("only %d eligible packages", len(eligible))
 	}
 	step := len(eligible) / 100
+	type query struct {
+		pkg           opam.Package
+		rec, dep, tst bool
+		out           []byte
+		err           error
+	}
+	qs := make([]*query, 100)
+	for i := range qs {
+		qs[i] = &query{pkg: eligible[i*step], rec: i%4 == 1, dep: i%4 == 2, tst: i%4 == 3}
+	}
+	// opam is single-threaded and slow here: ask it several questions at once.
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 4)
+	for _, q := range qs {
+		wg.Go(func() {
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			q.out, q.err = o.Query(context.Background(), opamref.RevdepsArgs(q.pkg.String(), q.rec, q.dep, q.tst)...)
+		})
+	}
+	wg.Wait()
 	agree := 0
-	for i := range 100 {
-		p := eligible[i*step]
-		rec, dep, tst := i%4 == 1, i%4 == 2, i%4 == 3
+	for _, q := range qs {
+		p, rec, dep, tst := q.pkg, q.rec, q.dep, q.tst
 		uu := u
 		if tst {
 			uu = ut
 		}
-		out, err := o.Query(context.Background(), opamref.RevdepsArgs(p.String(), rec, dep, tst)...)
-		if err != nil {
-			t.Fatal(err)
+		if q.err != nil {
+			t.Fatal(q.err)
 		}
-		theirs := opamref.Lines(out)
+		theirs := opamref.Lines(q.out)
 		got, err := revdeps.Of(context.Background(), uu, p, revdeps.Options{Recursive: rec, Depopts: dep})
 		if err != nil {
 			t.Fatal(err)

@@ -92,6 +92,7 @@ func (f *Failure) Is(target error) bool { return target == ErrGaveUp && f.GaveUp
 type clause struct {
 	atoms []opam.Atom
 	from  *Cand // nil for the request
+	count int   // versions that may satisfy it, an estimate of how constrained it is
 }
 
 func (c clause) String() string {
@@ -184,12 +185,13 @@ func (u *Universe) Solve(ctx context.Context, req Request) (*Selection, error) {
 						}
 					}
 				}
+				u.count(c, s.pins)
 			}
 		}
 	}
 	var q []clause
 	for _, a := range req.Install {
-		q = append(q, clause{atoms: []opam.Atom{a}})
+		q = append(q, clause{atoms: []opam.Atom{a}, count: u.liveCount([]opam.Atom{a}, s.pins)})
 	}
 	reqText := formatClauseList(req.Install)
 	ok, f := s.run(&q, 0, 0)
@@ -239,11 +241,24 @@ func (s *search) satisfied(cl clause) bool {
 // run satisfies the clauses q[i:] and those added on the way, depth first. It returns
 // the failure of the clause that could not be satisfied.
 func (s *search) run(q *[]clause, i, depth int) (bool, *failed) {
-	for ; i < len(*q); i++ {
-		cl := (*q)[i]
-		if s.satisfied(cl) {
-			continue
+	for {
+		// The most constrained pending clause (fewest versions) goes first.
+		best := -1
+		for j := i; j < len(*q); j++ {
+			if s.satisfied((*q)[j]) {
+				if j == i {
+					i++
+				}
+				continue
+			}
+			if best < 0 || (*q)[j].count < (*q)[best].count {
+				best = j
+			}
 		}
+		if best < 0 {
+			return true, nil
+		}
+		cl := (*q)[best]
 		f := &failed{cl: cl, culprits: map[*Cand]bool{}}
 		f.blame(cl.from)
 		tried := 0
@@ -289,10 +304,10 @@ func (s *search) run(q *[]clause, i, depth int) (bool, *failed) {
 					}
 				}
 				s.push(c)
-				for _, d := range c.Deps {
-					*q = append(*q, clause{atoms: d, from: c})
+				for k, d := range c.Deps {
+					*q = append(*q, clause{atoms: d, from: c, count: c.counts[k]})
 				}
-				ok, sub := s.run(q, i+1, depth+1)
+				ok, sub := s.run(q, i, depth+1)
 				if ok {
 					return true, nil
 				}
@@ -316,7 +331,6 @@ func (s *search) run(q *[]clause, i, depth int) (bool, *failed) {
 		f.none = tried == 0
 		return false, f
 	}
-	return true, nil
 }
 
 // incompatible says why c cannot join the current selection ("" if it can).

@@ -47,6 +47,8 @@ type Cand struct {
 	dead bool
 	// deadWhy names the clause that cannot be satisfied when dead.
 	deadWhy string
+	// counts holds, for each clause of Deps, the number of live versions matching it.
+	counts []int
 }
 
 func (c *Cand) String() string { return string(c.Name) + "." + string(c.Version) }
@@ -100,7 +102,36 @@ func NewUniverseFlags(repo *repository.Repo, p Platform, flags Flags) *Universe 
 		u.byName[n] = all[i]
 	}
 	u.markDead()
+	for _, cs := range u.byName {
+		for _, c := range cs {
+			u.count(c, nil)
+		}
+	}
 	return u
+}
+
+func (u *Universe) count(c *Cand, pins map[opam.PackageName][]*Cand) {
+	c.counts = make([]int, len(c.Deps))
+	for k, cl := range c.Deps {
+		c.counts[k] = u.liveCount(cl, pins)
+	}
+}
+
+// liveCount counts the live versions matching an atom of cl.
+func (u *Universe) liveCount(cl []opam.Atom, pins map[opam.PackageName][]*Cand) int {
+	n := 0
+	for _, a := range cl {
+		vs, ok := pins[a.Name]
+		if !ok {
+			vs = u.byName[a.Name]
+		}
+		for _, v := range vs {
+			if !v.dead && a.MatchesVersion(v.Version) {
+				n++
+			}
+		}
+	}
+	return n
 }
 
 // Versions returns the candidates of a package, oldest first.
