@@ -21,6 +21,7 @@ import (
 	"github.com/kiln-ci/kiln/builder"
 	"github.com/kiln-ci/kiln/builder/image"
 	"github.com/kiln-ci/kiln/current"
+	"github.com/kiln-ci/kiln/current/gitlocal"
 	"github.com/kiln-ci/kiln/services/demo"
 	"github.com/kiln-ci/kiln/web"
 )
@@ -84,7 +85,7 @@ On first start the local admin password is made, printed once, and stored hashed
 			repo := o.demoRepo
 			sample := repo == ""
 			if !sample {
-				if _, err := demo.ReadHeads(ctx, repo); err != nil {
+				if _, err := gitlocal.Read(ctx, repo); err != nil {
 					return fmt.Errorf("--demo-repo: %w", err)
 				}
 			}
@@ -166,7 +167,7 @@ On first start the local admin password is made, printed once, and stored hashed
 	f.StringVar(&o.anonymous, "anonymous", "viewer", "role of visitors who have not logged in (none, viewer, builder, admin)")
 	f.BoolVar(&o.secureCookies, "secure-cookies", false, "mark cookies Secure (set when the console is served over HTTPS)")
 	f.StringVar(&o.demoRepo, "demo-repo", "", "git repository the demonstration pipeline watches (default: a sample made in the state dir)")
-	f.DurationVar(&o.demoPoll, "demo-poll", 2*time.Second, "how often the demo reads the repository's branch heads")
+	f.DurationVar(&o.demoPoll, "demo-poll", 10*time.Second, "how often the demo reads the repository's branch heads, besides when they change")
 	f.DurationVar(&o.demoCommitEvery, "demo-commit-every", 0, "add a commit to the sample repository this often, for a pipeline that keeps moving (0: never)")
 	f.DurationVar(&o.logMaxAge, "log-max-age", 0, "delete logs of jobs finished longer ago (0: keep)")
 	f.Int64Var(&o.logMaxBytes, "log-max-bytes", 0, "delete the oldest finished logs while all logs take more bytes (0: no limit)")

@@ -1,6 +1,6 @@
 // Package demo is the pipeline `kiln serve` runs out of the box: it watches the branches
-// of a local git repository and, for each branch head, checks the commit out and runs a
-// few cached jobs on it (count lines, run the repository's check script).
+// of a local git repository (gitlocal.Heads) and, for each branch head, checks the commit
+// out and runs a few cached jobs on it (count lines, run the repository's check script).
 package demo
 
 import (
@@ -10,19 +10,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sort"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/kiln-ci/kiln/current"
+	"github.com/kiln-ci/kiln/current/gitlocal"
 )
-
-// Head is the commit at the tip of one branch.
-type Head struct {
-	Branch string `json:"branch"`
-	Commit string `json:"commit"`
-}
 
 // Source is a commit checked out on disk.
 type Source struct {
@@ -34,7 +28,7 @@ type Source struct {
 type Options struct {
 	Repo     string        // the git repository watched
 	WorkDir  string        // where checkouts go
-	Poll     time.Duration // how often the branch heads are read (default 2s)
+	Poll     time.Duration // how often the branch heads are read besides on change (default 10s)
 	Runner   Runner        // runs the jobs' scripts (default HostRunner)
 	CheckCmd string        // the check job's script (default: ./check.sh when the commit has one)
 }
@@ -42,19 +36,17 @@ type Options struct {
 // Pipeline returns the demonstration pipeline over o.Repo.
 func Pipeline(o Options) current.Term[current.Unit] {
 	if o.Poll <= 0 {
-		o.Poll = 2 * time.Second
+		o.Poll = 10 * time.Second
 	}
 	if o.Runner == nil {
 		o.Runner = HostRunner{}
 	}
-	heads := current.Poll("git heads "+filepath.Base(o.Repo), o.Poll, func(ctx context.Context) ([]Head, error) {
-		return ReadHeads(ctx, o.Repo)
-	})
-	checkout := &current.Op[Head, Source]{
+	heads := gitlocal.Heads(o.Repo, o.Poll)
+	checkout := &current.Op[gitlocal.Ref, Source]{
 		Name:  "demo-checkout",
-		Key:   func(h Head) string { return h.Commit },
-		Label: func(h Head) string { return "checkout " + short(h.Commit) },
-		Run: func(ctx context.Context, j *current.Job, h Head) (Source, error) {
+		Key:   func(h gitlocal.Ref) string { return h.Commit },
+		Label: func(h gitlocal.Ref) string { return "checkout " + short(h.Commit) },
+		Run: func(ctx context.Context, j *current.Job, h gitlocal.Ref) (Source, error) {
 			dir := filepath.Join(o.WorkDir, "src", h.Commit)
 			j.Logf("checking out %s into %s", h.Commit, dir)
 			if _, err := os.Stat(filepath.Join(dir, ".kiln-complete")); err == nil {
@@ -123,7 +115,7 @@ func Pipeline(o Options) current.Term[current.Unit] {
 			return "passed", nil
 		},
 	}
-	return current.ListIter(heads.Term(), func(h Head) string { return h.Branch }, func(h current.Term[Head]) current.Term[current.Unit] {
+	return current.ListIter(heads.Term(), gitlocal.Ref.Key, func(h current.Term[gitlocal.Ref]) current.Term[current.Unit] {
 		src := current.Do(checkout, h)
 		return current.All(current.Do(count, src), current.Do(check, src))
 	})
@@ -151,26 +143,6 @@ func countTotal(dir string) (int, error) {
 		return nil
 	})
 	return total, err
-}
-
-// ReadHeads lists the branch heads of the repository at repo, sorted by branch.
-func ReadHeads(ctx context.Context, repo string) ([]Head, error) {
-	out, err := exec.CommandContext(ctx, "git", "-C", repo, "for-each-ref", "--format=%(refname:short) %(objectname)", "refs/heads/").Output()
-	if err != nil {
-		if ee, ok := err.(*exec.ExitError); ok {
-			return nil, fmt.Errorf("read branches of %s: %v: %s", repo, err, strings.TrimSpace(string(ee.Stderr)))
-		}
-		return nil, fmt.Errorf("read branches of %s: %w", repo, err)
-	}
-	var heads []Head
-	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
-		b, c, ok := strings.Cut(line, " ")
-		if ok {
-			heads = append(heads, Head{Branch: b, Commit: c})
-		}
-	}
-	sort.Slice(heads, func(i, j int) bool { return heads[i].Branch < heads[j].Branch })
-	return heads, nil
 }
 
 // sampleCheck is the check script of the sample repository: a few seconds of coloured

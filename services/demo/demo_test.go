@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/kiln-ci/kiln/current/gitlocal"
 	"github.com/kiln-ci/kiln/internal/testenv"
 )
 
@@ -15,11 +16,11 @@ func TestSampleRepository(t *testing.T) {
 	if err := CreateSample(ctx, dir); err != nil {
 		t.Fatal(err)
 	}
-	heads, err := ReadHeads(ctx, dir)
+	heads, err := gitlocal.Read(ctx, dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(heads) != 2 || heads[0].Branch != "feature" || heads[1].Branch != "main" || len(heads[0].Commit) != 40 || heads[0].Commit == heads[1].Commit {
+	if len(heads) != 2 || heads[0].Name != "feature" || heads[1].Name != "main" || len(heads[0].Commit) != 40 || heads[0].Commit == heads[1].Commit {
 		t.Fatalf("heads %+v", heads)
 	}
 	if err := CreateSample(ctx, dir); err != nil {
@@ -28,12 +29,9 @@ func TestSampleRepository(t *testing.T) {
 	if err := CommitSample(ctx, dir); err != nil {
 		t.Fatal(err)
 	}
-	after, _ := ReadHeads(ctx, dir)
+	after, _ := gitlocal.Read(ctx, dir)
 	if after[1].Commit == heads[1].Commit || after[0].Commit != heads[0].Commit {
 		t.Fatalf("CommitSample moved %+v to %+v", heads, after)
-	}
-	if _, err := ReadHeads(ctx, t.TempDir()); err == nil || !strings.Contains(err.Error(), "read branches of") {
-		t.Fatalf("ReadHeads of a folder that is not a repository: %v", err)
 	}
 }
 
