@@ -249,3 +249,30 @@ func TestFairShareFollowsRates(t *testing.T) {
 		t.Fatalf("share ratio %.2f, want about 3", ratio)
 	}
 }
+
+func TestCostLearnedPerHint(t *testing.T) {
+	s := newSim(DefaultPolicy())
+	s.dur = func(_ string, j *Job) time.Duration {
+		if j.CacheHint == "slow" {
+			return 10 * time.Minute
+		}
+		return 20 * time.Second
+	}
+	s.join("w", 1)
+	for i := range 3 {
+		s.c.submit(Request{ID: fmt.Sprint("s", i), Pool: "p", Client: "c", Spec: "x", CacheHint: "slow"})
+		s.c.submit(Request{ID: fmt.Sprint("f", i), Pool: "p", Client: "c", Spec: "x", CacheHint: "fast"})
+	}
+	s.run(s.clk.now().Add(24 * time.Hour))
+	s.c.setPaused("w", true)
+	s.c.submit(Request{ID: "next-slow", Pool: "p", Client: "c", Spec: "x", CacheHint: "slow"})
+	s.c.submit(Request{ID: "next-fast", Pool: "p", Client: "c", Spec: "x", CacheHint: "fast"})
+	q, _ := s.c.queue("p", 10)
+	got := map[string]time.Duration{}
+	for _, e := range q.Queued {
+		got[e.ID] = time.Duration(e.EstimatedCost)
+	}
+	if got["next-slow"] != 10*time.Minute || got["next-fast"] != 20*time.Second {
+		t.Fatalf("estimates %v, want 10m0s and 20s learned from history", got)
+	}
+}

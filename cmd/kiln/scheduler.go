@@ -96,7 +96,7 @@ another machine) loses no job; run exactly one scheduler per NATS account.`,
 			serveMetrics(ctx, metrics, reg)
 			policy := cluster.Policy{LeaseTTL: lease}
 			if embed {
-				f, err := cluster.StartEmbedded(ctx, cluster.Options{StateDir: stateDir, Listen: listen, Pools: pools, WorkerToken: tok, Policy: policy})
+				f, err := cluster.StartEmbedded(ctx, cluster.Options{StateDir: stateDir, Listen: listen, Pools: pools, WorkerToken: tok, Policy: policy, Registry: reg})
 				if err != nil {
 					return err
 				}
