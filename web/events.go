@@ -61,7 +61,7 @@ func (s *sse) comment() error {
 }
 
 // changeEvents sends a "changed" event whenever the graph or a job changes, at most
-// a few times a second.
+// once a second.
 func (s *Server) changeEvents(w http.ResponseWriter, r *http.Request, c *reqCtx) error {
 	if err := onlyParams(r); err != nil {
 		return err
@@ -92,7 +92,7 @@ func (s *Server) changeEvents(w http.ResponseWriter, r *http.Request, c *reqCtx)
 			select {
 			case <-r.Context().Done():
 				return nil
-			case <-time.After(250 * time.Millisecond):
+			case <-time.After(time.Second):
 			}
 		}
 	}
