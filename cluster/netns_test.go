@@ -4,7 +4,10 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -45,13 +48,18 @@ func TestFleetNetworkCutLeaseExpiry(t *testing.T) {
 	tf := newTestFleet(t, Options{Listen: "0.0.0.0:" + port, Policy: Policy{LeaseTTL: 4 * time.Second, DefaultCost: time.Second}})
 	tf.listen = "127.0.0.1:" + port
 	tf.startProc("cut", "ip", "netns", "exec", ns, bin, "worker", "--nats", "nats://"+hostIP+":"+port, "--name", "cut",
-		"--capacity", "1", "--runner", "shell", "--state-dir", t.TempDir(), "--health-every", "1s")
+		"--capacity", "2", "--runner", "shell", "--state-dir", t.TempDir(), "--health-every", "1s")
 	tf.waitWorkers(1)
+	// j finishes while the worker is cut off; long is still running when its lease runs out
 	j := tf.submit(Request{Spec: "echo begin; sleep 1.5; echo end"})
-	tf.waitFor("job running on the namespaced worker", 20*time.Second, func() bool {
-		k := tf.job(j.ID)
-		return k.State == StateRunning && k.Worker == "cut"
+	pids := filepath.Join(t.TempDir(), "pids")
+	long := tf.submit(Request{Spec: fmt.Sprintf("sh -c 'echo $$ >> %s; exec sleep 8'", pids)})
+	tf.waitFor("jobs running on the namespaced worker", 20*time.Second, func() bool {
+		k, l := tf.job(j.ID), tf.job(long.ID)
+		return k.State == StateRunning && k.Worker == "cut" && l.State == StateRunning && l.Worker == "cut"
 	})
+	tf.waitFor("long job's process started", 10*time.Second, func() bool { return len(readPids(pids)) == 1 })
+	firstPid := readPids(pids)[0]
 	tf.worker("other", "linux-x86_64", 1)
 	tf.waitWorkers(2)
 	cut := time.Now()
@@ -61,6 +69,15 @@ func TestFleetNetworkCutLeaseExpiry(t *testing.T) {
 		return err == nil && w.State == "gone"
 	})
 	t.Logf("worker declared lost %s after the cut", time.Since(cut).Round(time.Millisecond))
+	// the cut-off worker stopped the long job itself when it could no longer renew the
+	// lease, before the job could start elsewhere: it never runs twice at once
+	tf.waitFor("long job started again elsewhere", 60*time.Second, func() bool { return len(readPids(pids)) >= 2 })
+	if syscall.Kill(firstPid, 0) == nil {
+		t.Fatalf("the first run (pid %d) still runs while the job started again", firstPid)
+	}
+	if r := tf.wait(long.ID).Result; r.Outcome != OutcomeOK || r.Worker != "other" || r.Attempts != 2 {
+		t.Fatalf("long job: %+v", r)
+	}
 	done := tf.wait(j.ID)
 	if done.Result.Outcome != OutcomeOK || done.Result.Worker != "other" || done.Result.Attempts != 2 {
 		t.Fatalf("result after the cut: %+v\n%v", done.Result, done.History)
@@ -86,4 +103,15 @@ func TestFleetNetworkCutLeaseExpiry(t *testing.T) {
 	if r := tf.wait(k.ID).Result; r.Outcome != OutcomeOK {
 		t.Fatalf("%+v", r)
 	}
+}
+
+func readPids(path string) []int {
+	b, _ := os.ReadFile(path)
+	var out []int
+	for _, f := range strings.Fields(string(b)) {
+		if n, err := strconv.Atoi(f); err == nil {
+			out = append(out, n)
+		}
+	}
+	return out
 }
