@@ -251,6 +251,7 @@ func (c *core) dispatch(p *pool) {
 				w.reserved = w.reserved[1:]
 				w.reservedCost -= j.cost
 				j.reserved = ""
+				p.queued--
 				c.start(p, w, j, true)
 				progressed = true
 			}

@@ -194,6 +194,9 @@ func affinityReplay(p Policy, seed uint64) (hitRate float64, meanTurnaround time
 	if n != nJobs {
 		panic(fmt.Sprintf("only %d of %d jobs finished", n, nJobs))
 	}
+	if q := s.c.pools["p"].queued; q != 0 {
+		panic(fmt.Sprintf("queue length %d after every job finished", q))
+	}
 	return float64(hits) / float64(total), sum / time.Duration(n)
 }
 
