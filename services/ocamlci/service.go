@@ -603,11 +603,17 @@ func (s *Service) firstBuild(b BuildInput) bool {
 	defer s.seenMu.Unlock()
 	first, ok := s.seen[k]
 	if !ok {
+		if len(s.seen) >= maxSeen {
+			clear(s.seen) // forgetting only costs a re-test the urgent lane
+		}
 		s.seen[k] = d
 		return true
 	}
 	return first == d
 }
+
+// maxSeen bounds the memory of first builds (about 100 bytes each).
+const maxSeen = 200_000
 
 func opamFilesDigest(b BuildInput) string {
 	// The dependency layer is what the opam files and the install list make.

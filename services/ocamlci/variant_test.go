@@ -79,3 +79,22 @@ func TestFailingLines(t *testing.T) {
 		t.Errorf("tail = %q", got)
 	}
 }
+
+func TestRebuildsOfACommitGoInTheBackgroundLane(t *testing.T) {
+	s := &Service{seen: map[string]string{}}
+	b := BuildInput{Checkout: Checkout{Repo: RepoID{"git", "o", "r"}, Commit: "c1"}, Variant: Variant{Name: "debian-12-4.13_amd64"}, Spec: "spec A"}
+	if !s.firstBuild(b) {
+		t.Fatal("the first build of a commit's variant is not urgent")
+	}
+	if !s.firstBuild(b) {
+		t.Fatal("the same build again (a retry) is not urgent")
+	}
+	b.Spec = "spec B" // opam-repository moved on and the solution changed
+	if s.firstBuild(b) {
+		t.Fatal("a re-test after an opam-repository change is urgent")
+	}
+	b.Checkout.Commit = "c2" // a push
+	if !s.firstBuild(b) {
+		t.Fatal("the first build of a new commit is not urgent")
+	}
+}
