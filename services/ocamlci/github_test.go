@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kiln-ci/kiln/current"
 	"github.com/kiln-ci/kiln/forge"
 	"github.com/kiln-ci/kiln/forge/github"
 	"github.com/kiln-ci/kiln/forge/github/githubtest"
@@ -40,6 +41,10 @@ func TestGitHubChecksRunsAndWebhooks(t *testing.T) {
 		s.Publishers = map[string]Publisher{"github": gh}
 	})
 	h.repo = RepoID{Forge: "github", Owner: "ocaml", Name: "hello"}
+	gh.Rerun = func(ctx context.Context, repo RepoID, commit string) error {
+		_, err := h.engine.RebuildQuery(current.Query{Op: "ocamlci-build", KeyContains: repo.String() + " " + commit})
+		return err
+	}
 	c := h.waitCommit(good, 10*time.Minute)
 	if c.State != forge.Passed {
 		t.Fatalf("main: %s\n%s", c.State, c.Summary)
@@ -91,6 +96,24 @@ func TestGitHubChecksRunsAndWebhooks(t *testing.T) {
 	run := waitCheckRun(t, api, "ocaml/hello", bad, "failure")
 	if !strings.Contains(run.Summary, `got "Hi, world"`) {
 		t.Errorf("failed check run's summary lacks the error line:\n%s", run.Summary)
+	}
+
+	// "Re-run all checks" on GitHub runs the commit's jobs again.
+	old, _ := h.svc.Index.Variant(context.Background(), h.repo, bad, "debian-12-4.13_amd64")
+	rerun := githubtest.CheckSuiteRerequestedPayload(1, "ocaml", "hello", 77, "pr-3", bad)
+	if code := githubtest.Deliver(t, hook.URL, secret, "check_suite", rerun); code >= 300 {
+		t.Fatalf("re-run delivery answered %d", code)
+	}
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		v, _ := h.svc.Index.Variant(context.Background(), h.repo, bad, "debian-12-4.13_amd64")
+		if v != nil && v.JobID != old.JobID {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("re-run did not start a new job (still %s)", old.JobID)
+		}
+		time.Sleep(200 * time.Millisecond)
 	}
 }
 
