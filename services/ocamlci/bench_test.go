@@ -162,13 +162,22 @@ func (s *benchServer) settle(wantSubmitted int, calm, timeout time.Duration) {
 	s.fail(fmt.Sprintf("not settled after %s: %d fleet jobs submitted of %d", timeout, s.rec.count(), wantSubmitted))
 }
 
-// fail stops the benchmark, showing failed jobs and the engine's pools.
+// fail stops the benchmark, showing the engine's pools and its failed jobs by
+// operation and message.
 func (s *benchServer) fail(msg string) {
 	s.tb.Helper()
-	failed, _ := s.engine.Query(current.Query{States: []current.JobState{current.JobFailed}, Limit: 5})
-	var b strings.Builder
+	failed, _ := s.engine.Query(current.Query{States: []current.JobState{current.JobFailed}, Limit: 10000})
+	counts := map[string]int{}
 	for _, j := range failed {
-		fmt.Fprintf(&b, "\n  failed %s %s: %s", j.Op, j.Label, j.Message)
+		m := j.Message
+		if len(m) > 160 {
+			m = m[:160]
+		}
+		counts[j.Op+": "+m]++
+	}
+	var b strings.Builder
+	for k, n := range counts {
+		fmt.Fprintf(&b, "\n  %5d failed %s", n, k)
 	}
 	s.tb.Fatalf("%s\nengine: %+v%s", msg, s.engine.Status(), b.String())
 }

@@ -41,6 +41,8 @@ type PlatformSelection struct {
 type ExtraRepository struct {
 	Name string `yaml:"name" json:"name"`
 	URL  string `yaml:"url" json:"url"`
+	// Branch is the branch read (default main, else master).
+	Branch string `yaml:"branch" json:"branch,omitempty"`
 }
 
 // LintConfig turns lint jobs off; each is on unless set to false.

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/kiln-ci/kiln/current"
+	"github.com/kiln-ci/kiln/git"
 	"github.com/kiln-ci/kiln/opam"
 	"github.com/kiln-ci/kiln/opam/repository"
 	"github.com/kiln-ci/kiln/opam/solver"
@@ -106,11 +107,17 @@ func (o *OpamRepository) universe(ctx context.Context, commit string, p Platform
 // versions (or the oldest, for lower bounds) of what the local packages need, keeping
 // the packages the platform's image provides at their versions; it returns those the
 // image lacks.
-func (o *OpamRepository) Solver(commit string, lowerBounds bool) func(ctx context.Context, a *Analysis, p Platform) ([]string, error) {
+//
+// extra are the packages of the repository's own extra opam repositories (.kiln.yml),
+// which take precedence over the followed repository's.
+func (o *OpamRepository) Solver(commit string, lowerBounds bool, extra []*repository.Package) func(ctx context.Context, a *Analysis, p Platform) ([]string, error) {
 	return func(ctx context.Context, a *Analysis, p Platform) ([]string, error) {
 		u, err := o.universe(ctx, commit, p)
 		if err != nil {
 			return nil, err
+		}
+		if len(extra) > 0 {
+			u = solver.NewUniverse(u.Repo.WithPackages(extra...), u.Platform)
 		}
 		req := solver.Request{WithTest: true, LowerBounds: lowerBounds}
 		local := map[opam.PackageName]bool{}
@@ -151,4 +158,40 @@ func (o *OpamRepository) Solver(commit string, lowerBounds bool) func(ctx contex
 		sort.Strings(install)
 		return install, nil
 	}
+}
+
+// extraPackages fetches the extra opam repositories a repository's configuration names
+// and reads their packages at their default branch.
+func extraPackages(ctx context.Context, mirrors *git.Mirrors, repos []ExtraRepository, logf func(string, ...any)) ([]*repository.Package, error) {
+	var pkgs []*repository.Package
+	for _, r := range repos {
+		m, err := mirrors.Fetch(ctx, r.URL)
+		if err != nil {
+			return nil, fmt.Errorf("%s: opam repository %s: %w", ConfigFile, r.Name, err)
+		}
+		heads, err := m.Heads(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("%s: opam repository %s: %w", ConfigFile, r.Name, err)
+		}
+		branches := []string{r.Branch}
+		if r.Branch == "" {
+			branches = []string{"main", "master"}
+		}
+		var head string
+		for _, b := range branches {
+			if head = heads["refs/heads/"+b]; head != "" {
+				break
+			}
+		}
+		if head == "" {
+			return nil, fmt.Errorf("%s: opam repository %s has no branch %s", ConfigFile, r.Name, strings.Join(branches, " or "))
+		}
+		idx, err := repository.LoadGit(ctx, m.Dir, head)
+		if err != nil {
+			return nil, fmt.Errorf("%s: opam repository %s at %s: %w", ConfigFile, r.Name, short(head), err)
+		}
+		logf("opam repository %s at %s: %d package versions", r.Name, short(head), idx.Len())
+		pkgs = append(pkgs, idx.Packages()...)
+	}
+	return pkgs, nil
 }

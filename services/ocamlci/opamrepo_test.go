@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/kiln-ci/kiln/git"
 	"github.com/kiln-ci/kiln/opam/repository/repotest"
 )
 
@@ -18,7 +19,7 @@ func TestSolveAgainstTheRealOpamRepository(t *testing.T) {
 		t.Fatalf("head = %s, want %s", head, repotest.Master)
 	}
 	p := DebianPlatform("amd64")
-	solve := o.Solver(head, false)
+	solve := o.Solver(head, false, nil)
 
 	a, err := Analyse(writeTree(t, map[string]string{"hello.opam": `opam-version: "2.0"
 depends: [ "ocaml" {>= "4.08"} "dune" {>= "2.0"} ]
@@ -45,7 +46,7 @@ depends: [ "ocaml" {>= "4.08"} "dune" {>= "2.0"} "fmt" {with-test} ]
 	if !strings.HasPrefix(strings.Join(pkgs, " "), "fmt.") {
 		t.Errorf("install = %v, want fmt.*", pkgs)
 	}
-	lower, err := o.Solver(head, true)(context.Background(), a, p)
+	lower, err := o.Solver(head, true, nil)(context.Background(), a, p)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -59,5 +60,46 @@ depends: [ "ocaml" {>= "5.1"} ]
 `)
 	if _, err := solve(context.Background(), a, p); err == nil || !strings.Contains(err.Error(), "ocaml") {
 		t.Errorf("solve for ocaml >= 5.1 on 4.13: %v", err)
+	}
+}
+
+func TestExtraOpamRepositoriesOfKilnYml(t *testing.T) {
+	gitDir := repotest.GitDir(t)
+	extra := t.TempDir()
+	gitRun(t, extra, "init", "-q", "-b", "main")
+	commitTree(t, extra, "main", map[string]string{
+		"repo": "opam-version: \"2.0\"\n",
+		"packages/mylib/mylib.1.0/opam": `opam-version: "2.0"
+depends: [ "ocaml" {>= "4.08"} "dune" ]
+`,
+	}, "mylib")
+	src := writeTree(t, map[string]string{
+		"hello.opam": `opam-version: "2.0"
+depends: [ "ocaml" "dune" "mylib" ]
+`,
+		ConfigFile: "opam-repositories:\n  - name: mine\n    url: " + extra + "\nlint:\n  lower-bound: false\n",
+	})
+	s := &Service{Opam: &OpamRepository{GitDir: gitDir}, Platforms: DefaultPlatforms()[:1],
+		Mirrors: git.NewMirrors(t.TempDir(), git.MirrorsOptions{})}
+	plan, err := s.plan(context.Background(), AnalysisInput{Checkout: Checkout{Dir: src}, OpamCommit: repotest.Master}, t.Logf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(plan.Variants[0].Install, " "); got != "mylib.1.0" {
+		t.Errorf("install = %q, want mylib.1.0 from the extra repository", got)
+	}
+	sp, err := plan.Variants[0].Spec(plan.Analysis)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(sp.String(), "opam repository add --all-switches --set-default 'mine' '"+extra+"'") {
+		t.Errorf("spec does not add the extra repository:\n%s", sp)
+	}
+
+	// Without an opam repository to solve against, the configuration is refused clearly.
+	s.Opam = nil
+	_, err = s.plan(context.Background(), AnalysisInput{Checkout: Checkout{Dir: src}}, t.Logf)
+	if err == nil || !strings.Contains(err.Error(), "--opam-repository") {
+		t.Errorf("plan without an opam repository: %v", err)
 	}
 }

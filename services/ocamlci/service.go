@@ -27,6 +27,7 @@ import (
 	"github.com/kiln-ci/kiln/git"
 	"github.com/kiln-ci/kiln/opam"
 	"github.com/kiln-ci/kiln/opam/lint"
+	"github.com/kiln-ci/kiln/opam/repository"
 )
 
 // Publisher shows a commit's status on its forge.
@@ -368,16 +369,21 @@ func fetchError(err error) error {
 }
 
 func (s *Service) analyse(ctx context.Context, j *current.Job, in AnalysisInput) (Plan, error) {
+	return s.plan(ctx, in, j.Logf)
+}
+
+// plan analyses a checked-out commit and decides its variants, logging to logf.
+func (s *Service) plan(ctx context.Context, in AnalysisInput, logf func(string, ...any)) (Plan, error) {
 	a, err := Analyse(in.Checkout.Dir)
 	if err != nil {
 		return Plan{}, err
 	}
-	j.Logf("opam files: %d (%s)", len(a.OpamFiles), strings.Join(a.Packages, ", "))
+	logf("opam files: %d (%s)", len(a.OpamFiles), strings.Join(a.Packages, ", "))
 	if a.OCamlFormat != "" {
-		j.Logf("ocamlformat version: %s", a.OCamlFormat)
+		logf("ocamlformat version: %s", a.OCamlFormat)
 	}
 	if len(a.MonorepoLocks) > 0 {
-		j.Logf("opam-monorepo lock files: %s", strings.Join(a.MonorepoLocks, ", "))
+		logf("opam-monorepo lock files: %s", strings.Join(a.MonorepoLocks, ", "))
 	}
 	if len(a.OpamFiles) == 0 {
 		return Plan{}, errors.New("no opam files found (looked for *.opam and */opam up to two folders down, skipping test* folders)")
@@ -387,9 +393,18 @@ func (s *Service) analyse(ctx context.Context, j *current.Job, in AnalysisInput)
 		return Plan{}, err
 	}
 	solve := SystemSolve
+	var extra []*repository.Package
+	if len(a.Config.OpamRepositories) > 0 {
+		if s.Opam == nil || in.OpamCommit == "" {
+			return Plan{}, fmt.Errorf("%s: opam-repositories need the server to solve against an opam repository (kiln serve --opam-repository)", ConfigFile)
+		}
+		if extra, err = extraPackages(ctx, s.Mirrors, a.Config.OpamRepositories, logf); err != nil {
+			return Plan{}, err
+		}
+	}
 	if s.Opam != nil && in.OpamCommit != "" {
-		j.Logf("solving against opam-repository %s", short(in.OpamCommit))
-		solve = s.Opam.Solver(in.OpamCommit, false)
+		logf("solving against opam-repository %s", short(in.OpamCommit))
+		solve = s.Opam.Solver(in.OpamCommit, false, extra)
 	}
 	install := map[string][]string{}
 	var solved []Platform
@@ -397,11 +412,11 @@ func (s *Service) analyse(ctx context.Context, j *current.Job, in AnalysisInput)
 	for _, p := range platforms {
 		pkgs, err := solve(ctx, a, p)
 		if err != nil {
-			j.Logf("%s: %v", p.Name, err)
+			logf("%s: %v", p.Name, err)
 			failures = append(failures, fmt.Sprintf("%s: %v", p.Name, err))
 			continue
 		}
-		j.Logf("%s: solved; to install with opam: %s", p.Name, orNone(pkgs))
+		logf("%s: solved; to install with opam: %s", p.Name, orNone(pkgs))
 		install[p.Name] = pkgs
 		solved = append(solved, p)
 	}
@@ -411,14 +426,14 @@ func (s *Service) analyse(ctx context.Context, j *current.Job, in AnalysisInput)
 	plan := Plan{Analysis: a, Variants: Variants(a, solved, install), OpamFiles: map[string]string{}}
 	if s.Opam != nil && in.OpamCommit != "" && a.Config.Lint.LowerBoundEnabled() {
 		p := solved[0]
-		lower, err := s.Opam.Solver(in.OpamCommit, true)(ctx, a, p)
+		lower, err := s.Opam.Solver(in.OpamCommit, true, extra)(ctx, a, p)
 		switch {
 		case err != nil:
-			j.Logf("%s: no lower-bounds solution: %v", p.Name, err)
+			logf("%s: no lower-bounds solution: %v", p.Name, err)
 		case strings.Join(lower, " ") == strings.Join(install[p.Name], " "):
-			j.Logf("%s: the lower bounds are the newest versions; no (lower-bound) job", p.Name)
+			logf("%s: the lower bounds are the newest versions; no (lower-bound) job", p.Name)
 		default:
-			j.Logf("%s (lower-bound): to install with opam: %s", p.Name, orNone(lower))
+			logf("%s (lower-bound): to install with opam: %s", p.Name, orNone(lower))
 			plan.Variants = append(plan.Variants, Variant{Name: p.Name + " (lower-bound)", Kind: KindLowerBound, Platform: p, Install: lower})
 		}
 	}
@@ -429,7 +444,7 @@ func (s *Service) analyse(ctx context.Context, j *current.Job, in AnalysisInput)
 		plan.Findings = append(plan.Findings, lint.LintFile(rel, data, pkg, lint.DefaultContext())...)
 	}
 	for _, v := range plan.Variants {
-		j.Logf("variant %s", v.Name)
+		logf("variant %s", v.Name)
 	}
 	return plan, nil
 }

@@ -57,7 +57,7 @@ func (v Variant) Spec(a *Analysis) (*spec.Spec, error) {
 		add(spec.Run{
 			Network: []string{"host"},
 			Cache:   []spec.Cache{{ID: "opam-archives", Target: "/root/.opam/download-cache"}},
-			Shell:   "opam install --deps-only --with-test " + strings.Join(v.Install, " "),
+			Shell:   repoAdds(a.Config.OpamRepositories) + "opam install --deps-only --with-test " + strings.Join(v.Install, " "),
 		})
 	}
 	add(spec.Copy{Src: []string{"."}, Dst: srcDir, Exclude: buildExcludes})
@@ -136,3 +136,15 @@ func Variants(a *Analysis, platforms []Platform, install map[string][]string) []
 	}
 	return vs
 }
+
+// repoAdds is the shell that adds a repository's extra opam repositories, first in
+// priority, before installing.
+func repoAdds(repos []ExtraRepository) string {
+	var b strings.Builder
+	for _, r := range repos {
+		fmt.Fprintf(&b, "opam repository add --all-switches --set-default %s %s && ", shellQuote(r.Name), shellQuote(r.URL))
+	}
+	return b.String()
+}
+
+func shellQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
