@@ -107,6 +107,13 @@ func TestPagesAndTheirJSONTwins(t *testing.T) {
 	if len(q.Results) != 3 {
 		t.Fatalf("query JSON: %d results, want 3", len(q.Results))
 	}
+	var none struct {
+		Results []Job `json:"results"`
+	}
+	cl.getJSON("/api/query?until=1h", &none)
+	if len(none.Results) != 0 {
+		t.Fatalf("results ready more than an hour ago: %+v", none.Results)
+	}
 	var q2 struct {
 		Results []Job `json:"results"`
 	}
@@ -158,6 +165,7 @@ func TestBadInputIsRefusedAndChangesNothing(t *testing.T) {
 		{"/query?offset=-3", 400, "offset"},
 		{"/api/query?state=bogus", 400, "state"},
 		{"/query?since=yesterday", 400, "since"},
+		{"/query?until=2026-13-01", 400, "until"},
 		{"/query?latest=maybe", 400, "latest"},
 		{"/query?kind=gremlins", 400, "kind"},
 		{"/query?colour=red", 400, "colour"},

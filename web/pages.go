@@ -311,7 +311,7 @@ func (s *Server) jobAction(action string) handler {
 
 // parseFilter reads the /query parameters.
 func parseFilter(r *http.Request) (Filter, string, error) {
-	if err := onlyParams(r, "op", "state", "kind", "key", "since", "latest", "limit", "offset"); err != nil {
+	if err := onlyParams(r, "op", "state", "kind", "key", "since", "until", "latest", "limit", "offset"); err != nil {
 		return Filter{}, "", err
 	}
 	q := r.URL.Query()
@@ -330,13 +330,20 @@ func parseFilter(r *http.Request) (Filter, string, error) {
 		return f, "", httpErr(http.StatusBadRequest, "bad query parameter latest=%q: want true or false", l)
 	}
 	since := q.Get("since")
-	if since != "" {
-		if d, err := time.ParseDuration(since); err == nil && d > 0 {
-			f.Since = time.Now().Add(-d)
-		} else if t, err := time.Parse(time.RFC3339, since); err == nil {
-			f.Since = t
+	for _, p := range []struct {
+		name string
+		to   *time.Time
+	}{{"since", &f.Since}, {"until", &f.Before}} {
+		v := q.Get(p.name)
+		if v == "" {
+			continue
+		}
+		if d, err := time.ParseDuration(v); err == nil && d > 0 {
+			*p.to = time.Now().Add(-d)
+		} else if t, err := time.Parse(time.RFC3339, v); err == nil {
+			*p.to = t
 		} else {
-			return f, "", httpErr(http.StatusBadRequest, "bad query parameter since=%q: want a duration such as 24h or a time such as 2026-11-28T00:00:00Z", since)
+			return f, "", httpErr(http.StatusBadRequest, "bad query parameter %s=%q: want a duration ago such as 24h or a time such as 2026-11-28T00:00:00Z", p.name, v)
 		}
 	}
 	if l := q.Get("limit"); l != "" {
@@ -374,7 +381,7 @@ func (s *Server) queryPage(w http.ResponseWriter, r *http.Request, c *reqCtx) er
 		return "/query?" + v.Encode()
 	}
 	data := map[string]any{
-		"Filter": f, "Since": since, "Results": res, "States": jobStates, "Kinds": failureKinds,
+		"Filter": f, "Since": since, "Until": r.URL.Query().Get("until"), "Results": res, "States": jobStates, "Kinds": failureKinds,
 	}
 	if len(res) == f.Limit {
 		data["Next"] = page(f.Offset + f.Limit)

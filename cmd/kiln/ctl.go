@@ -311,7 +311,7 @@ func ctlCommand() *cobra.Command {
 		})
 	}
 	var q struct {
-		op, state, key, since string
+		op, state, key, since, until string
 		limit                 int
 		rebuild               bool
 	}
@@ -323,7 +323,7 @@ func ctlCommand() *cobra.Command {
 				return err
 			}
 			v := url.Values{}
-			for k, s := range map[string]string{"op": q.op, "state": q.state, "key": q.key, "since": q.since} {
+			for k, s := range map[string]string{"op": q.op, "state": q.state, "key": q.key, "since": q.since, "until": q.until} {
 				if s != "" {
 					v.Set(k, s)
 				}
@@ -366,7 +366,8 @@ func ctlCommand() *cobra.Command {
 	f.StringVar(&q.op, "op", "", "only results of this operation")
 	f.StringVar(&q.state, "state", "", "only results in this state (ok, failed, cancelled, ...)")
 	f.StringVar(&q.key, "key", "", "only results whose key or label contains this")
-	f.StringVar(&q.since, "since", "", "only results since a time (RFC 3339) or for a duration (24h)")
+	f.StringVar(&q.since, "since", "", "only results ready since a time (RFC 3339) or a duration ago (24h)")
+	f.StringVar(&q.until, "until", "", "only results ready before a time (RFC 3339) or a duration ago (1h)")
 	f.IntVar(&q.limit, "limit", 100, "at most this many results")
 	f.BoolVar(&q.rebuild, "rebuild", false, "rebuild every matching result")
 	ctl.AddCommand(query)
