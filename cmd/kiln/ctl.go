@@ -312,8 +312,8 @@ func ctlCommand() *cobra.Command {
 	}
 	var q struct {
 		op, state, key, since, until string
-		limit                 int
-		rebuild               bool
+		limit                        int
+		rebuild                      bool
 	}
 	query := &cobra.Command{
 		Use: "query", Short: "List cached results matching a filter; --rebuild rebuilds them all", Args: cobra.NoArgs,
