@@ -146,6 +146,9 @@ func TestLostWorkerRequeuesBoundedAndIgnoresLateCompletion(t *testing.T) {
 	if ok, _ := c.complete("w2", s2, JobRef{"j", 2}, Result{Outcome: OutcomeOK}); ok {
 		t.Fatal("duplicate completion accepted")
 	}
+	if err := c.invariants(); err != nil {
+		t.Fatal(err)
+	}
 	// bounded retries
 	r2 := req("x", "", false)
 	r2.ID = "k"

@@ -43,8 +43,8 @@ func FuzzMessages(f *testing.F) {
 		}
 		clk.add(time.Hour)
 		c.tick()
-		if c.pools["p"].queued < 0 {
-			t.Fatalf("negative queue length")
+		if err := c.invariants(); err != nil {
+			t.Fatal(err)
 		}
 	})
 }

@@ -179,6 +179,9 @@ func affinityReplay(p Policy, seed uint64) (hitRate float64, meanTurnaround time
 				}
 				delete(caches, gone)
 				s.join(fresh, 2)
+				if err := s.c.invariants(); err != nil {
+					panic(err)
+				}
 			})
 		}
 	}
@@ -193,6 +196,9 @@ func affinityReplay(p Policy, seed uint64) (hitRate float64, meanTurnaround time
 	}
 	if n != nJobs {
 		panic(fmt.Sprintf("only %d of %d jobs finished", n, nJobs))
+	}
+	if err := s.c.invariants(); err != nil {
+		panic(err)
 	}
 	if q := s.c.pools["p"].queued; q != 0 {
 		panic(fmt.Sprintf("queue length %d after every job finished", q))
