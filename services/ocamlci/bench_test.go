@@ -22,6 +22,7 @@ import (
 	"github.com/kiln-ci/kiln/current"
 	"github.com/kiln-ci/kiln/git"
 	"github.com/kiln-ci/kiln/internal/testenv"
+	"github.com/nats-io/nats-server/v2/server"
 )
 
 // The benchmarks of the service at scale. Run them with, for example,
@@ -29,7 +30,10 @@ import (
 //	go test ./services/ocamlci -run '^$' -bench 'Track|PushToFirstJob' -benchtime 5x -v
 //
 // KILN_BENCH_REPOS (default 500) and KILN_BENCH_REFS (refs per repository, default 5)
-// size the first; KILN_BENCH_IDLE (default 30s) is its idle window.
+// size the first; KILN_BENCH_IDLE (default 30s) is its idle window. KILN_BENCH_STOCK_NATS=1
+// keeps NATS's default limit of 1,000 consumers per stream (the fleet then fails jobs
+// beyond about 1,000 in flight). KILN_BENCH_SHARED_WATCH=1 makes the service wait for its
+// fleet jobs through one shared watch and follow their logs only once they run.
 
 // benchRefNames are the refs of every repository: branches of its remote.
 var benchRefNames = []string{"main", "dev", "feature-a", "feature-b", "feature-c", "feature-d", "feature-e", "feature-f"}
@@ -65,38 +69,96 @@ func envDuration(tb testing.TB, name string, def time.Duration) time.Duration {
 
 var quietLog = slog.New(slog.NewTextHandler(io.Discard, nil))
 
+// benchFleet is an embedded fleet: NATS, a scheduler and a client.
+type benchFleet struct {
+	URL    string
+	Client *cluster.Client
+}
+
+// startUnlimitedFleet is cluster.StartEmbedded with NATS's default per-stream consumer
+// limit lifted (JetStreamLimits.DefaultMaxConsumers = -1).
+func startUnlimitedFleet(tb testing.TB, ctx context.Context, dir string) *benchFleet {
+	tb.Helper()
+	srv, err := server.NewServer(&server.Options{
+		ServerName: "kiln", Host: "127.0.0.1", Port: server.RANDOM_PORT,
+		JetStream: true, StoreDir: filepath.Join(dir, "nats"), JetStreamMaxMemory: 256 << 20,
+		JetStreamLimits: server.JSLimitOpts{DefaultMaxConsumers: -1},
+		MaxPayload:      8 << 20, NoSigs: true, NoLog: true,
+	})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	go srv.Start()
+	if !srv.ReadyForConnections(15 * time.Second) {
+		srv.Shutdown()
+		tb.Fatal("embedded NATS did not start")
+	}
+	tb.Cleanup(func() { srv.Shutdown(); srv.WaitForShutdown() })
+	nc, err := cluster.Connect(ctx, cluster.ConnOptions{URL: srv.ClientURL(), Name: "kiln-scheduler", Logger: quietLog})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(nc.Close)
+	sch, err := cluster.StartScheduler(ctx, nc, cluster.SchedulerOptions{Pools: cluster.DefaultPools, Logger: quietLog})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(sch.Stop)
+	c, err := cluster.NewClient(nc)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return &benchFleet{URL: srv.ClientURL(), Client: c}
+}
+
 // benchServer is one ocaml-ci server: engine, embedded fleet, index and mirrors.
 type benchServer struct {
 	tb     testing.TB
 	ctx    context.Context
 	engine *current.Engine
-	fleet  *cluster.Fleet
+	fleet  *benchFleet
 	rec    *recordingFleet
 	svc    *Service
 	src    *varSource
 }
 
 type serverOptions struct {
-	platforms  []Platform
-	buildSlots int // engine slots of the build op's pool
-	slots      int // engine slots of the other pools
+	platforms []Platform
+	// unlimitedConsumers lifts NATS's default limit of 1,000 consumers per stream,
+	// which the fleet client meets with more than 1,000 jobs in flight (one KV watch
+	// and one log consumer per job).
+	unlimitedConsumers bool
+	// sharedWatch waits for fleet jobs through one shared watch and follows a job's
+	// log only once it runs (see jobWatch).
+	sharedWatch bool
+	buildSlots  int // engine slots of the build op's pool
+	slots       int // engine slots of the other pools
 }
 
 func startBenchServer(tb testing.TB, state string, refs []Ref, o serverOptions) *benchServer {
 	tb.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	tb.Cleanup(cancel)
-	fleet, err := cluster.StartEmbedded(ctx, cluster.Options{StateDir: filepath.Join(state, "fleet"), Listen: "127.0.0.1:0", Logger: quietLog})
-	if err != nil {
-		tb.Fatal(err)
+	var fleet *benchFleet
+	if o.unlimitedConsumers {
+		fleet = startUnlimitedFleet(tb, ctx, filepath.Join(state, "fleet"))
+	} else {
+		f, err := cluster.StartEmbedded(ctx, cluster.Options{StateDir: filepath.Join(state, "fleet"), Listen: "127.0.0.1:0", Logger: quietLog})
+		if err != nil {
+			tb.Fatal(err)
+		}
+		tb.Cleanup(f.Close)
+		fleet = &benchFleet{URL: f.URL, Client: f.Client}
 	}
-	tb.Cleanup(fleet.Close)
 	idx, err := OpenIndex(filepath.Join(state, "ocamlci.db"))
 	if err != nil {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(func() { idx.Close() })
 	rec := newRecordingFleet(fleet.Client)
+	if o.sharedWatch {
+		rec.watch = startJobWatch(tb, ctx, fleet.Client)
+	}
 	src := newVarSource(refs)
 	svc := &Service{
 		Sources:   []Source{src},
@@ -340,7 +402,8 @@ func BenchmarkTrack500Repos5Refs(b *testing.B) {
 			refs = append(refs, Ref{Repo: id, Name: "refs/heads/" + name, Commit: rm.heads[name], Remote: rm.dir})
 		}
 	}
-	opts := serverOptions{platforms: DefaultPlatforms(), buildSlots: len(refs)*(benchFleetVariants+1) + 16, slots: 8}
+	opts := serverOptions{platforms: DefaultPlatforms(), unlimitedConsumers: os.Getenv("KILN_BENCH_STOCK_NATS") == "",
+		sharedWatch: os.Getenv("KILN_BENCH_SHARED_WATCH") != "", buildSlots: len(refs)*(benchFleetVariants+1) + 16, slots: 8}
 	srv := startBenchServer(b, state, refs, opts)
 	heap0, _, gr0 := heapAfterGC()
 	rss0 := rssBytes(b)

@@ -2,6 +2,7 @@ package ocamlci
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -17,6 +18,7 @@ import (
 	"github.com/kiln-ci/kiln/builder/spec"
 	"github.com/kiln-ci/kiln/cluster"
 	"github.com/kiln-ci/kiln/current"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // varSource is a Source whose refs the benchmark sets, as a forge's webhooks would,
@@ -162,6 +164,8 @@ type recordingFleet struct {
 	submitted []submission
 	cancelled int
 	changed   chan struct{}
+	// watch, when set, serves Wait and defers following logs until jobs start.
+	watch *jobWatch
 }
 
 func newRecordingFleet(c *cluster.Client) *recordingFleet {
@@ -207,4 +211,105 @@ func (f *recordingFleet) count() int {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return len(f.submitted)
+}
+
+// jobWatch follows every fleet job through one watch of the fleet's job bucket, so
+// waiting for a job and deferring its log until it starts cost no NATS consumer per
+// job. It stands for a fleet client that shares one watch between its waiters.
+type jobWatch struct {
+	mu      sync.Mutex
+	state   map[string]cluster.JobState
+	jobs    map[string]*cluster.Job // finished jobs
+	waiters map[string][]chan struct{}
+}
+
+// jobsBucket is the fleet's KV bucket of job records (cluster's bucketJobs).
+const jobsBucket = "KILN_FLEET_JOBS"
+
+func startJobWatch(tb testing.TB, ctx context.Context, c *cluster.Client) *jobWatch {
+	tb.Helper()
+	js, err := jetstream.New(c.Conn())
+	if err != nil {
+		tb.Fatal(err)
+	}
+	kv, err := js.KeyValue(ctx, jobsBucket)
+	if err != nil {
+		tb.Fatalf("fleet job bucket %s: %v", jobsBucket, err)
+	}
+	w, err := kv.WatchAll(ctx, jetstream.UpdatesOnly())
+	if err != nil {
+		tb.Fatal(err)
+	}
+	jw := &jobWatch{state: map[string]cluster.JobState{}, jobs: map[string]*cluster.Job{}, waiters: map[string][]chan struct{}{}}
+	go func() {
+		defer w.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case e, ok := <-w.Updates():
+				if !ok {
+					return
+				}
+				if e == nil || e.Operation() != jetstream.KeyValuePut {
+					continue
+				}
+				var j cluster.Job
+				if err := json.Unmarshal(e.Value(), &j); err != nil {
+					continue
+				}
+				jw.mu.Lock()
+				jw.state[e.Key()] = j.State
+				if j.State == cluster.StateDone {
+					jw.jobs[e.Key()] = &j
+				}
+				for _, ch := range jw.waiters[e.Key()] {
+					close(ch)
+				}
+				delete(jw.waiters, e.Key())
+				jw.mu.Unlock()
+			}
+		}
+	}()
+	return jw
+}
+
+// until waits until job id's state satisfies ok.
+func (jw *jobWatch) until(ctx context.Context, id string, ok func(cluster.JobState) bool) error {
+	for {
+		jw.mu.Lock()
+		if ok(jw.state[id]) {
+			jw.mu.Unlock()
+			return nil
+		}
+		ch := make(chan struct{})
+		jw.waiters[id] = append(jw.waiters[id], ch)
+		jw.mu.Unlock()
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("wait for %s: %w", id, ctx.Err())
+		case <-ch:
+		}
+	}
+}
+
+func (f *recordingFleet) Wait(ctx context.Context, id string) (*cluster.Job, error) {
+	if f.watch == nil {
+		return f.Client.Wait(ctx, id)
+	}
+	if err := f.watch.until(ctx, id, func(s cluster.JobState) bool { return s == cluster.StateDone }); err != nil {
+		return nil, err
+	}
+	f.watch.mu.Lock()
+	defer f.watch.mu.Unlock()
+	return f.watch.jobs[id], nil
+}
+
+func (f *recordingFleet) Log(ctx context.Context, id string, offset int64, follow bool, w io.Writer) (int64, error) {
+	if f.watch != nil && follow {
+		if err := f.watch.until(ctx, id, func(s cluster.JobState) bool { return s == cluster.StateRunning || s == cluster.StateDone }); err != nil {
+			return offset, err
+		}
+	}
+	return f.Client.Log(ctx, id, offset, follow, w)
 }
