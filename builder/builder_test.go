@@ -370,6 +370,13 @@ func TestCacheMounts(t *testing.T) {
 		t.Errorf("cache content not kept between builds:\n%s", log)
 	}
 
+	// A missing workdir is made, owned by the step's user.
+	_, log = mustBuild(t, b, parse(t, `((from `+base+`) (user (uid 1000) (gid 1000)) (workdir /home/u/src)
+	 (run (shell "touch here && stat -c owner=%u .")))`), builder.BuildContext{})
+	if !strings.Contains(log, "owner=1000") {
+		t.Errorf("workdir not made for the step's user:\n%s", log)
+	}
+
 	// A new cache belongs to the step's user.
 	_, log = mustBuild(t, b, parse(t, `((from `+base+`) (user (uid 1000) (gid 1000))
 	 (run (cache (mine (target /tmp/c))) (shell "touch /tmp/c/x && stat -c owner=%u /tmp/c")))`), builder.BuildContext{})

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"os"
 	"path"
 	"slices"
@@ -58,7 +57,7 @@ func (r *run) runStep(ctx context.Context, parent, step string, op spec.Run, st 
 		return "", infraErr(step, r.b.sandboxErr)
 	}
 	return r.execute(ctx, parent, id, step, func(ctx context.Context, rootfs string, out io.Writer) error {
-		if err := mkdirInRoot(rootfs, st.workdir); err != nil {
+		if err := mkdirInRoot(rootfs, st.workdir, st.uid, st.gid); err != nil {
 			return fmt.Errorf("workdir %s: %w", st.workdir, err)
 		}
 		cfg := sandbox.Config{
@@ -86,8 +85,9 @@ func (r *run) runStep(ctx context.Context, parent, step string, op spec.Run, st 
 	})
 }
 
-// mkdirInRoot makes the directory dir (absolute) inside rootfs.
-func mkdirInRoot(rootfs, dir string) error {
+// mkdirInRoot makes the directory dir (absolute) inside rootfs, the missing parts
+// owned by uid:gid (as BuildKit's WORKDIR does).
+func mkdirInRoot(rootfs, dir string, uid, gid int) error {
 	root, err := os.OpenRoot(rootfs)
 	if err != nil {
 		return err
@@ -97,10 +97,7 @@ func mkdirInRoot(rootfs, dir string) error {
 	if rel == "" {
 		return nil
 	}
-	if err := root.MkdirAll(rel, 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
-		return err
-	}
-	return nil
+	return mkdirParents(root, rel, uid, gid)
 }
 
 // copyStep runs (copy …) on top of parent, from the build context or a nested build.
