@@ -277,7 +277,7 @@ func (u *Universe) buildReverse() {
 		u.revOpt = map[*Cand][]*Cand{}
 		add := func(m map[*Cand][]*Cand, from *Cand, a opam.Atom, seen map[*Cand]bool) {
 			for _, t := range u.byName[a.Name] {
-				if !seen[t] && a.MatchesVersion(t.Version) {
+				if !seen[t] && t.Unavailable == "" && a.MatchesVersion(t.Version) {
 					seen[t] = true
 					m[t] = append(m[t], from)
 				}
@@ -285,11 +285,21 @@ func (u *Universe) buildReverse() {
 		}
 		for _, cs := range u.byName {
 			for _, c := range cs {
+				if c.Unavailable != "" {
+					// opam's list works on the packages available on the platform.
+					continue
+				}
 				seen := map[*Cand]bool{}
-				for _, cl := range c.Deps {
-					for _, a := range cl {
-						add(u.rev, c, a, seen)
+				// As opam's list does, edges follow dependencies without post ones.
+				var deps opam.Formula[opam.Atom]
+				if c.Pkg.File != nil {
+					d := opam.DepsEnv{Build: true, WithTest: u.Flags.WithTest, WithDoc: u.Flags.WithDoc, Self: c.Pkg.Package, Vars: u.env}
+					if f, err := c.Pkg.File.Depends(); err == nil {
+						deps = d.Resolve(f)
 					}
+				}
+				for _, a := range deps.Atoms() {
+					add(u.rev, c, a, seen)
 				}
 				seenOpt := map[*Cand]bool{}
 				for _, a := range c.Depopts {
