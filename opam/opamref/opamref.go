@@ -72,6 +72,21 @@ func (o *Opam) run(ctx context.Context, args ...string) ([]byte, error) {
 	return out, nil
 }
 
+// Run runs opam with args in the root, without the answer cache (for timing).
+func (o *Opam) Run(ctx context.Context, dir string, args ...string) ([]byte, error) {
+	if dir == "" {
+		return o.run(ctx, args...)
+	}
+	cmd := exec.CommandContext(ctx, o.Bin, args...)
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "OPAMROOT="+o.Root, "OPAMYES=1", "OPAMCOLOR=never", "OPAMROOTISOK=1", "OPAMSWITCH=empty")
+	out, err := cmd.Output()
+	if err != nil {
+		return out, fmt.Errorf("opam %s in %s: %w", strings.Join(args, " "), dir, err)
+	}
+	return out, nil
+}
+
 // Query runs opam with args and returns its standard output, from the answer cache
 // when this command line was run before. Failures are not cached.
 func (o *Opam) Query(ctx context.Context, args ...string) ([]byte, error) {
