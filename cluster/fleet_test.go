@@ -121,6 +121,16 @@ func TestFleetWorkerKilledJobRetried(t *testing.T) {
 	if log := tf.log(j.ID); !strings.Contains(log, "worker w1 lost, retried") || !strings.Contains(log, "finished") {
 		t.Fatalf("log:\n%s", log)
 	}
+	out, err := tf.admin("workers")
+	if err != nil || !strings.Contains(out, "gone") {
+		t.Fatalf("admin workers: %v\n%s", err, out)
+	}
+	if out, err := tf.admin("forget", "w1"); err != nil {
+		t.Fatalf("forget: %v %s", err, out)
+	}
+	if _, err := tf.f.Client.Worker(tf.ctx, "w1"); err == nil {
+		t.Fatal("forgotten worker still listed")
+	}
 }
 
 func TestFleetSchedulerRestartLosesNothing(t *testing.T) {
@@ -209,6 +219,9 @@ func TestFleetPauseWithDrain(t *testing.T) {
 	q, err := tf.f.Client.Queue(tf.ctx, "linux-x86_64", 10)
 	if err != nil || len(q.Queued) != 1 || !strings.Contains(q.Queued[0].Why, "paused") {
 		t.Fatalf("queue %+v %v", q, err)
+	}
+	if out, err := tf.admin("queue", "linux-x86_64"); err != nil || !strings.Contains(out, "#1") || !strings.Contains(out, "are paused") {
+		t.Fatalf("admin queue: %v\n%s", err, out)
 	}
 	if out, err := tf.admin("unpause", "w1"); err != nil {
 		t.Fatal(err, out)
