@@ -199,22 +199,23 @@ func (s *Server) logEvents(w http.ResponseWriter, r *http.Request, c *reqCtx) er
 	if err != nil {
 		return jobErr(id, err)
 	}
-	defer rd.Close()
 	ev, err := startSSE(w)
 	if err != nil {
+		rd.Close()
 		return err
 	}
 	s.followers.Inc()
 	defer s.followers.Dec()
 
 	// The reader blocks while the job is quiet, so it runs in its own goroutine, which
-	// ends when the log does or when ctx (the request) ends.
+	// ends when the log does or when ctx (the request) ends, and closes the reader.
 	type chunk struct {
 		data []byte
 		err  error
 	}
 	chunks := make(chan chunk)
-	go func() {
+	follow := func(rd io.ReadCloser) {
+		defer rd.Close()
 		buf := make([]byte, 64<<10)
 		for {
 			n, err := rd.Read(buf)
@@ -227,7 +228,8 @@ func (s *Server) logEvents(w http.ResponseWriter, r *http.Request, c *reqCtx) er
 				return
 			}
 		}
-	}()
+	}
+	go follow(rd)
 
 	lineNo := max(int(p["line"]), 1)
 	var pending []byte
@@ -279,12 +281,30 @@ func (s *Server) logEvents(w http.ResponseWriter, r *http.Request, c *reqCtx) er
 		}
 		switch {
 		case ch.err == io.EOF:
-			if len(pending) > 0 && !c.api {
-				sendLine(pending, off)
-			}
 			st := State("")
 			if j, _, err := s.eng.Job(ctx, id); err == nil {
 				st = j.State
+			}
+			if st.Active() {
+				// The log ended before the job did (it had not opened its log yet):
+				// follow it again in a moment.
+				ev.flush()
+				select {
+				case <-ctx.Done():
+					return nil
+				case <-time.After(500 * time.Millisecond):
+				}
+				rd, err := s.eng.FollowLog(ctx, id, off)
+				if err != nil {
+					ev.send("failure", map[string]string{"error": err.Error()})
+					ev.flush()
+					return nil
+				}
+				go follow(rd)
+				continue
+			}
+			if len(pending) > 0 && !c.api {
+				sendLine(pending, off)
 			}
 			ev.send("done", map[string]any{"offset": off, "state": st})
 			ev.flush()
