@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"context"
 	"encoding/json"
 	"strings"
 	"testing"
@@ -129,5 +130,23 @@ func TestFleetRollingUpdate(t *testing.T) {
 	}
 	if r := tf.wait(long.ID).Result; r.Outcome != OutcomeOK || r.Attempts != 1 {
 		t.Fatalf("job running during the update: %+v", r)
+	}
+}
+
+func TestFleetNATSTokenRequired(t *testing.T) {
+	tf := newTestFleet(t, Options{NATSToken: "natspass"})
+	ctx, cancel := context.WithTimeout(tf.ctx, 2*time.Second)
+	defer cancel()
+	if nc, err := Connect(ctx, ConnOptions{URL: tf.f.URL}); err == nil {
+		nc.Close()
+		t.Fatal("connected without the NATS token")
+	}
+	tf.worker("w1", "linux-x86_64", 1, "--nats-token", "natspass")
+	tf.waitWorkers(1)
+	if r := tf.wait(tf.submit(Request{Spec: "true"}).ID).Result; r.Outcome != OutcomeOK {
+		t.Fatalf("%+v", r)
+	}
+	if out, err := tf.admin("pools", "--nats-token", "natspass"); err != nil {
+		t.Fatalf("admin with the token: %v\n%s", err, out)
 	}
 }

@@ -21,6 +21,7 @@ type Options struct {
 	Listen      string   // host:port for NATS clients; default 127.0.0.1:4222 ("127.0.0.1:0" picks a port)
 	Pools       []string // default linux-x86_64 and linux-arm64
 	WorkerToken string   // workers must present it when set
+	NATSToken   string   // when set, every NATS client (workers, admin, services) must present it
 	Policy      Policy
 	Logger      *slog.Logger
 	Registry    prometheus.Registerer // scheduler metrics (kiln_fleet_*) go here when set
@@ -41,12 +42,12 @@ var DefaultPools = []string{"linux-x86_64", "linux-arm64"}
 // StartEmbedded starts a NATS server (JetStream on, data in the state folder, loopback
 // only unless Listen says otherwise) and a scheduler on it, and returns a client of it.
 func StartEmbedded(ctx context.Context, o Options) (*Fleet, error) {
-	srv, url, err := StartNATS(o.StateDir, o.Listen, o.Logger)
+	srv, url, err := StartNATS(o.StateDir, o.Listen, o.NATSToken, o.Logger)
 	if err != nil {
 		return nil, err
 	}
 	f := &Fleet{URL: url, server: srv}
-	f.nc, err = Connect(ctx, ConnOptions{URL: url, Name: "kiln-scheduler", Logger: o.Logger})
+	f.nc, err = Connect(ctx, ConnOptions{URL: url, Name: "kiln-scheduler", Token: o.NATSToken, Logger: o.Logger})
 	if err != nil {
 		srv.Shutdown()
 		return nil, err
@@ -85,8 +86,8 @@ func (f *Fleet) Close() {
 }
 
 // StartNATS starts a NATS server with JetStream storing in stateDir/nats and returns it
-// with its client URL.
-func StartNATS(stateDir, listen string, log *slog.Logger) (*server.Server, string, error) {
+// with its client URL; a non-empty token is required from every client.
+func StartNATS(stateDir, listen, token string, log *slog.Logger) (*server.Server, string, error) {
 	if stateDir == "" {
 		return nil, "", fmt.Errorf("embedded NATS: no state folder")
 	}
@@ -114,6 +115,7 @@ func StartNATS(stateDir, listen string, log *slog.Logger) (*server.Server, strin
 		MaxPayload:         maxMessageSize,
 		NoSigs:             true,
 		NoLog:              true,
+		Authorization:      token,
 	}
 	srv, err := server.NewServer(opts)
 	if err != nil {

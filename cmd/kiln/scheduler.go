@@ -81,7 +81,8 @@ func init() {
 		Use:   "scheduler",
 		Short: "Run the build scheduler alone (kiln serve embeds it)",
 		Long: `Run the fleet's scheduler. With --embed-nats it starts its own NATS server (JetStream
-data in --state-dir/nats, loopback only unless --listen says otherwise); otherwise it
+data in --state-dir/nats, loopback only unless --listen says otherwise; with --nats-token
+every client must present that token); otherwise it
 connects to --nats. Its state lives in JetStream, so a restart (or a replacement on
 another machine) loses no job; run exactly one scheduler per NATS account.`,
 		Args: cobra.NoArgs,
@@ -96,7 +97,7 @@ another machine) loses no job; run exactly one scheduler per NATS account.`,
 			serveMetrics(ctx, metrics, reg)
 			policy := cluster.Policy{LeaseTTL: lease}
 			if embed {
-				f, err := cluster.StartEmbedded(ctx, cluster.Options{StateDir: stateDir, Listen: listen, Pools: pools, WorkerToken: tok, Policy: policy, Registry: reg})
+				f, err := cluster.StartEmbedded(ctx, cluster.Options{StateDir: stateDir, Listen: listen, Pools: pools, WorkerToken: tok, NATSToken: nf.token, Policy: policy, Registry: reg})
 				if err != nil {
 					return err
 				}
