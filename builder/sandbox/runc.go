@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"path"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -50,7 +51,49 @@ func NewRunc(dir string) (*Runc, error) {
 			return nil, fmt.Errorf("runc sandbox: %w", err)
 		}
 	}
-	return &Runc{Binary: bin, Dir: dir, CgroupParent: "kiln"}, nil
+	r := &Runc{Binary: bin, Dir: dir, CgroupParent: "kiln"}
+	r.cleanStale()
+	return r, nil
+}
+
+// cleanStale removes the containers, bundles and cgroups left by processes that died
+// while running a command (container ids carry the pid of their process).
+func (r *Runc) cleanStale() {
+	stale := func(id string) bool {
+		rest, ok := strings.CutPrefix(id, "kiln-")
+		if !ok {
+			return false
+		}
+		pidStr, _, _ := strings.Cut(rest, "-")
+		pid, err := strconv.Atoi(pidStr)
+		if err != nil {
+			return false
+		}
+		return unix.Kill(pid, 0) == unix.ESRCH
+	}
+	for _, sub := range []string{"state", "bundles"} {
+		entries, _ := os.ReadDir(filepath.Join(r.Dir, sub))
+		for _, e := range entries {
+			if !stale(e.Name()) {
+				continue
+			}
+			if sub == "state" {
+				exec.Command(r.Binary, "--root", filepath.Join(r.Dir, "state"), "delete", "--force", e.Name()).Run()
+			} else {
+				unix.Unmount(filepath.Join(r.Dir, sub, e.Name(), "secrets"), unix.MNT_DETACH)
+				os.RemoveAll(filepath.Join(r.Dir, sub, e.Name()))
+			}
+		}
+	}
+	entries, _ := os.ReadDir(filepath.Join(cgroupRoot, "memory", r.CgroupParent))
+	if CgroupVersion() == 2 {
+		entries, _ = os.ReadDir(filepath.Join(cgroupRoot, r.CgroupParent))
+	}
+	for _, e := range entries {
+		if e.IsDir() && stale(e.Name()) {
+			(&memoryCgroup{version: CgroupVersion(), rel: path.Join(r.CgroupParent, e.Name())}).remove()
+		}
+	}
 }
 
 // Run runs cfg's command, writing its output (stdout and stderr together) to out line by
@@ -60,7 +103,7 @@ func NewRunc(dir string) (*Runc, error) {
 func (r *Runc) Run(ctx context.Context, cfg Config, out io.Writer) (Result, error) {
 	var b [8]byte
 	rand.Read(b[:])
-	id := "kiln-" + hex.EncodeToString(b[:])
+	id := fmt.Sprintf("kiln-%d-%s", os.Getpid(), hex.EncodeToString(b[:]))
 	bundle := filepath.Join(r.Dir, "bundles", id)
 	if err := os.Mkdir(bundle, 0o700); err != nil {
 		return Result{}, fmt.Errorf("%w: bundle: %v", ErrSetup, err)

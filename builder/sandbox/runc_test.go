@@ -222,3 +222,33 @@ func TestRunc(t *testing.T) {
 		}
 	})
 }
+
+func TestStaleContainersRemoved(t *testing.T) {
+	r, root := rootfs(t)
+	// A command run by a process that dies: its runc is killed, the container lives on.
+	var out syncBuffer
+	cmdCtx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan struct{})
+	go func() { r.Run(cmdCtx, sh(root, "echo started; sleep 600"), &out); close(done) }()
+	defer func() { cancel(); <-done }()
+	for !strings.Contains(out.String(), "started") {
+		time.Sleep(20 * time.Millisecond)
+	}
+	// Rename its state as if a dead process (pid 1<<30) had made it.
+	entries, _ := os.ReadDir(filepath.Join(r.Dir, "bundles"))
+	if len(entries) != 1 {
+		t.Fatalf("bundles: %v", entries)
+	}
+	fake := filepath.Join(r.Dir, "bundles", "kiln-1073741824-dead")
+	os.Mkdir(fake, 0o700)
+	if _, err := sandbox.NewRunc(r.Dir); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(fake); err == nil {
+		t.Error("bundle of a dead process kept")
+	}
+	if _, err := os.Stat(filepath.Join(r.Dir, "bundles", entries[0].Name())); err != nil {
+		t.Error("bundle of a live process removed")
+	}
+}
