@@ -155,7 +155,8 @@ func startCI(ctx context.Context, log *slog.Logger, stateDir, listen string, eng
 		svc.Opam = &ocamlci.OpamRepository{GitDir: f.opamRepo, Branch: f.opamBranch}
 	}
 	mux := http.NewServeMux()
-	var routes []string
+	mux.Handle("/api/fleet/", http.StripPrefix("/api/fleet", cluster.Handler(fleet.Client)))
+	routes := []string{"/api/fleet/"}
 	var creds []git.CredentialSource
 
 	if f.githubAppID != 0 {
