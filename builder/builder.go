@@ -122,6 +122,9 @@ func New(opts Options) (*Builder, error) {
 // Store is the builder's snapshot store.
 func (b *Builder) Store() *snapshot.Store { return b.store }
 
+// Caches is the store of the named caches' versions.
+func (b *Builder) Caches() *snapshot.Store { return b.cacheStore }
+
 // Images is the builder's base image store.
 func (b *Builder) Images() *image.Store { return b.images }
 

@@ -94,6 +94,15 @@ func init() {
 			}
 			fmt.Printf("%d snapshots, %s (%d bytes), driver %s, in %s\n", len(metas), humanSize(total), total,
 				b.Store().Driver(), b.Store().Root())
+			versions, err := b.Caches().List()
+			if err != nil {
+				return err
+			}
+			var ctotal int64
+			for _, m := range versions {
+				ctotal += m.Size
+			}
+			fmt.Printf("%d cache versions, %s (%d bytes), in %s\n", len(versions), humanSize(ctotal), ctotal, b.Caches().Root())
 			return nil
 		},
 	}
