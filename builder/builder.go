@@ -365,7 +365,7 @@ func (r *run) execute(ctx context.Context, parent, id, step string, do func(ctx 
 		if err != nil {
 			return infraErr(step, err)
 		}
-		var stored bytes.Buffer
+		var stored limitedBuffer
 		tee := io.MultiWriter(out, &stored)
 		start := time.Now()
 		r.b.counts.run.Add(1)
@@ -383,7 +383,7 @@ func (r *run) execute(ctx context.Context, parent, id, step string, do func(ctx 
 			w.Discard()
 			return err
 		}
-		if err := w.Commit(id, snapshot.Meta{Description: step}, stored.Bytes()); err != nil {
+		if err := w.Commit(id, snapshot.Meta{Description: step}, stored.b.Bytes()); err != nil {
 			return infraErr(step, err)
 		}
 		slog.Debug("builder: step done", "id", id, "step", step, "duration", time.Since(start))
@@ -410,4 +410,21 @@ func (r *run) blame(step string, err error) error {
 		}
 	}
 	return classify(step, err)
+}
+
+// limitedBuffer keeps the first maxStepLog bytes written to it, then a mark.
+type limitedBuffer struct {
+	b         bytes.Buffer
+	truncated bool
+}
+
+func (l *limitedBuffer) Write(p []byte) (int, error) {
+	switch {
+	case l.b.Len()+len(p) <= maxStepLog:
+		l.b.Write(p)
+	case !l.truncated:
+		l.truncated = true
+		fmt.Fprintf(&l.b, "\n[kiln: log truncated at %d MiB]\n", maxStepLog>>20)
+	}
+	return len(p), nil
 }

@@ -2,6 +2,7 @@ package builder
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"sync"
 )
@@ -15,21 +16,33 @@ type flights struct {
 }
 
 type flight struct {
-	mu      sync.Mutex
-	cond    *sync.Cond
-	log     []byte
-	done    bool
-	err     error
-	waiters int
+	mu   sync.Mutex
+	cond *sync.Cond
+	log  []byte
+	done bool
+	// truncated is set once the log reached maxStepLog.
+	truncated bool
+	err       error
+	waiters   int
 	// abandoned is set once every waiter has gone and the run was cancelled; new
 	// callers start a fresh run.
 	abandoned bool
 	cancel    context.CancelFunc
 }
 
+// maxStepLog bounds the output of one step kept in memory and in the store; past it
+// the output is dropped, once marked.
+const maxStepLog = 256 << 20
+
 func (f *flight) Write(p []byte) (int, error) {
 	f.mu.Lock()
-	f.log = append(f.log, p...)
+	switch {
+	case len(f.log)+len(p) <= maxStepLog:
+		f.log = append(f.log, p...)
+	case !f.truncated:
+		f.truncated = true
+		f.log = append(f.log, fmt.Sprintf("\n[kiln: log truncated at %d MiB]\n", maxStepLog>>20)...)
+	}
 	f.mu.Unlock()
 	f.cond.Broadcast()
 	return len(p), nil
