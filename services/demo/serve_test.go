@@ -267,6 +267,19 @@ func TestServeSurvivesSIGKILL(t *testing.T) {
 	if out, err := exec.Command(bin, "ctl", "--server", s2.base, "log", "424242").CombinedOutput(); err == nil || !strings.Contains(string(out), "404") {
 		t.Errorf("ctl log of an unknown job: %v\n%s", err, out)
 	}
+	if out := ctl("job", checkID); !strings.Contains(out, "state:     ok") || !strings.Contains(out, "history of this key:") {
+		t.Errorf("ctl job:\n%s", out)
+	}
+	if out := ctl("jobs"); !strings.HasPrefix(out, "ID  STATE") {
+		t.Errorf("ctl jobs:\n%s", out)
+	}
+	token := strings.TrimSpace(ctl("--user", "admin", "login"))
+	if out, err := exec.Command(bin, "ctl", "--server", s2.base, "--token", token, "cancel", checkID).CombinedOutput(); err == nil || !strings.Contains(string(out), "409") {
+		t.Errorf("ctl cancel of a finished job: %v\n%s", err, out)
+	}
+	if out, err := exec.Command(bin, "ctl", "--server", s2.base, "--token", "forged", "rebuild", checkID).CombinedOutput(); err == nil || !strings.Contains(string(out), "401") {
+		t.Errorf("ctl rebuild with a forged token: %v\n%s", err, out)
+	}
 	if err := s2.cmd.Process.Signal(os.Interrupt); err != nil {
 		t.Fatal(err)
 	}
