@@ -203,7 +203,7 @@ func ctlCommand() *cobra.Command {
 	}
 	pf := ctl.PersistentFlags()
 	pf.StringVar(&ctlOpts.server, "server", server, "URL of the kiln console (env KILN_SERVER)")
-	pf.StringVar(&ctlOpts.token, "token", os.Getenv("KILN_TOKEN"), "bearer token from `kiln ctl login` (env KILN_TOKEN)")
+	pf.StringVar(&ctlOpts.token, "token", os.Getenv("KILN_TOKEN"), "bearer token, as printed by: kiln ctl login (env KILN_TOKEN)")
 	pf.StringVar(&ctlOpts.user, "user", "", "log in as this user; the password comes from KILN_PASSWORD or the terminal")
 	pf.BoolVar(&ctlOpts.json, "json", false, "print the server's JSON answers as they are")
 

@@ -173,7 +173,7 @@ On first start the local admin password is made, printed once, and stored hashed
 	f.Int64Var(&o.logMaxBytes, "log-max-bytes", 0, "delete the oldest finished logs while all logs take more bytes (0: no limit)")
 	f.IntVar(&o.slots, "slots", 4, "jobs run at once per pool")
 	f.StringVar(&o.demoRunner, "demo-runner", "auto", "where demo jobs run: host, sandbox (the builder, with runc), or auto (sandbox when root, runc and --demo-image are available)")
-	f.StringVar(&o.demoImage, "demo-image", "kiln/debian:bookworm", "base image of sandboxed demo jobs (make it with `kiln base debian`)")
+	f.StringVar(&o.demoImage, "demo-image", "kiln/debian:bookworm", "base image of sandboxed demo jobs (make it with: kiln base debian)")
 	return cmd
 }
 
