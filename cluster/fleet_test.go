@@ -11,11 +11,13 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/kiln-ci/kiln/internal/testenv"
 )
 
 func TestFleetRunsJobWithSourceAndLog(t *testing.T) {
 	tf := newTestFleet(t, Options{})
-	metrics := freeAddr(t)
+	metrics := testenv.FreeAddr(t)
 	tf.worker("w1", "linux-x86_64", 1, "--metrics", metrics)
 	tf.waitWorkers(1)
 	src := t.TempDir()

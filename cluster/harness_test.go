@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,43 +16,11 @@ import (
 	"github.com/kiln-ci/kiln/internal/testenv"
 )
 
-var (
-	kilnOnce sync.Once
-	kilnPath string
-	kilnErr  error
-)
-
-// kilnBinary builds the kiln command once per test run.
+// kilnBinary is the kiln command, built once, for the worker processes.
 func kilnBinary(t *testing.T) string {
 	t.Helper()
 	testenv.Short(t, "builds the kiln binary and runs worker processes")
-	kilnOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "kiln-fleet-test-")
-		if err != nil {
-			kilnErr = err
-			return
-		}
-		kilnPath = filepath.Join(dir, "kiln")
-		cmd := exec.Command("go", "build", "-o", kilnPath, "./cmd/kiln")
-		cmd.Dir = testenv.Root()
-		if out, err := cmd.CombinedOutput(); err != nil {
-			kilnErr = fmt.Errorf("go build ./cmd/kiln: %v\n%s", err, out)
-		}
-	})
-	if kilnErr != nil {
-		t.Fatal(kilnErr)
-	}
-	return kilnPath
-}
-
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
+	return testenv.KilnBinary(t)
 }
 
 // testFleet is an embedded fleet in the test process plus worker processes.
@@ -103,7 +70,7 @@ func newTestFleet(t *testing.T, o Options) *testFleet {
 		o.StateDir = t.TempDir()
 	}
 	if o.Listen == "" {
-		o.Listen = freeAddr(t)
+		o.Listen = testenv.FreeAddr(t)
 	}
 	if o.Policy.LeaseTTL == 0 {
 		o.Policy = testPolicyFast()

@@ -44,7 +44,7 @@ func TestFleetNetworkCutLeaseExpiry(t *testing.T) {
 	ipCmd(t, "netns", "exec", ns, "ip", "link", "set", nsIf, "up")
 	ipCmd(t, "netns", "exec", ns, "ip", "link", "set", "lo", "up")
 
-	port := strings.Split(freeAddr(t), ":")[1]
+	port := strings.Split(testenv.FreeAddr(t), ":")[1]
 	tf := newTestFleet(t, Options{Listen: "0.0.0.0:" + port, Policy: Policy{LeaseTTL: 4 * time.Second, DefaultCost: time.Second}})
 	tf.listen = "127.0.0.1:" + port
 	tf.startProc("cut", "ip", "netns", "exec", ns, bin, "worker", "--nats", "nats://"+hostIP+":"+port, "--name", "cut",
