@@ -28,19 +28,26 @@ import (
 
 func serveCommand() *cobra.Command {
 	var o struct {
-		stateDir, listen, confirm, adminPassword, anonymous, demoRepo string
+		stateDir, listen, confirm, adminPassword, anonymous, demoRepo, service string
 		demoRunner, demoImage                                         string
 		autoRelease, demoPoll, demoCommitEvery, logMaxAge             time.Duration
 		logMaxBytes                                                   int64
 		slots                                                         int
 		secureCookies                                                 bool
 	}
+	var ci ciFlags
 	cmd := &cobra.Command{
 		Use:   "serve",
-		Short: "Run the pipeline engine and its web console, with a demonstration pipeline",
+		Short: "Run the pipeline engine, its web console and a service (ocaml-ci by default)",
 		Long: `Run the pipeline engine and its web console on the embedded defaults (SQLite and job
-logs in --state-dir). The demonstration pipeline watches a local git repository (by
-default a sample one made under the state dir) and runs a few cached jobs per branch head.
+logs in --state-dir), with a service:
+
+  ocaml-ci (default)  CI for OCaml repositories: an embedded build fleet (NATS, scheduler,
+                      local workers building with runc), base images made from the Debian
+                      mirror, and the public UI (/github, /gitea, /git, /badge). Without
+                      --repo or a forge it builds a sample OCaml project made in the state dir.
+  demo                a demonstration pipeline: watches a local git repository and runs a
+                      few cached jobs per branch head.
 
 On first start the local admin password is made, printed once, and stored hashed in
 <state-dir>/console/admin.password; --admin-password (or KILN_ADMIN_PASSWORD) sets it.`,
@@ -77,14 +84,20 @@ On first start the local admin password is made, printed once, and stored hashed
 					filepath.Join(o.stateDir, "console", "admin.password"), generated)
 			}
 
+			switch o.service {
+			case "ocaml-ci", "demo":
+			default:
+				return fmt.Errorf("--service %q: want ocaml-ci or demo", o.service)
+			}
 			switch o.demoRunner {
 			case "host", "sandbox", "auto":
 			default:
 				return fmt.Errorf("--demo-runner %q: want host, sandbox or auto", o.demoRunner)
 			}
+			demoOn := o.service == "demo"
 			repo := o.demoRepo
-			sample := repo == ""
-			if !sample {
+			sample := demoOn && repo == ""
+			if demoOn && !sample {
 				if _, err := gitlocal.Read(ctx, repo); err != nil {
 					return fmt.Errorf("--demo-repo: %w", err)
 				}
@@ -117,10 +130,26 @@ On first start the local admin password is made, printed once, and stored hashed
 			if err != nil {
 				return fmt.Errorf("--listen %s: %w", o.listen, err)
 			}
-			hs := &http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second, BaseContext: func(net.Listener) context.Context { return ctx }}
+			var handler http.Handler = srv
+			var pipeline current.Term[current.Unit]
+			if !demoOn {
+				svc, err := startCI(ctx, log, o.stateDir, ln.Addr().String(), eng, ci)
+				if err != nil {
+					ln.Close()
+					return err
+				}
+				defer svc.Close()
+				mux := http.NewServeMux()
+				for _, r := range svc.Routes {
+					mux.Handle(r, svc.Handler)
+				}
+				mux.Handle("/", srv)
+				handler, pipeline = mux, svc.Pipeline
+			}
+			hs := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second, BaseContext: func(net.Listener) context.Context { return ctx }}
 			httpDone := make(chan error, 1)
 			go func() { httpDone <- hs.Serve(ln) }()
-			log.Info("console listening", "url", "http://"+ln.Addr().String(), "state_dir", o.stateDir, "demo_repo", repo)
+			log.Info("console listening", "url", "http://"+ln.Addr().String(), "state_dir", o.stateDir, "service", o.service)
 
 			if sample && o.demoCommitEvery > 0 {
 				go func() {
@@ -139,11 +168,13 @@ On first start the local admin password is made, printed once, and stored hashed
 				}()
 			}
 
-			runner, err := demoRunner(ctx, log, o.demoRunner, o.stateDir, o.demoImage)
-			if err != nil {
-				return err
+			if demoOn {
+				runner, err := demoRunner(ctx, log, o.demoRunner, o.stateDir, o.demoImage)
+				if err != nil {
+					return err
+				}
+				pipeline = demo.Pipeline(demo.Options{Repo: repo, WorkDir: filepath.Join(o.stateDir, "demo"), Poll: o.demoPoll, Runner: runner})
 			}
-			pipeline := demo.Pipeline(demo.Options{Repo: repo, WorkDir: filepath.Join(o.stateDir, "demo"), Poll: o.demoPoll, Runner: runner})
 			runErr := eng.Run(ctx, pipeline)
 			stop()
 			shutCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -159,6 +190,8 @@ On first start the local admin password is made, printed once, and stored hashed
 		},
 	}
 	f := cmd.Flags()
+	f.StringVar(&o.service, "service", "ocaml-ci", "the pipeline served: ocaml-ci or demo")
+	ci.add(f)
 	f.StringVar(&o.stateDir, "state-dir", "var", "folder for the database, job logs, checkouts and console secrets")
 	f.StringVar(&o.listen, "listen", "127.0.0.1:8080", "address of the web console")
 	f.StringVar(&o.confirm, "confirm", "dangerous", "hold jobs above this level until an operator confirms them (harmless, mostly-harmless, average, above-average, dangerous)")

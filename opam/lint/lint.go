@@ -33,6 +33,19 @@ func (s Severity) String() string {
 // MarshalText writes the severity as "warning" or "error".
 func (s Severity) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
 
+// UnmarshalText reads "warning" or "error".
+func (s *Severity) UnmarshalText(b []byte) error {
+	switch string(b) {
+	case "warning":
+		*s = Warning
+	case "error":
+		*s = Error
+	default:
+		return fmt.Errorf("unknown lint severity %q (want warning or error)", b)
+	}
+	return nil
+}
+
 // Finding is one problem found in a package.
 type Finding struct {
 	// Rule is the stable id of the check: "opam-NN" for opam lint's check number NN,

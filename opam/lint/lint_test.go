@@ -1,6 +1,7 @@
 package lint
 
 import (
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
@@ -308,5 +309,24 @@ func TestBlocksCI(t *testing.T) {
 		if got := c.f.BlocksCI(); got != c.want {
 			t.Errorf("%s BlocksCI = %v", c.f.Rule, got)
 		}
+	}
+}
+
+func TestFindingJSONRoundTrip(t *testing.T) {
+	in := []Finding{{Rule: "opam-25", Severity: Error, File: "x.opam", Message: "m"}, {Rule: "opam-35", Severity: Warning}}
+	b, err := json.Marshal(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []Finding
+	if err := json.Unmarshal(b, &out); err != nil {
+		t.Fatal(err)
+	}
+	if len(out) != 2 || out[0].Severity != Error || out[1].Severity != Warning || out[0].Rule != "opam-25" {
+		t.Fatalf("round trip of %s gave %+v", b, out)
+	}
+	var s Severity
+	if err := s.UnmarshalText([]byte("fatal")); err == nil {
+		t.Fatal("unknown severity accepted")
 	}
 }

@@ -53,7 +53,7 @@ type server struct {
 func startServer(t *testing.T, bin, stateDir, addr, repo string) *server {
 	t.Helper()
 	s := &server{t: t, base: "http://" + addr, out: &bytes.Buffer{}}
-	s.cmd = exec.Command(bin, "serve", "--state-dir", stateDir, "--listen", addr, "--demo-repo", repo, "--demo-poll", "200ms", "--demo-runner", "host")
+	s.cmd = exec.Command(bin, "serve", "--service", "demo", "--state-dir", stateDir, "--listen", addr, "--demo-repo", repo, "--demo-poll", "200ms", "--demo-runner", "host")
 	s.cmd.Env = append(os.Environ(), "KILN_ADMIN_PASSWORD=test-password")
 	s.cmd.Stdout, s.cmd.Stderr = s.out, s.out
 	if err := s.cmd.Start(); err != nil {
@@ -293,12 +293,13 @@ func TestServeSurvivesSIGKILL(t *testing.T) {
 		says string
 	}{
 		{[]string{"--confirm", "reckless"}, "--confirm"},
+		{[]string{"--service", "jenkins"}, "--service"},
 		{[]string{"--anonymous", "king"}, "--anonymous"},
 		{[]string{"--listen", "nowhere"}, "--listen"},
 		{[]string{"--demo-runner", "cloud"}, "--demo-runner"},
 		{[]string{"--admin-password", "x", "--demo-repo", filepath.Join(dir, "no-repo")}, "no-repo"},
 	} {
-		c := exec.Command(bin, append([]string{"serve", "--state-dir", state, "--listen", freeAddr(t)}, tc.args...)...)
+		c := exec.Command(bin, append([]string{"serve", "--service", "demo", "--state-dir", state, "--listen", freeAddr(t)}, tc.args...)...)
 		c.Env = append(os.Environ(), "KILN_ADMIN_PASSWORD=test-password")
 		done := make(chan struct{})
 		var out []byte

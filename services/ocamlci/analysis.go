@@ -17,7 +17,7 @@ import (
 // Analysis is what kiln learns from a commit's source tree before building it.
 type Analysis struct {
 	// OpamFiles maps each opam file's path (relative, '/'-separated) to its content.
-	OpamFiles map[string][]byte `json:"-"`
+	OpamFiles map[string][]byte `json:"opam_files"`
 	// Packages are the local packages, one per opam file, named by the file
 	// (foo.opam or foo/opam) and pinned at version "dev".
 	Packages []string `json:"packages"`

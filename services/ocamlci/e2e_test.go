@@ -185,6 +185,10 @@ func TestEndToEndLocalRepository(t *testing.T) {
 	if !strings.Contains(logText, "FROM ") || !strings.Contains(logText, "test passed") {
 		t.Errorf("amd64 log lacks the Dockerfile or the test output:\n%s", logText)
 	}
+	// The opam files are copied on their own before the tree: the dependency layer.
+	if i, j := strings.Index(logText, "(copy (src hello.opam)"), strings.Index(logText, "(copy (src .)"); i < 0 || j < i {
+		t.Errorf("amd64 log lacks the dependency layer before the tree:\n%s", logText)
+	}
 
 	browseAndRebuild(t, h, good, "debian-12-4.13_amd64")
 	if c := h.waitCommit(good, 10*time.Minute); c.State != forge.Passed {

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/kiln-ci/kiln/forge"
@@ -164,6 +165,21 @@ func (x *Index) SetCommit(ctx context.Context, ref Ref, st forge.Status, variant
 		state=excluded.state, title=excluded.title, summary=excluded.summary, updated=excluded.updated`,
 		r.Forge, r.Owner, r.Name, ref.Commit, string(st.State), st.Title, st.Summary, unix(now)); err != nil {
 		return err
+	}
+	// Once the analysis has listed the variants, those no longer listed (the analysis
+	// itself, variants of an older plan) go.
+	if len(variants) > 0 && !(len(variants) == 1 && variants[0].Name == AnalysisVariant) {
+		names := make([]any, 0, len(variants)+4)
+		names = append(names, r.Forge, r.Owner, r.Name, ref.Commit)
+		marks := make([]string, len(variants))
+		for i, v := range variants {
+			names = append(names, v.Name)
+			marks[i] = "?"
+		}
+		if _, err := tx.ExecContext(ctx, `DELETE FROM variants WHERE forge=? AND owner=? AND repo=? AND commit_id=? AND name NOT IN (`+
+			strings.Join(marks, ",")+`)`, names...); err != nil {
+			return err
+		}
 	}
 	for _, v := range variants {
 		if _, err := tx.ExecContext(ctx, `INSERT INTO variants (forge, owner, repo, commit_id, name, job_id, state, message, experimental, started, finished)

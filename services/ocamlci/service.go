@@ -101,8 +101,6 @@ type Plan struct {
 	Variants []Variant `json:"variants"`
 	// Findings of the opam lint, reported by the (lint-opam) variant.
 	Findings []lint.Finding `json:"findings,omitempty"`
-	// OpamFiles are kept for the (lint-opam) variant, by path.
-	OpamFiles map[string]string `json:"opam_files,omitempty"`
 }
 
 // BuildInput is one variant of one commit.
@@ -178,9 +176,9 @@ func (s *Service) pipelineOf(ref current.Term[Ref]) current.Term[current.Unit] {
 		in := StatusInput{Ref: r}
 		switch {
 		case a.State == current.StateFailed:
-			in.Variants = []forge.Variant{{Name: "(analysis)", State: forge.Failed, Message: a.Message}}
+			in.Variants = []forge.Variant{{Name: AnalysisVariant, State: forge.Failed, Message: a.Message}}
 		case a.State != current.StateOk:
-			in.Variants = []forge.Variant{{Name: "(analysis)", State: forge.Running}}
+			in.Variants = []forge.Variant{{Name: AnalysisVariant, State: forge.Running}}
 		case b.State == current.StateOk:
 			in.Variants = b.Value
 		default:
@@ -240,6 +238,9 @@ func (s *Service) variantStatus(b BuildInput, o current.Observed[BuildResult]) f
 	}
 	return v
 }
+
+// AnalysisVariant names the analysis in a commit's status until the variants are known.
+const AnalysisVariant = "(analysis)"
 
 // infraPrefix starts the message of a failure that is not the commit's fault.
 const infraPrefix = "infrastructure: "
@@ -423,7 +424,7 @@ func (s *Service) plan(ctx context.Context, in AnalysisInput, logf func(string, 
 	if len(solved) == 0 {
 		return Plan{}, fmt.Errorf("no platform can install the packages:\n%s", strings.Join(failures, "\n"))
 	}
-	plan := Plan{Analysis: a, Variants: Variants(a, solved, install), OpamFiles: map[string]string{}}
+	plan := Plan{Analysis: a, Variants: Variants(a, solved, install)}
 	if s.Opam != nil && in.OpamCommit != "" && a.Config.Lint.LowerBoundEnabled() {
 		p := solved[0]
 		lower, err := s.Opam.Solver(in.OpamCommit, true, extra)(ctx, a, p)
@@ -438,7 +439,6 @@ func (s *Service) plan(ctx context.Context, in AnalysisInput, logf func(string, 
 		}
 	}
 	for rel, data := range a.OpamFiles {
-		plan.OpamFiles[rel] = string(data)
 		name := opam.PackageName(packageNameOf(rel))
 		pkg := opam.Package{Name: name, Version: "dev"}
 		plan.Findings = append(plan.Findings, lint.LintFile(rel, data, pkg, lint.DefaultContext())...)

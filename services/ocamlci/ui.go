@@ -66,6 +66,7 @@ func NewUI(idx *Index, e *current.Engine, log *slog.Logger) (*UI, error) {
 			return b.Sub(a).Round(time.Second).String()
 		},
 		"pathesc": url.PathEscape,
+		"inc":     func(i int) int { return i + 1 },
 	}).ParseFS(templateFS, "templates/*.html")
 	if err != nil {
 		return nil, err
@@ -166,7 +167,10 @@ func (u *UI) forgePage(r *http.Request) (view, error) {
 	if err != nil {
 		return view{}, err
 	}
-	return view{"forge.html", id.Forge, map[string]any{"Forge": id.Forge, "Owners": owners}}, nil
+	return view{"forge.html", id.Forge, struct {
+		Forge  string   `json:"forge"`
+		Owners []string `json:"owners"`
+	}{id.Forge, owners}}, nil
 }
 
 // RepoSummary is a repository in an owner's list, with its default branch's state.
@@ -202,7 +206,11 @@ func (u *UI) ownerPage(r *http.Request) (view, error) {
 		}
 		repos = append(repos, s)
 	}
-	return view{"owner.html", id.Forge + "/" + id.Owner, map[string]any{"Forge": id.Forge, "Owner": id.Owner, "Repos": repos}}, nil
+	return view{"owner.html", id.Forge + "/" + id.Owner, struct {
+		Forge string        `json:"forge"`
+		Owner string        `json:"owner"`
+		Repos []RepoSummary `json:"repos"`
+	}{id.Forge, id.Owner, repos}}, nil
 }
 
 // RefView is a ref as the repository page lists it.
@@ -249,7 +257,11 @@ func (u *UI) repoPage(r *http.Request) (view, error) {
 	for _, rr := range refs {
 		views = append(views, refView(id, rr))
 	}
-	return view{"repo.html", id.Owner + "/" + id.Name, map[string]any{"Repo": id, "Refs": views, "Stats": stats}}, nil
+	return view{"repo.html", id.Owner + "/" + id.Name, struct {
+		Repo  RepoID    `json:"repo"`
+		Refs  []RefView `json:"refs"`
+		Stats Stats     `json:"stats"`
+	}{id, views, stats}}, nil
 }
 
 // CommitView is a commit's status and its variants.
@@ -350,7 +362,11 @@ func (u *UI) history(r *http.Request, ref string) (view, error) {
 	if len(hist) == 0 {
 		return view{}, notFound("%s has no history for %s", id, ref)
 	}
-	return view{"history.html", id.Name + " " + ref, map[string]any{"Repo": id, "Ref": ref, "History": hist}}, nil
+	return view{"history.html", id.Name + " " + ref, struct {
+		Repo    RepoID      `json:"repo"`
+		Ref     string      `json:"ref"`
+		History []RefRecord `json:"history"`
+	}{id, ref, hist}}, nil
 }
 
 func (u *UI) branchHistory(r *http.Request) (view, error) {

@@ -95,7 +95,29 @@ func TestUIPagesFollowTheURLScheme(t *testing.T) {
 		t.Errorf("API unknown repo: %d %s", code, body)
 	}
 	code, body = get(t, srv.URL+"/api/github/ocaml/dune")
-	if code != 200 || !strings.Contains(body, `"refs/pull/7/head"`) {
+	if code != 200 || !strings.Contains(body, `"refs/pull/7/head"`) || !strings.Contains(body, `"refs": [`) {
 		t.Errorf("API repo: %d %s", code, body)
+	}
+}
+
+func TestIndexDropsVariantsNoLongerPlanned(t *testing.T) {
+	_, idx := testUI(t)
+	ctx := context.Background()
+	ref := Ref{Repo: RepoID{"git", "o", "r"}, Name: "refs/heads/main", Commit: "c1"}
+	running := []forge.Variant{{Name: AnalysisVariant, State: forge.Running}}
+	idx.SetVariant(ctx, VariantRecord{Repo: ref.Repo, Commit: "c1", Name: "old", JobID: "3", State: forge.Passed})
+	if err := idx.SetCommit(ctx, ref, forge.Summarise(running), running); err != nil {
+		t.Fatal(err)
+	}
+	if vs, _ := idx.Variants(ctx, ref.Repo, "c1"); len(vs) != 2 {
+		t.Fatalf("while the analysis runs, earlier variants stay: %+v", vs)
+	}
+	planned := []forge.Variant{{Name: "debian", State: forge.Queued}}
+	if err := idx.SetCommit(ctx, ref, forge.Summarise(planned), planned); err != nil {
+		t.Fatal(err)
+	}
+	vs, _ := idx.Variants(ctx, ref.Repo, "c1")
+	if len(vs) != 1 || vs[0].Name != "debian" {
+		t.Fatalf("after the plan, variants = %+v, want only debian", vs)
 	}
 }
