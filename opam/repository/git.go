@@ -27,6 +27,9 @@ func gitOutput(ctx context.Context, gitDir string, args ...string) ([]byte, erro
 
 // revParse resolves a commit, or failing that a tree, to its object id.
 func revParse(ctx context.Context, gitDir, rev string) (string, error) {
+	if isOID(rev) {
+		return rev, nil
+	}
 	out, err := gitOutput(ctx, gitDir, "rev-parse", "--verify", "--end-of-options", rev+"^{commit}")
 	if err != nil {
 		out2, err2 := gitOutput(ctx, gitDir, "rev-parse", "--verify", "--end-of-options", rev+"^{tree}")
@@ -194,4 +197,19 @@ func catFile(ctx context.Context, gitDir string, pkgs []*Package, each func(*Pac
 		return fmt.Errorf("git cat-file in %s: %w: %s", gitDir, werr, strings.TrimSpace(stderr.String()))
 	}
 	return ctx.Err()
+}
+
+// isOID reports whether s is a full object id (which needs no resolving; git reports
+// a missing object when it is used).
+func isOID(s string) bool {
+	if len(s) != 40 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
+			return false
+		}
+	}
+	return true
 }

@@ -46,7 +46,7 @@ func Candidates(u *solver.Universe, pkg opam.Package, opts Options) ([]*solver.C
 	for len(queue) > 0 {
 		x := queue[0]
 		queue = queue[1:]
-		for _, y := range u.DependsOn(x, opts.Depopts) {
+		for _, y := range u.DependsOnNoCopy(x, opts.Depopts) {
 			if !seen[y] {
 				seen[y] = true
 				out = append(out, y)

@@ -324,3 +324,13 @@ func (u *Universe) DependsOn(c *Cand, depopts bool) []*Cand {
 	}
 	return out
 }
+
+// DependsOnNoCopy is DependsOn without depopts returning the index's own slice, which
+// the caller must not modify; with depopts it is DependsOn.
+func (u *Universe) DependsOnNoCopy(c *Cand, depopts bool) []*Cand {
+	if depopts {
+		return u.DependsOn(c, true)
+	}
+	u.buildReverse()
+	return u.rev[c]
+}
