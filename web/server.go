@@ -38,11 +38,13 @@ type Options struct {
 	Logger   *slog.Logger
 	Gatherer prometheus.Gatherer   // served at /metrics; the default gatherer if nil
 	Register prometheus.Registerer // where the console's own metrics go; the default registerer if nil
+	Fleet    Fleet                 // the build fleet shown at /fleet; nil when none is attached
 }
 
 // Server is the web console.
 type Server struct {
 	eng      Engine
+	fleet    Fleet
 	auth     *Auth
 	log      *slog.Logger
 	mux      *http.ServeMux
@@ -59,7 +61,7 @@ func New(o Options) (*Server, error) {
 	if o.Engine == nil || o.Auth == nil {
 		return nil, errors.New("web.New: Engine and Auth are required")
 	}
-	s := &Server{eng: o.Engine, auth: o.Auth, log: o.Logger, gatherer: o.Gatherer, logins: newLoginThrottle()}
+	s := &Server{eng: o.Engine, fleet: o.Fleet, auth: o.Auth, log: o.Logger, gatherer: o.Gatherer, logins: newLoginThrottle()}
 	if s.log == nil {
 		s.log = slog.Default()
 	}
@@ -105,7 +107,7 @@ func (s *Server) parseTemplates() error {
 		return fmt.Errorf("parse layout: %w", err)
 	}
 	s.pages = map[string]*template.Template{}
-	for _, p := range []string{"graph", "jobs", "job", "query", "logrules", "login", "error", "done"} {
+	for _, p := range []string{"graph", "jobs", "job", "query", "logrules", "login", "error", "done", "fleet"} {
 		t, err := template.Must(layout.Clone()).ParseFS(templateFS, "templates/"+p+".html")
 		if err != nil {
 			return fmt.Errorf("parse template %s: %w", p, err)
@@ -255,6 +257,7 @@ type pageData struct {
 	Title, Page, CSRF, Flash string
 	Ident                    Identity
 	Builder, Admin           bool
+	Fleet                    bool // a fleet is attached
 	Data                     any
 }
 
@@ -267,7 +270,7 @@ func (s *Server) renderFlash(w http.ResponseWriter, c *reqCtx, page, title, flas
 	var buf bytes.Buffer
 	err := t.ExecuteTemplate(&buf, "layout", pageData{
 		Title: title, Page: page, CSRF: c.csrf, Flash: flash, Ident: c.id,
-		Builder: c.id.Role >= RoleBuilder, Admin: c.id.Role >= RoleAdmin, Data: data,
+		Builder: c.id.Role >= RoleBuilder, Admin: c.id.Role >= RoleAdmin, Fleet: s.fleet != nil, Data: data,
 	})
 	if err != nil {
 		return fmt.Errorf("render %s: %w", page, err)
@@ -310,6 +313,9 @@ func (s *Server) routes() {
 	s.route("GET", "/log-rules", RoleViewer, true, s.logRulesPage)
 	s.route("POST", "/log-rules", RoleAdmin, true, s.addLogRule)
 	s.route("POST", "/log-rules/{id}/delete", RoleAdmin, true, s.deleteLogRule)
+	s.route("GET", "/fleet", RoleViewer, true, s.fleetPage)
+	s.route("POST", "/worker/{name}/pause", RoleAdmin, true, s.workerAction("pause"))
+	s.route("POST", "/worker/{name}/unpause", RoleAdmin, true, s.workerAction("unpause"))
 	s.route("GET", "/metrics", RoleViewer, false, s.metrics)
 	s.route("GET", "/login", RoleNone, false, s.loginPage)
 	s.route("POST", "/login", RoleNone, true, s.login)
