@@ -183,3 +183,33 @@ func TestSolveEveryLatest(t *testing.T) {
 	}
 	_ = slices.Sort[[]int]
 }
+
+func TestParseRequest(t *testing.T) {
+	got, err := solver.ParseRequest([]string{"dune", "ocaml.5.1.0", "lwt>=5.0", "odoc!=2.0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{`"dune"`, `"ocaml" {= "5.1.0"}`, `"lwt" {>= "5.0"}`, `"odoc" {!= "2.0"}`}
+	for i, a := range got {
+		if a.String() != want[i] {
+			t.Errorf("%d: %s, want %s", i, a, want[i])
+		}
+	}
+	for _, bad := range []string{"", ">=1", "dune>=", "du ne", "dune=<1"} {
+		if _, err := solver.ParseRequest([]string{bad}); err == nil {
+			t.Errorf("%q accepted", bad)
+		}
+	}
+}
+
+func FuzzParseRequest(f *testing.F) {
+	for _, s := range []string{"dune", "dune.3.0", "dune>=3", "a<=b", "x!=y.z"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		atoms, err := solver.ParseRequest([]string{s})
+		if err == nil && len(atoms) != 1 {
+			t.Fatalf("%q gave %d atoms", s, len(atoms))
+		}
+	})
+}
