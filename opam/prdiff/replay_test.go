@@ -45,8 +45,7 @@ func merges(t testing.TB, git string) []merge {
 	return ms
 }
 
-func TestKindsOnASyntheticPR(t *testing.T) {
-	// Classification unit: changed fields decide significance.
+func TestAnalyseLastPR(t *testing.T) {
 	git := repotest.GitDir(t)
 	ms := merges(t, git)
 	if len(ms) == 0 {
