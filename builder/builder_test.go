@@ -46,27 +46,9 @@ func parse(t testing.TB, text string) *spec.Spec {
 	return s
 }
 
-// syncBuffer is a bytes.Buffer safe for concurrent use.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 func build(t testing.TB, b *builder.Builder, s *spec.Spec, bc builder.BuildContext) (string, string, error) {
 	t.Helper()
-	var log syncBuffer
+	var log testenv.Buffer
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	id, err := b.Build(ctx, s, bc, &log)
@@ -195,7 +177,7 @@ func TestCancelOnlyWhenAllWaitersCancel(t *testing.T) {
 	mustBuild(t, b, parse(t, `((from `+base+`))`), builder.BuildContext{})
 	s := parse(t, `((from `+base+`) (run (shell "echo started; sleep 3; echo finished")))`)
 	ctx1, cancel1 := context.WithCancel(context.Background())
-	var log1, log2 syncBuffer
+	var log1, log2 testenv.Buffer
 	errc1, errc2 := make(chan error, 1), make(chan error, 1)
 	go func() { _, err := b.Build(ctx1, s, builder.BuildContext{}, &log1); errc1 <- err }()
 	waitFor(t, &log1, "started")
@@ -215,7 +197,7 @@ func TestCancelOnlyWhenAllWaitersCancel(t *testing.T) {
 	// With every waiter gone, the step is cancelled.
 	s = parse(t, `((from `+base+`) (run (shell "echo started; sleep 5; echo finished")))`)
 	ctx3, cancel3 := context.WithCancel(context.Background())
-	var log3 syncBuffer
+	var log3 testenv.Buffer
 	errc3 := make(chan error, 1)
 	go func() { _, err := b.Build(ctx3, s, builder.BuildContext{}, &log3); errc3 <- err }()
 	waitFor(t, &log3, "started")
@@ -388,7 +370,7 @@ func TestCacheMounts(t *testing.T) {
 	// the other's changes are dropped.
 	slow := parse(t, `((from `+base+`) (run (cache (race (target /c))) (shell "echo started; sleep 3; echo slow >> /c/log")))`)
 	fast := parse(t, `((from `+base+`) (run (cache (race (target /c))) (shell "echo fast >> /c/log")))`)
-	var slowLog syncBuffer
+	var slowLog testenv.Buffer
 	done := make(chan error, 1)
 	go func() { _, err := b.Build(context.Background(), slow, builder.BuildContext{}, &slowLog); done <- err }()
 	waitFor(t, &slowLog, "started")
@@ -429,7 +411,7 @@ func TestGCAndHealth(t *testing.T) {
 	// A budget of 1 byte removes everything but what a running build uses.
 	s := parse(t, `((from `+base+`) (run (shell "echo started; sleep 3")))`)
 	done := make(chan struct{})
-	var log syncBuffer
+	var log testenv.Buffer
 	go func() {
 		defer close(done)
 		b.Build(context.Background(), s, builder.BuildContext{}, &log)
@@ -453,7 +435,7 @@ func TestGCAndHealth(t *testing.T) {
 
 // waitFor waits until the log holds text (giving up after two minutes, when the
 // build has evidently failed or hung).
-func waitFor(t *testing.T, log *syncBuffer, text string) {
+func waitFor(t *testing.T, log *testenv.Buffer, text string) {
 	t.Helper()
 	deadline := time.Now().Add(2 * time.Minute)
 	for !strings.Contains(log.String(), text) {

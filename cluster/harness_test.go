@@ -8,7 +8,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -37,25 +36,8 @@ type testFleet struct {
 type workerProc struct {
 	name string
 	cmd  *exec.Cmd
-	out  *syncBuffer
+	out  *testenv.Buffer
 	done chan error
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 func testPolicyFast() Policy {
@@ -120,7 +102,7 @@ func (tf *testFleet) worker(name, pool string, capacity int, extra ...string) *w
 
 func (tf *testFleet) startProc(name, bin string, args ...string) *workerProc {
 	tf.t.Helper()
-	w := &workerProc{name: name, out: &syncBuffer{}, done: make(chan error, 1)}
+	w := &workerProc{name: name, out: &testenv.Buffer{}, done: make(chan error, 1)}
 	w.cmd = exec.Command(bin, args...)
 	w.cmd.Stdout, w.cmd.Stderr = w.out, w.out
 	w.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}

@@ -10,7 +10,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -285,7 +284,7 @@ func TestCancelRemovesContainer(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	log := &syncBuffer{}
+	log := &testenv.Buffer{}
 	done := make(chan error, 1)
 	go func() {
 		_, err := r.Build(ctx, s, docker.Options{Log: log})
@@ -316,21 +315,4 @@ func hostArgs(e *docker.Engine) []string {
 		return nil
 	}
 	return []string{"--host", e.Host}
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

@@ -1,13 +1,11 @@
 package sandbox_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -43,24 +41,6 @@ func rootfs(t *testing.T) (*sandbox.Runc, string) {
 	return r, w.Rootfs()
 }
 
-// syncBuffer is a bytes.Buffer safe for concurrent use.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 func sh(rootfs, cmd string) sandbox.Config {
 	return sandbox.Config{Rootfs: rootfs, Args: []string{"/bin/sh", "-c", cmd},
 		Env: []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}, Cwd: "/"}
@@ -71,7 +51,7 @@ func TestRunc(t *testing.T) {
 	ctx := context.Background()
 
 	t.Run("output and exit status", func(t *testing.T) {
-		var out syncBuffer
+		var out testenv.Buffer
 		_, err := r.Run(ctx, sh(root, "echo hello; echo oops >&2; exit 3"), &out)
 		var ee *sandbox.ExitError
 		if !errors.As(err, &ee) || ee.Code != 3 || ee.OOMKilled {
@@ -83,7 +63,7 @@ func TestRunc(t *testing.T) {
 	})
 
 	t.Run("no network unless asked", func(t *testing.T) {
-		var out syncBuffer
+		var out testenv.Buffer
 		if _, err := r.Run(ctx, sh(root, "cat /proc/net/dev | tail -n +3 | cut -d: -f1"), &out); err != nil {
 			t.Fatal(err, out.String())
 		}
@@ -92,7 +72,7 @@ func TestRunc(t *testing.T) {
 		}
 		cfg := sh(root, "cat /proc/net/dev | tail -n +3 | cut -d: -f1; test -s /etc/resolv.conf && echo resolv")
 		cfg.HostNetwork = true
-		out = syncBuffer{}
+		out = testenv.Buffer{}
 		if _, err := r.Run(ctx, cfg, &out); err != nil {
 			t.Fatal(err, out.String())
 		}
@@ -106,7 +86,7 @@ func TestRunc(t *testing.T) {
 		if err := os.WriteFile(marker, []byte("host"), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		var out syncBuffer
+		var out testenv.Buffer
 		_, err := r.Run(ctx, sh(root, "test -e "+marker+" && echo VIS$((0))IBLE; cat /proc/1/cmdline | tr '\\0' ' '; echo; ls /sys/fs/cgroup >/dev/null; hostname"), &out)
 		if err != nil {
 			t.Fatal(err, out.String())
@@ -128,7 +108,7 @@ func TestRunc(t *testing.T) {
 		}
 		cfg := sh(root, "dd if=/dev/zero of=/dev/null bs=256M count=1")
 		cfg.Limits.Memory = 64 << 20
-		var out syncBuffer
+		var out testenv.Buffer
 		_, err := r.Run(ctx, cfg, &out)
 		var ee *sandbox.ExitError
 		if !errors.As(err, &ee) || !ee.OOMKilled {
@@ -147,7 +127,7 @@ func TestRunc(t *testing.T) {
 	t.Run("pids limit", func(t *testing.T) {
 		cfg := sh(root, "for i in $(seq 40); do sleep 5 & done; wait")
 		cfg.Limits.Pids = 10
-		var out syncBuffer
+		var out testenv.Buffer
 		if _, err := r.Run(ctx, cfg, &out); !strings.Contains(out.String(), "fork") && !strings.Contains(out.String(), "Resource temporarily unavailable") {
 			t.Errorf("40 processes under a limit of 10: err %v, output %q", err, out.String())
 		}
@@ -156,7 +136,7 @@ func TestRunc(t *testing.T) {
 	t.Run("timeout", func(t *testing.T) {
 		cfg := sh(root, "echo start; sleep 60")
 		cfg.Timeout = time.Second
-		var out syncBuffer
+		var out testenv.Buffer
 		_, err := r.Run(ctx, cfg, &out)
 		if !errors.Is(err, sandbox.ErrTimeout) {
 			t.Fatalf("err = %v, want timeout", err)
@@ -165,7 +145,7 @@ func TestRunc(t *testing.T) {
 
 	t.Run("cancel", func(t *testing.T) {
 		cctx, cancel := context.WithCancel(ctx)
-		var out syncBuffer
+		var out testenv.Buffer
 		go func() {
 			for !strings.Contains(out.String(), "started") {
 				time.Sleep(10 * time.Millisecond)
@@ -179,7 +159,7 @@ func TestRunc(t *testing.T) {
 	})
 
 	t.Run("output streams line by line", func(t *testing.T) {
-		out := &syncBuffer{}
+		out := &testenv.Buffer{}
 		errc := make(chan error, 1)
 		go func() {
 			_, err := r.Run(ctx, sh(root, "echo first; sleep 3; echo second"), out)
@@ -205,7 +185,7 @@ func TestRunc(t *testing.T) {
 		os.Chown(cache, 1000, 1000)
 		cfg.Secrets = []sandbox.Secret{{Target: "/run/secrets/token", Value: []byte("s3cr3t")}}
 		cfg.Mounts = []sandbox.Mount{{Source: cache, Target: "/cache"}}
-		var out syncBuffer
+		var out testenv.Buffer
 		if _, err := r.Run(ctx, cfg, &out); err != nil {
 			t.Fatal(err, out.String())
 		}
@@ -226,7 +206,7 @@ func TestRunc(t *testing.T) {
 func TestStaleContainersRemoved(t *testing.T) {
 	r, root := rootfs(t)
 	// A command run by a process that dies: its runc is killed, the container lives on.
-	var out syncBuffer
+	var out testenv.Buffer
 	cmdCtx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	done := make(chan struct{})

@@ -1,6 +1,7 @@
-// Package testenv tells tests what the machine offers (root, commands, the shared data
-// set, a cache that outlives one run) and skips a test, with the reason, where something
-// it needs is missing. Under CI (CI=true) a missing requirement fails the test instead,
+// Package testenv is what kiln's tests share: what the machine offers (root, commands,
+// the shared data set, a cache that outlives one run), skipping a test with the reason
+// where something it needs is missing, and a few helpers (the kiln binary, free ports,
+// a concurrent buffer). Under CI (CI=true) a missing requirement fails the test instead,
 // because .ci/run installs everything the tests need.
 package testenv
 

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -19,28 +18,8 @@ import (
 	"github.com/kiln-ci/kiln/internal/testenv"
 )
 
-// kilnBinary builds the kiln command into a temporary folder.
-func kilnBinary(t *testing.T) string {
-	t.Helper()
-	testenv.Short(t, "builds the kiln binary")
-	bin := filepath.Join(t.TempDir(), "kiln")
-	c := exec.Command("go", "build", "-o", bin, "./cmd/kiln")
-	c.Dir = testenv.Root()
-	if out, err := c.CombinedOutput(); err != nil {
-		t.Fatalf("build kiln: %v\n%s", err, out)
-	}
-	return bin
-}
-
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
+// kilnBinary is the kiln command, built once.
+func kilnBinary(t *testing.T) string { return testenv.KilnBinary(t) }
 
 // server is a `kiln serve` process.
 type server struct {
@@ -152,7 +131,7 @@ func TestServeSurvivesSIGKILL(t *testing.T) {
 		}
 	}
 	state := filepath.Join(dir, "state")
-	addr := freeAddr(t)
+	addr := testenv.FreeAddr(t)
 	s := startServer(t, bin, state, addr, repo)
 
 	// Wait until the other jobs have finished and the check job is running and has
@@ -299,7 +278,7 @@ func TestServeSurvivesSIGKILL(t *testing.T) {
 		{[]string{"--demo-runner", "cloud"}, "--demo-runner"},
 		{[]string{"--admin-password", "x", "--demo-repo", filepath.Join(dir, "no-repo")}, "no-repo"},
 	} {
-		c := exec.Command(bin, append([]string{"serve", "--service", "demo", "--state-dir", state, "--listen", freeAddr(t)}, tc.args...)...)
+		c := exec.Command(bin, append([]string{"serve", "--service", "demo", "--state-dir", state, "--listen", testenv.FreeAddr(t)}, tc.args...)...)
 		c.Env = append(os.Environ(), "KILN_ADMIN_PASSWORD=test-password")
 		done := make(chan struct{})
 		var out []byte
