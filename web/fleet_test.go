@@ -57,7 +57,9 @@ func startTestFleet(t *testing.T) *cluster.Fleet {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	f, err := cluster.StartEmbedded(ctx, cluster.Options{StateDir: t.TempDir(), Listen: "127.0.0.1:0",
+	// The fleet's context outlives the test: Close stops it (a cancel racing Close is
+	// the scheduler's to survive, not this test's).
+	f, err := cluster.StartEmbedded(context.Background(), cluster.Options{StateDir: t.TempDir(), Listen: "127.0.0.1:0",
 		Pools: []string{testPool}, Logger: log, Registry: prometheus.NewRegistry()})
 	if err != nil {
 		cancel()
@@ -189,6 +191,11 @@ func TestFleetPage(t *testing.T) {
 		if e.ID != q.Queued[i].ID || e.Position != i+1 || e.Why != q.Queued[i].Why || e.EstimatedStart.IsZero() {
 			t.Errorf("api queued job %d: %+v, want %+v", i, e, q.Queued[i])
 		}
+	}
+	if wi, err := fc.Worker(ctx, "w1"); err != nil || wi.Session == "" {
+		t.Fatalf("worker w1: %+v %v", wi, err)
+	} else if _, raw := viewer.get("/api/fleet"); strings.Contains(raw, wi.Session) || strings.Contains(body, wi.Session) {
+		t.Error("the console shows the worker's session")
 	}
 	if api.Workers[0].Running[0] != api.Queues[0].Running[0].ID || api.Queues[0].Running[0].Worker != "w1" {
 		t.Errorf("running job of w1: worker %v, queue %+v", api.Workers[0].Running, api.Queues[0].Running)

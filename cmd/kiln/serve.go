@@ -29,11 +29,11 @@ import (
 func serveCommand() *cobra.Command {
 	var o struct {
 		stateDir, listen, confirm, adminPassword, anonymous, demoRepo, service string
-		demoRunner, demoImage                                         string
-		autoRelease, demoPoll, demoCommitEvery, logMaxAge             time.Duration
-		logMaxBytes                                                   int64
-		slots                                                         int
-		secureCookies                                                 bool
+		demoRunner, demoImage                                                  string
+		autoRelease, demoPoll, demoCommitEvery, logMaxAge                      time.Duration
+		logMaxBytes                                                            int64
+		slots                                                                  int
+		secureCookies                                                          bool
 	}
 	var ci ciFlags
 	cmd := &cobra.Command{
@@ -118,31 +118,42 @@ On first start the local admin password is made, printed once, and stored hashed
 			}
 			defer eng.Close()
 
-			consoleReg := prometheus.NewRegistry()
-			srv, err := web.New(web.Options{
-				Engine: web.CurrentEngine{E: eng}, Auth: auth, Logger: log, Register: consoleReg,
-				Gatherer: prometheus.Gatherers{eng.Registry(), consoleReg, prometheus.DefaultGatherer},
-			})
-			if err != nil {
-				return err
-			}
 			ln, err := net.Listen("tcp", o.listen)
 			if err != nil {
 				return fmt.Errorf("--listen %s: %w", o.listen, err)
 			}
-			var handler http.Handler = srv
-			var pipeline current.Term[current.Unit]
+			var svc *ciService
 			if !demoOn {
-				svc, err := startCI(ctx, log, o.stateDir, ln.Addr().String(), eng, ci)
+				svc, err = startCI(ctx, log, o.stateDir, ln.Addr().String(), eng, ci)
 				if err != nil {
 					ln.Close()
 					return err
 				}
 				defer svc.Close()
+			}
+			consoleReg := prometheus.NewRegistry()
+			wo := web.Options{
+				Engine: web.CurrentEngine{E: eng}, Auth: auth, Logger: log, Register: consoleReg,
+				Gatherer: prometheus.Gatherers{eng.Registry(), consoleReg, prometheus.DefaultGatherer},
+			}
+			if svc != nil {
+				wo.Fleet = svc.Fleet.Client
+			}
+			srv, err := web.New(wo)
+			if err != nil {
+				ln.Close()
+				return err
+			}
+			var handler http.Handler = srv
+			var pipeline current.Term[current.Unit]
+			if svc != nil {
 				mux := http.NewServeMux()
 				for _, r := range svc.Routes {
 					mux.Handle(r, svc.Handler)
 				}
+				// The console's /api/fleet, beside the fleet's /api/fleet/ subtree (which
+				// would otherwise redirect it there).
+				mux.Handle("/api/fleet", srv)
 				mux.Handle("/", srv)
 				handler, pipeline = mux, svc.Pipeline
 			}
