@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"runtime/pprof"
 	"sort"
 	"strconv"
 	"strings"
@@ -34,6 +35,7 @@ import (
 // keeps NATS's default limit of 1,000 consumers per stream (the fleet then fails jobs
 // beyond about 1,000 in flight). KILN_BENCH_SHARED_WATCH=1 makes the service wait for its
 // fleet jobs through one shared watch and follow their logs only once they run.
+// KILN_BENCH_HEAPPROFILE=FILE writes a heap profile at rest.
 
 // benchRefNames are the refs of every repository: branches of its remote.
 var benchRefNames = []string{"main", "dev", "feature-a", "feature-b", "feature-c", "feature-d", "feature-e", "feature-f"}
@@ -334,6 +336,17 @@ func (s *benchServer) waitSubmitted(before, n int, timeout time.Duration) []subm
 	}
 }
 
+func writeHeapProfile(tb testing.TB, path string) {
+	f, err := os.Create(path)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer f.Close()
+	if err := pprof.WriteHeapProfile(f); err != nil {
+		tb.Fatal(err)
+	}
+}
+
 func heapAfterGC() (heapAlloc, heapSys uint64, goroutines int) {
 	runtime.GC()
 	runtime.GC()
@@ -472,6 +485,9 @@ func BenchmarkTrack500Repos5Refs(b *testing.B) {
 	// At rest: memory, and CPU over an idle window.
 	heap, heapSys, gr := heapAfterGC()
 	rss := rssBytes(b)
+	if path := os.Getenv("KILN_BENCH_HEAPPROFILE"); path != "" {
+		writeHeapProfile(b, path)
+	}
 	pass0 := srv.engine.Status().Pass
 	cpu0, child0 := cpuTime(b)
 	t0 := time.Now()
