@@ -21,8 +21,8 @@ type Analysis struct {
 	// Packages are the local packages, one per opam file, named by the file
 	// (foo.opam or foo/opam) and pinned at version "dev".
 	Packages []string `json:"packages"`
-	// PinDepends are the pin-depends of the local packages, "pkg.version → url".
-	PinDepends []string `json:"pin_depends,omitempty"`
+	// PinDepends are the pin-depends of the local packages, by package.
+	PinDepends []PinDepend `json:"pin_depends,omitempty"`
 	// OCamlFormat is the version named in .ocamlformat, empty when there is none or it
 	// names no version.
 	OCamlFormat string `json:"ocamlformat,omitempty"`
@@ -33,6 +33,13 @@ type Analysis struct {
 	MonorepoLocks []string `json:"monorepo_locks,omitempty"`
 	// Config is the repository's .kiln.yml (the zero Config when absent).
 	Config Config `json:"config"`
+}
+
+// PinDepend is a package version a local package pins to a source (a git URL with an
+// optional #ref).
+type PinDepend struct {
+	Package string `json:"package"` // name.version
+	URL     string `json:"url"`
 }
 
 // maxOpamDepth is how deep below the root opam files are looked for, as the OCaml
@@ -103,12 +110,12 @@ func Analyse(dir string) (*Analysis, error) {
 			return nil, fmt.Errorf("%s: pin-depends: %w", rel, err)
 		}
 		for _, p := range pins {
-			a.PinDepends = append(a.PinDepends, fmt.Sprintf("%s → %s", p.Package, p.URL))
+			a.PinDepends = append(a.PinDepends, PinDepend{Package: p.Package.String(), URL: p.URL})
 		}
 		a.Packages = append(a.Packages, name+".dev")
 	}
 	sort.Strings(a.Packages)
-	sort.Strings(a.PinDepends)
+	sort.Slice(a.PinDepends, func(i, j int) bool { return a.PinDepends[i].Package < a.PinDepends[j].Package })
 	sort.Strings(a.MonorepoLocks)
 	if _, err := os.Stat(filepath.Join(dir, "dune-project")); err == nil {
 		a.Dune = true

@@ -110,7 +110,8 @@ func (o *OpamRepository) universe(ctx context.Context, commit string, p Platform
 //
 // extra are the packages of the repository's own extra opam repositories (.kiln.yml),
 // which take precedence over the followed repository's.
-func (o *OpamRepository) Solver(commit string, lowerBounds bool, extra []*repository.Package) func(ctx context.Context, a *Analysis, p Platform) ([]string, error) {
+// pinned are the pin-depends packages, each the only version of its name.
+func (o *OpamRepository) Solver(commit string, lowerBounds bool, extra, pinned []*repository.Package) func(ctx context.Context, a *Analysis, p Platform) ([]string, error) {
 	return func(ctx context.Context, a *Analysis, p Platform) ([]string, error) {
 		u, err := o.universe(ctx, commit, p)
 		if err != nil {
@@ -119,7 +120,7 @@ func (o *OpamRepository) Solver(commit string, lowerBounds bool, extra []*reposi
 		if len(extra) > 0 {
 			u = solver.NewUniverse(u.Repo.WithPackages(extra...), u.Platform)
 		}
-		req := solver.Request{WithTest: true, LowerBounds: lowerBounds}
+		req := solver.Request{WithTest: true, LowerBounds: lowerBounds, Pins: append([]*repository.Package(nil), pinned...)}
 		local := map[opam.PackageName]bool{}
 		for _, rel := range sortedKeys(a.OpamFiles) {
 			name := opam.PackageName(packageNameOf(rel))

@@ -19,7 +19,7 @@ func TestSolveAgainstTheRealOpamRepository(t *testing.T) {
 		t.Fatalf("head = %s, want %s", head, repotest.Master)
 	}
 	p := DebianPlatform("amd64")
-	solve := o.Solver(head, false, nil)
+	solve := o.Solver(head, false, nil, nil)
 
 	a, err := Analyse(writeTree(t, map[string]string{"hello.opam": `opam-version: "2.0"
 depends: [ "ocaml" {>= "4.08"} "dune" {>= "2.0"} ]
@@ -46,7 +46,7 @@ depends: [ "ocaml" {>= "4.08"} "dune" {>= "2.0"} "fmt" {with-test} ]
 	if !strings.HasPrefix(strings.Join(pkgs, " "), "fmt.") {
 		t.Errorf("install = %v, want fmt.*", pkgs)
 	}
-	lower, err := o.Solver(head, true, nil)(context.Background(), a, p)
+	lower, err := o.Solver(head, true, nil, nil)(context.Background(), a, p)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -101,5 +101,44 @@ depends: [ "ocaml" "dune" "mylib" ]
 	_, err = s.plan(context.Background(), AnalysisInput{Checkout: Checkout{Dir: src}}, t.Logf)
 	if err == nil || !strings.Contains(err.Error(), "--opam-repository") {
 		t.Errorf("plan without an opam repository: %v", err)
+	}
+}
+
+func TestPinDependsAreSolvedFromTheirSource(t *testing.T) {
+	gitDir := repotest.GitDir(t)
+	lib := t.TempDir()
+	gitRun(t, lib, "init", "-q", "-b", "main")
+	commitTree(t, lib, "main", map[string]string{"mylib.opam": `opam-version: "2.0"
+depends: [ "ocaml" "dune" "fmt" ]
+`}, "mylib")
+	src := writeTree(t, map[string]string{
+		"hello.opam": `opam-version: "2.0"
+depends: [ "ocaml" "dune" "mylib" ]
+pin-depends: [ "mylib.1.0" "git+file://` + lib + `#main" ]
+`,
+		ConfigFile: "lint:\n  lower-bound: false\n",
+	})
+	s := &Service{Opam: &OpamRepository{GitDir: gitDir}, Platforms: DefaultPlatforms()[:1],
+		Mirrors: git.NewMirrors(t.TempDir(), git.MirrorsOptions{})}
+	plan, err := s.plan(context.Background(), AnalysisInput{Checkout: Checkout{Dir: src}, OpamCommit: repotest.Master}, t.Logf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	install := strings.Join(plan.Variants[0].Install, " ")
+	if !strings.Contains(install, "mylib.1.0") || !strings.Contains(install, "fmt.") {
+		t.Errorf("install = %q, want the pinned mylib.1.0 and its dependency fmt", install)
+	}
+	sp, _ := plan.Variants[0].Spec(plan.Analysis)
+	if !strings.Contains(sp.String(), "opam pin add -yn 'mylib.1.0' 'git+file://"+lib+"#main'") {
+		t.Errorf("spec does not pin mylib:\n%s", sp)
+	}
+
+	// A source that is not git is refused with the reason.
+	bad := writeTree(t, map[string]string{"hello.opam": `opam-version: "2.0"
+pin-depends: [ "mylib.1.0" "https://example.org/mylib-1.0.tar.gz" ]
+`})
+	_, err = s.plan(context.Background(), AnalysisInput{Checkout: Checkout{Dir: bad}, OpamCommit: repotest.Master}, t.Logf)
+	if err == nil || !strings.Contains(err.Error(), "only git sources") {
+		t.Errorf("plan with a tarball pin: %v", err)
 	}
 }

@@ -403,9 +403,21 @@ func (s *Service) plan(ctx context.Context, in AnalysisInput, logf func(string, 
 			return Plan{}, err
 		}
 	}
+	var pinned []*repository.Package
+	if len(a.PinDepends) > 0 {
+		if s.Opam == nil || in.OpamCommit == "" {
+			return Plan{}, errors.New("pin-depends need the server to solve against an opam repository (kiln serve --opam-repository)")
+		}
+		if pinned, err = pinnedPackages(ctx, s.Mirrors, a.PinDepends); err != nil {
+			return Plan{}, err
+		}
+		for _, p := range pinned {
+			logf("pinned %s (%s)", p.Package, p.Path)
+		}
+	}
 	if s.Opam != nil && in.OpamCommit != "" {
 		logf("solving against opam-repository %s", short(in.OpamCommit))
-		solve = s.Opam.Solver(in.OpamCommit, false, extra)
+		solve = s.Opam.Solver(in.OpamCommit, false, extra, pinned)
 	}
 	install := map[string][]string{}
 	var solved []Platform
@@ -427,7 +439,7 @@ func (s *Service) plan(ctx context.Context, in AnalysisInput, logf func(string, 
 	plan := Plan{Analysis: a, Variants: Variants(a, solved, install)}
 	if s.Opam != nil && in.OpamCommit != "" && a.Config.Lint.LowerBoundEnabled() {
 		p := solved[0]
-		lower, err := s.Opam.Solver(in.OpamCommit, true, extra)(ctx, a, p)
+		lower, err := s.Opam.Solver(in.OpamCommit, true, extra, pinned)(ctx, a, p)
 		switch {
 		case err != nil:
 			logf("%s: no lower-bounds solution: %v", p.Name, err)

@@ -57,7 +57,7 @@ func (v Variant) Spec(a *Analysis) (*spec.Spec, error) {
 		add(spec.Run{
 			Network: []string{"host"},
 			Cache:   []spec.Cache{{ID: "opam-archives", Target: "/root/.opam/download-cache"}},
-			Shell:   repoAdds(a.Config.OpamRepositories) + "opam install --deps-only --with-test " + strings.Join(v.Install, " "),
+			Shell:   repoAdds(a.Config.OpamRepositories) + pinAdds(a.PinDepends) + "opam install --deps-only --with-test " + strings.Join(v.Install, " "),
 		})
 	}
 	add(spec.Copy{Src: []string{"."}, Dst: srcDir, Exclude: buildExcludes})
