@@ -1,7 +1,7 @@
 package image
 
 import (
-	"bufio"
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -129,35 +129,23 @@ func (s *Store) MakeDebian(ctx context.Context, o DebianOptions) (Base, error) {
 	}
 	args := append(n.Args(), "-", n.Mirror)
 	cmd := exec.CommandContext(ctx, "mmdebstrap", args...)
+	// mmdebstrap runs apt and dpkg as children: cancelling kills the whole group, so
+	// none of them keeps the pipes open.
+	cmd.SysProcAttr = &unix.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error { return unix.Kill(-cmd.Process.Pid, unix.SIGKILL) }
 	cmd.WaitDelay = 10 * time.Second
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		return Base{}, err
 	}
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		return Base{}, err
-	}
 	p := s.progress()
+	errLog := &lineTail{line: p.Line}
+	cmd.Stderr = errLog
 	p.Line(fmt.Sprintf("making %s: %s", name, n.Recipe()))
 	start := time.Now()
 	if err := cmd.Start(); err != nil {
 		return Base{}, fmt.Errorf("debian base: %w", err)
 	}
-	var tail []string
-	errDone := make(chan struct{})
-	go func() {
-		defer close(errDone)
-		sc := bufio.NewScanner(stderr)
-		for sc.Scan() {
-			line := sc.Text()
-			p.Line(line)
-			tail = append(tail, line)
-			if len(tail) > 20 {
-				tail = tail[1:]
-			}
-		}
-	}()
 	cfg := Config{Env: []string{DefaultPath}, Workdir: "/", Arch: goArch(n.Arch)}
 	b, ierr := s.install(ctx, name, name, refEntry{}, cfg, func(ctx context.Context, rootfs string) (string, int64, error) {
 		return s.unpackStream(ctx, stdout, rootfs)
@@ -165,8 +153,8 @@ func (s *Store) MakeDebian(ctx context.Context, o DebianOptions) (Base, error) {
 	if ierr != nil {
 		io.Copy(io.Discard, stdout)
 	}
-	<-errDone
 	werr := cmd.Wait()
+	tail := errLog.last()
 	if werr != nil {
 		if ierr == nil {
 			s.Remove(b.ID)
@@ -225,4 +213,37 @@ func flockContext(ctx context.Context, f *os.File) error {
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
+}
+
+// lineTail passes each line written to it on, and keeps the last 20.
+type lineTail struct {
+	line    func(string)
+	partial []byte
+	tail    []string
+}
+
+func (t *lineTail) Write(b []byte) (int, error) {
+	data := append(t.partial, b...)
+	for {
+		i := bytes.IndexByte(data, '\n')
+		if i < 0 {
+			break
+		}
+		l := string(data[:i])
+		t.line(l)
+		t.tail = append(t.tail, l)
+		if len(t.tail) > 20 {
+			t.tail = t.tail[1:]
+		}
+		data = data[i+1:]
+	}
+	t.partial = append([]byte(nil), data...)
+	return len(b), nil
+}
+
+func (t *lineTail) last() []string {
+	if len(t.partial) > 0 {
+		return append(t.tail, string(t.partial))
+	}
+	return t.tail
 }

@@ -53,3 +53,34 @@ func TestDebianForeignArch(t *testing.T) {
 		t.Errorf("not an arm64 tree: %v", err)
 	}
 }
+
+// TestDebianCancelStopsPromptly cancels a base creation while mmdebstrap works: the call
+// returns soon with an error, leaving nothing in the store and no mmdebstrap behind.
+func TestDebianCancelStopsPromptly(t *testing.T) {
+	testenv.Short(t, "starts mmdebstrap")
+	testenv.RequireRoot(t)
+	testenv.RequireCommand(t, "mmdebstrap")
+	st, err := image.Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		_, err := st.MakeDebian(ctx, image.DebianOptions{Suite: "bookworm", Packages: []string{"ocaml-nox"}, Name: "kiln/cancelled:test"})
+		done <- err
+	}()
+	time.Sleep(4 * time.Second)
+	cancel()
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Fatal("a cancelled base creation succeeded")
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatal("MakeDebian did not return within a minute of its cancellation")
+	}
+	if _, err := st.Resolve(context.Background(), "kiln/cancelled:test"); err == nil {
+		t.Error("a cancelled base is in the store")
+	}
+}
