@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"context"
 	"fmt"
 	"strings"
 	"testing"
@@ -278,4 +279,16 @@ func TestCostLearnedPerHint(t *testing.T) {
 	if got["next-slow"] != 10*time.Minute || got["next-fast"] != 20*time.Second {
 		t.Fatalf("estimates %v, want 10m0s and 20s learned from history", got)
 	}
+}
+
+// TestEmbeddedCloseAfterCancel stops an embedded fleet both ways at once (its context
+// ends while Close runs), as kiln serve does on a signal; run with -race.
+func TestEmbeddedCloseAfterCancel(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	f, err := StartEmbedded(ctx, Options{StateDir: t.TempDir(), Listen: "127.0.0.1:0", Pools: []string{"linux-x86_64"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cancel()
+	f.Close()
 }

@@ -41,6 +41,7 @@ type Scheduler struct {
 	dirty   map[string]*Job
 	pending map[string][]chan error // job id -> waiters for its record to be stored
 	subs    []*nats.Subscription
+	stopMu  sync.Mutex // guards subs: Stop may be called from two goroutines
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
 	m       *schedMetrics
@@ -216,10 +217,12 @@ func (s *Scheduler) load(ctx context.Context) error {
 
 // Stop stops serving; queued and running jobs stay in JetStream for the next scheduler.
 func (s *Scheduler) Stop() {
+	s.stopMu.Lock()
 	for _, sub := range s.subs {
 		_ = sub.Unsubscribe()
 	}
 	s.subs = nil
+	s.stopMu.Unlock()
 	if s.cancel != nil {
 		s.cancel()
 	}
