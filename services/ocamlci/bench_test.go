@@ -463,7 +463,7 @@ func BenchmarkTrack500Repos5Refs(b *testing.B) {
 
 	srv.run(state, opts)
 	want := len(refs) * benchFleetVariants
-	srv.settle(want, 3*time.Second, 15*time.Minute)
+	srv.settle(want, 3*time.Second, envDuration(b, "KILN_BENCH_SETTLE", 10*time.Minute))
 	setup := time.Since(setupStart)
 	submitted := srv.rec.count()
 	if submitted < want {
