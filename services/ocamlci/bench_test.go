@@ -35,7 +35,8 @@ import (
 // keeps NATS's default limit of 1,000 consumers per stream (the fleet then fails jobs
 // beyond about 1,000 in flight). KILN_BENCH_SHARED_WATCH=1 makes the service wait for its
 // fleet jobs through one shared watch and follow their logs only once they run.
-// KILN_BENCH_HEAPPROFILE=FILE writes a heap profile at rest.
+// KILN_BENCH_HEAPPROFILE=FILE writes a heap profile at rest; KILN_BENCH_SETTLE (default
+// 10m) bounds the set-up.
 
 // benchRefNames are the refs of every repository: branches of its remote.
 var benchRefNames = []string{"main", "dev", "feature-a", "feature-b", "feature-c", "feature-d", "feature-e", "feature-f"}
