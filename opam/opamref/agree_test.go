@@ -276,7 +276,7 @@ func TestRevdepsAgree(t *testing.T) {
 			t.Fatal(q.err)
 		}
 		theirs := opamref.Lines(q.out)
-		got, err := revdeps.Of(context.Background(), uu, p, revdeps.Options{Recursive: rec, Depopts: dep})
+		got, err := revdeps.Of(context.Background(), uu, p, revdeps.Options{Recursive: rec, Depopts: dep, Installable: u})
 		if err != nil {
 			t.Fatal(err)
 		}

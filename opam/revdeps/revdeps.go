@@ -24,6 +24,9 @@ type Options struct {
 	// been built with it.
 	// AnyInstallable skips the coinstallability filter (plain --depends-on).
 	AnyInstallable bool
+	// Installable, when set, is the universe the coinstallability checks solve in
+	// (for --with-test, opam checks coinstallability without test dependencies).
+	Installable *solver.Universe
 	// Progress, when set, is called after each coinstallability check.
 	Progress func(done, total int)
 }
@@ -82,6 +85,10 @@ func Of(ctx context.Context, u *solver.Universe, pkg opam.Package, opts Options)
 		return nil, err
 	}
 	keep := make([]bool, len(cands))
+	iu := u
+	if opts.Installable != nil {
+		iu = opts.Installable
+	}
 	if opts.AnyInstallable {
 		for i := range keep {
 			keep[i] = true
@@ -94,7 +101,7 @@ func Of(ctx context.Context, u *solver.Universe, pkg opam.Package, opts Options)
 		for range runtime.GOMAXPROCS(0) {
 			wg.Go(func() {
 				for i := range next {
-					keep[i] = Coinstallable(ctx, u, pkg, cands[i])
+					keep[i] = Coinstallable(ctx, iu, pkg, cands[i])
 					if opts.Progress != nil {
 						mu.Lock()
 						done++
@@ -129,9 +136,6 @@ func Of(ctx context.Context, u *solver.Universe, pkg opam.Package, opts Options)
 
 // Coinstallable reports whether c can be installed together with pkg.
 func Coinstallable(ctx context.Context, u *solver.Universe, pkg opam.Package, c *solver.Cand) bool {
-	if c.Unavailable != "" {
-		return false
-	}
 	eq := func(n opam.PackageName, v opam.Version) opam.Atom {
 		return opam.Atom{Name: n, Constraint: opam.AtomOf(opam.Constraint{Op: opam.OpEq, Version: v})}
 	}
