@@ -30,7 +30,7 @@ type Request struct {
 }
 
 // DefaultMaxSteps is the default search budget of a solve, in versions tried.
-const DefaultMaxSteps = 20000
+const DefaultMaxSteps = 400000
 
 // ParseRequest reads package arguments such as "dune", "dune.3.24.0" or
 // "dune>=3.0" (also <, <=, =, !=, >).
