@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -18,8 +19,10 @@ import (
 type Client struct {
 	nc   *nats.Conn
 	js   jetstream.JetStream
+	mu   sync.Mutex // guards jobs
 	jobs jetstream.KeyValue
 	src  jetstream.ObjectStore
+	hub  watchHub
 }
 
 // NewClient makes a client on a NATS connection.
@@ -35,6 +38,8 @@ func NewClient(nc *nats.Conn) (*Client, error) {
 func (c *Client) Conn() *nats.Conn { return c.nc }
 
 func (c *Client) bucket(ctx context.Context) (jetstream.KeyValue, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	if c.jobs != nil {
 		return c.jobs, nil
 	}
@@ -116,39 +121,6 @@ func (c *Client) Result(ctx context.Context, id string) (*Result, error) {
 		return nil, err
 	}
 	return j.Result, nil
-}
-
-// Wait blocks until job id ends and returns its final record.
-func (c *Client) Wait(ctx context.Context, id string) (*Job, error) {
-	kv, err := c.bucket(ctx)
-	if err != nil {
-		return nil, err
-	}
-	w, err := kv.Watch(ctx, id)
-	if err != nil {
-		return nil, fmt.Errorf("wait for %s: %w", id, err)
-	}
-	defer func() { _ = w.Stop() }()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil, fmt.Errorf("wait for %s: %w", id, ctx.Err())
-		case e, ok := <-w.Updates():
-			if !ok {
-				return nil, fmt.Errorf("wait for %s: watch ended", id)
-			}
-			if e == nil {
-				continue
-			}
-			var j Job
-			if err := json.Unmarshal(e.Value(), &j); err != nil {
-				return nil, fmt.Errorf("job %s: %w", id, err)
-			}
-			if j.State == StateDone {
-				return &j, nil
-			}
-		}
-	}
 }
 
 // Cancel asks for a job to stop; a queued job ends at once, a running one when its

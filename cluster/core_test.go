@@ -292,3 +292,71 @@ func TestEmbeddedCloseAfterCancel(t *testing.T) {
 	cancel()
 	f.Close()
 }
+
+// TestWaitSharesOneWatch waits on many jobs at once through one client: all finish,
+// including one that was done before its waiter came, and the waiters leave no trace.
+func TestWaitSharesOneWatch(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	f, err := StartEmbedded(context.Background(), Options{StateDir: t.TempDir(), Listen: "127.0.0.1:0", Pools: []string{"linux-x86_64"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	nc, err := Connect(ctx, ConnOptions{URL: f.URL, Name: "w1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	w, err := NewWorker(nc, WorkerOptions{Name: "w1", Pool: "linux-x86_64", Capacity: 4, StateDir: t.TempDir(),
+		Runner: &ShellRunner{WorkDir: t.TempDir()}, HealthEvery: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wctx, stopWorker := context.WithCancel(ctx)
+	workerDone := make(chan struct{})
+	go func() { defer close(workerDone); w.Run(wctx) }()
+	defer func() { stopWorker(); <-workerDone }()
+
+	first, err := f.Client.Submit(ctx, Request{Pool: "linux-x86_64", Client: "t", Spec: "true"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.Client.Wait(ctx, first.ID); err != nil {
+		t.Fatal(err)
+	}
+	// Done already: a new waiter sees it at once.
+	if j, err := f.Client.Wait(ctx, first.ID); err != nil || j.State != StateDone {
+		t.Fatalf("wait on a finished job: %v, %v", j, err)
+	}
+	const n = 40
+	errs := make(chan error, n)
+	for i := 0; i < n; i++ {
+		job, err := f.Client.Submit(ctx, Request{Pool: "linux-x86_64", Client: "t", Spec: fmt.Sprintf("sleep 0.%d", i%5)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		go func() {
+			if _, err := f.Client.WaitStarted(ctx, job.ID); err != nil {
+				errs <- err
+				return
+			}
+			j, err := f.Client.Wait(ctx, job.ID)
+			if err == nil && (j.Result == nil || j.Result.Outcome != OutcomeOK) {
+				err = fmt.Errorf("job %s ended %+v", job.ID, j.Result)
+			}
+			errs <- err
+		}()
+	}
+	for i := 0; i < n; i++ {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	f.Client.hub.mu.Lock()
+	left := len(f.Client.hub.waiters)
+	f.Client.hub.mu.Unlock()
+	if left != 0 {
+		t.Fatalf("%d jobs still have waiters", left)
+	}
+}

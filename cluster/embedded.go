@@ -72,6 +72,9 @@ func StartEmbedded(ctx context.Context, o Options) (*Fleet, error) {
 
 // Close stops the scheduler and the NATS server; state stays in the state folder.
 func (f *Fleet) Close() {
+	if f.Client != nil {
+		f.Client.Close()
+	}
 	if f.Scheduler != nil {
 		f.Scheduler.Stop()
 	}
@@ -116,6 +119,9 @@ func StartNATS(stateDir, listen, token string, log *slog.Logger) (*server.Server
 		NoSigs:             true,
 		NoLog:              true,
 		Authorization:      token,
+		// Every follower of a running job's log is a consumer of the logs stream: the
+		// fleet's size, not a default of 1,000, bounds them.
+		JetStreamLimits: server.JSLimitOpts{DefaultMaxConsumers: -1},
 	}
 	srv, err := server.NewServer(opts)
 	if err != nil {

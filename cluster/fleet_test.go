@@ -255,7 +255,7 @@ func TestFleetCancelStopsProcess(t *testing.T) {
 	if done.Result.Outcome != OutcomeCancelled {
 		t.Fatalf("%+v", done.Result)
 	}
-	tf.waitFor("build process gone", 5*time.Second, func() bool { return syscall.Kill(pid, 0) != nil })
+	tf.waitFor("build process gone", 5*time.Second, func() bool { return !processRuns(pid) })
 }
 
 func TestFleetTimeoutAndSecrets(t *testing.T) {

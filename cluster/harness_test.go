@@ -221,3 +221,15 @@ func (tf *testFleet) admin(args ...string) (string, error) {
 
 func writeFile(p string) error  { return os.WriteFile(p, []byte("x"), 0o644) }
 func removeFile(p string) error { return os.Remove(p) }
+
+// processRuns reports whether pid is a live process: a killed one may linger as a zombie
+// until its (new) parent reaps it, which does not count.
+func processRuns(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	// pid (comm) state ...: the state follows the last ')'.
+	i := strings.LastIndexByte(string(b), ')')
+	return i < 0 || i+2 >= len(b) || b[i+2] != 'Z'
+}

@@ -7,7 +7,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -72,7 +71,7 @@ func TestFleetNetworkCutLeaseExpiry(t *testing.T) {
 	// the cut-off worker stopped the long job itself when it could no longer renew the
 	// lease, before the job could start elsewhere: it never runs twice at once
 	tf.waitFor("long job started again elsewhere", 60*time.Second, func() bool { return len(readPids(pids)) >= 2 })
-	if syscall.Kill(firstPid, 0) == nil {
+	if processRuns(firstPid) {
 		t.Fatalf("the first run (pid %d) still runs while the job started again", firstPid)
 	}
 	if r := tf.wait(long.ID).Result; r.Outcome != OutcomeOK || r.Worker != "other" || r.Attempts != 2 {

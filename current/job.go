@@ -21,6 +21,15 @@ var (
 	errEngineStops = errors.New("interrupted: the engine is stopping")
 )
 
+// Cancelled reports whether a job's context ended because its result is no longer
+// wanted (superseded, not needed by any pipeline, or cancelled by an operator), rather
+// than because the engine is stopping. Work a job started elsewhere (a fleet job) should
+// be cancelled in the first case and left to be resumed in the second.
+func Cancelled(ctx context.Context) bool {
+	cause := context.Cause(ctx)
+	return errors.Is(cause, errNotNeeded) || errors.Is(cause, errSuperseded) || errors.Is(cause, errByOperator)
+}
+
 // Job is the handle an operation's Run function gets: its identity and its log.
 type Job struct{ r *runningJob }
 

@@ -23,6 +23,7 @@ import (
 	"github.com/kiln-ci/kiln/current"
 	"github.com/kiln-ci/kiln/current/gitlocal"
 	"github.com/kiln-ci/kiln/services/demo"
+	"github.com/kiln-ci/kiln/services/ocamlci"
 	"github.com/kiln-ci/kiln/web"
 )
 
@@ -112,6 +113,8 @@ On first start the local admin password is made, printed once, and stored hashed
 			eng, err := current.Open(current.Config{
 				StateDir: o.stateDir, ConfirmLevel: level, AutoRelease: o.autoRelease,
 				LogMaxAge: o.logMaxAge, LogMaxBytes: o.logMaxBytes, DefaultPoolSlots: o.slots, Logger: log,
+				// Builds wait on the fleet, which queues them with priorities and fair share.
+				Pools: map[string]int{ocamlci.BuildPool: 1 << 20},
 			})
 			if err != nil {
 				return err

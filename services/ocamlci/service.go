@@ -41,6 +41,7 @@ type Fleet interface {
 	Submit(ctx context.Context, r cluster.Request) (*cluster.Job, error)
 	Log(ctx context.Context, id string, offset int64, follow bool, w io.Writer) (int64, error)
 	Wait(ctx context.Context, id string) (*cluster.Job, error)
+	WaitStarted(ctx context.Context, id string) (*cluster.Job, error)
 	Cancel(ctx context.Context, id string) error
 }
 
@@ -239,6 +240,10 @@ func (s *Service) variantStatus(b BuildInput, o current.Observed[BuildResult]) f
 	return v
 }
 
+// BuildPool is the engine pool of the build jobs. They wait on the fleet, which does the
+// queueing, so give it as many slots as builds may be in flight.
+const BuildPool = "ocamlci-build"
+
 // AnalysisVariant names the analysis in a commit's status until the variants are known.
 const AnalysisVariant = "(analysis)"
 
@@ -287,7 +292,7 @@ func (s *Service) makeOps() {
 		},
 		Label: func(b BuildInput) string { return b.Variant.Name + " " + short(b.Checkout.Commit) },
 		Run:   s.build,
-		Pool:  "ocamlci-build",
+		Pool:  BuildPool,
 	}
 	s.ops.base = &current.Op[image.DebianOptions, string]{
 		Name: "ocamlci-base-image",
@@ -569,29 +574,34 @@ func (s *Service) runVariant(ctx context.Context, j *current.Job, b BuildInput) 
 		Urgent:    s.firstBuild(b),
 		Timeout:   cluster.Duration(timeout),
 	}
-	job, err := s.Fleet.Submit(ctx, req)
+	job, err := s.submit(ctx, j, req)
 	if err != nil {
-		return BuildResult{}, current.Infra(current.FailNetwork, fmt.Errorf("submit to pool %s: %w", req.Pool, err))
+		return BuildResult{}, err
 	}
-	j.Logf("submitted to pool %s as fleet job %s (%s lane)", req.Pool, job.ID, map[bool]string{true: "urgent", false: "background"}[req.Urgent])
+	// A queued job has no log yet: follow it once it runs.
 	tail := &tailWriter{max: 200}
-	logDone := make(chan struct{})
 	logCtx, stopLog := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopLog()
+	logDone := make(chan struct{})
 	go func() {
 		defer close(logDone)
+		if _, err := s.Fleet.WaitStarted(logCtx, job.ID); err != nil {
+			return
+		}
 		s.Fleet.Log(logCtx, job.ID, 0, true, io.MultiWriter(j, tail))
 	}()
-	finished, err := s.Fleet.Wait(ctx, job.ID)
+	finished, err := s.wait(ctx, job.ID)
 	if err != nil {
 		stopLog()
 		<-logDone
-		if ctx.Err() != nil {
+		if ctx.Err() != nil && current.Cancelled(ctx) {
+			// No longer wanted: stop the fleet job too. When the engine is stopping, the
+			// fleet job stays queued and the job attaches to it again after a restart.
 			cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 			s.Fleet.Cancel(cctx, job.ID)
 			cancel()
-			return BuildResult{}, ctx.Err()
 		}
-		return BuildResult{}, current.Infra(current.FailNetwork, fmt.Errorf("wait for fleet job %s: %w", job.ID, err))
+		return BuildResult{}, err
 	}
 	// Let the log reach its end before judging the result.
 	select {
@@ -600,7 +610,6 @@ func (s *Service) runVariant(ctx context.Context, j *current.Job, b BuildInput) 
 		stopLog()
 		<-logDone
 	}
-	stopLog()
 	r := finished.Result
 	if r == nil {
 		return BuildResult{}, current.Infra(current.FailWorkerLost, fmt.Errorf("fleet job %s finished without a result", job.ID))
@@ -618,6 +627,53 @@ func (s *Service) runVariant(ctx context.Context, j *current.Job, b BuildInput) 
 	default:
 		return BuildResult{}, current.Infra(current.FailWorkerLost, fmt.Errorf("%s%s", infraPrefix, r.Message))
 	}
+}
+
+// submit hands the build to the fleet under a ticket derived from the engine's job, so
+// that the job attaches to its fleet job again after a restart of the engine. A ticket
+// whose fleet job already ended with an infrastructure failure (an earlier attempt of
+// this job) is passed over for the next.
+func (s *Service) submit(ctx context.Context, j *current.Job, req cluster.Request) (*cluster.Job, error) {
+	base := "ocamlci-" + digest(req.Pool+" "+j.ID())
+	for n := 0; n < 8; n++ {
+		req.ID = fmt.Sprintf("%s-%d", base, n)
+		job, err := s.Fleet.Submit(ctx, req)
+		if err != nil {
+			return nil, current.Infra(current.FailNetwork, fmt.Errorf("submit to pool %s: %w", req.Pool, err))
+		}
+		if job.State == cluster.StateDone && job.Result != nil && job.Result.Outcome == cluster.OutcomeInfrastructure {
+			continue
+		}
+		lane := map[bool]string{true: "urgent", false: "background"}[req.Urgent]
+		if job.Submitted.Before(time.Now().Add(-time.Minute)) {
+			j.Logf("attached again to fleet job %s in pool %s", job.ID, req.Pool)
+		} else {
+			j.Logf("submitted to pool %s as fleet job %s (%s lane)", req.Pool, job.ID, lane)
+		}
+		return job, nil
+	}
+	return nil, current.Infra(current.FailWorkerLost, fmt.Errorf("pool %s: every attempt failed on the infrastructure", req.Pool))
+}
+
+// wait waits for a fleet job to end, riding out a few failures of the connection
+// rather than submitting the job again.
+func (s *Service) wait(ctx context.Context, id string) (*cluster.Job, error) {
+	var err error
+	for attempt := 0; attempt < 5; attempt++ {
+		var job *cluster.Job
+		if job, err = s.Fleet.Wait(ctx, id); err == nil {
+			return job, nil
+		}
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(time.Duration(attempt+1) * time.Second):
+		}
+	}
+	return nil, current.Infra(current.FailNetwork, fmt.Errorf("wait for fleet job %s: %w", id, err))
 }
 
 // firstBuild reports whether this is the first build of the variant of this commit:
