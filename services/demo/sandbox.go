@@ -3,7 +3,6 @@ package demo
 import (
 	"context"
 	"fmt"
-	"strings"
 
 	"github.com/kiln-ci/kiln/builder"
 	"github.com/kiln-ci/kiln/builder/spec"
@@ -19,10 +18,12 @@ type SandboxRunner struct {
 
 // Spec is the build spec that runs s: the checkout copied to /src, then the script.
 func (r SandboxRunner) Spec(s Step) (*spec.Spec, error) {
-	text := fmt.Sprintf("((from %s)\n (workdir /src)\n (copy (src .) (dst /src/))\n (run (shell %s)))\n",
-		sexpString(r.Image), sexpString(s.Script))
-	sp, err := spec.Parse("demo-"+s.Name+".spec", []byte(text))
-	if err != nil {
+	sp := &spec.Spec{From: r.Image, Ops: []spec.Op{
+		spec.Workdir{Path: "/src"},
+		spec.Copy{Src: []string{"."}, Dst: "/src/"},
+		spec.Run{Shell: s.Script},
+	}}
+	if err := sp.Validate(); err != nil {
 		return nil, fmt.Errorf("demo spec for %s: %w", s.Name, err)
 	}
 	return sp, nil
@@ -45,31 +46,4 @@ func (r SandboxRunner) Run(ctx context.Context, j *current.Job, s Step) error {
 		return fmt.Errorf("%s: %w", s.Name, err)
 	}
 	return nil
-}
-
-// sexpString quotes s as a string of the spec language.
-func sexpString(s string) string {
-	var b strings.Builder
-	b.WriteByte('"')
-	for _, c := range []byte(s) {
-		switch c {
-		case '"', '\\':
-			b.WriteByte('\\')
-			b.WriteByte(c)
-		case '\n':
-			b.WriteString(`\n`)
-		case '\t':
-			b.WriteString(`\t`)
-		case '\r':
-			b.WriteString(`\r`)
-		default:
-			if c < 0x20 || c == 0x7f {
-				fmt.Fprintf(&b, `\x%02x`, c)
-			} else {
-				b.WriteByte(c)
-			}
-		}
-	}
-	b.WriteByte('"')
-	return b.String()
 }
