@@ -219,7 +219,15 @@ func hostPlatform(t *testing.T, o *opamref.Opam) solver.Platform {
 
 // revdepsDifferences are sample packages whose reverse dependencies differ from
 // opam's for a known reason.
-var revdepsDifferences = map[string]string{}
+var revdepsDifferences = map[string]string{
+	// only opam: frama-c.20.0
+	"mlgmpidl.1.3.0": "frama-c.20.0 needs why3 1.2.x, whose depopts say ocamlgraph {< 1.8.8} while frama-c " +
+		"needs ocamlgraph >= 1.8.8: kiln's solver enforces depopt constraints on installed packages (as " +
+		"opam-0install does for the CI services); opam's coinstallability check ignores them",
+	// only opam: ozulip.0.1
+	"ez_api.3.0.0": "with the test dependencies of every package (opam list --with-test), the solve of " +
+		"{ez_api.3.0.0, ozulip.0.1} exhausts kiln's search budget; opam's SAT solver finds a solution",
+}
 
 // TestRevdepsAgree compares reverse dependencies with opam's for 100 packages, in the
 // four variants opam-repository CI uses (plain, --recursive, --depopts, --with-test),
@@ -276,7 +284,7 @@ func TestRevdepsAgree(t *testing.T) {
 			t.Fatal(q.err)
 		}
 		theirs := opamref.Lines(q.out)
-		got, err := revdeps.Of(context.Background(), uu, p, revdeps.Options{Recursive: rec, Depopts: dep, Installable: u})
+		got, err := revdeps.Of(context.Background(), uu, p, revdeps.Options{Recursive: rec, Depopts: dep})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -27,6 +27,9 @@ type Options struct {
 	// Installable, when set, is the universe the coinstallability checks solve in
 	// (for --with-test, opam checks coinstallability without test dependencies).
 	Installable *solver.Universe
+	// RootTests adds, in the coinstallability checks, the test dependencies of the two
+	// packages checked (not of their dependencies).
+	RootTests bool
 	// Progress, when set, is called after each coinstallability check.
 	Progress func(done, total int)
 }
@@ -101,7 +104,7 @@ func Of(ctx context.Context, u *solver.Universe, pkg opam.Package, opts Options)
 		for range runtime.GOMAXPROCS(0) {
 			wg.Go(func() {
 				for i := range next {
-					keep[i] = Coinstallable(ctx, iu, pkg, cands[i])
+					keep[i] = Coinstallable(ctx, iu, pkg, cands[i], opts.RootTests)
 					if opts.Progress != nil {
 						mu.Lock()
 						done++
@@ -134,11 +137,12 @@ func Of(ctx context.Context, u *solver.Universe, pkg opam.Package, opts Options)
 	return out, nil
 }
 
-// Coinstallable reports whether c can be installed together with pkg.
-func Coinstallable(ctx context.Context, u *solver.Universe, pkg opam.Package, c *solver.Cand) bool {
+// Coinstallable reports whether c can be installed together with pkg, with the test
+// dependencies of both when withTest is set.
+func Coinstallable(ctx context.Context, u *solver.Universe, pkg opam.Package, c *solver.Cand, withTest bool) bool {
 	eq := func(n opam.PackageName, v opam.Version) opam.Atom {
 		return opam.Atom{Name: n, Constraint: opam.AtomOf(opam.Constraint{Op: opam.OpEq, Version: v})}
 	}
-	_, err := u.Solve(ctx, solver.Request{Install: []opam.Atom{eq(pkg.Name, pkg.Version), eq(c.Name, c.Version)}})
+	_, err := u.Solve(ctx, solver.Request{Install: []opam.Atom{eq(pkg.Name, pkg.Version), eq(c.Name, c.Version)}, WithTest: withTest})
 	return err == nil
 }
