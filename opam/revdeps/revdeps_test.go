@@ -24,7 +24,7 @@ func TestDirectAndRecursive(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rec, err := revdeps.Of(context.Background(), u, p, revdeps.Options{Recursive: true})
+	rec, err := revdeps.Of(context.Background(), u, p, revdeps.Options{Recursive: true, AnyInstallable: true})
 	if err != nil {
 		t.Fatal(err)
 	}
