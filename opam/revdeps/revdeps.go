@@ -20,12 +20,13 @@ import (
 type Options struct {
 	Recursive bool // --recursive
 	Depopts   bool // --depopts
-	// WithTest is taken from the universe (solver.Flags.WithTest), which must have
-	// been built with it.
+	// --with-test is the universe's (solver.Flags.WithTest): build it with the flag.
+
 	// AnyInstallable skips the coinstallability filter (plain --depends-on).
 	AnyInstallable bool
 	// Installable, when set, is the universe the coinstallability checks solve in
-	// (for --with-test, opam checks coinstallability without test dependencies).
+	// instead of the one the dependencies are read from. (opam's --with-test applies
+	// the test dependencies of every package to both, which is the default.)
 	Installable *solver.Universe
 	// RootTests adds, in the coinstallability checks, the test dependencies of the two
 	// packages checked (not of their dependencies).
