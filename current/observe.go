@@ -13,6 +13,9 @@ type observeImpl struct{ mk func(out output) any }
 
 func (o *observeImpl) compute(n *node) output { return okOut(o.mk(n.inputs[0].out)) }
 
+// display shows the node as ok whatever its input's state: that state is its value.
+func (o *observeImpl) display(_ *node, out output) (State, string) { return out.state, out.msg }
+
 // Observe is always ok, with t's state as its value, so a pipeline can report progress
 // (a status saying which jobs still run) before every input has a value.
 func Observe[T any](t Term[T]) Term[Observed[T]] {

@@ -38,4 +38,16 @@ func TestObserveReportsActiveThenOk(t *testing.T) {
 	if o := next(); o.State != StateFailed || o.Message != "broken" {
 		t.Fatalf("after SetError observed %+v", o)
 	}
+	observers := 0
+	for _, n := range e.Graph().Nodes {
+		if n.Kind == "observe" {
+			observers++
+			if n.State != StateOk {
+				t.Errorf("the observing node shows %v (%s), want ok: it has a value", n.State, n.Message)
+			}
+		}
+	}
+	if observers != 1 {
+		t.Errorf("the graph has %d observing nodes, want 1", observers)
+	}
 }
