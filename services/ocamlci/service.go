@@ -111,6 +111,9 @@ type BuildInput struct {
 	Variant  Variant        `json:"variant"`
 	Spec     string         `json:"spec,omitempty"`
 	Findings []lint.Finding `json:"findings,omitempty"`
+	// CacheHint names the dependency layer (platform, opam files, packages installed), so
+	// the fleet prefers a worker that built it recently.
+	CacheHint string `json:"cache_hint,omitempty"`
 }
 
 // BuildResult is a successful variant.
@@ -198,7 +201,7 @@ func (s *Service) pipelineOf(ref current.Term[Ref]) current.Term[current.Unit] {
 func (s *Service) buildInputs(ref Ref, co Checkout, p Plan) []BuildInput {
 	var out []BuildInput
 	for _, v := range p.Variants {
-		in := BuildInput{Ref: ref, Checkout: co, Variant: v}
+		in := BuildInput{Ref: ref, Checkout: co, Variant: v, CacheHint: dependencyLayer(p.Analysis, v)}
 		if v.Kind == KindLintOpam {
 			in.Findings = p.Findings
 		} else if sp, err := v.Spec(p.Analysis); err == nil {
@@ -570,7 +573,7 @@ func (s *Service) runVariant(ctx context.Context, j *current.Job, b BuildInput) 
 		Client:    b.Ref.Repo.Owner,
 		Spec:      b.Spec,
 		Source:    digestSrc,
-		CacheHint: b.Variant.Platform.Name + " " + opamFilesDigest(b),
+		CacheHint: b.CacheHint,
 		Urgent:    s.firstBuild(b),
 		Timeout:   cluster.Duration(timeout),
 	}
@@ -695,19 +698,18 @@ func (s *Service) firstBuild(b BuildInput) bool {
 	return first == d
 }
 
+// dependencyLayer names what a variant's dependency layer is made of.
+func dependencyLayer(a *Analysis, v Variant) string {
+	var b strings.Builder
+	for _, rel := range sortedKeys(a.OpamFiles) {
+		fmt.Fprintf(&b, "%s %s\n", rel, digest(string(a.OpamFiles[rel])))
+	}
+	fmt.Fprintf(&b, "%v %v", v.Install, a.PinDepends)
+	return v.Platform.Name + " " + digest(b.String())
+}
+
 // maxSeen bounds the memory of first builds (about 100 bytes each).
 const maxSeen = 200_000
-
-func opamFilesDigest(b BuildInput) string {
-	// The dependency layer is what the opam files and the install list make.
-	h := sha256.New()
-	for _, line := range strings.Split(b.Spec, "\n") {
-		if strings.Contains(line, "opam") {
-			h.Write([]byte(line))
-		}
-	}
-	return hex.EncodeToString(h.Sum(nil))[:16]
-}
 
 func lintOpam(j *current.Job, findings []lint.Finding) error {
 	j.Logf("# to reproduce locally: opam lint *.opam")

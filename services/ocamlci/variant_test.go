@@ -98,3 +98,21 @@ func TestRebuildsOfACommitGoInTheBackgroundLane(t *testing.T) {
 		t.Fatal("the first build of a new commit is not urgent")
 	}
 }
+
+func TestCacheHintNamesTheDependencyLayer(t *testing.T) {
+	a := &Analysis{OpamFiles: map[string][]byte{"a.opam": []byte("x")}}
+	v := Variant{Platform: Platform{Name: "p"}, Install: []string{"fmt.0.9"}}
+	h := dependencyLayer(a, v)
+	a2 := &Analysis{OpamFiles: map[string][]byte{"a.opam": []byte("x")}, Dune: true} // code changes do not matter
+	if dependencyLayer(a2, v) != h {
+		t.Error("the hint changed with something outside the dependency layer")
+	}
+	a2.OpamFiles["a.opam"] = []byte("y")
+	if dependencyLayer(a2, v) == h {
+		t.Error("the hint ignores the opam files")
+	}
+	v.Install = []string{"fmt.0.10"}
+	if dependencyLayer(a, v) == h {
+		t.Error("the hint ignores the packages installed")
+	}
+}
