@@ -32,7 +32,7 @@ var (
 )
 
 // env gives the repository at master, its checkout and an opam root on it.
-func env(t *testing.T) (*opamref.Opam, *repository.Repo, string) {
+func env(t testing.TB) (*opamref.Opam, *repository.Repo, string) {
 	t.Helper()
 	testenv.RequireCommand(t, "opam")
 	git := repotest.GitDir(t)

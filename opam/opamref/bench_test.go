@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kiln-ci/kiln/internal/testenv"
 	"github.com/kiln-ci/kiln/opam"
 	"github.com/kiln-ci/kiln/opam/opamref"
 	"github.com/kiln-ci/kiln/opam/repository"
@@ -17,31 +16,10 @@ import (
 	"github.com/kiln-ci/kiln/opam/solver"
 )
 
-// benchEnv is env for benchmarks.
-func benchEnv(b *testing.B) (*opamref.Opam, *repository.Repo, string) {
-	testenv.RequireCommand(b, "opam")
-	git := repotest.GitDir(b)
-	dir := repotest.Checkout(b)
-	cache := testenv.CacheDir(b, "opamref")
-	setupOnce.Do(func() {
-		ctx := context.Background()
-		checkout = dir
-		repo, setupErr = repository.LoadGit(ctx, git, repotest.Master)
-		if setupErr != nil {
-			return
-		}
-		ref, setupErr = opamref.Setup(ctx, cache, dir, repotest.Master)
-	})
-	if setupErr != nil {
-		b.Fatal(setupErr)
-	}
-	return ref, repo, checkout
-}
-
 // BenchmarkLoadIndex loads and indexes the whole repository: kiln from git (no
 // checkout), opam with `opam admin list` in a checkout (which reads every opam file).
 func BenchmarkLoadIndex(b *testing.B) {
-	o, _, dir := benchEnv(b)
+	o, _, dir := env(b)
 	git := repotest.GitDir(b)
 	b.Run("kiln-git", func(b *testing.B) {
 		for b.Loop() {
@@ -78,7 +56,7 @@ func BenchmarkLoadIndex(b *testing.B) {
 // BenchmarkUpdateOnePR updates the index from master's first parent to master (the
 // last pull request of the snapshot).
 func BenchmarkUpdateOnePR(b *testing.B) {
-	_, r, _ := benchEnv(b)
+	_, r, _ := env(b)
 	git := repotest.GitDir(b)
 	prev, _, err := r.Update(context.Background(), git, repotest.Master+"^1")
 	if err != nil {
@@ -96,7 +74,7 @@ func BenchmarkUpdateOnePR(b *testing.B) {
 // `opam list --depends-on dune.3.24.0 --recursive --all-versions` (opam's
 // --coinstallable-with did not finish in 15 minutes here).
 func BenchmarkRevdepsDune(b *testing.B) {
-	o, r, _ := benchEnv(b)
+	o, r, _ := env(b)
 	u := solver.NewUniverse(r, solver.DebianAMD64())
 	dune := opam.Package{Name: "dune", Version: "3.24.0"}
 	revdeps.Candidates(u, dune, revdeps.Options{}) // builds the reverse index once
@@ -134,7 +112,7 @@ func BenchmarkRevdepsDune(b *testing.B) {
 // BenchmarkSolveLatest solves the newest version of every package alone (kiln), and a
 // sample of them with `opam install --dry-run` in an empty switch.
 func BenchmarkSolveLatest(b *testing.B) {
-	o, r, _ := benchEnv(b)
+	o, r, _ := env(b)
 	u := solver.NewUniverse(r, solver.DebianAMD64())
 	b.Run("kiln-every-package", func(b *testing.B) {
 		for b.Loop() {
