@@ -3,9 +3,7 @@ package opam
 import (
 	"archive/tar"
 	"io"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"runtime"
 	"slices"
 	"strings"
@@ -13,7 +11,7 @@ import (
 	"syscall"
 	"testing"
 
-	"github.com/kiln-ci/kiln/internal/testenv"
+	"github.com/kiln-ci/kiln/opam/repository/repotest"
 )
 
 // repoFile is one file of the opam-repository snapshot.
@@ -26,34 +24,15 @@ var (
 	snapshotOnce  sync.Once
 	snapshotFiles []repoFile
 	snapshotErr   error
-	snapshotDir   string
 )
 
-// TestMain removes the unpacked snapshot after the tests.
-func TestMain(m *testing.M) {
-	code := m.Run()
-	if snapshotDir != "" {
-		os.RemoveAll(snapshotDir)
-	}
-	os.Exit(code)
-}
-
 // snapshot returns every file under packages/ of the shared opam-repository snapshot
-// at master, read with git archive from a temporary copy of the bare repository.
+// at master, read with git archive from the bare repository unpacked in the test cache.
 func snapshot(t testing.TB) []repoFile {
 	t.Helper()
-	tarball := testenv.SharedData(t, "opam-repository-2026H1.git.tar")
-	testenv.RequireCommand(t, "git", "tar")
+	gitDir := repotest.GitDir(t)
 	snapshotOnce.Do(func() {
-		snapshotDir, snapshotErr = os.MkdirTemp("", "kiln-opam-snapshot-")
-		if snapshotErr != nil {
-			return
-		}
-		if out, err := exec.Command("tar", "-xf", tarball, "-C", snapshotDir).CombinedOutput(); err != nil {
-			snapshotErr = &exec.ExitError{Stderr: out}
-			return
-		}
-		cmd := exec.Command("git", "--git-dir", filepath.Join(snapshotDir, "opam-repository.git"), "archive", "master", "packages")
+		cmd := exec.Command("git", "--git-dir", gitDir, "archive", repotest.Master, "packages")
 		r, err := cmd.StdoutPipe()
 		if err != nil {
 			snapshotErr = err

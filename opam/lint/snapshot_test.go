@@ -6,45 +6,28 @@ import (
 	"os"
 	"os/exec"
 	"path"
-	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
 	"testing"
 
-	"github.com/kiln-ci/kiln/internal/testenv"
 	"github.com/kiln-ci/kiln/opam"
+	"github.com/kiln-ci/kiln/opam/repository/repotest"
 )
 
 var (
 	snapOnce sync.Once
 	snapDirs map[string]Input
 	snapErr  error
-	snapTmp  string
 )
-
-func TestMain(m *testing.M) {
-	code := m.Run()
-	if snapTmp != "" {
-		os.RemoveAll(snapTmp)
-	}
-	os.Exit(code)
-}
 
 // snapshotPackages reads every package directory of the shared opam-repository
 // snapshot at master (with file modes from git).
 func snapshotPackages(t testing.TB) map[string]Input {
 	t.Helper()
-	tarball := testenv.SharedData(t, "opam-repository-2026H1.git.tar")
-	testenv.RequireCommand(t, "git", "tar")
+	gitDir := repotest.GitDir(t)
 	snapOnce.Do(func() {
-		if snapTmp, snapErr = os.MkdirTemp("", "kiln-lint-snapshot-"); snapErr != nil {
-			return
-		}
-		if snapErr = exec.Command("tar", "-xf", tarball, "-C", snapTmp).Run(); snapErr != nil {
-			return
-		}
-		cmd := exec.Command("git", "--git-dir", filepath.Join(snapTmp, "opam-repository.git"), "archive", "master", "packages")
+		cmd := exec.Command("git", "--git-dir", gitDir, "archive", repotest.Master, "packages")
 		r, err := cmd.StdoutPipe()
 		if err != nil {
 			snapErr = err
