@@ -124,38 +124,82 @@ func MapFormula[A, B any](f Formula[A], fn func(A) Formula[B]) Formula[B] {
 }
 
 // CNF returns f in conjunctive normal form: a conjunction of clauses, each a
-// disjunction of atoms. Empty gives no clause.
-func CNF[A any](f Formula[A]) [][]A {
+// disjunction of atoms. Empty gives no clause. The result can be exponentially larger
+// than f (a disjunction of n conjunctions of two atoms has 2^n clauses); CNFAux
+// stays linear.
+func CNF[A any](f Formula[A]) [][]A { return cnf(f, -1, nil) }
+
+// distribute returns the clauses a ∨ c for every a of acc and c of cs.
+func distribute[A any](acc, cs [][]A) [][]A {
+	next := make([][]A, 0, len(acc)*len(cs))
+	for _, a := range acc {
+		for _, c := range cs {
+			cl := make([]A, 0, len(a)+len(c))
+			cl = append(append(cl, a...), c...)
+			next = append(next, cl)
+		}
+	}
+	return next
+}
+
+// CNFAux returns a formula equisatisfiable with f in conjunctive normal form, of size
+// linear in f's: a disjunction whose expansion would give more than limit clauses
+// keeps each alternative that is not a single clause as one new atom, made by aux,
+// which the caller defines to stand for that alternative (Tseitin's encoding; as the
+// formulas have no negation, the atom only needs to imply its alternative). Smaller
+// disjunctions are expanded as CNF does, so formulas with few alternatives get no
+// new atom.
+func CNFAux[A any](f Formula[A], limit int, aux func(Formula[A]) A) [][]A {
+	return cnf(f, max(limit, 1), aux)
+}
+
+// cnf is CNFAux; a negative limit expands every disjunction.
+func cnf[A any](f Formula[A], limit int, aux func(Formula[A]) A) [][]A {
 	switch f.Kind {
 	case FAtom:
 		return [][]A{{f.Atom}}
 	case FAnd:
 		var out [][]A
 		for _, g := range f.Sub {
-			out = append(out, CNF(g)...)
+			out = append(out, cnf(g, limit, aux)...)
 		}
 		return out
 	case FOr:
-		acc := [][]A{nil}
+		type alt struct {
+			f  Formula[A]
+			cs [][]A
+		}
+		alts := make([]alt, 0, len(f.Sub))
+		product := 1
 		for _, g := range f.Sub {
-			cs := CNF(g)
+			cs := cnf(g, limit, aux)
 			if len(cs) == 0 {
 				continue
 			}
-			next := make([][]A, 0, len(acc)*len(cs))
-			for _, a := range acc {
-				for _, c := range cs {
-					cl := make([]A, 0, len(a)+len(c))
-					cl = append(append(cl, a...), c...)
-					next = append(next, cl)
-				}
+			alts = append(alts, alt{g, cs})
+			if product <= limit {
+				product *= len(cs)
 			}
-			acc = next
 		}
-		if len(acc) == 1 && acc[0] == nil {
+		if len(alts) == 0 {
 			return nil
 		}
-		return acc
+		if limit < 0 || product <= limit {
+			acc := [][]A{nil}
+			for _, a := range alts {
+				acc = distribute(acc, a.cs)
+			}
+			return acc
+		}
+		var cl []A
+		for _, a := range alts {
+			if len(a.cs) == 1 {
+				cl = append(cl, a.cs[0]...)
+			} else {
+				cl = append(cl, aux(a.f))
+			}
+		}
+		return [][]A{cl}
 	}
 	return nil
 }
@@ -374,18 +418,14 @@ func formulaItem(filename string, v *Value, conj bool) (Formula[Dependency], err
 			}), nil
 		}
 	case KLogop:
-		l, err := formulaItem(filename, v.Lhs(), conj)
+		fs, err := chainOperands(v, func(x *Value) (Formula[Dependency], error) { return formulaItem(filename, x, conj) })
 		if err != nil {
-			return l, err
-		}
-		r, err := formulaItem(filename, v.Rhs(), conj)
-		if err != nil {
-			return r, err
+			return Formula[Dependency]{}, err
 		}
 		if v.Op == OpAnd {
-			return And(l, r), nil
+			return And(fs...), nil
 		}
-		return Or(l, r), nil
+		return Or(fs...), nil
 	case KGroup:
 		return formulaItems(filename, v.Sub, conj)
 	}
@@ -418,18 +458,14 @@ func cond(filename string, v *Value, neg bool) (Formula[Cond], error) {
 		}
 		return AtomOf(Cond{Op: op, Filter: f}), nil
 	case KLogop:
-		l, err := cond(filename, v.Lhs(), neg)
+		fs, err := chainOperands(v, func(x *Value) (Formula[Cond], error) { return cond(filename, x, neg) })
 		if err != nil {
-			return l, err
-		}
-		r, err := cond(filename, v.Rhs(), neg)
-		if err != nil {
-			return r, err
+			return Formula[Cond]{}, err
 		}
 		if (v.Op == OpAnd) != neg {
-			return And(l, r), nil
+			return And(fs...), nil
 		}
-		return Or(l, r), nil
+		return Or(fs...), nil
 	case KPfxop:
 		if v.Op == OpNot && containsPrefixRelop(v.Arg()) {
 			return cond(filename, v.Arg(), !neg)
@@ -469,4 +505,26 @@ func containsPrefixRelop(v *Value) bool {
 		}
 	}
 	return false
+}
+
+// chainOperands reads with item the operands of a chain of one logical operator,
+// `a & b & c` (however the parser nested it), left to right, so that the chain becomes
+// one n-ary node.
+func chainOperands[A any](v *Value, item func(*Value) (Formula[A], error)) ([]Formula[A], error) {
+	var fs []Formula[A]
+	stack := []*Value{v}
+	for len(stack) > 0 {
+		x := stack[len(stack)-1]
+		stack = stack[:len(stack)-1]
+		if x.Kind == KLogop && x.Op == v.Op {
+			stack = append(stack, x.Rhs(), x.Lhs())
+			continue
+		}
+		f, err := item(x)
+		if err != nil {
+			return nil, err
+		}
+		fs = append(fs, f)
+	}
+	return fs, nil
 }

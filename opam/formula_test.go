@@ -2,6 +2,7 @@ package opam
 
 import (
 	"fmt"
+	"runtime"
 	"strings"
 	"testing"
 )
@@ -322,5 +323,112 @@ func TestRequired(t *testing.T) {
 	}
 	if r := Required(Formula[Atom]{}); len(r) != 0 {
 		t.Errorf("Required(Empty) = %v", r)
+	}
+}
+
+func TestCNFAuxStaysLinear(t *testing.T) {
+	pairs := func(n int) string {
+		var alts []string
+		for i := range n {
+			alts = append(alts, fmt.Sprintf(`("a%d" & "b%d")`, i, i))
+		}
+		return "[" + strings.Join(alts, " | ") + "]"
+	}
+	tests := []struct {
+		name    string
+		deps    string
+		limit   int
+		clauses int // clauses of the result
+		atoms   int // atoms of the result, new ones included
+		aux     int // new atoms made
+	}{
+		{name: "small disjunction expanded", deps: pairs(3), limit: 64, clauses: 8, atoms: 24},
+		{name: "at the limit", deps: pairs(6), limit: 64, clauses: 64, atoms: 384},
+		{name: "past the limit", deps: pairs(7), limit: 64, clauses: 1, atoms: 7, aux: 7},
+		{name: "forty pairs", deps: pairs(40), limit: 64, clauses: 1, atoms: 40, aux: 40},
+		{name: "single clauses kept", deps: `[("a" & "b") | "c" | "d" | ("e" & "f")]`, limit: 2, clauses: 1, atoms: 4, aux: 2},
+		{name: "conjunction of disjunctions", deps: `["a" ("b" | "c") ("d" | "e")]`, limit: 1, clauses: 3, atoms: 5},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			f := parseDeps(t, tc.deps)
+			var defs []Formula[Dependency]
+			cs := CNFAux(f, tc.limit, func(g Formula[Dependency]) Dependency {
+				defs = append(defs, g)
+				return Dependency{Name: PackageName(fmt.Sprintf("aux%d", len(defs)))}
+			})
+			atoms := 0
+			for _, c := range cs {
+				atoms += len(c)
+			}
+			if len(cs) != tc.clauses || atoms != tc.atoms || len(defs) != tc.aux {
+				t.Errorf("%d clauses, %d atoms, %d new atoms; want %d, %d, %d", len(cs), atoms, len(defs), tc.clauses, tc.atoms, tc.aux)
+			}
+			if tc.aux == 0 && fmt.Sprint(cs) != fmt.Sprint(CNF(f)) {
+				t.Errorf("without new atoms the result differs from CNF:\n%v\n%v", cs, CNF(f))
+			}
+		})
+	}
+}
+
+func BenchmarkDependsLongChain(b *testing.B) {
+	src := "depends: [" + strings.Repeat(`"a" & `, 20000) + `"a"]`
+	f, err := ParseString("opam", src)
+	if err != nil {
+		b.Fatal(err)
+	}
+	for b.Loop() {
+		if _, err := f.Depends(); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// allocated returns the bytes fn allocates.
+func allocated(fn func()) uint64 {
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	fn()
+	runtime.ReadMemStats(&after)
+	return after.TotalAlloc - before.TotalAlloc
+}
+
+// TestLongChainsAreLinear reads `&` and `|` chains of n and 2n atoms: doubling the
+// chain must not quadruple the memory it takes to build the formula.
+func TestLongChainsAreLinear(t *testing.T) {
+	tests := []struct {
+		name string
+		src  func(n int) string
+	}{
+		{"and", func(n int) string { return "depends: [" + strings.Repeat(`"a" & `, n) + `"a"]` }},
+		{"or", func(n int) string { return "depends: [" + strings.Repeat(`"a" | `, n) + `"a"]` }},
+		{"or of ands", func(n int) string { return "depends: [" + strings.Repeat(`("a" & "b") | `, n/2) + `"a"]` }},
+		{"condition", func(n int) string { return `depends: ["a" {` + strings.Repeat(`>= "1" & `, n) + `< "2"}]` }},
+	}
+	const n = 4000
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			cost := func(n int) (uint64, int) {
+				f, err := ParseString("opam", tc.src(n))
+				if err != nil {
+					t.Fatal(err)
+				}
+				var d Formula[Dependency]
+				b := allocated(func() { d, err = f.Depends() })
+				if err != nil {
+					t.Fatal(err)
+				}
+				return b, len(d.Sub) + len(d.Atoms()[0].Cond.Sub)
+			}
+			small, subs := cost(n)
+			large, _ := cost(2 * n)
+			if subs < n/2 {
+				t.Errorf("%d operands in the top node, want a flat node of about %d", subs, n)
+			}
+			if large > 3*small {
+				t.Errorf("reading %d atoms takes %d bytes, %d atoms %d bytes: more than linear", n, small, 2*n, large)
+			}
+		})
 	}
 }
