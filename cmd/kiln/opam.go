@@ -225,6 +225,10 @@ func opamShowCmd() *cobra.Command {
 			for _, cl := range cand.Deps {
 				var alts []string
 				for _, a := range cl {
+					if vs := u.Versions(a.Name); len(vs) == 1 && vs[0].Aux {
+						alts = append(alts, "("+vs[0].Def.Format(opam.Atom.String)+")")
+						continue
+					}
 					alts = append(alts, a.String())
 				}
 				s.Depends = append(s.Depends, strings.Join(alts, " | "))

@@ -161,6 +161,7 @@ func (u *Universe) Solve(ctx context.Context, req Request) (*Selection, error) {
 		for _, p := range req.Pins {
 			c := u.resolveFor(p, roots[p.Name] && req.WithTest, roots[p.Name] && req.WithDoc, true)
 			s.pins[p.Name] = append(s.pins[p.Name], c)
+			s.pinAux(c)
 		}
 		if req.WithTest || req.WithDoc {
 			for n := range roots {
@@ -169,7 +170,9 @@ func (u *Universe) Solve(ctx context.Context, req Request) (*Selection, error) {
 				}
 				var cs []*Cand
 				for _, c := range u.byName[n] {
-					cs = append(cs, u.resolveFor(c.Pkg, req.WithTest, req.WithDoc, false))
+					r := u.resolveFor(c.Pkg, req.WithTest, req.WithDoc, false)
+					cs = append(cs, r)
+					s.pinAux(r)
 				}
 				s.pins[n] = cs
 			}
@@ -203,6 +206,9 @@ func (u *Universe) Solve(ctx context.Context, req Request) (*Selection, error) {
 	}
 	sel := &Selection{Steps: s.steps}
 	for _, c := range s.order {
+		if c.Aux {
+			continue
+		}
 		sel.Packages = append(sel.Packages, opam.Package{Name: c.Name, Version: c.Version})
 	}
 	slices.SortFunc(sel.Packages, func(a, b opam.Package) int { return strings.Compare(string(a.Name), string(b.Name)) })
@@ -219,6 +225,13 @@ func formatClauseList(as []opam.Atom) string {
 
 func (u *Universe) resolveFor(p *repository.Package, withTest, withDoc, dev bool) *Cand {
 	return u.resolve(p, withTest, withDoc, dev)
+}
+
+// pinAux puts the auxiliary candidates of a re-resolved version with the pins.
+func (s *search) pinAux(c *Cand) {
+	for _, a := range c.aux {
+		s.pins[a.Name] = []*Cand{a}
+	}
 }
 
 func (s *search) versions(name opam.PackageName) []*Cand {
@@ -263,67 +276,73 @@ func (s *search) run(q *[]clause, i, depth int) (bool, *failed) {
 		f.blame(cl.from)
 		tried := 0
 		n := len(*q)
-		for _, a := range cl.atoms {
-			if o := s.sel[a.Name]; o != nil {
-				f.blame(o)
-				continue
-			}
-			vs := s.versions(a.Name)
-			for k := range vs {
-				idx := len(vs) - 1 - k
-				if s.lower {
-					idx = k
-				}
-				c := vs[idx]
-				if !a.MatchesVersion(c.Version) {
-					continue
-				}
-				tried++
-				if c.dead {
-					why := "not available: " + c.Unavailable
-					if c.Unavailable == "" {
-						why = "no installable version for " + c.deadWhy
+		// Versions flagged avoid-version come after every other version of the
+		// clause's packages, as opam counts them first in its criteria.
+		for pass := range 2 {
+			for _, a := range cl.atoms {
+				if o := s.sel[a.Name]; o != nil {
+					if pass == 0 {
+						f.blame(o)
 					}
-					f.rejects = append(f.rejects, rejection{cand: c, why: why})
 					continue
 				}
-				if why, culprits := s.incompatible(c); why != "" {
-					f.rejects = append(f.rejects, rejection{cand: c, why: why})
-					f.blame(culprits...)
-					continue
-				}
-				s.steps++
-				if s.steps > s.max {
-					s.gaveUp = true
-					return false, f
-				}
-				if s.steps&255 == 0 {
-					if err := s.ctx.Err(); err != nil {
-						s.cancelled = err
+				vs := s.versions(a.Name)
+				for k := range vs {
+					idx := len(vs) - 1 - k
+					if s.lower {
+						idx = k
+					}
+					c := vs[idx]
+					if c.Avoid != (pass == 1) || !a.MatchesVersion(c.Version) {
+						continue
+					}
+					tried++
+					if c.dead {
+						why := "not available: " + c.Unavailable
+						if c.Unavailable == "" {
+							why = "no installable version for " + c.deadWhy
+						}
+						f.rejects = append(f.rejects, rejection{cand: c, why: why})
+						continue
+					}
+					if why, culprits := s.incompatible(c); why != "" {
+						f.rejects = append(f.rejects, rejection{cand: c, why: why})
+						f.blame(culprits...)
+						continue
+					}
+					s.steps++
+					if s.steps > s.max {
+						s.gaveUp = true
 						return false, f
 					}
-				}
-				s.push(c)
-				for k, d := range c.Deps {
-					*q = append(*q, clause{atoms: d, from: c, count: c.counts[k]})
-				}
-				ok, sub := s.run(q, i, depth+1)
-				if ok {
-					return true, nil
-				}
-				*q = (*q)[:n]
-				s.pop()
-				f.rejects = append(f.rejects, rejection{cand: c, why: "", sub: sub})
-				if s.gaveUp || s.cancelled != nil {
-					return false, f
-				}
-				if !sub.culprits[c] {
-					// Another version of c cannot help: jump back to a culprit.
-					return false, &failed{cl: sub.cl, rejects: sub.rejects, none: sub.none, culprits: sub.culprits}
-				}
-				for k := range sub.culprits {
-					if k != c {
-						f.culprits[k] = true
+					if s.steps&255 == 0 {
+						if err := s.ctx.Err(); err != nil {
+							s.cancelled = err
+							return false, f
+						}
+					}
+					s.push(c)
+					for k, d := range c.Deps {
+						*q = append(*q, clause{atoms: d, from: c, count: c.counts[k]})
+					}
+					ok, sub := s.run(q, i, depth+1)
+					if ok {
+						return true, nil
+					}
+					*q = (*q)[:n]
+					s.pop()
+					f.rejects = append(f.rejects, rejection{cand: c, why: "", sub: sub})
+					if s.gaveUp || s.cancelled != nil {
+						return false, f
+					}
+					if !sub.culprits[c] {
+						// Another version of c cannot help: jump back to a culprit.
+						return false, &failed{cl: sub.cl, rejects: sub.rejects, none: sub.none, culprits: sub.culprits}
+					}
+					for k := range sub.culprits {
+						if k != c {
+							f.culprits[k] = true
+						}
 					}
 				}
 			}

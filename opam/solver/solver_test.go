@@ -73,16 +73,8 @@ func check(t *testing.T, u *solver.Universe, sel *solver.Selection) {
 		if c.Unavailable != "" {
 			t.Errorf("%s selected but unavailable: %s", p, c.Unavailable)
 		}
-		for _, cl := range c.Deps {
-			ok := false
-			for _, a := range cl {
-				if v, in := inst[a.Name]; in && a.MatchesVersion(v) {
-					ok = true
-				}
-			}
-			if !ok {
-				t.Errorf("%s: dependency %v not satisfied", p, cl)
-			}
+		if !clausesHold(u, c.Deps, inst) {
+			t.Errorf("%s: dependencies %v not satisfied", p, c.Deps)
 		}
 		for _, a := range c.Conflicts {
 			if v, in := inst[a.Name]; in && a.MatchesVersion(v) {
@@ -90,6 +82,26 @@ func check(t *testing.T, u *solver.Universe, sel *solver.Selection) {
 			}
 		}
 	}
+}
+
+// clausesHold reports whether the installed versions satisfy every clause; an
+// auxiliary candidate's atom holds when its own clauses do.
+func clausesHold(u *solver.Universe, cls [][]opam.Atom, inst map[opam.PackageName]opam.Version) bool {
+	for _, cl := range cls {
+		ok := false
+		for _, a := range cl {
+			if v, in := inst[a.Name]; in && a.MatchesVersion(v) {
+				ok = true
+			}
+			if vs := u.Versions(a.Name); len(vs) == 1 && vs[0].Aux && clausesHold(u, vs[0].Deps, inst) {
+				ok = true
+			}
+		}
+		if !ok {
+			return false
+		}
+	}
+	return true
 }
 
 func TestSolveDunePicksNewest(t *testing.T) {

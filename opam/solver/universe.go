@@ -5,7 +5,6 @@
 package solver
 
 import (
-	"cmp"
 	"fmt"
 	"runtime"
 	"slices"
@@ -41,7 +40,16 @@ type Cand struct {
 	Conflicts []opam.Atom
 	Depopts   []opam.Atom
 	Classes   []opam.PackageName
-	Avoid     bool // flags avoid-version or deprecated
+	// Avoid says the version is flagged avoid-version (or deprecated, for opam 2.2
+	// and later): the solver tries it after every other version.
+	Avoid bool
+	// Aux says the candidate is not a package but stands for one alternative of a
+	// large disjunction in Pkg's depends (see opam.CNFAux); Deps are its clauses.
+	Aux bool
+	// Def is, for an auxiliary candidate, the alternative it stands for.
+	Def opam.Formula[opam.Atom]
+	// aux lists the auxiliary candidates made for this version's depends.
+	aux []*Cand
 	// dead says the version can never be installed: unavailable, or a dependency
 	// clause none of whose versions can be.
 	dead bool
@@ -51,7 +59,20 @@ type Cand struct {
 	counts []int
 }
 
-func (c *Cand) String() string { return string(c.Name) + "." + string(c.Version) }
+func (c *Cand) String() string {
+	if c.Aux {
+		return string(c.Name)
+	}
+	return string(c.Name) + "." + string(c.Version)
+}
+
+// auxLimit is the number of clauses up to which a disjunction in depends is
+// expanded into conjunctive normal form; a larger one gets auxiliary candidates.
+const auxLimit = 64
+
+// MaxDependsAtoms bounds the number of package atoms in one version's depends field
+// (after filters); a version with more is unavailable, with an error naming its file.
+const MaxDependsAtoms = 10000
 
 // Universe is a repository seen from one platform: every package version with its
 // formulas resolved. It is safe for concurrent use by several solves.
@@ -100,6 +121,11 @@ func NewUniverseFlags(repo *repository.Repo, p Platform, flags Flags) *Universe 
 	wg.Wait()
 	for i, n := range names {
 		u.byName[n] = all[i]
+		for _, c := range all[i] {
+			for _, a := range c.aux {
+				u.byName[a.Name] = []*Cand{a}
+			}
+		}
 	}
 	u.markDead()
 	for _, cs := range u.byName {
@@ -168,7 +194,14 @@ func (u *Universe) resolve(pk *repository.Package, withTest, withDoc, dev bool) 
 	if err != nil && c.Unavailable == "" {
 		c.Unavailable = err.Error()
 	}
-	c.Deps = opam.CNF(d.Resolve(depends))
+	deps := d.Resolve(depends)
+	if n := len(deps.Atoms()); n > MaxDependsAtoms {
+		if c.Unavailable == "" {
+			c.Unavailable = fmt.Sprintf("%s/opam: depends has %d package atoms, more than the %d the solver takes", pk.Path, n, MaxDependsAtoms)
+		}
+	} else {
+		c.Deps = u.clauses(c, deps)
+	}
 	if conf, err := f.Conflicts(); err == nil {
 		c.Conflicts = d.Resolve(conf).Atoms()
 	} else if c.Unavailable == "" {
@@ -178,9 +211,31 @@ func (u *Universe) resolve(pk *repository.Package, withTest, withDoc, dev bool) 
 		c.Depopts = d.Resolve(dep).Atoms()
 	}
 	c.Classes = f.ConflictClass()
-	c.Avoid = f.HasFlag("avoid-version") || f.HasFlag("deprecated")
+	c.Avoid = f.HasFlag("avoid-version") || (u.avoidDeprecated() && f.HasFlag("deprecated"))
 	c.dead = c.Unavailable != ""
 	return c
+}
+
+// avoidDeprecated says whether the platform's opam (2.2 and later) treats the
+// deprecated flag as avoid-version.
+func (u *Universe) avoidDeprecated() bool {
+	v, ok := u.Platform["opam-version"]
+	return ok && opam.CompareVersions(v, "2.2~") >= 0
+}
+
+// clauses turns a version's resolved depends into clauses, with auxiliary
+// candidates (recorded in c.aux) standing for the alternatives of large
+// disjunctions, so the work stays linear in the size of the formula.
+func (u *Universe) clauses(c *Cand, f opam.Formula[opam.Atom]) [][]opam.Atom {
+	var aux func(g opam.Formula[opam.Atom]) opam.Atom
+	aux = func(g opam.Formula[opam.Atom]) opam.Atom {
+		a := &Cand{Pkg: c.Pkg, Version: "0", Aux: true, Def: g}
+		a.Name = opam.PackageName(fmt.Sprintf("%s[alternative %d]", c, len(c.aux)+1))
+		c.aux = append(c.aux, a)
+		a.Deps = opam.CNFAux(g, auxLimit, aux)
+		return opam.Atom{Name: a.Name}
+	}
+	return opam.CNFAux(f, auxLimit, aux)
 }
 
 // markDead finds, by fixpoint, the versions that can never be installed because a
@@ -245,30 +300,6 @@ func atomString(a opam.Atom) string {
 	return string(a.Name) + " {" + a.Constraint.Format(func(c opam.Constraint) string { return c.Op.String() + " " + string(c.Version) }) + "}"
 }
 
-// preferred orders the versions of a package as the solver tries them: newest first
-// (oldest first for lower bounds), versions flagged avoid-version or deprecated last.
-func preferred(cs []*Cand, lower bool) []*Cand {
-	out := slices.Clone(cs)
-	slices.SortStableFunc(out, func(a, b *Cand) int {
-		if a.Avoid != b.Avoid {
-			if a.Avoid {
-				return 1
-			}
-			return -1
-		}
-		c := opam.CompareVersions(string(a.Version), string(b.Version))
-		if lower {
-			return c
-		}
-		return -c
-	})
-	return out
-}
-
-func versionCmp(a, b *Cand) int {
-	return cmp.Compare(opam.CompareVersions(string(a.Version), string(b.Version)), 0)
-}
-
 // buildReverse indexes, for every version, the versions whose depends (or depopts)
 // name it with a constraint it satisfies.
 func (u *Universe) buildReverse() {
@@ -285,7 +316,7 @@ func (u *Universe) buildReverse() {
 		}
 		for _, cs := range u.byName {
 			for _, c := range cs {
-				if c.Unavailable != "" {
+				if c.Unavailable != "" || c.Aux {
 					// opam's list works on the packages available on the platform.
 					continue
 				}

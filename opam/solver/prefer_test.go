@@ -1,0 +1,170 @@
+package solver_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/kiln-ci/kiln/opam"
+	"github.com/kiln-ci/kiln/opam/repository"
+	"github.com/kiln-ci/kiln/opam/solver"
+)
+
+// smallRepo writes opam files (by name.version, the text after opam-version) to a
+// checkout and indexes it.
+func smallRepo(t testing.TB, files map[string]string) *repository.Repo {
+	t.Helper()
+	dir := t.TempDir()
+	for nv, body := range files {
+		p, ok := opam.ParsePackage(nv)
+		if !ok {
+			t.Fatalf("bad package %q", nv)
+		}
+		d := filepath.Join(dir, "packages", string(p.Name), nv)
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(d, "opam"), []byte("opam-version: \"2.0\"\n"+body+"\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r, err := repository.LoadDir(context.Background(), dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+func platform(opamVersion string) solver.Platform {
+	p := solver.DebianAMD64()
+	p["opam-version"] = opamVersion
+	return p
+}
+
+func TestAvoidVersionTriedLast(t *testing.T) {
+	files := map[string]string{
+		"lib.1.0":       ``,
+		"lib.2.0":       `flags: avoid-version`,
+		"lib.3.0~beta":  `flags: [avoid-version]`,
+		"old.1.0":       ``,
+		"old.2.0":       `flags: deprecated`,
+		"b.1":           `flags: avoid-version`,
+		"c.1":           ``,
+		"either.1":      `depends: ["b" | "c"]`,
+		"compiler.5.6":  `flags: avoid-version`,
+		"compiler.5.2":  ``,
+		"app.1":         `depends: ["compiler" "lib"]`,
+		"onlyavoid.1.0": `flags: avoid-version`,
+	}
+	r := smallRepo(t, files)
+	tests := []struct {
+		name     string
+		opam     string
+		req      []string
+		lower    bool
+		want     []string
+		notWant  []string
+		wantFail bool
+	}{
+		{name: "newest not avoided", opam: "2.1.2", req: []string{"lib"}, want: []string{"lib.1.0"}},
+		{name: "asked for explicitly", opam: "2.1.2", req: []string{"lib>=2.0"}, want: []string{"lib.3.0~beta"}},
+		{name: "exact avoided version", opam: "2.1.2", req: []string{"lib.2.0"}, want: []string{"lib.2.0"}},
+		{name: "alternative without the flag", opam: "2.1.2", req: []string{"either"}, want: []string{"c.1"}, notWant: []string{"b"}},
+		{name: "dependencies too", opam: "2.1.2", req: []string{"app"}, want: []string{"compiler.5.2", "lib.1.0"}},
+		{name: "lower bounds", opam: "2.1.2", req: []string{"lib"}, lower: true, want: []string{"lib.1.0"}},
+		{name: "only avoided versions", opam: "2.1.2", req: []string{"onlyavoid"}, want: []string{"onlyavoid.1.0"}},
+		{name: "deprecated is a plain flag for opam 2.1", opam: "2.1.2", req: []string{"old"}, want: []string{"old.2.0"}},
+		{name: "deprecated is avoided by opam 2.2", opam: "2.2.0", req: []string{"old"}, want: []string{"old.1.0"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			u := solver.NewUniverse(r, platform(tc.opam))
+			atoms, err := solver.ParseRequest(tc.req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			sel, err := u.Solve(context.Background(), solver.Request{Install: atoms, LowerBounds: tc.lower})
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := fmt.Sprint(sel.Packages)
+			for _, w := range tc.want {
+				p, _ := opam.ParsePackage(w)
+				if version(sel, p.Name) != p.Version {
+					t.Errorf("selection %s, want %s", got, w)
+				}
+			}
+			for _, n := range tc.notWant {
+				if version(sel, opam.PackageName(n)) != "" {
+					t.Errorf("selection %s has %s", got, n)
+				}
+			}
+		})
+	}
+}
+
+// pairs writes `depends: [ ("a0" & "b0") | ... ]` with n alternatives.
+func pairs(n int) string {
+	var alts []string
+	for i := range n {
+		alts = append(alts, fmt.Sprintf(`("a%d" & "b%d")`, i, i))
+	}
+	return "depends: [ " + strings.Join(alts, " | ") + " ]"
+}
+
+func TestLargeDisjunctionStaysLinear(t *testing.T) {
+	files := map[string]string{
+		"x.1":   pairs(40),
+		"a39.1": ``,
+		"b39.1": ``,
+		"a0.1":  ``, // b0 is missing: the first alternative cannot hold
+		"y.1":   pairs(40) + "\nconflicts: [\"a39\"]",
+		"big.1": "depends: [" + strings.Repeat(` "a0"`, solver.MaxDependsAtoms+1) + "]",
+		// An alternative inside an alternative, each large enough to need new atoms.
+		"z.1": `depends: [ ` + strings.Repeat(`("a0" & "b0") | `, 10) + `(("a39" & "b39") | ` + strings.Repeat(`("a0" & "b0") | `, 10) + `"nope") ]`,
+	}
+	r := smallRepo(t, files)
+	u := solver.NewUniverse(r, solver.DebianAMD64())
+	tests := []struct {
+		req  string
+		want []string
+		fail string
+	}{
+		{req: "x", want: []string{"x.1", "a39.1", "b39.1"}},
+		{req: "z", want: []string{"z.1", "a39.1", "b39.1"}},
+		{req: "y", fail: "y.1"},
+		{req: "big", fail: "packages/big/big.1/opam: depends has 10001 package atoms"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.req, func(t *testing.T) {
+			sel, err := u.Solve(context.Background(), solver.Request{Install: []opam.Atom{{Name: opam.PackageName(tc.req)}}})
+			if tc.fail != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.fail) {
+					t.Fatalf("got %v, want an error with %q", err, tc.fail)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got []string
+			for _, p := range sel.Packages {
+				got = append(got, p.String())
+			}
+			if fmt.Sprint(got) != fmt.Sprint(slices.Sorted(slices.Values(tc.want))) {
+				t.Errorf("selection %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
+
+func BenchmarkUniverseLargeDisjunction(b *testing.B) {
+	r := smallRepo(b, map[string]string{"x.1": pairs(2000), "a1.1": ``, "b1.1": ``})
+	for b.Loop() {
+		solver.NewUniverse(r, solver.DebianAMD64())
+	}
+}
