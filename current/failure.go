@@ -34,7 +34,9 @@ type InfraError struct {
 	Err  error
 }
 
-func (e *InfraError) Error() string { return fmt.Sprintf("%s: %v", e.Kind, e.Err) }
+// Error is the failure's message; its kind is a separate fact (KindOf), recorded and
+// shown beside the message.
+func (e *InfraError) Error() string { return e.Err.Error() }
 func (e *InfraError) Unwrap() error { return e.Err }
 
 // Infra marks err as an infrastructure failure of the given kind, so the engine retries it.
@@ -43,6 +45,34 @@ func Infra(kind FailureKind, err error) error {
 		return nil
 	}
 	return &InfraError{Kind: kind, Err: err}
+}
+
+// LinesError is a failure with the lines of the job's log that explain it (a compiler
+// error and its context, say). The engine keeps the lines with the result, and
+// Observed shows them, so a status can quote them without parsing the message.
+type LinesError struct {
+	Err   error
+	Lines []string
+}
+
+func (e *LinesError) Error() string { return e.Err.Error() }
+func (e *LinesError) Unwrap() error { return e.Err }
+
+// WithLines attaches the log lines that explain err to it.
+func WithLines(err error, lines []string) error {
+	if err == nil {
+		return nil
+	}
+	return &LinesError{Err: err, Lines: lines}
+}
+
+// LinesOf returns the lines attached to err by WithLines, if any.
+func LinesOf(err error) []string {
+	var le *LinesError
+	if errors.As(err, &le) {
+		return le.Lines
+	}
+	return nil
 }
 
 // KindOf classifies an error returned by an operation.

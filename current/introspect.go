@@ -133,19 +133,21 @@ type JobInfo struct {
 	State       JobState    `json:"state"`
 	Message     string      `json:"message,omitempty"`
 	FailureKind FailureKind `json:"failure_kind,omitempty"`
-	Level       Level       `json:"level"`
-	Lane        Lane        `json:"lane"`
-	Attempts    int         `json:"attempts"`
-	WaitReason  string      `json:"wait_reason,omitempty"` // why an active job is not running
-	Ready       time.Time   `json:"ready"`
-	Running     time.Time   `json:"running,omitzero"`
-	Finished    time.Time   `json:"finished,omitzero"`
-	Expires     time.Time   `json:"expires,omitzero"`
-	Rebuild     bool        `json:"rebuild_requested,omitempty"`
-	Live        bool        `json:"live"` // the live graph wants this key
-	LogPath     string      `json:"log_path"`
-	LogSize     int64       `json:"log_size"`
-	LogDeleted  bool        `json:"log_deleted,omitempty"`
+	// FailingLines are the log lines that explain the failure, when the job said.
+	FailingLines []string  `json:"failing_lines,omitempty"`
+	Level        Level     `json:"level"`
+	Lane         Lane      `json:"lane"`
+	Attempts     int       `json:"attempts"`
+	WaitReason   string    `json:"wait_reason,omitempty"` // why an active job is not running
+	Ready        time.Time `json:"ready"`
+	Running      time.Time `json:"running,omitzero"`
+	Finished     time.Time `json:"finished,omitzero"`
+	Expires      time.Time `json:"expires,omitzero"`
+	Rebuild      bool      `json:"rebuild_requested,omitempty"`
+	Live         bool      `json:"live"` // the live graph wants this key
+	LogPath      string    `json:"log_path"`
+	LogSize      int64     `json:"log_size"`
+	LogDeleted   bool      `json:"log_deleted,omitempty"`
 }
 
 // JobDetail is a job with the history of its key, newest first.
@@ -164,7 +166,7 @@ func unixTime(ns int64) time.Time {
 func (e *Engine) info(r *jobRow) JobInfo {
 	ji := JobInfo{
 		ID: strconv.FormatInt(r.ID, 10), Op: r.Op, Key: r.Key, KeyDigest: r.Digest, Label: r.Label, Build: r.Build,
-		State: JobState(r.State), Message: r.Message, FailureKind: r.FailureKind, Level: r.Level, Lane: r.Lane,
+		State: JobState(r.State), Message: r.Message, FailureKind: r.FailureKind, FailingLines: r.FailingLines, Level: r.Level, Lane: r.Lane,
 		Attempts: r.Attempts, Ready: unixTime(r.ReadyAt), Running: unixTime(r.RunningAt),
 		Finished: unixTime(r.FinishedAt), Expires: unixTime(r.ExpiresAt), Rebuild: r.Rebuild,
 		LogPath: e.logPath(r.ID), LogSize: r.LogSize, LogDeleted: r.LogDeleted,
@@ -514,6 +516,31 @@ func (e *Engine) rebuildKey(op, digest string) (RebuildResult, error) {
 		return RebuildResult{}, err
 	}
 	return RebuildResult{Deferred: true}, nil
+}
+
+// Rebuild builds again every result of op that the live graph wants and whose input
+// match accepts, and returns how many it rebuilt. It is the typed way for a service to
+// act on its own jobs ("re-run the checks of this commit") without naming keys.
+func (op *Op[In, Out]) Rebuild(e *Engine, match func(In) bool) (int, error) {
+	d := op.def()
+	e.mu.Lock()
+	var digests []string
+	for k, ent := range e.entries {
+		if k.op != d.name || ent.refs == 0 || ent.input == nil {
+			continue
+		}
+		if match(as[In](ent.input)) {
+			digests = append(digests, k.digest)
+		}
+	}
+	e.mu.Unlock()
+	sort.Strings(digests)
+	for i, dg := range digests {
+		if _, err := e.rebuildKey(d.name, dg); err != nil {
+			return i, fmt.Errorf("rebuild %s: %w", d.name, err)
+		}
+	}
+	return len(digests), nil
 }
 
 // RebuildQuery rebuilds the key of every result matching q (each key once) and returns

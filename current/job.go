@@ -324,12 +324,12 @@ func (e *Engine) runJob(j *runningJob) {
 		if merr != nil {
 			err, kind = fmt.Errorf("encode result: %w", merr), FailWork
 		} else {
-			r.State, r.Output, r.Message, r.FailureKind = "ok", b, "", ""
+			r.State, r.Output, r.Message, r.FailureKind, r.FailingLines = "ok", b, "", "", nil
 		}
 	}
 	if err != nil {
 		r.State, r.Output, r.FailureKind = "failed", nil, kind
-		r.Message = err.Error()
+		r.Message, r.FailingLines = err.Error(), LinesOf(err)
 		if kind == FailCancelled && j.ctx.Err() != nil {
 			r.Message = context.Cause(j.ctx).Error()
 		}

@@ -2,6 +2,7 @@ package current
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"io"
 	"net/http/httptest"
@@ -196,17 +197,20 @@ func TestSchemaMigrations(t *testing.T) {
 	dir := t.TempDir()
 	path := dir + "/kiln.db"
 	// A database made by a release that knew only the first migration.
-	old := migrations
-	migrations = migrations[:1]
-	s, err := openStore(path)
-	migrations = old
+	db, err := sql.Open("sqlite", "file:"+path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.db.Exec(`INSERT INTO results (op, digest, key, build, input_digest, state, ready_at) VALUES ('op', 'd', 'k', 1, 'i', 'ok', 1)`); err != nil {
-		t.Fatal(err)
+	for _, q := range []string{
+		`CREATE TABLE schema_version (version INTEGER NOT NULL)`, `INSERT INTO schema_version(version) VALUES (1)`,
+		migrations[0],
+		`INSERT INTO results (op, digest, key, build, input_digest, state, ready_at) VALUES ('op', 'd', 'k', 1, 'i', 'ok', 1)`,
+	} {
+		if _, err := db.Exec(q); err != nil {
+			t.Fatal(err)
+		}
 	}
-	s.close()
+	db.Close()
 
 	e := testEngine(t, Config{StateDir: dir})
 	if _, err := e.AddLogRule("x", "y"); err != nil {

@@ -6,7 +6,11 @@ type Observed[T any] struct {
 	State   State       `json:"state"`
 	Active  ActiveState `json:"active"`
 	Message string      `json:"message,omitempty"`
-	Value   T           `json:"value"`
+	// Kind says whose fault a failure is (empty unless a job failed).
+	Kind FailureKind `json:"failure_kind,omitempty"`
+	// Lines are the log lines that explain a job's failure (see WithLines).
+	Lines []string `json:"failing_lines,omitempty"`
+	Value T        `json:"value"`
 }
 
 type observeImpl struct{ mk func(out output) any }
@@ -20,6 +24,6 @@ func (o *observeImpl) display(_ *node, out output) (State, string) { return out.
 // (a status saying which jobs still run) before every input has a value.
 func Observe[T any](t Term[T]) Term[Observed[T]] {
 	return Term[Observed[T]]{newNode("observe", "state", &observeImpl{func(out output) any {
-		return Observed[T]{State: out.state, Active: out.active, Message: out.msg, Value: as[T](out.value)}
+		return Observed[T]{State: out.state, Active: out.active, Message: out.msg, Kind: out.kind, Lines: out.lines, Value: as[T](out.value)}
 	}}, t.n)}
 }

@@ -181,7 +181,7 @@ func (o *opImpl) compute(n *node) output {
 	in := n.inputs[0]
 	if in.out.state != StateOk {
 		o.detach(n)
-		return output{state: in.out.state, active: in.out.active, msg: in.out.msg}
+		return in.out.passOn()
 	}
 	if o.has && o.ent != nil && in.ver == o.inVer {
 		return o.ent.output()
@@ -338,7 +338,7 @@ func (ent *entry) finalOutput() output {
 	case r.State == "ok" && ent.hasVal:
 		return okOut(ent.value)
 	case r.State == "failed":
-		return failOut(r.Message)
+		return output{state: StateFailed, msg: r.Message, kind: r.FailureKind, lines: r.FailingLines}
 	}
 	return activeOut(ActiveReady)
 }

@@ -1,6 +1,9 @@
 package current
 
-import "fmt"
+import (
+	"fmt"
+	"slices"
+)
 
 // State is the state of one node of the graph (or of the value it outputs).
 type State int
@@ -68,7 +71,14 @@ type output struct {
 	active ActiveState
 	value  any
 	msg    string
+	// kind and lines describe a failure: whose fault it is and the log lines that
+	// explain it (see WithLines). Failures not made by a job have neither.
+	kind  FailureKind
+	lines []string
 }
+
+// passOn is o without its value: the state of an input a node cannot compute without.
+func (o output) passOn() output { o.value = nil; return o }
 
 func okOut(v any) output             { return output{state: StateOk, value: v} }
 func failOut(msg string) output      { return output{state: StateFailed, msg: msg} }
@@ -76,7 +86,7 @@ func activeOut(a ActiveState) output { return output{state: StateActive, active:
 
 // sameOutput reports whether two outputs are certainly equal (comparable values only).
 func sameOutput(a, b output) bool {
-	if a.state != b.state || a.active != b.active || a.msg != b.msg {
+	if a.state != b.state || a.active != b.active || a.msg != b.msg || a.kind != b.kind || !slices.Equal(a.lines, b.lines) {
 		return false
 	}
 	return equalValues(a.value, b.value)

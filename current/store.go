@@ -2,6 +2,7 @@ package current
 
 import (
 	"database/sql"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -46,6 +47,7 @@ var migrations = []string{
 		explanation TEXT    NOT NULL,
 		created_at  INTEGER NOT NULL
 	);`,
+	`ALTER TABLE results ADD COLUMN failing_lines TEXT NOT NULL DEFAULT '';`,
 }
 
 type store struct {
@@ -130,28 +132,34 @@ type jobRow struct {
 	Output      []byte
 	Message     string
 	FailureKind FailureKind
-	Attempts    int
-	ReadyAt     int64
-	RunningAt   int64
-	FinishedAt  int64
-	ExpiresAt   int64
-	Rebuild     bool
-	LogSize     int64
-	LogDeleted  bool
+	// FailingLines are the log lines that explain a failure (see WithLines).
+	FailingLines []string
+	Attempts     int
+	ReadyAt      int64
+	RunningAt    int64
+	FinishedAt   int64
+	ExpiresAt    int64
+	Rebuild      bool
+	LogSize      int64
+	LogDeleted   bool
 }
 
 const rowCols = `id, op, digest, key, label, build, input_digest, input, state, level, lane, output, message,
-	failure_kind, attempts, ready_at, running_at, finished_at, expires_at, rebuild, log_size, log_deleted`
+	failure_kind, attempts, ready_at, running_at, finished_at, expires_at, rebuild, log_size, log_deleted, failing_lines`
 
 type scanner interface{ Scan(...any) error }
 
 func scanRow(sc scanner) (*jobRow, error) {
 	r := &jobRow{}
-	var lane, kind string
+	var lane, kind, lines string
 	err := sc.Scan(&r.ID, &r.Op, &r.Digest, &r.Key, &r.Label, &r.Build, &r.InputDigest, &r.Input, &r.State,
 		&r.Level, &lane, &r.Output, &r.Message, &kind, &r.Attempts, &r.ReadyAt, &r.RunningAt, &r.FinishedAt,
-		&r.ExpiresAt, &r.Rebuild, &r.LogSize, &r.LogDeleted)
+		&r.ExpiresAt, &r.Rebuild, &r.LogSize, &r.LogDeleted, &lines)
 	r.Lane, r.FailureKind = Lane(lane), FailureKind(kind)
+	if err == nil && lines != "" {
+		// A damaged list only loses the explanation, never the result.
+		_ = json.Unmarshal([]byte(lines), &r.FailingLines)
+	}
 	return r, err
 }
 
@@ -240,9 +248,17 @@ func (s *store) setState(id int64, state string) error {
 }
 
 func (s *store) finish(r *jobRow) error {
+	var lines string
+	if len(r.FailingLines) > 0 {
+		b, err := json.Marshal(r.FailingLines)
+		if err != nil {
+			return fmt.Errorf("record result of job %d: %w", r.ID, err)
+		}
+		lines = string(b)
+	}
 	_, err := s.db.Exec(`UPDATE results SET state = ?, output = ?, message = ?, failure_kind = ?, attempts = ?,
-		finished_at = ?, expires_at = ?, rebuild = ?, log_size = ? WHERE id = ?`,
-		r.State, r.Output, r.Message, string(r.FailureKind), r.Attempts, r.FinishedAt, r.ExpiresAt, r.Rebuild, r.LogSize, r.ID)
+		finished_at = ?, expires_at = ?, rebuild = ?, log_size = ?, failing_lines = ? WHERE id = ?`,
+		r.State, r.Output, r.Message, string(r.FailureKind), r.Attempts, r.FinishedAt, r.ExpiresAt, r.Rebuild, r.LogSize, lines, r.ID)
 	if err != nil {
 		return fmt.Errorf("record result of job %d: %w", r.ID, err)
 	}

@@ -87,7 +87,7 @@ type mapImpl struct{ f func(any) (any, error) }
 func (m *mapImpl) compute(n *node) output {
 	in := n.inputs[0].out
 	if in.state != StateOk {
-		return output{state: in.state, active: in.active, msg: in.msg}
+		return in.passOn()
 	}
 	v, err := call(func() (any, error) { return m.f(in.value) })
 	if err != nil {
@@ -110,7 +110,7 @@ func MapErr[A, B any](t Term[A], f func(A) (B, error)) Term[B] {
 func combine(ins []*node) (output, bool) {
 	for _, in := range ins {
 		if in.out.state == StateFailed {
-			return failOut(in.out.msg), false
+			return in.out.passOn(), false
 		}
 	}
 	for _, in := range ins {
@@ -135,6 +135,38 @@ func Pair[A, B any](a Term[A], b Term[B]) Term[Tuple[A, B]] {
 	return Term[Tuple[A, B]]{newNode("pair", "pair", &pairImpl{func(x, y any) any {
 		return Tuple[A, B]{as[A](x), as[B](y)}
 	}}, a.n, b.n)}
+}
+
+type mapNImpl struct{ f func(vs []any) any }
+
+func (m *mapNImpl) compute(n *node) output {
+	if o, ok := combine(n.inputs); !ok {
+		return o
+	}
+	vs := make([]any, len(n.inputs))
+	for i, in := range n.inputs {
+		vs[i] = in.out.value
+	}
+	v, err := call(func() (any, error) { return m.f(vs), nil })
+	if err != nil {
+		return failOut(err.Error())
+	}
+	return okOut(v)
+}
+
+// Map2 applies f to the values of a and b; it fails if either fails. f runs again only
+// when a value changes.
+func Map2[A, B, C any](a Term[A], b Term[B], f func(A, B) C) Term[C] {
+	return Term[C]{newNode("map", "map", &mapNImpl{func(vs []any) any {
+		return f(as[A](vs[0]), as[B](vs[1]))
+	}}, a.n, b.n)}
+}
+
+// Map3 applies f to the values of a, b and c; it fails if any fails.
+func Map3[A, B, C, D any](a Term[A], b Term[B], c Term[C], f func(A, B, C) D) Term[D] {
+	return Term[D]{newNode("map", "map", &mapNImpl{func(vs []any) any {
+		return f(as[A](vs[0]), as[B](vs[1]), as[C](vs[2]))
+	}}, a.n, b.n, c.n)}
 }
 
 type allImpl struct{}
@@ -184,7 +216,7 @@ type gateImpl struct{}
 func (gateImpl) compute(n *node) output {
 	ctrl := n.inputs[1].out
 	if ctrl.state != StateOk {
-		return output{state: ctrl.state, active: ctrl.active, msg: ctrl.msg}
+		return ctrl.passOn()
 	}
 	return n.inputs[0].out
 }
@@ -268,7 +300,7 @@ func (b *bindImpl) compute(n *node) output {
 			e.dropInput(n, old)
 		}
 		if lhs.out.state != StateOk {
-			return output{state: lhs.out.state, active: lhs.out.active, msg: lhs.out.msg}
+			return lhs.out.passOn()
 		}
 		var inner *node
 		_, err := call(func() (any, error) {
@@ -336,7 +368,7 @@ func (l *listMapImpl) compute(n *node) output {
 	e := n.e
 	src := n.inputs[0].out
 	if src.state != StateOk {
-		return output{state: src.state, active: src.active, msg: src.msg}
+		return src.passOn()
 	}
 	if l.g == nil {
 		e.nextGroup++

@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"github.com/kiln-ci/kiln/forge"
+	"github.com/kiln-ci/kiln/plugins/fleetjob"
 	"io"
 	"log/slog"
 	"os"
@@ -138,7 +140,7 @@ type serverOptions struct {
 	slots       int // engine slots of the other pools
 }
 
-func startBenchServer(tb testing.TB, state string, refs []Ref, o serverOptions) *benchServer {
+func startBenchServer(tb testing.TB, state string, refs []forge.Ref, o serverOptions) *benchServer {
 	tb.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	tb.Cleanup(cancel)
@@ -164,7 +166,7 @@ func startBenchServer(tb testing.TB, state string, refs []Ref, o serverOptions) 
 	}
 	src := newVarSource(refs)
 	svc := &Service{
-		Sources:   []Source{src},
+		Forges:    forgeSet("git", src),
 		Fleet:     rec,
 		Mirrors:   git.NewMirrors(filepath.Join(state, "mirrors"), git.MirrorsOptions{Logger: quietLog}),
 		WorkDir:   filepath.Join(state, "work"),
@@ -180,7 +182,7 @@ func startBenchServer(tb testing.TB, state string, refs []Ref, o serverOptions) 
 func (s *benchServer) run(state string, o serverOptions) {
 	s.tb.Helper()
 	e, err := current.Open(current.Config{StateDir: filepath.Join(state, "engine"), DefaultPoolSlots: o.slots,
-		Pools: map[string]int{"ocamlci-build": o.buildSlots}, Logger: quietLog})
+		Pools: map[string]int{fleetjob.Pool: o.buildSlots}, Logger: quietLog})
 	if err != nil {
 		s.tb.Fatal(err)
 	}
@@ -200,7 +202,7 @@ func (s *benchServer) quiet(wantSubmitted int) bool {
 		if p.Urgent+p.Background > 0 {
 			return false
 		}
-		if p.Name == "ocamlci-build" {
+		if p.Name == fleetjob.Pool {
 			build = p.InUse
 		} else if p.InUse > 0 {
 			return false
@@ -448,12 +450,12 @@ func BenchmarkTrack500Repos5Refs(b *testing.B) {
 	// nRepos repositories on the "git" forge, spread over owners, each served by one of
 	// the remotes: every (repository, ref) pair is a distinct ref with its own fetch,
 	// analysis, builds and status.
-	var refs []Ref
+	var refs []forge.Ref
 	for r := 0; r < nRepos; r++ {
 		rm := remotes[r%nRemotes]
-		id := RepoID{Forge: "git", Owner: fmt.Sprintf("org%02d", r%50), Name: fmt.Sprintf("repo%03d", r)}
+		id := forge.RepoID{Forge: "git", Owner: fmt.Sprintf("org%02d", r%50), Name: fmt.Sprintf("repo%03d", r)}
 		for _, name := range benchRefNames[:nRefs] {
-			refs = append(refs, Ref{Repo: id, Name: "refs/heads/" + name, Commit: rm.heads[name], Remote: rm.dir})
+			refs = append(refs, forge.Ref{Repo: id, Name: "refs/heads/" + name, Commit: rm.heads[name], Remote: rm.dir})
 		}
 	}
 	opts := serverOptions{platforms: DefaultPlatforms(), unlimitedConsumers: os.Getenv("KILN_BENCH_STOCK_NATS") == "",
@@ -592,9 +594,9 @@ func BenchmarkPushToFirstJob(b *testing.B) {
 	}
 	remoteDir := filepath.Join(state, "remote")
 	heads := benchRemote(b, remoteDir, "hello", []string{"main"}, true)
-	ref := Ref{Repo: RepoID{Forge: "git", Owner: "local", Name: "hello"}, Name: "refs/heads/main", Commit: heads["main"], Remote: remoteDir}
+	ref := forge.Ref{Repo: forge.RepoID{Forge: "git", Owner: "local", Name: "hello"}, Name: "refs/heads/main", Commit: heads["main"], Remote: remoteDir}
 	opts := serverOptions{platforms: platforms, buildSlots: 16, slots: 4}
-	srv := startBenchServer(b, state, []Ref{ref}, opts)
+	srv := startBenchServer(b, state, []forge.Ref{ref}, opts)
 
 	bld, err := builder.New(builder.Options{Root: filepath.Join(state, "builder"), Images: imagetest.Store(b)})
 	if err != nil {

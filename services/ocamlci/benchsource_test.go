@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/kiln-ci/kiln/forge"
 	"io"
 	"os"
 	"os/exec"
@@ -25,20 +26,20 @@ import (
 // without polling any remote.
 type varSource struct {
 	mu   sync.Mutex
-	refs []Ref
-	v    *current.Var[[]Ref]
+	refs []forge.Ref
+	v    *current.Var[[]forge.Ref]
 }
 
-func newVarSource(refs []Ref) *varSource {
-	s := &varSource{refs: append([]Ref(nil), refs...)}
+func newVarSource(refs []forge.Ref) *varSource {
+	s := &varSource{refs: append([]forge.Ref(nil), refs...)}
 	s.v = current.NewVar("bench refs", s.snapshot())
 	return s
 }
 
-func (s *varSource) Refs() current.Term[[]Ref] { return s.v.Term() }
+func (s *varSource) Refs() current.Term[[]forge.Ref] { return s.v.Term() }
 
-func (s *varSource) snapshot() []Ref {
-	out := append([]Ref(nil), s.refs...)
+func (s *varSource) snapshot() []forge.Ref {
+	out := append([]forge.Ref(nil), s.refs...)
 	sort.Slice(out, func(i, j int) bool { return out[i].Key() < out[j].Key() })
 	return out
 }

@@ -3,6 +3,7 @@ package ocamlci
 import (
 	"context"
 	"fmt"
+	"github.com/kiln-ci/kiln/plugins/forges"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -62,10 +63,10 @@ func commitTree(t *testing.T, repo, branch string, files map[string]string, msg 
 type ciHarness struct {
 	t      *testing.T
 	svc    *Service
-	src    *GitSource
+	src    *forges.Git
 	engine *current.Engine
 	fleet  *cluster.Fleet
-	repo   RepoID
+	repo   forge.RepoID
 }
 
 // startCI runs the service with a real engine, an embedded fleet and a worker per pool
@@ -114,9 +115,9 @@ func startCI(t *testing.T, repoDir string, platforms []Platform, configure func(
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { idx.Close() })
-	src := &GitSource{Repos: []GitRepo{{Owner: "local", Name: "hello", Remote: repoDir}}, Every: 300 * time.Millisecond}
+	src := &forges.Git{Repos: []forges.GitRepo{{Owner: "local", Name: "hello", Remote: repoDir}}, Every: 300 * time.Millisecond}
 	svc := &Service{
-		Sources:   []Source{src},
+		Forges:    forgeSet("git", src),
 		Fleet:     fleet.Client,
 		Mirrors:   git.NewMirrors(filepath.Join(state, "mirrors"), git.MirrorsOptions{}),
 		WorkDir:   filepath.Join(state, "work"),
@@ -135,7 +136,7 @@ func startCI(t *testing.T, repoDir string, platforms []Platform, configure func(
 	runDone := make(chan struct{})
 	go func() { defer close(runDone); e.Run(ctx, svc.Pipeline()) }()
 	t.Cleanup(func() { cancel(); <-runDone; e.Close() })
-	return &ciHarness{t: t, svc: svc, src: src, engine: e, fleet: fleet, repo: RepoID{Forge: "git", Owner: "local", Name: "hello"}}
+	return &ciHarness{t: t, svc: svc, src: src, engine: e, fleet: fleet, repo: forge.RepoID{Forge: "git", Owner: "local", Name: "hello"}}
 }
 
 // waitCommit waits until the commit's status is final (not queued or running).
@@ -260,4 +261,11 @@ func readJobLog(t *testing.T, e *current.Engine, id string) string {
 		}
 		off = chunk.Next
 	}
+}
+
+// forgeSet is a set of one forge.
+func forgeSet(name string, src forges.Source) *forges.Set {
+	s := &forges.Set{}
+	s.Add(name, src)
+	return s
 }

@@ -2,6 +2,7 @@ package ocamlci
 
 import (
 	"context"
+	"github.com/kiln-ci/kiln/plugins/forges"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -28,7 +29,7 @@ func TestGiteaCommitStatusesThroughWebhooks(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	g := &Gitea{Client: client, BaseURL: "http://ci.test", Poll: time.Hour}
+	g := &forges.Gitea{Client: client, BaseURL: "http://ci.test", Poll: time.Hour}
 	secret := []byte("gitea-secret")
 	hook := httptest.NewServer(g.Webhook(secret))
 	t.Cleanup(hook.Close)
@@ -38,10 +39,9 @@ func TestGiteaCommitStatusesThroughWebhooks(t *testing.T) {
 	}
 
 	h := startCI(t, "", DefaultPlatforms()[:1], func(s *Service) {
-		s.Sources = []Source{g}
-		s.Publishers = map[string]Publisher{"gitea": g}
+		s.Forges = forgeSet("gitea", g)
 	})
-	h.repo = RepoID{Forge: "gitea", Owner: srv.Admin, Name: "hello"}
+	h.repo = forge.RepoID{Forge: "gitea", Owner: srv.Admin, Name: "hello"}
 	if c := h.waitCommit(good, 10*time.Minute); c.State != forge.Passed {
 		t.Fatalf("main: %s\n%s", c.State, c.Summary)
 	}
@@ -51,7 +51,7 @@ func TestGiteaCommitStatusesThroughWebhooks(t *testing.T) {
 	}
 
 	// A forged delivery is refused and builds nothing.
-	reads := g.mon.Reads()
+	reads := g.Reads()
 	body := []byte(`{"ref":"refs/heads/main","before":"` + good + `","after":"` + strings.Repeat("1", 40) + `","repository":{"name":"hello","owner":{"login":"` + srv.Admin + `"}}}`)
 	req, _ := http.NewRequest("POST", hook.URL, strings.NewReader(string(body)))
 	req.Header.Set("X-Gitea-Event", "push")
@@ -65,7 +65,7 @@ func TestGiteaCommitStatusesThroughWebhooks(t *testing.T) {
 		t.Fatalf("forged delivery answered %d, want 401", resp.StatusCode)
 	}
 	time.Sleep(500 * time.Millisecond)
-	if g.mon.Reads() != reads {
+	if g.Reads() != reads {
 		t.Fatal("a forged delivery made the refs be read again")
 	}
 

@@ -2,13 +2,13 @@ package ocamlci
 
 import (
 	"context"
+	"github.com/kiln-ci/kiln/plugins/forges"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/kiln-ci/kiln/current"
 	"github.com/kiln-ci/kiln/forge"
 	"github.com/kiln-ci/kiln/forge/github"
 	"github.com/kiln-ci/kiln/forge/github/githubtest"
@@ -31,20 +31,19 @@ func TestGitHubChecksRunsAndWebhooks(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	gh := &GitHub{App: app, BaseURL: "http://ci.test", Remote: func(owner, name string) string { return repoDir }}
+	gh := &forges.GitHub{App: app, BaseURL: "http://ci.test", Remote: func(owner, name string) string { return repoDir }}
 	secret := []byte("webhook-secret")
 	hook := httptest.NewServer(gh.Webhook(secret, github.NewAllowList("ocaml")))
 	t.Cleanup(hook.Close)
 
 	h := startCI(t, repoDir, DefaultPlatforms()[:1], func(s *Service) {
-		s.Sources = []Source{gh}
-		s.Publishers = map[string]Publisher{"github": gh}
+		s.Forges = forgeSet("github", gh)
 	})
-	h.repo = RepoID{Forge: "github", Owner: "ocaml", Name: "hello"}
-	gh.Rerun = func(ctx context.Context, repo RepoID, commit string) error {
-		_, err := h.engine.RebuildQuery(current.Query{Op: "ocamlci-build", KeyContains: repo.String() + " " + commit})
+	h.repo = forge.RepoID{Forge: "github", Owner: "ocaml", Name: "hello"}
+	h.svc.Forges.OnRerun(func(ctx context.Context, repo forge.RepoID, commit string) error {
+		_, err := h.svc.RebuildCommit(h.engine, repo, commit)
 		return err
-	}
+	})
 	c := h.waitCommit(good, 10*time.Minute)
 	if c.State != forge.Passed {
 		t.Fatalf("main: %s\n%s", c.State, c.Summary)
@@ -73,12 +72,12 @@ func TestGitHubChecksRunsAndWebhooks(t *testing.T) {
 	repo.CommitDates[bad] = now
 	api.SetRepo(repo)
 	payload := githubtest.PullRequestPayload(1, "ocaml", "hello", "opened", 3, "pr-3", bad, "main")
-	before := gh.mon.Reads()
+	before := gh.Reads()
 	if code := githubtest.Deliver(t, hook.URL, []byte("wrong"), "pull_request", payload); code != http.StatusUnauthorized {
 		t.Fatalf("forged delivery answered %d, want 401", code)
 	}
 	time.Sleep(500 * time.Millisecond)
-	if gh.mon.Reads() != before {
+	if gh.Reads() != before {
 		t.Fatalf("a forged delivery made the refs be read again")
 	}
 	if c, _ := h.svc.Index.Commit(context.Background(), h.repo, bad); c != nil {

@@ -22,36 +22,36 @@ type Index struct {
 
 // VariantRecord is one variant of one commit.
 type VariantRecord struct {
-	Repo         RepoID      `json:"-"`
-	Commit       string      `json:"commit"`
-	Name         string      `json:"name"`
-	JobID        string      `json:"job_id,omitempty"`
-	State        forge.State `json:"state"`
-	Message      string      `json:"message,omitempty"`
-	Experimental bool        `json:"experimental,omitempty"`
-	Started      time.Time   `json:"started,omitzero"`
-	Finished     time.Time   `json:"finished,omitzero"`
+	Repo         forge.RepoID `json:"-"`
+	Commit       string       `json:"commit"`
+	Name         string       `json:"name"`
+	JobID        string       `json:"job_id,omitempty"`
+	State        forge.State  `json:"state"`
+	Message      string       `json:"message,omitempty"`
+	Experimental bool         `json:"experimental,omitempty"`
+	Started      time.Time    `json:"started,omitzero"`
+	Finished     time.Time    `json:"finished,omitzero"`
 }
 
 // CommitRecord is the status of one commit.
 type CommitRecord struct {
-	Repo    RepoID      `json:"-"`
-	Commit  string      `json:"commit"`
-	State   forge.State `json:"state"`
-	Title   string      `json:"title"`
-	Summary string      `json:"summary"`
-	Updated time.Time   `json:"updated"`
+	Repo    forge.RepoID `json:"-"`
+	Commit  string       `json:"commit"`
+	State   forge.State  `json:"state"`
+	Title   string       `json:"title"`
+	Summary string       `json:"summary"`
+	Updated time.Time    `json:"updated"`
 }
 
 // RefRecord is a ref's current head, or one of its earlier heads in a history.
 type RefRecord struct {
-	Repo   RepoID      `json:"-"`
-	Name   string      `json:"name"`
-	PR     int         `json:"pr,omitempty"`
-	Title  string      `json:"title,omitempty"`
-	Commit string      `json:"commit"`
-	State  forge.State `json:"state"`
-	Seen   time.Time   `json:"seen"`
+	Repo   forge.RepoID `json:"-"`
+	Name   string       `json:"name"`
+	PR     int          `json:"pr,omitempty"`
+	Title  string       `json:"title,omitempty"`
+	Commit string       `json:"commit"`
+	State  forge.State  `json:"state"`
+	Seen   time.Time    `json:"seen"`
 }
 
 var indexSchema = []string{
@@ -107,7 +107,7 @@ func (x *Index) SetVariant(ctx context.Context, v VariantRecord) error {
 }
 
 // Variant returns one variant of a commit, or nil.
-func (x *Index) Variant(ctx context.Context, r RepoID, commit, name string) (*VariantRecord, error) {
+func (x *Index) Variant(ctx context.Context, r forge.RepoID, commit, name string) (*VariantRecord, error) {
 	vs, err := x.variants(ctx, r, commit, name)
 	if err != nil || len(vs) == 0 {
 		return nil, err
@@ -116,11 +116,11 @@ func (x *Index) Variant(ctx context.Context, r RepoID, commit, name string) (*Va
 }
 
 // Variants lists the variants of a commit by name.
-func (x *Index) Variants(ctx context.Context, r RepoID, commit string) ([]VariantRecord, error) {
+func (x *Index) Variants(ctx context.Context, r forge.RepoID, commit string) ([]VariantRecord, error) {
 	return x.variants(ctx, r, commit, "")
 }
 
-func (x *Index) variants(ctx context.Context, r RepoID, commit, name string) ([]VariantRecord, error) {
+func (x *Index) variants(ctx context.Context, r forge.RepoID, commit, name string) ([]VariantRecord, error) {
 	q := `SELECT commit_id, name, job_id, state, message, experimental, started, finished FROM variants
 		WHERE forge=? AND owner=? AND repo=? AND commit_id=?`
 	args := []any{r.Forge, r.Owner, r.Name, commit}
@@ -149,7 +149,7 @@ func (x *Index) variants(ctx context.Context, r RepoID, commit, name string) ([]
 
 // SetCommit records a ref's head and its commit's status. Variants not yet started
 // are recorded as queued, so the UI lists them.
-func (x *Index) SetCommit(ctx context.Context, ref Ref, st forge.Status, variants []forge.Variant) error {
+func (x *Index) SetCommit(ctx context.Context, ref forge.Ref, st forge.Status, variants []forge.Variant) error {
 	tx, err := x.db.BeginTx(ctx, nil)
 	if err != nil {
 		return err
@@ -193,7 +193,7 @@ func (x *Index) SetCommit(ctx context.Context, ref Ref, st forge.Status, variant
 }
 
 // Commit returns a commit's status, or nil when it has none yet.
-func (x *Index) Commit(ctx context.Context, r RepoID, commit string) (*CommitRecord, error) {
+func (x *Index) Commit(ctx context.Context, r forge.RepoID, commit string) (*CommitRecord, error) {
 	c := CommitRecord{Repo: r, Commit: commit}
 	var state string
 	var updated int64
@@ -238,7 +238,7 @@ func (x *Index) strings(ctx context.Context, q string, args ...any) ([]string, e
 
 // Refs lists a repository's refs with their latest head (ref == "") or the history of
 // one ref, newest first.
-func (x *Index) Refs(ctx context.Context, r RepoID, ref string) ([]RefRecord, error) {
+func (x *Index) Refs(ctx context.Context, r forge.RepoID, ref string) ([]RefRecord, error) {
 	q := `SELECT h.ref, h.pr, h.title, h.commit_id, COALESCE(c.state, 'queued'), h.seen FROM ref_heads h
 		LEFT JOIN commits c ON c.forge=h.forge AND c.owner=h.owner AND c.repo=h.repo AND c.commit_id=h.commit_id
 		WHERE h.forge=? AND h.owner=? AND h.repo=?`
@@ -279,7 +279,7 @@ type Stats struct {
 }
 
 // RepoStats computes a repository's statistics.
-func (x *Index) RepoStats(ctx context.Context, r RepoID) (Stats, error) {
+func (x *Index) RepoStats(ctx context.Context, r forge.RepoID) (Stats, error) {
 	var s Stats
 	var mean sql.NullFloat64
 	err := x.db.QueryRowContext(ctx, `SELECT COUNT(*), SUM(state='passed'), SUM(state='failed'), SUM(state='error'),

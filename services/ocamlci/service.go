@@ -5,13 +5,11 @@
 package ocamlci
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -21,38 +19,23 @@ import (
 	"time"
 
 	"github.com/kiln-ci/kiln/builder/image"
-	"github.com/kiln-ci/kiln/cluster"
 	"github.com/kiln-ci/kiln/current"
 	"github.com/kiln-ci/kiln/forge"
 	"github.com/kiln-ci/kiln/git"
 	"github.com/kiln-ci/kiln/opam"
 	"github.com/kiln-ci/kiln/opam/lint"
 	"github.com/kiln-ci/kiln/opam/repository"
+	"github.com/kiln-ci/kiln/plugins/fleetjob"
+	"github.com/kiln-ci/kiln/plugins/forges"
 )
-
-// Publisher shows a commit's status on its forge.
-type Publisher interface {
-	Publish(ctx context.Context, ref Ref, st forge.Status, variants []forge.Variant) error
-}
-
-// Fleet is what the service needs of the build fleet (a *cluster.Client).
-type Fleet interface {
-	PutSource(ctx context.Context, dir string) (string, error)
-	Submit(ctx context.Context, r cluster.Request) (*cluster.Job, error)
-	Log(ctx context.Context, id string, offset int64, follow bool, w io.Writer) (int64, error)
-	Wait(ctx context.Context, id string) (*cluster.Job, error)
-	WaitStarted(ctx context.Context, id string) (*cluster.Job, error)
-	Cancel(ctx context.Context, id string) error
-}
 
 // Service is the ocaml-ci pipeline and its state.
 type Service struct {
-	Sources []Source
-	// Publishers by forge name ("github", "gitea"); a forge without one is shown only
-	// in the web UI.
-	Publishers map[string]Publisher
-	Fleet      Fleet
-	Mirrors    *git.Mirrors
+	// Forges are the forges followed: every ref of every source is built, and each
+	// commit's status goes back to its forge (plain git ones are shown only in the UI).
+	Forges  *forges.Set
+	Fleet   fleetjob.Fleet
+	Mirrors *git.Mirrors
 	// WorkDir holds checkouts of commits.
 	WorkDir   string
 	Platforms []Platform
@@ -72,7 +55,7 @@ type Service struct {
 
 	opsOnce sync.Once
 	ops     struct {
-		fetch   *current.Op[Ref, Checkout]
+		fetch   *current.Op[forge.Ref, Checkout]
 		analyse *current.Op[AnalysisInput, Plan]
 		build   *current.Op[BuildInput, BuildResult]
 		status  *current.Op[StatusInput, current.Unit]
@@ -85,9 +68,9 @@ type Service struct {
 
 // Checkout is a commit checked out on disk.
 type Checkout struct {
-	Repo   RepoID `json:"repo"`
-	Commit string `json:"commit"`
-	Dir    string `json:"dir"`
+	Repo   forge.RepoID `json:"repo"`
+	Commit string       `json:"commit"`
+	Dir    string       `json:"dir"`
 }
 
 // AnalysisInput is a checked-out commit and the opam repository commit to solve against.
@@ -106,14 +89,24 @@ type Plan struct {
 
 // BuildInput is one variant of one commit.
 type BuildInput struct {
-	Ref      Ref            `json:"ref"`
-	Checkout Checkout       `json:"checkout"`
-	Variant  Variant        `json:"variant"`
-	Spec     string         `json:"spec,omitempty"`
-	Findings []lint.Finding `json:"findings,omitempty"`
+	Ref      forge.Ref `json:"ref"`
+	Checkout Checkout  `json:"checkout"`
+	Variant  Variant   `json:"variant"`
+	Spec     string    `json:"spec,omitempty"`
+	// SpecError says why the variant has no spec (the analysis could not make one).
+	SpecError string         `json:"spec_error,omitempty"`
+	Findings  []lint.Finding `json:"findings,omitempty"`
 	// CacheHint names the dependency layer (platform, opam files, packages installed), so
 	// the fleet prefers a worker that built it recently.
 	CacheHint string `json:"cache_hint,omitempty"`
+}
+
+// specDigest identifies what the variant runs: its spec, or why it has none.
+func (b BuildInput) specDigest() string {
+	if b.SpecError != "" {
+		return digest("; " + b.SpecError)
+	}
+	return digest(b.Spec)
 }
 
 // BuildResult is a successful variant.
@@ -123,7 +116,7 @@ type BuildResult struct {
 
 // StatusInput is what the status of one commit is made of.
 type StatusInput struct {
-	Ref      Ref             `json:"ref"`
+	Ref      forge.Ref       `json:"ref"`
 	Variants []forge.Variant `json:"variants"`
 	State    forge.State     `json:"state"`
 }
@@ -150,13 +143,13 @@ func (s *Service) Pipeline() current.Term[current.Unit] {
 		s.basesReady = current.All(bases...).Named("base images")
 	}
 	var all []current.AnyTerm
-	for _, src := range s.Sources {
-		all = append(all, current.ListIter(src.Refs(), Ref.Key, s.pipelineOf))
+	for _, src := range s.Forges.Sources() {
+		all = append(all, current.ListIter(src.Refs(), forge.Ref.Key, s.pipelineOf))
 	}
 	return current.All(all...)
 }
 
-func (s *Service) pipelineOf(ref current.Term[Ref]) current.Term[current.Unit] {
+func (s *Service) pipelineOf(ref current.Term[forge.Ref]) current.Term[current.Unit] {
 	src := current.Do(s.ops.fetch, ref)
 	opamHead := current.Return("")
 	if s.Opam != nil {
@@ -165,7 +158,7 @@ func (s *Service) pipelineOf(ref current.Term[Ref]) current.Term[current.Unit] {
 	plan := current.Do(s.ops.analyse, current.Map(current.Pair(src, opamHead), func(t current.Tuple[Checkout, string]) AnalysisInput {
 		return AnalysisInput{Checkout: t.First, OpamCommit: t.Second}
 	}))
-	inputs := current.Gate(current.Map(current.Pair(current.Pair(ref, src), plan), func(t current.Tuple[current.Tuple[Ref, Checkout], Plan]) []BuildInput {
+	inputs := current.Gate(current.Map(current.Pair(current.Pair(ref, src), plan), func(t current.Tuple[current.Tuple[forge.Ref, Checkout], Plan]) []BuildInput {
 		return s.buildInputs(t.First.First, t.First.Second, t.Second)
 	}), s.basesReady)
 	builds := current.ListMap(inputs, func(b BuildInput) string { return b.Variant.Name }, func(b current.Term[BuildInput]) current.Term[forge.Variant] {
@@ -175,7 +168,7 @@ func (s *Service) pipelineOf(ref current.Term[Ref]) current.Term[current.Unit] {
 		})
 	})
 	analysis := current.Observe(plan)
-	status := current.Map(current.Pair(current.Pair(ref, analysis), current.Observe(builds)), func(t current.Tuple[current.Tuple[Ref, current.Observed[Plan]], current.Observed[[]forge.Variant]]) StatusInput {
+	status := current.Map(current.Pair(current.Pair(ref, analysis), current.Observe(builds)), func(t current.Tuple[current.Tuple[forge.Ref, current.Observed[Plan]], current.Observed[[]forge.Variant]]) StatusInput {
 		r, a, b := t.First.First, t.First.Second, t.Second
 		in := StatusInput{Ref: r}
 		switch {
@@ -198,7 +191,7 @@ func (s *Service) pipelineOf(ref current.Term[Ref]) current.Term[current.Unit] {
 }
 
 // buildInputs turns a plan into one input per variant, with its spec.
-func (s *Service) buildInputs(ref Ref, co Checkout, p Plan) []BuildInput {
+func (s *Service) buildInputs(ref forge.Ref, co Checkout, p Plan) []BuildInput {
 	var out []BuildInput
 	for _, v := range p.Variants {
 		in := BuildInput{Ref: ref, Checkout: co, Variant: v, CacheHint: dependencyLayer(p.Analysis, v)}
@@ -207,7 +200,7 @@ func (s *Service) buildInputs(ref Ref, co Checkout, p Plan) []BuildInput {
 		} else if sp, err := v.Spec(p.Analysis); err == nil {
 			in.Spec = sp.String()
 		} else {
-			in.Spec = "; " + err.Error()
+			in.SpecError = err.Error()
 		}
 		out = append(out, in)
 	}
@@ -228,8 +221,8 @@ func (s *Service) variantStatus(b BuildInput, o current.Observed[BuildResult]) f
 		v.State = forge.Passed
 	case current.StateFailed:
 		v.State = forge.Failed
-		v.Message, v.FailingLines = splitFailure(o.Message)
-		if strings.HasPrefix(o.Message, infraPrefix) {
+		v.Message, v.FailingLines = o.Message, o.Lines
+		if o.Kind.Infrastructure() {
 			v.State = forge.Error
 		}
 	case current.StateActive:
@@ -243,28 +236,10 @@ func (s *Service) variantStatus(b BuildInput, o current.Observed[BuildResult]) f
 	return v
 }
 
-// BuildPool is the engine pool of the build jobs. They wait on the fleet, which does the
-// queueing, so give it as many slots as builds may be in flight.
-const BuildPool = "ocamlci-build"
-
 // AnalysisVariant names the analysis in a commit's status until the variants are known.
 const AnalysisVariant = "(analysis)"
 
-// infraPrefix starts the message of a failure that is not the commit's fault.
-const infraPrefix = "infrastructure: "
-
-// failureSep separates a failure's one-line message from its failing log lines.
-const failureSep = "\n--- failing lines ---\n"
-
-func splitFailure(msg string) (string, []string) {
-	head, lines, ok := strings.Cut(msg, failureSep)
-	if !ok {
-		return msg, nil
-	}
-	return head, strings.Split(strings.TrimRight(lines, "\n"), "\n")
-}
-
-func (s *Service) variantURL(r RepoID, commit, variant string) string {
+func (s *Service) variantURL(r forge.RepoID, commit, variant string) string {
 	return fmt.Sprintf("%s/%s/%s/%s/commit/%s/variant/%s", strings.TrimRight(s.BaseURL, "/"), r.Forge, r.Owner, r.Name, commit, variant)
 }
 
@@ -272,10 +247,10 @@ func (s *Service) makeOps() {
 	if s.seen == nil {
 		s.seen = map[string]string{}
 	}
-	s.ops.fetch = &current.Op[Ref, Checkout]{
+	s.ops.fetch = &current.Op[forge.Ref, Checkout]{
 		Name:    "ocamlci-fetch",
-		Key:     func(r Ref) string { return r.Repo.String() + " " + r.Commit },
-		Label:   func(r Ref) string { return "fetch " + r.Repo.Owner + "/" + r.Repo.Name + " " + short(r.Commit) },
+		Key:     func(r forge.Ref) string { return r.Repo.String() + " " + r.Commit },
+		Label:   func(r forge.Ref) string { return "fetch " + r.Repo.Owner + "/" + r.Repo.Name + " " + short(r.Commit) },
 		Timeout: 10 * time.Minute,
 		Run:     s.fetch,
 	}
@@ -291,11 +266,11 @@ func (s *Service) makeOps() {
 	s.ops.build = &current.Op[BuildInput, BuildResult]{
 		Name: "ocamlci-build",
 		Key: func(b BuildInput) string {
-			return b.Checkout.Repo.String() + " " + b.Checkout.Commit + " " + b.Variant.Name + " " + digest(b.Spec)
+			return b.Checkout.Repo.String() + " " + b.Checkout.Commit + " " + b.Variant.Name + " " + b.specDigest()
 		},
 		Label: func(b BuildInput) string { return b.Variant.Name + " " + short(b.Checkout.Commit) },
 		Run:   s.build,
-		Pool:  BuildPool,
+		Pool:  fleetjob.Pool,
 	}
 	s.ops.base = &current.Op[image.DebianOptions, string]{
 		Name: "ocamlci-base-image",
@@ -340,7 +315,7 @@ func (s *Service) makeBase(ctx context.Context, j *current.Job, o image.DebianOp
 	return name, nil
 }
 
-func (s *Service) fetch(ctx context.Context, j *current.Job, r Ref) (Checkout, error) {
+func (s *Service) fetch(ctx context.Context, j *current.Job, r forge.Ref) (Checkout, error) {
 	dir := filepath.Join(s.WorkDir, "checkouts", r.Repo.Forge, r.Repo.Owner, r.Repo.Name, r.Commit)
 	co := Checkout{Repo: r.Repo, Commit: r.Commit, Dir: dir}
 	if _, err := os.Stat(filepath.Join(dir, ".kiln-checkout")); err == nil {
@@ -557,126 +532,27 @@ func (s *Service) runVariant(ctx context.Context, j *current.Job, b BuildInput) 
 	if b.Variant.Kind == KindLintOpam {
 		return BuildResult{}, lintOpam(j, b.Findings)
 	}
-	if strings.HasPrefix(b.Spec, "; ") {
-		return BuildResult{}, errors.New(strings.TrimPrefix(b.Spec, "; "))
-	}
-	digestSrc, err := s.Fleet.PutSource(ctx, b.Checkout.Dir)
-	if err != nil {
-		return BuildResult{}, current.Infra(current.FailNetwork, fmt.Errorf("upload source: %w", err))
+	if b.SpecError != "" {
+		return BuildResult{}, errors.New(b.SpecError)
 	}
 	timeout := s.StepTimeout
 	if timeout <= 0 {
 		timeout = time.Hour
 	}
-	req := cluster.Request{
+	r, err := fleetjob.Run(ctx, s.Fleet, j, fleetjob.Request{
+		Ticket:    "ocamlci",
 		Pool:      b.Variant.Platform.Pool,
 		Client:    b.Ref.Repo.Owner,
 		Spec:      b.Spec,
-		Source:    digestSrc,
+		SourceDir: b.Checkout.Dir,
 		CacheHint: b.CacheHint,
 		Urgent:    s.firstBuild(b),
-		Timeout:   cluster.Duration(timeout),
-	}
-	job, err := s.submit(ctx, j, req)
+		Timeout:   timeout,
+	})
 	if err != nil {
 		return BuildResult{}, err
 	}
-	// A queued job has no log yet: follow it once it runs.
-	tail := &tailWriter{max: 200}
-	logCtx, stopLog := context.WithCancel(context.WithoutCancel(ctx))
-	defer stopLog()
-	logDone := make(chan struct{})
-	go func() {
-		defer close(logDone)
-		if _, err := s.Fleet.WaitStarted(logCtx, job.ID); err != nil {
-			return
-		}
-		s.Fleet.Log(logCtx, job.ID, 0, true, io.MultiWriter(j, tail))
-	}()
-	finished, err := s.wait(ctx, job.ID)
-	if err != nil {
-		stopLog()
-		<-logDone
-		if ctx.Err() != nil && current.Cancelled(ctx) {
-			// No longer wanted: stop the fleet job too. When the engine is stopping, the
-			// fleet job stays queued and the job attaches to it again after a restart.
-			cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-			s.Fleet.Cancel(cctx, job.ID)
-			cancel()
-		}
-		return BuildResult{}, err
-	}
-	// Let the log reach its end before judging the result.
-	select {
-	case <-logDone:
-	case <-time.After(5 * time.Second):
-		stopLog()
-		<-logDone
-	}
-	r := finished.Result
-	if r == nil {
-		return BuildResult{}, current.Infra(current.FailWorkerLost, fmt.Errorf("fleet job %s finished without a result", job.ID))
-	}
-	if r.Attempts > 1 {
-		j.Logf("ran %d times: worker lost, retried", r.Attempts)
-	}
-	switch r.Outcome {
-	case cluster.OutcomeOK:
-		return BuildResult{Snapshot: r.Snapshot}, nil
-	case cluster.OutcomeFailed:
-		return BuildResult{}, fmt.Errorf("%s%s%s", r.Message, failureSep, strings.Join(failingLines(tail.lines()), "\n"))
-	case cluster.OutcomeCancelled:
-		return BuildResult{}, current.Infra(current.FailCancelled, fmt.Errorf("cancelled on the fleet: %s", r.Message))
-	default:
-		return BuildResult{}, current.Infra(current.FailWorkerLost, fmt.Errorf("%s%s", infraPrefix, r.Message))
-	}
-}
-
-// submit hands the build to the fleet under a ticket derived from the engine's job, so
-// that the job attaches to its fleet job again after a restart of the engine. A ticket
-// whose fleet job already ended with an infrastructure failure (an earlier attempt of
-// this job) is passed over for the next.
-func (s *Service) submit(ctx context.Context, j *current.Job, req cluster.Request) (*cluster.Job, error) {
-	base := "ocamlci-" + digest(req.Pool+" "+j.ID())
-	for n := 0; n < 8; n++ {
-		req.ID = fmt.Sprintf("%s-%d", base, n)
-		job, err := s.Fleet.Submit(ctx, req)
-		if err != nil {
-			return nil, current.Infra(current.FailNetwork, fmt.Errorf("submit to pool %s: %w", req.Pool, err))
-		}
-		if job.State == cluster.StateDone && job.Result != nil && job.Result.Outcome == cluster.OutcomeInfrastructure {
-			continue
-		}
-		lane := map[bool]string{true: "urgent", false: "background"}[req.Urgent]
-		if job.Submitted.Before(time.Now().Add(-time.Minute)) {
-			j.Logf("attached again to fleet job %s in pool %s", job.ID, req.Pool)
-		} else {
-			j.Logf("submitted to pool %s as fleet job %s (%s lane)", req.Pool, job.ID, lane)
-		}
-		return job, nil
-	}
-	return nil, current.Infra(current.FailWorkerLost, fmt.Errorf("pool %s: every attempt failed on the infrastructure", req.Pool))
-}
-
-// wait waits for a fleet job to end, riding out a few failures of the connection
-// rather than submitting the job again.
-func (s *Service) wait(ctx context.Context, id string) (*cluster.Job, error) {
-	var err error
-	for attempt := 0; attempt < 5; attempt++ {
-		var job *cluster.Job
-		if job, err = s.Fleet.Wait(ctx, id); err == nil {
-			return job, nil
-		}
-		if ctx.Err() != nil {
-			return nil, ctx.Err()
-		}
-		select {
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-time.After(time.Duration(attempt+1) * time.Second):
-		}
-	}
-	return nil, current.Infra(current.FailNetwork, fmt.Errorf("wait for fleet job %s: %w", id, err))
+	return BuildResult{Snapshot: r.Snapshot}, nil
 }
 
 // firstBuild reports whether this is the first build of the variant of this commit:
@@ -684,7 +560,7 @@ func (s *Service) wait(ctx context.Context, id string) (*cluster.Job, error) {
 // moved on go in the background lane.
 func (s *Service) firstBuild(b BuildInput) bool {
 	k := b.Checkout.Repo.String() + " " + b.Checkout.Commit + " " + b.Variant.Name
-	d := digest(b.Spec)
+	d := b.specDigest()
 	s.seenMu.Lock()
 	defer s.seenMu.Unlock()
 	first, ok := s.seen[k]
@@ -721,7 +597,7 @@ func lintOpam(j *current.Job, findings []lint.Finding) error {
 		}
 	}
 	if len(errs) > 0 {
-		return fmt.Errorf("opam lint found %d error(s)%s%s", len(errs), failureSep, strings.Join(errs, "\n"))
+		return current.WithLines(fmt.Errorf("opam lint found %d error(s)", len(errs)), errs)
 	}
 	j.Logf("opam lint: no errors (%d warnings)", len(findings))
 	return nil
@@ -733,97 +609,10 @@ func (s *Service) publish(ctx context.Context, j *current.Job, in StatusInput) (
 		return current.Unit{}, current.Infra(current.FailDiskFull, fmt.Errorf("index: %w", err))
 	}
 	j.Logf("%s: %s", short(in.Ref.Commit), st.Title)
-	p := s.Publishers[in.Ref.Repo.Forge]
-	if p == nil {
-		return current.Unit{}, nil
-	}
-	if err := p.Publish(ctx, in.Ref, st, in.Variants); err != nil {
-		return current.Unit{}, current.Infra(current.FailNetwork, fmt.Errorf("publish status to %s: %w", in.Ref.Repo.Forge, err))
+	if err := s.Forges.Publish(ctx, in.Ref, st, in.Variants); err != nil {
+		return current.Unit{}, current.Infra(current.FailNetwork, err)
 	}
 	return current.Unit{}, nil
-}
-
-// failingLines picks the lines of a failed log that explain it: those that look like
-// errors and their neighbours, or else the last lines.
-func failingLines(lines []string) []string {
-	var keep []string
-	for i, l := range lines {
-		low := strings.ToLower(l)
-		if strings.Contains(low, "error") || strings.Contains(low, "fail") || strings.Contains(low, "exception") {
-			from := max(0, i-2)
-			for _, k := range lines[from : i+1] {
-				if len(keep) == 0 || keep[len(keep)-1] != k {
-					keep = append(keep, k)
-				}
-			}
-		}
-	}
-	if len(keep) == 0 {
-		keep = lines
-	}
-	if len(keep) > 20 {
-		keep = keep[len(keep)-20:]
-	}
-	return keep
-}
-
-// tailWriter keeps the last max lines written to it.
-type tailWriter struct {
-	mu      sync.Mutex
-	max     int
-	partial []byte
-	buf     []string
-}
-
-func (t *tailWriter) Write(p []byte) (int, error) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	data := append(t.partial, p...)
-	for {
-		i := bytes.IndexByte(data, '\n')
-		if i < 0 {
-			break
-		}
-		t.buf = append(t.buf, stripANSI(string(data[:i])))
-		data = data[i+1:]
-	}
-	if len(t.buf) > t.max {
-		t.buf = append([]string(nil), t.buf[len(t.buf)-t.max:]...)
-	}
-	t.partial = append([]byte(nil), data...)
-	return len(p), nil
-}
-
-func (t *tailWriter) lines() []string {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	out := append([]string(nil), t.buf...)
-	if len(t.partial) > 0 {
-		out = append(out, stripANSI(string(t.partial)))
-	}
-	if len(out) > t.max {
-		out = out[len(out)-t.max:]
-	}
-	return out
-}
-
-func stripANSI(s string) string {
-	if !strings.Contains(s, "\x1b[") {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == 0x1b && i+1 < len(s) && s[i+1] == '[' {
-			j := i + 2
-			for j < len(s) && (s[j] < 0x40 || s[j] > 0x7e) {
-				j++
-			}
-			i = j
-			continue
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
 }
 
 func digest(s string) string {
@@ -844,4 +633,13 @@ func short(commit string) string {
 		return commit[:12]
 	}
 	return commit
+}
+
+// RebuildCommit builds every variant of a commit again (someone asked the forge to
+// re-run its checks) and returns how many builds it started.
+func (s *Service) RebuildCommit(e *current.Engine, repo forge.RepoID, commit string) (int, error) {
+	s.opsOnce.Do(s.makeOps)
+	return s.ops.build.Rebuild(e, func(b BuildInput) bool {
+		return b.Checkout.Repo == repo && b.Checkout.Commit == commit
+	})
 }

@@ -152,10 +152,10 @@ func (u *UI) page(api bool, h func(r *http.Request) (view, error)) http.Handler 
 
 // repoOf reads the repository a path names; the forge is the path's first element
 // after an optional /api.
-func repoOf(r *http.Request) (RepoID, error) {
+func repoOf(r *http.Request) (forge.RepoID, error) {
 	p := strings.TrimPrefix(r.URL.Path, "/api")
 	f, _, _ := strings.Cut(strings.TrimPrefix(p, "/"), "/")
-	return RepoID{Forge: f, Owner: r.PathValue("owner"), Name: r.PathValue("repo")}, nil
+	return forge.RepoID{Forge: f, Owner: r.PathValue("owner"), Name: r.PathValue("repo")}, nil
 }
 
 func (u *UI) forgePage(r *http.Request) (view, error) {
@@ -194,7 +194,7 @@ func (u *UI) ownerPage(r *http.Request) (view, error) {
 	}
 	var repos []RepoSummary
 	for _, n := range names {
-		refs, err := u.Index.Refs(r.Context(), RepoID{id.Forge, id.Owner, n}, "")
+		refs, err := u.Index.Refs(r.Context(), forge.RepoID{Forge: id.Forge, Owner: id.Owner, Name: n}, "")
 		if err != nil {
 			return view{}, err
 		}
@@ -220,7 +220,7 @@ type RefView struct {
 	Link  string `json:"history"`
 }
 
-func refView(id RepoID, rr RefRecord) RefView {
+func refView(id forge.RepoID, rr RefRecord) RefView {
 	v := RefView{RefRecord: rr}
 	if rr.PR > 0 || strings.HasPrefix(rr.Name, "refs/pull/") {
 		n := rr.PR
@@ -258,15 +258,15 @@ func (u *UI) repoPage(r *http.Request) (view, error) {
 		views = append(views, refView(id, rr))
 	}
 	return view{"repo.html", id.Owner + "/" + id.Name, struct {
-		Repo  RepoID    `json:"repo"`
-		Refs  []RefView `json:"refs"`
-		Stats Stats     `json:"stats"`
+		Repo  forge.RepoID `json:"repo"`
+		Refs  []RefView    `json:"refs"`
+		Stats Stats        `json:"stats"`
 	}{id, views, stats}}, nil
 }
 
 // CommitView is a commit's status and its variants.
 type CommitView struct {
-	Repo     RepoID          `json:"-"`
+	Repo     forge.RepoID    `json:"-"`
 	Commit   CommitRecord    `json:"commit"`
 	Variants []VariantRecord `json:"variants"`
 }
@@ -293,7 +293,7 @@ func (u *UI) commitPage(r *http.Request) (view, error) {
 
 // VariantView is one variant's job and its log.
 type VariantView struct {
-	Repo    RepoID          `json:"-"`
+	Repo    forge.RepoID    `json:"-"`
 	Variant VariantRecord   `json:"variant"`
 	Log     string          `json:"log"`
 	LogHTML []template.HTML `json:"-"`
@@ -363,9 +363,9 @@ func (u *UI) history(r *http.Request, ref string) (view, error) {
 		return view{}, notFound("%s has no history for %s", id, ref)
 	}
 	return view{"history.html", id.Name + " " + ref, struct {
-		Repo    RepoID      `json:"repo"`
-		Ref     string      `json:"ref"`
-		History []RefRecord `json:"history"`
+		Repo    forge.RepoID `json:"repo"`
+		Ref     string       `json:"ref"`
+		History []RefRecord  `json:"history"`
 	}{id, ref, hist}}, nil
 }
 
@@ -387,7 +387,7 @@ func (u *UI) badge(w http.ResponseWriter, r *http.Request) {
 	owner, repo, branch := r.PathValue("owner"), r.PathValue("repo"), r.PathValue("branch")
 	state := "unknown"
 	for _, f := range Forges {
-		hist, err := u.Index.Refs(r.Context(), RepoID{f, owner, repo}, "refs/heads/"+branch)
+		hist, err := u.Index.Refs(r.Context(), forge.RepoID{Forge: f, Owner: owner, Name: repo}, "refs/heads/"+branch)
 		if err == nil && len(hist) > 0 {
 			state = string(hist[0].State)
 			break

@@ -44,9 +44,9 @@ func get(t *testing.T, url string) (int, string) {
 func TestUIPagesFollowTheURLScheme(t *testing.T) {
 	srv, idx := testUI(t)
 	ctx := context.Background()
-	repo := RepoID{Forge: "github", Owner: "ocaml", Name: "dune"}
-	main := Ref{Repo: repo, Name: "refs/heads/main", Commit: "aaaa1111aaaa1111"}
-	pr := Ref{Repo: repo, Name: "refs/pull/7/head", PR: 7, Title: "Fix <things>", Commit: "bbbb2222bbbb2222"}
+	repo := forge.RepoID{Forge: "github", Owner: "ocaml", Name: "dune"}
+	main := forge.Ref{Repo: repo, Name: "refs/heads/main", Commit: "aaaa1111aaaa1111"}
+	pr := forge.Ref{Repo: repo, Name: "refs/pull/7/head", PR: 7, Title: "Fix <things>", Commit: "bbbb2222bbbb2222"}
 	vs := []forge.Variant{{Name: "debian-12-4.13_amd64", State: forge.Passed}, {Name: "(lint-opam)", State: forge.Failed, Message: "opam lint found 1 error(s)"}}
 	if err := idx.SetCommit(ctx, main, forge.Summarise(vs[:1]), vs[:1]); err != nil {
 		t.Fatal(err)
@@ -103,7 +103,7 @@ func TestUIPagesFollowTheURLScheme(t *testing.T) {
 func TestIndexDropsVariantsNoLongerPlanned(t *testing.T) {
 	_, idx := testUI(t)
 	ctx := context.Background()
-	ref := Ref{Repo: RepoID{"git", "o", "r"}, Name: "refs/heads/main", Commit: "c1"}
+	ref := forge.Ref{Repo: forge.RepoID{Forge: "git", Owner: "o", Name: "r"}, Name: "refs/heads/main", Commit: "c1"}
 	running := []forge.Variant{{Name: AnalysisVariant, State: forge.Running}}
 	idx.SetVariant(ctx, VariantRecord{Repo: ref.Repo, Commit: "c1", Name: "old", JobID: "3", State: forge.Passed})
 	if err := idx.SetCommit(ctx, ref, forge.Summarise(running), running); err != nil {

@@ -1,6 +1,7 @@
 package ocamlci
 
 import (
+	"github.com/kiln-ci/kiln/forge"
 	"strings"
 	"testing"
 
@@ -63,26 +64,9 @@ func TestVariantsAndSpecs(t *testing.T) {
 	}
 }
 
-func TestFailingLines(t *testing.T) {
-	log := []string{"step 1", "compiling", "File \"a.ml\", line 3:", "Error: Unbound value x", "ok", "more"}
-	got := failingLines(log)
-	if strings.Join(got, "|") != "compiling|File \"a.ml\", line 3:|Error: Unbound value x" {
-		t.Errorf("failingLines = %q", got)
-	}
-	if got := failingLines([]string{"a", "b"}); len(got) != 2 {
-		t.Errorf("no error lines: %q, want the tail", got)
-	}
-	tw := &tailWriter{max: 3}
-	tw.Write([]byte("one\ntw"))
-	tw.Write([]byte("o\n\x1b[31mthree\x1b[0m\nfour\nfive"))
-	if got := strings.Join(tw.lines(), "|"); got != "three|four|five" {
-		t.Errorf("tail = %q", got)
-	}
-}
-
 func TestRebuildsOfACommitGoInTheBackgroundLane(t *testing.T) {
 	s := &Service{seen: map[string]string{}}
-	b := BuildInput{Checkout: Checkout{Repo: RepoID{"git", "o", "r"}, Commit: "c1"}, Variant: Variant{Name: "debian-12-4.13_amd64"}, Spec: "spec A"}
+	b := BuildInput{Checkout: Checkout{Repo: forge.RepoID{Forge: "git", Owner: "o", Name: "r"}, Commit: "c1"}, Variant: Variant{Name: "debian-12-4.13_amd64"}, Spec: "spec A"}
 	if !s.firstBuild(b) {
 		t.Fatal("the first build of a commit's variant is not urgent")
 	}

@@ -1,11 +1,10 @@
-package ocamlci
+package forges
 
 import (
 	"context"
 	"fmt"
 	"log/slog"
 	"net/http"
-	"sort"
 	"sync"
 	"time"
 
@@ -27,7 +26,7 @@ type GitHub struct {
 	// CheckName is the check run's name (default "kiln").
 	CheckName string
 	// Rerun is called when someone asks GitHub to re-run the checks of a commit.
-	Rerun  func(ctx context.Context, repo RepoID, commit string) error
+	Rerun  func(ctx context.Context, repo forge.RepoID, commit string) error
 	Logger *slog.Logger
 	// BaseURL is the web UI's address, for the check runs' details links.
 	BaseURL string
@@ -36,7 +35,7 @@ type GitHub struct {
 	Remote func(owner, name string) string
 
 	once     sync.Once
-	mon      *current.Monitor[[]Ref]
+	mon      *current.Monitor[[]forge.Ref]
 	mu       sync.Mutex
 	clients  map[string]*github.Client // "owner/name" → the installation that can access it
 	byRemote map[string]*github.Client // clone URL → the same
@@ -48,18 +47,19 @@ func (g *GitHub) init() {
 		if every <= 0 {
 			every = 10 * time.Minute
 		}
-		g.mon = current.Poll("github refs", every, g.read)
+		g.mon = current.Poll("github refs", every, g.ListRefs)
 		g.clients = map[string]*github.Client{}
 	})
 }
 
 // Refs is the monitor of every branch and open pull request of every installation.
-func (g *GitHub) Refs() current.Term[[]Ref] {
+func (g *GitHub) Refs() current.Term[[]forge.Ref] {
 	g.init()
 	return g.mon.Term()
 }
 
-func (g *GitHub) read(ctx context.Context) ([]Ref, error) {
+// ListRefs reads every branch and open pull request followed.
+func (g *GitHub) ListRefs(ctx context.Context) ([]forge.Ref, error) {
 	cutoff := g.Cutoff
 	if cutoff <= 0 {
 		cutoff = 30 * 24 * time.Hour
@@ -69,7 +69,7 @@ func (g *GitHub) read(ctx context.Context) ([]Ref, error) {
 		return nil, fmt.Errorf("github installations: %w", err)
 	}
 	clients, byRemote := map[string]*github.Client{}, map[string]*github.Client{}
-	var refs []Ref
+	var refs []forge.Ref
 	for _, inst := range insts {
 		c := g.App.Installation(inst.ID)
 		repos, err := c.Repos(ctx)
@@ -92,8 +92,8 @@ func (g *GitHub) read(ctx context.Context) ([]Ref, error) {
 				byRemote[remote] = c
 			}
 			for _, r := range rs {
-				refs = append(refs, Ref{
-					Repo: RepoID{Forge: "github", Owner: ri.Repo.Owner, Name: ri.Repo.Name},
+				refs = append(refs, forge.Ref{
+					Repo: forge.RepoID{Forge: "github", Owner: ri.Repo.Owner, Name: ri.Repo.Name},
 					Name: r.Name, PR: r.PR, Title: r.Title, Commit: r.Commit, Remote: remote,
 				})
 			}
@@ -102,7 +102,7 @@ func (g *GitHub) read(ctx context.Context) ([]Ref, error) {
 	g.mu.Lock()
 	g.clients, g.byRemote = clients, byRemote
 	g.mu.Unlock()
-	sort.Slice(refs, func(i, j int) bool { return refs[i].Key() < refs[j].Key() })
+	sortRefs(refs)
 	return refs, nil
 }
 
@@ -129,7 +129,7 @@ func (g *GitHub) Webhook(secret []byte, allow github.AllowList) http.Handler {
 			g.mon.Refresh()
 		case *github.RerunEvent:
 			if g.Rerun != nil {
-				return g.Rerun(ctx, RepoID{Forge: "github", Owner: e.Repo.Owner, Name: e.Repo.Name}, e.HeadSHA)
+				return g.Rerun(ctx, forge.RepoID{Forge: "github", Owner: e.Repo.Owner, Name: e.Repo.Name}, e.HeadSHA)
 			}
 		}
 		return nil
@@ -137,7 +137,7 @@ func (g *GitHub) Webhook(secret []byte, allow github.AllowList) http.Handler {
 }
 
 // Publish sets the commit's check run.
-func (g *GitHub) Publish(ctx context.Context, ref Ref, st forge.Status, _ []forge.Variant) error {
+func (g *GitHub) Publish(ctx context.Context, ref forge.Ref, st forge.Status, _ []forge.Variant) error {
 	g.init()
 	g.mu.Lock()
 	c := g.clients[ref.Repo.Owner+"/"+ref.Repo.Name]
@@ -154,4 +154,10 @@ func (g *GitHub) Publish(ctx context.Context, ref Ref, st forge.Status, _ []forg
 		DetailsURL: fmt.Sprintf("%s/github/%s/%s/commit/%s", g.BaseURL, ref.Repo.Owner, ref.Repo.Name, ref.Commit),
 	})
 	return err
+}
+
+// Reads is how many times the refs have been read.
+func (g *GitHub) Reads() int {
+	g.init()
+	return g.mon.Reads()
 }

@@ -1,11 +1,10 @@
-package ocamlci
+package forges
 
 import (
 	"context"
 	"fmt"
 	"log/slog"
 	"net/http"
-	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -34,7 +33,7 @@ type Gitea struct {
 	Logger  *slog.Logger
 
 	once sync.Once
-	mon  *current.Monitor[[]Ref]
+	mon  *current.Monitor[[]forge.Ref]
 }
 
 func (g *Gitea) init() {
@@ -43,12 +42,12 @@ func (g *Gitea) init() {
 		if every <= 0 {
 			every = 10 * time.Minute
 		}
-		g.mon = current.Poll("gitea refs", every, g.read)
+		g.mon = current.Poll("gitea refs", every, g.ListRefs)
 	})
 }
 
 // Refs is the monitor of every branch and open pull request followed.
-func (g *Gitea) Refs() current.Term[[]Ref] {
+func (g *Gitea) Refs() current.Term[[]forge.Ref] {
 	g.init()
 	return g.mon.Term()
 }
@@ -65,7 +64,8 @@ func (g *Gitea) follows(owner string) bool {
 	return false
 }
 
-func (g *Gitea) read(ctx context.Context) ([]Ref, error) {
+// ListRefs reads every branch and open pull request followed.
+func (g *Gitea) ListRefs(ctx context.Context) ([]forge.Ref, error) {
 	cutoff := g.Cutoff
 	if cutoff <= 0 {
 		cutoff = 30 * 24 * time.Hour
@@ -74,7 +74,7 @@ func (g *Gitea) read(ctx context.Context) ([]Ref, error) {
 	if err != nil {
 		return nil, fmt.Errorf("gitea repositories: %w", err)
 	}
-	var refs []Ref
+	var refs []forge.Ref
 	for _, ri := range repos {
 		if ri.Archived || !g.follows(ri.Repo.Owner) {
 			continue
@@ -84,11 +84,11 @@ func (g *Gitea) read(ctx context.Context) ([]Ref, error) {
 			return nil, fmt.Errorf("gitea %s: %w", ri.Repo, err)
 		}
 		for _, r := range rs {
-			refs = append(refs, Ref{Repo: RepoID{Forge: "gitea", Owner: ri.Repo.Owner, Name: ri.Repo.Name},
+			refs = append(refs, forge.Ref{Repo: forge.RepoID{Forge: "gitea", Owner: ri.Repo.Owner, Name: ri.Repo.Name},
 				Name: r.Name, PR: r.PR, Title: r.Title, Commit: r.Commit, Remote: ri.CloneURL})
 		}
 	}
-	sort.Slice(refs, func(i, j int) bool { return refs[i].Key() < refs[j].Key() })
+	sortRefs(refs)
 	return refs, nil
 }
 
@@ -106,7 +106,7 @@ func (g *Gitea) Webhook(secret []byte) http.Handler {
 }
 
 // Publish sets the commit's status, its description naming the first failure.
-func (g *Gitea) Publish(ctx context.Context, ref Ref, st forge.Status, variants []forge.Variant) error {
+func (g *Gitea) Publish(ctx context.Context, ref forge.Ref, st forge.Status, variants []forge.Variant) error {
 	name := g.Context
 	if name == "" {
 		name = "kiln"
@@ -115,4 +115,10 @@ func (g *Gitea) Publish(ctx context.Context, ref Ref, st forge.Status, variants 
 		Context: name, State: st.State, Description: st.Short(variants, 255),
 		TargetURL: fmt.Sprintf("%s/gitea/%s/%s/commit/%s", g.BaseURL, ref.Repo.Owner, ref.Repo.Name, ref.Commit),
 	})
+}
+
+// Reads is how many times the refs have been read.
+func (g *Gitea) Reads() int {
+	g.init()
+	return g.mon.Reads()
 }

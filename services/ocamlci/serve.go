@@ -1,0 +1,94 @@
+package ocamlci
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"path/filepath"
+
+	"github.com/spf13/pflag"
+
+	"github.com/kiln-ci/kiln/forge"
+	"github.com/kiln-ci/kiln/plugins/forges"
+	"github.com/kiln-ci/kiln/services/host"
+)
+
+// ServiceKind is ocaml-ci as kiln serve runs it.
+var ServiceKind = host.Kind{
+	Name: "ocaml-ci",
+	Help: "CI for OCaml repositories: every branch and pull request of the forges followed (without any, a sample project made in the state dir) analysed, built on the fleet, linted and reported",
+	Flags: func(fs *pflag.FlagSet) host.Service {
+		s := &served{}
+		fs.StringVar(&s.opamRepo, "opam-repository", "", "git directory of an opam-repository clone to solve against (default: the platform's own packages only)")
+		fs.StringVar(&s.opamBranch, "opam-branch", "master", "branch of --opam-repository followed")
+		fs.BoolVar(&s.noArm64, "no-arm64", false, "leave out the emulated arm64 platform")
+		return s
+	},
+}
+
+// served is ocaml-ci configured by its flags, before it starts.
+type served struct {
+	opamRepo, opamBranch string
+	noArm64              bool
+}
+
+func (c *served) platforms() []Platform {
+	ps := DefaultPlatforms()
+	if c.noArm64 {
+		ps = ps[:1]
+	}
+	return ps
+}
+
+// Pools are the fleet pools of the platforms built.
+func (c *served) Pools() []string {
+	var out []string
+	for _, p := range c.platforms() {
+		out = append(out, p.Pool)
+	}
+	return out
+}
+
+// Start opens the index and builds the pipeline over the host's forges, or over a
+// sample project made in the state dir when no forge is followed.
+func (c *served) Start(ctx context.Context, env *host.Env) (*host.Running, error) {
+	if env.Fleet == nil {
+		return nil, fmt.Errorf("ocaml-ci builds on a fleet, and the host has none")
+	}
+	idx, err := OpenIndex(filepath.Join(env.StateDir, "ocamlci.db"))
+	if err != nil {
+		return nil, err
+	}
+	svc := &Service{
+		Forges: env.Forges, Fleet: env.Fleet, Mirrors: env.Mirrors, WorkDir: filepath.Join(env.StateDir, "ocamlci"),
+		Platforms: c.platforms(), Index: idx, Images: env.Images, BaseURL: env.BaseURL, Logger: env.Logger,
+	}
+	if c.opamRepo != "" {
+		svc.Opam = &OpamRepository{GitDir: c.opamRepo, Branch: c.opamBranch}
+	}
+	if env.Forges.Empty() {
+		sample := filepath.Join(env.StateDir, "sample", "hello")
+		if err := CreateSample(ctx, sample); err != nil {
+			idx.Close()
+			return nil, err
+		}
+		env.Logger.Info("building a sample OCaml project; commit to it to see a new build", "repo", sample)
+		own := &forges.Set{}
+		own.Add("git", &forges.Git{Repos: []forges.GitRepo{{Owner: "local", Name: "hello", Remote: sample}}})
+		svc.Forges = own
+	}
+	env.Forges.OnRerun(func(ctx context.Context, repo forge.RepoID, commit string) error {
+		_, err := svc.RebuildCommit(env.Engine, repo, commit)
+		return err
+	})
+	ui, err := NewUI(idx, env.Engine, env.Logger)
+	if err != nil {
+		idx.Close()
+		return nil, err
+	}
+	routes := map[string]http.Handler{}
+	for _, r := range ui.Routes() {
+		routes[r] = ui
+	}
+	return &host.Running{Pipeline: svc.Pipeline(), Routes: routes, Close: func() { idx.Close() }}, nil
+}
