@@ -175,6 +175,14 @@ func catFile(ctx context.Context, gitDir string, pkgs []*Package, each func(*Pac
 			if err != nil {
 				return fmt.Errorf("git cat-file: bad size in %q", hdr)
 			}
+			if n > MaxFileSize {
+				if _, err := r.Discard(n + 1); err != nil {
+					return fmt.Errorf("git cat-file: read %s: %w", p.OID, err)
+				}
+				p.Data, p.Err = nil, tooLarge(p.Path, int64(n))
+				ch <- p
+				continue
+			}
 			data := make([]byte, n+1)
 			if _, err := io.ReadFull(r, data); err != nil {
 				return fmt.Errorf("git cat-file: read %s: %w", p.OID, err)

@@ -3,6 +3,7 @@ package repository
 import (
 	"context"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -81,14 +82,68 @@ func group(entries []entry) (pkgs []*Package, stray []string) {
 	return pkgs, stray
 }
 
+// MaxFileSize bounds the size of one opam file in the index (the largest of
+// opam-repository is under 24 KiB); a larger file is not read and keeps an error.
+const MaxFileSize = 256 << 10
+
+// MaxFields bounds the number of fields (sections and the fields inside them
+// included) of one opam file in the index.
+const MaxFields = 1000
+
+// tooLarge is the error of a file over MaxFileSize.
+func tooLarge(path string, size int64) error {
+	return fmt.Errorf("%s/opam: %d bytes, more than the %d an opam file may have", path, size, MaxFileSize)
+}
+
 // parse parses p.Data into p.File / p.Err.
 func parse(p *Package) {
+	if p.Err != nil {
+		return
+	}
+	if len(p.Data) > MaxFileSize {
+		p.Err = tooLarge(p.Path, int64(len(p.Data)))
+		return
+	}
 	f, err := opam.Parse(p.Path+"/opam", p.Data)
 	if err != nil {
 		p.Err = err
 		return
 	}
+	if n := countFields(f.Items); n > MaxFields {
+		p.Err = fmt.Errorf("%s/opam: %d fields, more than the %d an opam file may have", p.Path, n, MaxFields)
+		return
+	}
 	p.File = f
+}
+
+func countFields(items []opam.Item) int {
+	n := len(items)
+	for _, it := range items {
+		if it.Section != nil {
+			n += countFields(it.Section.Items)
+		}
+	}
+	return n
+}
+
+// readOpam reads an opam file of at most MaxFileSize bytes.
+func readOpam(p *Package, path string) {
+	f, err := os.Open(path)
+	if err != nil {
+		p.Err = err
+		return
+	}
+	defer f.Close()
+	if st, err := f.Stat(); err == nil && st.Size() > MaxFileSize {
+		p.Err = tooLarge(p.Path, st.Size())
+		return
+	}
+	data, err := io.ReadAll(io.LimitReader(f, MaxFileSize+1))
+	if err != nil {
+		p.Err = fmt.Errorf("%s/opam: %w", p.Path, err)
+		return
+	}
+	p.Data = data
 }
 
 // parseAll parses the packages in parallel.
@@ -140,12 +195,7 @@ func LoadDir(ctx context.Context, dir string) (*Repo, error) {
 	for range workers {
 		wg.Go(func() {
 			for p := range ch {
-				data, err := os.ReadFile(filepath.Join(dir, filepath.FromSlash(p.Path), "opam"))
-				if err != nil {
-					p.Err = err
-					continue
-				}
-				p.Data = data
+				readOpam(p, filepath.Join(dir, filepath.FromSlash(p.Path), "opam"))
 				parse(p)
 			}
 		})
