@@ -6,6 +6,7 @@ package repository
 
 import (
 	"cmp"
+	"maps"
 	"slices"
 
 	"github.com/kiln-ci/kiln/opam"
@@ -37,8 +38,11 @@ type Repo struct {
 	// directory (packages/<name>/<name.version>/...).
 	Stray  []string
 	byName map[opam.PackageName][]*Package // sorted by increasing version
-	names  []opam.PackageName              // sorted
-	count  int
+	// shadowed holds, by name, the versions opam does not see because another
+	// version of the package is equal to them as opam compares versions.
+	shadowed map[opam.PackageName][]*Package
+	names    []opam.PackageName // sorted
+	count    int
 }
 
 func newRepo(pkgs []*Package, stray []string) *Repo {
@@ -47,12 +51,76 @@ func newRepo(pkgs []*Package, stray []string) *Repo {
 		r.byName[p.Name] = append(r.byName[p.Name], p)
 	}
 	for n, vs := range r.byName {
-		sortVersions(vs)
-		r.names = append(r.names, n)
-		r.count += len(vs)
+		r.setVersions(n, vs)
 	}
-	slices.Sort(r.names)
+	r.finish()
 	return r
+}
+
+// setVersions makes vs (every version directory of a package) the versions of name:
+// of versions opam considers equal (`1.0` and `1.00`, `5.5.0+x` and `5.5.0+x0`: it
+// ignores leading zeros, and a missing number counts as 0), it keeps the one whose
+// directory sorts last, as opam 2.2 and later do when they read a repository; the
+// others are shadowed.
+func (r *Repo) setVersions(name opam.PackageName, vs []*Package) {
+	sortVersions(vs)
+	var shadow []*Package
+	kept := vs[:0:0]
+	for i, p := range vs {
+		if i+1 < len(vs) && opam.CompareVersions(string(p.Version), string(vs[i+1].Version)) == 0 {
+			shadow = append(shadow, p)
+			continue
+		}
+		kept = append(kept, p)
+	}
+	if len(kept) == 0 {
+		delete(r.byName, name)
+	} else {
+		r.byName[name] = kept
+	}
+	if len(shadow) > 0 || r.shadowed[name] != nil {
+		if r.shadowed == nil {
+			r.shadowed = map[opam.PackageName][]*Package{}
+		}
+		if len(shadow) == 0 {
+			delete(r.shadowed, name)
+		} else {
+			r.shadowed[name] = shadow
+		}
+	}
+}
+
+// Shadowed returns the package versions opam does not see, each because another
+// version of its package is equal to it as opam compares versions, by name then
+// version.
+func (r *Repo) Shadowed() []*Package {
+	var out []*Package
+	for _, n := range slices.Sorted(maps.Keys(r.shadowed)) {
+		out = append(out, r.shadowed[n]...)
+	}
+	return out
+}
+
+// Twins returns the other version directories of p's package whose versions opam
+// considers equal to p's (shadowed ones included), oldest directory first.
+func (r *Repo) Twins(p opam.Package) []*Package {
+	var out []*Package
+	for _, q := range r.allVersions(p.Name) {
+		if q.Version != p.Version && opam.CompareVersions(string(q.Version), string(p.Version)) == 0 {
+			out = append(out, q)
+		}
+	}
+	sortVersions(out)
+	return out
+}
+
+// allVersions returns the versions of name, shadowed ones included, in no order.
+func (r *Repo) allVersions(name opam.PackageName) []*Package {
+	sh := r.shadowed[name]
+	if len(sh) == 0 {
+		return r.byName[name]
+	}
+	return append(slices.Clone(r.byName[name]), sh...)
 }
 
 func sortVersions(vs []*Package) {
@@ -79,9 +147,15 @@ func (r *Repo) Latest(name opam.PackageName) *Package {
 	return vs[len(vs)-1]
 }
 
-// Get returns one package version, or nil.
+// Get returns one package version (its directory is named by exactly p; it may be
+// shadowed), or nil.
 func (r *Repo) Get(p opam.Package) *Package {
 	for _, q := range r.byName[p.Name] {
+		if q.Version == p.Version {
+			return q
+		}
+	}
+	for _, q := range r.shadowed[p.Name] {
 		if q.Version == p.Version {
 			return q
 		}
@@ -131,40 +205,31 @@ func (r *Repo) WithPackages(pkgs ...*Package) *Repo {
 }
 
 func (r *Repo) clone() *Repo {
-	n := &Repo{Commit: r.Commit, Stray: r.Stray, byName: make(map[opam.PackageName][]*Package, len(r.byName)+8)}
-	for k, v := range r.byName {
-		n.byName[k] = v
-	}
+	n := &Repo{Commit: r.Commit, Stray: r.Stray, byName: maps.Clone(r.byName), shadowed: maps.Clone(r.shadowed)}
 	return n
 }
 
 // put adds or replaces p, copying the version slice it changes.
 func (r *Repo) put(p *Package) {
-	old := r.byName[p.Name]
+	vs := r.without(p.Package)
+	r.setVersions(p.Name, append(vs, p))
+}
+
+func (r *Repo) remove(p opam.Package) {
+	r.setVersions(p.Name, r.without(p))
+}
+
+// without returns a new slice of the versions of p's package (shadowed ones
+// included) but p.
+func (r *Repo) without(p opam.Package) []*Package {
+	old := r.allVersions(p.Name)
 	vs := make([]*Package, 0, len(old)+1)
 	for _, q := range old {
 		if q.Version != p.Version {
 			vs = append(vs, q)
 		}
 	}
-	vs = append(vs, p)
-	sortVersions(vs)
-	r.byName[p.Name] = vs
-}
-
-func (r *Repo) remove(p opam.Package) {
-	old := r.byName[p.Name]
-	vs := make([]*Package, 0, len(old))
-	for _, q := range old {
-		if q.Version != p.Version {
-			vs = append(vs, q)
-		}
-	}
-	if len(vs) == 0 {
-		delete(r.byName, p.Name)
-	} else {
-		r.byName[p.Name] = vs
-	}
+	return vs
 }
 
 func (r *Repo) finish() {
