@@ -6,6 +6,8 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/kiln-ci/kiln/services/internal/matrix"
 )
 
 func writeTree(t *testing.T, files map[string]string) string {
@@ -85,7 +87,7 @@ func TestAnalyseNamesTheBrokenFile(t *testing.T) {
 }
 
 func TestSystemSolveOnDebianPlatform(t *testing.T) {
-	p := DebianPlatform("amd64")
+	p := matrix.Debian("amd64")
 	ok := writeTree(t, map[string]string{"hello.opam": `opam-version: "2.0"
 depends: [ "ocaml" {>= "4.08"} "dune" {>= "2.0"} "odoc" {with-doc} ]
 `})

@@ -4,8 +4,6 @@ import (
 	"bufio"
 	"context"
 	"fmt"
-	"github.com/kiln-ci/kiln/forge"
-	"github.com/kiln-ci/kiln/plugins/fleetjob"
 	"io"
 	"log/slog"
 	"os"
@@ -19,13 +17,17 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
+
 	"github.com/kiln-ci/kiln/builder"
 	"github.com/kiln-ci/kiln/builder/image/imagetest"
 	"github.com/kiln-ci/kiln/cluster"
 	"github.com/kiln-ci/kiln/current"
+	"github.com/kiln-ci/kiln/forge"
 	"github.com/kiln-ci/kiln/git"
 	"github.com/kiln-ci/kiln/internal/testenv"
-	"github.com/nats-io/nats-server/v2/server"
+	"github.com/kiln-ci/kiln/plugins/fleetjob"
+	"github.com/kiln-ci/kiln/services/internal/matrix"
 )
 
 // The benchmarks of the service at scale. Run them with, for example,
@@ -128,7 +130,7 @@ type benchServer struct {
 }
 
 type serverOptions struct {
-	platforms []Platform
+	platforms []matrix.Platform
 	// unlimitedConsumers lifts NATS's default limit of 1,000 consumers per stream,
 	// which the fleet client meets with more than 1,000 jobs in flight (one KV watch
 	// and one log consumer per job).
@@ -458,7 +460,7 @@ func BenchmarkTrack500Repos5Refs(b *testing.B) {
 			refs = append(refs, forge.Ref{Repo: id, Name: "refs/heads/" + name, Commit: rm.heads[name], Remote: rm.dir})
 		}
 	}
-	opts := serverOptions{platforms: DefaultPlatforms(), unlimitedConsumers: os.Getenv("KILN_BENCH_STOCK_NATS") == "",
+	opts := serverOptions{platforms: matrix.Default(), unlimitedConsumers: os.Getenv("KILN_BENCH_STOCK_NATS") == "",
 		sharedWatch: os.Getenv("KILN_BENCH_SHARED_WATCH") != "", buildSlots: len(refs)*(benchFleetVariants+1) + 16, slots: 8}
 	srv := startBenchServer(b, state, refs, opts)
 	heap0, _, gr0 := heapAfterGC()
@@ -588,7 +590,7 @@ func BenchmarkPushToFirstJob(b *testing.B) {
 	testenv.RequireRoot(b)
 	testenv.RequireCommand(b, "runc", "git", "mmdebstrap")
 	state := b.TempDir()
-	platforms := []Platform{DebianPlatform("amd64")}
+	platforms := []matrix.Platform{matrix.Debian("amd64")}
 	for i := range platforms {
 		platforms[i].Image = imagetest.DebianWith(b, *platforms[i].Debian).Ref
 	}

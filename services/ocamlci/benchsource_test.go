@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"github.com/kiln-ci/kiln/forge"
 	"io"
 	"os"
 	"os/exec"
@@ -15,11 +14,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/kiln-ci/kiln/builder"
 	"github.com/kiln-ci/kiln/builder/spec"
 	"github.com/kiln-ci/kiln/cluster"
 	"github.com/kiln-ci/kiln/current"
-	"github.com/nats-io/nats.go/jetstream"
+	"github.com/kiln-ci/kiln/forge"
 )
 
 // varSource is a Source whose refs the benchmark sets, as a forge's webhooks would,

@@ -3,6 +3,8 @@ package ocamlci
 import (
 	"strings"
 	"testing"
+
+	"github.com/kiln-ci/kiln/services/internal/matrix"
 )
 
 func TestParseConfig(t *testing.T) {
@@ -26,7 +28,7 @@ test-commands:
 	if len(c.OpamRepositories) != 1 || c.OpamRepositories[0].Name != "mine" || len(c.TestCommands) != 1 {
 		t.Errorf("config = %+v", c)
 	}
-	ps, err := Select(DefaultPlatforms(), c.Platforms)
+	ps, err := Select(matrix.Default(), c.Platforms)
 	if err != nil || len(ps) != 1 || ps[0].Arch != "amd64" {
 		t.Fatalf("Select = %v, %v; want the amd64 platform only", ps, err)
 	}
@@ -47,7 +49,7 @@ func TestParseConfigErrors(t *testing.T) {
 			t.Errorf("ParseConfig(%q) error = %v, want it to mention %q", tc.src, err, tc.want)
 		}
 	}
-	_, err := Select(DefaultPlatforms(), PlatformSelection{Skip: []string{"windows-*"}})
+	_, err := Select(matrix.Default(), PlatformSelection{Skip: []string{"windows-*"}})
 	if err == nil || !strings.Contains(err.Error(), "matches no platform") {
 		t.Errorf("Select with an unknown platform: %v", err)
 	}
@@ -58,7 +60,7 @@ func TestEmptyConfigIsDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ps, err := Select(DefaultPlatforms(), c.Platforms)
+	ps, err := Select(matrix.Default(), c.Platforms)
 	if err != nil || len(ps) != 2 {
 		t.Fatalf("defaults select %d platforms (%v), want 2", len(ps), err)
 	}

@@ -3,7 +3,6 @@ package ocamlci
 import (
 	"context"
 	"fmt"
-	"github.com/kiln-ci/kiln/plugins/forges"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,6 +17,8 @@ import (
 	"github.com/kiln-ci/kiln/forge"
 	"github.com/kiln-ci/kiln/git"
 	"github.com/kiln-ci/kiln/internal/testenv"
+	"github.com/kiln-ci/kiln/plugins/forges"
+	"github.com/kiln-ci/kiln/services/internal/matrix"
 )
 
 // sampleProject is the sample project with another greeting (a wrong one fails its
@@ -66,12 +67,25 @@ type ciHarness struct {
 	src    *forges.Git
 	engine *current.Engine
 	fleet  *cluster.Fleet
+	state  string
 	repo   forge.RepoID
 }
 
 // startCI runs the service with a real engine, an embedded fleet and a worker per pool
 // building with runc. configure sets the sources (default: repoDir polled as git).
-func startCI(t *testing.T, repoDir string, platforms []Platform, configure func(*Service)) *ciHarness {
+func startCI(t *testing.T, repoDir string, platforms []matrix.Platform, configure func(*Service)) *ciHarness {
+	return startCIWith(t, repoDir, platforms, harnessOptions{configure: configure, workers: true})
+}
+
+// harnessOptions vary the harness of startCIWith.
+type harnessOptions struct {
+	configure func(*Service)
+	workers   bool           // run a worker per pool in the test process
+	policy    cluster.Policy // the fleet's policy (zero: the default)
+	retries   int            // the engine's retries of infrastructure failures (0: its default; -1: none)
+}
+
+func startCIWith(t *testing.T, repoDir string, platforms []matrix.Platform, o harnessOptions) *ciHarness {
 	testenv.RequireRoot(t)
 	testenv.RequireCommand(t, "runc", "git", "mmdebstrap")
 	ctx, cancel := context.WithCancel(context.Background())
@@ -85,14 +99,14 @@ func startCI(t *testing.T, repoDir string, platforms []Platform, configure func(
 	if err != nil {
 		t.Fatal(err)
 	}
-	fleet, err := cluster.StartEmbedded(ctx, cluster.Options{StateDir: filepath.Join(state, "fleet"), Listen: "127.0.0.1:0"})
+	fleet, err := cluster.StartEmbedded(ctx, cluster.Options{StateDir: filepath.Join(state, "fleet"), Listen: "127.0.0.1:0", Policy: o.policy})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(fleet.Close)
 	seenPool := map[string]bool{}
 	for _, p := range platforms {
-		if seenPool[p.Pool] {
+		if seenPool[p.Pool] || !o.workers {
 			continue
 		}
 		seenPool[p.Pool] = true
@@ -126,17 +140,17 @@ func startCI(t *testing.T, repoDir string, platforms []Platform, configure func(
 		Images:    imagetest.Store(t).Root(),
 		BaseURL:   "http://ci.test",
 	}
-	if configure != nil {
-		configure(svc)
+	if o.configure != nil {
+		o.configure(svc)
 	}
-	e, err := current.Open(current.Config{StateDir: filepath.Join(state, "engine"), DefaultPoolSlots: 8})
+	e, err := current.Open(current.Config{StateDir: filepath.Join(state, "engine"), DefaultPoolSlots: 8, MaxRetries: o.retries})
 	if err != nil {
 		t.Fatal(err)
 	}
 	runDone := make(chan struct{})
 	go func() { defer close(runDone); e.Run(ctx, svc.Pipeline()) }()
 	t.Cleanup(func() { cancel(); <-runDone; e.Close() })
-	return &ciHarness{t: t, svc: svc, src: src, engine: e, fleet: fleet, repo: forge.RepoID{Forge: "git", Owner: "local", Name: "hello"}}
+	return &ciHarness{t: t, svc: svc, src: src, engine: e, fleet: fleet, state: state, repo: forge.RepoID{Forge: "git", Owner: "local", Name: "hello"}}
 }
 
 // waitCommit waits until the commit's status is final (not queued or running).
@@ -165,7 +179,7 @@ func TestEndToEndLocalRepository(t *testing.T) {
 	gitRun(t, repoDir, "init", "-q", "-b", "main")
 	good := commitTree(t, repoDir, "main", sampleProject("Hello", false), "hello")
 
-	h := startCI(t, repoDir, DefaultPlatforms(), nil)
+	h := startCI(t, repoDir, matrix.Default(), nil)
 	c := h.waitCommit(good, 15*time.Minute)
 	if c.State != forge.Passed {
 		t.Fatalf("good commit: %s (%s)\n%s", c.State, c.Title, c.Summary)

@@ -2,7 +2,6 @@ package ocamlci
 
 import (
 	"context"
-	"github.com/kiln-ci/kiln/plugins/forges"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -13,6 +12,8 @@ import (
 	"github.com/kiln-ci/kiln/forge/gitea"
 	"github.com/kiln-ci/kiln/forge/gitea/giteatest"
 	"github.com/kiln-ci/kiln/internal/testenv"
+	"github.com/kiln-ci/kiln/plugins/forges"
+	"github.com/kiln-ci/kiln/services/internal/matrix"
 )
 
 func TestGiteaCommitStatusesThroughWebhooks(t *testing.T) {
@@ -38,7 +39,7 @@ func TestGiteaCommitStatusesThroughWebhooks(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	h := startCI(t, "", DefaultPlatforms()[:1], func(s *Service) {
+	h := startCI(t, "", matrix.Default()[:1], func(s *Service) {
 		s.Forges = forgeSet("gitea", g)
 	})
 	h.repo = forge.RepoID{Forge: "gitea", Owner: srv.Admin, Name: "hello"}

@@ -2,7 +2,6 @@ package ocamlci
 
 import (
 	"context"
-	"github.com/kiln-ci/kiln/plugins/forges"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -13,6 +12,8 @@ import (
 	"github.com/kiln-ci/kiln/forge/github"
 	"github.com/kiln-ci/kiln/forge/github/githubtest"
 	"github.com/kiln-ci/kiln/internal/testenv"
+	"github.com/kiln-ci/kiln/plugins/forges"
+	"github.com/kiln-ci/kiln/services/internal/matrix"
 )
 
 func TestGitHubChecksRunsAndWebhooks(t *testing.T) {
@@ -36,7 +37,7 @@ func TestGitHubChecksRunsAndWebhooks(t *testing.T) {
 	hook := httptest.NewServer(gh.Webhook(secret, github.NewAllowList("ocaml")))
 	t.Cleanup(hook.Close)
 
-	h := startCI(t, repoDir, DefaultPlatforms()[:1], func(s *Service) {
+	h := startCI(t, repoDir, matrix.Default()[:1], func(s *Service) {
 		s.Forges = forgeSet("github", gh)
 	})
 	h.repo = forge.RepoID{Forge: "github", Owner: "ocaml", Name: "hello"}

@@ -9,9 +9,9 @@ import (
 	"strings"
 	"time"
 
-	"github.com/kiln-ci/kiln/forge"
-
 	_ "modernc.org/sqlite" // the database/sql driver "sqlite"
+
+	"github.com/kiln-ci/kiln/forge"
 )
 
 // Index records what the service did, for the web UI: the refs of each repository and

@@ -7,19 +7,15 @@ import (
 
 	"github.com/kiln-ci/kiln/git"
 	"github.com/kiln-ci/kiln/opam/repository/repotest"
+	"github.com/kiln-ci/kiln/services/internal/matrix"
+	"github.com/kiln-ci/kiln/services/internal/opamrepo"
 )
 
 func TestSolveAgainstTheRealOpamRepository(t *testing.T) {
-	o := &OpamRepository{GitDir: repotest.GitDir(t)}
-	head, err := o.readHead(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if head != repotest.Master {
-		t.Fatalf("head = %s, want %s", head, repotest.Master)
-	}
-	p := DebianPlatform("amd64")
-	solve := o.Solver(head, false, nil, nil)
+	o := &opamrepo.Repository{GitDir: repotest.GitDir(t)}
+	head := repotest.Master
+	p := matrix.Debian("amd64")
+	solve := solveWith(o, head, false, nil, nil)
 
 	a, err := Analyse(writeTree(t, map[string]string{"hello.opam": `opam-version: "2.0"
 depends: [ "ocaml" {>= "4.08"} "dune" {>= "2.0"} ]
@@ -46,7 +42,7 @@ depends: [ "ocaml" {>= "4.08"} "dune" {>= "2.0"} "fmt" {with-test} ]
 	if !strings.HasPrefix(strings.Join(pkgs, " "), "fmt.") {
 		t.Errorf("install = %v, want fmt.*", pkgs)
 	}
-	lower, err := o.Solver(head, true, nil, nil)(context.Background(), a, p)
+	lower, err := solveWith(o, head, true, nil, nil)(context.Background(), a, p)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -79,7 +75,7 @@ depends: [ "ocaml" "dune" "mylib" ]
 `,
 		ConfigFile: "opam-repositories:\n  - name: mine\n    url: " + extra + "\nlint:\n  lower-bound: false\n",
 	})
-	s := &Service{Opam: &OpamRepository{GitDir: gitDir}, Platforms: DefaultPlatforms()[:1],
+	s := &Service{Opam: &opamrepo.Repository{GitDir: gitDir}, Platforms: matrix.Default()[:1],
 		Mirrors: git.NewMirrors(t.TempDir(), git.MirrorsOptions{})}
 	plan, err := s.plan(context.Background(), AnalysisInput{Checkout: Checkout{Dir: src}, OpamCommit: repotest.Master}, t.Logf)
 	if err != nil {
@@ -118,7 +114,7 @@ pin-depends: [ "mylib.1.0" "git+file://` + lib + `#main" ]
 `,
 		ConfigFile: "lint:\n  lower-bound: false\n",
 	})
-	s := &Service{Opam: &OpamRepository{GitDir: gitDir}, Platforms: DefaultPlatforms()[:1],
+	s := &Service{Opam: &opamrepo.Repository{GitDir: gitDir}, Platforms: matrix.Default()[:1],
 		Mirrors: git.NewMirrors(t.TempDir(), git.MirrorsOptions{})}
 	plan, err := s.plan(context.Background(), AnalysisInput{Checkout: Checkout{Dir: src}, OpamCommit: repotest.Master}, t.Logf)
 	if err != nil {

@@ -11,6 +11,8 @@ import (
 	"github.com/kiln-ci/kiln/forge"
 	"github.com/kiln-ci/kiln/plugins/forges"
 	"github.com/kiln-ci/kiln/services/host"
+	"github.com/kiln-ci/kiln/services/internal/matrix"
+	"github.com/kiln-ci/kiln/services/internal/opamrepo"
 )
 
 // ServiceKind is ocaml-ci as kiln serve runs it.
@@ -32,8 +34,8 @@ type served struct {
 	noArm64              bool
 }
 
-func (c *served) platforms() []Platform {
-	ps := DefaultPlatforms()
+func (c *served) platforms() []matrix.Platform {
+	ps := matrix.Default()
 	if c.noArm64 {
 		ps = ps[:1]
 	}
@@ -41,13 +43,7 @@ func (c *served) platforms() []Platform {
 }
 
 // Pools are the fleet pools of the platforms built.
-func (c *served) Pools() []string {
-	var out []string
-	for _, p := range c.platforms() {
-		out = append(out, p.Pool)
-	}
-	return out
-}
+func (c *served) Pools() []string { return matrix.Pools(c.platforms()) }
 
 // Start opens the index and builds the pipeline over the host's forges, or over a
 // sample project made in the state dir when no forge is followed.
@@ -64,7 +60,7 @@ func (c *served) Start(ctx context.Context, env *host.Env) (*host.Running, error
 		Platforms: c.platforms(), Index: idx, Images: env.Images, BaseURL: env.BaseURL, Logger: env.Logger,
 	}
 	if c.opamRepo != "" {
-		svc.Opam = &OpamRepository{GitDir: c.opamRepo, Branch: c.opamBranch}
+		svc.Opam = &opamrepo.Repository{GitDir: c.opamRepo, Branch: c.opamBranch}
 	}
 	if env.Forges.Empty() {
 		sample := filepath.Join(env.StateDir, "sample", "hello")

@@ -27,6 +27,8 @@ import (
 	"github.com/kiln-ci/kiln/opam/repository"
 	"github.com/kiln-ci/kiln/plugins/fleetjob"
 	"github.com/kiln-ci/kiln/plugins/forges"
+	"github.com/kiln-ci/kiln/services/internal/matrix"
+	"github.com/kiln-ci/kiln/services/internal/opamrepo"
 )
 
 // Service is the ocaml-ci pipeline and its state.
@@ -38,10 +40,10 @@ type Service struct {
 	Mirrors *git.Mirrors
 	// WorkDir holds checkouts of commits.
 	WorkDir   string
-	Platforms []Platform
+	Platforms []matrix.Platform
 	// Opam is the opam repository commits are solved against. Nil: local packages may
 	// depend only on the platform's system packages (SystemSolve).
-	Opam  *OpamRepository
+	Opam  *opamrepo.Repository
 	Index *Index
 	// Images, when set, is the builder's image store folder: the platforms' Debian base
 	// images are made there (one job each, with its log) before the first build needs
@@ -257,7 +259,7 @@ func (s *Service) makeOps() {
 	s.ops.analyse = &current.Op[AnalysisInput, Plan]{
 		Name: "ocamlci-analysis",
 		Key: func(in AnalysisInput) string {
-			return in.Checkout.Repo.String() + " " + in.Checkout.Commit + " " + in.OpamCommit + " " + platformsDigest(s.Platforms)
+			return in.Checkout.Repo.String() + " " + in.Checkout.Commit + " " + in.OpamCommit + " " + matrix.Digest(s.Platforms)
 		},
 		Label:   func(in AnalysisInput) string { return "analysis " + short(in.Checkout.Commit) },
 		Timeout: 10 * time.Minute,
@@ -400,10 +402,10 @@ func (s *Service) plan(ctx context.Context, in AnalysisInput, logf func(string, 
 	}
 	if s.Opam != nil && in.OpamCommit != "" {
 		logf("solving against opam-repository %s", short(in.OpamCommit))
-		solve = s.Opam.Solver(in.OpamCommit, false, extra, pinned)
+		solve = solveWith(s.Opam, in.OpamCommit, false, extra, pinned)
 	}
 	install := map[string][]string{}
-	var solved []Platform
+	var solved []matrix.Platform
 	var failures []string
 	for _, p := range platforms {
 		pkgs, err := solve(ctx, a, p)
@@ -422,7 +424,7 @@ func (s *Service) plan(ctx context.Context, in AnalysisInput, logf func(string, 
 	plan := Plan{Analysis: a, Variants: Variants(a, solved, install)}
 	if s.Opam != nil && in.OpamCommit != "" && a.Config.Lint.LowerBoundEnabled() {
 		p := solved[0]
-		lower, err := s.Opam.Solver(in.OpamCommit, true, extra, pinned)(ctx, a, p)
+		lower, err := solveWith(s.Opam, in.OpamCommit, true, extra, pinned)(ctx, a, p)
 		switch {
 		case err != nil:
 			logf("%s: no lower-bounds solution: %v", p.Name, err)
@@ -453,7 +455,7 @@ func orNone(xs []string) string {
 
 // SystemSolve accepts a commit whose local packages depend only on each other and on
 // the packages the platform's image provides, with nothing to install.
-func SystemSolve(_ context.Context, a *Analysis, p Platform) ([]string, error) {
+func SystemSolve(_ context.Context, a *Analysis, p matrix.Platform) ([]string, error) {
 	have := map[opam.PackageName]opam.Version{}
 	for _, s := range p.System {
 		pkg, ok := opam.ParsePackage(s)
@@ -618,14 +620,6 @@ func (s *Service) publish(ctx context.Context, j *current.Job, in StatusInput) (
 func digest(s string) string {
 	h := sha256.Sum256([]byte(s))
 	return hex.EncodeToString(h[:8])
-}
-
-func platformsDigest(ps []Platform) string {
-	var b strings.Builder
-	for _, p := range ps {
-		fmt.Fprintf(&b, "%s %s %s %v;", p.Name, p.Image, p.Pool, p.System)
-	}
-	return digest(b.String())
 }
 
 func short(commit string) string {

@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/kiln-ci/kiln/builder/spec"
+	"github.com/kiln-ci/kiln/services/internal/matrix"
 )
 
 // Kind says what a variant checks.
@@ -25,9 +26,9 @@ const (
 type Variant struct {
 	// Name is shown to users and used in URLs: the platform name for builds,
 	// "(lint-fmt)" and the like for lints, "PLATFORM (lower-bound)" for lower bounds.
-	Name     string   `json:"name"`
-	Kind     Kind     `json:"kind"`
-	Platform Platform `json:"platform"`
+	Name     string          `json:"name"`
+	Kind     Kind            `json:"kind"`
+	Platform matrix.Platform `json:"platform"`
 	// Install are the packages the solve chose that the platform's image lacks, as
 	// "name.version", installed with opam in the dependency layer.
 	Install []string `json:"install,omitempty"`
@@ -115,7 +116,7 @@ func copyOpamFiles(a *Analysis) []spec.Op {
 
 // Variants lists the jobs of a commit: a build per platform and the lints that
 // apply. install gives, per platform name, the packages to install with opam.
-func Variants(a *Analysis, platforms []Platform, install map[string][]string) []Variant {
+func Variants(a *Analysis, platforms []matrix.Platform, install map[string][]string) []Variant {
 	var vs []Variant
 	for _, p := range platforms {
 		vs = append(vs, Variant{Name: p.Name, Kind: KindBuild, Platform: p, Install: install[p.Name], Experimental: p.Experimental})

@@ -1,11 +1,12 @@
 package ocamlci
 
 import (
-	"github.com/kiln-ci/kiln/forge"
 	"strings"
 	"testing"
 
 	"github.com/kiln-ci/kiln/builder/spec"
+	"github.com/kiln-ci/kiln/forge"
+	"github.com/kiln-ci/kiln/services/internal/matrix"
 )
 
 func TestVariantsAndSpecs(t *testing.T) {
@@ -17,7 +18,7 @@ func TestVariantsAndSpecs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	vs := Variants(a, DefaultPlatforms(), map[string][]string{"debian-12-4.13_amd64": {"alcotest.1.7.0"}})
+	vs := Variants(a, matrix.Default(), map[string][]string{"debian-12-4.13_amd64": {"alcotest.1.7.0"}})
 	var names []string
 	for _, v := range vs {
 		names = append(names, v.Name)
@@ -59,7 +60,7 @@ func TestVariantsAndSpecs(t *testing.T) {
 	off := false
 	a.Config.Lint.Doc = &off
 	a.OCamlFormat = ""
-	if got := len(Variants(a, DefaultPlatforms(), nil)); got != 3 {
+	if got := len(Variants(a, matrix.Default(), nil)); got != 3 {
 		t.Errorf("without fmt and doc lints: %d variants, want 3", got)
 	}
 }
@@ -85,7 +86,7 @@ func TestRebuildsOfACommitGoInTheBackgroundLane(t *testing.T) {
 
 func TestCacheHintNamesTheDependencyLayer(t *testing.T) {
 	a := &Analysis{OpamFiles: map[string][]byte{"a.opam": []byte("x")}}
-	v := Variant{Platform: Platform{Name: "p"}, Install: []string{"fmt.0.9"}}
+	v := Variant{Platform: matrix.Platform{Name: "p"}, Install: []string{"fmt.0.9"}}
 	h := dependencyLayer(a, v)
 	a2 := &Analysis{OpamFiles: map[string][]byte{"a.opam": []byte("x")}, Dune: true} // code changes do not matter
 	if dependencyLayer(a2, v) != h {
