@@ -28,6 +28,7 @@ import (
 	"github.com/kiln-ci/kiln/internal/testenv"
 	"github.com/kiln-ci/kiln/plugins/fleetjob"
 	"github.com/kiln-ci/kiln/services/internal/matrix"
+	"github.com/kiln-ci/kiln/services/internal/results"
 )
 
 // The benchmarks of the service at scale. Run them with, for example,
@@ -157,7 +158,7 @@ func startBenchServer(tb testing.TB, state string, refs []forge.Ref, o serverOpt
 		tb.Cleanup(f.Close)
 		fleet = &benchFleet{URL: f.URL, Client: f.Client}
 	}
-	idx, err := OpenIndex(filepath.Join(state, "ocamlci.db"))
+	idx, err := results.OpenIndex(filepath.Join(state, "ocamlci.db"))
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -12,6 +12,7 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/kiln-ci/kiln/internal/testenv"
+	"github.com/kiln-ci/kiln/services/internal/results"
 	"github.com/kiln-ci/kiln/web"
 )
 
@@ -28,7 +29,7 @@ func browseAndRebuild(t *testing.T, h *ciHarness, commit, variant string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ui, err := NewUI(h.svc.Index, h.engine, nil)
+	ui, err := results.NewUI(h.svc.Index, h.engine, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -19,6 +19,7 @@ import (
 	"github.com/kiln-ci/kiln/internal/testenv"
 	"github.com/kiln-ci/kiln/plugins/forges"
 	"github.com/kiln-ci/kiln/services/internal/matrix"
+	"github.com/kiln-ci/kiln/services/internal/results"
 )
 
 // sampleProject is the sample project with another greeting (a wrong one fails its
@@ -124,7 +125,7 @@ func startCIWith(t *testing.T, repoDir string, platforms []matrix.Platform, o ha
 		t.Cleanup(func() { cancel(); <-done; nc.Close() })
 	}
 
-	idx, err := OpenIndex(filepath.Join(state, "ocamlci.db"))
+	idx, err := results.OpenIndex(filepath.Join(state, "ocamlci.db"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -154,7 +155,7 @@ func startCIWith(t *testing.T, repoDir string, platforms []matrix.Platform, o ha
 }
 
 // waitCommit waits until the commit's status is final (not queued or running).
-func (h *ciHarness) waitCommit(commit string, timeout time.Duration) *CommitRecord {
+func (h *ciHarness) waitCommit(commit string, timeout time.Duration) *results.CommitRecord {
 	h.t.Helper()
 	deadline := time.Now().Add(timeout)
 	for time.Now().Before(deadline) {

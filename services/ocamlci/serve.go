@@ -13,6 +13,7 @@ import (
 	"github.com/kiln-ci/kiln/services/host"
 	"github.com/kiln-ci/kiln/services/internal/matrix"
 	"github.com/kiln-ci/kiln/services/internal/opamrepo"
+	"github.com/kiln-ci/kiln/services/internal/results"
 )
 
 // ServiceKind is ocaml-ci as kiln serve runs it.
@@ -51,7 +52,7 @@ func (c *served) Start(ctx context.Context, env *host.Env) (*host.Running, error
 	if env.Fleet == nil {
 		return nil, fmt.Errorf("ocaml-ci builds on a fleet, and the host has none")
 	}
-	idx, err := OpenIndex(filepath.Join(env.StateDir, "ocamlci.db"))
+	idx, err := results.OpenIndex(filepath.Join(env.StateDir, "ocamlci.db"))
 	if err != nil {
 		return nil, err
 	}
@@ -77,7 +78,7 @@ func (c *served) Start(ctx context.Context, env *host.Env) (*host.Running, error
 		_, err := svc.RebuildCommit(env.Engine, repo, commit)
 		return err
 	})
-	ui, err := NewUI(idx, env.Engine, env.Logger)
+	ui, err := results.NewUI(idx, env.Engine, env.Logger)
 	if err != nil {
 		idx.Close()
 		return nil, err

@@ -29,6 +29,7 @@ import (
 	"github.com/kiln-ci/kiln/plugins/forges"
 	"github.com/kiln-ci/kiln/services/internal/matrix"
 	"github.com/kiln-ci/kiln/services/internal/opamrepo"
+	"github.com/kiln-ci/kiln/services/internal/results"
 )
 
 // Service is the ocaml-ci pipeline and its state.
@@ -44,7 +45,7 @@ type Service struct {
 	// Opam is the opam repository commits are solved against. Nil: local packages may
 	// depend only on the platform's system packages (SystemSolve).
 	Opam  *opamrepo.Repository
-	Index *Index
+	Index *results.Index
 	// Images, when set, is the builder's image store folder: the platforms' Debian base
 	// images are made there (one job each, with its log) before the first build needs
 	// them. Workers elsewhere must have the images in their own stores.
@@ -175,9 +176,9 @@ func (s *Service) pipelineOf(ref current.Term[forge.Ref]) current.Term[current.U
 		in := StatusInput{Ref: r}
 		switch {
 		case a.State == current.StateFailed:
-			in.Variants = []forge.Variant{{Name: AnalysisVariant, State: forge.Failed, Message: a.Message}}
+			in.Variants = []forge.Variant{{Name: results.AnalysisVariant, State: forge.Failed, Message: a.Message}}
 		case a.State != current.StateOk:
-			in.Variants = []forge.Variant{{Name: AnalysisVariant, State: forge.Running}}
+			in.Variants = []forge.Variant{{Name: results.AnalysisVariant, State: forge.Running}}
 		case b.State == current.StateOk:
 			in.Variants = b.Value
 		default:
@@ -237,9 +238,6 @@ func (s *Service) variantStatus(b BuildInput, o current.Observed[BuildResult]) f
 	}
 	return v
 }
-
-// AnalysisVariant names the analysis in a commit's status until the variants are known.
-const AnalysisVariant = "(analysis)"
 
 func (s *Service) variantURL(r forge.RepoID, commit, variant string) string {
 	return fmt.Sprintf("%s/%s/%s/%s/commit/%s/variant/%s", strings.TrimRight(s.BaseURL, "/"), r.Forge, r.Owner, r.Name, commit, variant)
@@ -514,10 +512,10 @@ func sortedKeys[V any](m map[string]V) []string {
 func (s *Service) build(ctx context.Context, j *current.Job, b BuildInput) (BuildResult, error) {
 	idx := s.Index
 	started := time.Now()
-	idx.SetVariant(ctx, VariantRecord{Repo: b.Checkout.Repo, Commit: b.Checkout.Commit, Name: b.Variant.Name,
+	idx.SetVariant(ctx, results.VariantRecord{Repo: b.Checkout.Repo, Commit: b.Checkout.Commit, Name: b.Variant.Name,
 		JobID: j.ID(), State: forge.Running, Started: started, Experimental: b.Variant.Experimental})
 	res, err := s.runVariant(ctx, j, b)
-	rec := VariantRecord{Repo: b.Checkout.Repo, Commit: b.Checkout.Commit, Name: b.Variant.Name, JobID: j.ID(),
+	rec := results.VariantRecord{Repo: b.Checkout.Repo, Commit: b.Checkout.Commit, Name: b.Variant.Name, JobID: j.ID(),
 		State: forge.Passed, Started: started, Finished: time.Now(), Experimental: b.Variant.Experimental}
 	if err != nil {
 		rec.State = forge.Failed

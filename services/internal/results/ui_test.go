@@ -1,4 +1,4 @@
-package ocamlci
+package results
 
 import (
 	"context"

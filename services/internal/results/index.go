@@ -1,4 +1,8 @@
-package ocamlci
+// Package results is what services show of their work: an index of the refs, commits
+// and variants (jobs) a service built, in SQLite, and the web pages over it (a page per
+// forge, owner, repository, commit, variant and ref history, each with its JSON twin
+// under /api/, and badges), linking to the console's job pages for logs and actions.
+package results
 
 import (
 	"context"
@@ -14,11 +18,15 @@ import (
 	"github.com/kiln-ci/kiln/forge"
 )
 
-// Index records what the service did, for the web UI: the refs of each repository and
+// Index records what a service did, for the web UI: the refs of each repository and
 // their history, each commit's status and each variant's job.
 type Index struct {
 	db *sql.DB
 }
+
+// AnalysisVariant names the analysis of a commit in its status until the analysis
+// has listed the variants to build.
+const AnalysisVariant = "(analysis)"
 
 // VariantRecord is one variant of one commit.
 type VariantRecord struct {

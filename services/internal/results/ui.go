@@ -1,4 +1,4 @@
-package ocamlci
+package results
 
 import (
 	"embed"
@@ -24,7 +24,7 @@ var templateFS embed.FS
 // Forges are the forge names the UI serves, as the first element of its paths.
 var Forges = []string{"github", "gitea", "git"}
 
-// UI is the public web interface of the service, with the OCaml service's URL scheme:
+// UI is the public web interface of a service, with the OCaml CI services' URL scheme:
 // /FORGE/ORG, /FORGE/ORG/REPO, …/commit/HASH, …/commit/HASH/variant/VARIANT,
 // …/history/branch/NAME, …/history/pull/N, /badge/ORG/REPO/BRANCH; and the same under
 // /api/ as JSON. Actions on jobs (rebuild, cancel) are the console's job pages.
@@ -103,6 +103,13 @@ type httpError struct {
 
 func (e *httpError) Error() string { return e.msg }
 
+func short(commit string) string {
+	if len(commit) > 12 {
+		return commit[:12]
+	}
+	return commit
+}
+
 func notFound(format string, args ...any) error {
 	return &httpError{http.StatusNotFound, fmt.Sprintf(format, args...)}
 }
@@ -123,7 +130,7 @@ func (u *UI) page(api bool, h func(r *http.Request) (view, error)) http.Handler 
 			if errors.As(err, &he) {
 				code = he.code
 			} else {
-				u.Logger.Error("ocaml-ci page", "path", r.URL.Path, "err", err)
+				u.Logger.Error("results page", "path", r.URL.Path, "err", err)
 			}
 			if api {
 				w.Header().Set("Content-Type", "application/json")
