@@ -158,25 +158,23 @@ func (s *Service) pipelineOf(ref current.Term[forge.Ref]) current.Term[current.U
 	if s.Opam != nil {
 		opamHead = s.Opam.Head()
 	}
-	plan := current.Do(s.ops.analyse, current.Map(current.Pair(src, opamHead), func(t current.Tuple[Checkout, string]) AnalysisInput {
-		return AnalysisInput{Checkout: t.First, OpamCommit: t.Second}
+	plan := current.Do(s.ops.analyse, current.Map2(src, opamHead, func(co Checkout, opamCommit string) AnalysisInput {
+		return AnalysisInput{Checkout: co, OpamCommit: opamCommit}
 	}))
-	inputs := current.Gate(current.Map(current.Pair(current.Pair(ref, src), plan), func(t current.Tuple[current.Tuple[forge.Ref, Checkout], Plan]) []BuildInput {
-		return s.buildInputs(t.First.First, t.First.Second, t.Second)
-	}), s.basesReady)
+	inputs := current.Gate(current.Map3(ref, src, plan, s.buildInputs), s.basesReady)
 	builds := current.ListMap(inputs, func(b BuildInput) string { return b.Variant.Name }, func(b current.Term[BuildInput]) current.Term[forge.Variant] {
-		result := current.Observe(current.Do(s.ops.build, b))
-		return current.Map(current.Pair(b, result), func(t current.Tuple[BuildInput, current.Observed[BuildResult]]) forge.Variant {
-			return s.variantStatus(t.First, t.Second)
-		})
+		return current.Map2(b, current.Observe(current.Do(s.ops.build, b)), s.variantStatus)
 	})
 	analysis := current.Observe(plan)
-	status := current.Map(current.Pair(current.Pair(ref, analysis), current.Observe(builds)), func(t current.Tuple[current.Tuple[forge.Ref, current.Observed[Plan]], current.Observed[[]forge.Variant]]) StatusInput {
-		r, a, b := t.First.First, t.First.Second, t.Second
+	status := current.Map3(ref, analysis, current.Observe(builds), func(r forge.Ref, a current.Observed[Plan], b current.Observed[[]forge.Variant]) StatusInput {
 		in := StatusInput{Ref: r}
 		switch {
 		case a.State == current.StateFailed:
-			in.Variants = []forge.Variant{{Name: results.AnalysisVariant, State: forge.Failed, Message: a.Message}}
+			st := forge.Failed
+			if a.Kind.Infrastructure() {
+				st = forge.Error
+			}
+			in.Variants = []forge.Variant{{Name: results.AnalysisVariant, State: st, Message: a.Message, FailingLines: a.Lines}}
 		case a.State != current.StateOk:
 			in.Variants = []forge.Variant{{Name: results.AnalysisVariant, State: forge.Running}}
 		case b.State == current.StateOk:
