@@ -25,14 +25,15 @@ var ServiceKind = host.Kind{
 		fs.StringVar(&s.opamRepo, "opam-repository", "", "git directory of an opam-repository clone to solve against (default: the platform's own packages only)")
 		fs.StringVar(&s.opamBranch, "opam-branch", "master", "branch of --opam-repository followed")
 		fs.BoolVar(&s.noArm64, "no-arm64", false, "leave out the emulated arm64 platform")
+		fs.BoolVar(&s.noBaseImages, "no-base-images", false, "do not make the platforms' Debian base images in the state dir (the workers have them)")
 		return s
 	},
 }
 
 // served is ocaml-ci configured by its flags, before it starts.
 type served struct {
-	opamRepo, opamBranch string
-	noArm64              bool
+	opamRepo, opamBranch  string
+	noArm64, noBaseImages bool
 }
 
 func (c *served) platforms() []matrix.Platform {
@@ -59,6 +60,9 @@ func (c *served) Start(ctx context.Context, env *host.Env) (*host.Running, error
 	svc := &Service{
 		Forges: env.Forges, Fleet: env.Fleet, Mirrors: env.Mirrors, WorkDir: filepath.Join(env.StateDir, "ocamlci"),
 		Platforms: c.platforms(), Index: idx, Images: env.Images, BaseURL: env.BaseURL, Logger: env.Logger,
+	}
+	if c.noBaseImages {
+		svc.Images = ""
 	}
 	if c.opamRepo != "" {
 		svc.Opam = &opamrepo.Repository{GitDir: c.opamRepo, Branch: c.opamBranch}
