@@ -20,8 +20,10 @@ func putParser(p *parser) {
 	parsers.Put(p)
 }
 
-// maxDepth bounds the nesting of values, so hostile input cannot exhaust the stack.
-const maxDepth = 500
+// maxDepth bounds the nesting of values (brackets, parentheses, option braces and
+// prefix operators), so hostile input cannot exhaust memory; opam 2.1 reads files
+// nested 10,000 deep.
+const maxDepth = 10000
 
 type parser struct {
 	lx    lexer
@@ -70,6 +72,16 @@ func ParseValue(filename, src string) (Value, error) {
 }
 
 func (p *parser) advance() error { return p.lx.next(&p.tok) }
+
+// enter counts one more level of nesting at the current token (the caller
+// decrements p.depth when leaving it).
+func (p *parser) enter() error {
+	if p.depth >= maxDepth {
+		return p.lx.errAt(p.tok.pos, "values nested more than %d deep", maxDepth)
+	}
+	p.depth++
+	return nil
+}
 
 func (p *parser) unexpected(expected string) error {
 	return p.lx.errAt(p.tok.pos, "unexpected %s, expected %s", p.tok.describe(), expected)
@@ -143,11 +155,6 @@ func (p *parser) items(inSection bool) ([]Item, error) {
 
 // value parses `or` (lowest precedence): and ('|' and)*
 func (p *parser) value() (Value, error) {
-	p.depth++
-	defer func() { p.depth-- }()
-	if p.depth > maxDepth {
-		return Value{}, p.lx.errAt(p.tok.pos, "values nested too deeply")
-	}
 	l, err := p.and()
 	if err != nil {
 		return l, err
@@ -188,11 +195,10 @@ func (p *parser) unary() (Value, error) {
 	if p.tok.kind != tPfxop {
 		return p.postfix()
 	}
-	p.depth++
-	defer func() { p.depth-- }()
-	if p.depth > maxDepth {
-		return Value{}, p.lx.errAt(p.tok.pos, "values nested too deeply")
+	if err := p.enter(); err != nil {
+		return Value{}, err
 	}
+	defer func() { p.depth-- }()
 	pos, op := p.tok.pos, p.tok.op
 	if err := p.advance(); err != nil {
 		return Value{}, err
@@ -211,10 +217,14 @@ func (p *parser) postfix() (Value, error) {
 		return v, err
 	}
 	for p.tok.kind == tLBrace {
+		if err := p.enter(); err != nil {
+			return Value{}, err
+		}
 		if err := p.advance(); err != nil {
 			return Value{}, err
 		}
 		sub, err := p.values(&v, tRBrace)
+		p.depth--
 		if err != nil {
 			return Value{}, err
 		}
@@ -273,11 +283,10 @@ func (p *parser) primary() (Value, error) {
 		if p.tok.kind == tLPar {
 			kind, closing = KGroup, tRPar
 		}
-		p.depth++
-		defer func() { p.depth-- }()
-		if p.depth > maxDepth {
-			return Value{}, p.lx.errAt(pos, "values nested too deeply")
+		if err := p.enter(); err != nil {
+			return Value{}, err
 		}
+		defer func() { p.depth-- }()
 		if err := p.advance(); err != nil {
 			return Value{}, err
 		}

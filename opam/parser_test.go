@@ -173,6 +173,33 @@ x-ci-accept-failures: ["debian-11"]
 	}
 }
 
+// TestDeepNesting reads values nested as deep as opam 2.1 reads them, and prints them
+// back.
+func TestDeepNesting(t *testing.T) {
+	const n = 10000
+	tests := []struct{ name, src string }{
+		{"lists", "x-deep: " + strings.Repeat("[", n) + strings.Repeat("]", n)},
+		{"groups", "depends: [" + strings.Repeat("(", n-1) + `"a"` + strings.Repeat(")", n-1) + "]"},
+		{"prefix operators", "x-not: " + strings.Repeat("!", n) + "a"},
+		{"options", "x-opt: a" + strings.Repeat(" {b", n) + strings.Repeat("}", n)},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			f, err := ParseString("f", tc.src)
+			if err != nil {
+				t.Fatal(err)
+			}
+			g, err := ParseString("f", f.String())
+			if err != nil {
+				t.Fatalf("printed file does not parse: %v", err)
+			}
+			if g.String() != f.String() {
+				t.Errorf("printing does not round-trip")
+			}
+		})
+	}
+}
+
 func TestErrorsHavePositions(t *testing.T) {
 	for _, c := range []struct{ src, want string }{
 		{"name: \"x\"\ndepends: [ \"a\" {>= } ]", "f:2:20: unexpected '}'"},
@@ -187,7 +214,10 @@ func TestErrorsHavePositions(t *testing.T) {
 		{"x: $", "f:1:4: \"$\" is not a valid token"},
 		{"x: a =:= b", "f:1:6: \"=:=\" is not a valid"},
 		{"url {\n  src: \"a\"\n", "f:3:1: unexpected end of file, expected '}'"},
-		{"x: " + strings.Repeat("[", 1000), "nested too deeply"},
+		{"x: " + strings.Repeat("[", 10001), "f:1:10004: values nested more than 10000 deep"},
+		{"x: " + strings.Repeat("(", 10001), "values nested more than 10000 deep"},
+		{"x: " + strings.Repeat("!", 10001) + "a", "values nested more than 10000 deep"},
+		{"x: a" + strings.Repeat(" {b", 10001), "values nested more than 10000 deep"},
 		{"x: 99999999999999999999", "invalid integer"},
 		{"x: a\r y: b", "f:1:5: '\\r' is not a valid token"},
 	} {

@@ -99,7 +99,7 @@ func init() {
 
 func opamLintCmd() *cobra.Command {
 	var f opamFlags
-	var only21, publication bool
+	var only21, publication, checkUpstream bool
 	c := &cobra.Command{
 		Use:   "lint PATH...",
 		Short: "Check package directories or opam files as opam lint and opam-repository CI do",
@@ -112,7 +112,8 @@ Exit status 1 when any error is found.`,
 				ctx = lint.DefaultContext()
 			}
 			if only21 {
-				ctx.Opam = "2.1"
+				// opam 2.1 checks the url's checksum (59) only with --check-upstream.
+				ctx.Opam, ctx.CheckUpstream = "2.1", checkUpstream
 			}
 			var all []lint.Finding
 			for _, a := range args {
@@ -163,6 +164,7 @@ Exit status 1 when any error is found.`,
 	}
 	c.Flags().BoolVar(&f.json, "json", false, "print findings as JSON")
 	c.Flags().BoolVar(&only21, "opam-2.1", false, "reproduce opam 2.1's lint instead of the current one")
+	c.Flags().BoolVar(&checkUpstream, "check-upstream", false, "with --opam-2.1: also the check opam lint --check-upstream adds without a download (59, url without a checksum)")
 	c.Flags().BoolVar(&publication, "publication", false, "add the opam-repository CI rules for published packages")
 	return c
 }

@@ -10,6 +10,7 @@ import (
 	"path"
 	"path/filepath"
 	"sort"
+	"strings"
 
 	"github.com/kiln-ci/kiln/opam"
 )
@@ -122,6 +123,9 @@ type Context struct {
 	New bool
 	// Names holds the repository's existing package names, for name collisions.
 	Names *Names
+	// Twins lists the other versions of the package in the repository that opam
+	// considers equal to this one (`1.0` and `1.00`), of which opam sees only one.
+	Twins []opam.Version
 	// Opam selects the opam release whose `opam lint` to reproduce: "" for the
 	// current one (what opam-repository CI runs), "2.1" for opam 2.1 (Debian's).
 	// See the rule catalogue in docs/opam-format.md for the differences.
@@ -227,10 +231,20 @@ func (l *linter) run() {
 		if e, ok := err.(*opam.Error); ok {
 			pos, msg = e.Pos, e.Msg
 		}
+		if l.opam21() {
+			// opam 2.1 reports a syntax error as a format error.
+			l.add("opam-2", Error, pos, "File format error at line %d, column %d: Parse error", pos.Line, max(pos.Col-1, 0))
+			return
+		}
 		l.add("opam-1", Error, pos, "File does not parse: %s", msg)
 		return
 	}
 	l.f = f
+	if l.opam21() && !formatVersion21(f) {
+		// opam 2.1 reads no further than an opam-version it does not support.
+		l.add("opam-2", Error, l.itemPos("opam-version"), "File format error: unsupported or missing file format version; should be 2.0 or older")
+		return
+	}
 	if l.pkg.Name == "" {
 		l.pkg.Name = f.Name()
 	}
@@ -246,4 +260,29 @@ func (l *linter) run() {
 	if l.ctx.Checks&Archive != 0 {
 		l.archive()
 	}
+}
+
+// formatVersion21 reports whether opam 2.1 reads f: its opam-version field is a
+// string whose MAJOR.MINOR is at most 2.0.
+func formatVersion21(f *opam.File) bool {
+	v, ok := f.Field("opam-version")
+	if !ok || v.Kind != opam.KString {
+		return false
+	}
+	return opam.CompareVersions(noPatch(v.S), "2.0") <= 0
+}
+
+// noPatch is opam's OpamVersion.nopatch: what comes before a second dot, or else the
+// leading run of digits and dots.
+func noPatch(v string) string {
+	if i := strings.IndexByte(v, '.'); i >= 0 {
+		if j := strings.IndexByte(v[i+1:], '.'); j >= 0 {
+			return v[:i+1+j]
+		}
+	}
+	i := 0
+	for i < len(v) && (v[i] == '.' || v[i] >= '0' && v[i] <= '9') {
+		i++
+	}
+	return v[:i]
 }

@@ -77,6 +77,8 @@ func TestRules(t *testing.T) {
 		pkg   string
 	}{
 		{rule: "opam-1", edit: add(`depends: [`)},
+		{rule: "opam-2", edit: add(`depends: [`), ctx: func(c *Context) { c.Opam = "2.1" }},
+		{rule: "opam-2", edit: replace(`opam-version: "2.0"`, `opam-version: "2.1"`), ctx: func(c *Context) { c.Opam = "2.1" }},
 		{rule: "opam-3", edit: add(`unknown-field: "x"`)},
 		{rule: "opam-3", edit: add(`synopsis: "Again"`)},
 		{rule: "opam-3", edit: replace(`"alcotest" {with-test}`, `"alcotest" {with-test} 42`)},
@@ -148,6 +150,7 @@ func TestRules(t *testing.T) {
 		{rule: "repo-dune-build", edit: replace(`"dune" {>= "3.0"}`, `"dune" {build & >= "3.0"}`)},
 		{rule: "repo-name-collision", pkg: "foo-bar"},
 		{rule: "repo-restricted-prefix", pkg: "ocaml-option-foo"},
+		{rule: "repo-version-twin", ctx: func(c *Context) { c.Twins = []opam.Version{"1.00"} }},
 		{rule: "repo-missing-upper-bound", ctx: func(c *Context) { c.Checks = Archive }},
 		{rule: "repo-archive-reason", ctx: func(c *Context) { c.Checks = Archive }},
 		{rule: "repo-archive-commit", ctx: func(c *Context) { c.Checks = Archive }},

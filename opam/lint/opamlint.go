@@ -198,7 +198,8 @@ func (l *linter) opamLint() {
 		if it.Section != nil && it.Name == "extra-source" {
 			continue
 		}
-		if seen[it.Name] {
+		if seen[it.Name] && !(l.opam21() && strings.HasPrefix(it.Name, "x-")) {
+			// opam 2.1 keeps the last of repeated extension fields.
 			l.add("opam-3", Error, it.Pos, "File format error in '%s' at line %d, column %d: Duplicate field %s", it.Name, it.Pos.Line, it.Pos.Col-1, it.Name)
 			return
 		}
@@ -286,7 +287,7 @@ func (l *linter) opamLint() {
 		ov = "1.2"
 	}
 	// 20, 21: opam-version.
-	if strings.Count(ov, ".") >= 2 {
+	if noPatch(ov) != ov {
 		l.add("opam-20", Warning, l.itemPos("opam-version"), "Field 'opam-version' refers to the patch version of opam, it should be of the form MAJOR.MINOR: %q", ov)
 	}
 	if opam.CompareVersions(ov, "2.0") != 0 {
@@ -564,7 +565,10 @@ func (l *linter) opamLint() {
 		// opam 2.1 takes any URL without a known archive extension for version control.
 		urlVCS = !archiveExtension(url.Src)
 	}
-	if l.ctx.CheckUpstream && url != nil && !urlVCS && !l.hasFlag("conf") && len(url.Checksums)+len(url.BadChecksums) == 0 {
+	if l.opam21() && l.ctx.CheckUpstream && url != nil && len(url.Checksums)+len(url.BadChecksums) == 0 {
+		// opam 2.1 asks for a checksum on any url, version control and conf packages too.
+		l.add("opam-59", Warning, url.Pos, "url doesn't contain a checksum")
+	} else if !l.opam21() && l.ctx.CheckUpstream && url != nil && !urlVCS && !l.hasFlag("conf") && len(url.Checksums)+len(url.BadChecksums) == 0 {
 		l.add("opam-59", Warning, url.Pos, "url doesn't contain a checksum")
 	}
 	if contains(commandVariables(runTest), "with-test") {

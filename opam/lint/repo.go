@@ -224,6 +224,9 @@ func (l *linter) publication() {
 			}
 		}
 	}
+	for _, v := range l.ctx.Twins {
+		l.add("repo-version-twin", Error, opam.Pos{}, "Version '%s' is equal to version '%s' of the same package as opam compares versions (it ignores leading zeros in numbers, and a missing number counts as 0): opam sees only one of them", dir.Version, v)
+	}
 	if l.ctx.New {
 		for _, other := range l.ctx.Names.Collisions(l.pkg.Name) {
 			l.add("repo-name-collision", Warning, opam.Pos{}, "Possible name collision with package '%s'", other)

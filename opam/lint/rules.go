@@ -13,6 +13,7 @@ type Rule struct {
 var Rules = []Rule{
 	{"opam-0", Error, OpamLint, "the package directory has no opam file"},
 	{"opam-1", Error, OpamLint, "the opam file does not parse"},
+	{"opam-2", Error, OpamLint, "opam 2.1: the file does not parse, or its opam-version is missing or newer than 2.0"},
 	{"opam-3", Error, OpamLint, "unknown field or section, or a field of the wrong type"},
 	{"opam-4", Warning, OpamLint, "name or version field differs from the directory"},
 	{"opam-20", Warning, OpamLint, "opam-version names a patch version"},
@@ -73,6 +74,7 @@ var Rules = []Rule{
 	{"repo-dune-build", Warning, Publication, "dune as a {build} dependency"},
 	{"repo-name-collision", Warning, Publication, "new name similar to an existing one (case, - and _)"},
 	{"repo-restricted-prefix", Warning, Publication, "new name with a prefix reserved for compiler and platform packages"},
+	{"repo-version-twin", Error, Publication, "another version of the package is equal to this one as opam compares versions"},
 	{"repo-missing-upper-bound", Error, Archive, "archived package dependency without upper bound"},
 	{"repo-archive-reason", Error, Archive, "x-reason-for-archiving missing or invalid"},
 	{"repo-archive-commit", Error, Archive, "x-opam-repository-commit-hash-at-time-of-archiving missing"},

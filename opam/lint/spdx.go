@@ -9,24 +9,39 @@ import (
 //go:embed spdx.txt
 var spdxData string
 
+//go:embed spdx21.txt
+var spdx21Data string
+
 var (
 	spdxOnce       sync.Once
 	spdxLicenses   map[string]bool
 	spdxExceptions map[string]bool
+	// unknown21Licenses and unknown21Exceptions hold the identifiers opam 2.1 does
+	// not know.
+	unknown21Licenses   map[string]bool
+	unknown21Exceptions map[string]bool
 )
 
 func loadSPDX() {
-	spdxLicenses, spdxExceptions = map[string]bool{}, map[string]bool{}
-	set := spdxLicenses
-	for _, line := range strings.Split(spdxData, "\n") {
+	spdxLicenses, spdxExceptions = readIDs(spdxData)
+	unknown21Licenses, unknown21Exceptions = readIDs(spdx21Data)
+}
+
+// readIDs reads a list of license identifiers, then exception identifiers after the
+// marker line, lower-cased.
+func readIDs(data string) (licenses, exceptions map[string]bool) {
+	licenses, exceptions = map[string]bool{}, map[string]bool{}
+	set := licenses
+	for _, line := range strings.Split(data, "\n") {
 		switch {
 		case line == "" || strings.HasPrefix(line, "#"):
 		case line == "-- exceptions":
-			set = spdxExceptions
+			set = exceptions
 		default:
 			set[strings.ToLower(line)] = true
 		}
 	}
+	return licenses, exceptions
 }
 
 // ValidLicense reports whether s is an SPDX license expression: identifiers
@@ -151,9 +166,6 @@ func isAlnum(c byte) bool {
 	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')
 }
 
-// exceptionsAfter21 are exception identifiers newer than the SPDX list opam 2.1 knows.
-var exceptionsAfter21 = map[string]bool{"lgpl-3.0-linking-exception": true}
-
 // validLicense21 is opam 2.1's license check: one identifier, optionally followed by
 // + and by WITH and an exception; no AND, OR, parentheses or LicenseRef.
 func validLicense21(s string) bool {
@@ -163,11 +175,12 @@ func validLicense21(s string) bool {
 	case len(toks) == 1:
 	case len(toks) == 3 && toks[1] == "WITH":
 		e := strings.ToLower(toks[2])
-		if !spdxExceptions[e] || exceptionsAfter21[e] {
+		if !spdxExceptions[e] || unknown21Exceptions[e] {
 			return false
 		}
 	default:
 		return false
 	}
-	return !strings.HasPrefix(toks[0], "LicenseRef-") && !strings.HasPrefix(toks[0], "DocumentRef-") && spdxID(toks[0])
+	return !strings.HasPrefix(toks[0], "LicenseRef-") && !strings.HasPrefix(toks[0], "DocumentRef-") && spdxID(toks[0]) &&
+		!unknown21Licenses[strings.ToLower(strings.TrimSuffix(toks[0], "+"))]
 }

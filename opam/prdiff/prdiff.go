@@ -169,6 +169,9 @@ func Analyse(ctx context.Context, gitDir, base, head string, baseRepo *repositor
 			}
 			lctx.New = ch.Kind == NewPackage
 			lctx.Names = names
+			for _, tw := range newRepo.Twins(pk) {
+				lctx.Twins = append(lctx.Twins, tw.Version)
+			}
 			in, err := lintInput(ctx, gitDir, merged, dir, pk)
 			if err != nil {
 				return nil, err

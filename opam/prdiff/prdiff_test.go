@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/kiln-ci/kiln/internal/testenv"
+	"github.com/kiln-ci/kiln/opam/lint"
 	"github.com/kiln-ci/kiln/opam/prdiff"
 )
 
@@ -34,6 +35,20 @@ func write(t *testing.T, dir, path, text string) {
 	if err := os.WriteFile(p, []byte(text), 0o644); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// commitAndAnalyse commits the work tree of dir as a pull request and analyses it
+// against baseID.
+func commitAndAnalyse(t *testing.T, dir, baseID string) *prdiff.Result {
+	t.Helper()
+	git(t, dir, "add", ".")
+	git(t, dir, "commit", "-q", "-m", "pr")
+	head := git(t, dir, "rev-parse", "HEAD")
+	res, err := prdiff.Analyse(context.Background(), filepath.Join(dir, ".git"), baseID, head, nil, prdiff.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res
 }
 
 const base = `opam-version: "2.0"
@@ -62,14 +77,7 @@ func TestClassifyEachKind(t *testing.T) {
 	write(t, dir, "packages/e/e.1/files/fix.patch", "--- a\n+++ b\n")
 	write(t, dir, "packages/e/e.1/README", "stray\n")
 	write(t, dir, "README.md", "hello\n")
-	git(t, dir, "add", ".")
-	git(t, dir, "commit", "-q", "-m", "pr")
-	head := git(t, dir, "rev-parse", "HEAD")
-
-	res, err := prdiff.Analyse(context.Background(), filepath.Join(dir, ".git"), baseID, head, nil, prdiff.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	res := commitAndAnalyse(t, dir, baseID)
 	got := map[string]prdiff.Kind{}
 	for _, c := range res.Changes {
 		got[c.Package.String()] = c.Kind
@@ -96,5 +104,44 @@ func TestClassifyEachKind(t *testing.T) {
 		if c.Kind == prdiff.NewPackage && len(c.Lint) == 0 {
 			t.Errorf("new package %s without lint findings (no url, no license...)", c.Package)
 		}
+	}
+}
+
+func TestVersionTwinIsFlagged(t *testing.T) {
+	testenv.RequireCommand(t, "git")
+	dir := t.TempDir()
+	git(t, dir, "init", "-q", "-b", "master")
+	write(t, dir, "packages/ocaml/ocaml.5.5.0+introcaml/opam", base)
+	write(t, dir, "packages/foo/foo.1.0/opam", base)
+	git(t, dir, "add", ".")
+	git(t, dir, "commit", "-q", "-m", "base")
+	baseID := git(t, dir, "rev-parse", "HEAD")
+	write(t, dir, "packages/ocaml/ocaml.5.5.0+introcaml0/opam", base)
+	write(t, dir, "packages/foo/foo.1.1/opam", base)
+	res := commitAndAnalyse(t, dir, baseID)
+	tests := []struct {
+		pkg  string
+		twin bool
+	}{
+		{"ocaml.5.5.0+introcaml0", true},
+		{"foo.1.1", false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.pkg, func(t *testing.T) {
+			i := slices.IndexFunc(res.Changes, func(c prdiff.Change) bool { return c.Package.String() == tc.pkg })
+			if i < 0 {
+				t.Fatalf("%s not in the changes %v", tc.pkg, res.Changes)
+			}
+			c := res.Changes[i]
+			if c.Kind != prdiff.NewRelease {
+				t.Errorf("kind %q, want %q", c.Kind, prdiff.NewRelease)
+			}
+			found := slices.ContainsFunc(c.Lint, func(f lint.Finding) bool {
+				return f.Rule == "repo-version-twin" && strings.Contains(f.Message, "'5.5.0+introcaml'")
+			})
+			if found != tc.twin {
+				t.Errorf("twin flagged %v, want %v: %v", found, tc.twin, c.Lint)
+			}
+		})
 	}
 }
