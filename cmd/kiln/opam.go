@@ -437,18 +437,23 @@ func solveAllLatest(ctx context.Context, out io.Writer, u *solver.Universe, base
 func opamRevdepsCmd() *cobra.Command {
 	var f opamFlags
 	var opts revdeps.Options
-	var withTest bool
+	var withTest, allVersions bool
 	c := &cobra.Command{
-		Use:   "revdeps NAME.VERSION",
+		Use:   "revdeps NAME[.VERSION]",
 		Short: "List the package versions that depend on a package and can be installed with it",
 		Long: `List the reverse dependencies of a package version, as
-opam list --depends-on P --coinstallable-with P --all-versions [--recursive] [--depopts] [--with-test].`,
+opam list --depends-on P --coinstallable-with P --all-versions [--recursive] [--depopts] [--with-test] [-A].
+With a bare NAME, the reverse dependencies of every version of it, each coinstallable with the
+version it depends on.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
-			pkg, ok := opam.ParsePackage(args[0])
+			pkg, ok := opam.Package{Name: opam.PackageName(args[0])}, opam.ValidName(args[0])
 			if !ok {
-				return fmt.Errorf("want NAME.VERSION, got %q", args[0])
+				pkg, ok = opam.ParsePackage(args[0])
+			}
+			if !ok {
+				return fmt.Errorf("want NAME or NAME.VERSION, got %q", args[0])
 			}
 			r, err := f.load(ctx)
 			if err != nil {
@@ -468,12 +473,20 @@ opam list --depends-on P --coinstallable-with P --all-versions [--recursive] [--
 					bar.Set(done)
 				}
 			}
-			list, err := revdeps.Of(ctx, u, pkg, opts)
+			var list []opam.Package
+			if pkg.Version == "" {
+				list, err = revdeps.OfName(ctx, u, pkg.Name, opts)
+			} else {
+				list, err = revdeps.Of(ctx, u, pkg, opts)
+			}
 			if bar != nil {
 				bar.Finish()
 			}
 			if err != nil {
 				return err
+			}
+			if !allVersions {
+				list = revdeps.Latest(list)
 			}
 			out := cmd.OutOrStdout()
 			if f.json {
@@ -496,6 +509,8 @@ opam list --depends-on P --coinstallable-with P --all-versions [--recursive] [--
 	c.Flags().BoolVar(&opts.Depopts, "depopts", false, "count optional dependencies")
 	c.Flags().BoolVar(&withTest, "with-test", false, "count test dependencies")
 	c.Flags().BoolVar(&opts.AnyInstallable, "no-coinstallable", false, "skip the coinstallability check")
+	c.Flags().BoolVarP(&opts.All, "all", "A", false, "count versions unavailable on the platform too (with --no-coinstallable: they are never coinstallable)")
+	c.Flags().BoolVar(&allVersions, "all-versions", true, "list every version; --all-versions=false lists the newest of each package")
 	return c
 }
 

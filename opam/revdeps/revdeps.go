@@ -20,6 +20,9 @@ import (
 type Options struct {
 	Recursive bool // --recursive
 	Depopts   bool // --depopts
+	// All counts the versions unavailable on the platform too (-A); they are never
+	// coinstallable, so it matters with AnyInstallable.
+	All bool
 	// --with-test is the universe's (solver.Flags.WithTest): build it with the flag.
 
 	// AnyInstallable skips the coinstallability filter (plain --depends-on).
@@ -43,7 +46,12 @@ func Candidates(u *solver.Universe, pkg opam.Package, opts Options) ([]*solver.C
 	if c == nil {
 		return nil, fmt.Errorf("revdeps: unknown package %s", pkg)
 	}
-	direct := u.DependsOn(c, opts.Depopts)
+	var direct []*solver.Cand
+	if opts.All {
+		direct = u.DependsOnAll(c, opts.Depopts)
+	} else {
+		direct = u.DependsOn(c, opts.Depopts)
+	}
 	if !opts.Recursive {
 		return sorted(direct, c), nil
 	}
@@ -53,7 +61,7 @@ func Candidates(u *solver.Universe, pkg opam.Package, opts Options) ([]*solver.C
 	for len(queue) > 0 {
 		x := queue[0]
 		queue = queue[1:]
-		for _, y := range u.DependsOnNoCopy(x, opts.Depopts) {
+		for _, y := range u.DependsOnNoCopy(x, opts.Depopts, opts.All) {
 			if !seen[y] {
 				seen[y] = true
 				out = append(out, y)
@@ -136,6 +144,50 @@ func Of(ctx context.Context, u *solver.Universe, pkg opam.Package, opts Options)
 		}
 	}
 	return out, nil
+}
+
+// OfName returns the reverse dependencies of every version of a package, as
+// `opam list --depends-on NAME` does: each listed version depends on some version of
+// the package and (unless AnyInstallable) can be installed together with it.
+func OfName(ctx context.Context, u *solver.Universe, name opam.PackageName, opts Options) ([]opam.Package, error) {
+	vs := u.Versions(name)
+	if len(vs) == 0 {
+		return nil, fmt.Errorf("revdeps: unknown package %s", name)
+	}
+	seen := map[opam.Package]bool{}
+	var out []opam.Package
+	for _, v := range vs {
+		list, err := Of(ctx, u, opam.Package{Name: v.Name, Version: v.Version}, opts)
+		if err != nil {
+			return nil, err
+		}
+		for _, p := range list {
+			if !seen[p] {
+				seen[p] = true
+				out = append(out, p)
+			}
+		}
+	}
+	slices.SortFunc(out, func(a, b opam.Package) int {
+		if a.Name != b.Name {
+			return strings.Compare(string(a.Name), string(b.Name))
+		}
+		return opam.CompareVersions(string(a.Version), string(b.Version))
+	})
+	return out, nil
+}
+
+// Latest keeps the newest version of each name of a sorted list, as opam list shows
+// without --all-versions.
+func Latest(list []opam.Package) []opam.Package {
+	var out []opam.Package
+	for i, p := range list {
+		if i+1 < len(list) && list[i+1].Name == p.Name {
+			continue
+		}
+		out = append(out, p)
+	}
+	return out
 }
 
 // Coinstallable reports whether c can be installed together with pkg, with the test

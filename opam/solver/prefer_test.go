@@ -3,36 +3,20 @@ package solver_test
 import (
 	"context"
 	"fmt"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 
 	"github.com/kiln-ci/kiln/opam"
 	"github.com/kiln-ci/kiln/opam/repository"
+	"github.com/kiln-ci/kiln/opam/repository/repotest"
 	"github.com/kiln-ci/kiln/opam/solver"
 )
 
-// smallRepo writes opam files (by name.version, the text after opam-version) to a
-// checkout and indexes it.
+// smallRepo indexes a repository of a few opam files (see repotest.Files).
 func smallRepo(t testing.TB, files map[string]string) *repository.Repo {
 	t.Helper()
-	dir := t.TempDir()
-	for nv, body := range files {
-		p, ok := opam.ParsePackage(nv)
-		if !ok {
-			t.Fatalf("bad package %q", nv)
-		}
-		d := filepath.Join(dir, "packages", string(p.Name), nv)
-		if err := os.MkdirAll(d, 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(d, "opam"), []byte("opam-version: \"2.0\"\n"+body+"\n"), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	r, err := repository.LoadDir(context.Background(), dir)
+	r, err := repository.LoadDir(context.Background(), repotest.Files(t, files))
 	if err != nil {
 		t.Fatal(err)
 	}

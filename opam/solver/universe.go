@@ -82,9 +82,15 @@ type Universe struct {
 	env      opam.Env
 	Flags    Flags
 	byName   map[opam.PackageName][]*Cand // increasing versions
-	revOnce  sync.Once
-	rev      map[*Cand][]*Cand // reverse edges: who may depend on a version
-	revOpt   map[*Cand][]*Cand // reverse edges through depopts
+	// revAvail links the versions available on the platform, revAll every version.
+	revAvail, revAll reverseIndex
+}
+
+// reverseIndex holds the reverse edges of a universe: who may depend on a version.
+type reverseIndex struct {
+	once   sync.Once
+	rev    map[*Cand][]*Cand // through depends
+	revOpt map[*Cand][]*Cand // through depopts
 }
 
 // Flags select dependency flags applied to every package of a universe, as opam's
@@ -300,54 +306,80 @@ func atomString(a opam.Atom) string {
 	return string(a.Name) + " {" + a.Constraint.Format(func(c opam.Constraint) string { return c.Op.String() + " " + string(c.Version) }) + "}"
 }
 
+// reverse returns the reverse index, built on first use: of the versions available
+// on the platform, or of every version when all is set (opam list's -A).
+func (u *Universe) reverse(all bool) *reverseIndex {
+	ix := &u.revAvail
+	if all {
+		ix = &u.revAll
+	}
+	ix.once.Do(func() { u.buildReverse(ix, all) })
+	return ix
+}
+
 // buildReverse indexes, for every version, the versions whose depends (or depopts)
 // name it with a constraint it satisfies.
-func (u *Universe) buildReverse() {
-	u.revOnce.Do(func() {
-		u.rev = map[*Cand][]*Cand{}
-		u.revOpt = map[*Cand][]*Cand{}
-		add := func(m map[*Cand][]*Cand, from *Cand, a opam.Atom, seen map[*Cand]bool) {
-			for _, t := range u.byName[a.Name] {
-				if !seen[t] && t.Unavailable == "" && a.MatchesVersion(t.Version) {
-					seen[t] = true
-					m[t] = append(m[t], from)
-				}
+func (u *Universe) buildReverse(ix *reverseIndex, all bool) {
+	ix.rev = map[*Cand][]*Cand{}
+	ix.revOpt = map[*Cand][]*Cand{}
+	// opam's list works on the packages available on the platform, unless -A.
+	counts := func(c *Cand) bool { return !c.Aux && (all || c.Unavailable == "") }
+	add := func(m map[*Cand][]*Cand, from *Cand, a opam.Atom, seen map[*Cand]bool) {
+		for _, t := range u.byName[a.Name] {
+			if !seen[t] && counts(t) && a.MatchesVersion(t.Version) {
+				seen[t] = true
+				m[t] = append(m[t], from)
 			}
 		}
-		for _, cs := range u.byName {
-			for _, c := range cs {
-				if c.Unavailable != "" || c.Aux {
-					// opam's list works on the packages available on the platform.
-					continue
-				}
-				seen := map[*Cand]bool{}
-				// As opam's list does, edges follow dependencies without post ones.
-				var deps opam.Formula[opam.Atom]
-				if c.Pkg.File != nil {
-					d := opam.DepsEnv{Build: true, WithTest: u.Flags.WithTest, WithDoc: u.Flags.WithDoc, Self: c.Pkg.Package, Vars: u.env}
-					if f, err := c.Pkg.File.Depends(); err == nil {
-						deps = d.Resolve(f)
-					}
-				}
-				for _, a := range deps.Atoms() {
-					add(u.rev, c, a, seen)
-				}
-				seenOpt := map[*Cand]bool{}
-				for _, a := range c.Depopts {
-					add(u.revOpt, c, a, seenOpt)
+	}
+	for _, cs := range u.byName {
+		for _, c := range cs {
+			if !counts(c) || c.Pkg.File == nil {
+				continue
+			}
+			seen := map[*Cand]bool{}
+			// As opam's list does, edges follow dependencies without post ones.
+			var deps opam.Formula[opam.Atom]
+			d := opam.DepsEnv{Build: true, WithTest: u.Flags.WithTest, WithDoc: u.Flags.WithDoc, Self: c.Pkg.Package, Vars: u.env}
+			if f, err := c.Pkg.File.Depends(); err == nil {
+				deps = d.Resolve(f)
+			}
+			for _, a := range deps.Atoms() {
+				add(ix.rev, c, a, seen)
+			}
+			seenOpt := map[*Cand]bool{}
+			depopts := c.Depopts
+			if c.Unavailable != "" {
+				// Depopts are not resolved for a version whose file has errors.
+				if f, err := c.Pkg.File.Depopts(); err == nil {
+					depopts = d.Resolve(f).Atoms()
 				}
 			}
+			for _, a := range depopts {
+				add(ix.revOpt, c, a, seenOpt)
+			}
 		}
-	})
+	}
 }
 
 // DependsOn returns the versions whose dependencies (and depopts when depopts is
-// set) name c with a constraint c satisfies.
+// set) name c with a constraint c satisfies; only versions available on the
+// platform count.
 func (u *Universe) DependsOn(c *Cand, depopts bool) []*Cand {
-	u.buildReverse()
-	out := slices.Clone(u.rev[c])
+	return u.dependsOn(c, depopts, false)
+}
+
+// DependsOnAll is DependsOn counting the versions unavailable on the platform too
+// (opam list's -A).
+func (u *Universe) DependsOnAll(c *Cand, depopts bool) []*Cand {
+	return u.dependsOn(c, depopts, true)
+}
+
+func (u *Universe) dependsOn(c *Cand, depopts, all bool) []*Cand {
+	ix := u.reverse(all)
+	out := slices.Clone(ix.rev[c])
 	if depopts {
-		for _, o := range u.revOpt[c] {
+		for _, o := range ix.revOpt[c] {
 			if !slices.Contains(out, o) {
 				out = append(out, o)
 			}
@@ -356,12 +388,11 @@ func (u *Universe) DependsOn(c *Cand, depopts bool) []*Cand {
 	return out
 }
 
-// DependsOnNoCopy is DependsOn without depopts returning the index's own slice, which
-// the caller must not modify; with depopts it is DependsOn.
-func (u *Universe) DependsOnNoCopy(c *Cand, depopts bool) []*Cand {
+// DependsOnNoCopy is DependsOn (DependsOnAll when all is set) returning, without
+// depopts, the index's own slice, which the caller must not modify.
+func (u *Universe) DependsOnNoCopy(c *Cand, depopts, all bool) []*Cand {
 	if depopts {
-		return u.DependsOn(c, true)
+		return u.dependsOn(c, true, all)
 	}
-	u.buildReverse()
-	return u.rev[c]
+	return u.reverse(all).rev[c]
 }

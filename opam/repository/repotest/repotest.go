@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 
@@ -73,6 +74,28 @@ func Checkout(t testing.TB) string {
 	}
 	if err := os.WriteFile(filepath.Join(dir, ".ok"), nil, 0o644); err != nil {
 		t.Fatal(err)
+	}
+	return dir
+}
+
+// Files writes a small repository checkout for a test: files maps NAME.VERSION to
+// the text of its opam file after the line `opam-version: "2.0"`. It returns the
+// folder holding packages/.
+func Files(t testing.TB, files map[string]string) string {
+	t.Helper()
+	dir := t.TempDir()
+	for nv, body := range files {
+		name, _, ok := strings.Cut(nv, ".")
+		if !ok {
+			t.Fatalf("repotest: %q is not NAME.VERSION", nv)
+		}
+		d := filepath.Join(dir, "packages", name, nv)
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(d, "opam"), []byte("opam-version: \"2.0\"\n"+body+"\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
 	}
 	return dir
 }
