@@ -8,14 +8,13 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/kiln-ci/kiln/current"
 	"github.com/kiln-ci/kiln/current/gitlocal"
+	"github.com/kiln-ci/kiln/git"
 )
 
 // Source is a commit checked out on disk.
@@ -57,23 +56,12 @@ func Pipeline(o Options) current.Term[current.Unit] {
 			if err := os.MkdirAll(dir, 0o755); err != nil {
 				return Source{}, current.Infra(current.FailDiskFull, err)
 			}
-			archive := current.Command(ctx, "git", "-C", o.Repo, "archive", "--format=tar", h.Commit)
-			archive.Stderr = j
-			tar := j.Command(ctx, "tar", "-x", "-C", dir)
-			pipe, err := archive.StdoutPipe()
+			repo, err := git.Open(ctx, o.Repo)
 			if err != nil {
 				return Source{}, err
 			}
-			tar.Stdin = pipe
-			if err := tar.Start(); err != nil {
-				return Source{}, fmt.Errorf("start tar: %w", err)
-			}
-			if err := archive.Run(); err != nil {
-				tar.Wait()
-				return Source{}, fmt.Errorf("git archive %s: %w", h.Commit, err)
-			}
-			if err := tar.Wait(); err != nil {
-				return Source{}, fmt.Errorf("unpack %s: %w", h.Commit, err)
+			if err := repo.Checkout(ctx, h.Commit, dir); err != nil {
+				return Source{}, err
 			}
 			if err := os.WriteFile(filepath.Join(dir, ".kiln-complete"), nil, 0o644); err != nil {
 				return Source{}, err
@@ -184,26 +172,23 @@ func CreateSample(ctx context.Context, dir string) error {
 			return fmt.Errorf("sample repository: %w", err)
 		}
 	}
-	steps := [][]string{
-		{"init", "-q", "-b", "main"},
-		{"add", "."},
-		{"commit", "-q", "-m", "Initial commit"},
-		{"checkout", "-q", "-b", "feature"},
+	w, err := sampleTree(ctx, dir, true)
+	if err != nil {
+		return err
 	}
-	for _, s := range steps {
-		if err := gitRun(ctx, dir, s...); err != nil {
-			return err
-		}
+	if _, err := w.CommitAll(ctx, "Initial commit"); err != nil {
+		return err
+	}
+	if err := w.Switch(ctx, "feature", true); err != nil {
+		return err
 	}
 	if err := os.WriteFile(filepath.Join(dir, "README.md"), []byte(files["README.md"]+"\nTODO: say more\n"), 0o644); err != nil {
 		return err
 	}
-	for _, s := range [][]string{{"commit", "-q", "-am", "Say more (later)"}, {"checkout", "-q", "main"}} {
-		if err := gitRun(ctx, dir, s...); err != nil {
-			return err
-		}
+	if _, err := w.CommitAll(ctx, "Say more (later)"); err != nil {
+		return err
 	}
-	return nil
+	return w.Switch(ctx, "main", false)
 }
 
 // CommitSample adds a commit to branch main of a sample repository, so the demo has
@@ -216,16 +201,23 @@ func CommitSample(ctx context.Context, dir string) error {
 	}
 	fmt.Fprintf(f, "%s\n", time.Now().UTC().Format(time.RFC3339))
 	f.Close()
-	if err := gitRun(ctx, dir, "add", "src/log.txt"); err != nil {
+	w, err := sampleTree(ctx, dir, false)
+	if err != nil {
 		return err
 	}
-	return gitRun(ctx, dir, "commit", "-q", "-m", "Tick "+strconv.FormatInt(time.Now().Unix(), 10))
+	_, err = w.CommitAll(ctx, "Tick "+strconv.FormatInt(time.Now().Unix(), 10))
+	return err
 }
 
-func gitRun(ctx context.Context, dir string, args ...string) error {
-	c := exec.CommandContext(ctx, "git", append([]string{"-C", dir, "-c", "user.name=kiln demo", "-c", "user.email=demo@kiln.invalid", "-c", "commit.gpgsign=false"}, args...)...)
-	if out, err := c.CombinedOutput(); err != nil {
-		return fmt.Errorf("git %s in %s: %v: %s", strings.Join(args, " "), dir, err, strings.TrimSpace(string(out)))
+// sampleTree is the sample repository in dir, made there when create is set.
+func sampleTree(ctx context.Context, dir string, create bool) (*git.WorkTree, error) {
+	w := &git.WorkTree{Dir: dir}
+	if create {
+		var err error
+		if w, err = git.Init(ctx, dir, "main"); err != nil {
+			return nil, err
+		}
 	}
-	return nil
+	w.Name, w.Email = "kiln demo", "demo@kiln.invalid"
+	return w, nil
 }

@@ -2,6 +2,8 @@ package demo
 
 import (
 	"context"
+	"fmt"
+	"os/exec"
 	"strings"
 	"testing"
 
@@ -47,4 +49,12 @@ func TestSandboxSpec(t *testing.T) {
 			t.Errorf("spec lacks %q:\n%s", want, text)
 		}
 	}
+}
+
+func gitRun(ctx context.Context, dir string, args ...string) error {
+	c := exec.CommandContext(ctx, "git", append([]string{"-C", dir, "-c", "user.name=kiln demo", "-c", "user.email=demo@kiln.invalid", "-c", "commit.gpgsign=false"}, args...)...)
+	if out, err := c.CombinedOutput(); err != nil {
+		return fmt.Errorf("git %s in %s: %v: %s", strings.Join(args, " "), dir, err, strings.TrimSpace(string(out)))
+	}
+	return nil
 }

@@ -4,9 +4,9 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strings"
+
+	"github.com/kiln-ci/kiln/git"
 )
 
 // SampleFiles is a small dune project with a library, an opam file and a test: what
@@ -55,14 +55,12 @@ func CreateSample(ctx context.Context, dir string) error {
 			return err
 		}
 	}
-	for _, args := range [][]string{{"init", "-q", "-b", "main"}, {"add", "-A"}, {"commit", "-q", "-m", "A sample OCaml project"}} {
-		cmd := exec.CommandContext(ctx, "git", args...)
-		cmd.Dir = dir
-		cmd.Env = append(os.Environ(), "GIT_AUTHOR_NAME=kiln", "GIT_AUTHOR_EMAIL=kiln@localhost",
-			"GIT_COMMITTER_NAME=kiln", "GIT_COMMITTER_EMAIL=kiln@localhost")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			return fmt.Errorf("sample repository: git %s: %v: %s", strings.Join(args, " "), err, out)
-		}
+	w, err := git.Init(ctx, dir, "main")
+	if err != nil {
+		return fmt.Errorf("sample repository: %w", err)
+	}
+	if _, err := w.CommitAll(ctx, "A sample OCaml project"); err != nil {
+		return fmt.Errorf("sample repository: %w", err)
 	}
 	return nil
 }
