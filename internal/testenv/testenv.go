@@ -76,23 +76,28 @@ func SharedData(t testing.TB, rel string) string {
 	return p
 }
 
+// CacheRoot returns the folder that holds the test cache: $KILN_TEST_CACHE, or by
+// default /var/cache/kiln-test (a folder in the user cache directory when not root).
+// .ci/gitea-build and .ci/baseimages.go choose it the same way.
+func CacheRoot() string {
+	if base := os.Getenv("KILN_TEST_CACHE"); base != "" {
+		return base
+	}
+	if os.Geteuid() == 0 {
+		return "/var/cache/kiln-test"
+	}
+	if d, err := os.UserCacheDir(); err == nil {
+		return filepath.Join(d, "kiln-test")
+	}
+	return filepath.Join(os.TempDir(), "kiln-test")
+}
+
 // CacheDir returns a directory that outlives one test run, for things slow to make
-// (root filesystems, built servers). Callers key what they store by what produced it.
-// KILN_TEST_CACHE overrides the default /var/cache/kiln-test (or a folder in the user
-// cache directory when not root).
+// (root filesystems, built servers): the folder name in CacheRoot, created if need be.
+// Callers key what they store by what produced it.
 func CacheDir(t testing.TB, name string) string {
 	t.Helper()
-	base := os.Getenv("KILN_TEST_CACHE")
-	if base == "" {
-		if os.Geteuid() == 0 {
-			base = "/var/cache/kiln-test"
-		} else if d, err := os.UserCacheDir(); err == nil {
-			base = filepath.Join(d, "kiln-test")
-		} else {
-			base = filepath.Join(os.TempDir(), "kiln-test")
-		}
-	}
-	dir := filepath.Join(base, name)
+	dir := filepath.Join(CacheRoot(), name)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatalf("test cache %s: %v", dir, err)
 	}

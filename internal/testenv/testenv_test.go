@@ -13,9 +13,40 @@ func TestRootHoldsGoMod(t *testing.T) {
 }
 
 func TestCacheDirIsCreated(t *testing.T) {
-	t.Setenv("KILN_TEST_CACHE", t.TempDir())
+	root := t.TempDir()
+	t.Setenv("KILN_TEST_CACHE", root)
 	d := CacheDir(t, "x/y")
 	if st, err := os.Stat(d); err != nil || !st.IsDir() {
 		t.Fatalf("CacheDir did not create %s: %v", d, err)
+	}
+	if want := filepath.Join(root, "x", "y"); d != want {
+		t.Errorf("CacheDir = %s, want %s", d, want)
+	}
+}
+
+func TestCacheRoot(t *testing.T) {
+	tests := []struct {
+		name, env string
+		want      func() string
+	}{
+		{name: "from the environment", env: "/tmp/some-cache", want: func() string { return "/tmp/some-cache" }},
+		{name: "default", env: "", want: func() string {
+			if os.Geteuid() == 0 {
+				return "/var/cache/kiln-test"
+			}
+			d, err := os.UserCacheDir()
+			if err != nil {
+				return filepath.Join(os.TempDir(), "kiln-test")
+			}
+			return filepath.Join(d, "kiln-test")
+		}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Setenv("KILN_TEST_CACHE", tc.env)
+			if got, want := CacheRoot(), tc.want(); got != want {
+				t.Errorf("CacheRoot() = %s, want %s", got, want)
+			}
+		})
 	}
 }
