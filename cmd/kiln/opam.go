@@ -1,13 +1,16 @@
 package main
 
 import (
+	"bufio"
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"slices"
 	"sort"
 	"strings"
@@ -31,6 +34,8 @@ type opamFlags struct {
 	commit   string
 	json     bool
 	platform []string
+	cacheDir string
+	noCache  bool
 }
 
 func (f *opamFlags) addRepo(c *cobra.Command) {
@@ -38,22 +43,108 @@ func (f *opamFlags) addRepo(c *cobra.Command) {
 	c.Flags().StringVar(&f.commit, "commit", "", "commit to read from the git repository (default HEAD; implies reading from git)")
 }
 
-func (f *opamFlags) addPlatform(c *cobra.Command) {
-	c.Flags().StringArrayVar(&f.platform, "var", nil, "platform variable NAME=VALUE, overriding the Debian 12 x86_64 defaults (repeatable)")
+// addCache adds the flags of the on-disk universe cache.
+func (f *opamFlags) addCache(c *cobra.Command) {
+	dir, err := os.UserCacheDir()
+	if err == nil {
+		dir = filepath.Join(dir, "kiln", "opam")
+	}
+	c.Flags().StringVar(&f.cacheDir, "cache-dir", dir, "where to keep the index of each repository commit read from git, per platform")
+	c.Flags().BoolVar(&f.noCache, "no-cache", false, "read the repository, without the on-disk cache")
 }
 
-// load reads the repository named by the flags, from a checkout or from git.
-func (f *opamFlags) load(ctx context.Context) (*repository.Repo, error) {
-	if f.commit == "" {
-		if st, err := os.Stat(filepath.Join(f.repo, "packages")); err == nil && st.IsDir() {
-			return repository.LoadDir(ctx, f.repo)
+// fromGit says whether the flags name a git repository to read rather than a checkout.
+func (f *opamFlags) fromGit() bool {
+	if f.commit != "" {
+		return true
+	}
+	st, err := os.Stat(filepath.Join(f.repo, "packages"))
+	return err != nil || !st.IsDir()
+}
+
+// universe returns the platform's view of the repository named by the flags. A
+// repository read from git is cached on disk by commit, platform and flags, so the
+// next call for the same commit reads the cache instead (see repository.Fill for
+// the opam files, which are not in it). gitDir is "" for a checkout.
+func (f *opamFlags) universe(ctx context.Context, plat solver.Platform, flags solver.Flags) (u *solver.Universe, gitDir string, err error) {
+	if !f.fromGit() {
+		r, err := repository.LoadDir(ctx, f.repo)
+		if err != nil {
+			return nil, "", err
+		}
+		return solver.NewUniverseFlags(r, plat, flags), "", nil
+	}
+	gitDir = gitDirOf(f.repo)
+	rev := f.commit
+	if rev == "" {
+		rev = "HEAD"
+	}
+	commit, err := repository.ResolveCommit(ctx, gitDir, rev)
+	if err != nil {
+		return nil, "", err
+	}
+	path := ""
+	if !f.noCache && f.cacheDir != "" {
+		key := fmt.Sprintf("%s %v %v", commit, plat, flags)
+		path = filepath.Join(f.cacheDir, fmt.Sprintf("%x.universe", sha256.Sum256([]byte(key))))
+		if data, err := os.ReadFile(path); err == nil {
+			// The decoding allocates a lot of short-lived memory and keeps it all.
+			old := debug.SetGCPercent(-1)
+			u, err := solver.ReadCache(data, commit, plat, flags)
+			debug.SetGCPercent(old)
+			if err == nil {
+				return u, gitDir, nil
+			}
 		}
 	}
-	commit := f.commit
-	if commit == "" {
-		commit = "HEAD"
+	r, err := repository.LoadGit(ctx, gitDir, commit)
+	if err != nil {
+		return nil, "", err
 	}
-	return repository.LoadGit(ctx, gitDirOf(f.repo), commit)
+	u = solver.NewUniverseFlags(r, plat, flags)
+	if path != "" {
+		if err := writeCache(path, u); err != nil {
+			fmt.Fprintf(os.Stderr, "kiln: no universe cache: %v\n", err)
+		}
+	}
+	return u, gitDir, nil
+}
+
+// writeCache writes u's cache at path, atomically.
+func writeCache(path string, u *solver.Universe) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return err
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".universe-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	bw := bufio.NewWriterSize(tmp, 1<<20)
+	if err := u.WriteCache(bw); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := bw.Flush(); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), path)
+}
+
+// fill reads the opam files of pkgs that a cached universe does not hold.
+func fill(ctx context.Context, gitDir string, pkgs []*repository.Package) error {
+	if gitDir == "" {
+		return nil
+	}
+	return repository.Fill(ctx, gitDir, pkgs)
+}
+
+func (f *opamFlags) addPlatform(c *cobra.Command) {
+	c.Flags().StringArrayVar(&f.platform, "var", nil, "platform variable NAME=VALUE, overriding the Debian 12 x86_64 defaults (repeatable)")
 }
 
 // gitDirOf returns the git directory of a worktree or a bare repository.
@@ -177,14 +268,15 @@ func opamShowCmd() *cobra.Command {
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
-			r, err := f.load(ctx)
-			if err != nil {
-				return err
-			}
 			plat, err := f.platformVars()
 			if err != nil {
 				return err
 			}
+			u, gitDir, err := f.universe(ctx, plat, solver.Flags{})
+			if err != nil {
+				return err
+			}
+			r := u.Repo
 			name, ver := opam.PackageName(args[0]), opam.Version("")
 			if r.Versions(name) == nil {
 				if p, ok := opam.ParsePackage(args[0]); ok {
@@ -201,7 +293,9 @@ func opamShowCmd() *cobra.Command {
 					return fmt.Errorf("no version %s of %s", ver, name)
 				}
 			}
-			u := solver.NewUniverse(r.WithPackages(), plat)
+			if err := fill(ctx, gitDir, []*repository.Package{p}); err != nil {
+				return err
+			}
 			cand := u.Cand(p.Package)
 			type show struct {
 				Package     string   `json:"package"`
@@ -272,6 +366,7 @@ func opamShowCmd() *cobra.Command {
 		},
 	}
 	f.addRepo(c)
+	f.addCache(c)
 	f.addPlatform(c)
 	c.Flags().BoolVar(&f.json, "json", false, "print as JSON")
 	return c
@@ -290,11 +385,11 @@ files as NAME.dev (NAME from the file name NAME.opam, or the name field).
 --all-latest solves the newest version of every package alone and prints a summary.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
-			r, err := f.load(ctx)
+			plat, err := f.platformVars()
 			if err != nil {
 				return err
 			}
-			plat, err := f.platformVars()
+			u, gitDir, err := f.universe(ctx, plat, solver.Flags{})
 			if err != nil {
 				return err
 			}
@@ -309,8 +404,12 @@ files as NAME.dev (NAME from the file name NAME.opam, or the name field).
 					req.Install = append(req.Install, opam.Atom{Name: pk.Name})
 				}
 			}
-			u := solver.NewUniverse(r, plat)
 			if allLatest {
+				if withTest {
+					if err := fill(ctx, gitDir, u.Repo.Packages()); err != nil {
+						return err
+					}
+				}
 				return solveAllLatest(ctx, cmd.OutOrStdout(), u, req, f.json)
 			}
 			atoms, err := solver.ParseRequest(args)
@@ -320,6 +419,14 @@ files as NAME.dev (NAME from the file name NAME.opam, or the name field).
 			req.Install = append(req.Install, atoms...)
 			if len(req.Install) == 0 {
 				return errors.New("nothing to solve: name packages or --pin files")
+			}
+			if withTest {
+				// The test dependencies of the packages asked for are read from their files.
+				for _, a := range req.Install {
+					if err := fill(ctx, gitDir, u.Repo.Versions(a.Name)); err != nil {
+						return err
+					}
+				}
 			}
 			sel, err := u.Solve(ctx, req)
 			out := cmd.OutOrStdout()
@@ -351,6 +458,7 @@ files as NAME.dev (NAME from the file name NAME.opam, or the name field).
 		},
 	}
 	f.addRepo(c)
+	f.addCache(c)
 	f.addPlatform(c)
 	c.Flags().BoolVar(&f.json, "json", false, "print as JSON")
 	c.Flags().BoolVar(&withTest, "with-test", false, "add the test dependencies of the packages asked for")
@@ -455,15 +563,14 @@ version it depends on.`,
 			if !ok {
 				return fmt.Errorf("want NAME or NAME.VERSION, got %q", args[0])
 			}
-			r, err := f.load(ctx)
-			if err != nil {
-				return err
-			}
 			plat, err := f.platformVars()
 			if err != nil {
 				return err
 			}
-			u := solver.NewUniverseFlags(r, plat, solver.Flags{WithTest: withTest})
+			u, _, err := f.universe(ctx, plat, solver.Flags{WithTest: withTest})
+			if err != nil {
+				return err
+			}
 			var bar *progressbar.ProgressBar
 			opts.Progress = func(done, total int) {
 				if bar == nil {
@@ -503,6 +610,7 @@ version it depends on.`,
 		},
 	}
 	f.addRepo(c)
+	f.addCache(c)
 	f.addPlatform(c)
 	c.Flags().BoolVar(&f.json, "json", false, "print as JSON")
 	c.Flags().BoolVar(&opts.Recursive, "recursive", false, "follow reverse dependencies transitively")

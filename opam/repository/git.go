@@ -221,3 +221,26 @@ func isOID(s string) bool {
 	}
 	return true
 }
+
+// ResolveCommit returns the full object id of a commit (or tree) of gitDir.
+func ResolveCommit(ctx context.Context, gitDir, rev string) (string, error) {
+	return revParse(ctx, gitDir, rev)
+}
+
+// Fill reads from gitDir, and parses, the opam files of those pkgs that have neither
+// a File nor an Err (see New).
+func Fill(ctx context.Context, gitDir string, pkgs []*Package) error {
+	var todo []*Package
+	for _, p := range pkgs {
+		if p.File == nil && p.Err == nil {
+			if p.OID == "" {
+				return fmt.Errorf("fill %s: no git object id", p.Path)
+			}
+			todo = append(todo, p)
+		}
+	}
+	if len(todo) == 0 {
+		return nil
+	}
+	return readBlobs(ctx, gitDir, todo)
+}

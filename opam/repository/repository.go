@@ -241,3 +241,12 @@ func (r *Repo) finish() {
 	}
 	slices.Sort(r.names)
 }
+
+// New makes the index of the given package versions at commit, as loaded earlier
+// (for example from a cache). A package's File may be nil with no Err: Fill reads it
+// when it is needed.
+func New(commit string, pkgs []*Package, stray []string) *Repo {
+	r := newRepo(pkgs, stray)
+	r.Commit = commit
+	return r
+}

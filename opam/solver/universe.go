@@ -50,6 +50,9 @@ type Cand struct {
 	Def opam.Formula[opam.Atom]
 	// aux lists the auxiliary candidates made for this version's depends.
 	aux []*Cand
+	// listDeps are the atoms of depends as opam's list reads them (no post
+	// dependencies), for the reverse index.
+	listDeps []opam.Atom
 	// dead says the version can never be installed: unavailable, or a dependency
 	// clause none of whose versions can be.
 	dead bool
@@ -84,13 +87,20 @@ type Universe struct {
 	byName   map[opam.PackageName][]*Cand // increasing versions
 	// revAvail links the versions available on the platform, revAll every version.
 	revAvail, revAll reverseIndex
+	listOnce         sync.Once
 }
 
 // reverseIndex holds the reverse edges of a universe: who may depend on a version.
+// It indexes the versions by the package names their dependencies mention, and
+// finds the edges of a version, checking its constraints, when first asked.
 type reverseIndex struct {
 	once   sync.Once
-	rev    map[*Cand][]*Cand // through depends
-	revOpt map[*Cand][]*Cand // through depopts
+	all    bool                         // versions unavailable on the platform count
+	names  map[opam.PackageName][]*Cand // through depends, by the name depended on
+	opt    map[opam.PackageName][]*Cand // through depopts
+	mu     sync.Mutex                   // guards rev and revOpt
+	rev    map[*Cand][]*Cand            // through depends
+	revOpt map[*Cand][]*Cand            // through depopts
 }
 
 // Flags select dependency flags applied to every package of a universe, as opam's
@@ -317,49 +327,80 @@ func (u *Universe) reverse(all bool) *reverseIndex {
 	return ix
 }
 
-// buildReverse indexes, for every version, the versions whose depends (or depopts)
-// name it with a constraint it satisfies.
+// fillListDeps reads, once, the dependencies of every version as opam's list does:
+// edges follow dependencies without post ones.
+func (u *Universe) fillListDeps() {
+	u.listOnce.Do(func() {
+		for _, cs := range u.byName {
+			for _, c := range cs {
+				if c.Aux || c.listDeps != nil || c.Pkg == nil || c.Pkg.File == nil {
+					continue
+				}
+				d := opam.DepsEnv{Build: true, WithTest: u.Flags.WithTest, WithDoc: u.Flags.WithDoc, Self: c.Pkg.Package, Vars: u.env}
+				if f, err := c.Pkg.File.Depends(); err == nil {
+					c.listDeps = d.Resolve(f).Atoms()
+				}
+			}
+		}
+	})
+}
+
+// counted says whether c takes part in the reverse index.
+func (ix *reverseIndex) counted(c *Cand) bool { return !c.Aux && (ix.all || c.Unavailable == "") }
+
+// buildReverse indexes the versions by the package names their depends (and
+// depopts) mention.
 func (u *Universe) buildReverse(ix *reverseIndex, all bool) {
+	u.fillListDeps()
+	ix.all = all
+	ix.names = map[opam.PackageName][]*Cand{}
+	ix.opt = map[opam.PackageName][]*Cand{}
 	ix.rev = map[*Cand][]*Cand{}
 	ix.revOpt = map[*Cand][]*Cand{}
-	// opam's list works on the packages available on the platform, unless -A.
-	counts := func(c *Cand) bool { return !c.Aux && (all || c.Unavailable == "") }
-	add := func(m map[*Cand][]*Cand, from *Cand, a opam.Atom, seen map[*Cand]bool) {
-		for _, t := range u.byName[a.Name] {
-			if !seen[t] && counts(t) && a.MatchesVersion(t.Version) {
-				seen[t] = true
-				m[t] = append(m[t], from)
+	add := func(m map[opam.PackageName][]*Cand, from *Cand, as []opam.Atom) {
+		for i, a := range as {
+			if !slices.ContainsFunc(as[:i], func(b opam.Atom) bool { return b.Name == a.Name }) {
+				m[a.Name] = append(m[a.Name], from)
 			}
 		}
 	}
 	for _, cs := range u.byName {
 		for _, c := range cs {
-			if !counts(c) || c.Pkg.File == nil {
-				continue
-			}
-			seen := map[*Cand]bool{}
-			// As opam's list does, edges follow dependencies without post ones.
-			var deps opam.Formula[opam.Atom]
-			d := opam.DepsEnv{Build: true, WithTest: u.Flags.WithTest, WithDoc: u.Flags.WithDoc, Self: c.Pkg.Package, Vars: u.env}
-			if f, err := c.Pkg.File.Depends(); err == nil {
-				deps = d.Resolve(f)
-			}
-			for _, a := range deps.Atoms() {
-				add(ix.rev, c, a, seen)
-			}
-			seenOpt := map[*Cand]bool{}
-			depopts := c.Depopts
-			if c.Unavailable != "" {
-				// Depopts are not resolved for a version whose file has errors.
-				if f, err := c.Pkg.File.Depopts(); err == nil {
-					depopts = d.Resolve(f).Atoms()
-				}
-			}
-			for _, a := range depopts {
-				add(ix.revOpt, c, a, seenOpt)
+			// opam's list works on the packages available on the platform, unless -A.
+			if ix.counted(c) {
+				add(ix.names, c, c.listDeps)
+				add(ix.opt, c, c.Depopts)
 			}
 		}
 	}
+}
+
+// edges returns the versions whose atoms (list dependencies, or depopts when opt
+// is set) name t with a constraint t satisfies; the slice is the index's own.
+func (ix *reverseIndex) edges(t *Cand, opt bool) []*Cand {
+	memo, names := ix.rev, ix.names
+	if opt {
+		memo, names = ix.revOpt, ix.opt
+	}
+	ix.mu.Lock()
+	defer ix.mu.Unlock()
+	if out, ok := memo[t]; ok {
+		return out
+	}
+	var out []*Cand
+	if ix.counted(t) {
+		for _, from := range names[t.Name] {
+			as := from.listDeps
+			if opt {
+				as = from.Depopts
+			}
+			if slices.ContainsFunc(as, func(a opam.Atom) bool { return a.Name == t.Name && a.MatchesVersion(t.Version) }) {
+				out = append(out, from)
+			}
+		}
+	}
+	memo[t] = out
+	return out
 }
 
 // DependsOn returns the versions whose dependencies (and depopts when depopts is
@@ -377,9 +418,9 @@ func (u *Universe) DependsOnAll(c *Cand, depopts bool) []*Cand {
 
 func (u *Universe) dependsOn(c *Cand, depopts, all bool) []*Cand {
 	ix := u.reverse(all)
-	out := slices.Clone(ix.rev[c])
+	out := slices.Clone(ix.edges(c, false))
 	if depopts {
-		for _, o := range ix.revOpt[c] {
+		for _, o := range ix.edges(c, true) {
 			if !slices.Contains(out, o) {
 				out = append(out, o)
 			}
@@ -394,5 +435,5 @@ func (u *Universe) DependsOnNoCopy(c *Cand, depopts, all bool) []*Cand {
 	if depopts {
 		return u.dependsOn(c, true, all)
 	}
-	return u.reverse(all).rev[c]
+	return u.reverse(all).edges(c, false)
 }

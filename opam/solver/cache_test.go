@@ -1,0 +1,111 @@
+package solver_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+
+	"github.com/kiln-ci/kiln/opam"
+	"github.com/kiln-ci/kiln/opam/repository"
+	"github.com/kiln-ci/kiln/opam/repository/repotest"
+	"github.com/kiln-ci/kiln/opam/revdeps"
+	"github.com/kiln-ci/kiln/opam/solver"
+)
+
+// TestCacheGivesTheSameAnswers writes the universe of the snapshot, reads it back,
+// and asks both the same questions.
+func TestCacheGivesTheSameAnswers(t *testing.T) {
+	u := universe(t)
+	var buf bytes.Buffer
+	if err := u.WriteCache(&buf); err != nil {
+		t.Fatal(err)
+	}
+	data := buf.Bytes()
+	c, err := solver.ReadCache(data, repotest.Master, solver.DebianAMD64(), solver.Flags{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("cache: %d bytes", len(data))
+	stale := []struct {
+		name   string
+		commit string
+		plat   solver.Platform
+		flags  solver.Flags
+	}{
+		{"other commit", "0000000000000000000000000000000000000000", solver.DebianAMD64(), solver.Flags{}},
+		{"other platform", repotest.Master, platform("2.2.0"), solver.Flags{}},
+		{"other flags", repotest.Master, solver.DebianAMD64(), solver.Flags{WithTest: true}},
+	}
+	for _, s := range stale {
+		t.Run(s.name, func(t *testing.T) {
+			if _, err := solver.ReadCache(data, s.commit, s.plat, s.flags); !errors.Is(err, solver.ErrStaleCache) {
+				t.Errorf("got %v, want ErrStaleCache", err)
+			}
+		})
+	}
+	t.Run("truncated", func(t *testing.T) {
+		if _, err := solver.ReadCache(data[:len(data)/2], repotest.Master, solver.DebianAMD64(), solver.Flags{}); err == nil || errors.Is(err, solver.ErrStaleCache) {
+			t.Errorf("got %v, want a decoding error", err)
+		}
+	})
+	ctx := context.Background()
+	answer := func(u *solver.Universe, q string) string {
+		switch q[0] {
+		case 's':
+			atoms, err := solver.ParseRequest([]string{q[1:]})
+			if err != nil {
+				t.Fatal(err)
+			}
+			sel, err := u.Solve(ctx, solver.Request{Install: atoms})
+			if err != nil {
+				return err.Error()
+			}
+			return fmt.Sprint(sel.Packages)
+		case 'r':
+			p, _ := opam.ParsePackage(q[1:])
+			list, err := revdeps.Of(ctx, u, p, revdeps.Options{Recursive: true, AnyInstallable: true})
+			if err != nil {
+				return err.Error()
+			}
+			return fmt.Sprint(len(list), list[:min(len(list), 20)])
+		}
+		cand := u.Cand(opam.Package{Name: opam.PackageName(q[1:]), Version: u.Repo.Latest(opam.PackageName(q[1:])).Version})
+		return fmt.Sprint(cand.Unavailable, cand.Deps, cand.Conflicts, cand.Depopts, cand.Avoid)
+	}
+	dune := "dune." + string(u.Repo.Latest("dune").Version)
+	for _, q := range []string{"sdune", "socamlfind", "sdune<3.0", "socaml>=5.0", "ssdl2", "r" + dune, "rocplib-endian.1.2", "cdune", "chol_light", "cocaml-variants"} {
+		t.Run(q, func(t *testing.T) {
+			if a, b := answer(u, q), answer(c, q); a != b {
+				t.Errorf("fresh universe: %s\nfrom the cache: %s", a, b)
+			}
+		})
+	}
+	t.Run("files filled", func(t *testing.T) {
+		p := c.Repo.Latest("dune")
+		if p.File != nil {
+			t.Fatal("the cache holds parsed files")
+		}
+		if err := repository.Fill(ctx, repotest.GitDir(t), []*repository.Package{p}); err != nil {
+			t.Fatal(err)
+		}
+		if p.File == nil || p.File.Synopsis() != u.Repo.Latest("dune").File.Synopsis() {
+			t.Errorf("filled file %v", p.File)
+		}
+	})
+}
+
+func BenchmarkReadCache(b *testing.B) {
+	u := universe(b)
+	var buf bytes.Buffer
+	if err := u.WriteCache(&buf); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := solver.ReadCache(buf.Bytes(), repotest.Master, solver.DebianAMD64(), solver.Flags{}); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
