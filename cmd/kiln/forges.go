@@ -8,10 +8,12 @@ import (
 	"strings"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/pflag"
 
 	"github.com/kiln-ci/kiln/forge/gitea"
 	"github.com/kiln-ci/kiln/forge/github"
+	"github.com/kiln-ci/kiln/forge/webhook"
 	"github.com/kiln-ci/kiln/plugins/forges"
 )
 
@@ -43,8 +45,12 @@ func (f *forgeFlags) add(fs *pflag.FlagSet) {
 }
 
 // open makes the set of forges the flags name, with their webhook endpoints.
-func (f *forgeFlags) open(ctx context.Context, log *slog.Logger, baseURL string) (*forges.Set, error) {
+func (f *forgeFlags) open(ctx context.Context, log *slog.Logger, baseURL string, reg prometheus.Registerer) (*forges.Set, error) {
 	set := &forges.Set{}
+	metrics, err := webhook.NewMetrics(reg)
+	if err != nil {
+		return nil, err
+	}
 	if f.githubAppID != 0 {
 		key, err := os.ReadFile(f.githubKey)
 		if err != nil {
@@ -54,14 +60,14 @@ func (f *forgeFlags) open(ctx context.Context, log *slog.Logger, baseURL string)
 		if err != nil || secret == "" {
 			return nil, fmt.Errorf("--github-webhook-secret is required with --github-app-id (%v)", err)
 		}
-		allow := github.NewAllowList(f.githubAllow...)
+		allow := webhook.NewAllowList(f.githubAllow...)
 		app, err := github.NewApp(github.AppConfig{AppID: f.githubAppID, PrivateKey: key, API: f.githubAPI, Allow: allow, Logger: log})
 		if err != nil {
 			return nil, err
 		}
 		gh := &forges.GitHub{App: app, BaseURL: baseURL, Logger: log}
 		set.Add("github", gh)
-		set.Handle("POST /webhooks/github", gh.Webhook([]byte(secret), allow))
+		set.Handle("POST /webhooks/github", gh.Webhook([]byte(secret), allow, metrics))
 	}
 	if f.giteaURL != "" {
 		tok, err := secretFlag(f.giteaToken)
@@ -79,7 +85,7 @@ func (f *forgeFlags) open(ctx context.Context, log *slog.Logger, baseURL string)
 			if err != nil {
 				return nil, fmt.Errorf("--gitea-webhook-secret: %w", err)
 			}
-			set.Handle("POST /webhooks/gitea", g.Webhook([]byte(secret)))
+			set.Handle("POST /webhooks/gitea", g.Webhook([]byte(secret), metrics))
 		}
 	}
 	var plain []forges.GitRepo

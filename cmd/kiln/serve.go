@@ -143,11 +143,11 @@ On first start the local admin password is made, printed once, and stored hashed
 		if baseURL == "" {
 			baseURL = "http://" + ln.Addr().String()
 		}
-		set, err := ff.open(ctx, log, baseURL)
+		consoleReg := prometheus.NewRegistry()
+		set, err := ff.open(ctx, log, baseURL, consoleReg)
 		if err != nil {
 			return err
 		}
-		consoleReg := prometheus.NewRegistry()
 		env := &host.Env{
 			Engine: eng, Forges: set, StateDir: o.stateDir, BaseURL: baseURL, Logger: log,
 			Images: filepath.Join(o.stateDir, "images"), Register: consoleReg,

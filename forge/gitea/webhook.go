@@ -6,62 +6,33 @@ package gitea
 
 import (
 	"context"
-	"crypto/hmac"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
 	"strings"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promauto"
+	"github.com/kiln-ci/kiln/forge/webhook"
 )
 
-var webhooksTotal = promauto.NewCounterVec(prometheus.CounterOpts{
-	Name: "kiln_gitea_webhooks_total",
-	Help: "Gitea and Forgejo webhook deliveries received, by event and outcome.",
-}, []string{"event", "outcome"})
-
 // MaxPayload is the largest webhook body accepted.
-const MaxPayload = 25 << 20
+const MaxPayload = webhook.DefaultMaxPayload
 
-// ErrSignature is returned for a delivery whose signature is missing or wrong.
-var ErrSignature = errors.New("bad webhook signature")
+// ErrSignature is matched by the error for a delivery whose signature is missing or
+// wrong.
+var ErrSignature = webhook.ErrSignature
 
 // ErrUnhandled is returned by ParseEvent for events and actions CI has no use for.
-var ErrUnhandled = errors.New("event not handled")
+var ErrUnhandled = webhook.ErrUnhandled
 
 // Sign returns the signature Gitea sends for body under secret (hex HMAC-SHA256).
-func Sign(secret, body []byte) string {
-	mac := hmac.New(sha256.New, secret)
-	mac.Write(body)
-	return hex.EncodeToString(mac.Sum(nil))
-}
+func Sign(secret, body []byte) string { return webhook.SignHMAC(secret, body, "") }
 
 // VerifySignature checks sig (the X-Gitea-Signature or X-Forgejo-Signature value)
 // against body under secret, in constant time.
 func VerifySignature(secret, body []byte, sig string) error {
-	if len(secret) == 0 {
-		return fmt.Errorf("%w: no webhook secret is configured", ErrSignature)
-	}
-	if sig == "" {
-		return fmt.Errorf("%w: no X-Gitea-Signature or X-Forgejo-Signature header", ErrSignature)
-	}
-	got, err := hex.DecodeString(sig)
-	if err != nil {
-		return fmt.Errorf("%w: signature is not hex", ErrSignature)
-	}
-	mac := hmac.New(sha256.New, secret)
-	mac.Write(body)
-	if !hmac.Equal(got, mac.Sum(nil)) {
-		return fmt.Errorf("%w: signature does not match the payload", ErrSignature)
-	}
-	return nil
+	return webhook.VerifyHMAC(secret, body, sig, "", "X-Gitea-Signature or X-Forgejo-Signature")
 }
 
 // Repo names a repository on a Gitea server.
@@ -256,83 +227,41 @@ func isSHA(s string) bool {
 	return true
 }
 
-// Webhook is an http.Handler for Gitea and Forgejo webhook deliveries. It answers 401 to a
-// delivery whose signature does not verify (and does nothing else with it), 400 to a
-// payload it cannot parse, 202 to events it does not handle or from owners not allowed,
-// and calls Handle with the rest.
+// Webhook is an http.Handler for Gitea and Forgejo webhook deliveries (see
+// webhook.Receiver for its answers): it calls Handle with every verified push and pull
+// request event of a repository whose owner is allowed.
 type Webhook struct {
 	// Secret is the webhook's secret, as configured on the forge.
 	Secret []byte
-	// Owners, when not empty, limits the repository owners served (case-insensitive).
-	Owners []string
+	// Allow limits the repository owners served.
+	Allow webhook.AllowList
 	// Handle receives each verified, parsed event; an error answers 500.
 	Handle func(ctx context.Context, ev Event) error
+	// Metrics counts deliveries (nil: not counted).
+	Metrics *webhook.Metrics
 	// Logger (default slog.Default()).
 	Logger *slog.Logger
 }
 
 func (h *Webhook) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	log := h.Logger
-	if log == nil {
-		log = slog.Default()
+	rc := &webhook.Receiver[Event]{
+		Forge: "gitea", Secret: h.Secret, Allow: h.Allow, Handle: h.Handle, Metrics: h.Metrics, Logger: h.Logger,
+		Events: []string{"push", "pull_request"},
+		Describe: func(hd http.Header) webhook.Delivery {
+			return webhook.Delivery{Event: firstHeader(hd, "X-Forgejo-Event", "X-Gitea-Event"),
+				ID: firstHeader(hd, "X-Forgejo-Delivery", "X-Gitea-Delivery"), Signature: firstHeader(hd, "X-Forgejo-Signature", "X-Gitea-Signature")}
+		},
+		Verify: VerifySignature,
+		Parse: func(d webhook.Delivery, hd http.Header, body []byte) (Event, error) {
+			ev, err := ParseEvent(d.Event, d.ID, body)
+			if pe, ok := ev.(*PullRequestEvent); ok {
+				pe.meta.Type = hd.Get("X-Gitea-Event-Type")
+			}
+			return ev, err
+		},
+		Account: func(ev Event) string { return repoOf(ev).Owner },
 	}
-	kind := firstHeader(r, "X-Forgejo-Event", "X-Gitea-Event")
-	delivery := firstHeader(r, "X-Forgejo-Delivery", "X-Gitea-Delivery")
-	outcome := func(o string) {
-		ev := kind
-		if ev != "push" && ev != "pull_request" {
-			ev = "other"
-		}
-		webhooksTotal.WithLabelValues(ev, o).Inc()
-	}
-	if r.Method != http.MethodPost {
-		outcome("bad-request")
-		http.Error(w, "webhooks are POSTed", http.StatusMethodNotAllowed)
-		return
-	}
-	body, err := io.ReadAll(io.LimitReader(r.Body, MaxPayload+1))
-	if err != nil || len(body) > MaxPayload {
-		outcome("bad-request")
-		http.Error(w, "payload unreadable or too large", http.StatusBadRequest)
-		return
-	}
-	if err := VerifySignature(h.Secret, body, firstHeader(r, "X-Forgejo-Signature", "X-Gitea-Signature")); err != nil {
-		outcome("forged")
-		log.Warn("gitea webhook rejected", "delivery", delivery, "event", kind, "remote", r.RemoteAddr, "err", err)
-		http.Error(w, err.Error(), http.StatusUnauthorized)
-		return
-	}
-	ev, err := ParseEvent(kind, delivery, body)
-	if errors.Is(err, ErrUnhandled) {
-		outcome("ignored")
-		w.WriteHeader(http.StatusAccepted)
-		return
-	}
-	if err != nil {
-		outcome("bad-request")
-		log.Warn("gitea webhook unreadable", "delivery", delivery, "event", kind, "err", err)
-		http.Error(w, err.Error(), http.StatusBadRequest)
-		return
-	}
-	if pe, ok := ev.(*PullRequestEvent); ok {
-		pe.meta.Type = r.Header.Get("X-Gitea-Event-Type")
-	}
-	if owner := repoOf(ev).Owner; !allowed(h.Owners, owner) {
-		outcome("not-allowed")
-		log.Info("gitea webhook from an owner not allowed", "delivery", delivery, "owner", owner)
-		w.WriteHeader(http.StatusAccepted)
-		return
-	}
-	if h.Handle != nil {
-		if err := h.Handle(r.Context(), ev); err != nil {
-			outcome("error")
-			log.Error("gitea webhook handling failed", "delivery", delivery, "event", kind, "err", err)
-			http.Error(w, "handling the event failed", http.StatusInternalServerError)
-			return
-		}
-	}
-	outcome("ok")
-	w.WriteHeader(http.StatusNoContent)
+	rc.ServeHTTP(w, r)
 }
 
 func repoOf(ev Event) Repo {
@@ -345,21 +274,9 @@ func repoOf(ev Event) Repo {
 	return Repo{}
 }
 
-func allowed(owners []string, owner string) bool {
-	if len(owners) == 0 {
-		return true
-	}
-	for _, o := range owners {
-		if strings.EqualFold(o, owner) {
-			return true
-		}
-	}
-	return false
-}
-
-func firstHeader(r *http.Request, names ...string) string {
+func firstHeader(h http.Header, names ...string) string {
 	for _, n := range names {
-		if v := r.Header.Get(n); v != "" {
+		if v := h.Get(n); v != "" {
 			return v
 		}
 	}

@@ -7,6 +7,8 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+
+	"github.com/kiln-ci/kiln/forge/webhook"
 )
 
 // A pull_request payload in Gitea's format (abridged from what Gitea 1.26 sends).
@@ -69,16 +71,16 @@ func TestForgejoAndGiteaHeaders(t *testing.T) {
 func TestOwnersAndUnhandled(t *testing.T) {
 	secret := []byte("s")
 	called := 0
-	h := &Webhook{Secret: secret, Owners: []string{"OCaml"}, Handle: func(context.Context, Event) error { called++; return nil }}
+	h := &Webhook{Secret: secret, Allow: webhook.NewAllowList("OCaml"), Handle: func(context.Context, Event) error { called++; return nil }}
 	sig := Sign(secret, []byte(prPayload))
 	if code := deliver(h, map[string]string{"X-Gitea-Event": "pull_request", "X-Gitea-Signature": sig}, prPayload); code != http.StatusNoContent || called != 1 {
 		t.Fatalf("allowed owner: %d %d", code, called)
 	}
-	h.Owners = []string{"someone"}
+	h.Allow = webhook.NewAllowList("someone")
 	if code := deliver(h, map[string]string{"X-Gitea-Event": "pull_request", "X-Gitea-Signature": sig}, prPayload); code != http.StatusAccepted || called != 1 {
 		t.Fatalf("owner not allowed: %d %d", code, called)
 	}
-	h.Owners = nil
+	h.Allow = webhook.AllowList{}
 	label := strings.Replace(prPayload, `"synchronized"`, `"label_updated"`, 1)
 	if code := deliver(h, map[string]string{"X-Gitea-Event": "pull_request", "X-Gitea-Signature": Sign(secret, []byte(label))}, label); code != http.StatusAccepted || called != 1 {
 		t.Fatalf("label_updated: %d %d", code, called)

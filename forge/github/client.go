@@ -16,6 +16,7 @@ import (
 	gh "github.com/google/go-github/v89/github"
 
 	"github.com/kiln-ci/kiln/forge"
+	"github.com/kiln-ci/kiln/forge/webhook"
 	"github.com/kiln-ci/kiln/git"
 )
 
@@ -32,7 +33,7 @@ type AppConfig struct {
 	// https://HOST/api/v3/).
 	API string
 	// Allow limits the installations served to these accounts.
-	Allow AllowList
+	Allow webhook.AllowList
 	// Transport for API requests (default http.DefaultTransport).
 	Transport http.RoundTripper
 	// Logger (default slog.Default()).

@@ -9,6 +9,7 @@ import (
 
 	"github.com/kiln-ci/kiln/forge"
 	"github.com/kiln-ci/kiln/forge/github/githubtest"
+	"github.com/kiln-ci/kiln/forge/webhook"
 )
 
 const (
@@ -41,7 +42,7 @@ func newStandIn(t *testing.T) *githubtest.API {
 	return api
 }
 
-func newTestApp(t *testing.T, api *githubtest.API, allow AllowList) *App {
+func newTestApp(t *testing.T, api *githubtest.API, allow webhook.AllowList) *App {
 	app, err := NewApp(AppConfig{AppID: appID, PrivateKey: api.PrivateKeyPEM(), API: api.APIURL(), Allow: allow})
 	if err != nil {
 		t.Fatal(err)
@@ -60,7 +61,7 @@ func paths(reqs []githubtest.Request) []string {
 func TestInstallationsReposAndRefs(t *testing.T) {
 	ctx := context.Background()
 	api := newStandIn(t)
-	app := newTestApp(t, api, NewAllowList("octo-org"))
+	app := newTestApp(t, api, webhook.NewAllowList("octo-org"))
 	insts, err := app.Installations(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -141,7 +142,7 @@ func TestInstallationsReposAndRefs(t *testing.T) {
 func TestOneCheckRunPerCommit(t *testing.T) {
 	ctx := context.Background()
 	api := newStandIn(t)
-	c := newTestApp(t, api, AllowList{}).Installation(42)
+	c := newTestApp(t, api, webhook.AllowList{}).Installation(42)
 	repo := Repo{"octo-org", "dune"}
 	variants := []forge.Variant{
 		{Name: "debian-13-5.3_amd64", State: forge.Running},
@@ -160,7 +161,7 @@ func TestOneCheckRunPerCommit(t *testing.T) {
 		t.Fatalf("second update: run %d, %v; first was %d", id2, err, id)
 	}
 	// A new client (a restart) finds the existing run instead of creating another.
-	c2 := newTestApp(t, api, AllowList{}).Installation(42)
+	c2 := newTestApp(t, api, webhook.AllowList{}).Installation(42)
 	if id3, err := c2.SetCheckRun(ctx, repo, shaPR, CheckRun{Name: "kiln", Status: failed}); err != nil || id3 != id {
 		t.Fatalf("after restart: id %d, %v; want %d", id3, err, id)
 	}
@@ -224,7 +225,7 @@ func TestOneCheckRunPerCommit(t *testing.T) {
 func TestRerunAndErrors(t *testing.T) {
 	ctx := context.Background()
 	api := newStandIn(t)
-	c := newTestApp(t, api, AllowList{}).Installation(42)
+	c := newTestApp(t, api, webhook.AllowList{}).Installation(42)
 	if err := c.RerunCheckSuite(ctx, Repo{"octo-org", "dune"}, 9); err != nil {
 		t.Fatal(err)
 	}

@@ -5,172 +5,65 @@ package github
 
 import (
 	"context"
-	"crypto/hmac"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
-	"strings"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promauto"
+	"github.com/kiln-ci/kiln/forge/webhook"
 )
 
-var webhooksTotal = promauto.NewCounterVec(prometheus.CounterOpts{
-	Name: "kiln_github_webhooks_total",
-	Help: "GitHub webhook deliveries received, by event and outcome.",
-}, []string{"event", "outcome"})
-
 // MaxPayload is the largest webhook body accepted (GitHub caps payloads at 25 MB).
-const MaxPayload = 25 << 20
+const MaxPayload = webhook.DefaultMaxPayload
 
-// ErrSignature is returned for a delivery whose X-Hub-Signature-256 is missing or wrong.
-var ErrSignature = errors.New("bad webhook signature")
+// ErrSignature is matched by the error for a delivery whose X-Hub-Signature-256 is
+// missing or wrong.
+var ErrSignature = webhook.ErrSignature
 
 // VerifySignature checks header (the X-Hub-Signature-256 value, "sha256=<hex>") against
 // the HMAC-SHA256 of body under secret, in constant time.
 func VerifySignature(secret, body []byte, header string) error {
-	if len(secret) == 0 {
-		return fmt.Errorf("%w: no webhook secret is configured", ErrSignature)
-	}
-	hexSig, ok := strings.CutPrefix(header, "sha256=")
-	if !ok {
-		return fmt.Errorf("%w: X-Hub-Signature-256 header missing or not sha256=…", ErrSignature)
-	}
-	got, err := hex.DecodeString(hexSig)
-	if err != nil {
-		return fmt.Errorf("%w: X-Hub-Signature-256 is not hex", ErrSignature)
-	}
-	mac := hmac.New(sha256.New, secret)
-	mac.Write(body)
-	if !hmac.Equal(got, mac.Sum(nil)) {
-		return fmt.Errorf("%w: X-Hub-Signature-256 does not match the payload", ErrSignature)
-	}
-	return nil
+	return webhook.VerifyHMAC(secret, body, header, "sha256=", "X-Hub-Signature-256")
 }
 
 // Sign returns the X-Hub-Signature-256 value for body under secret.
-func Sign(secret, body []byte) string {
-	mac := hmac.New(sha256.New, secret)
-	mac.Write(body)
-	return "sha256=" + hex.EncodeToString(mac.Sum(nil))
-}
+func Sign(secret, body []byte) string { return webhook.SignHMAC(secret, body, "sha256=") }
 
-// AllowList limits which accounts (users or organisations) kiln serves. The zero value
-// (no names) allows every account.
-type AllowList struct {
-	names map[string]bool
-}
-
-// NewAllowList allows the accounts named (logins, compared without regard to case).
-func NewAllowList(accounts ...string) AllowList {
-	a := AllowList{names: map[string]bool{}}
-	for _, n := range accounts {
-		if n = strings.TrimSpace(n); n != "" {
-			a.names[strings.ToLower(n)] = true
-		}
-	}
-	return a
-}
-
-// Allows reports whether account may use kiln.
-func (a AllowList) Allows(account string) bool {
-	return len(a.names) == 0 || a.names[strings.ToLower(account)]
-}
-
-// Webhook is an http.Handler for GitHub webhook deliveries. It answers 401 to a delivery
-// whose signature does not verify (and does nothing else with it), 400 to a payload it
-// cannot parse, 202 to events it does not handle or from accounts not allowed, and calls
-// Handle with every other event.
+// Webhook is an http.Handler for GitHub webhook deliveries (see webhook.Receiver for its
+// answers): it calls Handle with every verified event of an allowed account; pings are
+// answered without it.
 type Webhook struct {
 	// Secret is the webhook secret configured on GitHub.
 	Secret []byte
 	// Allow limits the accounts whose events are handled.
-	Allow AllowList
+	Allow webhook.AllowList
 	// Handle receives each verified, parsed event of an allowed account. An error answers 500,
 	// so GitHub shows the delivery as failed.
 	Handle func(ctx context.Context, ev Event) error
+	// Metrics counts deliveries (nil: not counted).
+	Metrics *webhook.Metrics
 	// Logger (default slog.Default()).
 	Logger *slog.Logger
 }
 
 func (h *Webhook) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	log := h.Logger
-	if log == nil {
-		log = slog.Default()
+	rc := &webhook.Receiver[Event]{
+		Forge: "github", Secret: h.Secret, Allow: h.Allow, Handle: h.Handle, Metrics: h.Metrics, Logger: h.Logger,
+		Events: []string{"push", "pull_request", "check_run", "check_suite", "installation", "installation_repositories", "ping"},
+		Describe: func(hd http.Header) webhook.Delivery {
+			return webhook.Delivery{Event: hd.Get("X-GitHub-Event"), ID: hd.Get("X-GitHub-Delivery"), Signature: hd.Get("X-Hub-Signature-256")}
+		},
+		Verify: func(secret, body []byte, sig string) error { return VerifySignature(secret, body, sig) },
+		Parse: func(d webhook.Delivery, _ http.Header, body []byte) (Event, error) {
+			ev, err := ParseEvent(d.Event, d.ID, body)
+			if _, ping := ev.(*PingEvent); ping && err == nil {
+				return nil, webhook.ErrNothingToDo
+			}
+			return ev, err
+		},
+		Account: func(ev Event) string { return ev.Meta().Account },
 	}
-	kind := r.Header.Get("X-GitHub-Event")
-	delivery := r.Header.Get("X-GitHub-Delivery")
-	outcome := func(o string) { webhooksTotal.WithLabelValues(metricEvent(kind), o).Inc() }
-	if r.Method != http.MethodPost {
-		outcome("bad-request")
-		http.Error(w, "webhooks are POSTed", http.StatusMethodNotAllowed)
-		return
-	}
-	body, err := io.ReadAll(io.LimitReader(r.Body, MaxPayload+1))
-	if err != nil {
-		outcome("bad-request")
-		http.Error(w, "reading the payload: "+err.Error(), http.StatusBadRequest)
-		return
-	}
-	if len(body) > MaxPayload {
-		outcome("bad-request")
-		http.Error(w, "payload too large", http.StatusRequestEntityTooLarge)
-		return
-	}
-	if err := VerifySignature(h.Secret, body, r.Header.Get("X-Hub-Signature-256")); err != nil {
-		outcome("forged")
-		log.Warn("github webhook rejected", "delivery", delivery, "event", kind, "remote", r.RemoteAddr, "err", err)
-		http.Error(w, err.Error(), http.StatusUnauthorized)
-		return
-	}
-	ev, err := ParseEvent(kind, delivery, body)
-	if errors.Is(err, ErrUnhandled) {
-		outcome("ignored")
-		w.WriteHeader(http.StatusAccepted)
-		fmt.Fprintf(w, "event %q not handled\n", kind)
-		return
-	}
-	if err != nil {
-		outcome("bad-request")
-		log.Warn("github webhook unreadable", "delivery", delivery, "event", kind, "err", err)
-		http.Error(w, err.Error(), http.StatusBadRequest)
-		return
-	}
-	if _, ok := ev.(*PingEvent); ok {
-		outcome("ok")
-		w.WriteHeader(http.StatusNoContent)
-		return
-	}
-	if acct := ev.Meta().Account; !h.Allow.Allows(acct) {
-		outcome("not-allowed")
-		log.Info("github webhook from an account not allowed", "delivery", delivery, "account", acct)
-		w.WriteHeader(http.StatusAccepted)
-		fmt.Fprintf(w, "account %q is not served here\n", acct)
-		return
-	}
-	if h.Handle != nil {
-		if err := h.Handle(r.Context(), ev); err != nil {
-			outcome("error")
-			log.Error("github webhook handling failed", "delivery", delivery, "event", kind, "err", err)
-			http.Error(w, "handling the event failed", http.StatusInternalServerError)
-			return
-		}
-	}
-	outcome("ok")
-	w.WriteHeader(http.StatusNoContent)
-}
-
-func metricEvent(kind string) string {
-	switch kind {
-	case "push", "pull_request", "check_run", "check_suite", "installation", "installation_repositories", "ping":
-		return kind
-	}
-	return "other"
+	rc.ServeHTTP(w, r)
 }
 
 // ParseEvent parses a webhook payload of the given X-GitHub-Event type. Events CI does not
@@ -325,7 +218,7 @@ func ParseEvent(kind, delivery string, body []byte) (Event, error) {
 }
 
 // ErrUnhandled is returned by ParseEvent for events and actions CI has no use for.
-var ErrUnhandled = errors.New("event not handled")
+var ErrUnhandled = webhook.ErrUnhandled
 
 func isSHA(s string) bool {
 	if len(s) != 40 && len(s) != 64 {

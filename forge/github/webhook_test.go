@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/kiln-ci/kiln/forge/github/githubtest"
+	"github.com/kiln-ci/kiln/forge/webhook"
 )
 
 var secret = []byte("It's a Secret to Everybody")
@@ -175,7 +176,7 @@ func TestForgedWebhooksChangeNothing(t *testing.T) {
 
 func TestWebhookAllowList(t *testing.T) {
 	var got []Event
-	h := &Webhook{Secret: secret, Allow: NewAllowList("octo-org"), Handle: func(_ context.Context, ev Event) error { got = append(got, ev); return nil }}
+	h := &Webhook{Secret: secret, Allow: webhook.NewAllowList("octo-org"), Handle: func(_ context.Context, ev Event) error { got = append(got, ev); return nil }}
 	body := payloadFile(t, "push.json") // Codertocat's repository
 	if w := post(t, h, "push", body, Sign(secret, body)); w.Code != http.StatusAccepted || len(got) != 0 {
 		t.Fatalf("push from an account not allowed: %d, handled %d", w.Code, len(got))
@@ -188,7 +189,7 @@ func TestWebhookAllowList(t *testing.T) {
 	if w := post(t, h, "ping", ping, Sign(secret, ping)); w.Code != http.StatusNoContent || len(got) != 1 {
 		t.Fatalf("ping: %d, handled %d", w.Code, len(got))
 	}
-	if !NewAllowList().Allows("anyone") || NewAllowList("a").Allows("b") || !NewAllowList("Octo-Org").Allows("octo-org") {
+	if !webhook.NewAllowList().Allows("anyone") || webhook.NewAllowList("a").Allows("b") || !webhook.NewAllowList("Octo-Org").Allows("octo-org") {
 		t.Error("AllowList")
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/kiln-ci/kiln/current"
 	"github.com/kiln-ci/kiln/forge"
 	"github.com/kiln-ci/kiln/forge/gitea"
+	"github.com/kiln-ci/kiln/forge/webhook"
 	"github.com/kiln-ci/kiln/git"
 )
 
@@ -95,11 +96,11 @@ func (g *Gitea) ListRefs(ctx context.Context) ([]forge.Ref, error) {
 // Credentials lets the mirrors fetch private repositories with the client's token.
 func (g *Gitea) Credentials() git.CredentialSource { return g.Client.Credentials() }
 
-// Webhook is the handler the forge delivers events to: pushes and pull-request
-// changes make the refs be read again at once.
-func (g *Gitea) Webhook(secret []byte) http.Handler {
+// Webhook is the handler the forge delivers events to: pushes and pull-request changes
+// make the refs be read again at once. Deliveries are counted in m, when set.
+func (g *Gitea) Webhook(secret []byte, m *webhook.Metrics) http.Handler {
 	g.init()
-	return &gitea.Webhook{Secret: secret, Owners: g.Owners, Logger: g.Logger, Handle: func(ctx context.Context, ev gitea.Event) error {
+	return &gitea.Webhook{Secret: secret, Allow: webhook.NewAllowList(g.Owners...), Metrics: m, Logger: g.Logger, Handle: func(ctx context.Context, ev gitea.Event) error {
 		g.mon.Refresh()
 		return nil
 	}}

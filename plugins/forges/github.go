@@ -11,6 +11,7 @@ import (
 	"github.com/kiln-ci/kiln/current"
 	"github.com/kiln-ci/kiln/forge"
 	"github.com/kiln-ci/kiln/forge/github"
+	"github.com/kiln-ci/kiln/forge/webhook"
 	"github.com/kiln-ci/kiln/git"
 )
 
@@ -119,11 +120,12 @@ func (g *GitHub) Credentials() git.CredentialSource {
 	}
 }
 
-// Webhook is the handler GitHub delivers events to: pushes and pull-request changes
-// make the refs be read again at once; re-run requests rebuild the commit.
-func (g *GitHub) Webhook(secret []byte, allow github.AllowList) http.Handler {
+// Webhook is the handler GitHub delivers events to: pushes and pull-request changes make
+// the refs be read again at once; re-run requests rebuild the commit. Deliveries are
+// counted in m, when set.
+func (g *GitHub) Webhook(secret []byte, allow webhook.AllowList, m *webhook.Metrics) http.Handler {
 	g.init()
-	return &github.Webhook{Secret: secret, Allow: allow, Logger: g.Logger, Handle: func(ctx context.Context, ev github.Event) error {
+	return &github.Webhook{Secret: secret, Allow: allow, Metrics: m, Logger: g.Logger, Handle: func(ctx context.Context, ev github.Event) error {
 		switch e := ev.(type) {
 		case *github.PushEvent, *github.PullRequestEvent, *github.InstallationEvent:
 			g.mon.Refresh()

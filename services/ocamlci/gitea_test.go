@@ -32,7 +32,7 @@ func TestGiteaCommitStatusesThroughWebhooks(t *testing.T) {
 	}
 	g := &forges.Gitea{Client: client, BaseURL: "http://ci.test", Poll: time.Hour}
 	secret := []byte("gitea-secret")
-	hook := httptest.NewServer(g.Webhook(secret))
+	hook := httptest.NewServer(g.Webhook(secret, nil))
 	t.Cleanup(hook.Close)
 	repo := gitea.Repo{Owner: srv.Admin, Name: "hello"}
 	if err := client.EnsureWebhook(ctx, repo, hook.URL, secret); err != nil {

@@ -11,6 +11,7 @@ import (
 	"github.com/kiln-ci/kiln/forge"
 	"github.com/kiln-ci/kiln/forge/github"
 	"github.com/kiln-ci/kiln/forge/github/githubtest"
+	"github.com/kiln-ci/kiln/forge/webhook"
 	"github.com/kiln-ci/kiln/internal/testenv"
 	"github.com/kiln-ci/kiln/plugins/forges"
 	"github.com/kiln-ci/kiln/services/internal/matrix"
@@ -34,7 +35,7 @@ func TestGitHubChecksRunsAndWebhooks(t *testing.T) {
 	}
 	gh := &forges.GitHub{App: app, BaseURL: "http://ci.test", Remote: func(owner, name string) string { return repoDir }}
 	secret := []byte("webhook-secret")
-	hook := httptest.NewServer(gh.Webhook(secret, github.NewAllowList("ocaml")))
+	hook := httptest.NewServer(gh.Webhook(secret, webhook.NewAllowList("ocaml"), nil))
 	t.Cleanup(hook.Close)
 
 	h := startCI(t, repoDir, matrix.Default()[:1], func(s *Service) {

@@ -1,0 +1,220 @@
+// Package webhook is what every forge's webhook endpoint does before its events reach
+// kiln: it takes POSTs only, bounds the payload, checks the signature in constant time,
+// parses the event, drops events from accounts not served, hands the rest on, and
+// counts each delivery by outcome. A forge package supplies how its deliveries are
+// signed, named and parsed.
+package webhook
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// DefaultMaxPayload is the largest payload accepted unless a Receiver says otherwise
+// (GitHub caps its payloads at 25 MB).
+const DefaultMaxPayload = 25 << 20
+
+// ErrSignature is matched by every error about a missing or wrong signature.
+var ErrSignature = errors.New("bad webhook signature")
+
+// ErrUnhandled is returned by a parser for events (or actions) kiln has no use for;
+// the delivery is answered 202 Accepted.
+var ErrUnhandled = errors.New("event not handled")
+
+// ErrNothingToDo is returned by a parser for events that need no handling but are
+// well formed (a ping); the delivery is answered 204 No Content.
+var ErrNothingToDo = errors.New("nothing to do")
+
+// VerifyHMAC checks sig, the hex HMAC-SHA256 of body under secret (after prefix, when
+// the forge puts one first, as "sha256="), in constant time. header names where the
+// signature came from, for the error.
+func VerifyHMAC(secret, body []byte, sig, prefix, header string) error {
+	if len(secret) == 0 {
+		return fmt.Errorf("%w: no webhook secret is configured", ErrSignature)
+	}
+	hexSig, ok := strings.CutPrefix(sig, prefix)
+	if !ok || sig == "" {
+		return fmt.Errorf("%w: %s header missing or not %s…", ErrSignature, header, prefix)
+	}
+	got, err := hex.DecodeString(hexSig)
+	if err != nil {
+		return fmt.Errorf("%w: %s is not hex", ErrSignature, header)
+	}
+	mac := hmac.New(sha256.New, secret)
+	mac.Write(body)
+	if !hmac.Equal(got, mac.Sum(nil)) {
+		return fmt.Errorf("%w: %s does not match the payload", ErrSignature, header)
+	}
+	return nil
+}
+
+// SignHMAC returns prefix followed by the hex HMAC-SHA256 of body under secret.
+func SignHMAC(secret, body []byte, prefix string) string {
+	mac := hmac.New(sha256.New, secret)
+	mac.Write(body)
+	return prefix + hex.EncodeToString(mac.Sum(nil))
+}
+
+// AllowList limits the accounts (users or organisations) served. The zero value (no
+// names) allows every account.
+type AllowList struct {
+	names map[string]bool
+}
+
+// NewAllowList allows the accounts named (compared without regard to case).
+func NewAllowList(accounts ...string) AllowList {
+	a := AllowList{names: map[string]bool{}}
+	for _, n := range accounts {
+		if n = strings.TrimSpace(n); n != "" {
+			a.names[strings.ToLower(n)] = true
+		}
+	}
+	return a
+}
+
+// Allows reports whether account is served.
+func (a AllowList) Allows(account string) bool {
+	return len(a.names) == 0 || a.names[strings.ToLower(account)]
+}
+
+// Metrics count webhook deliveries: kiln_forge_webhooks_total{forge,event,outcome}.
+type Metrics struct {
+	deliveries *prometheus.CounterVec
+}
+
+// NewMetrics registers the webhook metrics on reg.
+func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
+	m := &Metrics{deliveries: prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "kiln_forge_webhooks_total",
+		Help: "Webhook deliveries received, by forge, event and outcome.",
+	}, []string{"forge", "event", "outcome"})}
+	if err := reg.Register(m.deliveries); err != nil {
+		return nil, fmt.Errorf("webhook metrics: %w", err)
+	}
+	return m, nil
+}
+
+// Delivery is what a forge's headers say of one delivery.
+type Delivery struct {
+	Event     string // the event type, e.g. "push"
+	ID        string // the delivery's id, for logs
+	Signature string // the signature header's value
+}
+
+// Receiver is an http.Handler for one forge's deliveries of events of type E. It
+// answers 405 to anything but a POST, 413 to a payload over MaxPayload, 401 to a
+// delivery whose signature does not verify (and does nothing else with it), 400 to a
+// payload it cannot parse, 202 to events not handled and to accounts not allowed, 204
+// when the event was handled (or needed nothing), and 500 when Handle failed (so the
+// forge shows the delivery as failed and may send it again).
+type Receiver[E any] struct {
+	Forge  string // the forge's name, in logs and metrics
+	Secret []byte
+	// Describe reads the delivery's event type, id and signature from its headers.
+	Describe func(h http.Header) Delivery
+	// Verify checks a signature over body under secret.
+	Verify func(secret, body []byte, signature string) error
+	// Parse parses a verified payload; ErrUnhandled and ErrNothingToDo are answers, not
+	// failures.
+	Parse func(d Delivery, h http.Header, body []byte) (E, error)
+	// Account is the account a parsed event belongs to, checked against Allow.
+	Account func(E) string
+	Allow   AllowList
+	// Handle receives every verified, parsed event of an allowed account.
+	Handle func(ctx context.Context, ev E) error
+	// Events are the event types counted by name in metrics; others count as "other".
+	Events     []string
+	MaxPayload int64    // default DefaultMaxPayload
+	Metrics    *Metrics // nil: not counted
+	Logger     *slog.Logger
+}
+
+func (rc *Receiver[E]) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	log := rc.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	d := rc.Describe(r.Header)
+	outcome := func(o string) {
+		if rc.Metrics == nil {
+			return
+		}
+		ev := "other"
+		for _, e := range rc.Events {
+			if e == d.Event {
+				ev = e
+			}
+		}
+		rc.Metrics.deliveries.WithLabelValues(rc.Forge, ev, o).Inc()
+	}
+	if r.Method != http.MethodPost {
+		outcome("bad-request")
+		http.Error(w, "webhooks are POSTed", http.StatusMethodNotAllowed)
+		return
+	}
+	max := rc.MaxPayload
+	if max <= 0 {
+		max = DefaultMaxPayload
+	}
+	body, err := io.ReadAll(io.LimitReader(r.Body, max+1))
+	if err != nil {
+		outcome("bad-request")
+		http.Error(w, "reading the payload: "+err.Error(), http.StatusBadRequest)
+		return
+	}
+	if int64(len(body)) > max {
+		outcome("bad-request")
+		http.Error(w, fmt.Sprintf("payload larger than %d bytes", max), http.StatusRequestEntityTooLarge)
+		return
+	}
+	if err := rc.Verify(rc.Secret, body, d.Signature); err != nil {
+		outcome("forged")
+		log.Warn(rc.Forge+" webhook rejected", "delivery", d.ID, "event", d.Event, "remote", r.RemoteAddr, "err", err)
+		http.Error(w, err.Error(), http.StatusUnauthorized)
+		return
+	}
+	ev, err := rc.Parse(d, r.Header, body)
+	switch {
+	case errors.Is(err, ErrUnhandled):
+		outcome("ignored")
+		w.WriteHeader(http.StatusAccepted)
+		fmt.Fprintf(w, "event %q not handled\n", d.Event)
+		return
+	case errors.Is(err, ErrNothingToDo):
+		outcome("ok")
+		w.WriteHeader(http.StatusNoContent)
+		return
+	case err != nil:
+		outcome("bad-request")
+		log.Warn(rc.Forge+" webhook unreadable", "delivery", d.ID, "event", d.Event, "err", err)
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	if acct := rc.Account(ev); !rc.Allow.Allows(acct) {
+		outcome("not-allowed")
+		log.Info(rc.Forge+" webhook from an account not served", "delivery", d.ID, "account", acct)
+		w.WriteHeader(http.StatusAccepted)
+		fmt.Fprintf(w, "account %q is not served here\n", acct)
+		return
+	}
+	if rc.Handle != nil {
+		if err := rc.Handle(r.Context(), ev); err != nil {
+			outcome("error")
+			log.Error(rc.Forge+" webhook handling failed", "delivery", d.ID, "event", d.Event, "err", err)
+			http.Error(w, "handling the event failed", http.StatusInternalServerError)
+			return
+		}
+	}
+	outcome("ok")
+	w.WriteHeader(http.StatusNoContent)
+}

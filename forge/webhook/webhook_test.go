@@ -1,0 +1,133 @@
+package webhook
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+)
+
+type event struct{ account, kind string }
+
+func testReceiver(t *testing.T, handled *[]event) (*Receiver[event], *Metrics) {
+	t.Helper()
+	m, err := NewMetrics(prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &Receiver[event]{
+		Forge: "test", Secret: []byte("s3cret"), Metrics: m, MaxPayload: 64,
+		Events: []string{"push"},
+		Describe: func(h http.Header) Delivery {
+			return Delivery{Event: h.Get("X-Event"), ID: "d1", Signature: h.Get("X-Sig")}
+		},
+		Verify: func(secret, body []byte, sig string) error { return VerifyHMAC(secret, body, sig, "sha256=", "X-Sig") },
+		Parse: func(d Delivery, _ http.Header, body []byte) (event, error) {
+			switch {
+			case d.Event == "ping":
+				return event{}, ErrNothingToDo
+			case d.Event == "issue":
+				return event{}, ErrUnhandled
+			case !strings.HasPrefix(string(body), "acct="):
+				return event{}, errors.New("no account in the payload")
+			}
+			return event{account: strings.TrimPrefix(string(body), "acct="), kind: d.Event}, nil
+		},
+		Account: func(e event) string { return e.account },
+		Allow:   NewAllowList("OCaml"),
+		Handle: func(_ context.Context, e event) error {
+			if e.account == "ocaml" && e.kind == "fail" {
+				return errors.New("store down")
+			}
+			*handled = append(*handled, e)
+			return nil
+		},
+	}, m
+}
+
+func TestReceiverAnswers(t *testing.T) {
+	secret := []byte("s3cret")
+	cases := []struct {
+		name     string
+		method   string
+		event    string
+		body     string
+		sig      string // "" signs the body with the secret
+		code     int
+		handled  bool
+		outcome  string
+		metricEv string
+	}{
+		{"handled", "POST", "push", "acct=ocaml", "", http.StatusNoContent, true, "ok", "push"},
+		{"account case differs", "POST", "push", "acct=OCAML", "", http.StatusNoContent, true, "ok", "push"},
+		{"not a POST", "GET", "push", "acct=ocaml", "", http.StatusMethodNotAllowed, false, "bad-request", "push"},
+		{"too large", "POST", "push", "acct=" + strings.Repeat("x", 100), "", http.StatusRequestEntityTooLarge, false, "bad-request", "push"},
+		{"wrong signature", "POST", "push", "acct=ocaml", SignHMAC([]byte("other"), []byte("acct=ocaml"), "sha256="), http.StatusUnauthorized, false, "forged", "push"},
+		{"no signature", "POST", "push", "acct=ocaml", "none", http.StatusUnauthorized, false, "forged", "push"},
+		{"signature not hex", "POST", "push", "acct=ocaml", "sha256=zz", http.StatusUnauthorized, false, "forged", "push"},
+		{"unhandled event", "POST", "issue", "acct=ocaml", "", http.StatusAccepted, false, "ignored", "other"},
+		{"ping", "POST", "ping", "{}", "", http.StatusNoContent, false, "ok", "other"},
+		{"unparsable", "POST", "push", "garbage", "", http.StatusBadRequest, false, "bad-request", "push"},
+		{"account not served", "POST", "push", "acct=someone", "", http.StatusAccepted, false, "not-allowed", "push"},
+		{"handler fails", "POST", "fail", "acct=ocaml", "", http.StatusInternalServerError, false, "error", "other"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			var handled []event
+			rc, m := testReceiver(t, &handled)
+			req := httptest.NewRequest(c.method, "/webhooks/test", strings.NewReader(c.body))
+			req.Header.Set("X-Event", c.event)
+			switch c.sig {
+			case "":
+				req.Header.Set("X-Sig", SignHMAC(secret, []byte(c.body), "sha256="))
+			case "none":
+			default:
+				req.Header.Set("X-Sig", c.sig)
+			}
+			rec := httptest.NewRecorder()
+			rc.ServeHTTP(rec, req)
+			if rec.Code != c.code {
+				t.Errorf("answer %d (%s), want %d", rec.Code, strings.TrimSpace(rec.Body.String()), c.code)
+			}
+			if (len(handled) > 0) != c.handled {
+				t.Errorf("handled %v, want handled: %v", handled, c.handled)
+			}
+			var pb dto.Metric
+			m.deliveries.WithLabelValues("test", c.metricEv, c.outcome).Write(&pb)
+			if n := pb.GetCounter().GetValue(); n != 1 {
+				t.Errorf("kiln_forge_webhooks_total{forge=test,event=%s,outcome=%s} = %v, want 1", c.metricEv, c.outcome, n)
+			}
+		})
+	}
+}
+
+func TestMetricsRegisterOnce(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	if _, err := NewMetrics(reg); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := NewMetrics(reg); err == nil {
+		t.Error("registering the webhook metrics twice on one registry succeeded")
+	}
+}
+
+func FuzzVerifyHMAC(f *testing.F) {
+	secret := []byte("k")
+	f.Add([]byte("body"), SignHMAC(secret, []byte("body"), "sha256="))
+	f.Add([]byte(""), "sha256=")
+	f.Add([]byte("x"), "garbage")
+	f.Fuzz(func(t *testing.T, body []byte, sig string) {
+		err := VerifyHMAC(secret, body, sig, "sha256=", "X-Sig")
+		if err == nil && sig != SignHMAC(secret, body, "sha256=") && !strings.EqualFold(sig, SignHMAC(secret, body, "sha256=")) {
+			t.Fatalf("signature %q accepted for %q", sig, body)
+		}
+		if err != nil && !errors.Is(err, ErrSignature) {
+			t.Fatalf("error %v is not an ErrSignature", err)
+		}
+	})
+}
