@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"io"
 	"maps"
 	"slices"
@@ -15,7 +16,7 @@ import (
 
 // cacheMagic starts a cached universe; it changes whenever what is cached, or how
 // the solver reads opam files, changes.
-const cacheMagic = "kiln-universe-2\n"
+const cacheMagic = "kiln-universe-3\n"
 
 // ErrStaleCache says a cached universe is not the one asked for (another commit,
 // platform, flags or format).
@@ -53,46 +54,27 @@ func (u *Universe) WriteCache(w io.Writer) error {
 			e.str(x)
 		}
 	}
-	names := slices.Sorted(maps.Keys(u.byName))
-	n := 0
+	// The versions of each name, as one group preceded by its length in bytes, so
+	// that a reader can decode a group when it is first needed.
+	byName := u.all()
+	names := slices.Sorted(maps.Keys(byName))
+	e.uint(uint64(len(names)))
 	for _, name := range names {
-		n += len(u.byName[name])
-	}
-	e.uint(uint64(n))
-	for _, name := range names {
-		for _, c := range u.byName[name] {
+		outer := e.buf
+		e.buf = nil
+		for _, c := range byName[name] {
 			pi, ok := index[c.Pkg]
 			if !ok {
 				return fmt.Errorf("universe cache: %s is not in the repository", c)
 			}
-			e.uint(pi)
-			e.str(string(c.Name))
-			e.str(string(c.Version))
-			e.str(c.Unavailable)
-			e.str(c.deadWhy)
-			e.bools(c.Avoid, c.Aux, c.dead)
-			e.uint(uint64(len(c.Deps)))
-			for _, cl := range c.Deps {
-				e.atoms(cl)
-			}
-			e.atoms(c.Conflicts)
-			e.atoms(c.Depopts)
-			// Most often the list dependencies are the atoms of the clauses.
-			same := sameAtoms(c.listDeps, c.Deps)
-			e.bools(same)
-			if !same {
-				e.atoms(c.listDeps)
-			}
-			e.uint(uint64(len(c.Classes)))
-			for _, k := range c.Classes {
-				e.str(string(k))
-			}
-			e.uint(uint64(len(c.counts)))
-			for _, k := range c.counts {
-				e.uint(uint64(k))
-			}
-			e.atomFormula(c.Def)
+			e.cand(pi, c)
 		}
+		group := e.buf
+		e.buf = outer
+		e.str(string(name))
+		e.uint(uint64(len(byName[name])))
+		e.uint(uint64(len(group)))
+		e.buf = append(e.buf, group...)
 	}
 	// The key, then the strings, then what refers to them.
 	var head bytes.Buffer
@@ -113,20 +95,53 @@ func (u *Universe) WriteCache(w io.Writer) error {
 	if _, err := w.Write(head.Bytes()); err != nil {
 		return fmt.Errorf("universe cache: %w", err)
 	}
+	sum := crc32.NewIEEE()
+	sum.Write(head.Bytes())
+	sum.Write(e.buf)
+	e.buf = binary.BigEndian.AppendUint32(e.buf, sum.Sum32())
 	if _, err := w.Write(e.buf); err != nil {
 		return fmt.Errorf("universe cache: %w", err)
 	}
 	return nil
 }
 
+func (e *encoder) cand(pkg uint64, c *Cand) {
+	e.uint(pkg)
+	e.str(string(c.Version))
+	e.str(c.Unavailable)
+	e.str(c.deadWhy)
+	e.bools(c.Avoid, c.Aux, c.dead)
+	e.uint(uint64(len(c.Deps)))
+	for _, cl := range c.Deps {
+		e.atoms(cl)
+	}
+	e.atoms(c.Conflicts)
+	e.atoms(c.Depopts)
+	// Most often the list dependencies are the atoms of the clauses.
+	same := sameAtoms(c.listDeps, c.Deps)
+	e.bools(same)
+	if !same {
+		e.atoms(c.listDeps)
+	}
+	e.uint(uint64(len(c.Classes)))
+	for _, k := range c.Classes {
+		e.str(string(k))
+	}
+	e.uint(uint64(len(c.counts)))
+	for _, k := range c.counts {
+		e.uint(uint64(k))
+	}
+	e.atomFormula(c.Def)
+}
+
 // ReadCache rebuilds a universe from what WriteCache wrote, checking that it is the
 // universe of commit for platform p with flags; it returns ErrStaleCache when not.
 // The packages of its repository have no File: repository.Fill reads those needed.
 func ReadCache(data []byte, commit string, p Platform, flags Flags) (*Universe, error) {
-	if !bytes.HasPrefix(data, []byte(cacheMagic)) {
+	if !bytes.HasPrefix(data, []byte(cacheMagic)) || len(data) < len(cacheMagic)+4 {
 		return nil, ErrStaleCache
 	}
-	d := &decoder{data: data, off: len(cacheMagic)}
+	d := &decoder{data: data[:len(data)-4], off: len(cacheMagic)}
 	if d.raw() != commit {
 		return nil, ErrStaleCache
 	}
@@ -142,6 +157,9 @@ func ReadCache(data []byte, commit string, p Platform, flags Flags) (*Universe, 
 	}
 	if !maps.Equal(plat, p) || got != flags {
 		return nil, ErrStaleCache
+	}
+	if crc32.ChecksumIEEE(d.data) != binary.BigEndian.Uint32(data[len(data)-4:]) {
+		return nil, errors.New("universe cache: checksum mismatch")
 	}
 	d.strings()
 	stray := make([]string, d.count())
@@ -168,49 +186,22 @@ func ReadCache(data []byte, commit string, p Platform, flags Flags) (*Universe, 
 	if d.err != nil {
 		return nil, d.err
 	}
-	u := &Universe{Repo: repository.New(commit, pkgs, stray), Platform: p, Flags: flags, env: opam.MapEnv(p), byName: map[opam.PackageName][]*Cand{}}
-	cands := make([]Cand, d.count())
-	for i := range cands {
-		c := &cands[i]
-		pi := d.uint()
-		if pi >= uint64(len(pkgs)) {
-			return nil, fmt.Errorf("universe cache: candidate %d names package %d of %d", i, pi, len(pkgs))
-		}
-		c.Pkg = pkgs[pi]
-		c.Name, c.Version = opam.PackageName(d.str()), opam.Version(d.str())
-		c.Unavailable, c.deadWhy = d.str(), d.str()
-		c.Avoid, c.Aux, c.dead = d.bool3()
-		if n := d.count(); n > 0 {
-			c.Deps = make([][]opam.Atom, n)
-			for j := range c.Deps {
-				c.Deps[j] = d.atoms()
-			}
-		}
-		c.Conflicts, c.Depopts = d.atoms(), d.atoms()
-		if same, _ := d.bool2(); same {
-			c.listDeps = flatten(&d.atomBlock, c.Deps)
-		} else {
-			c.listDeps = d.atoms()
-		}
-		if n := d.count(); n > 0 {
-			c.Classes = make([]opam.PackageName, n)
-			for j := range c.Classes {
-				c.Classes[j] = opam.PackageName(d.str())
-			}
-		}
-		c.counts = cut(&d.intBlock, d.count())
-		for j := range c.counts {
-			c.counts[j] = int(d.uint())
-		}
-		c.Def = d.atomFormula(0)
-		if d.err != nil {
-			return nil, d.err
-		}
-		u.byName[c.Name] = append(u.byName[c.Name], c)
+	names := d.count()
+	lz := &lazyCands{d: d, pkgs: pkgs, groups: make(map[opam.PackageName]group, names)}
+	for range names {
+		name := opam.PackageName(d.str())
+		n, size := d.count(), d.count()
+		lz.groups[name] = group{off: d.off, n: n}
+		d.off += size
+	}
+	if d.err != nil {
+		return nil, d.err
 	}
 	if d.off != len(d.data) {
 		return nil, fmt.Errorf("universe cache: %d bytes left over", len(d.data)-d.off)
 	}
+	u := &Universe{Repo: repository.New(commit, pkgs, stray), Platform: p, Flags: flags, env: opam.MapEnv(p),
+		byName: make(map[opam.PackageName][]*Cand, names), lazy: lz}
 	// Every version's list dependencies are in the cache.
 	u.listOnce.Do(func() {})
 	return u, nil
@@ -254,6 +245,69 @@ func flatten(block *[]opam.Atom, cls [][]opam.Atom) []opam.Atom {
 	out := cut(block, n)[:0]
 	for _, cl := range cls {
 		out = append(out, cl...)
+	}
+	return out
+}
+
+// lazyCands holds the versions of a cached universe not decoded yet, by name.
+type lazyCands struct {
+	d      *decoder
+	pkgs   []*repository.Package
+	groups map[opam.PackageName]group
+}
+
+// group locates the n versions of a name in the cache.
+type group struct{ off, n int }
+
+// decode decodes the versions of a name (nil when the cache has none).
+func (lz *lazyCands) decode(name opam.PackageName) []*Cand {
+	g, ok := lz.groups[name]
+	if !ok {
+		return nil
+	}
+	delete(lz.groups, name)
+	d := lz.d
+	d.off = g.off
+	cands := make([]Cand, g.n)
+	out := make([]*Cand, g.n)
+	for i := range cands {
+		c := &cands[i]
+		pi := d.uint()
+		if pi >= uint64(len(lz.pkgs)) {
+			d.fail()
+			return nil
+		}
+		c.Pkg = lz.pkgs[pi]
+		c.Name, c.Version = name, opam.Version(d.str())
+		c.Unavailable, c.deadWhy = d.str(), d.str()
+		c.Avoid, c.Aux, c.dead = d.bool3()
+		if n := d.count(); n > 0 {
+			c.Deps = make([][]opam.Atom, n)
+			for j := range c.Deps {
+				c.Deps[j] = d.atoms()
+			}
+		}
+		c.Conflicts, c.Depopts = d.atoms(), d.atoms()
+		if same, _ := d.bool2(); same {
+			c.listDeps = flatten(&d.atomBlock, c.Deps)
+		} else {
+			c.listDeps = d.atoms()
+		}
+		if n := d.count(); n > 0 {
+			c.Classes = make([]opam.PackageName, n)
+			for j := range c.Classes {
+				c.Classes[j] = opam.PackageName(d.str())
+			}
+		}
+		c.counts = cut(&d.intBlock, d.count())
+		for j := range c.counts {
+			c.counts[j] = int(d.uint())
+		}
+		c.Def = d.atomFormula(0)
+		if d.err != nil {
+			return nil
+		}
+		out[i] = c
 	}
 	return out
 }

@@ -109,3 +109,43 @@ func BenchmarkReadCache(b *testing.B) {
 		}
 	}
 }
+
+// TestCachedUniverseConcurrentSolves solves in parallel on a universe read from a
+// cache, whose versions are decoded as the solves first need them.
+func TestCachedUniverseConcurrentSolves(t *testing.T) {
+	r := smallRepo(t, map[string]string{
+		"a.1": `depends: ["b" "c"]`, "b.1": `depends: ["c" {>= "2"}]`, "c.1": ``, "c.2": ``, "d.1": `depends: ["a" | "c"]`,
+	})
+	// A cache needs a commit; the index of a checkout stands for one here.
+	r = repository.New("0123456789012345678901234567890123456789", r.Packages(), nil)
+	var buf bytes.Buffer
+	if err := solver.NewUniverse(r, solver.DebianAMD64()).WriteCache(&buf); err != nil {
+		t.Fatal(err)
+	}
+	u, err := solver.ReadCache(buf.Bytes(), r.Commit, solver.DebianAMD64(), solver.Flags{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{"a": "[a.1 b.1 c.2]", "d": "[a.1 b.1 c.2 d.1]", "b": "[b.1 c.2]", "c": "[c.2]"}
+	errs := make(chan error, 4*len(want))
+	for range 4 {
+		for name, w := range want {
+			go func() {
+				sel, err := u.Solve(context.Background(), solver.Request{Install: []opam.Atom{{Name: opam.PackageName(name)}}})
+				switch {
+				case err != nil:
+					errs <- err
+				case fmt.Sprint(sel.Packages) != w:
+					errs <- fmt.Errorf("%s: %v, want %s", name, sel.Packages, w)
+				default:
+					errs <- nil
+				}
+			}()
+		}
+	}
+	for range 4 * len(want) {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
+}

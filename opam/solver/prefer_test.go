@@ -43,6 +43,16 @@ func TestAvoidVersionTriedLast(t *testing.T) {
 		"compiler.5.2":  ``,
 		"app.1":         `depends: ["compiler" "lib"]`,
 		"onlyavoid.1.0": `flags: avoid-version`,
+		// The newest ocaml needs a compiler flagged avoid-version: opam takes an older
+		// ocaml rather than install any avoided version.
+		"ocaml.5.6":    `depends: ["variants" {= "5.6"} | "base" {= "5.6"}]`,
+		"ocaml.5.2":    `depends: ["variants" {= "5.2"} | "base" {= "5.2"}]`,
+		"variants.5.6": `flags: avoid-version`,
+		"variants.5.2": ``,
+		"base.5.2":     ``,
+		"findlib.1":    `depends: ["ocaml"]`,
+		"cloning.1":    `flags: avoid-version`,
+		"needsavoid.1": `depends: ["cloning" "lib"]`,
 	}
 	r := smallRepo(t, files)
 	tests := []struct {
@@ -61,6 +71,9 @@ func TestAvoidVersionTriedLast(t *testing.T) {
 		{name: "dependencies too", opam: "2.1.2", req: []string{"app"}, want: []string{"compiler.5.2", "lib.1.0"}},
 		{name: "lower bounds", opam: "2.1.2", req: []string{"lib"}, lower: true, want: []string{"lib.1.0"}},
 		{name: "only avoided versions", opam: "2.1.2", req: []string{"onlyavoid"}, want: []string{"onlyavoid.1.0"}},
+		{name: "none at all if possible", opam: "2.1.2", req: []string{"findlib"}, want: []string{"ocaml.5.2", "variants.5.2"}, notWant: []string{"base"}},
+		{name: "asked for through a constraint", opam: "2.1.2", req: []string{"findlib", "ocaml>=5.6"}, want: []string{"ocaml.5.6", "variants.5.6"}},
+		{name: "needed by what is asked for", opam: "2.1.2", req: []string{"needsavoid"}, want: []string{"cloning.1", "lib.1.0"}},
 		{name: "deprecated is a plain flag for opam 2.1", opam: "2.1.2", req: []string{"old"}, want: []string{"old.2.0"}},
 		{name: "deprecated is avoided by opam 2.2", opam: "2.2.0", req: []string{"old"}, want: []string{"old.1.0"}},
 	}

@@ -140,6 +140,8 @@ type search struct {
 	max       int
 	gaveUp    bool
 	cancelled error
+	// noAvoid leaves out the versions flagged avoid-version.
+	noAvoid bool
 }
 
 // Solve finds the packages to install for req on the universe's platform.
@@ -169,7 +171,7 @@ func (u *Universe) Solve(ctx context.Context, req Request) (*Selection, error) {
 					continue
 				}
 				var cs []*Cand
-				for _, c := range u.byName[n] {
+				for _, c := range u.cands(n) {
 					r := u.resolveFor(c.Pkg, req.WithTest, req.WithDoc, false)
 					cs = append(cs, r)
 					s.pinAux(r)
@@ -197,7 +199,14 @@ func (u *Universe) Solve(ctx context.Context, req Request) (*Selection, error) {
 		q = append(q, clause{atoms: []opam.Atom{a}, count: u.liveCount([]opam.Atom{a}, s.pins)})
 	}
 	reqText := formatClauseList(req.Install)
+	// opam's first criterion is the number of versions flagged avoid-version: look
+	// for a solution without any, then (only if there is none) with them, last.
+	s.noAvoid = true
 	ok, f := s.run(&q, 0, 0)
+	if !ok && s.cancelled == nil {
+		s.noAvoid, s.gaveUp, s.max = false, false, s.steps+s.max
+		ok, f = s.run(&q, 0, 0)
+	}
 	if s.cancelled != nil {
 		return nil, s.cancelled
 	}
@@ -238,7 +247,7 @@ func (s *search) versions(name opam.PackageName) []*Cand {
 	if cs, ok := s.pins[name]; ok {
 		return cs
 	}
-	return s.u.byName[name]
+	return s.u.cands(name)
 }
 
 // satisfied reports whether the selection satisfies an atom of cl.
@@ -277,8 +286,11 @@ func (s *search) run(q *[]clause, i, depth int) (bool, *failed) {
 		tried := 0
 		n := len(*q)
 		// Versions flagged avoid-version come after every other version of the
-		// clause's packages, as opam counts them first in its criteria.
+		// clause's packages (when they are allowed at all).
 		for pass := range 2 {
+			if pass == 1 && s.noAvoid {
+				break
+			}
 			for _, a := range cl.atoms {
 				if o := s.sel[a.Name]; o != nil {
 					if pass == 0 {

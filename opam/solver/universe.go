@@ -9,6 +9,7 @@ import (
 	"runtime"
 	"slices"
 	"sync"
+	"sync/atomic"
 
 	"github.com/kiln-ci/kiln/opam"
 	"github.com/kiln-ci/kiln/opam/repository"
@@ -85,6 +86,11 @@ type Universe struct {
 	env      opam.Env
 	Flags    Flags
 	byName   map[opam.PackageName][]*Cand // increasing versions
+	// lazy, for a universe read from a cache, holds the versions not decoded yet:
+	// until complete is set, byName is only used with lazyMu held.
+	lazy     *lazyCands
+	lazyMu   sync.Mutex
+	complete atomic.Bool
 	// revAvail links the versions available on the platform, revAll every version.
 	revAvail, revAll reverseIndex
 	listOnce         sync.Once
@@ -165,7 +171,7 @@ func (u *Universe) liveCount(cl []opam.Atom, pins map[opam.PackageName][]*Cand) 
 	for _, a := range cl {
 		vs, ok := pins[a.Name]
 		if !ok {
-			vs = u.byName[a.Name]
+			vs = u.cands(a.Name)
 		}
 		for _, v := range vs {
 			if !v.dead && a.MatchesVersion(v.Version) {
@@ -177,11 +183,45 @@ func (u *Universe) liveCount(cl []opam.Atom, pins map[opam.PackageName][]*Cand) 
 }
 
 // Versions returns the candidates of a package, oldest first.
-func (u *Universe) Versions(name opam.PackageName) []*Cand { return u.byName[name] }
+func (u *Universe) Versions(name opam.PackageName) []*Cand { return u.cands(name) }
+
+// cands returns the candidates of a package, decoding them from the cache first if
+// need be.
+func (u *Universe) cands(name opam.PackageName) []*Cand {
+	if u.lazy == nil || u.complete.Load() {
+		return u.byName[name]
+	}
+	u.lazyMu.Lock()
+	defer u.lazyMu.Unlock()
+	if cs, ok := u.byName[name]; ok {
+		return cs
+	}
+	cs := u.lazy.decode(name)
+	if cs != nil {
+		u.byName[name] = cs
+	}
+	return cs
+}
+
+// all returns every candidate by name, decoding what the cache still holds.
+func (u *Universe) all() map[opam.PackageName][]*Cand {
+	if u.lazy == nil || u.complete.Load() {
+		return u.byName
+	}
+	u.lazyMu.Lock()
+	defer u.lazyMu.Unlock()
+	for name := range u.lazy.groups {
+		if cs := u.lazy.decode(name); cs != nil {
+			u.byName[name] = cs
+		}
+	}
+	u.complete.Store(true)
+	return u.byName
+}
 
 // Cand returns the candidate of one package version, or nil.
 func (u *Universe) Cand(p opam.Package) *Cand {
-	for _, c := range u.byName[p.Name] {
+	for _, c := range u.cands(p.Name) {
 		if c.Version == p.Version {
 			return c
 		}
@@ -287,7 +327,7 @@ func (u *Universe) clauseLive(cl []opam.Atom, pins map[opam.PackageName][]*Cand)
 	for _, a := range cl {
 		vs, ok := pins[a.Name]
 		if !ok {
-			vs = u.byName[a.Name]
+			vs = u.cands(a.Name)
 		}
 		for _, v := range vs {
 			if !v.dead && a.MatchesVersion(v.Version) {
@@ -331,7 +371,7 @@ func (u *Universe) reverse(all bool) *reverseIndex {
 // edges follow dependencies without post ones.
 func (u *Universe) fillListDeps() {
 	u.listOnce.Do(func() {
-		for _, cs := range u.byName {
+		for _, cs := range u.all() {
 			for _, c := range cs {
 				if c.Aux || c.listDeps != nil || c.Pkg == nil || c.Pkg.File == nil {
 					continue
@@ -364,7 +404,7 @@ func (u *Universe) buildReverse(ix *reverseIndex, all bool) {
 			}
 		}
 	}
-	for _, cs := range u.byName {
+	for _, cs := range u.all() {
 		for _, c := range cs {
 			// opam's list works on the packages available on the platform, unless -A.
 			if ix.counted(c) {
