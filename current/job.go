@@ -36,6 +36,10 @@ type Job struct{ r *runningJob }
 // ID is the job's identifier.
 func (j *Job) ID() string { return j.r.id }
 
+// Awoken reports whether Run runs again after it returned Await (the wait is over, or
+// the job's context ended).
+func (j *Job) Awoken() bool { return j.r.awoken }
+
 // Build is the job's build number for its key (1 for the first).
 func (j *Job) Build() int { return j.r.row.Build }
 
@@ -69,6 +73,8 @@ type runningJob struct {
 	input  any
 	idig   string
 	resume bool
+	// awoken is set while Run runs again after an Await.
+	awoken bool
 	log    *liveLog
 	ctx    context.Context
 	stop   context.CancelCauseFunc
@@ -81,6 +87,10 @@ type runningJob struct {
 	pool      *pool
 	waiter    *waiter
 	retryAt   time.Time
+	// A parked job (see Await) waits without a goroutine until unparked.
+	parked     bool
+	parkReason string
+	unpark     func() bool
 }
 
 func (e *Engine) newJob(ent *entry, row *jobRow, resume bool) *runningJob {
@@ -128,10 +138,12 @@ func (j *runningJob) setState(s ActiveState) {
 func (j *runningJob) reason() string {
 	e := j.e
 	e.jmu.Lock()
-	state, p, w, retry := j.state, j.pool, j.waiter, j.retryAt
+	state, p, w, retry, parked := j.state, j.pool, j.waiter, j.retryAt, j.parkReason
 	level := e.confirmLevel
 	e.jmu.Unlock()
 	switch {
+	case parked != "":
+		return parked
 	case state == ActiveWaitingForConfirmation:
 		return fmt.Sprintf("waiting for confirmation: level %s is above the confirm level %s", j.def.level, level)
 	case state == ActiveRunning:
@@ -230,17 +242,26 @@ func (j *runningJob) execute() (out any, err error) {
 }
 
 func (e *Engine) runJob(j *runningJob) {
-	defer e.jobWG.Done()
+	parked := false
+	defer func() {
+		if !parked {
+			e.jobWG.Done()
+		}
+	}()
+	e.jmu.Lock()
 	rr := j.row
+	e.jmu.Unlock()
 	r := &rr
 	lg := j.log
 	var err error
-	if j.resume {
-		fmt.Fprintf(lg, "--- kiln: the process running this job stopped; running it again ---\n")
-	}
-	fmt.Fprintf(lg, "--- kiln: job %s: %s %s (build %d, %s lane) ---\n", j.id, r.Op, r.Label, r.Build, r.Lane)
-	if j.input == nil && r.Input != nil {
-		j.input, err = j.def.decodeIn(r.Input)
+	if !j.awoken {
+		if j.resume {
+			fmt.Fprintf(lg, "--- kiln: the process running this job stopped; running it again ---\n")
+		}
+		fmt.Fprintf(lg, "--- kiln: job %s: %s %s (build %d, %s lane) ---\n", j.id, r.Op, r.Label, r.Build, r.Lane)
+		if j.input == nil && r.Input != nil {
+			j.input, err = j.def.decodeIn(r.Input)
+		}
 	}
 	var out any
 	var kind FailureKind
@@ -252,23 +273,33 @@ func (e *Engine) runJob(j *runningJob) {
 			if err = j.acquire(); err != nil {
 				break
 			}
-			r.Attempts++
-			now := time.Now()
-			r.RunningAt = now.UnixNano()
-			e.jmu.Lock()
-			j.retryAt = time.Time{}
-			j.row.Attempts, j.row.RunningAt = r.Attempts, r.RunningAt
-			e.jmu.Unlock()
-			if err := e.db.setRunning(r.ID, now.UnixNano(), r.Attempts); err != nil {
-				e.log.Error("record running job", "job", j.id, "err", err)
+			// A job awoken from an Await goes on with the attempt it was in.
+			if !j.awoken {
+				r.Attempts++
+				now := time.Now()
+				r.RunningAt = now.UnixNano()
+				e.jmu.Lock()
+				j.retryAt = time.Time{}
+				j.row.Attempts, j.row.RunningAt = r.Attempts, r.RunningAt
+				e.jmu.Unlock()
+				if err := e.db.setRunning(r.ID, now.UnixNano(), r.Attempts); err != nil {
+					e.log.Error("record running job", "job", j.id, "err", err)
+				}
 			}
 			j.setState(ActiveRunning)
 			e.metrics.running.Inc()
 			out, err = j.execute()
 			e.metrics.running.Dec()
+			j.awoken = false
 			j.releaseSlot()
 			if err == nil {
 				break
+			}
+			var aw *AwaitError
+			if errors.As(err, &aw) && j.ctx.Err() == nil {
+				parked = true
+				j.park(aw)
+				return
 			}
 			kind = j.classify(err)
 			if !kind.retryable() || kind == FailInterrupted || r.Attempts > e.cfg.MaxRetries {

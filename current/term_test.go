@@ -196,6 +196,8 @@ func TestRandomEditsKeepResultsRight(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
 	var cur []kv
 	for step := 0; step < 150; step++ {
+		// The pipeline holds the last value set: edit a copy.
+		cur = slices.Clone(cur)
 		switch op := rng.IntN(4); {
 		case op == 0 || len(cur) == 0:
 			cur = append(cur, kv{fmt.Sprint("k", rng.IntN(40)), rng.IntN(10)})
@@ -208,7 +210,6 @@ func TestRandomEditsKeepResultsRight(t *testing.T) {
 		default:
 			rng.Shuffle(len(cur), func(i, j int) { cur[i], cur[j] = cur[j], cur[i] })
 		}
-		cur = slices.Clone(cur)
 		var want []string
 		seen := map[string]bool{}
 		for _, x := range cur {
