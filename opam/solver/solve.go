@@ -32,6 +32,10 @@ type Request struct {
 // DefaultMaxSteps is the default search budget of a solve, in versions tried.
 const DefaultMaxSteps = 400000
 
+// avoidFreeSteps bounds the search for a solution without versions flagged
+// avoid-version, before the search that allows them.
+const avoidFreeSteps = 2000
+
 // ParseRequest reads package arguments such as "dune", "dune.3.24.0" or
 // "dune>=3.0" (also <, <=, =, !=, >).
 func ParseRequest(args []string) ([]opam.Atom, error) {
@@ -201,10 +205,13 @@ func (u *Universe) Solve(ctx context.Context, req Request) (*Selection, error) {
 	reqText := formatClauseList(req.Install)
 	// opam's first criterion is the number of versions flagged avoid-version: look
 	// for a solution without any, then (only if there is none) with them, last.
-	s.noAvoid = true
+	// The first search has a small budget of its own: when it runs out, the second
+	// one decides.
+	budget := s.max
+	s.noAvoid, s.max = true, min(budget, avoidFreeSteps)
 	ok, f := s.run(&q, 0, 0)
 	if !ok && s.cancelled == nil {
-		s.noAvoid, s.gaveUp, s.max = false, false, s.steps+s.max
+		s.noAvoid, s.gaveUp, s.max = false, false, s.steps+budget
 		ok, f = s.run(&q, 0, 0)
 	}
 	if s.cancelled != nil {
