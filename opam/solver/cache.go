@@ -303,6 +303,10 @@ func (lz *lazyCands) decode(name opam.PackageName) []*Cand {
 		for j := range c.counts {
 			c.counts[j] = int(d.uint())
 		}
+		if len(c.counts) != len(c.Deps) {
+			// The search reads one count per clause.
+			d.fail()
+		}
 		c.Def = d.atomFormula(0)
 		if d.err != nil {
 			return nil

@@ -3,8 +3,11 @@ package solver_test
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/crc32"
+	"strings"
 	"testing"
 
 	"github.com/kiln-ci/kiln/opam"
@@ -148,4 +151,47 @@ func TestCachedUniverseConcurrentSolves(t *testing.T) {
 			t.Error(err)
 		}
 	}
+}
+
+// FuzzReadCache damages a cache (keeping its checksum right, so that the decoding
+// runs) and reads it: an error is fine, a panic is not.
+func FuzzReadCache(f *testing.F) {
+	files := map[string]string{
+		"a.1": `depends: ["b" {>= "1" & < "2"} "c"] conflicts: ["d"] depopts: ["e"] flags: avoid-version conflict-class: "k"`,
+		"b.1": ``, "c.1": `available: false`, "d.1": `depends: [` + strings.Repeat(`("a" & "b") | `, 8) + `"c"]`,
+	}
+	const commit = "0123456789012345678901234567890123456789"
+	dir := repotest.Files(f, files)
+	r, err := repository.LoadDir(context.Background(), dir)
+	if err != nil {
+		f.Fatal(err)
+	}
+	r = repository.New(commit, r.Packages(), nil)
+	var buf bytes.Buffer
+	if err := solver.NewUniverse(r, solver.DebianAMD64()).WriteCache(&buf); err != nil {
+		f.Fatal(err)
+	}
+	f.Add(buf.Bytes(), 0, byte(0))
+	f.Add(buf.Bytes(), len(buf.Bytes())/2, byte(0xff))
+	f.Fuzz(func(t *testing.T, data []byte, at int, b byte) {
+		if len(data) < 4 {
+			return
+		}
+		data = bytes.Clone(data)
+		body := data[:len(data)-4]
+		if at >= 0 && at < len(body) {
+			body[at] = b
+		}
+		binary.BigEndian.PutUint32(data[len(data)-4:], crc32.ChecksumIEEE(body))
+		u, err := solver.ReadCache(data, commit, solver.DebianAMD64(), solver.Flags{})
+		if err != nil {
+			return
+		}
+		for _, n := range []opam.PackageName{"a", "b", "c", "d", "zz"} {
+			u.Solve(context.Background(), solver.Request{Install: []opam.Atom{{Name: n}}})
+			for _, c := range u.Versions(n) {
+				u.DependsOn(c, true)
+			}
+		}
+	})
 }
