@@ -132,7 +132,33 @@ func writeCache(path string, u *solver.Universe) error {
 	if err := tmp.Close(); err != nil {
 		return err
 	}
-	return os.Rename(tmp.Name(), path)
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return err
+	}
+	pruneCache(filepath.Dir(path), keepCaches)
+	return nil
+}
+
+// keepCaches is the number of universe caches kept (the most recently written).
+const keepCaches = 8
+
+// pruneCache removes all but the keep newest universe caches of dir.
+func pruneCache(dir string, keep int) {
+	files, _ := filepath.Glob(filepath.Join(dir, "*.universe"))
+	type aged struct {
+		path string
+		mod  time.Time
+	}
+	var all []aged
+	for _, f := range files {
+		if st, err := os.Stat(f); err == nil {
+			all = append(all, aged{f, st.ModTime()})
+		}
+	}
+	slices.SortFunc(all, func(a, b aged) int { return b.mod.Compare(a.mod) })
+	for _, a := range all[min(keep, len(all)):] {
+		os.Remove(a.path)
+	}
 }
 
 // fill reads the opam files of pkgs that a cached universe does not hold.
