@@ -323,6 +323,13 @@ func opamShowCmd() *cobra.Command {
 				return err
 			}
 			cand := u.Cand(p.Package)
+			if cand == nil {
+				var twins []string
+				for _, t := range r.Twins(p.Package) {
+					twins = append(twins, t.Package.String())
+				}
+				return fmt.Errorf("%s is not seen by opam: its version equals that of %s as opam compares versions", p.Package, strings.Join(twins, ", "))
+			}
 			type show struct {
 				Package     string   `json:"package"`
 				Versions    []string `json:"versions"`
