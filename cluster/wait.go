@@ -25,6 +25,7 @@ type watchHub struct {
 type jobWaiter struct {
 	cond func(*Job) bool
 	ch   chan *Job // buffered: the first record that meets cond
+	fn   func()    // for a notification (Notify), instead of ch
 }
 
 // ensure starts the shared watch unless it runs, returning the channel closed when it
@@ -60,8 +61,25 @@ func (h *watchHub) run(w jetstream.KeyWatcher, dead chan struct{}) {
 		if h.w == w {
 			h.w = nil
 		}
+		// Notifications would wait for a watch that no longer runs: tell them, so their
+		// owners look again.
+		var fns []func()
+		for id, ws := range h.waiters {
+			for wt := range ws {
+				if wt.fn != nil {
+					fns = append(fns, wt.fn)
+					delete(ws, wt)
+				}
+			}
+			if len(ws) == 0 {
+				delete(h.waiters, id)
+			}
+		}
 		h.mu.Unlock()
 		close(dead)
+		for _, f := range fns {
+			f()
+		}
 	}()
 	for {
 		select {
@@ -84,16 +102,24 @@ func (h *watchHub) run(w jetstream.KeyWatcher, dead chan struct{}) {
 }
 
 func (h *watchHub) deliver(id string, j *Job) {
+	var fns []func()
 	h.mu.Lock()
-	defer h.mu.Unlock()
 	for wt := range h.waiters[id] {
 		if wt.cond(j) {
-			wt.ch <- j
+			if wt.fn != nil {
+				fns = append(fns, wt.fn)
+			} else {
+				wt.ch <- j
+			}
 			delete(h.waiters[id], wt)
 		}
 	}
 	if len(h.waiters[id]) == 0 {
 		delete(h.waiters, id)
+	}
+	h.mu.Unlock()
+	for _, f := range fns {
+		f()
 	}
 }
 
@@ -164,6 +190,39 @@ func (c *Client) WaitFor(ctx context.Context, id string, cond func(*Job) bool) (
 			c.hub.remove(id, wt) // the watch ended (reconnect): start another and look again
 		}
 	}
+}
+
+// Notify calls f once when job id's record meets cond, or when the client's watch of the
+// records ends (a lost connection, Close), so that its owner looks again. f runs on
+// the watch's goroutine and must not block. Notifications share the client's one watch
+// and hold no goroutine while they wait; cancel withdraws one that has not fired.
+func (c *Client) Notify(ctx context.Context, id string, cond func(*Job) bool, f func()) (cancel func(), err error) {
+	kv, err := c.bucket(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := c.hub.ensure(kv); err != nil {
+		return nil, fmt.Errorf("notify of %s: %w", id, err)
+	}
+	var once sync.Once
+	fire := func() { once.Do(f) }
+	wt := &jobWaiter{cond: cond, fn: fire}
+	c.hub.add(id, wt)
+	cancel = func() { c.hub.remove(id, wt) }
+	// The record may have met cond before the notification was added.
+	e, err := kv.Get(ctx, id)
+	switch {
+	case err == nil:
+		var j Job
+		if json.Unmarshal(e.Value(), &j) == nil && cond(&j) {
+			cancel()
+			fire()
+		}
+	case !errors.Is(err, jetstream.ErrKeyNotFound):
+		cancel()
+		return nil, fmt.Errorf("notify of %s: %w", id, err)
+	}
+	return cancel, nil
 }
 
 // Wait waits until job id is done and returns its record.

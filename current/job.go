@@ -19,6 +19,7 @@ var (
 	errNotNeeded   = errors.New("cancelled: no longer needed by any pipeline")
 	errByOperator  = errors.New("cancelled by an operator")
 	errEngineStops = errors.New("interrupted: the engine is stopping")
+	errJobOver     = errors.New("the job is over")
 )
 
 // Cancelled reports whether a job's context ended because its result is no longer
@@ -245,6 +246,8 @@ func (e *Engine) runJob(j *runningJob) {
 	parked := false
 	defer func() {
 		if !parked {
+			// Release the job's context (and whatever waits on it) now that it is over.
+			j.stop(errJobOver)
 			e.jobWG.Done()
 		}
 	}()

@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync"
 	"time"
 
 	"github.com/kiln-ci/kiln/cluster"
@@ -36,6 +37,9 @@ type Fleet interface {
 	Wait(ctx context.Context, id string) (*cluster.Job, error)
 	WaitStarted(ctx context.Context, id string) (*cluster.Job, error)
 	Cancel(ctx context.Context, id string) error
+	// Notify calls f once when job id's record meets cond (or when the fleet can no
+	// longer tell): how a queued job waits without a goroutine.
+	Notify(ctx context.Context, id string, cond func(*cluster.Job) bool, f func()) (cancel func(), err error)
 }
 
 // Request is one build to run on the fleet.
@@ -92,6 +96,11 @@ func Run(ctx context.Context, fleet Fleet, j *current.Job, req Request) (Result,
 	if err != nil {
 		return Result{}, err
 	}
+	if job.State == cluster.StateQueued {
+		if err := awaitStart(ctx, fleet, job.ID, req.Pool); err != nil {
+			return Result{}, err
+		}
+	}
 	// A queued job has no log yet: follow it once it runs.
 	tail := &tailWriter{max: 200}
 	logCtx, stopLog := context.WithCancel(context.WithoutCancel(ctx))
@@ -145,6 +154,57 @@ func Run(ctx context.Context, fleet Fleet, j *current.Job, req Request) (Result,
 	}
 }
 
+// awaitStart returns a current.Await that resumes the engine job once fleet job id
+// leaves the queue, so a queued build costs a record, not a goroutine. The engine job
+// that is cancelled meanwhile cancels the fleet job. It returns nil when the fleet
+// cannot notify; the job then waits in Run.
+func awaitStart(ctx context.Context, fleet Fleet, id, pool string) error {
+	w := &wakeup{}
+	stop, err := fleet.Notify(ctx, id, func(cj *cluster.Job) bool { return cj.State != cluster.StateQueued }, w.fire)
+	if err != nil {
+		return nil
+	}
+	return current.Await(fmt.Sprintf("queued in fleet pool %s as job %s", pool, id), func(jctx context.Context, resume func()) {
+		w.arm(resume)
+		context.AfterFunc(jctx, func() {
+			stop()
+			if current.Cancelled(jctx) {
+				cctx, cancel := context.WithTimeout(context.WithoutCancel(jctx), 10*time.Second)
+				fleet.Cancel(cctx, id)
+				cancel()
+			}
+		})
+	})
+}
+
+// wakeup passes a notification that may come before the engine hands over the function
+// that resumes the job.
+type wakeup struct {
+	mu     sync.Mutex
+	fired  bool
+	resume func()
+}
+
+func (w *wakeup) fire() {
+	w.mu.Lock()
+	w.fired = true
+	r := w.resume
+	w.mu.Unlock()
+	if r != nil {
+		r()
+	}
+}
+
+func (w *wakeup) arm(resume func()) {
+	w.mu.Lock()
+	w.resume = resume
+	fired := w.fired
+	w.mu.Unlock()
+	if fired {
+		resume()
+	}
+}
+
 // submit hands the build to the fleet under a ticket derived from the engine's job, so
 // that the job attaches to its fleet job again after a restart of the engine. A ticket
 // whose fleet job already ended with an infrastructure failure (an earlier attempt of
@@ -153,8 +213,7 @@ func submit(ctx context.Context, fleet Fleet, j *current.Job, ticket string, req
 	if ticket == "" {
 		ticket = "kiln"
 	}
-	h := sha256.Sum256([]byte(req.Pool + " " + j.ID()))
-	base := ticket + "-" + hex.EncodeToString(h[:8])
+	base := ticket + "-" + ticketDigest(req.Pool, j.ID())
 	for n := 0; n < 8; n++ {
 		req.ID = fmt.Sprintf("%s-%d", base, n)
 		job, err := fleet.Submit(ctx, req)
@@ -165,14 +224,24 @@ func submit(ctx context.Context, fleet Fleet, j *current.Job, ticket string, req
 			continue
 		}
 		lane := map[bool]string{true: "urgent", false: "background"}[req.Urgent]
-		if job.Submitted.Before(time.Now().Add(-time.Minute)) {
+		switch {
+		case j.Awoken() && job.State == cluster.StateRunning:
+			j.Logf("fleet job %s runs on worker %s", job.ID, job.Worker)
+		case j.Awoken():
+		case job.Submitted.Before(time.Now().Add(-time.Minute)):
 			j.Logf("attached again to fleet job %s in pool %s", job.ID, req.Pool)
-		} else {
+		default:
 			j.Logf("submitted to pool %s as fleet job %s (%s lane)", req.Pool, job.ID, lane)
 		}
 		return job, nil
 	}
 	return nil, current.Infra(current.FailWorkerLost, fmt.Errorf("pool %s: every attempt failed on the infrastructure", req.Pool))
+}
+
+// ticketDigest names the fleet jobs of an engine job in a pool.
+func ticketDigest(pool, engineJob string) string {
+	h := sha256.Sum256([]byte(pool + " " + engineJob))
+	return hex.EncodeToString(h[:8])
 }
 
 // wait waits for a fleet job to end, riding out a few failures of the connection
