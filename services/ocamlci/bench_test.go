@@ -197,7 +197,8 @@ func (s *benchServer) run(state string, o serverOptions) {
 }
 
 // quiet reports whether the engine has nothing to do but wait for the fleet: every
-// active job is a build whose fleet job was submitted.
+// active job is a build whose fleet job was submitted (running, or put aside while
+// the fleet job is queued).
 func (s *benchServer) quiet(wantSubmitted int) bool {
 	st := s.engine.Status()
 	build := 0
@@ -211,7 +212,17 @@ func (s *benchServer) quiet(wantSubmitted int) bool {
 			return false
 		}
 	}
-	return st.ActiveJobs == build && s.rec.count() >= wantSubmitted
+	if s.rec.count() < wantSubmitted {
+		return false
+	}
+	// Builds queued on the fleet wait put aside, without a slot.
+	waiting := 0
+	for _, j := range s.engine.Jobs() {
+		if strings.HasPrefix(j.WaitReason, "queued in fleet pool ") {
+			waiting++
+		}
+	}
+	return st.ActiveJobs == build+waiting
 }
 
 // settle waits until the engine is quiet and has made no pass for calm.
