@@ -2,6 +2,7 @@ package opamref_test
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -23,15 +24,28 @@ import (
 	"github.com/kiln-ci/kiln/opam/solver"
 )
 
+var update = flag.Bool("update", false, "ask the real opam again and rewrite its recorded answers in testdata/ (also: KILN_OPAMREF_UPDATE=1)")
+
+// updating reports whether this run asks opam and rewrites the recorded answers.
+func updating() bool { return *update || os.Getenv("KILN_OPAMREF_UPDATE") == "1" }
+
+// answersDir holds opam's recorded answers, one file per opam version and repository
+// commit.
+const answersDir = "testdata"
+
 var (
 	setupOnce sync.Once
 	ref       *opamref.Opam
 	repo      *repository.Repo
 	checkout  string
+	answers   *opamref.Answers // recorded by this run (-update), saved by TestMain
 	setupErr  error
 )
 
-// env gives the repository at master, its checkout and an opam root on it.
+// env gives the repository at master, its checkout and an opam that answers: by
+// default from the answers recorded in testdata/ for the installed opam's version and
+// the repository's commit (kiln's side is computed anew on every run); with -update
+// (or KILN_OPAMREF_UPDATE=1) the real opam, whose answers TestMain then saves.
 func env(t testing.TB) (*opamref.Opam, *repository.Repo, string) {
 	t.Helper()
 	testenv.RequireCommand(t, "opam")
@@ -45,12 +59,42 @@ func env(t testing.TB) (*opamref.Opam, *repository.Repo, string) {
 		if setupErr != nil {
 			return
 		}
-		ref, setupErr = opamref.Setup(ctx, cache, dir, repotest.Master)
+		if updating() {
+			ref, setupErr = opamref.Setup(ctx, cache, dir, repotest.Master)
+			if setupErr == nil {
+				answers = opamref.NewAnswers(ref.Version, repotest.Master)
+				ref.Record(answers)
+			}
+			return
+		}
+		_, v, err := opamref.Binary(ctx)
+		if err != nil {
+			setupErr = err
+			return
+		}
+		file := opamref.AnswersFile(answersDir, v, repotest.Master)
+		a, err := opamref.LoadAnswers(file, v, repotest.Master)
+		if err != nil {
+			setupErr = fmt.Errorf("%w\n(no answers of opam %s at commit %s are recorded: run `go test ./opam/opamref -update` to ask opam)", err, v, repotest.Master)
+			return
+		}
+		ref = opamref.Replay(a, dir)
 	})
 	if setupErr != nil {
 		t.Fatal(setupErr)
 	}
 	return ref, repo, checkout
+}
+
+// liveEnv is env with the real opam whatever the mode, for benchmarks that time it.
+func liveEnv(b *testing.B) (*opamref.Opam, *repository.Repo, string) {
+	b.Helper()
+	_, r, dir := env(b)
+	o, err := opamref.Setup(context.Background(), testenv.CacheDir(b, "opamref"), dir, repotest.Master)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return o, r, dir
 }
 
 // TestVersionOrderAgrees compares the order of the versions of every package, as
@@ -318,4 +362,30 @@ func minus(a, b []string) []string {
 	return out
 }
 
-func TestMain(m *testing.M) { os.Exit(m.Run()) }
+// TestMain saves the answers opam gave in an -update run. A run limited by -run keeps
+// the recorded answers it did not ask again; a full run writes exactly those it asked.
+func TestMain(m *testing.M) {
+	flag.Parse()
+	code := m.Run()
+	if answers != nil && code == 0 {
+		if err := saveAnswers(); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			code = 1
+		}
+	}
+	os.Exit(code)
+}
+
+func saveAnswers() error {
+	file := opamref.AnswersFile(answersDir, answers.OpamVersion, answers.Commit)
+	if f := flag.Lookup("test.run"); f != nil && f.Value.String() != "" {
+		if old, err := opamref.LoadAnswers(file, answers.OpamVersion, answers.Commit); err == nil {
+			answers.Merge(old)
+		}
+	}
+	if err := answers.Save(file); err != nil {
+		return err
+	}
+	fmt.Fprintf(os.Stderr, "opamref: wrote %d answers of opam %s to %s\n", answers.Len(), answers.OpamVersion, file)
+	return nil
+}

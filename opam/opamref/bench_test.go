@@ -19,7 +19,7 @@ import (
 // BenchmarkLoadIndex loads and indexes the whole repository: kiln from git (no
 // checkout), opam with `opam admin list` in a checkout (which reads every opam file).
 func BenchmarkLoadIndex(b *testing.B) {
-	o, _, dir := env(b)
+	o, _, dir := liveEnv(b)
 	git := repotest.GitDir(b)
 	b.Run("kiln-git", func(b *testing.B) {
 		for b.Loop() {
@@ -74,7 +74,7 @@ func BenchmarkUpdateOnePR(b *testing.B) {
 // `opam list --depends-on dune.3.24.0 --recursive --all-versions` (opam's
 // --coinstallable-with did not finish in 15 minutes here).
 func BenchmarkRevdepsDune(b *testing.B) {
-	o, r, _ := env(b)
+	o, r, _ := liveEnv(b)
 	u := solver.NewUniverse(r, solver.DebianAMD64())
 	dune := opam.Package{Name: "dune", Version: "3.24.0"}
 	revdeps.Candidates(u, dune, revdeps.Options{}) // builds the reverse index once
@@ -112,7 +112,7 @@ func BenchmarkRevdepsDune(b *testing.B) {
 // BenchmarkSolveLatest solves the newest version of every package alone (kiln), and a
 // sample of them with `opam install --dry-run` in an empty switch.
 func BenchmarkSolveLatest(b *testing.B) {
-	o, r, _ := env(b)
+	o, r, _ := liveEnv(b)
 	u := solver.NewUniverse(r, solver.DebianAMD64())
 	b.Run("kiln-every-package", func(b *testing.B) {
 		for b.Loop() {

@@ -2,7 +2,8 @@
 // repository, so kiln's answers (version order, lint, installability, reverse
 // dependencies) can be checked against opam's. Answers are cached on disk by opam
 // version, repository commit and command line, since opam takes seconds to minutes
-// per query.
+// per query; they can also be recorded (Record, Answers.Save) and replayed without
+// opam (Replay), which is how kiln's agreement tests run by default.
 package opamref
 
 import (
@@ -24,22 +25,34 @@ type Opam struct {
 	Version string
 	Root    string
 	cache   string
+
+	repoDir string   // the checkout, written as RepoPlaceholder in recorded answers
+	answers *Answers // where answers are recorded into or replayed from, if anywhere
+	record  bool     // true: ask opam and record; false: replay from answers
+}
+
+// Binary returns the path of the opam command and its version.
+func Binary(ctx context.Context) (bin, version string, err error) {
+	bin, err = exec.LookPath("opam")
+	if err != nil {
+		return "", "", fmt.Errorf("opamref: %w", err)
+	}
+	out, err := exec.CommandContext(ctx, bin, "--version").Output()
+	if err != nil {
+		return "", "", fmt.Errorf("opamref: opam --version: %w", err)
+	}
+	return bin, strings.TrimSpace(string(out)), nil
 }
 
 // Setup prepares (or reuses) an opam root under cacheDir for the repository checked
 // out in repoDir at commit: `opam init --bare` on the directory, then an empty switch.
 func Setup(ctx context.Context, cacheDir, repoDir, commit string) (*Opam, error) {
-	bin, err := exec.LookPath("opam")
+	bin, ver, err := Binary(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("opamref: %w", err)
+		return nil, err
 	}
-	out, err := exec.CommandContext(ctx, bin, "--version").Output()
-	if err != nil {
-		return nil, fmt.Errorf("opamref: opam --version: %w", err)
-	}
-	ver := strings.TrimSpace(string(out))
 	base := filepath.Join(cacheDir, "opam-"+ver+"-"+commit)
-	o := &Opam{Bin: bin, Version: ver, Root: filepath.Join(base, "root"), cache: filepath.Join(base, "answers")}
+	o := &Opam{Bin: bin, Version: ver, Root: filepath.Join(base, "root"), cache: filepath.Join(base, "answers"), repoDir: repoDir}
 	if _, err := os.Stat(filepath.Join(base, "ready")); err == nil {
 		return o, nil
 	}
@@ -60,6 +73,9 @@ func Setup(ctx context.Context, cacheDir, repoDir, commit string) (*Opam, error)
 }
 
 func (o *Opam) run(ctx context.Context, args ...string) ([]byte, error) {
+	if o.Bin == "" {
+		return nil, fmt.Errorf("opamref: opam %s: answers are replayed, there is no opam root to run opam in", shortArgs(args))
+	}
 	cmd := exec.CommandContext(ctx, o.Bin, args...)
 	cmd.Env = append(os.Environ(), "OPAMROOT="+o.Root, "OPAMYES=1", "OPAMCOLOR=never",
 		"OPAMROOTISOK=1", "OPAMSWITCH=empty", "OPAMNODEPEXTS=1", "OPAMDOWNLOADJOBS=1")
@@ -74,7 +90,7 @@ func (o *Opam) run(ctx context.Context, args ...string) ([]byte, error) {
 
 // Run runs opam with args in the root, without the answer cache (for timing).
 func (o *Opam) Run(ctx context.Context, dir string, args ...string) ([]byte, error) {
-	if dir == "" {
+	if dir == "" || o.Bin == "" {
 		return o.run(ctx, args...)
 	}
 	cmd := exec.CommandContext(ctx, o.Bin, args...)
@@ -88,7 +104,8 @@ func (o *Opam) Run(ctx context.Context, dir string, args ...string) ([]byte, err
 }
 
 // Query runs opam with args and returns its standard output, from the answer cache
-// when this command line was run before. Failures are not cached.
+// when this command line was run before. Failures are not cached. An Opam made by
+// Replay answers from its record; one given a record by Record asks opam and records.
 func (o *Opam) Query(ctx context.Context, args ...string) ([]byte, error) {
 	return o.query(ctx, true, args...)
 }
@@ -100,12 +117,18 @@ func (o *Opam) QueryAllowFail(ctx context.Context, args ...string) ([]byte, erro
 }
 
 func (o *Opam) query(ctx context.Context, mustSucceed bool, args ...string) ([]byte, error) {
+	if o.answers != nil && !o.record {
+		return o.replay(mustSucceed, args)
+	}
 	h := sha256.Sum256([]byte(strings.Join(args, "\x00")))
 	file := filepath.Join(o.cache, hex.EncodeToString(h[:12]))
-	if data, err := os.ReadFile(file); err == nil {
-		return data, nil
+	if o.answers == nil {
+		if data, err := os.ReadFile(file); err == nil {
+			return data, nil
+		}
 	}
 	out, err := o.run(ctx, args...)
+	exitCode := 0
 	if err != nil {
 		if mustSucceed || ctx.Err() != nil {
 			return nil, err
@@ -114,6 +137,10 @@ func (o *Opam) query(ctx context.Context, mustSucceed bool, args ...string) ([]b
 		if !errors.As(err, &exit) {
 			return nil, err
 		}
+		exitCode = exit.ExitCode()
+	}
+	if o.answers != nil {
+		o.remember(args, out, exitCode)
 	}
 	tmp := file + ".tmp"
 	if werr := os.WriteFile(tmp, out, 0o644); werr == nil {
