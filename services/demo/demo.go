@@ -41,16 +41,17 @@ func Pipeline(o Options) current.Term[current.Unit] {
 		o.Runner = HostRunner{}
 	}
 	heads := gitlocal.Heads(o.Repo, o.Poll)
-	checkout := &current.Op[gitlocal.Ref, Source]{
+	// Keyed and fed by the commit alone, so branches on one commit share the checkout.
+	checkout := &current.Op[string, Source]{
 		Name:  "demo-checkout",
-		Key:   func(h gitlocal.Ref) string { return h.Commit },
-		Label: func(h gitlocal.Ref) string { return "checkout " + short(h.Commit) },
-		Run: func(ctx context.Context, j *current.Job, h gitlocal.Ref) (Source, error) {
-			dir := filepath.Join(o.WorkDir, "src", h.Commit)
-			j.Logf("checking out %s into %s", h.Commit, dir)
+		Key:   func(commit string) string { return commit },
+		Label: func(commit string) string { return "checkout " + short(commit) },
+		Run: func(ctx context.Context, j *current.Job, commit string) (Source, error) {
+			dir := filepath.Join(o.WorkDir, "src", commit)
+			j.Logf("checking out %s into %s", commit, dir)
 			if _, err := os.Stat(filepath.Join(dir, ".kiln-complete")); err == nil {
 				j.Logf("already checked out")
-				return Source{Commit: h.Commit, Dir: dir}, nil
+				return Source{Commit: commit, Dir: dir}, nil
 			}
 			os.RemoveAll(dir)
 			if err := os.MkdirAll(dir, 0o755); err != nil {
@@ -60,14 +61,14 @@ func Pipeline(o Options) current.Term[current.Unit] {
 			if err != nil {
 				return Source{}, err
 			}
-			if err := repo.Checkout(ctx, h.Commit, dir); err != nil {
+			if err := repo.Checkout(ctx, commit, dir); err != nil {
 				return Source{}, err
 			}
 			if err := os.WriteFile(filepath.Join(dir, ".kiln-complete"), nil, 0o644); err != nil {
 				return Source{}, err
 			}
 			j.Logf("done")
-			return Source{Commit: h.Commit, Dir: dir}, nil
+			return Source{Commit: commit, Dir: dir}, nil
 		},
 	}
 	count := &current.Op[Source, int]{
@@ -104,7 +105,7 @@ func Pipeline(o Options) current.Term[current.Unit] {
 		},
 	}
 	return current.ListIter(heads.Term(), gitlocal.Ref.Key, func(h current.Term[gitlocal.Ref]) current.Term[current.Unit] {
-		src := current.Do(checkout, h)
+		src := current.Do(checkout, current.Map(h, func(r gitlocal.Ref) string { return r.Commit }))
 		return current.All(current.Do(count, src), current.Do(check, src))
 	})
 }

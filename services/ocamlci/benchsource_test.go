@@ -54,6 +54,15 @@ func (s *varSource) push(i int, commit string) {
 	s.v.Set(snap)
 }
 
+// set hands a new list of refs to the pipeline.
+func (s *varSource) set(refs []forge.Ref) {
+	s.mu.Lock()
+	s.refs = append([]forge.Ref(nil), refs...)
+	snap := s.snapshot()
+	s.mu.Unlock()
+	s.v.Set(snap)
+}
+
 // benchGit runs git in dir with a fixed identity and returns its trimmed output.
 func benchGit(tb testing.TB, dir string, args ...string) string {
 	tb.Helper()

@@ -58,7 +58,8 @@ type Service struct {
 
 	opsOnce sync.Once
 	ops     struct {
-		fetch   *current.Op[forge.Ref, Checkout]
+		head    *current.Op[forge.Ref, current.Unit]
+		fetch   *current.Op[FetchInput, Checkout]
 		analyse *current.Op[AnalysisInput, Plan]
 		build   *current.Op[BuildInput, BuildResult]
 		status  *current.Op[StatusInput, current.Unit]
@@ -90,12 +91,23 @@ type Plan struct {
 	Findings []lint.Finding `json:"findings,omitempty"`
 }
 
-// BuildInput is one variant of one commit.
+// FetchInput is a commit to check out and a ref to fetch it by (a pull request's head
+// may be on no branch).
+type FetchInput struct {
+	Repo   forge.RepoID `json:"repo"`
+	Commit string       `json:"commit"`
+	Ref    string       `json:"ref"`
+	Remote string       `json:"remote"`
+}
+
+func (f FetchInput) key() string { return f.Repo.String() + " " + f.Commit }
+
+// BuildInput is one variant of one commit. Like every input here, it holds nothing of
+// the refs that point at the commit: a branch and its pull request share the builds.
 type BuildInput struct {
-	Ref      forge.Ref `json:"ref"`
-	Checkout Checkout  `json:"checkout"`
-	Variant  Variant   `json:"variant"`
-	Spec     string    `json:"spec,omitempty"`
+	Checkout Checkout `json:"checkout"`
+	Variant  Variant  `json:"variant"`
+	Spec     string   `json:"spec,omitempty"`
 	// SpecError says why the variant has no spec (the analysis could not make one).
 	SpecError string         `json:"spec_error,omitempty"`
 	Findings  []lint.Finding `json:"findings,omitempty"`
@@ -119,7 +131,8 @@ type BuildResult struct {
 
 // StatusInput is what the status of one commit is made of.
 type StatusInput struct {
-	Ref      forge.Ref       `json:"ref"`
+	Repo     forge.RepoID    `json:"repo"`
+	Commit   string          `json:"commit"`
 	Variants []forge.Variant `json:"variants"`
 	State    forge.State     `json:"state"`
 }
@@ -147,13 +160,36 @@ func (s *Service) Pipeline() current.Term[current.Unit] {
 	}
 	var all []current.AnyTerm
 	for _, src := range s.Forges.Sources() {
-		all = append(all, current.ListIter(src.Refs(), forge.Ref.Key, s.pipelineOf))
+		refs := src.Refs()
+		heads := current.ListIter(refs, forge.Ref.Key, func(r current.Term[forge.Ref]) current.Term[current.Unit] {
+			return current.Do(s.ops.head, r)
+		})
+		// One pipeline per commit, however many refs point at it.
+		commits := current.ListIter(current.Map(refs, commitsOf), FetchInput.key, s.pipelineOf)
+		all = append(all, heads, commits)
 	}
 	return current.All(all...)
 }
 
-func (s *Service) pipelineOf(ref current.Term[forge.Ref]) current.Term[current.Unit] {
-	src := current.Do(s.ops.fetch, ref)
+// commitsOf lists the commits the refs point at, each with the first of its refs by
+// name to fetch it by (a branch before a pull request).
+func commitsOf(refs []forge.Ref) []FetchInput {
+	byKey := map[string]FetchInput{}
+	for _, r := range refs {
+		f := FetchInput{Repo: r.Repo, Commit: r.Commit, Ref: r.Name, Remote: r.Remote}
+		if old, ok := byKey[f.key()]; !ok || r.Name < old.Ref {
+			byKey[f.key()] = f
+		}
+	}
+	out := make([]FetchInput, 0, len(byKey))
+	for _, k := range sortedKeys(byKey) {
+		out = append(out, byKey[k])
+	}
+	return out
+}
+
+func (s *Service) pipelineOf(commit current.Term[FetchInput]) current.Term[current.Unit] {
+	src := current.Do(s.ops.fetch, commit)
 	opamHead := current.Return("")
 	if s.Opam != nil {
 		opamHead = s.Opam.Head()
@@ -161,13 +197,13 @@ func (s *Service) pipelineOf(ref current.Term[forge.Ref]) current.Term[current.U
 	plan := current.Do(s.ops.analyse, current.Map2(src, opamHead, func(co Checkout, opamCommit string) AnalysisInput {
 		return AnalysisInput{Checkout: co, OpamCommit: opamCommit}
 	}))
-	inputs := current.Gate(current.Map3(ref, src, plan, s.buildInputs), s.basesReady)
+	inputs := current.Gate(current.Map2(src, plan, s.buildInputs), s.basesReady)
 	builds := current.ListMap(inputs, func(b BuildInput) string { return b.Variant.Name }, func(b current.Term[BuildInput]) current.Term[forge.Variant] {
 		return current.Map2(b, current.Observe(current.Do(s.ops.build, b)), s.variantStatus)
 	})
 	analysis := current.Observe(plan)
-	status := current.Map3(ref, analysis, current.Observe(builds), func(r forge.Ref, a current.Observed[Plan], b current.Observed[[]forge.Variant]) StatusInput {
-		in := StatusInput{Ref: r}
+	status := current.Map3(src, analysis, current.Observe(builds), func(co Checkout, a current.Observed[Plan], b current.Observed[[]forge.Variant]) StatusInput {
+		in := StatusInput{Repo: co.Repo, Commit: co.Commit}
 		switch {
 		case a.State == current.StateFailed:
 			st := forge.Failed
@@ -192,10 +228,10 @@ func (s *Service) pipelineOf(ref current.Term[forge.Ref]) current.Term[current.U
 }
 
 // buildInputs turns a plan into one input per variant, with its spec.
-func (s *Service) buildInputs(ref forge.Ref, co Checkout, p Plan) []BuildInput {
+func (s *Service) buildInputs(co Checkout, p Plan) []BuildInput {
 	var out []BuildInput
 	for _, v := range p.Variants {
-		in := BuildInput{Ref: ref, Checkout: co, Variant: v, CacheHint: dependencyLayer(p.Analysis, v)}
+		in := BuildInput{Checkout: co, Variant: v, CacheHint: dependencyLayer(p.Analysis, v)}
 		if v.Kind == KindLintOpam {
 			in.Findings = p.Findings
 		} else if sp, err := v.Spec(p.Analysis); err == nil {
@@ -210,9 +246,9 @@ func (s *Service) buildInputs(ref forge.Ref, co Checkout, p Plan) []BuildInput {
 
 func (s *Service) variantStatus(b BuildInput, o current.Observed[BuildResult]) forge.Variant {
 	v := forge.Variant{Name: b.Variant.Name, Experimental: b.Variant.Experimental}
-	rec, _ := s.Index.Variant(context.Background(), b.Ref.Repo, b.Checkout.Commit, b.Variant.Name)
+	rec, _ := s.Index.Variant(context.Background(), b.Checkout.Repo, b.Checkout.Commit, b.Variant.Name)
 	if rec != nil {
-		v.URL = s.variantURL(b.Ref.Repo, b.Checkout.Commit, b.Variant.Name)
+		v.URL = s.variantURL(b.Checkout.Repo, b.Checkout.Commit, b.Variant.Name)
 		if !rec.Finished.IsZero() && !rec.Started.IsZero() {
 			v.Duration = rec.Finished.Sub(rec.Started)
 		}
@@ -245,10 +281,22 @@ func (s *Service) makeOps() {
 	if s.seen == nil {
 		s.seen = map[string]string{}
 	}
-	s.ops.fetch = &current.Op[forge.Ref, Checkout]{
+	s.ops.head = &current.Op[forge.Ref, current.Unit]{
+		Name:    "ocamlci-head",
+		Publish: true,
+		Key:     forge.Ref.Key,
+		Label:   func(r forge.Ref) string { return "head " + r.Name + " " + short(r.Commit) },
+		Run: func(ctx context.Context, j *current.Job, r forge.Ref) (current.Unit, error) {
+			if err := s.Index.SetHead(ctx, r); err != nil {
+				return current.Unit{}, current.Infra(current.FailDiskFull, fmt.Errorf("index: %w", err))
+			}
+			return current.Unit{}, nil
+		},
+	}
+	s.ops.fetch = &current.Op[FetchInput, Checkout]{
 		Name:    "ocamlci-fetch",
-		Key:     func(r forge.Ref) string { return r.Repo.String() + " " + r.Commit },
-		Label:   func(r forge.Ref) string { return "fetch " + r.Repo.Owner + "/" + r.Repo.Name + " " + short(r.Commit) },
+		Key:     FetchInput.key,
+		Label:   func(f FetchInput) string { return "fetch " + f.Repo.Owner + "/" + f.Repo.Name + " " + short(f.Commit) },
 		Timeout: 10 * time.Minute,
 		Run:     s.fetch,
 	}
@@ -282,8 +330,8 @@ func (s *Service) makeOps() {
 	s.ops.status = &current.Op[StatusInput, current.Unit]{
 		Name:    "ocamlci-status",
 		Publish: true,
-		Key:     func(in StatusInput) string { return in.Ref.Repo.String() + " " + in.Ref.Commit },
-		Label:   func(in StatusInput) string { return "status " + short(in.Ref.Commit) },
+		Key:     func(in StatusInput) string { return in.Repo.String() + " " + in.Commit },
+		Label:   func(in StatusInput) string { return "status " + short(in.Commit) },
 		Run:     s.publish,
 	}
 }
@@ -313,29 +361,41 @@ func (s *Service) makeBase(ctx context.Context, j *current.Job, o image.DebianOp
 	return name, nil
 }
 
-func (s *Service) fetch(ctx context.Context, j *current.Job, r forge.Ref) (Checkout, error) {
+func (s *Service) fetch(ctx context.Context, j *current.Job, r FetchInput) (Checkout, error) {
 	dir := filepath.Join(s.WorkDir, "checkouts", r.Repo.Forge, r.Repo.Owner, r.Repo.Name, r.Commit)
 	co := Checkout{Repo: r.Repo, Commit: r.Commit, Dir: dir}
-	if _, err := os.Stat(filepath.Join(dir, ".kiln-checkout")); err == nil {
+	done := func() bool {
+		_, err := os.Stat(filepath.Join(dir, ".kiln-checkout"))
+		return err == nil
+	}
+	if done() {
 		j.Logf("%s is already checked out", short(r.Commit))
 		return co, nil
 	}
 	j.Logf("fetching %s from %s", r.Commit, git.Redact(r.Remote))
-	repo, err := s.Mirrors.FetchCommit(ctx, r.Remote, r.Commit, r.Name)
+	repo, err := s.Mirrors.FetchCommit(ctx, r.Remote, r.Commit, r.Ref)
 	if err != nil {
 		return co, fetchError(err)
 	}
-	tmp := dir + ".tmp"
+	tmp := dir + ".tmp-" + j.ID()
 	os.RemoveAll(tmp)
+	defer os.RemoveAll(tmp)
 	if err := repo.Checkout(ctx, r.Commit, tmp); err != nil {
 		return co, fmt.Errorf("check out %s: %w", short(r.Commit), err)
 	}
 	if err := os.WriteFile(filepath.Join(tmp, ".kiln-checkout"), []byte(r.Commit+"\n"), 0o644); err != nil {
 		return co, current.Infra(current.FailDiskFull, err)
 	}
-	os.RemoveAll(dir)
 	if err := os.Rename(tmp, dir); err != nil {
-		return co, err
+		if done() {
+			j.Logf("%s was checked out meanwhile", short(r.Commit))
+			return co, nil
+		}
+		// A checkout left unfinished by an earlier process.
+		os.RemoveAll(dir)
+		if err := os.Rename(tmp, dir); err != nil {
+			return co, err
+		}
 	}
 	j.Logf("checked out into %s", dir)
 	return co, nil
@@ -540,7 +600,7 @@ func (s *Service) runVariant(ctx context.Context, j *current.Job, b BuildInput) 
 	r, err := fleetjob.Run(ctx, s.Fleet, j, fleetjob.Request{
 		Ticket:    "ocamlci",
 		Pool:      b.Variant.Platform.Pool,
-		Client:    b.Ref.Repo.Owner,
+		Client:    b.Checkout.Repo.Owner,
 		Spec:      b.Spec,
 		SourceDir: b.Checkout.Dir,
 		CacheHint: b.CacheHint,
@@ -603,11 +663,11 @@ func lintOpam(j *current.Job, findings []lint.Finding) error {
 
 func (s *Service) publish(ctx context.Context, j *current.Job, in StatusInput) (current.Unit, error) {
 	st := forge.Summarise(in.Variants)
-	if err := s.Index.SetCommit(ctx, in.Ref, st, in.Variants); err != nil {
+	if err := s.Index.SetCommit(ctx, in.Repo, in.Commit, st, in.Variants); err != nil {
 		return current.Unit{}, current.Infra(current.FailDiskFull, fmt.Errorf("index: %w", err))
 	}
-	j.Logf("%s: %s", short(in.Ref.Commit), st.Title)
-	if err := s.Forges.Publish(ctx, in.Ref, st, in.Variants); err != nil {
+	j.Logf("%s: %s", short(in.Commit), st.Title)
+	if err := s.Forges.Publish(ctx, forge.Ref{Repo: in.Repo, Commit: in.Commit}, st, in.Variants); err != nil {
 		return current.Unit{}, current.Infra(current.FailNetwork, err)
 	}
 	return current.Unit{}, nil

@@ -155,30 +155,33 @@ func (x *Index) variants(ctx context.Context, r forge.RepoID, commit, name strin
 	return out, rows.Err()
 }
 
-// SetCommit records a ref's head and its commit's status. Variants not yet started
-// are recorded as queued, so the UI lists them.
-func (x *Index) SetCommit(ctx context.Context, ref forge.Ref, st forge.Status, variants []forge.Variant) error {
+// SetHead records that a ref's head is its commit (with the pull request's title).
+func (x *Index) SetHead(ctx context.Context, ref forge.Ref) error {
+	r := ref.Repo
+	_, err := x.db.ExecContext(ctx, `INSERT INTO ref_heads VALUES (?,?,?,?,?,?,?,?) ON CONFLICT DO UPDATE SET title=excluded.title`,
+		r.Forge, r.Owner, r.Name, ref.Name, ref.PR, ref.Title, ref.Commit, unix(time.Now()))
+	return err
+}
+
+// SetCommit records a commit's status. Variants not yet started are recorded as
+// queued, so the UI lists them.
+func (x *Index) SetCommit(ctx context.Context, r forge.RepoID, commit string, st forge.Status, variants []forge.Variant) error {
 	tx, err := x.db.BeginTx(ctx, nil)
 	if err != nil {
 		return err
 	}
 	defer tx.Rollback()
 	now := time.Now()
-	r := ref.Repo
-	if _, err := tx.ExecContext(ctx, `INSERT INTO ref_heads VALUES (?,?,?,?,?,?,?,?) ON CONFLICT DO UPDATE SET title=excluded.title`,
-		r.Forge, r.Owner, r.Name, ref.Name, ref.PR, ref.Title, ref.Commit, unix(now)); err != nil {
-		return err
-	}
 	if _, err := tx.ExecContext(ctx, `INSERT INTO commits VALUES (?,?,?,?,?,?,?,?) ON CONFLICT DO UPDATE SET
 		state=excluded.state, title=excluded.title, summary=excluded.summary, updated=excluded.updated`,
-		r.Forge, r.Owner, r.Name, ref.Commit, string(st.State), st.Title, st.Summary, unix(now)); err != nil {
+		r.Forge, r.Owner, r.Name, commit, string(st.State), st.Title, st.Summary, unix(now)); err != nil {
 		return err
 	}
 	// Once the analysis has listed the variants, those no longer listed (the analysis
 	// itself, variants of an older plan) go.
 	if len(variants) > 0 && !(len(variants) == 1 && variants[0].Name == AnalysisVariant) {
 		names := make([]any, 0, len(variants)+4)
-		names = append(names, r.Forge, r.Owner, r.Name, ref.Commit)
+		names = append(names, r.Forge, r.Owner, r.Name, commit)
 		marks := make([]string, len(variants))
 		for i, v := range variants {
 			names = append(names, v.Name)
@@ -193,7 +196,7 @@ func (x *Index) SetCommit(ctx context.Context, ref forge.Ref, st forge.Status, v
 		if _, err := tx.ExecContext(ctx, `INSERT INTO variants (forge, owner, repo, commit_id, name, job_id, state, message, experimental, started, finished)
 			VALUES (?,?,?,?,?,'',?,?,?,0,0) ON CONFLICT DO UPDATE SET state=excluded.state,
 			message=CASE WHEN excluded.message != '' THEN excluded.message ELSE message END`,
-			r.Forge, r.Owner, r.Name, ref.Commit, v.Name, string(v.State), v.Message, v.Experimental); err != nil {
+			r.Forge, r.Owner, r.Name, commit, v.Name, string(v.State), v.Message, v.Experimental); err != nil {
 			return err
 		}
 	}

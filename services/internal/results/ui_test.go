@@ -48,10 +48,15 @@ func TestUIPagesFollowTheURLScheme(t *testing.T) {
 	main := forge.Ref{Repo: repo, Name: "refs/heads/main", Commit: "aaaa1111aaaa1111"}
 	pr := forge.Ref{Repo: repo, Name: "refs/pull/7/head", PR: 7, Title: "Fix <things>", Commit: "bbbb2222bbbb2222"}
 	vs := []forge.Variant{{Name: "debian-12-4.13_amd64", State: forge.Passed}, {Name: "(lint-opam)", State: forge.Failed, Message: "opam lint found 1 error(s)"}}
-	if err := idx.SetCommit(ctx, main, forge.Summarise(vs[:1]), vs[:1]); err != nil {
+	for _, ref := range []forge.Ref{main, pr} {
+		if err := idx.SetHead(ctx, ref); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := idx.SetCommit(ctx, repo, main.Commit, forge.Summarise(vs[:1]), vs[:1]); err != nil {
 		t.Fatal(err)
 	}
-	if err := idx.SetCommit(ctx, pr, forge.Summarise(vs), vs); err != nil {
+	if err := idx.SetCommit(ctx, repo, pr.Commit, forge.Summarise(vs), vs); err != nil {
 		t.Fatal(err)
 	}
 	now := time.Now()
@@ -106,14 +111,14 @@ func TestIndexDropsVariantsNoLongerPlanned(t *testing.T) {
 	ref := forge.Ref{Repo: forge.RepoID{Forge: "git", Owner: "o", Name: "r"}, Name: "refs/heads/main", Commit: "c1"}
 	running := []forge.Variant{{Name: AnalysisVariant, State: forge.Running}}
 	idx.SetVariant(ctx, VariantRecord{Repo: ref.Repo, Commit: "c1", Name: "old", JobID: "3", State: forge.Passed})
-	if err := idx.SetCommit(ctx, ref, forge.Summarise(running), running); err != nil {
+	if err := idx.SetCommit(ctx, ref.Repo, ref.Commit, forge.Summarise(running), running); err != nil {
 		t.Fatal(err)
 	}
 	if vs, _ := idx.Variants(ctx, ref.Repo, "c1"); len(vs) != 2 {
 		t.Fatalf("while the analysis runs, earlier variants stay: %+v", vs)
 	}
 	planned := []forge.Variant{{Name: "debian", State: forge.Queued}}
-	if err := idx.SetCommit(ctx, ref, forge.Summarise(planned), planned); err != nil {
+	if err := idx.SetCommit(ctx, ref.Repo, ref.Commit, forge.Summarise(planned), planned); err != nil {
 		t.Fatal(err)
 	}
 	vs, _ := idx.Variants(ctx, ref.Repo, "c1")
