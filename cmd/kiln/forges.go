@@ -51,6 +51,8 @@ func (f *forgeFlags) open(ctx context.Context, log *slog.Logger, baseURL string,
 	if err != nil {
 		return nil, err
 	}
+	// Four deliveries read at once bound what forged payloads can hold in memory.
+	hooks := webhook.Shared{Metrics: metrics, Limit: webhook.NewLimiter(4)}
 	if f.githubAppID != 0 {
 		key, err := os.ReadFile(f.githubKey)
 		if err != nil {
@@ -67,7 +69,7 @@ func (f *forgeFlags) open(ctx context.Context, log *slog.Logger, baseURL string,
 		}
 		gh := &forges.GitHub{App: app, BaseURL: baseURL, Logger: log}
 		set.Add("github", gh)
-		set.Handle("POST /webhooks/github", gh.Webhook([]byte(secret), allow, metrics))
+		set.Handle("POST /webhooks/github", gh.Webhook([]byte(secret), allow, hooks))
 	}
 	if f.giteaURL != "" {
 		tok, err := secretFlag(f.giteaToken)
@@ -85,7 +87,7 @@ func (f *forgeFlags) open(ctx context.Context, log *slog.Logger, baseURL string,
 			if err != nil {
 				return nil, fmt.Errorf("--gitea-webhook-secret: %w", err)
 			}
-			set.Handle("POST /webhooks/gitea", g.Webhook([]byte(secret), metrics))
+			set.Handle("POST /webhooks/gitea", g.Webhook([]byte(secret), hooks))
 		}
 	}
 	var plain []forges.GitRepo

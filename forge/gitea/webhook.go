@@ -237,15 +237,15 @@ type Webhook struct {
 	Allow webhook.AllowList
 	// Handle receives each verified, parsed event; an error answers 500.
 	Handle func(ctx context.Context, ev Event) error
-	// Metrics counts deliveries (nil: not counted).
-	Metrics *webhook.Metrics
+	// Shared are the metrics and the bound on deliveries read at once.
+	Shared webhook.Shared
 	// Logger (default slog.Default()).
 	Logger *slog.Logger
 }
 
 func (h *Webhook) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	rc := &webhook.Receiver[Event]{
-		Forge: "gitea", Secret: h.Secret, Allow: h.Allow, Handle: h.Handle, Metrics: h.Metrics, Logger: h.Logger,
+		Forge: "gitea", Secret: h.Secret, Allow: h.Allow, Handle: h.Handle, Metrics: h.Shared.Metrics, Limit: h.Shared.Limit, Logger: h.Logger,
 		Events: []string{"push", "pull_request"},
 		Describe: func(hd http.Header) webhook.Delivery {
 			return webhook.Delivery{Event: firstHeader(hd, "X-Forgejo-Event", "X-Gitea-Event"),

@@ -40,15 +40,15 @@ type Webhook struct {
 	// Handle receives each verified, parsed event of an allowed account. An error answers 500,
 	// so GitHub shows the delivery as failed.
 	Handle func(ctx context.Context, ev Event) error
-	// Metrics counts deliveries (nil: not counted).
-	Metrics *webhook.Metrics
+	// Shared are the metrics and the bound on deliveries read at once.
+	Shared webhook.Shared
 	// Logger (default slog.Default()).
 	Logger *slog.Logger
 }
 
 func (h *Webhook) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	rc := &webhook.Receiver[Event]{
-		Forge: "github", Secret: h.Secret, Allow: h.Allow, Handle: h.Handle, Metrics: h.Metrics, Logger: h.Logger,
+		Forge: "github", Secret: h.Secret, Allow: h.Allow, Handle: h.Handle, Metrics: h.Shared.Metrics, Limit: h.Shared.Limit, Logger: h.Logger,
 		Events: []string{"push", "pull_request", "check_run", "check_suite", "installation", "installation_repositories", "ping"},
 		Describe: func(hd http.Header) webhook.Delivery {
 			return webhook.Delivery{Event: hd.Get("X-GitHub-Event"), ID: hd.Get("X-GitHub-Delivery"), Signature: hd.Get("X-Hub-Signature-256")}

@@ -16,6 +16,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -104,6 +105,42 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 	return m, nil
 }
 
+// Limiter bounds how many deliveries are read and verified at once, so that forged
+// payloads cannot fill memory: a delivery waits for a slot before its body is read.
+// The zero Limiter does not bound.
+type Limiter struct{ slots chan struct{} }
+
+// NewLimiter lets n deliveries be read at once.
+func NewLimiter(n int) *Limiter { return &Limiter{slots: make(chan struct{}, n)} }
+
+func (l *Limiter) acquire(ctx context.Context) error {
+	if l == nil || l.slots == nil {
+		return nil
+	}
+	select {
+	case l.slots <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (l *Limiter) release() {
+	if l != nil && l.slots != nil {
+		<-l.slots
+	}
+}
+
+// DefaultReadTimeout bounds the time a delivery's body takes to arrive.
+const DefaultReadTimeout = 30 * time.Second
+
+// Shared is what the webhook endpoints of one server share: the metrics and the bound
+// on deliveries read at once. The zero Shared counts nothing and bounds nothing.
+type Shared struct {
+	Metrics *Metrics
+	Limit   *Limiter
+}
+
 // Delivery is what a forge's headers say of one delivery.
 type Delivery struct {
 	Event     string // the event type, e.g. "push"
@@ -136,7 +173,10 @@ type Receiver[E any] struct {
 	Events     []string
 	MaxPayload int64    // default DefaultMaxPayload
 	Metrics    *Metrics // nil: not counted
-	Logger     *slog.Logger
+	// Limit bounds the deliveries read at once (shared by the receivers of a forge);
+	// nil: no bound.
+	Limit  *Limiter
+	Logger *slog.Logger
 }
 
 func (rc *Receiver[E]) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -166,6 +206,19 @@ func (rc *Receiver[E]) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if max <= 0 {
 		max = DefaultMaxPayload
 	}
+	if r.ContentLength > max {
+		outcome("bad-request")
+		http.Error(w, fmt.Sprintf("payload larger than %d bytes", max), http.StatusRequestEntityTooLarge)
+		return
+	}
+	if err := rc.Limit.acquire(r.Context()); err != nil {
+		outcome("bad-request")
+		http.Error(w, "gave up waiting to be read", http.StatusServiceUnavailable)
+		return
+	}
+	defer rc.Limit.release()
+	// A slow body holds its slot no longer than this (where the server allows it).
+	_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(DefaultReadTimeout))
 	body, err := io.ReadAll(io.LimitReader(r.Body, max+1))
 	if err != nil {
 		outcome("bad-request")

@@ -1,12 +1,15 @@
 package webhook
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
@@ -130,4 +133,58 @@ func FuzzVerifyHMAC(f *testing.F) {
 			t.Fatalf("error %v is not an ErrSignature", err)
 		}
 	})
+}
+
+func TestReceiverBoundsWhatItReads(t *testing.T) {
+	var handled []event
+	rc, _ := testReceiver(t, &handled)
+	rc.Limit = NewLimiter(1)
+	srv := httptest.NewServer(rc)
+	defer srv.Close()
+	post := func(body io.Reader, size int64, sig string) *http.Response {
+		req, _ := http.NewRequest("POST", srv.URL, body)
+		req.ContentLength = size
+		req.Header.Set("X-Event", "push")
+		req.Header.Set("X-Sig", sig)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp
+	}
+	// A payload announced larger than the bound is refused.
+	if resp := post(strings.NewReader(strings.Repeat("x", 1000)), 1000, "sha256=00"); resp.StatusCode != http.StatusRequestEntityTooLarge {
+		t.Errorf("announced 1000 bytes: %d, want 413", resp.StatusCode)
+	}
+	// While one delivery's body trickles in, the next waits for its turn before it is read.
+	slowBody, slowWriter := io.Pipe()
+	slowDone := make(chan *http.Response, 1)
+	go func() { slowDone <- post(slowBody, -1, SignHMAC([]byte("s3cret"), []byte("acct=ocaml"), "sha256=")) }()
+	slowWriter.Write([]byte("acct="))
+	fastDone := make(chan *http.Response, 1)
+	body := []byte("acct=OCaml")
+	go func() {
+		fastDone <- post(bytes.NewReader(body), int64(len(body)), SignHMAC([]byte("s3cret"), body, "sha256="))
+	}()
+	select {
+	case resp := <-fastDone:
+		t.Fatalf("a second delivery was read while the first held the only slot: %d", resp.StatusCode)
+	case <-time.After(300 * time.Millisecond):
+	}
+	slowWriter.Write([]byte("ocaml"))
+	slowWriter.Close()
+	for _, ch := range []chan *http.Response{slowDone, fastDone} {
+		select {
+		case resp := <-ch:
+			if resp.StatusCode != http.StatusNoContent {
+				t.Errorf("delivery answered %d, want 204", resp.StatusCode)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("a delivery was never answered")
+		}
+	}
+	if len(handled) != 2 {
+		t.Errorf("handled %v, want both deliveries", handled)
+	}
 }

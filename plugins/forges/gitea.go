@@ -97,10 +97,10 @@ func (g *Gitea) ListRefs(ctx context.Context) ([]forge.Ref, error) {
 func (g *Gitea) Credentials() git.CredentialSource { return g.Client.Credentials() }
 
 // Webhook is the handler the forge delivers events to: pushes and pull-request changes
-// make the refs be read again at once. Deliveries are counted in m, when set.
-func (g *Gitea) Webhook(secret []byte, m *webhook.Metrics) http.Handler {
+// make the refs be read again at once. sh counts and bounds the deliveries.
+func (g *Gitea) Webhook(secret []byte, sh webhook.Shared) http.Handler {
 	g.init()
-	return &gitea.Webhook{Secret: secret, Allow: webhook.NewAllowList(g.Owners...), Metrics: m, Logger: g.Logger, Handle: func(ctx context.Context, ev gitea.Event) error {
+	return &gitea.Webhook{Secret: secret, Allow: webhook.NewAllowList(g.Owners...), Shared: sh, Logger: g.Logger, Handle: func(ctx context.Context, ev gitea.Event) error {
 		g.mon.Refresh()
 		return nil
 	}}

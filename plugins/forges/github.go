@@ -121,11 +121,11 @@ func (g *GitHub) Credentials() git.CredentialSource {
 }
 
 // Webhook is the handler GitHub delivers events to: pushes and pull-request changes make
-// the refs be read again at once; re-run requests rebuild the commit. Deliveries are
-// counted in m, when set.
-func (g *GitHub) Webhook(secret []byte, allow webhook.AllowList, m *webhook.Metrics) http.Handler {
+// the refs be read again at once; re-run requests rebuild the commit. sh counts and
+// bounds the deliveries.
+func (g *GitHub) Webhook(secret []byte, allow webhook.AllowList, sh webhook.Shared) http.Handler {
 	g.init()
-	return &github.Webhook{Secret: secret, Allow: allow, Metrics: m, Logger: g.Logger, Handle: func(ctx context.Context, ev github.Event) error {
+	return &github.Webhook{Secret: secret, Allow: allow, Shared: sh, Logger: g.Logger, Handle: func(ctx context.Context, ev github.Event) error {
 		switch e := ev.(type) {
 		case *github.PushEvent, *github.PullRequestEvent, *github.InstallationEvent:
 			g.mon.Refresh()

@@ -33,7 +33,9 @@ func TestBranchesOnOneCommitShareItsJobs(t *testing.T) {
 		defer e.Close()
 		rctx, cancel := context.WithCancel(ctx)
 		done := make(chan error, 1)
-		go func() { done <- e.Run(rctx, Pipeline(Options{Repo: repo, WorkDir: filepath.Join(dir, "work"), Poll: 100 * time.Millisecond, CheckCmd: "true"})) }()
+		go func() {
+			done <- e.Run(rctx, Pipeline(Options{Repo: repo, WorkDir: filepath.Join(dir, "work"), Poll: 100 * time.Millisecond, CheckCmd: "true"}))
+		}()
 		deadline := time.Now().Add(time.Minute)
 		for {
 			r, _ := e.Query(current.Query{Op: "demo-check", States: []current.JobState{current.JobOK}})

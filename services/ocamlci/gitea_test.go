@@ -11,6 +11,7 @@ import (
 	"github.com/kiln-ci/kiln/forge"
 	"github.com/kiln-ci/kiln/forge/gitea"
 	"github.com/kiln-ci/kiln/forge/gitea/giteatest"
+	"github.com/kiln-ci/kiln/forge/webhook"
 	"github.com/kiln-ci/kiln/internal/testenv"
 	"github.com/kiln-ci/kiln/plugins/forges"
 	"github.com/kiln-ci/kiln/services/internal/matrix"
@@ -32,7 +33,7 @@ func TestGiteaCommitStatusesThroughWebhooks(t *testing.T) {
 	}
 	g := &forges.Gitea{Client: client, BaseURL: "http://ci.test", Poll: time.Hour}
 	secret := []byte("gitea-secret")
-	hook := httptest.NewServer(g.Webhook(secret, nil))
+	hook := httptest.NewServer(g.Webhook(secret, webhook.Shared{}))
 	t.Cleanup(hook.Close)
 	repo := gitea.Repo{Owner: srv.Admin, Name: "hello"}
 	if err := client.EnsureWebhook(ctx, repo, hook.URL, secret); err != nil {

@@ -35,7 +35,7 @@ func TestGitHubChecksRunsAndWebhooks(t *testing.T) {
 	}
 	gh := &forges.GitHub{App: app, BaseURL: "http://ci.test", Remote: func(owner, name string) string { return repoDir }}
 	secret := []byte("webhook-secret")
-	hook := httptest.NewServer(gh.Webhook(secret, webhook.NewAllowList("ocaml"), nil))
+	hook := httptest.NewServer(gh.Webhook(secret, webhook.NewAllowList("ocaml"), webhook.Shared{}))
 	t.Cleanup(hook.Close)
 
 	h := startCI(t, repoDir, matrix.Default()[:1], func(s *Service) {
