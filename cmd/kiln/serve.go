@@ -177,23 +177,25 @@ On first start the local admin password is made, printed once, and stored hashed
 			Engine: web.CurrentEngine{E: eng}, Auth: auth, Logger: log, Register: consoleReg,
 			Gatherer: prometheus.Gatherers{eng.Registry(), consoleReg, prometheus.DefaultGatherer},
 		}
-		mux := http.NewServeMux()
-		for _, r := range started.Routes {
-			mux.Handle(r, started.Handler)
-		}
 		if fleet != nil {
 			wo.Fleet = fleet.Client
-			mux.Handle("/api/fleet/", http.StripPrefix("/api/fleet", cluster.Handler(fleet.Client)))
 		}
 		srv, err := web.New(wo)
 		if err != nil {
 			return err
 		}
-		// The console's /api/fleet, beside the fleet's /api/fleet/ subtree (which would
-		// otherwise redirect it there).
-		mux.Handle("/api/fleet", srv)
-		mux.Handle("/", srv)
-		hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, BaseContext: func(net.Listener) context.Context { return ctx }}
+		// Every route goes through the console: its headers, metrics and access control.
+		for _, r := range started.Routes {
+			min := web.RoleViewer
+			if r.Public {
+				min = web.RoleNone
+			}
+			srv.Mount(r.Pattern, min, r.Handler)
+		}
+		if fleet != nil {
+			srv.Mount("/api/fleet/", web.RoleViewer, http.StripPrefix("/api/fleet", cluster.Handler(fleet.Client)))
+		}
+		hs := &http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second, BaseContext: func(net.Listener) context.Context { return ctx }}
 		httpDone := make(chan error, 1)
 		go func() { httpDone <- hs.Serve(ln) }()
 		log.Info("console listening", "url", "http://"+ln.Addr().String(), "state_dir", o.stateDir, "services", strings.Join(names, ","))

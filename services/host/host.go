@@ -87,12 +87,20 @@ func Pools(svcs []Service) []string {
 	return out
 }
 
+// Route is one endpoint of the services or the forges.
+type Route struct {
+	Pattern string
+	Handler http.Handler
+	// Public routes authenticate their callers themselves (a forge's signed webhooks);
+	// the others are pages, shown to whom the console lets see pages.
+	Public bool
+}
+
 // Started is a set of running services, their pipelines joined as one.
 type Started struct {
 	Pipeline current.Term[current.Unit]
-	// Handler serves every service's routes; Routes lists their patterns.
-	Handler http.Handler
-	Routes  []string
+	// Routes are every service's pages and the forges' webhooks, sorted by pattern.
+	Routes  []Route
 	closers []func()
 }
 
@@ -108,7 +116,6 @@ func (s *Started) Close() {
 // that names both.
 func Start(ctx context.Context, env *Env, names []string, svcs []Service) (*Started, error) {
 	st := &Started{}
-	mux := http.NewServeMux()
 	owner := map[string]string{}
 	var pipes []current.AnyTerm
 	for i, svc := range svcs {
@@ -134,8 +141,7 @@ func Start(ctx context.Context, env *Env, names []string, svcs []Service) (*Star
 				return nil, fmt.Errorf("service %s: route %q is already served by %s", names[i], p, o)
 			}
 			owner[p] = names[i]
-			mux.Handle(p, r.Routes[p])
-			st.Routes = append(st.Routes, p)
+			st.Routes = append(st.Routes, Route{Pattern: p, Handler: r.Routes[p]})
 		}
 	}
 	for p, h := range env.Forges.Routes() {
@@ -144,10 +150,9 @@ func Start(ctx context.Context, env *Env, names []string, svcs []Service) (*Star
 			return nil, fmt.Errorf("webhook route %q is already served by %s", p, o)
 		}
 		owner[p] = "forges"
-		mux.Handle(p, h)
-		st.Routes = append(st.Routes, p)
+		st.Routes = append(st.Routes, Route{Pattern: p, Handler: h, Public: true})
 	}
-	st.Handler = mux
+	sort.Slice(st.Routes, func(i, j int) bool { return st.Routes[i].Pattern < st.Routes[j].Pattern })
 	st.Pipeline = current.All(pipes...)
 	return st, nil
 }

@@ -1,13 +1,18 @@
 package host
 
 import (
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
 	"io"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -56,7 +61,7 @@ func serve(t *testing.T, args ...string) *served {
 		default:
 		}
 		code, _ := s.get("/api/jobs")
-		return code == http.StatusOK
+		return code != 0 // answered, whether or not visitors may look
 	})
 	return s
 }
@@ -138,6 +143,70 @@ func TestServeProcessesShareOneFleet(t *testing.T) {
 			}
 			names := fmt.Sprint(ws)
 			return strings.Contains(names, "first-linux-x86_64-1") && strings.Contains(names, "second-linux-x86_64-1")
+		})
+	}
+}
+
+func TestServeGuardsEveryRoute(t *testing.T) {
+	testenv.RequireCommand(t, "git", "tar")
+	dir := t.TempDir()
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyFile := filepath.Join(dir, "app.pem")
+	pemBytes := pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(key)})
+	if err := os.WriteFile(keyFile, pemBytes, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s := serve(t, "--service", "ocaml-ci,demo", "--state-dir", filepath.Join(dir, "state"), "--nats-listen", testenv.FreeAddr(t),
+		"--no-arm64", "--no-base-images", "--local-workers", "0", "--demo-runner", "host", "--anonymous", "none",
+		"--github-app-id", "1", "--github-key", keyFile, "--github-webhook-secret", "s3cret", "--github-api", "http://127.0.0.1:1/")
+	client := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	cases := []struct {
+		method, path string
+		want         []int // any of these
+	}{
+		{"GET", "/", []int{http.StatusSeeOther}},
+		{"GET", "/jobs", []int{http.StatusSeeOther}},
+		{"GET", "/fleet", []int{http.StatusSeeOther}},
+		{"GET", "/api/jobs", []int{http.StatusUnauthorized}},
+		{"GET", "/git/", []int{http.StatusSeeOther}},
+		{"GET", "/git/local/hello", []int{http.StatusSeeOther}},
+		{"GET", "/github/ocaml/dune", []int{http.StatusSeeOther}},
+		{"GET", "/gitea/", []int{http.StatusSeeOther}},
+		{"GET", "/api/git/local/hello", []int{http.StatusUnauthorized}},
+		{"GET", "/api/github/", []int{http.StatusUnauthorized}},
+		{"GET", "/badge/local/hello/main", []int{http.StatusSeeOther}},
+		{"GET", "/api/fleet/pools", []int{http.StatusUnauthorized}},
+		{"GET", "/api/fleet/workers", []int{http.StatusUnauthorized}},
+		// The webhook is public, and answers for itself: no CSRF token, a bad signature.
+		{"POST", "/webhooks/github", []int{http.StatusUnauthorized}},
+	}
+	for _, c := range cases {
+		t.Run(c.method+" "+c.path, func(t *testing.T) {
+			req, _ := http.NewRequest(c.method, s.base+c.path, strings.NewReader("{}"))
+			req.Header.Set("X-GitHub-Event", "push")
+			resp, err := client.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if !slices.Contains(c.want, resp.StatusCode) {
+				t.Errorf("anonymous %s %s: %d %s, want one of %v", c.method, c.path, resp.StatusCode, body, c.want)
+			}
+			if resp.StatusCode == http.StatusSeeOther && !strings.HasPrefix(resp.Header.Get("Location"), "/login") {
+				t.Errorf("redirected to %q, want the login page", resp.Header.Get("Location"))
+			}
+			if c.path == "/webhooks/github" && !strings.Contains(string(body), "signature") {
+				t.Errorf("webhook answer %q: want the webhook's own refusal", body)
+			}
+			for _, h := range []string{"X-Frame-Options", "X-Content-Type-Options", "Content-Security-Policy"} {
+				if resp.Header.Get(h) == "" {
+					t.Errorf("no %s header", h)
+				}
+			}
 		})
 	}
 }
