@@ -93,7 +93,8 @@ type Installation struct {
 	Account string
 }
 
-// Installations lists the App's installations on allowed accounts.
+// Installations lists the App's installations on allowed accounts, but for suspended
+// ones (which get no token).
 func (a *App) Installations(ctx context.Context) ([]Installation, error) {
 	var out []Installation
 	for inst, err := range a.api.Apps.ListInstallationsIter(ctx, &gh.ListOptions{PerPage: 100}) {
@@ -101,6 +102,10 @@ func (a *App) Installations(ctx context.Context) ([]Installation, error) {
 			return nil, fmt.Errorf("list installations of app %d: %w", a.cfg.AppID, apiError(err))
 		}
 		acct := inst.GetAccount().GetLogin()
+		if inst.SuspendedAt != nil {
+			a.cfg.Logger.Info("github installation suspended: skipped", "account", acct, "installation", inst.GetID())
+			continue
+		}
 		if !a.cfg.Allow.Allows(acct) {
 			a.cfg.Logger.Debug("github installation not allowed", "account", acct, "installation", inst.GetID())
 			continue

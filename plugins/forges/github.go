@@ -4,7 +4,9 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
@@ -39,6 +41,7 @@ type GitHub struct {
 	mon      *current.Monitor[[]forge.Ref]
 	mu       sync.Mutex
 	clients  map[string]*github.Client // "owner/name" → the installation that can access it
+	lastRefs map[string][]forge.Ref    // "owner/name" → its refs at the last read
 	byRemote map[string]*github.Client // clone URL → the same
 }
 
@@ -51,6 +54,13 @@ func (g *GitHub) init() {
 		g.mon = current.Poll("github refs", every, g.ListRefs)
 		g.clients = map[string]*github.Client{}
 	})
+}
+
+func (g *GitHub) log() *slog.Logger {
+	if g.Logger != nil {
+		return g.Logger
+	}
+	return slog.Default()
 }
 
 // Refs is the monitor of every branch and open pull request of every installation.
@@ -69,21 +79,37 @@ func (g *GitHub) ListRefs(ctx context.Context) ([]forge.Ref, error) {
 	if err != nil {
 		return nil, fmt.Errorf("github installations: %w", err)
 	}
-	clients, byRemote := map[string]*github.Client{}, map[string]*github.Client{}
-	var refs []forge.Ref
+	// The clients of repositories kept from the last read stay too.
+	g.mu.Lock()
+	last := g.lastRefs
+	clients, byRemote := maps.Clone(g.clients), maps.Clone(g.byRemote)
+	g.mu.Unlock()
+	if clients == nil {
+		clients, byRemote = map[string]*github.Client{}, map[string]*github.Client{}
+	}
+	byRepo := map[string][]forge.Ref{}
+	// One installation or repository that cannot be read keeps its refs of the last
+	// read, so that its builds go on; the others are read as usual.
+	keep := func(repo string) {
+		byRepo[repo] = last[repo]
+	}
+	var failed []string
 	for _, inst := range insts {
 		c := g.App.Installation(inst.ID)
 		repos, err := c.Repos(ctx)
 		if err != nil {
-			return nil, fmt.Errorf("github installation %d (%s): %w", inst.ID, inst.Account, err)
+			g.log().Warn("github installation unreadable; its refs stay as last read", "installation", inst.ID, "account", inst.Account, "err", err)
+			failed = append(failed, fmt.Sprintf("installation %d (%s): %v", inst.ID, inst.Account, err))
+			for repo, rs := range last {
+				if len(rs) > 0 && strings.EqualFold(rs[0].Repo.Owner, inst.Account) {
+					keep(repo)
+				}
+			}
+			continue
 		}
 		for _, ri := range repos {
 			if ri.Archived {
 				continue
-			}
-			rs, err := c.Refs(ctx, ri.Repo, time.Now().Add(-cutoff))
-			if err != nil {
-				return nil, fmt.Errorf("github %s: %w", ri.Repo, err)
 			}
 			clients[ri.Repo.String()] = c
 			byRemote[ri.CloneURL] = c
@@ -92,16 +118,30 @@ func (g *GitHub) ListRefs(ctx context.Context) ([]forge.Ref, error) {
 				remote = g.Remote(ri.Repo.Owner, ri.Repo.Name)
 				byRemote[remote] = c
 			}
+			rs, err := c.Refs(ctx, ri.Repo, time.Now().Add(-cutoff))
+			if err != nil {
+				g.log().Warn("github repository unreadable; its refs stay as last read", "repo", ri.Repo.String(), "err", err)
+				failed = append(failed, fmt.Sprintf("%s: %v", ri.Repo, err))
+				keep(ri.Repo.String())
+				continue
+			}
 			for _, r := range rs {
-				refs = append(refs, forge.Ref{
+				byRepo[ri.Repo.String()] = append(byRepo[ri.Repo.String()], forge.Ref{
 					Repo: forge.RepoID{Forge: "github", Owner: ri.Repo.Owner, Name: ri.Repo.Name},
 					Name: r.Name, PR: r.PR, Title: r.Title, Commit: r.Commit, Remote: remote,
 				})
 			}
 		}
 	}
+	var refs []forge.Ref
+	for _, rs := range byRepo {
+		refs = append(refs, rs...)
+	}
+	if len(failed) > 0 && len(refs) == 0 {
+		return nil, fmt.Errorf("github: nothing could be read: %s", strings.Join(failed, "; "))
+	}
 	g.mu.Lock()
-	g.clients, g.byRemote = clients, byRemote
+	g.clients, g.byRemote, g.lastRefs = clients, byRemote, byRepo
 	g.mu.Unlock()
 	sortRefs(refs)
 	return refs, nil

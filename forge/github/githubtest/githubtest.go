@@ -84,6 +84,8 @@ type API struct {
 
 	mu            sync.Mutex
 	installations map[int64]string // id → account
+	suspended     map[int64]bool   // suspended installations: listed, but no token
+	broken        map[int64]bool   // installations whose token requests fail (500)
 	tokens        map[string]int64 // installation token → id
 	repos         map[string]*Repo
 	runs          []*CheckRun
@@ -121,6 +123,27 @@ func (a *API) AddInstallation(id int64, account string) {
 	defer a.mu.Unlock()
 	a.installations[id] = account
 	a.tokens[TokenFor(id)] = id
+}
+
+// SuspendInstallation suspends installation id, as its account's owner can: it stays
+// listed (with suspended_at) and gets no token (403).
+func (a *API) SuspendInstallation(id int64) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.suspended == nil {
+		a.suspended = map[int64]bool{}
+	}
+	a.suspended[id] = true
+}
+
+// BreakInstallation makes the token requests of installation id fail with 500.
+func (a *API) BreakInstallation(id int64) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.broken == nil {
+		a.broken = map[int64]bool{}
+	}
+	a.broken[id] = true
 }
 
 // SetRepo adds or replaces a repository.
@@ -223,13 +246,25 @@ func (a *API) serve(w http.ResponseWriter, req *http.Request) {
 		case req.Method == "GET" && len(p) == 2 && p[1] == "installations":
 			var out []any
 			for _, id := range sortedKeys(a.installations) {
-				out = append(out, map[string]any{"id": id, "app_id": a.AppID, "account": map[string]any{"login": a.installations[id]}})
+				inst := map[string]any{"id": id, "app_id": a.AppID, "account": map[string]any{"login": a.installations[id]}}
+				if a.suspended[id] {
+					inst["suspended_at"] = time.Now().UTC().Format(time.RFC3339)
+				}
+				out = append(out, inst)
 			}
 			reply(w, 200, out)
 		case req.Method == "POST" && len(p) == 4 && p[1] == "installations" && p[3] == "access_tokens":
 			id, _ := strconv.ParseInt(p[2], 10, 64)
 			if _, ok := a.installations[id]; !ok {
 				reply(w, 404, map[string]string{"message": "Not Found"})
+				return
+			}
+			if a.suspended[id] {
+				reply(w, 403, map[string]string{"message": "This installation has been suspended"})
+				return
+			}
+			if a.broken[id] {
+				reply(w, 500, map[string]string{"message": "Server Error"})
 				return
 			}
 			reply(w, 201, map[string]any{"token": TokenFor(id), "expires_at": time.Now().Add(time.Hour).UTC().Format(time.RFC3339)})
