@@ -22,7 +22,10 @@ func jsonDecoder(r *http.Request) *json.Decoder {
 
 // safeNext returns next if it is a path on this site, or "/".
 func safeNext(next string) string {
-	if strings.HasPrefix(next, "/") && !strings.HasPrefix(next, "//") && !strings.ContainsAny(next, "\\\r\n") {
+	// Browsers drop tabs and newlines from URLs and read a backslash as a slash, so
+	// "/\t/evil.example" would lead away: only clean paths go.
+	clean := !strings.ContainsFunc(next, func(r rune) bool { return r < 0x20 || r == 0x7f || r == '\\' })
+	if clean && strings.HasPrefix(next, "/") && !strings.HasPrefix(next, "//") {
 		return next
 	}
 	return "/"
