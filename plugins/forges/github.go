@@ -85,7 +85,10 @@ func (g *GitHub) ListRefs(ctx context.Context) ([]forge.Ref, error) {
 	clients, byRemote := maps.Clone(g.clients), maps.Clone(g.byRemote)
 	g.mu.Unlock()
 	if clients == nil {
-		clients, byRemote = map[string]*github.Client{}, map[string]*github.Client{}
+		clients = map[string]*github.Client{}
+	}
+	if byRemote == nil {
+		byRemote = map[string]*github.Client{}
 	}
 	byRepo := map[string][]forge.Ref{}
 	// One installation or repository that cannot be read keeps its refs of the last

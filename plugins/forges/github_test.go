@@ -25,6 +25,7 @@ func TestGitHubReadsPastFailingInstallations(t *testing.T) {
 			Branches: map[string]string{"main": string(commit)}, CommitDates: map[string]time.Time{string(commit): now}})
 	}
 	g := &GitHub{App: mustApp(t, api)}
+	g.Refs() // as a pipeline does first: the monitor and its maps are set up
 	owners := func(refs []forge.Ref) []string {
 		var out []string
 		for _, r := range refs {
