@@ -513,6 +513,9 @@ func BenchmarkTrack500Repos5Refs(b *testing.B) {
 	window := time.Since(t0)
 	idlePasses := srv.engine.Status().Pass - pass0
 	idleCPU := float64(cpu1-cpu0) / float64(window) * 100
+	// The runtime returns the set-up's peak to the system over time: RSS again once the
+	// server has been at rest for the idle window.
+	rssIdle := rssBytes(b)
 
 	b.Logf("machine: %d CPUs, GOMAXPROCS %d, load average %s", runtime.NumCPU(), runtime.GOMAXPROCS(0), loadAverage())
 	b.Logf("tracking %d refs (%d repositories × %d refs, %d remotes); set-up until settled %s", len(refs), nRepos, nRefs, nRemotes, setup.Round(time.Second))
@@ -522,6 +525,7 @@ func BenchmarkTrack500Repos5Refs(b *testing.B) {
 	b.Logf("%-34s %12s %12s", "at rest", "total", "pipeline")
 	b.Logf("%-34s %10.1f MB %10.1f MB", "heap after GC", float64(heap)/1e6, (float64(heap)-float64(heap0))/1e6)
 	b.Logf("%-34s %10.1f MB %10.1f MB", "RSS", float64(rss)/1e6, (float64(rss)-float64(rss0))/1e6)
+	b.Logf("%-34s %10.1f MB %10.1f MB", "RSS after the idle window", float64(rssIdle)/1e6, (float64(rssIdle)-float64(rss0))/1e6)
 	b.Logf("%-34s %10.1f MB", "heap reserved (HeapSys)", float64(heapSys)/1e6)
 	b.Logf("%-34s %12d %12d", "goroutines", gr, gr-gr0)
 	b.Logf("%-34s %10.2f %% of a core over %s (%d passes; git children %s)", "CPU at rest", idleCPU, window.Round(time.Second), idlePasses, child1-child0)
@@ -587,6 +591,7 @@ func BenchmarkTrack500Repos5Refs(b *testing.B) {
 		benchFleetVariants, ms(percentile(submits, 0.5)), ms(percentile(submits, 1)))
 	b.ReportMetric(float64(heap)/1e6, "heap-MB")
 	b.ReportMetric(float64(rss)/1e6, "rss-MB")
+	b.ReportMetric(float64(rssIdle)/1e6, "rss-idle-MB")
 	b.ReportMetric(idleCPU, "idle-cpu-%")
 	b.ReportMetric(ms(percentile(evals, 0.5)), "eval-p50-ms")
 	b.ReportMetric(ms(percentile(passes, 0.5)), "pass-p50-ms")
