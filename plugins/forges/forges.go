@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"net/http"
 	"sync"
+	"time"
 
 	"github.com/kiln-ci/kiln/current"
 	"github.com/kiln-ci/kiln/forge"
@@ -21,6 +22,23 @@ import (
 // Source supplies the refs a forge wants built, as an engine input.
 type Source interface {
 	Refs() current.Term[[]forge.Ref]
+}
+
+// watch is the monitor of the refs l lists, read every interval (def when not set).
+func watch(name string, every, def time.Duration, l forge.RefLister) *current.Monitor[[]forge.Ref] {
+	if every <= 0 {
+		every = def
+	}
+	return current.Poll(name, every, l.ListRefs)
+}
+
+// since is the oldest head commit date a forge's refs are kept with, for a cut-off
+// (default 30 days).
+func since(cutoff time.Duration) time.Time {
+	if cutoff <= 0 {
+		cutoff = 30 * 24 * time.Hour
+	}
+	return time.Now().Add(-cutoff)
 }
 
 // RerunFunc is called when someone asks a forge to run a commit's checks again.

@@ -31,11 +31,7 @@ type Git struct {
 // Refs is the monitor of every branch head of every repository.
 func (g *Git) Refs() current.Term[[]forge.Ref] {
 	if g.mon == nil {
-		every := g.Every
-		if every <= 0 {
-			every = 30 * time.Second
-		}
-		g.mon = current.Poll("git heads", every, g.ListRefs)
+		g.mon = watch("git heads", g.Every, 30*time.Second, g)
 	}
 	return g.mon.Term()
 }

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
-	"strings"
 	"sync"
 	"time"
 
@@ -39,11 +38,7 @@ type Gitea struct {
 
 func (g *Gitea) init() {
 	g.once.Do(func() {
-		every := g.Poll
-		if every <= 0 {
-			every = 10 * time.Minute
-		}
-		g.mon = current.Poll("gitea refs", every, g.ListRefs)
+		g.mon = watch("gitea refs", g.Poll, 10*time.Minute, g)
 	})
 }
 
@@ -53,34 +48,19 @@ func (g *Gitea) Refs() current.Term[[]forge.Ref] {
 	return g.mon.Term()
 }
 
-func (g *Gitea) follows(owner string) bool {
-	if len(g.Owners) == 0 {
-		return true
-	}
-	for _, o := range g.Owners {
-		if strings.EqualFold(o, owner) {
-			return true
-		}
-	}
-	return false
-}
-
 // ListRefs reads every branch and open pull request followed.
 func (g *Gitea) ListRefs(ctx context.Context) ([]forge.Ref, error) {
-	cutoff := g.Cutoff
-	if cutoff <= 0 {
-		cutoff = 30 * 24 * time.Hour
-	}
 	repos, err := g.Client.Repos(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("gitea repositories: %w", err)
 	}
+	owners := webhook.NewAllowList(g.Owners...)
 	var refs []forge.Ref
 	for _, ri := range repos {
-		if ri.Archived || !g.follows(ri.Repo.Owner) {
+		if ri.Archived || !owners.Allows(ri.Repo.Owner) {
 			continue
 		}
-		rs, err := g.Client.Refs(ctx, ri.Repo, time.Now().Add(-cutoff))
+		rs, err := g.Client.Refs(ctx, ri.Repo, since(g.Cutoff))
 		if err != nil {
 			return nil, fmt.Errorf("gitea %s: %w", ri.Repo, err)
 		}

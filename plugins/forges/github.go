@@ -47,11 +47,7 @@ type GitHub struct {
 
 func (g *GitHub) init() {
 	g.once.Do(func() {
-		every := g.Poll
-		if every <= 0 {
-			every = 10 * time.Minute
-		}
-		g.mon = current.Poll("github refs", every, g.ListRefs)
+		g.mon = watch("github refs", g.Poll, 10*time.Minute, g)
 		g.clients = map[string]*github.Client{}
 	})
 }
@@ -71,10 +67,6 @@ func (g *GitHub) Refs() current.Term[[]forge.Ref] {
 
 // ListRefs reads every branch and open pull request followed.
 func (g *GitHub) ListRefs(ctx context.Context) ([]forge.Ref, error) {
-	cutoff := g.Cutoff
-	if cutoff <= 0 {
-		cutoff = 30 * 24 * time.Hour
-	}
 	insts, err := g.App.Installations(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("github installations: %w", err)
@@ -121,7 +113,7 @@ func (g *GitHub) ListRefs(ctx context.Context) ([]forge.Ref, error) {
 				remote = g.Remote(ri.Repo.Owner, ri.Repo.Name)
 				byRemote[remote] = c
 			}
-			rs, err := c.Refs(ctx, ri.Repo, time.Now().Add(-cutoff))
+			rs, err := c.Refs(ctx, ri.Repo, since(g.Cutoff))
 			if err != nil {
 				g.log().Warn("github repository unreadable; its refs stay as last read", "repo", ri.Repo.String(), "err", err)
 				failed = append(failed, fmt.Sprintf("%s: %v", ri.Repo, err))
