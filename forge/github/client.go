@@ -45,6 +45,7 @@ type App struct {
 	cfg  AppConfig
 	apps *ghinstallation.AppsTransport
 	api  *gh.Client
+	gate *rateGate // the App's own requests (installations)
 
 	mu       sync.Mutex
 	installs map[int64]*Client
@@ -72,11 +73,12 @@ func NewApp(cfg AppConfig) (*App, error) {
 		return nil, fmt.Errorf("github app %d: private key: %w", cfg.AppID, err)
 	}
 	atr.BaseURL = strings.TrimSuffix(cfg.API, "/")
-	api, err := newAPI(cfg.API, &http.Client{Transport: atr})
+	gate := &rateGate{next: atr}
+	api, err := newAPI(cfg.API, &http.Client{Transport: gate})
 	if err != nil {
 		return nil, err
 	}
-	return &App{cfg: cfg, apps: atr, api: api, installs: map[int64]*Client{}}, nil
+	return &App{cfg: cfg, apps: atr, api: api, gate: gate, installs: map[int64]*Client{}}, nil
 }
 
 func newAPI(root string, hc *http.Client, opts ...gh.ClientOptionsFunc) (*gh.Client, error) {
@@ -124,16 +126,25 @@ func (a *App) Installation(id int64) *Client {
 	}
 	tr := ghinstallation.NewFromAppsTransport(a.apps, id)
 	tr.BaseURL = strings.TrimSuffix(a.cfg.API, "/")
-	api, _ := newAPI(a.cfg.API, &http.Client{Transport: tr})
-	c := newClient(api, a.cfg.API, a.cfg.Logger)
+	gate := &rateGate{next: tr}
+	api, _ := newAPI(a.cfg.API, &http.Client{Transport: gate})
+	c := newClient(api, gate, a.cfg.API, a.cfg.Logger)
 	c.token = tr.Token
 	a.installs[id] = c
 	return c
 }
 
-// Client calls the GitHub API as one App installation (or with a personal token).
+// RateLimitedUntil is when the App may list its installations again after spending
+// its rate limit (zero when it may now).
+func (a *App) RateLimitedUntil() time.Time { return a.gate.blockedUntil() }
+
+// Client calls the GitHub API as one App installation (or with a personal token). Once
+// GitHub says the installation's rate limit is spent (X-RateLimit-Remaining: 0, or a
+// 403 or 429 with Retry-After), its calls fail with a RateLimitError, sending nothing,
+// until the limit resets.
 type Client struct {
 	api   *gh.Client
+	gate  *rateGate
 	root  string
 	log   *slog.Logger
 	token func(context.Context) (string, error)
@@ -152,9 +163,13 @@ type runKey struct {
 	name   string
 }
 
-func newClient(api *gh.Client, root string, log *slog.Logger) *Client {
-	return &Client{api: api, root: root, log: log, dates: map[string]time.Time{}, runs: map[runKey]int64{}}
+func newClient(api *gh.Client, gate *rateGate, root string, log *slog.Logger) *Client {
+	return &Client{api: api, gate: gate, root: root, log: log, dates: map[string]time.Time{}, runs: map[runKey]int64{}}
 }
+
+// RateLimitedUntil is when the client may call GitHub again after spending its rate
+// limit (zero when it may now).
+func (c *Client) RateLimitedUntil() time.Time { return c.gate.blockedUntil() }
 
 // NewTokenClient returns a client that authenticates with a personal access token.
 func NewTokenClient(api, token string, transport http.RoundTripper) (*Client, error) {
@@ -167,11 +182,12 @@ func NewTokenClient(api, token string, transport http.RoundTripper) (*Client, er
 	if transport == nil {
 		transport = http.DefaultTransport
 	}
-	c, err := newAPI(api, &http.Client{Transport: transport}, gh.WithAuthToken(token))
+	gate := &rateGate{next: transport}
+	c, err := newAPI(api, &http.Client{Transport: gate}, gh.WithAuthToken(token))
 	if err != nil {
 		return nil, err
 	}
-	cl := newClient(c, api, slog.Default())
+	cl := newClient(c, gate, api, slog.Default())
 	cl.token = func(context.Context) (string, error) { return token, nil }
 	return cl, nil
 }
@@ -208,7 +224,9 @@ func (c *Client) Credentials(cloneHost string) git.CredentialSource {
 
 // RepoInfo describes a repository the installation can access.
 type RepoInfo struct {
-	Repo          Repo
+	Repo Repo
+	// ID is GitHub's number for the repository, which a rename or a transfer keeps.
+	ID            int64
 	CloneURL      string
 	Private       bool
 	Archived      bool
@@ -222,10 +240,14 @@ func (c *Client) Repos(ctx context.Context) ([]RepoInfo, error) {
 		if err != nil {
 			return nil, fmt.Errorf("list installation repositories: %w", apiError(err))
 		}
-		out = append(out, RepoInfo{Repo: Repo{Owner: r.GetOwner().GetLogin(), Name: r.GetName()},
-			CloneURL: r.GetCloneURL(), Private: r.GetPrivate(), Archived: r.GetArchived(), DefaultBranch: r.GetDefaultBranch()})
+		out = append(out, repoInfo(r))
 	}
 	return out, nil
+}
+
+func repoInfo(r *gh.Repository) RepoInfo {
+	return RepoInfo{Repo: Repo{Owner: r.GetOwner().GetLogin(), Name: r.GetName()}, ID: r.GetID(),
+		CloneURL: r.GetCloneURL(), Private: r.GetPrivate(), Archived: r.GetArchived(), DefaultBranch: r.GetDefaultBranch()}
 }
 
 // Ref is a branch or an open pull request to test.
@@ -241,13 +263,30 @@ type Ref struct {
 }
 
 // Refs lists the branches and open pull requests of repo whose head commit is newer than
-// cutoff (the default branch is always kept; a zero cutoff keeps everything), sorted by name.
+// cutoff (the default branch is always kept; a zero cutoff keeps everything), sorted by
+// name. An archived repository has none.
 func (c *Client) Refs(ctx context.Context, repo Repo, cutoff time.Time) ([]Ref, error) {
-	info, _, err := c.api.Repositories.Get(ctx, repo.Owner, repo.Name)
+	_, refs, err := c.RepoRefs(ctx, repo, cutoff)
+	return refs, err
+}
+
+// RepoRefs is Refs with the repository's description, as GitHub gives it now. An
+// archived repository has no refs (and costs no further request); GitHub answers a
+// renamed repository's old name with the repository under its new name.
+func (c *Client) RepoRefs(ctx context.Context, repo Repo, cutoff time.Time) (RepoInfo, []Ref, error) {
+	r, _, err := c.api.Repositories.Get(ctx, repo.Owner, repo.Name)
 	if err != nil {
-		return nil, fmt.Errorf("refs of %s: %w", repo, apiError(err))
+		return RepoInfo{}, nil, fmt.Errorf("refs of %s: %w", repo, apiError(err))
 	}
-	def := info.GetDefaultBranch()
+	info := repoInfo(r)
+	if info.Archived {
+		return info, nil, nil
+	}
+	refs, err := c.refs(ctx, info.Repo, info.DefaultBranch, cutoff)
+	return info, refs, err
+}
+
+func (c *Client) refs(ctx context.Context, repo Repo, def string, cutoff time.Time) ([]Ref, error) {
 	var refs []Ref
 	for b, err := range c.api.Repositories.ListBranchesIter(ctx, repo.Owner, repo.Name, &gh.BranchListOptions{ListOptions: gh.ListOptions{PerPage: 100}}) {
 		if err != nil {
@@ -421,8 +460,20 @@ func (c *Client) RerunCheckSuite(ctx context.Context, repo Repo, suiteID int64) 
 	return nil
 }
 
+// ErrNotFound is matched (errors.Is) by the error for something GitHub does not know
+// (404), or does not show the client: a deleted repository, or one the installation no
+// longer has access to.
+var ErrNotFound = errors.New("not found (404)")
+
 // apiError shortens go-github's errors to what a reader needs.
 func apiError(err error) error {
+	var rl *RateLimitError
+	if errors.As(err, &rl) {
+		return rl
+	}
+	if rl := rateLimited(err); rl != nil {
+		return rl
+	}
 	var gerr *gh.ErrorResponse
 	if errors.As(err, &gerr) && gerr.Response != nil {
 		switch gerr.Response.StatusCode {
@@ -431,7 +482,7 @@ func apiError(err error) error {
 		case http.StatusForbidden:
 			return fmt.Errorf("forbidden (403): %s", gerr.Message)
 		case http.StatusNotFound:
-			return fmt.Errorf("not found (404): %s %s", gerr.Response.Request.Method, gerr.Response.Request.URL.Path)
+			return fmt.Errorf("%w: %s %s", ErrNotFound, gerr.Response.Request.Method, gerr.Response.Request.URL.Path)
 		}
 		return fmt.Errorf("%s %s: %d %s", gerr.Response.Request.Method, gerr.Response.Request.URL.Path, gerr.Response.StatusCode, gerr.Message)
 	}

@@ -2,6 +2,7 @@ package github
 
 import (
 	"context"
+	"errors"
 	"reflect"
 	"strings"
 	"testing"
@@ -256,4 +257,72 @@ func TestRerunAndErrors(t *testing.T) {
 	if _, err := app.Installations(ctx); err == nil || !strings.Contains(err.Error(), "401") {
 		t.Fatalf("wrong App key: %v", err)
 	}
+}
+
+// Once GitHub says the rate limit is spent, the client sends nothing until it resets,
+// and then goes on.
+func TestRateLimitedClientWaitsForReset(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		limit func(api *githubtest.API, reset time.Time)
+		// sent is how many requests reach GitHub before the client stops.
+		sent int
+	}{
+		{"limit spent before the first request", func(api *githubtest.API, reset time.Time) { api.LimitInstallation(42, 0, reset) }, 1},
+		{"last request of the limit", func(api *githubtest.API, reset time.Time) { api.LimitInstallation(42, 1, reset) }, 1},
+		{"secondary limit with Retry-After", func(api *githubtest.API, _ time.Time) { api.ThrottleInstallation(42, time.Second) }, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+			api := newStandIn(t)
+			c := newTestApp(t, api, webhook.AllowList{}).Installation(42)
+			if _, err := c.Token(ctx); err != nil {
+				t.Fatal(err)
+			}
+			repoCalls := func() int { return len(reposRequests(api.Requests())) }
+			reset := time.Now().Truncate(time.Second).Add(2 * time.Second)
+			tc.limit(api, reset)
+			var rl *RateLimitError
+			var err error
+			for i := 0; i < 3 && !errors.As(err, &rl); i++ {
+				_, err = c.Repos(ctx)
+			}
+			if !errors.As(err, &rl) {
+				t.Fatalf("a spent limit gave %v, want a RateLimitError", err)
+			}
+			if got := repoCalls(); got != tc.sent {
+				t.Fatalf("%d requests reached GitHub before the limit stopped the client, want %d", got, tc.sent)
+			}
+			if until := c.RateLimitedUntil(); !until.Equal(rl.Until) || !until.After(time.Now()) {
+				t.Fatalf("RateLimitedUntil = %v, the error says %v", until, rl.Until)
+			}
+			for range 3 {
+				if _, err := c.Refs(ctx, Repo{"octo-org", "dune"}, time.Time{}); !errors.As(err, &rl) {
+					t.Fatalf("while limited: %v, want a RateLimitError", err)
+				}
+			}
+			if got := repoCalls(); got != tc.sent {
+				t.Fatalf("%d requests reached GitHub while the limit was spent, want none after the first %d", got, tc.sent)
+			}
+			time.Sleep(time.Until(rl.Until))
+			if _, err := c.Repos(ctx); err != nil {
+				t.Fatalf("after the reset: %v", err)
+			}
+			if got := repoCalls(); got != tc.sent+1 {
+				t.Fatalf("%d requests after the reset, want %d", got, tc.sent+1)
+			}
+		})
+	}
+}
+
+// reposRequests are the requests of an installation's token (not the App's).
+func reposRequests(reqs []githubtest.Request) []githubtest.Request {
+	var out []githubtest.Request
+	for _, r := range reqs {
+		if !strings.HasPrefix(r.Path, "/app/") {
+			out = append(out, r)
+		}
+	}
+	return out
 }

@@ -33,7 +33,7 @@ type Meta struct {
 }
 
 // Event is one parsed webhook delivery: *PushEvent, *PullRequestEvent, *RerunEvent,
-// *InstallationEvent or *PingEvent.
+// *CheckSuiteEvent, *RepositoryEvent, *InstallationEvent or *PingEvent.
 type Event interface {
 	Meta() Meta
 }
@@ -71,6 +71,49 @@ type PullRequestEvent struct {
 
 // Ref is the ref of the pull request's head in the base repository.
 func (e *PullRequestEvent) Ref() string { return fmt.Sprintf("refs/pull/%d/head", e.Number) }
+
+// MovesHead reports whether the action can change which commit the pull request's ref
+// points at, or whether it is open: opened, reopened, synchronize and closed do; edited
+// (title, body, base), ready_for_review and converted_to_draft do not.
+func (e *PullRequestEvent) MovesHead() bool {
+	switch e.meta.Action {
+	case "opened", "reopened", "synchronize", "closed":
+		return true
+	}
+	return false
+}
+
+// Branch is the branch a push updated or deleted, and false for a tag or another ref.
+func (e *PushEvent) Branch() (string, bool) { return strings.CutPrefix(e.Ref, "refs/heads/") }
+
+// CheckSuiteEvent: GitHub asks the App for the checks of a new head commit (check_suite
+// requested, sent to Apps with the Checks permission on every push).
+type CheckSuiteEvent struct {
+	meta         Meta
+	Repo         Repo
+	CheckSuiteID int64
+	HeadSHA      string
+	HeadBranch   string // empty for a commit pushed to no branch (a fork's pull request)
+}
+
+// RepositoryEvent: a repository was renamed, transferred, archived, unarchived or
+// deleted, or its default branch changed (repository edited).
+type RepositoryEvent struct {
+	meta Meta
+	// Repo is the repository's name now (before the deletion, for deleted).
+	Repo Repo
+	// ID is GitHub's number for the repository; a rename or a transfer keeps it.
+	ID int64
+	// From is the name before a rename or transfer (zero otherwise).
+	From     Repo
+	CloneURL string
+	Archived bool
+}
+
+// Gone reports whether the repository is no longer to be built: deleted or archived.
+func (e *RepositoryEvent) Gone() bool {
+	return e.meta.Action == "deleted" || e.meta.Action == "archived"
+}
 
 // RerunEvent: someone asked GitHub to re-run a check run or a whole check suite.
 type RerunEvent struct {
@@ -112,6 +155,12 @@ func (e *RerunEvent) Meta() Meta { return e.meta }
 func (e *InstallationEvent) Meta() Meta { return e.meta }
 
 // Meta returns what every event carries.
+func (e *CheckSuiteEvent) Meta() Meta { return e.meta }
+
+// Meta returns what every event carries.
+func (e *RepositoryEvent) Meta() Meta { return e.meta }
+
+// Meta returns what every event carries.
 func (e *PingEvent) Meta() Meta { return e.meta }
 
 // payload is the part of GitHub's webhook payloads that CI reads.
@@ -139,6 +188,22 @@ type payload struct {
 	Repositories        []payloadRepo `json:"repositories"`
 	RepositoriesAdded   []payloadRepo `json:"repositories_added"`
 	RepositoriesRemoved []payloadRepo `json:"repositories_removed"`
+	Changes             *struct {
+		Repository *struct {
+			Name *struct {
+				From string `json:"from"`
+			} `json:"name"`
+		} `json:"repository"`
+		Owner *struct {
+			From struct {
+				User         *payloadAccount `json:"user"`
+				Organization *payloadAccount `json:"organization"`
+			} `json:"from"`
+		} `json:"owner"`
+		DefaultBranch *struct {
+			From string `json:"from"`
+		} `json:"default_branch"`
+	} `json:"changes"`
 }
 
 type payloadAccount struct {
@@ -146,12 +211,14 @@ type payloadAccount struct {
 }
 
 type payloadRepo struct {
+	ID            int64           `json:"id"`
 	Name          string          `json:"name"`
 	FullName      string          `json:"full_name"`
 	Owner         *payloadAccount `json:"owner"`
 	CloneURL      string          `json:"clone_url"`
 	Private       bool            `json:"private"`
 	DefaultBranch string          `json:"default_branch"`
+	Archived      bool            `json:"archived"`
 }
 
 func (r payloadRepo) repo(field string) (Repo, error) {

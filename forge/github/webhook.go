@@ -49,7 +49,7 @@ type Webhook struct {
 func (h *Webhook) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	rc := &webhook.Receiver[Event]{
 		Forge: "github", Secret: h.Secret, Allow: h.Allow, Handle: h.Handle, Metrics: h.Shared.Metrics, Limit: h.Shared.Limit, Logger: h.Logger,
-		Events: []string{"push", "pull_request", "check_run", "check_suite", "installation", "installation_repositories", "ping"},
+		Events: []string{"push", "pull_request", "check_run", "check_suite", "repository", "installation", "installation_repositories", "ping"},
 		Describe: func(hd http.Header) webhook.Delivery {
 			return webhook.Delivery{Event: hd.Get("X-GitHub-Event"), ID: hd.Get("X-GitHub-Delivery"), Signature: hd.Get("X-Hub-Signature-256")}
 		},
@@ -145,7 +145,19 @@ func ParseEvent(kind, delivery string, body []byte) (Event, error) {
 			ev.HeadRepo, _ = pr.Head.Repo.repo("pull_request.head.repo")
 		}
 		return ev, nil
+	case "repository":
+		return parseRepository(p, meta, repo, need)
 	case "check_run", "check_suite":
+		if kind == "check_suite" && p.Action == "requested" {
+			if err := need("check_suite", p.Repository != nil && p.CheckSuite != nil); err != nil {
+				return nil, err
+			}
+			cs := p.CheckSuite
+			if err := need("check_suite.head_sha", isSHA(cs.HeadSHA)); err != nil {
+				return nil, err
+			}
+			return &CheckSuiteEvent{meta: meta, Repo: repo, CheckSuiteID: cs.ID, HeadSHA: cs.HeadSHA, HeadBranch: cs.HeadBranch}, nil
+		}
 		if p.Action != "rerequested" && p.Action != "requested_action" {
 			return nil, fmt.Errorf("%w: %s action %q", ErrUnhandled, kind, p.Action)
 		}
@@ -215,6 +227,45 @@ func ParseEvent(kind, delivery string, body []byte) (Event, error) {
 		return ev, nil
 	}
 	return nil, fmt.Errorf("%w: event %q", ErrUnhandled, kind)
+}
+
+// parseRepository reads the repository events that change what is built: renamed,
+// transferred, archived, unarchived, deleted, and edited when the default branch changed.
+func parseRepository(p payload, meta Meta, repo Repo, need func(string, bool) error) (Event, error) {
+	switch p.Action {
+	case "renamed", "transferred", "archived", "unarchived", "deleted":
+	case "edited":
+		if p.Changes == nil || p.Changes.DefaultBranch == nil {
+			return nil, fmt.Errorf("%w: repository edited, default branch unchanged", ErrUnhandled)
+		}
+	default:
+		return nil, fmt.Errorf("%w: repository action %q", ErrUnhandled, p.Action)
+	}
+	if err := need("repository", p.Repository != nil); err != nil {
+		return nil, err
+	}
+	ev := &RepositoryEvent{meta: meta, Repo: repo, ID: p.Repository.ID, CloneURL: p.Repository.CloneURL, Archived: p.Repository.Archived}
+	switch p.Action {
+	case "renamed":
+		ok := p.Changes != nil && p.Changes.Repository != nil && p.Changes.Repository.Name != nil && p.Changes.Repository.Name.From != ""
+		if err := need("changes.repository.name.from", ok); err != nil {
+			return nil, err
+		}
+		ev.From = Repo{Owner: repo.Owner, Name: p.Changes.Repository.Name.From}
+	case "transferred":
+		var from *payloadAccount
+		if p.Changes != nil && p.Changes.Owner != nil {
+			from = p.Changes.Owner.From.User
+			if from == nil {
+				from = p.Changes.Owner.From.Organization
+			}
+		}
+		if err := need("changes.owner.from", from != nil && from.Login != ""); err != nil {
+			return nil, err
+		}
+		ev.From = Repo{Owner: from.Login, Name: repo.Name}
+	}
+	return ev, nil
 }
 
 // ErrUnhandled is returned by ParseEvent for events and actions CI has no use for.

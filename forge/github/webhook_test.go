@@ -256,3 +256,99 @@ func TestGeneratedPayloadsParse(t *testing.T) {
 		t.Fatalf("events = %+v", got)
 	}
 }
+
+// The events that change what is followed without a push: a repository renamed,
+// transferred, archived or deleted, and a check suite GitHub requests.
+func TestRepositoryAndCheckSuiteEvents(t *testing.T) {
+	sha := strings.Repeat("2", 40)
+	for _, tc := range []struct {
+		name, event string
+		payload     []byte
+		want        func(Event) bool
+		unhandled   bool
+	}{
+		{"renamed", "repository", githubtest.RepositoryPayload(5, 99, "o", "new", "renamed", "old"), func(ev Event) bool {
+			e, ok := ev.(*RepositoryEvent)
+			return ok && e.Repo == Repo{"o", "new"} && e.From == Repo{"o", "old"} && e.ID == 99 && !e.Gone()
+		}, false},
+		{"transferred", "repository", githubtest.RepositoryPayload(5, 99, "o2", "r", "transferred", "o"), func(ev Event) bool {
+			e, ok := ev.(*RepositoryEvent)
+			return ok && e.Repo == Repo{"o2", "r"} && e.From == Repo{"o", "r"} && e.ID == 99 && !e.Gone()
+		}, false},
+		{"archived", "repository", githubtest.RepositoryPayload(5, 99, "o", "r", "archived", ""), func(ev Event) bool {
+			e, ok := ev.(*RepositoryEvent)
+			return ok && e.Repo == Repo{"o", "r"} && e.Archived && e.Gone()
+		}, false},
+		{"deleted", "repository", githubtest.RepositoryPayload(5, 99, "o", "r", "deleted", ""), func(ev Event) bool {
+			e, ok := ev.(*RepositoryEvent)
+			return ok && e.Gone() && e.From == Repo{}
+		}, false},
+		{"unarchived", "repository", githubtest.RepositoryPayload(5, 99, "o", "r", "unarchived", ""), func(ev Event) bool {
+			e, ok := ev.(*RepositoryEvent)
+			return ok && !e.Gone()
+		}, false},
+		{"description edited", "repository", githubtest.RepositoryPayload(5, 99, "o", "r", "edited", ""), nil, true},
+		{"publicized", "repository", githubtest.RepositoryPayload(5, 99, "o", "r", "publicized", ""), nil, true},
+		{"check suite requested", "check_suite", githubtest.CheckSuiteRequestedPayload(5, "o", "r", 77, "main", sha), func(ev Event) bool {
+			e, ok := ev.(*CheckSuiteEvent)
+			return ok && e.Repo == Repo{"o", "r"} && e.HeadSHA == sha && e.HeadBranch == "main" && e.CheckSuiteID == 77 && e.Meta().Installation == 5
+		}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ev, err := ParseEvent(tc.event, "d1", tc.payload)
+			if tc.unhandled {
+				if !errors.Is(err, ErrUnhandled) {
+					t.Fatalf("got %+v, %v; want ErrUnhandled", ev, err)
+				}
+				return
+			}
+			if err != nil || !tc.want(ev) {
+				t.Fatalf("got %+v, %v", ev, err)
+			}
+		})
+	}
+	t.Run("renamed without the old name", func(t *testing.T) {
+		body := bytes.Replace(githubtest.RepositoryPayload(5, 99, "o", "new", "renamed", "old"), []byte(`"changes"`), []byte(`"changed"`), 1)
+		if _, err := ParseEvent("repository", "d1", body); err == nil || !strings.Contains(err.Error(), "changes.repository.name.from") {
+			t.Fatalf("err = %v, want one naming changes.repository.name.from", err)
+		}
+	})
+}
+
+// Which events can move a watched head: tags and pull request edits cannot.
+func TestEventsThatMoveHeads(t *testing.T) {
+	sha := strings.Repeat("3", 40)
+	for _, tc := range []struct {
+		name    string
+		event   string
+		payload []byte
+		moves   bool
+	}{
+		{"branch push", "push", githubtest.PushPayload(5, "o", "r", "refs/heads/main", sha, sha), true},
+		{"branch deleted", "push", githubtest.PushPayload(5, "o", "r", "refs/heads/old", sha, strings.Repeat("0", 40)), true},
+		{"tag push", "push", githubtest.PushPayload(5, "o", "r", "refs/tags/v1.0", sha, sha), false},
+		{"pull request opened", "pull_request", githubtest.PullRequestPayload(5, "o", "r", "opened", 4, "fix", sha, "main"), true},
+		{"pull request synchronize", "pull_request", githubtest.PullRequestPayload(5, "o", "r", "synchronize", 4, "fix", sha, "main"), true},
+		{"pull request reopened", "pull_request", githubtest.PullRequestPayload(5, "o", "r", "reopened", 4, "fix", sha, "main"), true},
+		{"pull request closed", "pull_request", githubtest.PullRequestPayload(5, "o", "r", "closed", 4, "fix", sha, "main"), true},
+		{"pull request title edited", "pull_request", githubtest.PullRequestPayload(5, "o", "r", "edited", 4, "fix", sha, "main"), false},
+		{"pull request ready for review", "pull_request", githubtest.PullRequestPayload(5, "o", "r", "ready_for_review", 4, "fix", sha, "main"), false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ev, err := ParseEvent(tc.event, "d1", tc.payload)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var moves bool
+			switch e := ev.(type) {
+			case *PushEvent:
+				_, moves = e.Branch()
+			case *PullRequestEvent:
+				moves = e.MovesHead()
+			}
+			if moves != tc.moves {
+				t.Fatalf("moves a head = %v, want %v", moves, tc.moves)
+			}
+		})
+	}
+}

@@ -32,6 +32,7 @@ type Request struct {
 	Path   string // with the query, if any: "/repos/o/r/pulls?per_page=100&state=open"
 	Auth   string // the Authorization header
 	Body   []byte
+	Time   time.Time // when it arrived
 }
 
 // String is "METHOD PATH".
@@ -56,8 +57,12 @@ type PR struct {
 
 // Repo is the state of one repository.
 type Repo struct {
-	Owner, Name   string
+	Owner, Name string
+	// ID is GitHub's number for it (default: the next free one, or the number of the
+	// repository it replaces).
+	ID            int64
 	Private       bool
+	Archived      bool
 	DefaultBranch string            // default "main"
 	Branches      map[string]string // branch name → head commit
 	PRs           []PR
@@ -91,6 +96,15 @@ type API struct {
 	runs          []*CheckRun
 	requests      []Request
 	rerequested   []string
+	limits        map[int64]*limit // installation → its rate limit, when one is set
+	nextID        int64
+}
+
+// limit is an installation's rate limit: remaining requests until reset; then 403.
+type limit struct {
+	remaining  int
+	reset      time.Time
+	retryAfter time.Duration // answer the next request 429 with this Retry-After
 }
 
 // New starts a stand-in for the App appID; it stops when the test ends.
@@ -153,7 +167,107 @@ func (a *API) SetRepo(r Repo) {
 	if r.DefaultBranch == "" {
 		r.DefaultBranch = "main"
 	}
+	if old, ok := a.repos[r.Owner+"/"+r.Name]; ok && r.ID == 0 {
+		r.ID = old.ID
+	}
+	if r.ID == 0 {
+		a.nextID++
+		r.ID = 186853000 + a.nextID
+	}
 	a.repos[r.Owner+"/"+r.Name] = &r
+}
+
+// RepoID is GitHub's number for the repository "owner/name" (0 if there is none).
+func (a *API) RepoID(full string) int64 {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if r, ok := a.repos[full]; ok {
+		return r.ID
+	}
+	return 0
+}
+
+// RenameRepo renames or transfers the repository "owner/name" to newOwner/newName; it
+// keeps its number and its installation. The old name is then unknown (404).
+func (a *API) RenameRepo(full, newOwner, newName string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	r, ok := a.repos[full]
+	if !ok {
+		return
+	}
+	delete(a.repos, full)
+	r.Owner, r.Name = newOwner, newName
+	a.repos[newOwner+"/"+newName] = r
+}
+
+// DeleteRepo deletes the repository "owner/name".
+func (a *API) DeleteRepo(full string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	delete(a.repos, full)
+}
+
+// ArchiveRepo archives the repository "owner/name".
+func (a *API) ArchiveRepo(full string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if r, ok := a.repos[full]; ok {
+		r.Archived = true
+	}
+}
+
+// LimitInstallation gives installation id a rate limit as GitHub does: each answer
+// carries X-RateLimit-Remaining and X-RateLimit-Reset; once remaining requests are
+// spent, every request is refused (403, X-RateLimit-Remaining: 0) until reset, when the
+// limit is lifted.
+func (a *API) LimitInstallation(id int64, remaining int, reset time.Time) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.limits == nil {
+		a.limits = map[int64]*limit{}
+	}
+	a.limits[id] = &limit{remaining: remaining, reset: reset}
+}
+
+// ThrottleInstallation answers the next request of installation id with a secondary
+// rate limit: 429 and Retry-After: retryAfter (whole seconds).
+func (a *API) ThrottleInstallation(id int64, retryAfter time.Duration) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.limits == nil {
+		a.limits = map[int64]*limit{}
+	}
+	a.limits[id] = &limit{remaining: -1, retryAfter: retryAfter}
+}
+
+// limited answers a request of installation inst when its rate limit refuses it, and
+// sets the rate-limit headers of the answer otherwise.
+func (a *API) limited(w http.ResponseWriter, inst int64) bool {
+	l := a.limits[inst]
+	if l == nil {
+		return false
+	}
+	if l.retryAfter > 0 {
+		delete(a.limits, inst)
+		w.Header().Set("Retry-After", strconv.Itoa(int(l.retryAfter.Seconds())))
+		reply(w, http.StatusTooManyRequests, map[string]string{"message": "You have exceeded a secondary rate limit."})
+		return true
+	}
+	if !time.Now().Before(l.reset) {
+		delete(a.limits, inst)
+		return false
+	}
+	w.Header().Set("X-RateLimit-Limit", "5000")
+	w.Header().Set("X-RateLimit-Reset", strconv.FormatInt(l.reset.Unix(), 10))
+	if l.remaining <= 0 {
+		w.Header().Set("X-RateLimit-Remaining", "0")
+		reply(w, http.StatusForbidden, map[string]string{"message": "API rate limit exceeded for installation ID " + strconv.FormatInt(inst, 10) + "."})
+		return true
+	}
+	l.remaining--
+	w.Header().Set("X-RateLimit-Remaining", strconv.Itoa(l.remaining))
+	return false
 }
 
 // Requests returns the requests received so far.
@@ -221,8 +335,8 @@ func reply(w http.ResponseWriter, code int, v any) {
 }
 
 func (a *API) repoJSON(r *Repo) map[string]any {
-	return map[string]any{"name": r.Name, "full_name": r.Owner + "/" + r.Name, "owner": map[string]any{"login": r.Owner},
-		"private": r.Private, "default_branch": r.DefaultBranch, "clone_url": "https://github.com/" + r.Owner + "/" + r.Name + ".git"}
+	return map[string]any{"id": r.ID, "name": r.Name, "full_name": r.Owner + "/" + r.Name, "owner": map[string]any{"login": r.Owner},
+		"private": r.Private, "archived": r.Archived, "default_branch": r.DefaultBranch, "clone_url": "https://github.com/" + r.Owner + "/" + r.Name + ".git"}
 }
 
 func (a *API) serve(w http.ResponseWriter, req *http.Request) {
@@ -234,7 +348,7 @@ func (a *API) serve(w http.ResponseWriter, req *http.Request) {
 	auth := req.Header.Get("Authorization")
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	a.requests = append(a.requests, Request{Method: req.Method, Path: path, Auth: auth, Body: body})
+	a.requests = append(a.requests, Request{Method: req.Method, Path: path, Auth: auth, Body: body, Time: time.Now()})
 
 	p := strings.Split(strings.Trim(req.URL.Path, "/"), "/")
 	if p[0] == "app" {
@@ -280,6 +394,9 @@ func (a *API) serve(w http.ResponseWriter, req *http.Request) {
 	inst, ok := a.tokens[tok]
 	if !ok {
 		reply(w, 401, map[string]string{"message": "Bad credentials"})
+		return
+	}
+	if a.limited(w, inst) {
 		return
 	}
 	if req.Method == "GET" && req.URL.Path == "/installation/repositories" {

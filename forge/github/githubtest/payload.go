@@ -8,13 +8,18 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 )
 
 func repository(owner, name string, private bool) map[string]any {
+	return repositoryWithID(186853002, owner, name, private)
+}
+
+func repositoryWithID(id int64, owner, name string, private bool) map[string]any {
 	return map[string]any{
-		"id": 186853002, "name": name, "full_name": owner + "/" + name, "private": private,
+		"id": id, "name": name, "full_name": owner + "/" + name, "private": private,
 		"owner":     map[string]any{"login": owner, "id": 21031067, "type": "Organization"},
 		"html_url":  "https://github.com/" + owner + "/" + name,
 		"clone_url": "https://github.com/" + owner + "/" + name + ".git",
@@ -22,10 +27,11 @@ func repository(owner, name string, private bool) map[string]any {
 	}
 }
 
-// PushPayload is a push event payload in GitHub's documented format.
+// PushPayload is a push event payload in GitHub's documented format (a deletion when
+// after is all zeros).
 func PushPayload(installation int64, owner, name, ref, before, after string) []byte {
 	b, _ := json.Marshal(map[string]any{
-		"ref": ref, "before": before, "after": after, "created": false, "deleted": false, "forced": false,
+		"ref": ref, "before": before, "after": after, "created": false, "deleted": strings.Trim(after, "0") == "", "forced": false,
 		"repository":   repository(owner, name, false),
 		"pusher":       map[string]any{"name": "octocat", "email": "octocat@example.com"},
 		"sender":       map[string]any{"login": "octocat", "id": 1, "type": "User"},
@@ -36,7 +42,8 @@ func PushPayload(installation int64, owner, name, ref, before, after string) []b
 }
 
 // PullRequestPayload is a pull_request event payload in GitHub's documented format
-// (action "opened", "synchronize", "reopened" or "closed").
+// (action "opened", "synchronize", "reopened", "closed", or "edited": the title is then
+// "Change <number>").
 func PullRequestPayload(installation int64, owner, name, action string, number int, headRef, headSHA, base string) []byte {
 	state := "open"
 	if action == "closed" {
@@ -60,8 +67,39 @@ func PullRequestPayload(installation int64, owner, name, action string, number i
 
 // CheckSuiteRerequestedPayload is a check_suite "rerequested" payload in GitHub's format.
 func CheckSuiteRerequestedPayload(installation int64, owner, name string, suiteID int64, headBranch, headSHA string) []byte {
+	return checkSuitePayload("rerequested", installation, owner, name, suiteID, headBranch, headSHA)
+}
+
+// CheckSuiteRequestedPayload is a check_suite "requested" payload in GitHub's format,
+// as GitHub sends an App with the Checks permission after a push.
+func CheckSuiteRequestedPayload(installation int64, owner, name string, suiteID int64, headBranch, headSHA string) []byte {
+	return checkSuitePayload("requested", installation, owner, name, suiteID, headBranch, headSHA)
+}
+
+// RepositoryPayload is a repository event payload in GitHub's format for the
+// repository id now named owner/name: action "renamed" (from is the old name),
+// "transferred" (from is the old owner), "archived", "unarchived" or "deleted".
+func RepositoryPayload(installation, id int64, owner, name, action, from string) []byte {
+	repo := repositoryWithID(id, owner, name, false)
+	repo["archived"] = action == "archived"
+	p := map[string]any{
+		"action": action, "repository": repo,
+		"sender":       map[string]any{"login": "octocat", "id": 1, "type": "User"},
+		"installation": map[string]any{"id": installation},
+	}
+	switch action {
+	case "renamed":
+		p["changes"] = map[string]any{"repository": map[string]any{"name": map[string]any{"from": from}}}
+	case "transferred":
+		p["changes"] = map[string]any{"owner": map[string]any{"from": map[string]any{"organization": map[string]any{"login": from, "id": 2}}}}
+	}
+	b, _ := json.Marshal(p)
+	return b
+}
+
+func checkSuitePayload(action string, installation int64, owner, name string, suiteID int64, headBranch, headSHA string) []byte {
 	b, _ := json.Marshal(map[string]any{
-		"action": "rerequested",
+		"action": action,
 		"check_suite": map[string]any{"id": suiteID, "head_branch": headBranch, "head_sha": headSHA, "status": "queued",
 			"conclusion": nil, "pull_requests": []any{}, "app": map[string]any{"id": 1}},
 		"repository":   repository(owner, name, false),
