@@ -63,6 +63,10 @@ func openStore(path string) (*store, error) {
 	}
 	db.SetMaxOpenConns(1)
 	s := &store{db: db}
+	if err := s.checkIntegrity(path); err != nil {
+		db.Close()
+		return nil, err
+	}
 	if err := s.migrate(); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("database %s: %w", path, err)
@@ -73,6 +77,37 @@ func openStore(path string) (*store, error) {
 		return nil, fmt.Errorf("database %s: %w", path, err)
 	}
 	return s, nil
+}
+
+// checkIntegrity runs SQLite's quick_check, so that a damaged file is named at start-up
+// instead of failing queries later.
+func (s *store) checkIntegrity(path string) error {
+	damaged := func(what string) error {
+		return fmt.Errorf("database %s is damaged (%s); restore it from a backup, or recover what is readable with `sqlite3 %s .recover | sqlite3 NEW.db` and put NEW.db in its place",
+			path, what, path)
+	}
+	rows, err := s.db.Query(`PRAGMA quick_check(5)`)
+	if err != nil {
+		return damaged(err.Error())
+	}
+	defer rows.Close()
+	var problems []string
+	for rows.Next() {
+		var line string
+		if err := rows.Scan(&line); err != nil {
+			return damaged(err.Error())
+		}
+		if line != "ok" {
+			problems = append(problems, strings.Join(strings.Fields(line), " "))
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return damaged(err.Error())
+	}
+	if len(problems) > 0 {
+		return damaged("quick_check: " + strings.Join(problems, "; "))
+	}
+	return nil
 }
 
 func (s *store) close() error {
