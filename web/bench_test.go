@@ -23,14 +23,7 @@ func benchFollowers(b *testing.B, burst int) {
 	const followers = 200
 	c := newConsole(b, "slow-bench")
 	id := c.jobOf("slow-bench", current.JobRunning)
-	var start LogChunk
-	c.waitFor("the first lines", func() bool {
-		ch, err := CurrentEngine{c.eng}.ReadLog(b.Context(), id, 0, 1<<20)
-		start = ch
-		return err == nil && strings.Count(string(ch.Data), "\n") >= 3
-	})
-	line := strings.Count(string(start.Data), "\n") + 1
-	url := fmt.Sprintf("%s/job/%s/log/events?offset=%d&line=%d", c.srv.URL, id, start.Next, line)
+	url, _ := c.followURL(id)
 	hc := &http.Client{Transport: &http.Transport{MaxConnsPerHost: 0, MaxIdleConnsPerHost: followers}}
 	got := make([]chan int, followers)
 	for i := range got {

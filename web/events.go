@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // heartbeat is how often an idle event stream sends a comment so proxies keep it open.
@@ -97,6 +98,29 @@ func (s *Server) changeEvents(w http.ResponseWriter, r *http.Request, c *reqCtx)
 		}
 	}
 }
+
+// maxLinePart bounds the part of a line a log follower holds while waiting for its end:
+// longer lines are sent in parts of at most this many bytes.
+const maxLinePart = 64 << 10
+
+// splitPoint returns where to cut rest, a line longer than max bytes, at most max bytes
+// in: not inside a character encoded in UTF-8, nor inside an escape sequence.
+func splitPoint(rest []byte, max int) int {
+	n := max
+	for k := 0; k < utf8.UTFMax-1 && !utf8.RuneStart(rest[n]); k++ {
+		n--
+	}
+	if !utf8.RuneStart(rest[n]) {
+		n = max // not UTF-8 anyway
+	}
+	if i := bytes.LastIndexByte(rest[:n], 0x1b); i > 0 && n-i < 32 && !bytes.ContainsFunc(rest[i+1:n], isFinalByte) {
+		n = i
+	}
+	return n
+}
+
+// isFinalByte reports whether r ends an escape sequence.
+func isFinalByte(r rune) bool { return r >= 0x40 && r <= 0x7e && r != '[' }
 
 // logParams reads the offset (and, for the rendered stream, line) query parameters.
 func logParams(r *http.Request, names ...string) (map[string]int64, error) {
@@ -241,6 +265,12 @@ func (s *Server) logEvents(w http.ResponseWriter, r *http.Request, c *reqCtx) er
 		lineNo++
 		return err
 	}
+	// sendPart sends the start of a line longer than maxLinePart, which goes on in the
+	// next event of the same number, so that a follower holds at most that much.
+	sendPart := func(part []byte, end int64) error {
+		eid := fmt.Sprintf("%d:%d", end, lineNo)
+		return ev.sendID("line", eid, logLine{N: lineNo, HTML: htmlString(ar.Line(part)), More: true})
+	}
 	tick := time.NewTicker(heartbeat)
 	defer tick.Stop()
 	for {
@@ -274,6 +304,13 @@ func (s *Server) logEvents(w http.ResponseWriter, r *http.Request, c *reqCtx) er
 						return nil
 					}
 					start += i + 1
+				}
+				for len(pending)-start > maxLinePart {
+					n := splitPoint(pending[start:], maxLinePart)
+					if sendPart(pending[start:start+n], base+int64(start+n)) != nil {
+						return nil
+					}
+					start += n
 				}
 				pending = append(pending[:0], pending[start:]...)
 			}

@@ -184,6 +184,7 @@ func (s *Server) setConfirm(w http.ResponseWriter, r *http.Request, c *reqCtx) e
 type logLine struct {
 	N    int           `json:"n"`
 	HTML template.HTML `json:"html"`
+	More bool          `json:"more,omitempty"` // a part of a long line: the next part goes on it
 }
 
 // maxShownLog is how much of a log the job page shows inline; the raw log has it all.

@@ -26,10 +26,12 @@ import (
 //
 // The pipeline maps over the items of a variable; each item's "build" job prints two
 // coloured lines, fails for items starting with "bad", and for items starting with "slow"
-// prints one line per value sent on the lines channel until it is closed.
+// prints one line per value sent on the lines channel until it is closed (for items
+// starting with "raw", each value as it is, without a newline).
 type console struct {
 	t     testing.TB
 	eng   *current.Engine
+	s     *Server
 	srv   *httptest.Server
 	items *current.Var[[]string]
 	lines chan string
@@ -56,14 +58,18 @@ func newConsole(t testing.TB, items ...string) *console {
 			c.mu.Unlock()
 			j.Logf("\x1b[1mbuilding\x1b[0m %s", item)
 			j.Logf("\x1b[32mstep one <ok>\x1b[0m")
-			if strings.HasPrefix(item, "slow") {
+			if raw := strings.HasPrefix(item, "raw"); raw || strings.HasPrefix(item, "slow") {
 				for {
 					select {
 					case l, ok := <-c.lines:
 						if !ok {
 							return "done " + item, nil
 						}
-						j.Logf("%s", l)
+						if raw {
+							j.Write([]byte(l))
+						} else {
+							j.Logf("%s", l)
+						}
 					case <-ctx.Done():
 						return "", ctx.Err()
 					}
@@ -108,6 +114,7 @@ func newConsole(t testing.TB, items ...string) *console {
 	if err != nil {
 		t.Fatal(err)
 	}
+	c.s = s
 	c.srv = httptest.NewServer(s)
 	t.Cleanup(func() {
 		c.srv.CloseClientConnections()
@@ -149,6 +156,20 @@ func (c *console) jobOf(item string, states ...current.JobState) string {
 		return false
 	})
 	return id
+}
+
+// followURL waits for the first lines of job id's log and returns the URL of its page
+// log stream from the end of those lines, and the number of the line it starts with.
+func (c *console) followURL(id string) (string, int) {
+	c.t.Helper()
+	var start LogChunk
+	c.waitFor("the first lines", func() bool {
+		ch, err := CurrentEngine{c.eng}.ReadLog(context.Background(), id, 0, 1<<20)
+		start = ch
+		return err == nil && strings.Count(string(ch.Data), "\n") >= 3
+	})
+	line := strings.Count(string(start.Data), "\n") + 1
+	return fmt.Sprintf("%s/job/%s/log/events?offset=%d&line=%d", c.srv.URL, id, start.Next, line), line
 }
 
 // client is a browser-like HTTP client with a cookie jar.

@@ -5,14 +5,21 @@
     var log = document.getElementById("log");
     if (!log || log.dataset.done === "true" || !window.EventSource) return;
     var es = new EventSource(log.dataset.events);
+    var open = null; // the line whose next part is still to come
     es.addEventListener("line", function (ev) {
       var d = JSON.parse(ev.data);
-      var span = document.createElement("span");
-      span.className = "line";
-      span.id = "L" + d.n;
-      span.innerHTML = '<a href="#L' + d.n + '">' + d.n + "</a>" + d.html;
-      log.appendChild(span);
-      log.appendChild(document.createTextNode("\n"));
+      if (open && open.id === "L" + d.n) {
+        open.insertAdjacentHTML("beforeend", d.html);
+      } else {
+        var span = document.createElement("span");
+        span.className = "line";
+        span.id = "L" + d.n;
+        span.innerHTML = '<a href="#L' + d.n + '">' + d.n + "</a>" + d.html;
+        log.appendChild(span);
+        log.appendChild(document.createTextNode("\n"));
+        open = span;
+      }
+      if (!d.more) open = null;
       if (window.innerHeight + window.scrollY >= document.body.offsetHeight - 80) window.scrollTo(0, document.body.scrollHeight);
     });
     es.addEventListener("failure", function (ev) {
