@@ -65,13 +65,20 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request, c *reqCtx) error 
 		user, pw, next = r.PostFormValue("user"), r.PostFormValue("password"), r.PostFormValue("next")
 	}
 	addr := clientAddr(r)
-	if ok, wait := s.logins.allow(addr); !ok {
+	if ok, wait := s.logins.attempt(user, addr); !ok {
+		s.loginResults.WithLabelValues("throttled").Inc()
 		w.Header().Set("Retry-After", strconv.Itoa(int(wait.Seconds())+1))
-		return httpErr(http.StatusTooManyRequests, "too many failed logins from %s: try again in %s", addr, wait.Round(time.Second))
+		return httpErr(http.StatusTooManyRequests, "too many failed logins as %q from %s: try again in %s", user, addr, wait.Round(time.Second))
 	}
-	id, ok := s.auth.Login(user, pw)
+	var id Identity
+	var ok bool
+	if !s.logins.check(r.Context(), func() { id, ok = s.checkPassword(user, pw) }) {
+		s.loginResults.WithLabelValues("busy").Inc()
+		w.Header().Set("Retry-After", "5")
+		return httpErr(http.StatusServiceUnavailable, "too many logins are being checked: try again in a few seconds")
+	}
 	if !ok {
-		s.logins.failed(addr)
+		s.loginResults.WithLabelValues("wrong").Inc()
 		s.log.Warn("console login failed", "user", user, "remote", r.RemoteAddr)
 		if c.api {
 			return httpErr(http.StatusUnauthorized, "wrong user or password")
@@ -79,6 +86,8 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request, c *reqCtx) error 
 		w.WriteHeader(http.StatusUnauthorized)
 		return s.renderFlash(w, c, "login", "Log in", "Wrong user or password.", s.loginData(safeNext(next)))
 	}
+	s.logins.succeeded(user, addr)
+	s.loginResults.WithLabelValues("ok").Inc()
 	s.log.Info("console login", "user", id.User, "remote", r.RemoteAddr)
 	if c.api {
 		exp := time.Now().Add(sessionTTL)

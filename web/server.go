@@ -51,9 +51,12 @@ type Server struct {
 	pages    map[string]*template.Template
 	gatherer prometheus.Gatherer
 	logins   *loginThrottle
+	// checkPassword checks a local login (Auth.Login; replaced in tests).
+	checkPassword func(user, pw string) (Identity, bool)
 
-	requests  *prometheus.CounterVec
-	followers prometheus.Gauge
+	requests     *prometheus.CounterVec
+	followers    prometheus.Gauge
+	loginResults *prometheus.CounterVec
 }
 
 // New makes a console serving o.Engine.
@@ -61,7 +64,8 @@ func New(o Options) (*Server, error) {
 	if o.Engine == nil || o.Auth == nil {
 		return nil, errors.New("web.New: Engine and Auth are required")
 	}
-	s := &Server{eng: o.Engine, fleet: o.Fleet, auth: o.Auth, log: o.Logger, gatherer: o.Gatherer, logins: newLoginThrottle()}
+	s := &Server{eng: o.Engine, fleet: o.Fleet, auth: o.Auth, log: o.Logger, gatherer: o.Gatherer, logins: newLoginThrottle(),
+		checkPassword: o.Auth.Login}
 	if s.log == nil {
 		s.log = slog.Default()
 	}
@@ -78,7 +82,10 @@ func New(o Options) (*Server, error) {
 	s.followers = prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "kiln_web_event_streams", Help: "Open server-sent event streams (log followers and live pages).",
 	})
-	for _, c := range []prometheus.Collector{s.requests, s.followers} {
+	s.loginResults = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "kiln_web_logins_total", Help: "Local logins by result: ok, wrong (password checked), throttled (refused unchecked), busy (no password check free in time).",
+	}, []string{"result"})
+	for _, c := range []prometheus.Collector{s.requests, s.followers, s.loginResults} {
 		if err := reg.Register(c); err != nil {
 			var are prometheus.AlreadyRegisteredError
 			if !errors.As(err, &are) {
