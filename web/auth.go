@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -111,6 +112,9 @@ type Auth struct {
 	anonymous Role
 	providers map[string]IdentityProvider
 	secure    bool
+
+	mu      sync.RWMutex
+	revoked map[string]int64 // session id -> when its token expires (Unix seconds)
 }
 
 // AuthOptions configures OpenAuth.
@@ -128,7 +132,7 @@ func OpenAuth(o AuthOptions) (a *Auth, generated string, err error) {
 	if err := os.MkdirAll(o.Dir, 0o700); err != nil {
 		return nil, "", fmt.Errorf("console state: %w", err)
 	}
-	a = &Auth{dir: o.Dir, anonymous: o.Anonymous, secure: o.SecureCookies, providers: map[string]IdentityProvider{}}
+	a = &Auth{dir: o.Dir, anonymous: o.Anonymous, secure: o.SecureCookies, providers: map[string]IdentityProvider{}, revoked: map[string]int64{}}
 	for _, p := range o.Providers {
 		a.providers[p.Name()] = p
 	}
@@ -141,29 +145,106 @@ func OpenAuth(o AuthOptions) (a *Auth, generated string, err error) {
 	if err != nil {
 		return nil, "", fmt.Errorf("session key %s: %w", keyPath, err)
 	}
+	if err := a.loadRevoked(); err != nil {
+		return nil, "", err
+	}
 	passPath := filepath.Join(o.Dir, "admin.password")
 	pw := o.AdminPassword
-	if pw == "" {
-		b, err := os.ReadFile(passPath)
-		switch {
-		case err == nil:
-			a.adminHash = strings.TrimSpace(string(b))
-			if _, _, _, err := parseHash(a.adminHash); err != nil {
-				return nil, "", fmt.Errorf("%s: %w", passPath, err)
-			}
-			return a, "", nil
-		case errors.Is(err, os.ErrNotExist):
-			pw = base64.RawURLEncoding.EncodeToString(randomBytes(15))
-			generated = pw
-		default:
-			return nil, "", fmt.Errorf("admin password %s: %w", passPath, err)
+	b, err := os.ReadFile(passPath)
+	switch {
+	case err == nil:
+		a.adminHash = strings.TrimSpace(string(b))
+		if _, _, _, err := parseHash(a.adminHash); err != nil {
+			return nil, "", fmt.Errorf("%s: %w", passPath, err)
 		}
+		if pw == "" || CheckPassword(a.adminHash, pw) {
+			return a, "", nil
+		}
+		// A new password: the sessions made under the old one end with a new key.
+		a.key = randomBytes(32)
+		if err := writeSecret(keyPath, a.key); err != nil {
+			return nil, "", fmt.Errorf("session key %s: %w", keyPath, err)
+		}
+	case !errors.Is(err, os.ErrNotExist):
+		return nil, "", fmt.Errorf("admin password %s: %w", passPath, err)
+	case pw == "":
+		pw = base64.RawURLEncoding.EncodeToString(randomBytes(15))
+		generated = pw
 	}
 	a.adminHash = HashPassword(pw)
 	if err := writeSecret(passPath, []byte(a.adminHash+"\n")); err != nil {
 		return nil, "", fmt.Errorf("admin password %s: %w", passPath, err)
 	}
 	return a, generated, nil
+}
+
+// revokedFile lists the sessions ended by logging out, one "id expires" a line.
+const revokedFile = "revoked-sessions"
+
+// loadRevoked reads the sessions ended before their time and writes back those whose
+// tokens have not expired yet.
+func (a *Auth) loadRevoked() error {
+	path := filepath.Join(a.dir, revokedFile)
+	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("revoked sessions %s: %w", path, err)
+	}
+	now := time.Now().Unix()
+	var keep strings.Builder
+	for i, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		if line == "" {
+			continue
+		}
+		id, exp, ok := strings.Cut(line, " ")
+		e, err := strconv.ParseInt(exp, 10, 64)
+		if !ok || err != nil || id == "" {
+			return fmt.Errorf("revoked sessions %s line %d: %q is not \"id expires\"", path, i+1, line)
+		}
+		if e >= now {
+			a.revoked[id] = e
+			fmt.Fprintf(&keep, "%s %d\n", id, e)
+		}
+	}
+	if err := writeSecret(path, []byte(keep.String())); err != nil {
+		return fmt.Errorf("revoked sessions %s: %w", path, err)
+	}
+	return nil
+}
+
+// Revoke ends the session of tok before it expires, also after a restart. A token that
+// does not parse is ignored.
+func (a *Auth) Revoke(tok string) error {
+	c, err := a.parseClaims(tok)
+	if err != nil {
+		return nil
+	}
+	path := filepath.Join(a.dir, revokedFile)
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+	if err != nil {
+		return fmt.Errorf("revoke session: %w", err)
+	}
+	_, err = fmt.Fprintf(f, "%s %d\n", c.ID, c.Expires)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("revoke session: %s: %w", path, err)
+	}
+	a.revoked[c.ID] = c.Expires
+	if len(a.revoked) > 1000 {
+		now := time.Now().Unix()
+		for id, exp := range a.revoked {
+			if exp < now {
+				delete(a.revoked, id)
+			}
+		}
+	}
+	return nil
 }
 
 func writeSecret(path string, b []byte) error {
@@ -228,6 +309,7 @@ func (a *Auth) Login(user, pw string) (Identity, bool) {
 }
 
 type sessionClaims struct {
+	ID       string `json:"i"` // random, to revoke the session by
 	User     string `json:"u"`
 	Role     string `json:"r"`
 	Provider string `json:"p"`
@@ -246,37 +328,65 @@ func (a *Auth) mac(parts ...string) []byte {
 // Token returns a signed session token for id, valid until expires. It serves as the
 // session cookie and as a bearer token for the API.
 func (a *Auth) Token(id Identity, expires time.Time) string {
-	b, _ := json.Marshal(sessionClaims{id.User, id.Role.String(), id.Provider, expires.Unix()})
+	sid := base64.RawURLEncoding.EncodeToString(randomBytes(16))
+	b, _ := json.Marshal(sessionClaims{sid, id.User, id.Role.String(), id.Provider, expires.Unix()})
 	p := base64.RawURLEncoding.EncodeToString(b)
 	return p + "." + base64.RawURLEncoding.EncodeToString(a.mac("session", p))
 }
 
-// ParseToken checks a token made by Token and returns its identity.
+// ParseToken checks a token made by Token, not expired nor revoked, and returns its
+// identity.
 func (a *Auth) ParseToken(tok string) (Identity, error) {
-	p, sig, ok := strings.Cut(tok, ".")
-	if !ok {
-		return Identity{}, errors.New("malformed token")
-	}
-	s, err := base64.RawURLEncoding.DecodeString(sig)
-	if err != nil || !hmac.Equal(s, a.mac("session", p)) {
-		return Identity{}, errors.New("bad token signature")
-	}
-	b, err := base64.RawURLEncoding.DecodeString(p)
+	c, err := a.parseClaims(tok)
 	if err != nil {
-		return Identity{}, errors.New("malformed token")
-	}
-	var c sessionClaims
-	if err := json.Unmarshal(b, &c); err != nil {
-		return Identity{}, errors.New("malformed token")
+		return Identity{}, err
 	}
 	if time.Now().Unix() > c.Expires {
 		return Identity{}, errors.New("token expired")
+	}
+	a.mu.RLock()
+	_, revoked := a.revoked[c.ID]
+	a.mu.RUnlock()
+	if revoked {
+		return Identity{}, errors.New("session ended by logging out")
 	}
 	role, err := ParseRole(c.Role)
 	if err != nil {
 		return Identity{}, err
 	}
 	return Identity{User: c.User, Role: role, Provider: c.Provider}, nil
+}
+
+// parseClaims checks a token's signature and reads its claims.
+func (a *Auth) parseClaims(tok string) (sessionClaims, error) {
+	var c sessionClaims
+	p, sig, ok := strings.Cut(tok, ".")
+	if !ok {
+		return c, errors.New("malformed token")
+	}
+	s, err := base64.RawURLEncoding.DecodeString(sig)
+	if err != nil || !hmac.Equal(s, a.mac("session", p)) {
+		return c, errors.New("bad token signature")
+	}
+	b, err := base64.RawURLEncoding.DecodeString(p)
+	if err != nil {
+		return c, errors.New("malformed token")
+	}
+	if err := json.Unmarshal(b, &c); err != nil || c.ID == "" {
+		return c, errors.New("malformed token")
+	}
+	return c, nil
+}
+
+// sessionToken returns the session token r carries: a bearer token or the cookie.
+func sessionToken(r *http.Request) string {
+	if tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer "); ok {
+		return strings.TrimSpace(tok)
+	}
+	if c, err := r.Cookie(sessionCookie); err == nil {
+		return c.Value
+	}
+	return ""
 }
 
 // identify returns who made r and whether the identity came from a bearer token.

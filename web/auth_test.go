@@ -2,6 +2,7 @@ package web
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"net/http"
 	"net/http/httptest"
@@ -205,5 +206,102 @@ func TestFailedLoginsAreThrottled(t *testing.T) {
 	code, body, hdr := cl.do("POST", "/login", url.Values{"csrf": {tok}, "user": {"admin"}, "password": {testPassword}}, nil)
 	if code != http.StatusTooManyRequests || hdr.Get("Retry-After") == "" || !strings.Contains(body, "too many failed logins") {
 		t.Fatalf("login after 10 failures: %d %q", code, hdr.Get("Retry-After"))
+	}
+}
+
+// Logging out ends a session on the server, and a new admin password ends every older
+// session.
+func TestSessionsEnd(t *testing.T) {
+	c := newConsole(t)
+	whoami := func(hdr map[string]string) string {
+		t.Helper()
+		var id Identity
+		code, body, _ := c.client().do("GET", "/api/whoami", nil, hdr)
+		if err := json.Unmarshal([]byte(body), &id); code != 200 || err != nil {
+			t.Fatalf("whoami: %d %s", code, body)
+		}
+		return id.User
+	}
+	cases := []struct {
+		name string
+		// login logs in and returns the headers that carry the session, and logs out.
+		login func(t *testing.T) (hdr map[string]string, logout func())
+	}{
+		{"a cookie", func(t *testing.T) (map[string]string, func()) {
+			cl := c.client()
+			cl.login()
+			u, _ := url.Parse(c.srv.URL)
+			var hdr map[string]string
+			for _, ck := range cl.hc.Jar.Cookies(u) {
+				if ck.Name == sessionCookie {
+					hdr = map[string]string{"Cookie": ck.String()}
+				}
+			}
+			return hdr, func() {
+				tok := cl.csrf("/")
+				if code, body, _ := cl.do("POST", "/logout", url.Values{"csrf": {tok}}, nil); code != http.StatusSeeOther {
+					t.Fatalf("logout: %d %s", code, body)
+				}
+			}
+		}},
+		{"a bearer token", func(t *testing.T) (map[string]string, func()) {
+			cl := c.client()
+			code, body := postJSON(t, cl, "/api/login", `{"user":"admin","password":"`+testPassword+`"}`, map[string]string{"X-CSRF-Token": cl.csrf("/login")})
+			var v struct{ Token string }
+			if err := json.Unmarshal([]byte(body), &v); code != 200 || err != nil {
+				t.Fatalf("login: %d %s", code, body)
+			}
+			hdr := map[string]string{"Authorization": "Bearer " + v.Token}
+			return hdr, func() {
+				if code, body := postJSON(t, c.client(), "/api/logout", "{}", hdr); code != 200 {
+					t.Fatalf("logout: %d %s", code, body)
+				}
+			}
+		}},
+	}
+	for _, tc := range cases {
+		t.Run("logging out ends "+tc.name, func(t *testing.T) {
+			hdr, logout := tc.login(t)
+			if u := whoami(hdr); u != AdminUser {
+				t.Fatalf("logged in as %q", u)
+			}
+			logout()
+			if u := whoami(hdr); u != "" {
+				t.Fatalf("the session still works after logging out (user %q)", u)
+			}
+		})
+	}
+
+	dir := t.TempDir()
+	a, _, err := OpenAuth(AuthOptions{Dir: dir, AdminPassword: "first"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	token := func() string { return a.Token(Identity{User: AdminUser, Role: RoleAdmin}, time.Now().Add(time.Hour)) }
+	loggedOut, kept := token(), token()
+	if err := a.Revoke(loggedOut); err != nil {
+		t.Fatal(err)
+	}
+	restarts := []struct {
+		name     string
+		password string
+		tok      string
+		valid    bool
+	}{
+		{"a session logged out stays ended after a restart", "", loggedOut, false},
+		{"other sessions survive a restart", "", kept, true},
+		{"the same password given again keeps sessions", "first", kept, true},
+		{"a new password ends older sessions", "second", kept, false},
+	}
+	for _, tc := range restarts {
+		t.Run(tc.name, func(t *testing.T) {
+			a2, _, err := OpenAuth(AuthOptions{Dir: dir, AdminPassword: tc.password})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := a2.ParseToken(tc.tok); (err == nil) != tc.valid {
+				t.Fatalf("token valid: %v, want %v", err == nil, tc.valid)
+			}
+		})
 	}
 }

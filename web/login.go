@@ -99,6 +99,9 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request, c *reqCtx) error 
 }
 
 func (s *Server) logout(w http.ResponseWriter, r *http.Request, c *reqCtx) error {
+	if err := s.auth.Revoke(sessionToken(r)); err != nil {
+		return err
+	}
 	s.auth.clearSession(w)
 	if c.api {
 		return writeJSON(w, http.StatusOK, map[string]string{"logged_out": c.id.User})
