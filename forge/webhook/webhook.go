@@ -15,7 +15,9 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -105,13 +107,29 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 	return m, nil
 }
 
-// Limiter bounds how many deliveries are read and verified at once, so that forged
-// payloads cannot fill memory: a delivery waits for a slot before its body is read.
-// The zero Limiter does not bound.
-type Limiter struct{ slots chan struct{} }
+// Limiter admits the deliveries of the receivers sharing it. It bounds how many are read
+// and verified at once, so that forged payloads cannot fill memory: a delivery waits for
+// a slot before its body is read. And it refuses a verified delivery it has seen in the
+// last ReplayWindow, so that a captured delivery cannot be replayed: one with the same
+// delivery id, or with the same payload under another id (the id is not signed). The
+// zero Limiter does neither.
+type Limiter struct {
+	slots chan struct{}
+	seen  *seenDeliveries
+}
 
-// NewLimiter lets n deliveries be read at once.
-func NewLimiter(n int) *Limiter { return &Limiter{slots: make(chan struct{}, n)} }
+// ReplayWindow is how long a Limiter remembers a delivery (it remembers at most
+// maxRemembered, dropping the oldest first).
+const ReplayWindow = 24 * time.Hour
+
+const maxRemembered = 20000
+
+// NewLimiter lets n deliveries be read at once, and refuses deliveries seen before.
+func NewLimiter(n int) *Limiter {
+	return &Limiter{slots: make(chan struct{}, n), seen: &seenDeliveries{
+		window: ReplayWindow, max: 2 * maxRemembered, at: map[[sha256.Size]byte]time.Time{}, now: time.Now,
+	}}
+}
 
 func (l *Limiter) acquire(ctx context.Context) error {
 	if l == nil || l.slots == nil {
@@ -128,6 +146,79 @@ func (l *Limiter) acquire(ctx context.Context) error {
 func (l *Limiter) release() {
 	if l != nil && l.slots != nil {
 		<-l.slots
+	}
+}
+
+// claim records a delivery of forge as being handled, unless it was seen before; done
+// says whether it was handled (a delivery that failed may be sent again).
+func (l *Limiter) claim(forge, id string, body []byte) (done func(handled bool), fresh bool) {
+	if l == nil || l.seen == nil {
+		return func(bool) {}, true
+	}
+	keys := []([sha256.Size]byte){sha256.Sum256(slices.Concat([]byte(forge), []byte{0, 'p', 0}, body))}
+	if id != "" {
+		keys = append(keys, sha256.Sum256([]byte(forge+"\x00i\x00"+id)))
+	}
+	return l.seen.claim(keys)
+}
+
+// seenDeliveries remembers keys of deliveries for a window of time, at most max of them.
+type seenDeliveries struct {
+	mu     sync.Mutex
+	window time.Duration
+	max    int
+	now    func() time.Time
+	at     map[[sha256.Size]byte]time.Time
+	order  []seenKey // oldest first
+}
+
+type seenKey struct {
+	key [sha256.Size]byte
+	at  time.Time
+}
+
+func (s *seenDeliveries) claim(keys [][sha256.Size]byte) (done func(handled bool), fresh bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := s.now()
+	s.expire(now)
+	for _, k := range keys {
+		if _, ok := s.at[k]; ok {
+			return nil, false
+		}
+	}
+	for _, k := range keys {
+		s.at[k] = now
+		s.order = append(s.order, seenKey{k, now})
+	}
+	return func(handled bool) {
+		if handled {
+			return
+		}
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		for _, k := range keys {
+			if s.at[k] == now {
+				delete(s.at, k)
+			}
+		}
+	}, true
+}
+
+// expire forgets the keys older than the window, and the oldest beyond max.
+func (s *seenDeliveries) expire(now time.Time) {
+	i := 0
+	for ; i < len(s.order); i++ {
+		e := s.order[i]
+		if now.Sub(e.at) < s.window && len(s.order)-i < s.max {
+			break
+		}
+		if s.at[e.key] == e.at {
+			delete(s.at, e.key)
+		}
+	}
+	if i > 0 {
+		s.order = slices.Delete(s.order, 0, i)
 	}
 }
 
@@ -151,9 +242,10 @@ type Delivery struct {
 // Receiver is an http.Handler for one forge's deliveries of events of type E. It
 // answers 405 to anything but a POST, 413 to a payload over MaxPayload, 401 to a
 // delivery whose signature does not verify (and does nothing else with it), 400 to a
-// payload it cannot parse, 202 to events not handled and to accounts not allowed, 204
-// when the event was handled (or needed nothing), and 500 when Handle failed (so the
-// forge shows the delivery as failed and may send it again).
+// payload it cannot parse, 409 to a delivery its Limiter has seen before (a replay), 202
+// to events not handled and to accounts not allowed, 204 when the event was handled (or
+// needed nothing), and 500 when Handle failed (so the forge shows the delivery as failed
+// and may send it again).
 type Receiver[E any] struct {
 	Forge  string // the forge's name, in logs and metrics
 	Secret []byte
@@ -236,7 +328,17 @@ func (rc *Receiver[E]) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, err.Error(), http.StatusUnauthorized)
 		return
 	}
+	done, fresh := rc.Limit.claim(rc.Forge, d.ID, body)
+	if !fresh {
+		outcome("replayed")
+		log.Warn(rc.Forge+" webhook delivery received again: refused", "delivery", d.ID, "event", d.Event, "remote", r.RemoteAddr)
+		http.Error(w, fmt.Sprintf("delivery %q (or its payload) was received before", d.ID), http.StatusConflict)
+		return
+	}
+	handled := false
+	defer func() { done(handled) }()
 	ev, err := rc.Parse(d, r.Header, body)
+	handled = err == nil || errors.Is(err, ErrUnhandled) || errors.Is(err, ErrNothingToDo)
 	switch {
 	case errors.Is(err, ErrUnhandled):
 		outcome("ignored")
@@ -262,6 +364,7 @@ func (rc *Receiver[E]) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if rc.Handle != nil {
 		if err := rc.Handle(r.Context(), ev); err != nil {
+			handled = false
 			outcome("error")
 			log.Error(rc.Forge+" webhook handling failed", "delivery", d.ID, "event", d.Event, "err", err)
 			http.Error(w, "handling the event failed", http.StatusInternalServerError)

@@ -27,7 +27,7 @@ func testReceiver(t *testing.T, handled *[]event) (*Receiver[event], *Metrics) {
 		Forge: "test", Secret: []byte("s3cret"), Metrics: m, MaxPayload: 64,
 		Events: []string{"push"},
 		Describe: func(h http.Header) Delivery {
-			return Delivery{Event: h.Get("X-Event"), ID: "d1", Signature: h.Get("X-Sig")}
+			return Delivery{Event: h.Get("X-Event"), ID: h.Get("X-Id"), Signature: h.Get("X-Sig")}
 		},
 		Verify: func(secret, body []byte, sig string) error { return VerifyHMAC(secret, body, sig, "sha256=", "X-Sig") },
 		Parse: func(d Delivery, _ http.Header, body []byte) (event, error) {
@@ -186,5 +186,71 @@ func TestReceiverBoundsWhatItReads(t *testing.T) {
 	}
 	if len(handled) != 2 {
 		t.Errorf("handled %v, want both deliveries", handled)
+	}
+}
+
+// A delivery received again, under its id or with its payload under another id, is
+// refused and counted; one that failed may be sent again; the window passes.
+func TestReplayedDeliveriesAreRefused(t *testing.T) {
+	var handled []event
+	rc, m := testReceiver(t, &handled)
+	rc.Limit = NewLimiter(4)
+	clock := time.Now()
+	rc.Limit.seen.now = func() time.Time { return clock }
+	secret := []byte("s3cret")
+	cases := []struct {
+		name, id, event, body string
+		forged                bool
+		later                 time.Duration // the clock moves on this much first
+		code                  int
+		handled               bool
+	}{
+		{"a delivery whose handling fails", "d0", "fail", "acct=ocaml", false, 0, http.StatusInternalServerError, false},
+		{"the failed delivery sent again", "d0", "fail", "acct=ocaml", false, 0, http.StatusInternalServerError, false},
+		{"a delivery", "d1", "push", "acct=ocaml", false, 0, http.StatusNoContent, true},
+		{"the same delivery again", "d1", "push", "acct=ocaml", false, 0, http.StatusConflict, false},
+		{"its payload under another id", "d2", "push", "acct=ocaml", false, 0, http.StatusConflict, false},
+		{"its payload without an id", "", "push", "acct=ocaml", false, 0, http.StatusConflict, false},
+		{"its id with another payload", "d1", "push", "acct=OCaml", false, 0, http.StatusConflict, false},
+		{"another delivery", "d3", "push", "acct=OCaml", false, 0, http.StatusNoContent, true},
+		{"a forged delivery under a new id", "d4", "push", "acct=ocaml!", true, 0, http.StatusUnauthorized, false},
+		{"the delivery of that id", "d4", "push", "acct=Ocaml", false, 0, http.StatusNoContent, true},
+		{"the first delivery after the window", "d1", "push", "acct=ocaml", false, ReplayWindow, http.StatusNoContent, true},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			clock = clock.Add(c.later)
+			handled = nil
+			req := httptest.NewRequest("POST", "/webhooks/test", strings.NewReader(c.body))
+			req.Header.Set("X-Event", c.event)
+			req.Header.Set("X-Id", c.id)
+			sig := SignHMAC(secret, []byte(c.body), "sha256=")
+			if c.forged {
+				sig = SignHMAC([]byte("guess"), []byte(c.body), "sha256=")
+			}
+			req.Header.Set("X-Sig", sig)
+			rec := httptest.NewRecorder()
+			rc.ServeHTTP(rec, req)
+			if rec.Code != c.code || (len(handled) > 0) != c.handled {
+				t.Errorf("answer %d (%s), handled %v; want %d, handled: %v", rec.Code, strings.TrimSpace(rec.Body.String()), handled, c.code, c.handled)
+			}
+		})
+	}
+	var pb dto.Metric
+	m.deliveries.WithLabelValues("test", "push", "replayed").Write(&pb)
+	if n := pb.GetCounter().GetValue(); n != 4 {
+		t.Errorf("kiln_forge_webhooks_total{outcome=replayed} = %v, want 4", n)
+	}
+}
+
+func TestReplayMemoryIsBounded(t *testing.T) {
+	s := &seenDeliveries{window: time.Hour, max: 100, at: map[[32]byte]time.Time{}, now: time.Now}
+	for i := range 1000 {
+		if _, fresh := s.claim([][32]byte{{byte(i), byte(i >> 8)}}); !fresh {
+			t.Fatalf("key %d seen before", i)
+		}
+	}
+	if len(s.at) > 100 || len(s.order) > 100 {
+		t.Errorf("remembers %d keys (%d in order), want at most 100", len(s.at), len(s.order))
 	}
 }
