@@ -173,33 +173,6 @@ x-ci-accept-failures: ["debian-11"]
 	}
 }
 
-// TestDeepNesting reads values nested as deep as opam 2.1 reads them, and prints them
-// back.
-func TestDeepNesting(t *testing.T) {
-	const n = 10000
-	tests := []struct{ name, src string }{
-		{"lists", "x-deep: " + strings.Repeat("[", n) + strings.Repeat("]", n)},
-		{"groups", "depends: [" + strings.Repeat("(", n-1) + `"a"` + strings.Repeat(")", n-1) + "]"},
-		{"prefix operators", "x-not: " + strings.Repeat("!", n) + "a"},
-		{"options", "x-opt: a" + strings.Repeat(" {b", n) + strings.Repeat("}", n)},
-	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			f, err := ParseString("f", tc.src)
-			if err != nil {
-				t.Fatal(err)
-			}
-			g, err := ParseString("f", f.String())
-			if err != nil {
-				t.Fatalf("printed file does not parse: %v", err)
-			}
-			if g.String() != f.String() {
-				t.Errorf("printing does not round-trip")
-			}
-		})
-	}
-}
-
 func TestErrorsHavePositions(t *testing.T) {
 	for _, c := range []struct{ src, want string }{
 		{"name: \"x\"\ndepends: [ \"a\" {>= } ]", "f:2:20: unexpected '}'"},

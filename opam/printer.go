@@ -1,6 +1,7 @@
 package opam
 
 import (
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -21,19 +22,48 @@ func Format(items []Item) string {
 }
 
 type printer struct {
-	b strings.Builder
+	b     strings.Builder
+	tasks []printTask
 }
 
+// printTask is a value still to print, or, when v is nil, text to write.
+type printTask struct {
+	v *Value
+	s string
+}
+
+// maxIndent caps the indentation of nested sections, so that printing a file nested
+// MaxDepth deep stays linear in its size.
+const maxIndent = 16
+
 func (p *printer) indent(n int) {
-	for i := 0; i < n; i++ {
+	for i := 0; i < min(n, maxIndent); i++ {
 		p.b.WriteString("  ")
 	}
 }
 
+// items prints items and the items of their sections, keeping the open sections on a
+// stack of its own.
 func (p *printer) items(items []Item, depth int) {
-	for i := range items {
-		it := &items[i]
-		p.indent(depth)
+	type open struct {
+		items []Item
+		next  int
+	}
+	stack := []open{{items: items}}
+	for len(stack) > 0 {
+		top := &stack[len(stack)-1]
+		d := depth + len(stack) - 1
+		if top.next == len(top.items) {
+			stack = stack[:len(stack)-1]
+			if len(stack) > 0 {
+				p.indent(d - 1)
+				p.b.WriteString("}\n")
+			}
+			continue
+		}
+		it := &top.items[top.next]
+		top.next++
+		p.indent(d)
 		p.b.WriteString(it.Name)
 		if sec := it.Section; sec != nil {
 			if sec.HasLabel {
@@ -41,13 +71,11 @@ func (p *printer) items(items []Item, depth int) {
 				p.str(sec.Label)
 			}
 			p.b.WriteString(" {\n")
-			p.items(sec.Items, depth+1)
-			p.indent(depth)
-			p.b.WriteString("}\n")
+			stack = append(stack, open{items: sec.Items})
 			continue
 		}
 		p.b.WriteString(": ")
-		p.field(&it.Value, depth)
+		p.field(&it.Value, d)
 		p.b.WriteByte('\n')
 	}
 }
@@ -55,7 +83,7 @@ func (p *printer) items(items []Item, depth int) {
 // field prints a field's value, one element per line for long or nested lists.
 func (p *printer) field(v *Value, depth int) {
 	if v.Kind != KList || len(v.Sub) == 0 {
-		p.value(v, depth)
+		p.value(v)
 		return
 	}
 	inline := true
@@ -69,13 +97,13 @@ func (p *printer) field(v *Value, depth int) {
 		n += len(e.S) + 3
 	}
 	if inline && n < 70 {
-		p.value(v, depth)
+		p.value(v)
 		return
 	}
 	p.b.WriteString("[\n")
 	for i := range v.Sub {
 		p.indent(depth + 1)
-		p.value(&v.Sub[i], depth+1)
+		p.value(&v.Sub[i])
 		p.b.WriteByte('\n')
 	}
 	p.indent(depth)
@@ -114,18 +142,41 @@ func (p *printer) str(s string) {
 
 func isAtom(v *Value) bool { return v.Kind <= KIdent }
 
-// wrap prints v, in parentheses when needed.
-func (p *printer) wrap(v *Value, need bool, depth int) {
+// text queues s to be written.
+func (p *printer) text(s string) { p.tasks = append(p.tasks, printTask{s: s}) }
+
+// sub queues v, in parentheses when need is set.
+func (p *printer) sub(v *Value, need bool) {
 	if need {
-		p.b.WriteByte('(')
-		p.value(v, depth)
-		p.b.WriteByte(')')
-		return
+		p.text("(")
 	}
-	p.value(v, depth)
+	p.tasks = append(p.tasks, printTask{v: v})
+	if need {
+		p.text(")")
+	}
 }
 
-func (p *printer) value(v *Value, depth int) {
+// value prints v. The parts of a value still to print wait on p.tasks, so that
+// nesting costs no Go stack: each value queues its parts in order, and the part
+// queued first is printed first.
+func (p *printer) value(v *Value) {
+	base := len(p.tasks)
+	p.tasks = append(p.tasks, printTask{v: v})
+	for len(p.tasks) > base {
+		t := p.tasks[len(p.tasks)-1]
+		p.tasks = p.tasks[:len(p.tasks)-1]
+		if t.v == nil {
+			p.b.WriteString(t.s)
+			continue
+		}
+		mark := len(p.tasks)
+		p.parts(t.v)
+		slices.Reverse(p.tasks[mark:])
+	}
+}
+
+// parts writes the atoms of v and queues its other parts, in order.
+func (p *printer) parts(v *Value) {
 	switch v.Kind {
 	case KBool:
 		if v.B {
@@ -140,56 +191,55 @@ func (p *printer) value(v *Value, depth int) {
 	case KIdent:
 		p.b.WriteString(v.S)
 	case KRelop, KEnvBinding:
-		p.wrap(v.Lhs(), !isAtom(v.Lhs()), depth)
-		p.b.WriteByte(' ')
-		p.b.WriteString(v.Op.String())
-		p.b.WriteByte(' ')
-		p.wrap(v.Rhs(), !isAtom(v.Rhs()), depth)
+		p.sub(v.Lhs(), !isAtom(v.Lhs()))
+		p.text(" " + v.Op.String() + " ")
+		p.sub(v.Rhs(), !isAtom(v.Rhs()))
 	case KPrefixRelop:
-		p.b.WriteString(v.Op.String())
-		p.b.WriteByte(' ')
-		p.wrap(v.Arg(), !isAtom(v.Arg()), depth)
+		p.text(v.Op.String() + " ")
+		p.sub(v.Arg(), !isAtom(v.Arg()))
 	case KLogop:
 		l, r := v.Lhs(), v.Rhs()
 		if v.Op == OpAnd {
-			p.wrap(l, l.Kind == KLogop && l.Op == OpOr, depth)
-			p.b.WriteString(" & ")
-			p.wrap(r, r.Kind == KLogop, depth)
+			p.sub(l, l.Kind == KLogop && l.Op == OpOr)
+			p.text(" & ")
+			p.sub(r, r.Kind == KLogop)
 		} else {
-			p.value(l, depth)
-			p.b.WriteString(" | ")
-			p.wrap(r, r.Kind == KLogop && r.Op == OpOr, depth)
+			p.sub(l, false)
+			p.text(" | ")
+			p.sub(r, r.Kind == KLogop && r.Op == OpOr)
 		}
 	case KPfxop:
-		p.b.WriteString(v.Op.String())
 		a := v.Arg()
 		if a.Kind == KPrefixRelop {
-			p.b.WriteByte(' ')
+			p.text(v.Op.String() + " ")
+		} else {
+			p.text(v.Op.String())
 		}
-		p.wrap(a, a.Kind == KLogop, depth)
+		p.sub(a, a.Kind == KLogop)
 	case KList, KGroup:
-		open, close := byte('['), byte(']')
+		open, close := "[", "]"
 		if v.Kind == KGroup {
-			open, close = '(', ')'
+			open, close = "(", ")"
 		}
-		p.b.WriteByte(open)
+		p.b.WriteString(open)
 		for i := range v.Sub {
 			if i > 0 {
-				p.b.WriteByte(' ')
+				p.text(" ")
 			}
-			p.value(&v.Sub[i], depth)
+			p.sub(&v.Sub[i], false)
 		}
-		p.b.WriteByte(close)
+		p.text(close)
 	case KOption:
 		base := v.Arg()
-		p.wrap(base, base.Kind == KLogop || base.Kind == KPfxop, depth)
-		p.b.WriteString(" {")
-		for i, o := range v.Options() {
+		p.sub(base, base.Kind == KLogop || base.Kind == KPfxop)
+		p.text(" {")
+		opts := v.Options()
+		for i := range opts {
 			if i > 0 {
-				p.b.WriteByte(' ')
+				p.text(" ")
 			}
-			p.value(&o, depth)
+			p.sub(&opts[i], false)
 		}
-		p.b.WriteByte('}')
+		p.text("}")
 	}
 }

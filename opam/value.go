@@ -129,12 +129,17 @@ func (v *Value) Strip() (*Value, []Value) {
 
 // Equal reports whether a and b are the same value, positions aside.
 func Equal(a, b *Value) bool {
-	if a.Kind != b.Kind || a.Op != b.Op || a.B != b.B || a.I != b.I || a.S != b.S || len(a.Sub) != len(b.Sub) {
-		return false
-	}
-	for i := range a.Sub {
-		if !Equal(&a.Sub[i], &b.Sub[i]) {
+	type pair struct{ a, b *Value }
+	stack := []pair{{a, b}}
+	for len(stack) > 0 {
+		x := stack[len(stack)-1]
+		stack = stack[:len(stack)-1]
+		a, b := x.a, x.b
+		if a.Kind != b.Kind || a.Op != b.Op || a.B != b.B || a.I != b.I || a.S != b.S || len(a.Sub) != len(b.Sub) {
 			return false
+		}
+		for i := range a.Sub {
+			stack = append(stack, pair{&a.Sub[i], &b.Sub[i]})
 		}
 	}
 	return true
@@ -143,7 +148,7 @@ func Equal(a, b *Value) bool {
 // String prints the value in opam syntax.
 func (v Value) String() string {
 	var p printer
-	p.value(&v, 0)
+	p.value(&v)
 	return p.b.String()
 }
 
@@ -202,21 +207,27 @@ func (f *File) Section(kind string) (*Item, bool) {
 func EqualFiles(a, b *File) bool { return equalItems(a.Items, b.Items) }
 
 func equalItems(a, b []Item) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		x, y := &a[i], &b[i]
-		if x.Name != y.Name || (x.Section == nil) != (y.Section == nil) {
+	type pair struct{ a, b []Item }
+	stack := []pair{{a, b}}
+	for len(stack) > 0 {
+		x := stack[len(stack)-1]
+		stack = stack[:len(stack)-1]
+		if len(x.a) != len(x.b) {
 			return false
 		}
-		if x.Section != nil {
-			a, b := x.Section, y.Section
-			if a.HasLabel != b.HasLabel || a.Label != b.Label || !equalItems(a.Items, b.Items) {
+		for i := range x.a {
+			a, b := &x.a[i], &x.b[i]
+			if a.Name != b.Name || (a.Section == nil) != (b.Section == nil) {
 				return false
 			}
-		} else if !Equal(&x.Value, &y.Value) {
-			return false
+			if s, t := a.Section, b.Section; s != nil {
+				if s.HasLabel != t.HasLabel || s.Label != t.Label {
+					return false
+				}
+				stack = append(stack, pair{s.Items, t.Items})
+			} else if !Equal(&a.Value, &b.Value) {
+				return false
+			}
 		}
 	}
 	return true
