@@ -108,6 +108,71 @@ func (f Formula[A]) Eval(holds func(A) bool) bool {
 	return true
 }
 
+// node makes the conjunction (conj) or disjunction of fs as it is, for normalize to
+// simplify once the whole formula is made.
+func node[A any](conj bool, fs []Formula[A]) Formula[A] {
+	if conj {
+		return Formula[A]{Kind: FAnd, Sub: fs}
+	}
+	return Formula[A]{Kind: FOr, Sub: fs}
+}
+
+// normalize gives f the shape And and Or give (no Empty inside, no conjunction or
+// disjunction of one formula, none directly inside one of its own kind), in time
+// linear in f's size: folding And and Or from the leaves up copies a chain nested n
+// deep n times. It reuses f's slices.
+func normalize[A any](f Formula[A]) Formula[A] {
+	prune(&f)
+	flatten(&f)
+	return f
+}
+
+// prune drops Empty formulas and replaces a conjunction or disjunction of one formula
+// by that formula.
+func prune[A any](f *Formula[A]) {
+	if f.Kind != FAnd && f.Kind != FOr {
+		return
+	}
+	sub := f.Sub[:0]
+	for i := range f.Sub {
+		prune(&f.Sub[i])
+		if f.Sub[i].Kind != FEmpty {
+			sub = append(sub, f.Sub[i])
+		}
+	}
+	switch len(sub) {
+	case 0:
+		*f = Formula[A]{}
+	case 1:
+		*f = sub[0]
+	default:
+		f.Sub = sub
+	}
+}
+
+// flatten lifts the operands of a pruned formula's sub-formulas of its own kind into
+// it.
+func flatten[A any](f *Formula[A]) {
+	if f.Kind != FAnd && f.Kind != FOr {
+		return
+	}
+	var out []Formula[A]
+	stack := []*Formula[A]{f}
+	for len(stack) > 0 {
+		x := stack[len(stack)-1]
+		stack = stack[:len(stack)-1]
+		if x != f && x.Kind != f.Kind {
+			flatten(x)
+			out = append(out, *x)
+			continue
+		}
+		for i := len(x.Sub) - 1; i >= 0; i-- {
+			stack = append(stack, &x.Sub[i])
+		}
+	}
+	f.Sub = out
+}
+
 // MapFormula rewrites each atom of f into a formula, simplifying Empty away as opam does.
 func MapFormula[A, B any](f Formula[A], fn func(A) Formula[B]) Formula[B] {
 	switch f.Kind {
@@ -371,7 +436,8 @@ func negRelop(op Op) Op {
 // elements are all required) or depopts and conflicts (conj false: a list means any
 // of them).
 func ParseFilteredFormula(filename string, v *Value, conj bool) (Formula[Dependency], error) {
-	return formulaItems(filename, v.Elems(), conj)
+	f, err := formulaItems(filename, v.Elems(), conj)
+	return normalize(f), err
 }
 
 func formulaItems(filename string, vs []Value, conj bool) (Formula[Dependency], error) {
@@ -383,10 +449,7 @@ func formulaItems(filename string, vs []Value, conj bool) (Formula[Dependency], 
 		}
 		fs = append(fs, f)
 	}
-	if conj {
-		return And(fs...), nil
-	}
-	return Or(fs...), nil
+	return node(conj, fs), nil
 }
 
 func formulaItem(filename string, v *Value, conj bool) (Formula[Dependency], error) {
@@ -412,7 +475,7 @@ func formulaItem(filename string, v *Value, conj bool) (Formula[Dependency], err
 			if err != nil {
 				return f, err
 			}
-			return MapFormula(f, func(d Dependency) Formula[Dependency] {
+			return MapFormula(normalize(f), func(d Dependency) Formula[Dependency] {
 				d.Cond = And(d.Cond, c)
 				return AtomOf(d)
 			}), nil
@@ -422,10 +485,7 @@ func formulaItem(filename string, v *Value, conj bool) (Formula[Dependency], err
 		if err != nil {
 			return Formula[Dependency]{}, err
 		}
-		if v.Op == OpAnd {
-			return And(fs...), nil
-		}
-		return Or(fs...), nil
+		return node(v.Op == OpAnd, fs), nil
 	case KGroup:
 		return formulaItems(filename, v.Sub, conj)
 	}
@@ -441,7 +501,7 @@ func condList(filename string, vs []Value) (Formula[Cond], error) {
 		}
 		fs = append(fs, f)
 	}
-	return And(fs...), nil
+	return normalize(node(true, fs)), nil
 }
 
 // cond reads one condition value; neg pushes a `!` inwards as opam does.
@@ -462,10 +522,7 @@ func cond(filename string, v *Value, neg bool) (Formula[Cond], error) {
 		if err != nil {
 			return Formula[Cond]{}, err
 		}
-		if (v.Op == OpAnd) != neg {
-			return And(fs...), nil
-		}
-		return Or(fs...), nil
+		return node((v.Op == OpAnd) != neg, fs), nil
 	case KPfxop:
 		if v.Op == OpNot && containsPrefixRelop(v.Arg()) {
 			return cond(filename, v.Arg(), !neg)
@@ -480,10 +537,7 @@ func cond(filename string, v *Value, neg bool) (Formula[Cond], error) {
 			}
 			fs = append(fs, g)
 		}
-		if neg {
-			return Or(fs...), nil
-		}
-		return And(fs...), nil
+		return node(!neg, fs), nil
 	}
 	f, err := ParseFilter(filename, v)
 	if err != nil {

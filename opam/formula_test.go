@@ -2,7 +2,10 @@ package opam
 
 import (
 	"fmt"
+	"math/rand/v2"
+	"reflect"
 	"runtime"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -431,4 +434,97 @@ func TestLongChainsAreLinear(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestDeepFormulaLinear reads the package formula of a chain of groups nested MaxDepth
+// deep: folding it from the leaves up copied the chain at every level (11 s, gigabytes).
+func TestDeepFormulaLinear(t *testing.T) {
+	for _, tc := range []struct{ name, src string }{
+		{"and in groups", "depends: [" + strings.Repeat(`("a" & `, MaxDepth-1) + `"b"` + strings.Repeat(")", MaxDepth-1) + "]"},
+		{"or in groups", "depends: [" + strings.Repeat(`("a" | `, MaxDepth-1) + `"b"` + strings.Repeat(")", MaxDepth-1) + "]"},
+		{"condition groups", `depends: ["a" {` + strings.Repeat(`(>= "1" & `, MaxDepth-2) + `< "2"` + strings.Repeat(")", MaxDepth-2) + "}]"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f, err := ParseString("deep.opam", tc.src)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var before, after runtime.MemStats
+			runtime.ReadMemStats(&before)
+			deps, err := f.Depends()
+			runtime.ReadMemStats(&after)
+			if err != nil {
+				t.Fatal(err)
+			}
+			atoms := deps.Atoms()
+			if len(atoms) == 1 {
+				c := atoms[0].Cond
+				if n := len(c.Atoms()); n != MaxDepth-1 || len(c.Sub) != n {
+					t.Errorf("condition has %d atoms in %d operands, want %d in one flat node", n, len(c.Sub), MaxDepth-1)
+				}
+			} else if len(atoms) != MaxDepth || len(deps.Sub) != MaxDepth {
+				t.Errorf("formula has %d atoms in %d operands, want %d in one flat node", len(atoms), len(deps.Sub), MaxDepth)
+			}
+			if n := after.TotalAlloc - before.TotalAlloc; n > 64<<20 {
+				t.Errorf("reading the formula allocated %d MB", n>>20)
+			}
+		})
+	}
+}
+
+// TestNormalizeMatchesFolding checks that normalizing a formula built as written gives
+// what folding it with And and Or from the leaves up gives.
+func TestNormalizeMatchesFolding(t *testing.T) {
+	for seed := range 8 {
+		t.Run(fmt.Sprintf("seed %d", seed), func(t *testing.T) {
+			r := rand.New(rand.NewPCG(uint64(seed), 1))
+			for range 200 {
+				f := randomFormula(r, 5)
+				want := fold(f)
+				if got := normalize(clone(f)); !reflect.DeepEqual(got, want) {
+					t.Fatalf("normalize(%s) = %#v, want %#v", f.Format(strconv.Itoa), got, want)
+				}
+			}
+		})
+	}
+}
+
+// randomFormula makes a formula as written, with empty and one-operand nodes.
+func randomFormula(r *rand.Rand, depth int) Formula[int] {
+	if depth == 0 || r.IntN(4) == 0 {
+		if r.IntN(6) == 0 {
+			return Formula[int]{}
+		}
+		return AtomOf(r.IntN(100))
+	}
+	sub := make([]Formula[int], r.IntN(4))
+	for i := range sub {
+		sub[i] = randomFormula(r, depth-1)
+	}
+	return node(r.IntN(2) == 0, sub)
+}
+
+func fold(f Formula[int]) Formula[int] {
+	if f.Kind != FAnd && f.Kind != FOr {
+		return f
+	}
+	sub := make([]Formula[int], len(f.Sub))
+	for i := range f.Sub {
+		sub[i] = fold(f.Sub[i])
+	}
+	if f.Kind == FAnd {
+		return And(sub...)
+	}
+	return Or(sub...)
+}
+
+func clone(f Formula[int]) Formula[int] {
+	if f.Sub != nil {
+		sub := make([]Formula[int], len(f.Sub))
+		for i := range f.Sub {
+			sub[i] = clone(f.Sub[i])
+		}
+		f.Sub = sub
+	}
+	return f
 }
