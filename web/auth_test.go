@@ -245,13 +245,7 @@ func TestSessionsEnd(t *testing.T) {
 			}
 		}},
 		{"a bearer token", func(t *testing.T) (map[string]string, func()) {
-			cl := c.client()
-			code, body := postJSON(t, cl, "/api/login", `{"user":"admin","password":"`+testPassword+`"}`, map[string]string{"X-CSRF-Token": cl.csrf("/login")})
-			var v struct{ Token string }
-			if err := json.Unmarshal([]byte(body), &v); code != 200 || err != nil {
-				t.Fatalf("login: %d %s", code, body)
-			}
-			hdr := map[string]string{"Authorization": "Bearer " + v.Token}
+			hdr := c.adminToken(t)
 			return hdr, func() {
 				if code, body := postJSON(t, c.client(), "/api/logout", "{}", hdr); code != 200 {
 					t.Fatalf("logout: %d %s", code, body)

@@ -486,14 +486,7 @@ func TestConfirmationAndStartNow(t *testing.T) {
 
 func TestCorruptOrDeletedLog(t *testing.T) {
 	c := newConsole(t, "alpha")
-	id := c.jobOf("alpha", current.JobOK)
-	d, err := c.eng.Job(id)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Truncate(d.LogPath, 5); err != nil {
-		t.Fatal(err)
-	}
+	id, d := c.damagedLog(t, "alpha")
 	cl := c.client()
 	code, body := cl.get("/job/" + id)
 	if code != 200 || !strings.Contains(body, `id="log-error"`) || !strings.Contains(body, "corrupt") {

@@ -260,7 +260,7 @@ func (s *Server) jobPage(w http.ResponseWriter, r *http.Request, c *reqCtx) erro
 	if err != nil {
 		// The job is still worth showing when its log is gone or damaged.
 		s.log.Warn("job page: log unreadable", "job", id, "err", err)
-		logProblem, done = err.Error(), true
+		logProblem, done = shownError(c, err.Error()), true
 	}
 	return s.render(w, c, "job", job.Label, map[string]any{
 		"Job": job, "History": hist, "Lines": lines, "Next": next, "NextLine": nextLine, "Done": done,
@@ -544,6 +544,10 @@ func (s *Server) deleteLogRule(w http.ResponseWriter, r *http.Request, c *reqCtx
 func decodeJSON(r *http.Request, v any) error {
 	dec := jsonDecoder(r)
 	if err := dec.Decode(v); err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return httpErr(http.StatusRequestEntityTooLarge, "JSON body larger than %d bytes", mbe.Limit)
+		}
 		return httpErr(http.StatusBadRequest, "malformed JSON body: %v", err)
 	}
 	return nil

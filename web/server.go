@@ -14,6 +14,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"net/http"
+	"regexp"
 	"strings"
 	"time"
 
@@ -274,12 +275,27 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, c *reqCtx, err err
 		http.Redirect(w, r, "/login?next="+urlQueryEscape(r.URL.RequestURI()), http.StatusSeeOther)
 		return
 	}
+	if code >= 500 {
+		msg = shownError(c, msg)
+	}
 	if c.api {
 		writeJSON(w, code, map[string]string{"error": msg})
 		return
 	}
 	w.WriteHeader(code)
 	s.render(w, c, "error", "Error", map[string]any{"Status": code, "StatusText": http.StatusText(code), "Message": msg})
+}
+
+// serverDirs matches the folders of an absolute path on the server.
+var serverDirs = regexp.MustCompile(`(^|[\s"'(=:])/(?:[^\s"'()/]+/)+`)
+
+// shownError is an error message about the server's own trouble as user c may see it:
+// paths on the server are shown to admins only, others see their last element.
+func shownError(c *reqCtx, msg string) string {
+	if c.id.Role >= RoleAdmin {
+		return msg
+	}
+	return serverDirs.ReplaceAllString(msg, "$1…/")
 }
 
 // pageData is what every template sees.
