@@ -320,7 +320,7 @@ func (e *Engine) openLog(ctx context.Context, id string, offset int64) (*logFoll
 	j := e.jobs[id]
 	e.jmu.Unlock()
 	path := e.logPath(r.ID)
-	f, err := os.Open(path)
+	f, err := openLogFile(path, os.O_RDONLY, 0)
 	if err != nil {
 		if r.LogDeleted {
 			return nil, fmt.Errorf("log of job %s was deleted by log retention", id)

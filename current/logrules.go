@@ -122,7 +122,7 @@ func (e *Engine) compiledRules() []compiledRule {
 const logTail = 1 << 20
 
 func readTail(path string) ([]byte, error) {
-	f, err := os.Open(path)
+	f, err := openLogFile(path, os.O_RDONLY, 0)
 	if err != nil {
 		return nil, err
 	}
