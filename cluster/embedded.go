@@ -88,7 +88,8 @@ func (f *Fleet) Close() {
 	}
 }
 
-// StartNATS starts a NATS server with JetStream storing in stateDir/nats and returns it
+// StartNATS checks the JetStream store in stateDir/nats (repairing the fleet's own
+// streams, see checkStore), then starts a NATS server with JetStream on it and returns it
 // with its client URL; a non-empty token is required from every client.
 func StartNATS(stateDir, listen, token string, log *slog.Logger) (*server.Server, string, error) {
 	if stateDir == "" {
@@ -108,12 +109,19 @@ func StartNATS(stateDir, listen, token string, log *slog.Logger) (*server.Server
 	if port == 0 {
 		port = server.RANDOM_PORT
 	}
+	if log == nil {
+		log = slog.Default()
+	}
+	storeDir := filepath.Join(stateDir, "nats")
+	if err := checkStore(storeDir, log); err != nil {
+		return nil, "", err
+	}
 	opts := &server.Options{
 		ServerName:         "kiln",
 		Host:               host,
 		Port:               port,
 		JetStream:          true,
-		StoreDir:           filepath.Join(stateDir, "nats"),
+		StoreDir:           storeDir,
 		JetStreamMaxMemory: 256 << 20,
 		MaxPayload:         maxMessageSize,
 		NoSigs:             true,
@@ -127,13 +135,22 @@ func StartNATS(stateDir, listen, token string, log *slog.Logger) (*server.Server
 	if err != nil {
 		return nil, "", fmt.Errorf("embedded NATS: %w", err)
 	}
+	srv.SetLoggerV2(natsLog{log.With("part", "nats")}, false, false, false)
 	go srv.Start()
 	if !srv.ReadyForConnections(15 * time.Second) {
 		srv.Shutdown()
-		return nil, "", fmt.Errorf("embedded NATS on %s did not start", listen)
+		return nil, "", fmt.Errorf("embedded NATS on %s did not start within 15s (store %s)", listen, storeDir)
 	}
-	if log != nil {
-		log.Info("embedded NATS started", "url", srv.ClientURL(), "store", opts.StoreDir)
-	}
+	log.Info("embedded NATS started", "url", srv.ClientURL(), "store", opts.StoreDir)
 	return srv, srv.ClientURL(), nil
 }
+
+// natsLog passes the NATS server's warnings and errors on; its notices are debug.
+type natsLog struct{ log *slog.Logger }
+
+func (l natsLog) Noticef(format string, v ...any) { l.log.Debug(fmt.Sprintf(format, v...)) }
+func (l natsLog) Warnf(format string, v ...any)   { l.log.Warn(fmt.Sprintf(format, v...)) }
+func (l natsLog) Fatalf(format string, v ...any)  { l.log.Error(fmt.Sprintf(format, v...)) }
+func (l natsLog) Errorf(format string, v ...any)  { l.log.Error(fmt.Sprintf(format, v...)) }
+func (l natsLog) Debugf(string, ...any)           {}
+func (l natsLog) Tracef(string, ...any)           {}

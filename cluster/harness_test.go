@@ -79,6 +79,27 @@ func (tf *testFleet) start() {
 	tf.f = f
 }
 
+// startInProcessWorker runs a shell worker in the test process on a worker connection of
+// the fleet until the test ends.
+func startInProcessWorker(t *testing.T, tf *testFleet, name string) *Worker {
+	t.Helper()
+	nc, err := Connect(tf.ctx, ConnOptions{URL: tf.f.URL, Name: name})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := NewWorker(nc, WorkerOptions{Name: name, Pool: "linux-x86_64", Capacity: 2, StateDir: t.TempDir(),
+		Runner: &ShellRunner{WorkDir: t.TempDir()}, HealthEvery: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, stop := context.WithCancel(tf.ctx)
+	done := make(chan struct{})
+	go func() { defer close(done); _ = w.Run(ctx) }()
+	t.Cleanup(func() { stop(); <-done; nc.Close() })
+	tf.waitWorkers(1)
+	return w
+}
+
 // restart stops the scheduler and the NATS server and starts both again on the same
 // state folder and address.
 func (tf *testFleet) restart() {

@@ -164,6 +164,10 @@ func StartScheduler(ctx context.Context, nc *nats.Conn, opts SchedulerOptions) (
 	return s, nil
 }
 
+// loadStall bounds the wait for the next stored job at start-up: a damaged store can
+// announce records it never delivers.
+var loadStall = 30 * time.Second
+
 // load reads back jobs, worker pauses and client rates.
 func (s *Scheduler) load(ctx context.Context) error {
 	lister, err := s.jobs.ListKeys(ctx)
@@ -176,10 +180,23 @@ func (s *Scheduler) load(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("read jobs: %w", err)
 		}
-		for e := range w.Updates() {
-			if e == nil {
-				break
+		defer func() { _ = w.Stop(); _ = lister.Stop() }()
+		stall := time.NewTimer(loadStall)
+		defer stall.Stop()
+	read:
+		for n := 0; ; n++ {
+			var e jetstream.KeyValueEntry
+			select {
+			case e = <-w.Updates():
+			case <-stall.C:
+				return fmt.Errorf("read jobs: bucket %s delivered nothing for %s after %d records; its JetStream store may be damaged", bucketJobs, loadStall, n)
+			case <-ctx.Done():
+				return fmt.Errorf("read jobs: %w", ctx.Err())
 			}
+			if e == nil {
+				break read
+			}
+			stall.Reset(loadStall)
 			var j Job
 			if err := json.Unmarshal(e.Value(), &j); err != nil {
 				s.log.Error("stored job unreadable; skipped", "key", e.Key(), "err", err)
@@ -189,8 +206,6 @@ func (s *Scheduler) load(ctx context.Context) error {
 				js = append(js, &j)
 			}
 		}
-		_ = w.Stop()
-		_ = lister.Stop()
 	}
 	s.c.restore(js)
 	keys, err := s.kv.Keys(ctx)
