@@ -17,23 +17,33 @@ const heartbeat = 15 * time.Second
 
 // sse writes server-sent events.
 type sse struct {
-	w http.ResponseWriter
-	f http.Flusher
+	w  http.ResponseWriter
+	f  http.Flusher
+	rc *http.ResponseController
 }
 
+// startSSE starts an event stream, which lasts beyond the server's read and write
+// timeouts: every write extends its own deadline.
 func startSSE(w http.ResponseWriter) (*sse, error) {
 	f, ok := w.(http.Flusher)
 	if !ok {
 		return nil, fmt.Errorf("event stream: response writer cannot flush")
 	}
+	rc := http.NewResponseController(w)
+	// Where the server does not support deadlines, it has none to extend.
+	_ = rc.SetReadDeadline(time.Time{})
+	_ = rc.SetWriteDeadline(time.Now().Add(streamWriteTimeout))
 	h := w.Header()
 	h.Set("Content-Type", "text/event-stream")
 	h.Set("Cache-Control", "no-cache")
 	h.Set("X-Accel-Buffering", "no")
 	w.WriteHeader(http.StatusOK)
 	f.Flush()
-	return &sse{w, f}, nil
+	return &sse{w, f, rc}, nil
 }
+
+// extend moves the write deadline on before a write.
+func (s *sse) extend() { _ = s.rc.SetWriteDeadline(time.Now().Add(streamWriteTimeout)) }
 
 // send writes one event whose data is v as JSON; it does not flush.
 func (s *sse) send(event string, v any) error { return s.sendID(event, "", v) }
@@ -45,6 +55,7 @@ func (s *sse) sendID(event, id string, v any) error {
 	if err != nil {
 		return err
 	}
+	s.extend()
 	if id != "" {
 		_, err = fmt.Fprintf(s.w, "id: %s\nevent: %s\ndata: %s\n\n", id, event, b)
 	} else {
@@ -56,6 +67,7 @@ func (s *sse) sendID(event, id string, v any) error {
 func (s *sse) flush() { s.f.Flush() }
 
 func (s *sse) comment() error {
+	s.extend()
 	_, err := s.w.Write([]byte(": keep-alive\n\n"))
 	s.f.Flush()
 	return err
@@ -172,7 +184,9 @@ func (s *Server) rawLog(w http.ResponseWriter, r *http.Request, c *reqCtx) error
 	}
 	off := p["offset"]
 	wrote := false
+	rc := http.NewResponseController(w)
 	for {
+		_ = rc.SetWriteDeadline(time.Now().Add(streamWriteTimeout))
 		ch, err := s.eng.ReadLog(r.Context(), id, off, 1<<20)
 		if err != nil {
 			if wrote {

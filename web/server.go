@@ -58,6 +58,8 @@ type Server struct {
 	requests     *prometheus.CounterVec
 	followers    prometheus.Gauge
 	loginResults *prometheus.CounterVec
+	conns        prometheus.Gauge
+	connsClosed  *prometheus.CounterVec
 }
 
 // New makes a console serving o.Engine.
@@ -86,7 +88,13 @@ func New(o Options) (*Server, error) {
 	s.loginResults = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "kiln_web_logins_total", Help: "Local logins by result: ok, wrong (password checked), throttled (refused unchecked), busy (no password check free in time).",
 	}, []string{"result"})
-	for _, c := range []prometheus.Collector{s.requests, s.followers, s.loginResults} {
+	s.conns = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "kiln_web_connections", Help: "Connections open to the console (when served by Server.HTTPServer).",
+	})
+	s.connsClosed = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "kiln_web_connections_closed_total", Help: "Connections closed at the limit: idle (for a new one) or refused (none idle).",
+	}, []string{"reason"})
+	for _, c := range []prometheus.Collector{s.requests, s.followers, s.loginResults, s.conns, s.connsClosed} {
 		if err := reg.Register(c); err != nil {
 			var are prometheus.AlreadyRegisteredError
 			if !errors.As(err, &are) {
