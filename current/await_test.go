@@ -85,6 +85,9 @@ func TestAwaitHoldsNoGoroutine(t *testing.T) {
 			t.Errorf("parked job %s: state %s, reason %q", j.ID, j.State, j.WaitReason)
 		}
 	}
+	if st := e.Status(); st.ParkedJobs != n || st.ActiveJobs != n {
+		t.Errorf("status: %d parked of %d active jobs, want %d of %d", st.ParkedJobs, st.ActiveJobs, n, n)
+	}
 	// With 4 slots, 500 jobs could only all have run because parked jobs give theirs back.
 	for i := 0; i < n; i++ {
 		g.openKey(fmt.Sprint(i))
@@ -93,6 +96,9 @@ func TestAwaitHoldsNoGoroutine(t *testing.T) {
 		r, _ := e.Query(Query{Op: "awaits", States: []JobState{JobOK}, Limit: 10 * n})
 		return len(r) == n
 	})
+	if st := e.Status(); st.ParkedJobs != 0 {
+		t.Errorf("status: %d jobs still parked once all are done", st.ParkedJobs)
+	}
 	if awoken.Load() != n {
 		t.Errorf("%d runs were awoken, want %d", awoken.Load(), n)
 	}

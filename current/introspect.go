@@ -576,6 +576,7 @@ type Status struct {
 	AutoReleaseAt time.Time    `json:"auto_release_at,omitzero"` // when held jobs are all released
 	AutoReleased  bool         `json:"auto_released"`
 	ActiveJobs    int          `json:"active_jobs"`
+	ParkedJobs    int          `json:"parked_jobs"` // active jobs waiting outside (see Await), without a slot
 	Pools         []PoolStatus `json:"pools"`
 }
 
@@ -586,6 +587,11 @@ func (e *Engine) Status() Status {
 	e.mu.Unlock()
 	e.jmu.Lock()
 	s.ConfirmLevel, s.AutoReleaseAt, s.AutoReleased, s.ActiveJobs = e.confirmLevel, e.autoReleaseAt, e.autoReleased, len(e.jobs)
+	for _, j := range e.jobs {
+		if j.parked {
+			s.ParkedJobs++
+		}
+	}
 	pools := make([]*pool, 0, len(e.pools))
 	for _, p := range e.pools {
 		pools = append(pools, p)

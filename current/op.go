@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"sync"
 	"time"
+	"unsafe"
 )
 
 // Op is a cached operation: a build (its result depends only on its input) or a publish
@@ -82,7 +83,8 @@ func (op *Op[In, Out]) def() *opDef {
 			if err != nil {
 				return "", "", nil, fmt.Errorf("%s: encode input: %w", op.Name, err)
 			}
-			key := string(b)
+			// The key shares the encoding's bytes, which are never written to again.
+			key := unsafe.String(unsafe.SliceData(b), len(b))
 			if op.Key != nil {
 				key = op.Key(in)
 			}
@@ -317,16 +319,25 @@ func (e *Engine) loadLookups() {
 	e.metrics.entries.Set(float64(len(e.entries)))
 }
 
+// setLast makes r the entry's latest row. A finished row's encoded input and output are
+// dropped once decoded (the entry keeps the value, the store the bytes); an interrupted
+// row keeps its input to be resumed with.
 func (ent *entry) setLast(r *jobRow) {
 	ent.last = r
 	ent.value, ent.hasVal = nil, false
-	if r != nil && r.State == "ok" {
+	if r == nil {
+		return
+	}
+	if r.State == "ok" {
 		v, err := ent.def.decode(r.Output)
 		if err == nil {
 			ent.value, ent.hasVal = v, true
 		} else {
 			ent.e.log.Warn("cached result no longer decodes; it will be rebuilt", "op", r.Op, "job", r.ID, "err", err)
 		}
+	}
+	if r.finished() {
+		r.Input, r.Output = nil, nil
 	}
 }
 
