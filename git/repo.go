@@ -92,9 +92,6 @@ func (r *Repo) Checkout(ctx context.Context, commit, dest string) error {
 	if !isHex(commit) {
 		return fmt.Errorf("checkout %q: not a commit hash", commit)
 	}
-	if !r.HasCommit(ctx, commit) {
-		return fmt.Errorf("checkout %s from %s: %w", commit, r.Dir, ErrNoCommit)
-	}
 	abs, err := filepath.Abs(dest)
 	if err != nil {
 		return fmt.Errorf("checkout %s: %w", commit, err)
@@ -112,10 +109,11 @@ func (r *Repo) Checkout(ctx context.Context, commit, dest string) error {
 	defer os.RemoveAll(tmp)
 	env := []string{"GIT_INDEX_FILE=" + filepath.Join(tmp, "index")}
 	wt := "--work-tree=" + abs
-	if _, err := (command{gitDir: r.Dir, env: env, log: r.log, args: []string{wt, "read-tree", commit}}).run(ctx); err != nil {
-		return fmt.Errorf("checkout %s into %s: %w", commit, abs, err)
-	}
-	if _, err := (command{gitDir: r.Dir, env: env, log: r.log, args: []string{wt, "-c", "core.bare=false", "checkout-index", "--all", "--force"}}).run(ctx); err != nil {
+	// One command reads the commit's tree into a fresh index and writes its files.
+	if _, err := (command{gitDir: r.Dir, env: env, log: r.log, args: []string{wt, "-c", "core.bare=false", "read-tree", "--reset", "-u", commit + "^{commit}"}}).run(ctx); err != nil {
+		if ctx.Err() == nil && !r.HasCommit(ctx, commit) {
+			return fmt.Errorf("checkout %s from %s: %w", commit, r.Dir, ErrNoCommit)
+		}
 		return fmt.Errorf("checkout %s into %s: %w", commit, abs, err)
 	}
 	return nil
