@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"runtime/metrics"
 	"runtime/pprof"
 	"sort"
 	"strconv"
@@ -40,8 +41,8 @@ import (
 // keeps NATS's default limit of 1,000 consumers per stream (the fleet then fails jobs
 // beyond about 1,000 in flight). KILN_BENCH_SHARED_WATCH=1 makes the service wait for its
 // fleet jobs through one shared watch and follow their logs only once they run.
-// KILN_BENCH_HEAPPROFILE=FILE writes a heap profile at rest; KILN_BENCH_SETTLE (default
-// 10m) bounds the set-up.
+// KILN_BENCH_HEAPPROFILE=FILE writes a heap profile at rest, KILN_BENCH_CPUPROFILE=FILE a
+// CPU profile of the pushes; KILN_BENCH_SETTLE (default 10m) bounds the set-up.
 
 // benchRefNames are the refs of every repository: branches of its remote.
 var benchRefNames = []string{"main", "dev", "feature-a", "feature-b", "feature-c", "feature-d", "feature-e", "feature-f"}
@@ -216,13 +217,7 @@ func (s *benchServer) quiet(wantSubmitted int) bool {
 		return false
 	}
 	// Builds queued on the fleet wait put aside, without a slot.
-	waiting := 0
-	for _, j := range s.engine.Jobs() {
-		if strings.HasPrefix(j.WaitReason, "queued in fleet pool ") {
-			waiting++
-		}
-	}
-	return st.ActiveJobs == build+waiting
+	return st.ActiveJobs == build+st.ParkedJobs
 }
 
 // settle waits until the engine is quiet and has made no pass for calm.
@@ -364,6 +359,21 @@ func writeHeapProfile(tb testing.TB, path string) {
 	}
 }
 
+// startCPUProfile profiles the CPU into path until the returned function is called.
+func startCPUProfile(tb testing.TB, path string) (stop func()) {
+	f, err := os.Create(path)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		tb.Fatal(err)
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
+	}
+}
+
 func heapAfterGC() (heapAlloc, heapSys uint64, goroutines int) {
 	runtime.GC()
 	runtime.GC()
@@ -372,8 +382,20 @@ func heapAfterGC() (heapAlloc, heapSys uint64, goroutines int) {
 	return m.HeapAlloc, m.HeapSys, runtime.NumGoroutine()
 }
 
+// goResident is the memory the Go runtime has mapped and not returned to the system:
+// what of the RSS is Go's (the rest is the binary's pages, SQLite's own allocator and
+// its memory-mapped database).
+func goResident() uint64 {
+	ss := []metrics.Sample{{Name: "/memory/classes/total:bytes"}, {Name: "/memory/classes/heap/released:bytes"}}
+	metrics.Read(ss)
+	return ss[0].Value.Uint64() - ss[1].Value.Uint64()
+}
+
 // rssBytes is the process's resident set size.
-func rssBytes(tb testing.TB) uint64 {
+func rssBytes(tb testing.TB) uint64 { return procStatus(tb, "VmRSS") }
+
+// procStatus is one size field of /proc/self/status (VmRSS, RssAnon, RssFile), in bytes.
+func procStatus(tb testing.TB, field string) uint64 {
 	f, err := os.Open("/proc/self/status")
 	if err != nil {
 		tb.Skipf("no /proc/self/status: %v", err)
@@ -381,15 +403,15 @@ func rssBytes(tb testing.TB) uint64 {
 	defer f.Close()
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
-		if rest, ok := strings.CutPrefix(sc.Text(), "VmRSS:"); ok {
+		if rest, ok := strings.CutPrefix(sc.Text(), field+":"); ok {
 			kb, err := strconv.ParseUint(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
 			if err != nil {
-				tb.Fatalf("VmRSS %q: %v", rest, err)
+				tb.Fatalf("%s %q: %v", field, rest, err)
 			}
 			return kb * 1024
 		}
 	}
-	tb.Fatal("no VmRSS in /proc/self/status")
+	tb.Fatalf("no %s in /proc/self/status", field)
 	return 0
 }
 
@@ -526,6 +548,8 @@ func BenchmarkTrack500Repos5Refs(b *testing.B) {
 	b.Logf("%-34s %10.1f MB %10.1f MB", "heap after GC", float64(heap)/1e6, (float64(heap)-float64(heap0))/1e6)
 	b.Logf("%-34s %10.1f MB %10.1f MB", "RSS", float64(rss)/1e6, (float64(rss)-float64(rss0))/1e6)
 	b.Logf("%-34s %10.1f MB %10.1f MB", "RSS after the idle window", float64(rssIdle)/1e6, (float64(rssIdle)-float64(rss0))/1e6)
+	b.Logf("%-34s %10.1f MB %10.1f MB", "  of which anonymous / file-backed", float64(procStatus(b, "RssAnon"))/1e6, float64(procStatus(b, "RssFile"))/1e6)
+	b.Logf("%-34s %10.1f MB", "  of which the Go runtime's", float64(goResident())/1e6)
 	b.Logf("%-34s %10.1f MB", "heap reserved (HeapSys)", float64(heapSys)/1e6)
 	b.Logf("%-34s %12d %12d", "goroutines", gr, gr-gr0)
 	b.Logf("%-34s %10.2f %% of a core over %s (%d passes; git children %s)", "CPU at rest", idleCPU, window.Round(time.Second), idlePasses, child1-child0)
@@ -534,6 +558,12 @@ func BenchmarkTrack500Repos5Refs(b *testing.B) {
 	ch, unsub := srv.engine.Subscribe()
 	defer unsub()
 	var evals, passes, submits []time.Duration
+	var lastCommit string
+	var lastStart time.Time
+	if path := os.Getenv("KILN_BENCH_CPUPROFILE"); path != "" {
+		stop := startCPUProfile(b, path)
+		defer stop()
+	}
 	cancelsBefore := 0
 	i := 0
 	for b.Loop() {
@@ -562,6 +592,7 @@ func BenchmarkTrack500Repos5Refs(b *testing.B) {
 		}
 		subs := srv.waitSubmitted(before, benchFleetVariants, 5*time.Minute)
 		submits = append(submits, subs[benchFleetVariants-1].at.Sub(start))
+		lastCommit, lastStart = commit, start
 
 		b.StopTimer()
 		for _, s := range subs[1:] {
@@ -589,6 +620,9 @@ func BenchmarkTrack500Repos5Refs(b *testing.B) {
 	b.Logf("%d pushes: push → pass done p50 %.1f ms (max %.1f); pass itself p50 %.2f ms; push → %d fleet jobs submitted p50 %.0f ms (max %.0f)",
 		len(evals), ms(percentile(evals, 0.5)), ms(percentile(evals, 1)), ms(percentile(passes, 0.5)),
 		benchFleetVariants, ms(percentile(submits, 0.5)), ms(percentile(submits, 1)))
+	if lastCommit != "" {
+		logTimeline(b, srv.engine, lastCommit, lastStart)
+	}
 	b.ReportMetric(float64(heap)/1e6, "heap-MB")
 	b.ReportMetric(float64(rss)/1e6, "rss-MB")
 	b.ReportMetric(float64(rssIdle)/1e6, "rss-idle-MB")
@@ -596,6 +630,26 @@ func BenchmarkTrack500Repos5Refs(b *testing.B) {
 	b.ReportMetric(ms(percentile(evals, 0.5)), "eval-p50-ms")
 	b.ReportMetric(ms(percentile(passes, 0.5)), "pass-p50-ms")
 	b.ReportMetric(ms(percentile(submits, 0.5)), "submitted-p50-ms")
+}
+
+// logTimeline logs when the jobs of a pushed commit were ready, started and finished,
+// counted from the push.
+func logTimeline(tb testing.TB, e *current.Engine, commit string, push time.Time) {
+	jobs, err := e.Query(current.Query{KeyContains: commit, Since: push, Limit: 100})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	sort.Slice(jobs, func(i, j int) bool { return jobs[i].Ready.Before(jobs[j].Ready) })
+	at := func(t time.Time) string {
+		if t.IsZero() {
+			return "-"
+		}
+		return fmt.Sprintf("%.1f", ms(t.Sub(push)))
+	}
+	tb.Logf("the last push's jobs (ms after the push): %-20s %8s %8s %8s", "op", "ready", "running", "finished")
+	for _, j := range jobs {
+		tb.Logf("%42s %-20s %8s %8s %8s", "", j.Op, at(j.Ready), at(j.Running), at(j.Finished))
+	}
 }
 
 // BenchmarkPushToFirstJob: one repository on an idle fleet with one worker building
