@@ -64,7 +64,7 @@ func TestFleetRefusesBadInputAndKeepsQueue(t *testing.T) {
 	bad := tf.worker("intruder", "linux-x86_64", 1, "--token", "guess")
 	select {
 	case err := <-bad.done:
-		if err == nil || !strings.Contains(bad.out.String(), "wrong token") {
+		if err == nil || !strings.Contains(bad.out.String(), "refused the token") {
 			t.Fatalf("worker with a wrong token: %v\n%s", err, bad.out.String())
 		}
 	case <-time.After(20 * time.Second):
@@ -111,7 +111,7 @@ func TestFleetRollingUpdate(t *testing.T) {
 	before := map[string]string{}
 	ws, _ := tf.f.Client.Workers(tf.ctx)
 	for _, w := range ws {
-		before[w.Name] = w.Session
+		before[w.Name] = w.Instance
 	}
 	long := tf.submit(Request{Spec: "sleep 1.5"})
 	tf.waitFor("running", 20*time.Second, func() bool { return tf.job(long.ID).State == StateRunning })
@@ -124,7 +124,7 @@ func TestFleetRollingUpdate(t *testing.T) {
 	}
 	ws, _ = tf.f.Client.Workers(tf.ctx)
 	for _, w := range ws {
-		if w.Session == before[w.Name] || w.State != "active" {
+		if w.Instance == before[w.Name] || w.State != "active" {
 			t.Fatalf("worker %s not restarted: %+v", w.Name, w)
 		}
 	}
@@ -137,7 +137,7 @@ func TestFleetNATSTokenRequired(t *testing.T) {
 	tf := newTestFleet(t, Options{NATSToken: "natspass"})
 	ctx, cancel := context.WithTimeout(tf.ctx, 2*time.Second)
 	defer cancel()
-	if nc, err := Connect(ctx, ConnOptions{URL: tf.f.URL}); err == nil {
+	if nc, err := Connect(ctx, ConnOptions{URL: tf.f.Address}); err == nil {
 		nc.Close()
 		t.Fatal("connected without the NATS token")
 	}

@@ -282,7 +282,7 @@ func (c *Client) UpdatePool(ctx context.Context, pool string, progress func(stri
 		}
 		for {
 			w, err := c.Worker(ctx, name)
-			if err == nil && w.Session != before.Session && w.State != "gone" && w.State != "updating" {
+			if err == nil && w.Instance != before.Instance && w.State != "gone" && w.State != "updating" {
 				break
 			}
 			select {

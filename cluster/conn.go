@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/url"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -58,16 +60,38 @@ func Connect(ctx context.Context, o ConnOptions) (*nats.Conn, error) {
 	}
 	nc, err := nats.Connect(o.URL, opts...)
 	if err != nil {
-		return nil, fmt.Errorf("connect to NATS at %s: %w", o.URL, err)
+		return nil, fmt.Errorf("connect to NATS at %s: %w", redactURL(o.URL), err)
 	}
 	// RetryOnFailedConnect returns at once; wait for the first connection
 	for !nc.IsConnected() {
+		if nc.IsClosed() { // the server refused the credentials twice
+			err := nc.LastError()
+			if err == nil {
+				err = nats.ErrConnectionClosed
+			}
+			if errors.Is(err, nats.ErrAuthorization) {
+				return nil, fmt.Errorf("connect to NATS at %s: the server refused the token or credentials (--token, --nats-token, --nats-creds): %w", redactURL(o.URL), err)
+			}
+			return nil, fmt.Errorf("connect to NATS at %s: %w", redactURL(o.URL), err)
+		}
 		select {
 		case <-ctx.Done():
 			nc.Close()
-			return nil, fmt.Errorf("connect to NATS at %s: %w", o.URL, ctx.Err())
+			return nil, fmt.Errorf("connect to NATS at %s: %w", redactURL(o.URL), ctx.Err())
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
 	return nc, nil
+}
+
+// redactURL hides the credentials of NATS URLs (several may be comma-separated).
+func redactURL(urls string) string {
+	parts := strings.Split(urls, ",")
+	for i, p := range parts {
+		if u, err := url.Parse(strings.TrimSpace(p)); err == nil && u.User != nil {
+			u.User = url.User("REDACTED")
+			parts[i] = u.String()
+		}
+	}
+	return strings.Join(parts, ",")
 }

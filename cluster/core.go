@@ -126,7 +126,6 @@ type core struct {
 	rates   map[string]float64
 	paused  map[string]bool // admin pauses, kept across restarts and reconnections
 	seq     uint64
-	nextSes uint64
 }
 
 func newCore(p Policy, pools []string, now func() time.Time, h hooks) *core {
@@ -484,8 +483,7 @@ func (c *core) hello(s WorkerSpec, running []JobRef) (string, error) {
 		return "", fmt.Errorf("field capacity: %d is not in 1..1024", s.Capacity)
 	}
 	now := c.now()
-	c.nextSes++
-	ses := fmt.Sprintf("%s-%d-%d", s.Name, now.UnixNano(), c.nextSes)
+	ses := newSecret()
 	old := c.workers[s.Name]
 	w := &worker{WorkerSpec: s, session: ses, running: map[string]*Job{}, lastSeen: now, adminPaused: c.paused[s.Name]}
 	if old != nil {

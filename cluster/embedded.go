@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/url"
 	"path/filepath"
 	"strconv"
 	"time"
@@ -17,37 +18,55 @@ import (
 // Options configure an embedded fleet: a NATS server with JetStream and a scheduler in the
 // calling process.
 type Options struct {
-	StateDir    string   // NATS data go in StateDir/nats
-	Listen      string   // host:port for NATS clients; default 127.0.0.1:4222 ("127.0.0.1:0" picks a port)
-	Pools       []string // default linux-x86_64 and linux-arm64
-	WorkerToken string   // workers must present it when set
-	NATSToken   string   // when set, every NATS client (workers, admin, services) must present it
-	Policy      Policy
-	Logger      *slog.Logger
-	Registry    prometheus.Registerer // scheduler metrics (kiln_fleet_*) go here when set
+	StateDir string   // NATS data go in StateDir/nats, its tokens in StateDir/auth
+	Listen   string   // host:port for NATS clients; default 127.0.0.1:4222 ("127.0.0.1:0" picks a port)
+	Pools    []string // default linux-x86_64 and linux-arm64
+	// WorkerToken admits workers: their NATS token, and checked in their hello when set.
+	// When empty, one is made at the first start and kept in StateDir/auth/worker.token.
+	WorkerToken string
+	// NATSToken is the NATS token of clients (kiln admin, services on other machines).
+	// When empty, one is made at the first start and kept in StateDir/auth/client.token.
+	NATSToken string
+	Policy    Policy
+	Logger    *slog.Logger
+	Registry  prometheus.Registerer // scheduler metrics (kiln_fleet_*) go here when set
 }
 
 // Fleet is an embedded NATS server with its scheduler.
 type Fleet struct {
-	URL       string // what workers and other processes pass as --nats
+	// URL is what workers pass as --nats: it carries the worker token, so it is not for logs.
+	URL string
+	// Address is the server's URL without credentials, to show.
+	Address   string
 	Client    *Client
 	Scheduler *Scheduler
-	server    *server.Server
-	nc        *nats.Conn
+	// WorkerToken and ClientToken are the NATS tokens of workers and of clients.
+	WorkerToken, ClientToken string
+	server                   *server.Server
+	nc                       *nats.Conn
 }
 
 // DefaultPools are the pools an embedded fleet serves unless told otherwise.
 var DefaultPools = []string{"linux-x86_64", "linux-arm64"}
 
 // StartEmbedded starts a NATS server (JetStream on, data in the state folder, loopback
-// only unless Listen says otherwise) and a scheduler on it, and returns a client of it.
+// only unless Listen says otherwise, every client authenticated) and a scheduler on it,
+// and returns a client of it.
 func StartEmbedded(ctx context.Context, o Options) (*Fleet, error) {
-	srv, url, err := StartNATS(o.StateDir, o.Listen, o.NATSToken, o.Logger)
+	log := o.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	auth, err := loadAuth(o.StateDir, o.WorkerToken, o.NATSToken, log)
 	if err != nil {
 		return nil, err
 	}
-	f := &Fleet{URL: url, server: srv}
-	f.nc, err = Connect(ctx, ConnOptions{URL: url, Name: "kiln-scheduler", Token: o.NATSToken, Logger: o.Logger})
+	srv, err := StartNATS(o.StateDir, o.Listen, auth, log)
+	if err != nil {
+		return nil, err
+	}
+	f := &Fleet{URL: tokenURL(srv.ClientURL(), auth.worker), Address: srv.ClientURL(), WorkerToken: auth.worker, ClientToken: auth.client, server: srv}
+	f.nc, err = Connect(ctx, ConnOptions{URL: srv.ClientURL(), Name: "kiln-scheduler", Token: auth.scheduler, Logger: o.Logger})
 	if err != nil {
 		srv.Shutdown()
 		return nil, err
@@ -88,33 +107,43 @@ func (f *Fleet) Close() {
 	}
 }
 
+// tokenURL puts a token in a NATS URL's user part, where NATS clients read it.
+func tokenURL(raw, token string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return raw
+	}
+	u.User = url.User(token)
+	return u.String()
+}
+
 // StartNATS checks the JetStream store in stateDir/nats (repairing the fleet's own
-// streams, see checkStore), then starts a NATS server with JetStream on it and returns it
-// with its client URL; a non-empty token is required from every client.
-func StartNATS(stateDir, listen, token string, log *slog.Logger) (*server.Server, string, error) {
+// streams, see checkStore), then starts a NATS server with JetStream on it, admitting the
+// clients auth knows (every client when auth is nil), and returns it.
+func StartNATS(stateDir, listen string, auth *NATSAuth, log *slog.Logger) (*server.Server, error) {
 	if stateDir == "" {
-		return nil, "", fmt.Errorf("embedded NATS: no state folder")
+		return nil, fmt.Errorf("embedded NATS: no state folder")
+	}
+	if log == nil {
+		log = slog.Default()
 	}
 	if listen == "" {
 		listen = "127.0.0.1:4222"
 	}
 	host, portS, err := net.SplitHostPort(listen)
 	if err != nil {
-		return nil, "", fmt.Errorf("embedded NATS: listen address %q: %w", listen, err)
+		return nil, fmt.Errorf("embedded NATS: listen address %q: %w", listen, err)
 	}
 	port, err := strconv.Atoi(portS)
 	if err != nil {
-		return nil, "", fmt.Errorf("embedded NATS: listen port %q: %w", portS, err)
+		return nil, fmt.Errorf("embedded NATS: listen port %q: %w", portS, err)
 	}
 	if port == 0 {
 		port = server.RANDOM_PORT
 	}
-	if log == nil {
-		log = slog.Default()
-	}
 	storeDir := filepath.Join(stateDir, "nats")
 	if err := checkStore(storeDir, log); err != nil {
-		return nil, "", err
+		return nil, err
 	}
 	opts := &server.Options{
 		ServerName:         "kiln",
@@ -126,23 +155,25 @@ func StartNATS(stateDir, listen, token string, log *slog.Logger) (*server.Server
 		MaxPayload:         maxMessageSize,
 		NoSigs:             true,
 		NoLog:              true,
-		Authorization:      token,
 		// Every follower of a running job's log is a consumer of the logs stream: the
 		// fleet's size, not a default of 1,000, bounds them.
 		JetStreamLimits: server.JSLimitOpts{DefaultMaxConsumers: -1},
 	}
+	if auth != nil {
+		opts.CustomClientAuthentication = auth
+	}
 	srv, err := server.NewServer(opts)
 	if err != nil {
-		return nil, "", fmt.Errorf("embedded NATS: %w", err)
+		return nil, fmt.Errorf("embedded NATS: %w", err)
 	}
 	srv.SetLoggerV2(natsLog{log.With("part", "nats")}, false, false, false)
 	go srv.Start()
 	if !srv.ReadyForConnections(15 * time.Second) {
 		srv.Shutdown()
-		return nil, "", fmt.Errorf("embedded NATS on %s did not start within 15s (store %s)", listen, storeDir)
+		return nil, fmt.Errorf("embedded NATS on %s did not start within 15s (store %s)", listen, storeDir)
 	}
 	log.Info("embedded NATS started", "url", srv.ClientURL(), "store", opts.StoreDir)
-	return srv, srv.ClientURL(), nil
+	return srv, nil
 }
 
 // natsLog passes the NATS server's warnings and errors on; its notices are debug.

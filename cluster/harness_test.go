@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -115,8 +116,8 @@ func (tf *testFleet) worker(name, pool string, capacity int, extra ...string) *w
 	args := append([]string{"worker", "--nats", "nats://" + tf.listen, "--name", name, "--pool", pool,
 		"--capacity", fmt.Sprint(capacity), "--runner", "shell", "--state-dir", filepath.Join(tf.dir, "w-"+name),
 		"--health-every", "500ms"}, extra...)
-	if tf.opts.WorkerToken != "" && !strings.Contains(strings.Join(extra, " "), "--token") {
-		args = append(args, "--token", tf.opts.WorkerToken)
+	if !slices.Contains(extra, "--token") {
+		args = append(args, "--token", tf.f.WorkerToken)
 	}
 	return tf.startProc(name, bin, args...)
 }
@@ -235,6 +236,9 @@ func (tf *testFleet) log(id string) string {
 }
 
 func (tf *testFleet) admin(args ...string) (string, error) {
+	if !slices.Contains(args, "--nats-token") {
+		args = append(args, "--nats-token", tf.f.ClientToken)
+	}
 	cmd := exec.Command(kilnBinary(tf.t), append([]string{"admin", "--nats", "nats://" + tf.listen}, args...)...)
 	out, err := cmd.CombinedOutput()
 	return string(out), err

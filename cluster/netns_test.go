@@ -47,7 +47,7 @@ func TestFleetNetworkCutLeaseExpiry(t *testing.T) {
 	tf := newTestFleet(t, Options{Listen: "0.0.0.0:" + port, Policy: Policy{LeaseTTL: 4 * time.Second, DefaultCost: time.Second}})
 	tf.listen = "127.0.0.1:" + port
 	tf.startProc("cut", "ip", "netns", "exec", ns, bin, "worker", "--nats", "nats://"+hostIP+":"+port, "--name", "cut",
-		"--capacity", "2", "--runner", "shell", "--state-dir", t.TempDir(), "--health-every", "1s")
+		"--token", tf.f.WorkerToken, "--capacity", "2", "--runner", "shell", "--state-dir", t.TempDir(), "--health-every", "1s")
 	tf.waitWorkers(1)
 	// j finishes while the worker is cut off; long is still running when its lease runs out
 	j := tf.submit(Request{Spec: "echo begin; sleep 1.5; echo end"})

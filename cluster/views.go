@@ -31,7 +31,9 @@ type WorkerInfo struct {
 	Reserved int               `json:"reserved"`
 	LastSeen time.Time         `json:"last_seen"`
 	Labels   map[string]string `json:"labels,omitempty"`
-	Session  string            `json:"session,omitempty"`
+	// Instance names the worker's current session without revealing it; it changes
+	// each time the worker joins.
+	Instance string `json:"instance"`
 }
 
 // QueueEntry is one waiting job with its place, estimated start and reason.
@@ -111,7 +113,7 @@ func (c *core) workerInfos() []WorkerInfo {
 		w := c.workers[name]
 		st, why := w.state()
 		out = append(out, WorkerInfo{Name: name, Pool: w.Pool, State: st, Reason: why, Capacity: w.Capacity, Load: w.load(),
-			Running: slices.Sorted(maps.Keys(w.running)), Reserved: len(w.reserved), LastSeen: w.lastSeen, Labels: w.Labels, Session: w.session})
+			Running: slices.Sorted(maps.Keys(w.running)), Reserved: len(w.reserved), LastSeen: w.lastSeen, Labels: w.Labels, Instance: publicID(w.session)})
 	}
 	return out
 }

@@ -86,7 +86,6 @@ func (s *Server) fleetPage(w http.ResponseWriter, r *http.Request, c *reqCtx) er
 		}
 		for i := range workers {
 			workers[i].Running = nonNil(workers[i].Running)
-			workers[i].Session = "" // a worker's credential towards the scheduler, not for the public
 		}
 		v.Pools, v.Workers = nonNil(pools), nonNil(workers)
 		for _, p := range pools {
@@ -142,7 +141,7 @@ func (s *Server) workerAction(action string) handler {
 			if err != nil {
 				return err
 			}
-			wi.Running, wi.Session = nonNil(wi.Running), ""
+			wi.Running = nonNil(wi.Running)
 			return writeJSON(w, http.StatusOK, map[string]any{"worker": wi})
 		}
 		http.Redirect(w, r, "/fleet#worker-"+url.PathEscape(name), http.StatusSeeOther)

@@ -192,9 +192,7 @@ func TestFleetPage(t *testing.T) {
 			t.Errorf("api queued job %d: %+v, want %+v", i, e, q.Queued[i])
 		}
 	}
-	if wi, err := fc.Worker(ctx, "w1"); err != nil || wi.Session == "" {
-		t.Fatalf("worker w1: %+v %v", wi, err)
-	} else if _, raw := viewer.get("/api/fleet"); strings.Contains(raw, wi.Session) || strings.Contains(body, wi.Session) {
+	if _, raw := viewer.get("/api/fleet"); strings.Contains(raw, `"session"`) {
 		t.Error("the console shows the worker's session")
 	}
 	if api.Workers[0].Running[0] != api.Queues[0].Running[0].ID || api.Queues[0].Running[0].Worker != "w1" {

@@ -30,7 +30,7 @@ func init() {
 		defer cancel()
 		cctx, ccancel := context.WithTimeout(ctx, 10*time.Second)
 		defer ccancel()
-		nc, err := nf.connect(cctx, "kiln-admin")
+		nc, err := nf.connect(cctx, "kiln-admin", "")
 		if err != nil {
 			return err
 		}

@@ -27,14 +27,31 @@ type natsFlags struct {
 func (f *natsFlags) add(fs *pflag.FlagSet) {
 	fs.StringVar(&f.url, "nats", envOr("KILN_NATS", "nats://127.0.0.1:4222"), "NATS URL of the fleet (env KILN_NATS)")
 	fs.StringVar(&f.creds, "nats-creds", "", "NATS credentials file, for an external cluster")
-	fs.StringVar(&f.token, "nats-token", "", "NATS authentication token")
+	fs.StringVar(&f.token, "nats-token", os.Getenv("KILN_NATS_TOKEN"), "NATS token (@FILE reads a file; env KILN_NATS_TOKEN); for an embedded fleet, the client token in STATE-DIR/auth/client.token")
 	fs.StringVar(&f.ca, "nats-ca", "", "CA bundle of the NATS servers' TLS certificates")
 	fs.StringVar(&f.cert, "nats-cert", "", "client TLS certificate")
 	fs.StringVar(&f.key, "nats-key", "", "client TLS key")
 }
 
-func (f *natsFlags) connect(ctx context.Context, name string) (*nats.Conn, error) {
-	return cluster.Connect(ctx, cluster.ConnOptions{URL: f.url, Name: name, Creds: f.creds, Token: f.token, TLSCA: f.ca, TLSCert: f.cert, TLSKey: f.key})
+// options resolves the flags; a NATS connection without a token or credentials of its
+// own presents defaultToken.
+func (f *natsFlags) options(name, defaultToken string) (cluster.ConnOptions, error) {
+	tok, err := secretFlag(f.token)
+	if err != nil {
+		return cluster.ConnOptions{}, fmt.Errorf("--nats-token: %w", err)
+	}
+	if tok == "" && f.creds == "" {
+		tok = defaultToken
+	}
+	return cluster.ConnOptions{URL: f.url, Name: name, Creds: f.creds, Token: tok, TLSCA: f.ca, TLSCert: f.cert, TLSKey: f.key}, nil
+}
+
+func (f *natsFlags) connect(ctx context.Context, name, defaultToken string) (*nats.Conn, error) {
+	o, err := f.options(name, defaultToken)
+	if err != nil {
+		return nil, err
+	}
+	return cluster.Connect(ctx, o)
 }
 
 func envOr(k, def string) string {
@@ -81,10 +98,12 @@ func init() {
 		Use:   "scheduler",
 		Short: "Run the build scheduler alone (kiln serve embeds it)",
 		Long: `Run the fleet's scheduler. With --embed-nats it starts its own NATS server (JetStream
-data in --state-dir/nats, loopback only unless --listen says otherwise; with --nats-token
-every client must present that token); otherwise it
-connects to --nats. Its state lives in JetStream, so a restart (or a replacement on
-another machine) loses no job; run exactly one scheduler per NATS account.`,
+data in --state-dir/nats, loopback only unless --listen says otherwise) that admits only
+workers presenting the worker token and clients (kiln admin) presenting the client token
+(--nats-token); either, when not given, is made at the first start and kept in
+--state-dir/auth. Otherwise it connects to --nats. Its state lives in JetStream, so a
+restart (or a replacement on another machine) loses no job; run exactly one scheduler per
+NATS account.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
@@ -97,16 +116,26 @@ another machine) loses no job; run exactly one scheduler per NATS account.`,
 			serveMetrics(ctx, metrics, reg)
 			policy := cluster.Policy{LeaseTTL: lease}
 			if embed {
-				f, err := cluster.StartEmbedded(ctx, cluster.Options{StateDir: stateDir, Listen: listen, Pools: pools, WorkerToken: tok, NATSToken: nf.token, Policy: policy, Registry: reg})
+				clientTok, err := secretFlag(nf.token)
+				if err != nil {
+					return fmt.Errorf("--nats-token: %w", err)
+				}
+				f, err := cluster.StartEmbedded(ctx, cluster.Options{StateDir: stateDir, Listen: listen, Pools: pools, WorkerToken: tok, NATSToken: clientTok, Policy: policy, Registry: reg})
 				if err != nil {
 					return err
 				}
 				defer f.Close()
-				fmt.Fprintln(cmd.OutOrStdout(), "fleet NATS at", f.URL)
+				fmt.Fprintln(cmd.OutOrStdout(), "fleet NATS at", f.Address)
+				if tok == "" {
+					fmt.Fprintln(cmd.OutOrStdout(), "worker token in", cluster.TokenPath(stateDir, "worker"))
+				}
+				if clientTok == "" {
+					fmt.Fprintln(cmd.OutOrStdout(), "client token (kiln admin --nats-token @FILE) in", cluster.TokenPath(stateDir, "client"))
+				}
 				<-ctx.Done()
 				return nil
 			}
-			nc, err := nf.connect(ctx, "kiln-scheduler")
+			nc, err := nf.connect(ctx, "kiln-scheduler", "")
 			if err != nil {
 				return err
 			}

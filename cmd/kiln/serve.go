@@ -158,8 +158,12 @@ On first start the local admin password is made, printed once, and stored hashed
 			fo := host.FleetOptions{Listen: o.natsListen, WorkerToken: token, Pools: pools, LocalWorkers: o.localWorkers,
 				Capacity: o.workerCapacity, WorkerPrefix: o.workerPrefix, StateDir: o.stateDir, Images: env.Images, Logger: log}
 			if cmd.Flags().Changed("nats") || os.Getenv("KILN_NATS") != "" {
-				fo.External = &cluster.ConnOptions{URL: nf.url, Name: "kiln-serve", Creds: nf.creds, Token: nf.token,
-					TLSCA: nf.ca, TLSCert: nf.cert, TLSKey: nf.key, Logger: log}
+				co, err := nf.options("kiln-serve", "")
+				if err != nil {
+					return err
+				}
+				co.Logger = log
+				fo.External = &co
 			}
 			if fleet, err = host.StartFleet(ctx, fo); err != nil {
 				return err
@@ -195,9 +199,11 @@ On first start the local admin password is made, printed once, and stored hashed
 		if fleet != nil {
 			srv.Mount("/api/fleet/", web.RoleViewer, http.StripPrefix("/api/fleet", cluster.Handler(fleet.Client)))
 		}
-		hs := &http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second, BaseContext: func(net.Listener) context.Context { return ctx }}
+		// Timeouts and a bound on connections keep slow or idle clients from holding the console.
+		hs, hln := srv.HTTPServer(ln, web.ServeOptions{})
+		hs.BaseContext = func(net.Listener) context.Context { return ctx }
 		httpDone := make(chan error, 1)
-		go func() { httpDone <- hs.Serve(ln) }()
+		go func() { httpDone <- hs.Serve(hln) }()
 		log.Info("console listening", "url", "http://"+ln.Addr().String(), "state_dir", o.stateDir, "services", strings.Join(names, ","))
 
 		runErr := eng.Run(ctx, started.Pipeline)

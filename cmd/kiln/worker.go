@@ -60,7 +60,7 @@ func init() {
 			reg := prometheus.NewRegistry()
 			o.Registry = reg
 			serveMetrics(ctx, metrics, reg)
-			nc, err := nf.connect(ctx, "kiln-worker-"+o.Name)
+			nc, err := nf.connect(ctx, "kiln-worker-"+o.Name, o.Token)
 			if err != nil {
 				return err
 			}
@@ -86,7 +86,7 @@ func init() {
 	f.StringVar(&o.Pool, "pool", "linux-x86_64", "pool to serve")
 	f.IntVar(&o.Capacity, "capacity", 2, "jobs run at once")
 	f.StringArrayVar(&labels, "label", nil, "KEY=VALUE label shown to operators (repeatable)")
-	f.StringVar(&token, "token", os.Getenv("KILN_WORKER_TOKEN"), "the scheduler's worker token (@FILE reads a file; env KILN_WORKER_TOKEN)")
+	f.StringVar(&token, "token", os.Getenv("KILN_WORKER_TOKEN"), "the scheduler's worker token (@FILE reads a file; env KILN_WORKER_TOKEN); also the NATS token unless --nats-token or --nats-creds is given")
 	f.StringVar(&o.StateDir, "state-dir", "var/worker", "worker state: source cache, builder store, work folders")
 	f.StringVar(&o.SecretsDir, "secrets-dir", "", "folder whose files are the secrets jobs may reference by name")
 	f.StringVar(&runner, "runner", "builder", "how jobs run: builder (sandboxed builder spec) or shell (spec text is a /bin/sh script)")

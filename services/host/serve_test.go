@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kiln-ci/kiln/cluster"
 	"github.com/kiln-ci/kiln/internal/testenv"
 )
 
@@ -123,9 +124,12 @@ func TestServeRunsTwoServicesInOneProcess(t *testing.T) {
 func TestServeProcessesShareOneFleet(t *testing.T) {
 	testenv.RequireCommand(t, "git", "tar")
 	nats := testenv.FreeAddr(t)
-	first := serve(t, "--service", "ocaml-ci", "--state-dir", t.TempDir(), "--nats-listen", nats,
+	firstState := t.TempDir()
+	first := serve(t, "--service", "ocaml-ci", "--state-dir", firstState, "--nats-listen", nats,
 		"--no-arm64", "--no-base-images", "--local-workers", "1", "--local-worker-name", "first")
+	// the second joins with the client token the first made
 	second := serve(t, "--service", "ocaml-ci", "--state-dir", t.TempDir(), "--nats", "nats://"+nats,
+		"--nats-token", "@"+cluster.TokenPath(filepath.Join(firstState, "fleet"), "client"),
 		"--no-arm64", "--no-base-images", "--local-workers", "1", "--local-worker-name", "second")
 
 	// Each server sees both workers: one scheduler, one fleet.
