@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/debug"
+	"runtime/pprof"
 	"slices"
 	"sort"
 	"strings"
@@ -62,31 +63,53 @@ func (f *opamFlags) fromGit() bool {
 	return err != nil || !st.IsDir()
 }
 
-// universe returns the platform's view of the repository named by the flags. A
-// repository read from git is cached on disk by commit, platform and flags, so the
-// next call for the same commit reads the cache instead (see repository.Fill for
-// the opam files, which are not in it). gitDir is "" for a checkout.
-func (f *opamFlags) universe(ctx context.Context, plat solver.Platform, flags solver.Flags) (u *solver.Universe, gitDir string, err error) {
+// cacheKey names the repository commit the flags read from git, with the platform and
+// flags, as the on-disk caches key what they hold. key is "" when the flags name a
+// checkout, or the cache is off; gitDir is "" for a checkout.
+func (f *opamFlags) cacheKey(ctx context.Context, plat solver.Platform, flags solver.Flags) (commit, gitDir, key string, err error) {
 	if !f.fromGit() {
-		r, err := repository.LoadDir(ctx, f.repo)
-		if err != nil {
-			return nil, "", err
-		}
-		return solver.NewUniverseFlags(r, plat, flags), "", nil
+		return "", "", "", nil
 	}
 	gitDir = gitDirOf(f.repo)
 	rev := f.commit
 	if rev == "" {
 		rev = "HEAD"
 	}
-	commit, err := repository.ResolveCommit(ctx, gitDir, rev)
+	commit, err = repository.ResolveCommit(ctx, gitDir, rev)
+	if err != nil {
+		return "", "", "", err
+	}
+	if !f.noCache && f.cacheDir != "" {
+		key = fmt.Sprintf("%s %v %v", commit, plat, flags)
+	}
+	return commit, gitDir, key, nil
+}
+
+// cachePath is the file of the on-disk cache holding what key names, of a kind
+// (the file's extension).
+func (f *opamFlags) cachePath(key, kind string) string {
+	return filepath.Join(f.cacheDir, fmt.Sprintf("%x.%s", sha256.Sum256([]byte(key)), kind))
+}
+
+// universe returns the platform's view of the repository named by the flags. A
+// repository read from git is cached on disk by commit, platform and flags, so the
+// next call for the same commit reads the cache instead (see repository.Fill for
+// the opam files, which are not in it). gitDir is "" for a checkout.
+func (f *opamFlags) universe(ctx context.Context, plat solver.Platform, flags solver.Flags) (u *solver.Universe, gitDir string, err error) {
+	commit, gitDir, key, err := f.cacheKey(ctx, plat, flags)
 	if err != nil {
 		return nil, "", err
 	}
+	if commit == "" {
+		r, err := repository.LoadDir(ctx, f.repo)
+		if err != nil {
+			return nil, "", err
+		}
+		return solver.NewUniverseFlags(r, plat, flags), "", nil
+	}
 	path := ""
-	if !f.noCache && f.cacheDir != "" {
-		key := fmt.Sprintf("%s %v %v", commit, plat, flags)
-		path = filepath.Join(f.cacheDir, fmt.Sprintf("%x.universe", sha256.Sum256([]byte(key))))
+	if key != "" {
+		path = f.cachePath(key, "universe")
 		if data, err := os.ReadFile(path); err == nil {
 			// The decoding allocates a lot of short-lived memory and keeps it all.
 			old := debug.SetGCPercent(-1)
@@ -103,25 +126,27 @@ func (f *opamFlags) universe(ctx context.Context, plat solver.Platform, flags so
 	}
 	u = solver.NewUniverseFlags(r, plat, flags)
 	if path != "" {
-		if err := writeCache(path, u); err != nil {
+		if err := writeCache(path, u.WriteCache); err != nil {
 			fmt.Fprintf(os.Stderr, "kiln: no universe cache: %v\n", err)
 		}
 	}
 	return u, gitDir, nil
 }
 
-// writeCache writes u's cache at path, atomically.
-func writeCache(path string, u *solver.Universe) error {
+// writeCache writes a cache file at path with write, atomically, and keeps the newest
+// files of its kind.
+func writeCache(path string, write func(io.Writer) error) error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return err
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".universe-*")
+	kind := filepath.Ext(path)
+	tmp, err := os.CreateTemp(filepath.Dir(path), kind+"-*")
 	if err != nil {
 		return err
 	}
 	defer os.Remove(tmp.Name())
 	bw := bufio.NewWriterSize(tmp, 1<<20)
-	if err := u.WriteCache(bw); err != nil {
+	if err := write(bw); err != nil {
 		tmp.Close()
 		return err
 	}
@@ -135,16 +160,17 @@ func writeCache(path string, u *solver.Universe) error {
 	if err := os.Rename(tmp.Name(), path); err != nil {
 		return err
 	}
-	pruneCache(filepath.Dir(path), keepCaches)
+	pruneCache(filepath.Dir(path), kind, keepCaches[kind])
 	return nil
 }
 
-// keepCaches is the number of universe caches kept (the most recently written).
-const keepCaches = 8
+// keepCaches is the number of cache files of each kind kept (the most recently
+// written): universes are megabytes, answers a few kilobytes.
+var keepCaches = map[string]int{".universe": 8, ".revdeps": 512}
 
-// pruneCache removes all but the keep newest universe caches of dir.
-func pruneCache(dir string, keep int) {
-	files, _ := filepath.Glob(filepath.Join(dir, "*.universe"))
+// pruneCache removes all but the keep newest cache files of a kind (extension) of dir.
+func pruneCache(dir, kind string, keep int) {
+	files, _ := filepath.Glob(filepath.Join(dir, "*"+kind))
 	type aged struct {
 		path string
 		mod  time.Time
@@ -210,8 +236,33 @@ func progress(max int, what string) *progressbar.ProgressBar {
 
 func init() {
 	c := &cobra.Command{Use: "opam", Short: "opam package metadata: lint, show, solve, reverse dependencies, pull-request diffs"}
+	addProfile(c)
 	c.AddCommand(opamLintCmd(), opamShowCmd(), opamSolveCmd(), opamRevdepsCmd(), opamDiffCmd())
 	addCommand(c)
+}
+
+// addProfile adds --cpuprofile to c and its subcommands.
+func addProfile(c *cobra.Command) {
+	var path string
+	var out *os.File
+	c.PersistentFlags().StringVar(&path, "cpuprofile", "", "write a CPU profile of the command to this file")
+	c.PersistentPreRunE = func(*cobra.Command, []string) error {
+		if path == "" {
+			return nil
+		}
+		var err error
+		if out, err = os.Create(path); err != nil {
+			return fmt.Errorf("cpu profile: %w", err)
+		}
+		return pprof.StartCPUProfile(out)
+	}
+	c.PersistentPostRunE = func(*cobra.Command, []string) error {
+		if out == nil {
+			return nil
+		}
+		pprof.StopCPUProfile()
+		return out.Close()
+	}
 }
 
 func opamLintCmd() *cobra.Command {
@@ -600,30 +651,26 @@ version it depends on.`,
 			if err != nil {
 				return err
 			}
-			u, _, err := f.universe(ctx, plat, solver.Flags{WithTest: withTest})
+			flags := solver.Flags{WithTest: withTest}
+			_, _, key, err := f.cacheKey(ctx, plat, flags)
 			if err != nil {
 				return err
 			}
-			var bar *progressbar.ProgressBar
-			opts.Progress = func(done, total int) {
-				if bar == nil {
-					bar = progress(total, "checking coinstallability")
+			list, cached := []opam.Package(nil), false
+			if key != "" {
+				key = f.cachePath(fmt.Sprintf("%s revdeps %s %s recursive=%t depopts=%t all=%t any=%t",
+					key, pkg.Name, pkg.Version, opts.Recursive, opts.Depopts, opts.All, opts.AnyInstallable), "revdeps")
+				list, cached = readAnswer(key)
+			}
+			if !cached {
+				if list, err = revdepsOf(ctx, &f, plat, flags, pkg, opts); err != nil {
+					return err
 				}
-				if bar != nil {
-					bar.Set(done)
+				if key != "" {
+					if err := writeCache(key, func(w io.Writer) error { return writeAnswer(w, list) }); err != nil {
+						fmt.Fprintf(os.Stderr, "kiln: no answer cache: %v\n", err)
+					}
 				}
-			}
-			var list []opam.Package
-			if pkg.Version == "" {
-				list, err = revdeps.OfName(ctx, u, pkg.Name, opts)
-			} else {
-				list, err = revdeps.Of(ctx, u, pkg, opts)
-			}
-			if bar != nil {
-				bar.Finish()
-			}
-			if err != nil {
-				return err
 			}
 			if !allVersions {
 				list = revdeps.Latest(list)
@@ -653,6 +700,67 @@ version it depends on.`,
 	c.Flags().BoolVarP(&opts.All, "all", "A", false, "count versions unavailable on the platform too (with --no-coinstallable: they are never coinstallable)")
 	c.Flags().BoolVar(&allVersions, "all-versions", true, "list every version; --all-versions=false lists the newest of each package")
 	return c
+}
+
+// revdepsOf computes the reverse dependencies of pkg (of every version of a bare
+// name), with a progress bar on a terminal.
+func revdepsOf(ctx context.Context, f *opamFlags, plat solver.Platform, flags solver.Flags, pkg opam.Package, opts revdeps.Options) ([]opam.Package, error) {
+	u, _, err := f.universe(ctx, plat, flags)
+	if err != nil {
+		return nil, err
+	}
+	if vs := u.Versions(pkg.Name); len(vs) > 0 {
+		// The reverse index, built on the first question, is kept whole: collecting
+		// while it is made frees nothing and takes a third of the time.
+		old := debug.SetGCPercent(-1)
+		revdeps.Candidates(u, opam.Package{Name: vs[0].Name, Version: vs[0].Version}, opts)
+		debug.SetGCPercent(old)
+	}
+	var bar *progressbar.ProgressBar
+	opts.Progress = func(done, total int) {
+		if bar == nil {
+			bar = progress(total, "checking coinstallability")
+		}
+		if bar != nil {
+			bar.Set(done)
+		}
+	}
+	var list []opam.Package
+	if pkg.Version == "" {
+		list, err = revdeps.OfName(ctx, u, pkg.Name, opts)
+	} else {
+		list, err = revdeps.Of(ctx, u, pkg, opts)
+	}
+	if bar != nil {
+		bar.Finish()
+	}
+	return list, err
+}
+
+// readAnswer reads a cached list of packages, one a line; ok is false when there is
+// none (or it cannot be read).
+func readAnswer(path string) (list []opam.Package, ok bool) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, false
+	}
+	for line := range strings.Lines(string(data)) {
+		p, ok := opam.ParsePackage(strings.TrimSuffix(line, "\n"))
+		if !ok {
+			return nil, false
+		}
+		list = append(list, p)
+	}
+	return list, true
+}
+
+func writeAnswer(w io.Writer, list []opam.Package) error {
+	for _, p := range list {
+		if _, err := fmt.Fprintln(w, p); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func opamDiffCmd() *cobra.Command {
