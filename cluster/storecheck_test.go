@@ -3,6 +3,8 @@ package cluster
 import (
 	"cmp"
 	"context"
+	"crypto/sha256"
+	"encoding/binary"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -11,6 +13,7 @@ import (
 	"time"
 
 	"github.com/kiln-ci/kiln/internal/testenv"
+	"github.com/minio/highwayhash"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -203,4 +206,57 @@ func TestFirstBadRecordOnAWrittenStore(t *testing.T) {
 			}
 		})
 	}
+}
+
+// appendRecord appends one message record of a block of stream-index hashKey, in the
+// file store's format.
+func appendRecord(b []byte, hashKey string, seq uint64, subj string, hdr, msg []byte) []byte {
+	le := binary.LittleEndian
+	rl := uint32(recordHeader + len(subj) + len(msg) + recordHash)
+	if hdr != nil {
+		rl += uint32(4 + len(hdr))
+	}
+	head := make([]byte, recordHeader)
+	le.PutUint32(head[0:], rl)
+	if hdr != nil {
+		le.PutUint32(head[0:], rl|recordHdrBit)
+	}
+	le.PutUint64(head[4:], seq)
+	le.PutUint64(head[12:], uint64(time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC).UnixNano()))
+	le.PutUint16(head[20:], uint16(len(subj)))
+	key := sha256.Sum256([]byte(hashKey))
+	hh, _ := highwayhash.New64(key[:])
+	hh.Write(head[4:20])
+	hh.Write([]byte(subj))
+	hh.Write(hdr)
+	hh.Write(msg)
+	b = append(b, head...)
+	b = append(b, subj...)
+	if hdr != nil {
+		b = le.AppendUint32(b, uint32(len(hdr)))
+		b = append(b, hdr...)
+	}
+	b = append(b, msg...)
+	return hh.Sum(b)
+}
+
+// FuzzFirstBadRecord appends arbitrary bytes to good records: the check never panics and
+// never finds fault with the good records before them.
+func FuzzFirstBadRecord(f *testing.F) {
+	const key = "KV_KILN_FLEET_JOBS-1"
+	good := appendRecord(nil, key, 1, "$KV.KILN_FLEET_JOBS.a", nil, []byte(`{"id":"a"}`))
+	good = appendRecord(good, key, 2, "kiln.fleet.log.a", []byte("NATS/1.0\r\nKiln-Attempt: 1\r\n\r\n"), []byte("log"))
+	f.Add([]byte{})
+	f.Add(good[:30])
+	f.Add(appendRecord(nil, key, 3, "x", nil, nil))
+	f.Fuzz(func(t *testing.T, tail []byte) {
+		if off, why := firstBadRecord(good, key); off != -1 {
+			t.Fatalf("good records refused at %d: %s", off, why)
+		}
+		b := append(append([]byte(nil), good...), tail...)
+		off, why := firstBadRecord(b, key)
+		if off != -1 && (off < len(good) || off >= len(b) || why == "") {
+			t.Fatalf("bad record at %d (%q) in %d bytes of which %d good", off, why, len(b), len(good))
+		}
+	})
 }
