@@ -49,7 +49,8 @@ func checkStore(dir string, log *slog.Logger) error {
 	var checked int64
 	for _, sd := range streams {
 		name := filepath.Base(sd)
-		if problem := checkStreamMeta(sd, name); problem != "" {
+		compressed, problem := checkStreamMeta(sd, name)
+		if problem != "" {
 			meta := filepath.Join(sd, storeMetaFile)
 			if !fleetStreams[name] {
 				return fmt.Errorf("JetStream store: stream %s: %s is %s; restore the folder %s from a backup, or remove it (its messages are lost)",
@@ -61,6 +62,9 @@ func checkStore(dir string, log *slog.Logger) error {
 			_ = os.Remove(filepath.Join(sd, storeMetaSum))
 			log.Warn("JetStream store repaired: stream metadata damaged; moved aside, the stream is re-created with the fleet's settings on its message blocks",
 				"stream", name, "path", meta, "problem", problem, "kept", meta+".damaged")
+		}
+		if compressed {
+			continue // its sealed blocks are compressed, not in the record format
 		}
 		blocks, _ := filepath.Glob(filepath.Join(sd, "msgs", "*.blk"))
 		for _, blk := range blocks {
@@ -77,32 +81,34 @@ func checkStore(dir string, log *slog.Logger) error {
 	return nil
 }
 
-// checkStreamMeta returns what is wrong with a stream's metadata, or "".
-func checkStreamMeta(sd, name string) string {
+// checkStreamMeta returns what is wrong with a stream's metadata, or "", and whether the
+// stream compresses its blocks.
+func checkStreamMeta(sd, name string) (compressed bool, problem string) {
 	buf, err := os.ReadFile(filepath.Join(sd, storeMetaFile))
 	if err != nil {
-		return "unreadable (" + err.Error() + ")"
+		return false, "unreadable (" + err.Error() + ")"
 	}
 	sum, err := os.ReadFile(filepath.Join(sd, storeMetaSum))
 	if err != nil {
-		return "without its checksum (" + err.Error() + ")"
+		return false, "without its checksum (" + err.Error() + ")"
 	}
 	key := sha256.Sum256([]byte(name))
 	hh, _ := highwayhash.New64(key[:])
 	hh.Write(buf)
 	if hex.EncodeToString(hh.Sum(nil)) != string(sum) {
-		return "damaged (its checksum in " + storeMetaSum + " does not match)"
+		return false, "damaged (its checksum in " + storeMetaSum + " does not match)"
 	}
 	var cfg struct {
-		Name string `json:"name"`
+		Name        string `json:"name"`
+		Compression string `json:"compression"`
 	}
 	if err := json.Unmarshal(buf, &cfg); err != nil {
-		return "damaged (" + err.Error() + ")"
+		return false, "damaged (" + err.Error() + ")"
 	}
 	if cfg.Name != name {
-		return fmt.Sprintf("for stream %q, not %q", cfg.Name, name)
+		return false, fmt.Sprintf("for stream %q, not %q", cfg.Name, name)
 	}
-	return ""
+	return cfg.Compression != "" && cfg.Compression != "none", ""
 }
 
 // checkBlock verifies the records of one message block and returns its size. A damaged

@@ -260,3 +260,46 @@ func FuzzFirstBadRecord(f *testing.F) {
 		}
 	})
 }
+
+// TestCompressedStreamNotMistakenForDamage writes a stream (not the fleet's) whose sealed
+// blocks are compressed: they are not in the record format, and the start goes on.
+func TestCompressedStreamNotMistakenForDamage(t *testing.T) {
+	dir := t.TempDir()
+	quiet := slog.New(slog.NewTextHandler(&testenv.Buffer{}, nil))
+	f, err := StartEmbedded(context.Background(), Options{StateDir: dir, Listen: "127.0.0.1:0", Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	js, _ := jetstream.New(f.nc)
+	if _, err := js.CreateStream(context.Background(), jetstream.StreamConfig{Name: "PACKED", Subjects: []string{"packed.>"},
+		Storage: jetstream.FileStorage, Compression: jetstream.S2Compression, MaxBytes: 8 << 20}); err != nil {
+		f.Close()
+		t.Fatal(err)
+	}
+	msg := []byte(strings.Repeat("compressible ", 1000))
+	for range 500 {
+		if _, err := js.Publish(context.Background(), "packed.x", msg); err != nil {
+			f.Close()
+			t.Fatal(err)
+		}
+	}
+	f.Close()
+	blocks, _ := filepath.Glob(filepath.Join(dir, "nats", "jetstream", "$G", "streams", "PACKED", "msgs", "*.blk"))
+	packed := 0
+	for _, blk := range blocks {
+		b, _ := os.ReadFile(blk)
+		if off, _ := firstBadRecord(b, "PACKED-"+strings.TrimSuffix(filepath.Base(blk), ".blk")); off >= 0 {
+			packed++
+		}
+	}
+	if packed == 0 {
+		t.Skipf("NATS compressed none of the %d blocks", len(blocks))
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	f, err = StartEmbedded(ctx, Options{StateDir: dir, Listen: "127.0.0.1:0", Logger: quiet})
+	if err != nil {
+		t.Fatalf("start with %d compressed blocks: %v", packed, err)
+	}
+	f.Close()
+}
