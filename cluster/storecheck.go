@@ -48,6 +48,9 @@ func checkStore(dir string, log *slog.Logger) error {
 	streams, _ := filepath.Glob(filepath.Join(dir, server.JetStreamStoreDir, "*", "streams", "*"))
 	var checked int64
 	for _, sd := range streams {
+		if fi, err := os.Stat(sd); err != nil || !fi.IsDir() {
+			continue
+		}
 		name := filepath.Base(sd)
 		compressed, problem := checkStreamMeta(sd, name)
 		if problem != "" {
@@ -184,7 +187,11 @@ func firstBadRecord(b []byte, hashKey string) (int, string) {
 	return -1, ""
 }
 
-// moveAside renames path to path.damaged, replacing an older copy.
+// moveAside renames path to path.damaged, replacing an older copy; a missing file is
+// left missing.
 func moveAside(path string) error {
-	return os.Rename(path, path+".damaged")
+	if err := os.Rename(path, path+".damaged"); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	return nil
 }

@@ -38,6 +38,7 @@ func TestDamagedStoreReportedAtStart(t *testing.T) {
 	}{
 		{"intact", jobs, "meta.inf", func(string) error { return nil }, false, "", "", 3},
 		{"garbage in the jobs stream's meta.inf", jobs, "meta.inf", garbage, false, "stream metadata damaged", "", 3},
+		{"meta.inf of the jobs stream missing", jobs, "meta.inf", os.Remove, false, "stream metadata damaged", "", 3},
 		{"meta.sum of the jobs stream changed", jobs, "meta.sum", garbage, false, "stream metadata damaged", "meta.inf", 3},
 		{"garbage in a jobs block", jobs, "msgs/1.blk", damageTail, false, "message block damaged", "", 2},
 		{"garbage in another stream's meta.inf", other, "meta.inf", garbage, true, "", "", 0},
