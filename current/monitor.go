@@ -140,6 +140,7 @@ func (c *monitorCore) refresh() {
 			c.mu.Unlock()
 			v, err := call(func() (any, error) { return c.read(ctx) })
 			if ctx.Err() != nil {
+				c.mu.Lock()
 				break
 			}
 			if err != nil {
@@ -153,9 +154,6 @@ func (c *monitorCore) refresh() {
 			}
 			c.again = false
 			c.mu.Unlock()
-		}
-		if ctx.Err() != nil {
-			c.mu.Lock()
 		}
 		c.reading = false
 		c.mu.Unlock()
