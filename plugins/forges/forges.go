@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"sync"
 	"time"
 
@@ -44,6 +45,10 @@ func since(cutoff time.Duration) time.Time {
 // RerunFunc is called when someone asks a forge to run a commit's checks again.
 type RerunFunc func(ctx context.Context, repo forge.RepoID, commit string) error
 
+// RenameFunc is called when a repository followed is renamed or transferred, before its
+// refs are given under the new name.
+type RenameFunc func(ctx context.Context, from, to forge.RepoID) error
+
 // Set is the forges followed by one server. The zero Set follows nothing.
 type Set struct {
 	mu         sync.Mutex
@@ -52,6 +57,7 @@ type Set struct {
 	creds      []git.CredentialSource
 	routes     map[string]http.Handler
 	reruns     []RerunFunc
+	renames    []RenameFunc
 }
 
 // Add follows a forge under the name its refs carry in RepoID.Forge ("github",
@@ -72,6 +78,7 @@ func (s *Set) Add(name string, src Source) {
 	}
 	if g, ok := src.(*GitHub); ok {
 		g.Rerun = s.Rerun
+		g.Renamed = s.Renamed
 	}
 }
 
@@ -117,14 +124,33 @@ func (s *Set) OnRerun(f RerunFunc) {
 
 // Rerun asks every registered service to run the commit's checks again.
 func (s *Set) Rerun(ctx context.Context, repo forge.RepoID, commit string) error {
+	return callEach(s, &s.reruns, func(f RerunFunc) error { return f(ctx, repo, commit) })
+}
+
+// callEach calls call on each function of *fs (as registered when it starts) and joins
+// their errors.
+func callEach[F any](s *Set, fs *[]F, call func(F) error) error {
 	s.mu.Lock()
-	fs := append([]RerunFunc(nil), s.reruns...)
+	list := slices.Clone(*fs)
 	s.mu.Unlock()
 	var errs []error
-	for _, f := range fs {
-		errs = append(errs, f(ctx, repo, commit))
+	for _, f := range list {
+		errs = append(errs, call(f))
 	}
 	return errors.Join(errs...)
+}
+
+// OnRename adds f to the functions called when a repository followed is renamed or
+// transferred; a service keeping a repository's history registers one to move it.
+func (s *Set) OnRename(f RenameFunc) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.renames = append(s.renames, f)
+}
+
+// Renamed tells every registered service that a repository was renamed or transferred.
+func (s *Set) Renamed(ctx context.Context, from, to forge.RepoID) error {
+	return callEach(s, &s.renames, func(f RenameFunc) error { return f(ctx, from, to) })
 }
 
 // Publish shows a commit's status on the forge of its ref. A forge without a
