@@ -203,6 +203,26 @@ func (x *Index) SetCommit(ctx context.Context, r forge.RepoID, commit string, st
 	return tx.Commit()
 }
 
+// RenameRepo moves the records of a repository renamed or transferred to its new name,
+// so that its history is found there; records the new name already has are kept.
+func (x *Index) RenameRepo(ctx context.Context, from, to forge.RepoID) error {
+	tx, err := x.db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	for _, table := range []string{"ref_heads", "commits", "variants"} {
+		if _, err := tx.ExecContext(ctx, `UPDATE OR IGNORE `+table+` SET forge=?, owner=?, repo=? WHERE forge=? AND owner=? AND repo=?`,
+			to.Forge, to.Owner, to.Name, from.Forge, from.Owner, from.Name); err != nil {
+			return fmt.Errorf("rename %s to %s: %w", from, to, err)
+		}
+		if _, err := tx.ExecContext(ctx, `DELETE FROM `+table+` WHERE forge=? AND owner=? AND repo=?`, from.Forge, from.Owner, from.Name); err != nil {
+			return fmt.Errorf("rename %s to %s: %w", from, to, err)
+		}
+	}
+	return tx.Commit()
+}
+
 // Commit returns a commit's status, or nil when it has none yet.
 func (x *Index) Commit(ctx context.Context, r forge.RepoID, commit string) (*CommitRecord, error) {
 	c := CommitRecord{Repo: r, Commit: commit}
