@@ -67,7 +67,7 @@ func (f *forgeFlags) open(ctx context.Context, log *slog.Logger, baseURL string,
 		if err != nil {
 			return nil, err
 		}
-		gh := &forges.GitHub{App: app, BaseURL: baseURL, Logger: log}
+		gh := &forges.GitHub{App: app, BaseURL: baseURL, Logger: log, Registerer: reg}
 		set.Add("github", gh)
 		set.Handle("POST /webhooks/github", gh.Webhook([]byte(secret), allow, hooks))
 	}

@@ -82,6 +82,7 @@ func (c *served) Start(ctx context.Context, env *host.Env) (*host.Running, error
 		_, err := svc.RebuildCommit(env.Engine, repo, commit)
 		return err
 	})
+	env.Forges.OnRename(idx.RenameRepo) // a renamed repository keeps its history
 	ui, err := results.NewUI(idx, env.Engine, env.Logger)
 	if err != nil {
 		idx.Close()
