@@ -41,6 +41,7 @@ func (j *runningJob) park(aw *AwaitError) {
 			return
 		}
 		j.parked, j.parkReason = false, ""
+		e.parked--
 		if j.unpark != nil {
 			j.unpark()
 			j.unpark = nil
@@ -51,6 +52,7 @@ func (j *runningJob) park(aw *AwaitError) {
 	}
 	e.jmu.Lock()
 	j.parked, j.parkReason = true, aw.Reason
+	e.parked++
 	j.state = ActiveReady
 	j.unpark = context.AfterFunc(j.ctx, resume)
 	e.jmu.Unlock()

@@ -118,6 +118,7 @@ type Engine struct {
 	// Jobs, guarded by jmu.
 	jmu           sync.Mutex
 	jobs          map[string]*runningJob
+	parked        int // jobs put aside by Await
 	confirmLevel  Level
 	autoReleaseAt time.Time
 	autoReleased  bool

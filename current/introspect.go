@@ -587,11 +587,7 @@ func (e *Engine) Status() Status {
 	e.mu.Unlock()
 	e.jmu.Lock()
 	s.ConfirmLevel, s.AutoReleaseAt, s.AutoReleased, s.ActiveJobs = e.confirmLevel, e.autoReleaseAt, e.autoReleased, len(e.jobs)
-	for _, j := range e.jobs {
-		if j.parked {
-			s.ParkedJobs++
-		}
-	}
+	s.ParkedJobs = e.parked
 	pools := make([]*pool, 0, len(e.pools))
 	for _, p := range e.pools {
 		pools = append(pools, p)

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -147,20 +148,18 @@ type entry struct {
 	e      *Engine
 	def    *opDef
 	k      entryKey
-	key    string
 	refs   int
-	nodes  map[*node]struct{}
+	nodes  []*node // the nodes reading it (usually one)
 	last   *jobRow // latest finished (or interrupted) row
 	value  any
 	hasVal bool
 	job    *runningJob
 	timer  *time.Timer
 
-	input     any
-	inputJSON []byte
-	idig      string
-	label     string
-	err       string
+	input any // the latest input wanted; encoded again when a job starts
+	idig  string
+	label string
+	err   string
 }
 
 type opImpl struct {
@@ -169,12 +168,12 @@ type opImpl struct {
 	has   bool
 	inVer uint64
 
-	// The encoded input of version encVer.
+	// The digests of the key and the encoded input of version encVer, and its label.
 	enc    bool
 	encVer uint64
-	key    string
+	kdig   string
+	idig   string
 	label  string
-	inJSON []byte
 }
 
 func (o *opImpl) compute(n *node) output {
@@ -189,21 +188,21 @@ func (o *opImpl) compute(n *node) output {
 		return o.ent.output()
 	}
 	if !o.enc || o.encVer != in.ver {
-		var err error
-		o.key, o.label, o.inJSON, err = o.def.encode(in.out.value)
+		key, label, b, err := o.def.encode(in.out.value)
 		if err != nil {
 			o.detach(n)
 			o.has = false
 			return failOut(err.Error())
 		}
+		o.kdig, o.idig, o.label = digestOf(o.def.name, key), digestOf(string(b)), label
 		o.enc, o.encVer = true, in.ver
 	}
-	k := entryKey{o.def.name, digestOf(o.def.name, o.key)}
+	k := entryKey{o.def.name, o.kdig}
 	ent := e.entries[k]
 	if ent == nil {
 		// Read from the store with the other keys wanted in this pass.
 		o.detach(n)
-		e.wantLookup(k, o.def, o.key, n)
+		e.wantLookup(k, o.def, n)
 		return activeOut(ActiveReady)
 	}
 	o.has, o.inVer = true, in.ver
@@ -212,15 +211,15 @@ func (o *opImpl) compute(n *node) output {
 		o.has = true
 		o.ent = ent
 		ent.refs++
-		ent.nodes[n] = struct{}{}
+		ent.nodes = append(ent.nodes, n)
 	}
-	ent.want(digestOf(string(o.inJSON)), in.out.value, o.inJSON, o.label)
+	ent.want(o.idig, in.out.value, o.label)
 	return ent.output()
 }
 
 func (o *opImpl) detach(n *node) {
 	if o.ent != nil {
-		delete(o.ent.nodes, n)
+		o.ent.nodes = slices.DeleteFunc(o.ent.nodes, func(m *node) bool { return m == n })
 		n.e.entRels = append(n.e.entRels, o.ent)
 		o.ent = nil
 	}
@@ -267,14 +266,13 @@ func (o *opImpl) jobInfo(n *node) (string, bool) {
 
 type lookup struct {
 	def   *opDef
-	key   string
 	nodes []*node
 }
 
-func (e *Engine) wantLookup(k entryKey, def *opDef, key string, n *node) {
+func (e *Engine) wantLookup(k entryKey, def *opDef, n *node) {
 	lk := e.lookups[k]
 	if lk == nil {
-		lk = &lookup{def: def, key: key}
+		lk = &lookup{def: def}
 		e.lookups[k] = lk
 	}
 	lk.nodes = append(lk.nodes, n)
@@ -304,7 +302,7 @@ func (e *Engine) loadLookups() {
 		}
 	}
 	for k, lk := range e.lookups {
-		ent := &entry{e: e, def: lk.def, k: k, key: lk.key, nodes: map[*node]struct{}{}}
+		ent := &entry{e: e, def: lk.def, k: k}
 		if err := failed[k.op]; err != nil {
 			ent.err = err.Error()
 		}
@@ -372,8 +370,8 @@ func (ent *entry) expired(now time.Time) bool {
 }
 
 // want makes sure the entry's result is for input digest idig, starting a job if needed.
-func (ent *entry) want(idig string, in any, inJSON []byte, label string) {
-	ent.input, ent.inputJSON, ent.idig, ent.label = in, inJSON, idig, label
+func (ent *entry) want(idig string, in any, label string) {
+	ent.input, ent.idig, ent.label = in, idig, label
 	if j := ent.job; j != nil {
 		if j.idig == idig {
 			return
@@ -424,7 +422,7 @@ func (ent *entry) stopTimer() {
 
 // touch marks every node of the entry for re-evaluation.
 func (ent *entry) touch() {
-	for n := range ent.nodes {
+	for _, n := range ent.nodes {
 		ent.e.markDirty(n)
 	}
 }
@@ -446,6 +444,15 @@ func (ent *entry) start(lane Lane, resume *jobRow) {
 			return
 		}
 	} else {
+		if ent.input == nil {
+			ent.err = "no input to start a job with"
+			return
+		}
+		key, _, b, err := ent.def.encode(ent.input)
+		if err != nil {
+			ent.err = err.Error()
+			return
+		}
 		build := 1
 		if ent.last != nil {
 			build = ent.last.Build + 1
@@ -454,8 +461,8 @@ func (ent *entry) start(lane Lane, resume *jobRow) {
 			build = j.Build + 1
 		}
 		row = jobRow{
-			Op: ent.def.name, Digest: ent.k.digest, Key: ent.key, Label: ent.label, Build: build,
-			InputDigest: ent.idig, Input: ent.inputJSON, State: "ready", Level: ent.def.level, Lane: lane,
+			Op: ent.def.name, Digest: ent.k.digest, Key: key, Label: ent.label, Build: build,
+			InputDigest: ent.idig, Input: b, State: "ready", Level: ent.def.level, Lane: lane,
 			ReadyAt: time.Now().UnixNano(),
 		}
 		if err := e.db.insert(&row); err != nil {
@@ -486,7 +493,7 @@ func (ent *entry) finished(j *runningJob, r *jobRow) {
 			ent.armExpiry()
 			if r.Rebuild || !r.finished() {
 				// Auto-cancelled, but wanted again meanwhile.
-				ent.want(ent.idig, ent.input, ent.inputJSON, ent.label)
+				ent.want(ent.idig, ent.input, ent.label)
 			}
 		}
 		ent.touch()
