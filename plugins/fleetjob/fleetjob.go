@@ -77,6 +77,11 @@ type Result struct {
 // build returns an error carrying its failing lines (current.LinesOf); a failure of
 // the infrastructure one of kind current.FailWorkerLost, FailNetwork or FailCancelled.
 func Run(ctx context.Context, fleet Fleet, j *current.Job, req Request) (Result, error) {
+	if err := ctx.Err(); err != nil {
+		// Woken because the job ended while its fleet job was queued: the wait set up
+		// by awaitStart cancels that, and there is nothing to upload or submit.
+		return Result{}, err
+	}
 	var src string
 	if req.SourceDir != "" {
 		var err error

@@ -5,9 +5,12 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"runtime"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -16,6 +19,19 @@ import (
 )
 
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
+
+// uploadCounter counts the source uploads asked for with a context already ended.
+type uploadCounter struct {
+	Fleet
+	cancelled atomic.Int64
+}
+
+func (u *uploadCounter) PutSource(ctx context.Context, dir string) (string, error) {
+	if ctx.Err() != nil {
+		u.cancelled.Add(1)
+	}
+	return u.Fleet.PutSource(ctx, dir)
+}
 
 func waitUntil(t *testing.T, what string, cond func() bool) {
 	t.Helper()
@@ -38,8 +54,13 @@ func TestQueuedBuildsAwaitTheFleet(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer fleet.Close()
+	src := t.TempDir()
+	if err := os.WriteFile(filepath.Join(src, "README"), []byte("source\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	uploads := &uploadCounter{Fleet: fleet.Client}
 	op := &current.Op[string, Result]{Name: "fleet-build", Pool: Pool, Run: func(ctx context.Context, j *current.Job, script string) (Result, error) {
-		return Run(ctx, fleet.Client, j, Request{Ticket: "test", Pool: "linux-x86_64", Client: "t", Spec: script, Timeout: time.Minute})
+		return Run(ctx, uploads, j, Request{Ticket: "test", Pool: "linux-x86_64", Client: "t", Spec: script, SourceDir: src, Timeout: time.Minute})
 	}}
 	e, err := current.Open(current.Config{StateDir: t.TempDir(), Pools: EnginePools(), Logger: quiet})
 	if err != nil {
@@ -91,6 +112,13 @@ func TestQueuedBuildsAwaitTheFleet(t *testing.T) {
 		j, err := fleet.Client.Job(ctx, "test-"+ticketDigest("linux-x86_64", unwantedID)+"-0")
 		return err == nil && j.State == cluster.StateDone && j.Result != nil && j.Result.Outcome == cluster.OutcomeCancelled
 	})
+	waitUntil(t, "the superseded build over", func() bool {
+		r, _ := e.Query(current.Query{KeyContains: "unwanted", States: []current.JobState{current.JobFailed}, Limit: 1})
+		return len(r) == 1
+	})
+	if n := uploads.cancelled.Load(); n != 0 {
+		t.Errorf("%d source uploads tried after the build was cancelled", n)
+	}
 
 	nc, err := cluster.Connect(ctx, cluster.ConnOptions{URL: fleet.URL, Name: "w1"})
 	if err != nil {
