@@ -622,6 +622,7 @@ func BenchmarkTrack500Repos5Refs(b *testing.B) {
 		benchFleetVariants, ms(percentile(submits, 0.5)), ms(percentile(submits, 1)))
 	if lastCommit != "" {
 		logTimeline(b, srv.engine, lastCommit, lastStart)
+		srv.rec.logSince(b, lastStart)
 	}
 	b.ReportMetric(float64(heap)/1e6, "heap-MB")
 	b.ReportMetric(float64(rss)/1e6, "rss-MB")
@@ -649,6 +650,22 @@ func logTimeline(tb testing.TB, e *current.Engine, commit string, push time.Time
 	tb.Logf("the last push's jobs (ms after the push): %-20s %8s %8s %8s", "op", "ready", "running", "finished")
 	for _, j := range jobs {
 		tb.Logf("%42s %-20s %8s %8s %8s", "", j.Op, at(j.Ready), at(j.Running), at(j.Finished))
+	}
+}
+
+// logSince logs the source uploads and fleet submissions since t, counted from t.
+func (f *recordingFleet) logSince(tb testing.TB, t time.Time) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, u := range f.uploads {
+		if u.start.After(t) {
+			tb.Logf("%42s %-20s %8.1f %8s %8.1f", "", "source upload", ms(u.start.Sub(t)), "", ms(u.end.Sub(t)))
+		}
+	}
+	for _, s := range f.submitted {
+		if s.called.After(t) {
+			tb.Logf("%42s %-20s %8.1f %8s %8.1f", "", "fleet submit", ms(s.called.Sub(t)), "", ms(s.at.Sub(t)))
+		}
 	}
 }
 

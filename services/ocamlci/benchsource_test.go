@@ -26,26 +26,45 @@ import (
 // varSource is a Source whose refs the benchmark sets, as a forge's webhooks would,
 // without polling any remote.
 type varSource struct {
-	mu   sync.Mutex
-	refs []forge.Ref
-	v    *current.Var[[]forge.Ref]
+	mu    sync.Mutex
+	refs  []forge.Ref
+	order []int // indexes of refs in key order
+	v     *current.Var[[]forge.Ref]
 }
 
 func newVarSource(refs []forge.Ref) *varSource {
-	s := &varSource{refs: append([]forge.Ref(nil), refs...)}
-	s.v = current.NewVar("bench refs", s.snapshot())
+	s := &varSource{}
+	s.v = current.NewVar("bench refs", s.sorted(refs))
 	return s
 }
 
 func (s *varSource) Refs() current.Term[[]forge.Ref] { return s.v.Term() }
 
+// sorted keeps refs, sorted by key, and returns a copy.
+func (s *varSource) sorted(refs []forge.Ref) []forge.Ref {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.order = make([]int, len(refs))
+	keys := make([]string, len(refs))
+	for i, r := range refs {
+		s.order[i], keys[i] = i, r.Key()
+	}
+	sort.Slice(s.order, func(i, j int) bool { return keys[s.order[i]] < keys[s.order[j]] })
+	s.refs = append([]forge.Ref(nil), refs...)
+	return s.snapshot()
+}
+
+// snapshot is the refs in key order; the caller holds mu.
 func (s *varSource) snapshot() []forge.Ref {
-	out := append([]forge.Ref(nil), s.refs...)
-	sort.Slice(out, func(i, j int) bool { return out[i].Key() < out[j].Key() })
+	out := make([]forge.Ref, len(s.refs))
+	for i, k := range s.order {
+		out[i] = s.refs[k]
+	}
 	return out
 }
 
-// push moves ref i to commit and hands the new list to the pipeline.
+// push moves ref i (of the list the source was made with) to commit and hands the new
+// list to the pipeline.
 func (s *varSource) push(i int, commit string) {
 	s.mu.Lock()
 	s.refs[i].Commit = commit
@@ -55,13 +74,7 @@ func (s *varSource) push(i int, commit string) {
 }
 
 // set hands a new list of refs to the pipeline.
-func (s *varSource) set(refs []forge.Ref) {
-	s.mu.Lock()
-	s.refs = append([]forge.Ref(nil), refs...)
-	snap := s.snapshot()
-	s.mu.Unlock()
-	s.v.Set(snap)
-}
+func (s *varSource) set(refs []forge.Ref) { s.v.Set(s.sorted(refs)) }
 
 // benchGit runs git in dir with a fixed identity and returns its trimmed output.
 func benchGit(tb testing.TB, dir string, args ...string) string {
@@ -161,7 +174,8 @@ func (r benchRunner) Run(ctx context.Context, t cluster.Task, log io.Writer) (st
 
 // submission is one job the service handed to the fleet.
 type submission struct {
-	at     time.Time
+	at     time.Time // submitted (Submit returned)
+	called time.Time // Submit called
 	id     string
 	source string
 	pool   string
@@ -174,6 +188,7 @@ type recordingFleet struct {
 	mu        sync.Mutex
 	submitted []submission
 	cancelled int
+	uploads   []upload
 	changed   chan struct{}
 	// watch, when set, serves Wait and defers following logs until jobs start.
 	watch *jobWatch
@@ -184,15 +199,28 @@ func newRecordingFleet(c *cluster.Client) *recordingFleet {
 }
 
 func (f *recordingFleet) Submit(ctx context.Context, r cluster.Request) (*cluster.Job, error) {
+	called := time.Now()
 	j, err := f.Client.Submit(ctx, r)
 	if err != nil {
 		return j, err
 	}
 	f.mu.Lock()
-	f.submitted = append(f.submitted, submission{at: time.Now(), id: j.ID, source: r.Source, pool: r.Pool})
+	f.submitted = append(f.submitted, submission{at: time.Now(), called: called, id: j.ID, source: r.Source, pool: r.Pool})
 	f.mu.Unlock()
 	f.signal()
 	return j, nil
+}
+
+// upload is one PutSource call.
+type upload struct{ start, end time.Time }
+
+func (f *recordingFleet) PutSource(ctx context.Context, dir string) (string, error) {
+	start := time.Now()
+	d, err := f.Client.PutSource(ctx, dir)
+	f.mu.Lock()
+	f.uploads = append(f.uploads, upload{start, time.Now()})
+	f.mu.Unlock()
+	return d, err
 }
 
 func (f *recordingFleet) Cancel(ctx context.Context, id string) error {
