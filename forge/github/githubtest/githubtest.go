@@ -33,6 +33,7 @@ type Request struct {
 	Auth   string // the Authorization header
 	Body   []byte
 	Time   time.Time // when it arrived
+	Status int       // the answer's status code
 }
 
 // String is "METHOD PATH".
@@ -349,6 +350,9 @@ func (a *API) serve(w http.ResponseWriter, req *http.Request) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.requests = append(a.requests, Request{Method: req.Method, Path: path, Auth: auth, Body: body, Time: time.Now()})
+	sw := &statusWriter{ResponseWriter: w}
+	w = sw
+	defer func() { a.requests[len(a.requests)-1].Status = sw.status }()
 
 	p := strings.Split(strings.Trim(req.URL.Path, "/"), "/")
 	if p[0] == "app" {
@@ -483,6 +487,17 @@ func (a *API) serve(w http.ResponseWriter, req *http.Request) {
 	default:
 		reply(w, 404, map[string]string{"message": "Not Found"})
 	}
+}
+
+// statusWriter records the status code of an answer.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	w.status = code
+	w.ResponseWriter.WriteHeader(code)
 }
 
 type checkRunBody struct {
