@@ -324,14 +324,17 @@ func (g *GitHub) ListRefs(ctx context.Context) ([]forge.Ref, error) {
 	g.init()
 	g.metrics.reads.WithLabelValues("all").Inc()
 	insts, err := g.App.Installations(ctx)
+	st := g.state()
 	if err != nil {
 		var rl *github.RateLimitError
 		if errors.As(err, &rl) {
 			g.putOff(rl, "(app)", func(w *githubWork) { w.full = true })
+			if st.prev != nil {
+				return g.commit(ctx, st), nil // as last read, until the reset
+			}
 		}
 		return nil, fmt.Errorf("github installations: %w", err)
 	}
-	st := g.state()
 	last := st.prev
 	st.byRepo = map[string][]forge.Ref{}
 	// One installation or repository that cannot be read keeps its refs of the last

@@ -426,3 +426,39 @@ func TestGitHubRenameFoundByThePoll(t *testing.T) {
 		t.Fatalf("renames told: %v, want %v", got, want)
 	}
 }
+
+// The App's own rate limit spent, the poll keeps the refs of the last read and reads
+// again when the limit resets, instead of failing.
+func TestGitHubAppRateLimitKeepsRefs(t *testing.T) {
+	api := githubtest.New(t, 4242)
+	api.AddInstallation(1, "alpha")
+	api.SetRepo(repoA(headA, "Fix the build"))
+	g := &GitHub{App: mustApp(t, api), Cutoff: 100 * 365 * 24 * time.Hour, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	g.Refs()
+	ctx := context.Background()
+	first, err := g.ListRefs(ctx)
+	if err != nil || len(first) != 2 {
+		t.Fatalf("first read: %v %v", keys(first), err)
+	}
+	api.LimitApp(0, time.Now().Add(time.Hour))
+	for i := range 2 {
+		refs, err := g.ListRefs(ctx)
+		if err != nil || !slices.Equal(keys(refs), keys(first)) {
+			t.Fatalf("read %d with the App's limit spent: %v %v, want the refs of the last read", i+1, keys(refs), err)
+		}
+	}
+	var listed int
+	for _, r := range api.Requests() {
+		if r.Path == "/app/installations" || strings.HasPrefix(r.Path, "/app/installations?") {
+			listed++
+		}
+	}
+	if listed != 2 {
+		t.Errorf("installations listed %d times, want twice (the first read, then the refused one)", listed)
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if !g.work.full || !g.retryAt.After(time.Now()) {
+		t.Errorf("no full read put off until the reset (full %v, at %v)", g.work.full, g.retryAt)
+	}
+}

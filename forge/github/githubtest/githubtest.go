@@ -231,6 +231,13 @@ func (a *API) LimitInstallation(id int64, remaining int, reset time.Time) {
 	a.limits[id] = &limit{remaining: remaining, reset: reset}
 }
 
+// LimitApp gives the App's own requests (listing installations) a rate limit, as
+// LimitInstallation does for an installation.
+func (a *API) LimitApp(remaining int, reset time.Time) { a.LimitInstallation(appLimit, remaining, reset) }
+
+// appLimit is the key of the App's own rate limit among the installations'.
+const appLimit = 0
+
 // ThrottleInstallation answers the next request of installation id with a secondary
 // rate limit: 429 and Retry-After: retryAfter (whole seconds).
 func (a *API) ThrottleInstallation(id int64, retryAfter time.Duration) {
@@ -361,6 +368,7 @@ func (a *API) serve(w http.ResponseWriter, req *http.Request) {
 			return
 		}
 		switch {
+		case req.Method == "GET" && len(p) == 2 && p[1] == "installations" && a.limited(w, appLimit):
 		case req.Method == "GET" && len(p) == 2 && p[1] == "installations":
 			var out []any
 			for _, id := range sortedKeys(a.installations) {
