@@ -233,7 +233,9 @@ func (a *API) LimitInstallation(id int64, remaining int, reset time.Time) {
 
 // LimitApp gives the App's own requests (listing installations) a rate limit, as
 // LimitInstallation does for an installation.
-func (a *API) LimitApp(remaining int, reset time.Time) { a.LimitInstallation(appLimit, remaining, reset) }
+func (a *API) LimitApp(remaining int, reset time.Time) {
+	a.LimitInstallation(appLimit, remaining, reset)
+}
 
 // appLimit is the key of the App's own rate limit among the installations'.
 const appLimit = 0
