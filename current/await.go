@@ -34,6 +34,7 @@ func Await(reason string, arm func(ctx context.Context, resume func())) error {
 func (j *runningJob) park(aw *AwaitError) {
 	e := j.e
 	fmt.Fprintf(j.log, "--- kiln: %s ---\n", aw.Reason)
+	j.log.suspend()
 	resume := func() {
 		e.jmu.Lock()
 		if !j.parked {

@@ -3,6 +3,7 @@ package current
 import (
 	"context"
 	"fmt"
+	"os"
 	"runtime"
 	"strings"
 	"sync"
@@ -55,6 +56,7 @@ func awaitingOp(g *gate, runs, awoken *atomic.Int64) *Op[string, string] {
 		if j.Awoken() {
 			awoken.Add(1)
 		}
+		j.Logf("run %d of %s", runs.Load(), in)
 		if !g.isOpen(in) {
 			return "", Await("waiting for the gate of "+in, func(_ context.Context, resume func()) { g.arm(in, resume) })
 		}
@@ -72,10 +74,13 @@ func TestAwaitHoldsNoGoroutine(t *testing.T) {
 	for i := range terms {
 		terms[i] = Do(op, Return(fmt.Sprint(i)))
 	}
-	before := runtime.NumGoroutine()
+	before, fdsBefore := runtime.NumGoroutine(), openFiles(t)
 	running(t, e, All(terms...))
 	eventually(t, "every job parked", func() bool { return runs.Load() == n })
 	eventually(t, "the jobs' goroutines gone", func() bool { return runtime.NumGoroutine() < before+50 })
+	if grown := openFiles(t) - fdsBefore; grown > 50 {
+		t.Errorf("%d more open files with %d jobs parked: a parked job should hold none", grown, n)
+	}
 	jobs := e.Jobs()
 	if len(jobs) != n {
 		t.Fatalf("%d active jobs, want %d", len(jobs), n)
@@ -106,6 +111,26 @@ func TestAwaitHoldsNoGoroutine(t *testing.T) {
 	if r[0].Attempts != 1 {
 		t.Errorf("a job awoken once counts %d attempts, want 1", r[0].Attempts)
 	}
+	// The log, closed while the job was parked, goes on after it.
+	b, err := os.ReadFile(r[0].LogPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := string(b)
+	wait := strings.Index(log, "--- kiln: waiting for the gate of")
+	if wait < 0 || strings.LastIndex(log, "\nrun ") < wait || strings.LastIndex(log, "job succeeded") < wait {
+		t.Errorf("log of a job awoken once:\n%s", log)
+	}
+}
+
+// openFiles counts this process's open file descriptors.
+func openFiles(t *testing.T) int {
+	t.Helper()
+	fds, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Skipf("cannot count open files: %v", err)
+	}
+	return len(fds)
 }
 
 func TestAwaitEnds(t *testing.T) {

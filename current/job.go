@@ -453,6 +453,13 @@ func (l *liveLog) Write(p []byte) (int, error) {
 	if l.done {
 		return 0, errors.New("job log is closed")
 	}
+	if l.f == nil && l.path != "" {
+		f, err := openLogFile(l.path, os.O_WRONLY|os.O_APPEND, 0o644)
+		if err != nil {
+			return 0, fmt.Errorf("reopen job log: %w", err)
+		}
+		l.f = f
+	}
 	n := len(p)
 	var err error
 	if l.f != nil {
@@ -472,6 +479,18 @@ func (l *liveLog) Write(p []byte) (int, error) {
 	close(l.ch)
 	l.ch = make(chan struct{})
 	return n, err
+}
+
+// suspend closes the log's file and drops its in-memory tail while the job is put aside
+// (see Await): a parked job holds no file descriptor. The next Write opens it again.
+func (l *liveLog) suspend() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.done || l.path == "" || l.f == nil {
+		return
+	}
+	l.f.Close()
+	l.f, l.tail = nil, nil
 }
 
 func (l *liveLog) finish() int64 {
