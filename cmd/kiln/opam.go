@@ -593,6 +593,7 @@ func solveAllLatest(ctx context.Context, out io.Writer, u *solver.Universe, base
 		}
 		p := u.Repo.Latest(n)
 		req := base
+		req.AnySolution = true
 		req.Install = []opam.Atom{{Name: n, Constraint: opam.AtomOf(opam.Constraint{Op: opam.OpEq, Version: p.Version})}}
 		t0 := time.Now()
 		_, err := u.Solve(ctx, req)

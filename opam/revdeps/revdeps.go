@@ -196,6 +196,6 @@ func Coinstallable(ctx context.Context, u *solver.Universe, pkg opam.Package, c 
 	eq := func(n opam.PackageName, v opam.Version) opam.Atom {
 		return opam.Atom{Name: n, Constraint: opam.AtomOf(opam.Constraint{Op: opam.OpEq, Version: v})}
 	}
-	_, err := u.Solve(ctx, solver.Request{Install: []opam.Atom{eq(pkg.Name, pkg.Version), eq(c.Name, c.Version)}, WithTest: withTest})
+	_, err := u.Solve(ctx, solver.Request{Install: []opam.Atom{eq(pkg.Name, pkg.Version), eq(c.Name, c.Version)}, WithTest: withTest, AnySolution: true})
 	return err == nil
 }

@@ -71,7 +71,9 @@ func TestAvoidVersionTriedLast(t *testing.T) {
 		{name: "dependencies too", opam: "2.1.2", req: []string{"app"}, want: []string{"compiler.5.2", "lib.1.0"}},
 		{name: "lower bounds", opam: "2.1.2", req: []string{"lib"}, lower: true, want: []string{"lib.1.0"}},
 		{name: "only avoided versions", opam: "2.1.2", req: []string{"onlyavoid"}, want: []string{"onlyavoid.1.0"}},
-		{name: "none at all if possible", opam: "2.1.2", req: []string{"findlib"}, want: []string{"ocaml.5.2", "variants.5.2"}, notWant: []string{"base"}},
+		// variants.5.2 lags by one (variants.5.6, avoided, counts as newer), base.5.2
+		// by none: opam takes base.
+		{name: "none at all if possible", opam: "2.1.2", req: []string{"findlib"}, want: []string{"ocaml.5.2", "base.5.2"}, notWant: []string{"variants"}},
 		{name: "asked for through a constraint", opam: "2.1.2", req: []string{"findlib", "ocaml>=5.6"}, want: []string{"ocaml.5.6", "variants.5.6"}},
 		{name: "needed by what is asked for", opam: "2.1.2", req: []string{"needsavoid"}, want: []string{"cloning.1", "lib.1.0"}},
 		{name: "deprecated is a plain flag for opam 2.1", opam: "2.1.2", req: []string{"old"}, want: []string{"old.2.0"}},
@@ -163,5 +165,68 @@ func BenchmarkUniverseLargeDisjunction(b *testing.B) {
 	r := smallRepo(b, map[string]string{"x.1": pairs(2000), "a1.1": ``, "b1.1": ``})
 	for b.Loop() {
 		solver.NewUniverse(r, solver.DebianAMD64())
+	}
+}
+
+// TestOpamInstallCriteria checks that the solution is the one opam 2.1's criteria
+// rank first, not the first one found newest-first: least version lag of what is
+// asked for, then of every package (where avoid-version versions count as newer than
+// the others), then fewest packages.
+func TestOpamInstallCriteria(t *testing.T) {
+	r := smallRepo(t, map[string]string{
+		// ocaml.2 needs extra, whose release candidates (avoid-version) give it a lag of
+		// 3; ocaml.1 and base.1 lag by 1 each: opam takes ocaml.1.
+		"ocaml.2":      `depends: ["base" {= "2"} "extra"]`,
+		"ocaml.1":      `depends: ["base" {= "1"}]`,
+		"base.1":       ``,
+		"base.2":       ``,
+		"extra.1":      ``,
+		"extra.2~rc1":  `flags: avoid-version`,
+		"extra.2~rc2":  `flags: avoid-version`,
+		"extra.2~rc3":  `flags: avoid-version`,
+		"findlib.1":    `depends: ["ocaml"]`,
+		"lib.2":        `depends: ["heavy" {< "2"}]`,
+		"lib.1":        ``,
+		"heavy.1":      ``,
+		"heavy.2":      ``,
+		"heavy.3":      ``,
+		"compiler.1":   `depends: [("vanilla" & "config") | "variants" {= "1+a"}]`,
+		"vanilla.1":    ``,
+		"config.1":     ``,
+		"variants.1+a": ``,
+		"variants.1+b": ``,
+		"variants.1+c": ``,
+		"small.1":      `depends: ["one" | ("two" & "three")]`,
+		"one.1":        ``,
+		"two.1":        ``,
+		"three.1":      ``,
+		"oldreq.1":     ``,
+		"oldreq.2":     `depends: ["missing"]`,
+	})
+	u := solver.NewUniverse(r, solver.DebianAMD64())
+	tests := []struct {
+		name, req string
+		want      []string
+	}{
+		{"less lag over more packages", "findlib", []string{"base.1", "findlib.1", "ocaml.1"}},
+		{"the request's lag first", "lib", []string{"heavy.1", "lib.2"}},
+		{"lag before the number of packages", "compiler", []string{"compiler.1", "config.1", "vanilla.1"}},
+		{"fewer packages at equal lag", "small", []string{"one.1", "small.1"}},
+		{"uninstallable newer versions", "oldreq", []string{"oldreq.1"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			sel, err := u.Solve(context.Background(), solver.Request{Install: []opam.Atom{{Name: opam.PackageName(tc.req)}}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got []string
+			for _, p := range sel.Packages {
+				got = append(got, p.String())
+			}
+			if !slices.Equal(got, tc.want) {
+				t.Errorf("selection %v, want %v", got, tc.want)
+			}
+		})
 	}
 }

@@ -27,6 +27,9 @@ type Request struct {
 	LowerBounds bool
 	// MaxSteps bounds the number of versions tried (0: DefaultMaxSteps).
 	MaxSteps int
+	// AnySolution stops at the first solution found: for questions about whether
+	// there is one (installability, coinstallability), not which one opam picks.
+	AnySolution bool
 }
 
 // DefaultMaxSteps is the default search budget of a solve, in versions tried.
@@ -35,6 +38,35 @@ const DefaultMaxSteps = 400000
 // avoidFreeSteps bounds the search for a solution without versions flagged
 // avoid-version, before the search that allows them.
 const avoidFreeSteps = 2000
+
+// optimizeSteps bounds the search for a better solution than the first found, in
+// versions tried after it.
+const optimizeSteps = 2000
+
+// cost is a solution's rank under opam 2.1's install criteria (`opam config report`:
+// -removed, -count[avoid-version,changed], -count[version-lag,request],
+// -count[version-lag,changed], -count[missing-depexts,changed], -changed), compared
+// in order, lower first: the versions flagged avoid-version, the version lag of the
+// packages asked for, that of every package, the number of packages. Nothing is
+// removed in an empty switch, and depexts are not modelled. Each version adds to it,
+// so the cost of a partial selection bounds that of every solution extending it.
+type cost [4]int
+
+func (a cost) less(b cost) bool {
+	for i := range a {
+		if a[i] != b[i] {
+			return a[i] < b[i]
+		}
+	}
+	return false
+}
+
+func (a cost) add(b cost, sign int) cost {
+	for i := range a {
+		a[i] += sign * b[i]
+	}
+	return a
+}
 
 // ParseRequest reads package arguments such as "dune", "dune.3.24.0" or
 // "dune>=3.0" (also <, <=, =, !=, >).
@@ -121,7 +153,12 @@ type failed struct {
 	// culprits are the selected versions that together explain the failure: another
 	// choice of one of them might help, a change elsewhere cannot.
 	culprits map[*Cand]bool
+	// everything says every selected version is a culprit (a bound on the cost of
+	// solutions depends on all of them).
+	everything bool
 }
+
+func (f *failed) blames(c *Cand) bool { return f.everything || f.culprits[c] }
 
 func (f *failed) blame(cs ...*Cand) {
 	for _, c := range cs {
@@ -146,6 +183,14 @@ type search struct {
 	cancelled error
 	// noAvoid leaves out the versions flagged avoid-version.
 	noAvoid bool
+	// optimize keeps searching after a solution, for the one of least cost.
+	optimize bool
+	lags     map[*Cand]int
+	roots    map[opam.PackageName]bool
+	cost     cost   // of the selection
+	costs    []cost // of each version of order
+	best     []*Cand
+	bestCost cost
 }
 
 // Solve finds the packages to install for req on the universe's platform.
@@ -162,6 +207,7 @@ func (u *Universe) Solve(ctx context.Context, req Request) (*Selection, error) {
 	for _, a := range req.Install {
 		roots[a.Name] = true
 	}
+	s.roots, s.optimize = roots, !req.AnySolution && !req.LowerBounds
 	if len(req.Pins) > 0 || req.WithTest || req.WithDoc {
 		s.pins = map[opam.PackageName][]*Cand{}
 		for _, p := range req.Pins {
@@ -210,18 +256,22 @@ func (u *Universe) Solve(ctx context.Context, req Request) (*Selection, error) {
 	budget := s.max
 	s.noAvoid, s.max = true, min(budget, avoidFreeSteps)
 	ok, f := s.run(&q, 0, 0)
-	if !ok && s.cancelled == nil {
+	if !ok && s.best == nil && s.cancelled == nil {
 		s.noAvoid, s.gaveUp, s.max = false, false, s.steps+budget
 		ok, f = s.run(&q, 0, 0)
 	}
 	if s.cancelled != nil {
 		return nil, s.cancelled
 	}
+	chosen := s.order
+	if s.best != nil {
+		chosen, ok = s.best, true
+	}
 	if !ok {
 		return nil, &Failure{Request: reqText, Explanation: explain(f, 0), GaveUp: s.gaveUp}
 	}
 	sel := &Selection{Steps: s.steps}
-	for _, c := range s.order {
+	for _, c := range chosen {
 		if c.Aux {
 			continue
 		}
@@ -285,7 +335,10 @@ func (s *search) run(q *[]clause, i, depth int) (bool, *failed) {
 			}
 		}
 		if best < 0 {
-			return true, nil
+			if !s.optimize {
+				return true, nil
+			}
+			return false, s.record()
 		}
 		cl := (*q)[best]
 		f := &failed{cl: cl, culprits: map[*Cand]bool{}}
@@ -329,6 +382,13 @@ func (s *search) run(q *[]clause, i, depth int) (bool, *failed) {
 						f.blame(culprits...)
 						continue
 					}
+					if s.best != nil && !s.cost.add(s.costOf(c), 1).less(s.bestCost) {
+						// No solution with c beats the best one found: every choice
+						// made so far is to blame.
+						f.rejects = append(f.rejects, rejection{cand: c, why: "no better than a solution found"})
+						f.everything = true
+						continue
+					}
 					s.steps++
 					if s.steps > s.max {
 						s.gaveUp = true
@@ -354,10 +414,11 @@ func (s *search) run(q *[]clause, i, depth int) (bool, *failed) {
 					if s.gaveUp || s.cancelled != nil {
 						return false, f
 					}
-					if !sub.culprits[c] {
+					if !sub.blames(c) {
 						// Another version of c cannot help: jump back to a culprit.
 						return false, &failed{cl: sub.cl, rejects: sub.rejects, none: sub.none, culprits: sub.culprits}
 					}
+					f.everything = f.everything || sub.everything
 					for k := range sub.culprits {
 						if k != c {
 							f.culprits[k] = true
@@ -369,6 +430,69 @@ func (s *search) run(q *[]clause, i, depth int) (bool, *failed) {
 		f.none = tried == 0
 		return false, f
 	}
+}
+
+// record keeps the selection, a solution, when it is the best found so far, and
+// returns the failure that makes the search go on: any choice made may lead to a
+// better one.
+func (s *search) record() *failed {
+	if s.best == nil {
+		// The search for a better solution has a budget of its own.
+		s.max = s.steps + optimizeSteps
+	}
+	if s.best == nil || s.cost.less(s.bestCost) {
+		s.best, s.bestCost = slices.Clone(s.order), s.cost
+	}
+	return &failed{culprits: map[*Cand]bool{}, everything: true}
+}
+
+// costOf is what c adds to the cost of a selection.
+func (s *search) costOf(c *Cand) cost {
+	if c.Aux {
+		return cost{}
+	}
+	lag := s.lag(c)
+	k := cost{2: lag, 3: 1}
+	if c.Avoid {
+		k[0] = 1
+	}
+	if s.roots[c.Name] {
+		k[1] = lag
+	}
+	return k
+}
+
+// lag is c's version lag as opam 2.1 counts it: the available versions newer than c,
+// where every version flagged avoid-version counts as newer than every other.
+func (s *search) lag(c *Cand) int {
+	if l, ok := s.lags[c]; ok {
+		return l
+	}
+	if s.lags == nil {
+		s.lags = map[*Cand]int{}
+	}
+	lag, seen := 0, false
+	vs := s.versions(c.Name)
+	for i := len(vs) - 1; i >= 0; i-- {
+		v := vs[i]
+		if v == c {
+			seen = true
+			continue
+		}
+		if v.Unavailable != "" {
+			continue
+		}
+		switch {
+		case c.Avoid:
+			if v.Avoid && !seen {
+				lag++
+			}
+		case v.Avoid || !seen:
+			lag++
+		}
+	}
+	s.lags[c] = lag
+	return lag
 }
 
 // incompatible says why c cannot join the current selection ("" if it can).
@@ -458,6 +582,11 @@ func (s *search) satisfiableWith(cl clause, c *Cand) bool {
 func (s *search) push(c *Cand) {
 	s.sel[c.Name] = c
 	s.order = append(s.order, c)
+	if s.optimize {
+		k := s.costOf(c)
+		s.cost = s.cost.add(k, 1)
+		s.costs = append(s.costs, k)
+	}
 	for _, k := range c.Classes {
 		s.classes[k] = c
 	}
@@ -476,6 +605,10 @@ func (s *search) push(c *Cand) {
 func (s *search) pop() {
 	c := s.order[len(s.order)-1]
 	s.order = s.order[:len(s.order)-1]
+	if s.optimize {
+		s.cost = s.cost.add(s.costs[len(s.costs)-1], -1)
+		s.costs = s.costs[:len(s.costs)-1]
+	}
 	delete(s.sel, c.Name)
 	for _, k := range c.Classes {
 		if s.classes[k] == c {

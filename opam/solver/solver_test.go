@@ -170,7 +170,7 @@ func TestSolveEveryLatest(t *testing.T) {
 	for _, n := range u.Repo.Names() {
 		p := u.Repo.Latest(n)
 		t0 := time.Now()
-		sel, err := u.Solve(context.Background(), solver.Request{Install: []opam.Atom{{Name: n, Constraint: opam.AtomOf(opam.Constraint{Op: opam.OpEq, Version: p.Version})}}})
+		sel, err := u.Solve(context.Background(), solver.Request{Install: []opam.Atom{{Name: n, Constraint: opam.AtomOf(opam.Constraint{Op: opam.OpEq, Version: p.Version})}}, AnySolution: true})
 		times = append(times, time.Since(t0))
 		switch {
 		case err == nil:
