@@ -659,8 +659,8 @@ version it depends on.`,
 			}
 			list, cached := []opam.Package(nil), false
 			if key != "" {
-				key = f.cachePath(fmt.Sprintf("%s revdeps %s %s recursive=%t depopts=%t all=%t any=%t",
-					key, pkg.Name, pkg.Version, opts.Recursive, opts.Depopts, opts.All, opts.AnyInstallable), "revdeps")
+				key = f.cachePath(fmt.Sprintf("%s revdeps %s %s recursive=%t depopts=%t all=%t any=%t build=%s",
+					key, pkg.Name, pkg.Version, opts.Recursive, opts.Depopts, opts.All, opts.AnyInstallable, buildStamp()), "revdeps")
 				list, cached = readAnswer(key)
 			}
 			if !cached {
@@ -736,6 +736,20 @@ func revdepsOf(ctx context.Context, f *opamFlags, plat solver.Platform, flags so
 		bar.Finish()
 	}
 	return list, err
+}
+
+// buildStamp names this build of kiln (its executable's size and time), so that the
+// answers of another build, which may answer differently, are not reused.
+func buildStamp() string {
+	exe, err := os.Executable()
+	if err != nil {
+		return ""
+	}
+	st, err := os.Stat(exe)
+	if err != nil {
+		return ""
+	}
+	return fmt.Sprintf("%d-%d", st.Size(), st.ModTime().UnixNano())
 }
 
 // readAnswer reads a cached list of packages, one a line; ok is false when there is
