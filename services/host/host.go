@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"slices"
 	"sort"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/pflag"
@@ -40,6 +41,9 @@ type Env struct {
 	Images   string
 	Logger   *slog.Logger
 	Register prometheus.Registerer
+	// MemoryIdle is how long the engine is idle before the memory kept from a burst of
+	// work goes back to the system (default DefaultMemoryIdle; see MemoryReturner).
+	MemoryIdle time.Duration
 }
 
 // Service is one service a host can run.
@@ -154,5 +158,10 @@ func Start(ctx context.Context, env *Env, names []string, svcs []Service) (*Star
 	}
 	sort.Slice(st.Routes, func(i, j int) bool { return st.Routes[i].Pattern < st.Routes[j].Pattern })
 	st.Pipeline = current.All(pipes...)
+	mctx, stop := context.WithCancel(ctx)
+	mdone := make(chan struct{})
+	m := &MemoryReturner{Engine: env.Engine, Idle: env.MemoryIdle, Logger: env.Logger, Register: env.Register}
+	go func() { defer close(mdone); m.Run(mctx) }()
+	st.closers = append(st.closers, func() { stop(); <-mdone })
 	return st, nil
 }
