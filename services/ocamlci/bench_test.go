@@ -28,6 +28,7 @@ import (
 	"github.com/kiln-ci/kiln/git"
 	"github.com/kiln-ci/kiln/internal/testenv"
 	"github.com/kiln-ci/kiln/plugins/fleetjob"
+	"github.com/kiln-ci/kiln/services/host"
 	"github.com/kiln-ci/kiln/services/internal/matrix"
 	"github.com/kiln-ci/kiln/services/internal/results"
 )
@@ -37,9 +38,10 @@ import (
 //	go test ./services/ocamlci -run '^$' -bench 'Track|PushToFirstJob' -benchtime 5x -v
 //
 // KILN_BENCH_REPOS (default 500) and KILN_BENCH_REFS (refs per repository, default 5)
-// size the first; KILN_BENCH_IDLE (default 30s) is its idle window. KILN_BENCH_STOCK_NATS=1
-// keeps NATS's default limit of 1,000 consumers per stream (the fleet then fails jobs
-// beyond about 1,000 in flight). KILN_BENCH_SHARED_WATCH=1 makes the service wait for its
+// size the first; KILN_BENCH_IDLE (default 75s: the host returns memory kept from a burst
+// after a minute idle) is its idle window. KILN_BENCH_STOCK_NATS=1 keeps NATS's default
+// limit of 1,000 consumers per stream (the fleet then fails jobs beyond about 1,000 in
+// flight). KILN_BENCH_SHARED_WATCH=1 makes the service wait for its
 // fleet jobs through one shared watch and follow their logs only once they run.
 // KILN_BENCH_HEAPPROFILE=FILE writes a heap profile at rest, KILN_BENCH_CPUPROFILE=FILE a
 // CPU profile of the pushes; KILN_BENCH_SETTLE (default 10m) bounds the set-up.
@@ -194,7 +196,11 @@ func (s *benchServer) run(state string, o serverOptions) {
 	ctx, cancel := context.WithCancel(s.ctx)
 	done := make(chan struct{})
 	go func() { defer close(done); e.Run(ctx, s.svc.Pipeline()) }()
-	s.tb.Cleanup(func() { cancel(); <-done; e.Close() })
+	// Memory kept from a burst goes back to the system as kiln serve's host does it.
+	mdone := make(chan struct{})
+	m := &host.MemoryReturner{Engine: e, Logger: quietLog}
+	go func() { defer close(mdone); m.Run(ctx) }()
+	s.tb.Cleanup(func() { cancel(); <-done; <-mdone; e.Close() })
 }
 
 // quiet reports whether the engine has nothing to do but wait for the fleet: every
@@ -246,8 +252,8 @@ func (s *benchServer) fail(msg string) {
 	counts := map[string]int{}
 	for _, j := range failed {
 		m := j.Message
-		if len(m) > 160 {
-			m = m[:160]
+		if len(m) > 1000 {
+			m = m[:1000]
 		}
 		counts[j.Op+": "+m]++
 	}
@@ -391,6 +397,26 @@ func goResident() uint64 {
 	return ss[0].Value.Uint64() - ss[1].Value.Uint64()
 }
 
+// goClasses breaks the Go runtime's resident memory down by class, in MB.
+func goClasses() string {
+	classes := []struct{ name, metric string }{
+		{"objects", "/memory/classes/heap/objects:bytes"}, {"unused in spans", "/memory/classes/heap/unused:bytes"},
+		{"free", "/memory/classes/heap/free:bytes"}, {"stacks", "/memory/classes/heap/stacks:bytes"},
+		{"metadata", "/memory/classes/metadata/other:bytes"}, {"spans", "/memory/classes/metadata/mspan/inuse:bytes"},
+		{"other", "/memory/classes/other:bytes"},
+	}
+	ss := make([]metrics.Sample, len(classes))
+	for i, c := range classes {
+		ss[i].Name = c.metric
+	}
+	metrics.Read(ss)
+	parts := make([]string, len(classes))
+	for i, c := range classes {
+		parts[i] = fmt.Sprintf("%s %.1f", c.name, float64(ss[i].Value.Uint64())/1e6)
+	}
+	return strings.Join(parts, ", ")
+}
+
 // rssBytes is the process's resident set size.
 func rssBytes(tb testing.TB) uint64 { return procStatus(tb, "VmRSS") }
 
@@ -465,7 +491,7 @@ func BenchmarkTrack500Repos5Refs(b *testing.B) {
 	testenv.RequireCommand(b, "git")
 	nRepos := envInt(b, "KILN_BENCH_REPOS", 500)
 	nRefs := envInt(b, "KILN_BENCH_REFS", 5)
-	idle := envDuration(b, "KILN_BENCH_IDLE", 30*time.Second)
+	idle := envDuration(b, "KILN_BENCH_IDLE", host.DefaultMemoryIdle+15*time.Second)
 	if nRefs > len(benchRefNames) {
 		b.Fatalf("KILN_BENCH_REFS=%d: at most %d", nRefs, len(benchRefNames))
 	}
@@ -535,8 +561,8 @@ func BenchmarkTrack500Repos5Refs(b *testing.B) {
 	window := time.Since(t0)
 	idlePasses := srv.engine.Status().Pass - pass0
 	idleCPU := float64(cpu1-cpu0) / float64(window) * 100
-	// The runtime returns the set-up's peak to the system over time: RSS again once the
-	// server has been at rest for the idle window.
+	// The set-up's peak goes back to the system once the engine is idle (see
+	// host.MemoryReturner): RSS again after the idle window.
 	rssIdle := rssBytes(b)
 
 	b.Logf("machine: %d CPUs, GOMAXPROCS %d, load average %s", runtime.NumCPU(), runtime.GOMAXPROCS(0), loadAverage())
@@ -549,7 +575,7 @@ func BenchmarkTrack500Repos5Refs(b *testing.B) {
 	b.Logf("%-34s %10.1f MB %10.1f MB", "RSS", float64(rss)/1e6, (float64(rss)-float64(rss0))/1e6)
 	b.Logf("%-34s %10.1f MB %10.1f MB", "RSS after the idle window", float64(rssIdle)/1e6, (float64(rssIdle)-float64(rss0))/1e6)
 	b.Logf("%-34s %10.1f MB %10.1f MB", "  of which anonymous / file-backed", float64(procStatus(b, "RssAnon"))/1e6, float64(procStatus(b, "RssFile"))/1e6)
-	b.Logf("%-34s %10.1f MB", "  of which the Go runtime's", float64(goResident())/1e6)
+	b.Logf("%-34s %10.1f MB (%s)", "  of which the Go runtime's", float64(goResident())/1e6, goClasses())
 	b.Logf("%-34s %10.1f MB", "heap reserved (HeapSys)", float64(heapSys)/1e6)
 	b.Logf("%-34s %12d %12d", "goroutines", gr, gr-gr0)
 	b.Logf("%-34s %10.2f %% of a core over %s (%d passes; git children %s)", "CPU at rest", idleCPU, window.Round(time.Second), idlePasses, child1-child0)
