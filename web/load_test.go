@@ -92,11 +92,9 @@ func TestLoadServer(t *testing.T) {
 		Describe: func(h http.Header) webhook.Delivery {
 			return webhook.Delivery{Event: h.Get("X-GitHub-Event"), ID: h.Get("X-GitHub-Delivery"), Signature: h.Get("X-Hub-Signature-256")}
 		},
-		Verify: func(secret, body []byte, sig string) error {
-			return webhook.VerifyHMAC(secret, body, sig, "sha256=", "X-Hub-Signature-256")
-		},
-		Parse:   func(webhook.Delivery, http.Header, []byte) (string, error) { return "", nil },
-		Account: func(string) string { return "" },
+		Signature: webhook.Signature{Prefix: "sha256=", Header: "X-Hub-Signature-256"},
+		Parse:     func(webhook.Delivery, http.Header, []byte) (string, error) { return "", nil },
+		Account:   func(string) string { return "" },
 	})
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -251,7 +251,7 @@ func (h *Webhook) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return webhook.Delivery{Event: firstHeader(hd, "X-Forgejo-Event", "X-Gitea-Event"),
 				ID: firstHeader(hd, "X-Forgejo-Delivery", "X-Gitea-Delivery"), Signature: firstHeader(hd, "X-Forgejo-Signature", "X-Gitea-Signature")}
 		},
-		Verify: VerifySignature,
+		Signature: webhook.Signature{Header: "X-Gitea-Signature or X-Forgejo-Signature"},
 		Parse: func(d webhook.Delivery, hd http.Header, body []byte) (Event, error) {
 			ev, err := ParseEvent(d.Event, d.ID, body)
 			if pe, ok := ev.(*PullRequestEvent); ok {

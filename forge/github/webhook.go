@@ -53,7 +53,7 @@ func (h *Webhook) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		Describe: func(hd http.Header) webhook.Delivery {
 			return webhook.Delivery{Event: hd.Get("X-GitHub-Event"), ID: hd.Get("X-GitHub-Delivery"), Signature: hd.Get("X-Hub-Signature-256")}
 		},
-		Verify: func(secret, body []byte, sig string) error { return VerifySignature(secret, body, sig) },
+		Signature: webhook.Signature{Prefix: "sha256=", Header: "X-Hub-Signature-256"},
 		Parse: func(d webhook.Delivery, _ http.Header, body []byte) (Event, error) {
 			ev, err := ParseEvent(d.Event, d.ID, body)
 			if _, ping := ev.(*PingEvent); ping && err == nil {

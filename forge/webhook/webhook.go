@@ -15,6 +15,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -42,21 +43,43 @@ var ErrNothingToDo = errors.New("nothing to do")
 // the forge puts one first, as "sha256="), in constant time. header names where the
 // signature came from, for the error.
 func VerifyHMAC(secret, body []byte, sig, prefix, header string) error {
-	if len(secret) == 0 {
-		return fmt.Errorf("%w: no webhook secret is configured", ErrSignature)
-	}
-	hexSig, ok := strings.CutPrefix(sig, prefix)
-	if !ok || sig == "" {
-		return fmt.Errorf("%w: %s header missing or not %s…", ErrSignature, header, prefix)
-	}
-	got, err := hex.DecodeString(hexSig)
+	s := Signature{Prefix: prefix, Header: header}
+	want, err := s.decode(secret, sig)
 	if err != nil {
-		return fmt.Errorf("%w: %s is not hex", ErrSignature, header)
+		return err
 	}
 	mac := hmac.New(sha256.New, secret)
 	mac.Write(body)
-	if !hmac.Equal(got, mac.Sum(nil)) {
-		return fmt.Errorf("%w: %s does not match the payload", ErrSignature, header)
+	return s.check(want, mac.Sum(nil))
+}
+
+// Signature is how a forge signs its deliveries: the hex HMAC-SHA256 of the payload
+// under the webhook's secret, after Prefix, in the header named Header.
+type Signature struct {
+	Prefix string // what comes before the hex digits, e.g. "sha256="; may be empty
+	Header string // the header's name, for errors
+}
+
+// decode reads the HMAC a delivery claims from sig, the header's value.
+func (s Signature) decode(secret []byte, sig string) ([]byte, error) {
+	if len(secret) == 0 {
+		return nil, fmt.Errorf("%w: no webhook secret is configured", ErrSignature)
+	}
+	hexSig, ok := strings.CutPrefix(sig, s.Prefix)
+	if !ok || sig == "" {
+		return nil, fmt.Errorf("%w: %s header missing or not %s…", ErrSignature, s.Header, s.Prefix)
+	}
+	want, err := hex.DecodeString(hexSig)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s is not hex", ErrSignature, s.Header)
+	}
+	return want, nil
+}
+
+// check compares the HMAC a delivery claims with the one computed, in constant time.
+func (s Signature) check(want, got []byte) error {
+	if !hmac.Equal(want, got) {
+		return fmt.Errorf("%w: %s does not match the payload", ErrSignature, s.Header)
 	}
 	return nil
 }
@@ -149,13 +172,14 @@ func (l *Limiter) release() {
 	}
 }
 
-// claim records a delivery of forge as being handled, unless it was seen before; done
-// says whether it was handled (a delivery that failed may be sent again).
-func (l *Limiter) claim(forge, id string, body []byte) (done func(handled bool), fresh bool) {
+// claim records a delivery of forge as being handled, unless it was seen before; mac is
+// its payload's verified HMAC, which stands for the payload. done says whether it was
+// handled (a delivery that failed may be sent again).
+func (l *Limiter) claim(forge, id string, mac []byte) (done func(handled bool), fresh bool) {
 	if l == nil || l.seen == nil {
 		return func(bool) {}, true
 	}
-	keys := []([sha256.Size]byte){sha256.Sum256(slices.Concat([]byte(forge), []byte{0, 'p', 0}, body))}
+	keys := []([sha256.Size]byte){sha256.Sum256(slices.Concat([]byte(forge), []byte{0, 'p', 0}, mac))}
 	if id != "" {
 		keys = append(keys, sha256.Sum256([]byte(forge+"\x00i\x00"+id)))
 	}
@@ -244,15 +268,17 @@ type Delivery struct {
 // delivery whose signature does not verify (and does nothing else with it), 400 to a
 // payload it cannot parse, 409 to a delivery its Limiter has seen before (a replay), 202
 // to events not handled and to accounts not allowed, 204 when the event was handled (or
-// needed nothing), and 500 when Handle failed (so the forge shows the delivery as failed
-// and may send it again).
+// needed nothing), and 500 when Handle failed or a large payload could not be held in
+// SpoolDir (so the forge shows the delivery as failed and may send it again). A payload
+// is held whole in memory only once its signature is verified.
 type Receiver[E any] struct {
 	Forge  string // the forge's name, in logs and metrics
 	Secret []byte
 	// Describe reads the delivery's event type, id and signature from its headers.
 	Describe func(h http.Header) Delivery
-	// Verify checks a signature over body under secret.
-	Verify func(secret, body []byte, signature string) error
+	// Signature is how deliveries are signed. The signature is checked as the payload is
+	// read, and before it is parsed.
+	Signature Signature
 	// Parse parses a verified payload; ErrUnhandled and ErrNothingToDo are answers, not
 	// failures.
 	Parse func(d Delivery, h http.Header, body []byte) (E, error)
@@ -267,8 +293,12 @@ type Receiver[E any] struct {
 	Metrics    *Metrics // nil: not counted
 	// Limit bounds the deliveries read at once (shared by the receivers of a forge);
 	// nil: no bound.
-	Limit  *Limiter
-	Logger *slog.Logger
+	Limit *Limiter
+	// SpoolDir holds payloads of MaxInMemoryPayload bytes or more while their signature
+	// is checked (default os.TempDir()). Their files are removed as soon as they are
+	// created, and closed once read back or when the request ends.
+	SpoolDir string
+	Logger   *slog.Logger
 }
 
 func (rc *Receiver[E]) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -289,6 +319,15 @@ func (rc *Receiver[E]) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		rc.Metrics.deliveries.WithLabelValues(rc.Forge, ev, o).Inc()
 	}
+	forged := func(err error) {
+		outcome("forged")
+		log.Warn(rc.Forge+" webhook rejected", "delivery", d.ID, "event", d.Event, "remote", r.RemoteAddr, "err", err)
+		http.Error(w, err.Error(), http.StatusUnauthorized)
+	}
+	tooLarge := func(max int64) {
+		outcome("bad-request")
+		http.Error(w, fmt.Sprintf("payload larger than %d bytes", max), http.StatusRequestEntityTooLarge)
+	}
 	if r.Method != http.MethodPost {
 		outcome("bad-request")
 		http.Error(w, "webhooks are POSTed", http.StatusMethodNotAllowed)
@@ -299,8 +338,12 @@ func (rc *Receiver[E]) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		max = DefaultMaxPayload
 	}
 	if r.ContentLength > max {
-		outcome("bad-request")
-		http.Error(w, fmt.Sprintf("payload larger than %d bytes", max), http.StatusRequestEntityTooLarge)
+		tooLarge(max)
+		return
+	}
+	want, err := rc.Signature.decode(rc.Secret, d.Signature)
+	if err != nil {
+		forged(err)
 		return
 	}
 	if err := rc.Limit.acquire(r.Context()); err != nil {
@@ -311,30 +354,44 @@ func (rc *Receiver[E]) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	defer rc.Limit.release()
 	// A slow body holds its slot no longer than this (where the server allows it).
 	_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(DefaultReadTimeout))
-	body, err := io.ReadAll(io.LimitReader(r.Body, max+1))
-	if err != nil {
+	p := &payload{}
+	defer p.close()
+	err = p.read(r.Body, r.ContentLength, rc.Secret, max, rc.SpoolDir)
+	var spoolErr *spoolError
+	switch {
+	case errors.Is(err, errTooLarge):
+		tooLarge(max)
+		return
+	case errors.As(err, &spoolErr):
+		outcome("error")
+		log.Error(rc.Forge+" webhook payload could not be held", "delivery", d.ID, "event", d.Event, "err", err)
+		http.Error(w, "holding the payload failed", http.StatusInternalServerError)
+		return
+	case err != nil:
 		outcome("bad-request")
 		http.Error(w, "reading the payload: "+err.Error(), http.StatusBadRequest)
 		return
 	}
-	if int64(len(body)) > max {
-		outcome("bad-request")
-		http.Error(w, fmt.Sprintf("payload larger than %d bytes", max), http.StatusRequestEntityTooLarge)
+	if err := rc.Signature.check(want, p.mac); err != nil {
+		forged(err)
 		return
 	}
-	if err := rc.Verify(rc.Secret, body, d.Signature); err != nil {
-		outcome("forged")
-		log.Warn(rc.Forge+" webhook rejected", "delivery", d.ID, "event", d.Event, "remote", r.RemoteAddr, "err", err)
-		http.Error(w, err.Error(), http.StatusUnauthorized)
-		return
-	}
-	done, fresh := rc.Limit.claim(rc.Forge, d.ID, body)
+	done, fresh := rc.Limit.claim(rc.Forge, d.ID, p.mac)
 	if !fresh {
 		outcome("replayed")
 		log.Warn(rc.Forge+" webhook delivery received again: refused", "delivery", d.ID, "event", d.Event, "remote", r.RemoteAddr)
 		http.Error(w, fmt.Sprintf("delivery %q (or its payload) was received before", d.ID), http.StatusConflict)
 		return
 	}
+	body, err := p.bytes()
+	if err != nil {
+		done(false)
+		outcome("error")
+		log.Error(rc.Forge+" webhook payload could not be read back", "delivery", d.ID, "event", d.Event, "err", err)
+		http.Error(w, "reading the held payload failed", http.StatusInternalServerError)
+		return
+	}
+	p.close()
 	handled := false
 	defer func() { done(handled) }()
 	ev, err := rc.Parse(d, r.Header, body)
@@ -373,4 +430,136 @@ func (rc *Receiver[E]) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	outcome("ok")
 	w.WriteHeader(http.StatusNoContent)
+}
+
+// MaxInMemoryPayload bounds the payloads a Receiver holds in memory while it checks the
+// signature: one of this size or more goes to a file in its SpoolDir, so that the memory
+// a delivery takes before it is verified does not grow with its size.
+const MaxInMemoryPayload = 1 << 20
+
+var errTooLarge = errors.New("payload too large")
+
+// spoolError is a failure to hold a payload in a file (the server's fault, not the
+// sender's).
+type spoolError struct{ err error }
+
+func (e *spoolError) Error() string { return "spooling the webhook payload: " + e.err.Error() }
+func (e *spoolError) Unwrap() error { return e.err }
+
+// payload is a delivery's body as read, with its HMAC: in memory, or in a temporary
+// file from MaxInMemoryPayload bytes on.
+type payload struct {
+	mem  []byte
+	file *os.File
+	name string // the file's name while it could not be removed
+	size int64
+	mac  []byte
+}
+
+// read reads body, at most limit bytes (errTooLarge beyond), computing its HMAC-SHA256
+// under secret as it goes. A payload announced (size, -1 if unknown) or found to be
+// MaxInMemoryPayload bytes or more goes to a file in dir. p must be closed, also after
+// an error.
+func (p *payload) read(body io.Reader, size int64, secret []byte, limit int64, dir string) error {
+	mac := hmac.New(sha256.New, secret)
+	in := io.TeeReader(io.LimitReader(body, limit+1), mac)
+	var err error
+	if size < MaxInMemoryPayload {
+		p.mem, err = readUpTo(in, size, MaxInMemoryPayload)
+		p.size = int64(len(p.mem))
+	}
+	if err == nil && (size >= MaxInMemoryPayload || p.size >= MaxInMemoryPayload) {
+		err = p.spool(in, dir)
+	}
+	if err != nil {
+		return err
+	}
+	if p.size > limit {
+		return errTooLarge
+	}
+	p.mac = mac.Sum(nil)
+	return nil
+}
+
+// readUpTo reads r to its end or to limit bytes, whichever comes first, starting with
+// room for size bytes when that is known (not -1).
+func readUpTo(r io.Reader, size int64, limit int) ([]byte, error) {
+	room := 512
+	if size >= 0 {
+		room = int(size) + 1 // and the end is seen without growing
+	}
+	b := make([]byte, 0, min(room, limit))
+	for len(b) < limit {
+		if len(b) == cap(b) {
+			b = append(make([]byte, 0, min(2*cap(b), limit)), b...)
+		}
+		n, err := r.Read(b[len(b):cap(b)])
+		b = b[:len(b)+n]
+		if err == io.EOF {
+			return b, nil
+		}
+		if err != nil {
+			return b, err
+		}
+	}
+	return b, nil
+}
+
+// spool moves what was read so far to a temporary file in dir and copies the rest of in
+// after it.
+func (p *payload) spool(in io.Reader, dir string) error {
+	if dir == "" {
+		dir = os.TempDir()
+	}
+	f, err := os.CreateTemp(dir, "kiln-webhook-*")
+	if err != nil {
+		return &spoolError{err}
+	}
+	p.file = f
+	if os.Remove(f.Name()) != nil {
+		p.name = f.Name() // removed when closed instead (where open files cannot be)
+	}
+	w := spoolWriter{f}
+	if _, err := w.Write(p.mem); err != nil {
+		return err
+	}
+	p.mem = nil
+	n, err := io.Copy(w, in)
+	p.size += n
+	return err
+}
+
+// spoolWriter writes to a payload's file, telling its errors from the body's.
+type spoolWriter struct{ f *os.File }
+
+func (w spoolWriter) Write(b []byte) (int, error) {
+	n, err := w.f.Write(b)
+	if err != nil {
+		err = &spoolError{err}
+	}
+	return n, err
+}
+
+// bytes is the whole payload, read back from its file if it has one.
+func (p *payload) bytes() ([]byte, error) {
+	if p.file == nil {
+		return p.mem, nil
+	}
+	b := make([]byte, p.size)
+	if _, err := p.file.ReadAt(b, 0); err != nil {
+		return nil, fmt.Errorf("reading back %s: %w", p.file.Name(), err)
+	}
+	return b, nil
+}
+
+// close closes and removes the payload's file, if it has one; it may be called again.
+func (p *payload) close() {
+	if p.file != nil {
+		p.file.Close()
+		p.file = nil
+	}
+	if p.name != "" {
+		os.Remove(p.name)
+		p.name = ""
+	}
 }

@@ -3,10 +3,17 @@ package webhook
 import (
 	"bytes"
 	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -29,7 +36,7 @@ func testReceiver(t *testing.T, handled *[]event) (*Receiver[event], *Metrics) {
 		Describe: func(h http.Header) Delivery {
 			return Delivery{Event: h.Get("X-Event"), ID: h.Get("X-Id"), Signature: h.Get("X-Sig")}
 		},
-		Verify: func(secret, body []byte, sig string) error { return VerifyHMAC(secret, body, sig, "sha256=", "X-Sig") },
+		Signature: Signature{Prefix: "sha256=", Header: "X-Sig"},
 		Parse: func(d Delivery, _ http.Header, body []byte) (event, error) {
 			switch {
 			case d.Event == "ping":
@@ -252,5 +259,174 @@ func TestReplayMemoryIsBounded(t *testing.T) {
 	}
 	if len(s.at) > 100 || len(s.order) > 100 {
 		t.Errorf("remembers %d keys (%d in order), want at most 100", len(s.at), len(s.order))
+	}
+}
+
+// pattern reads as n bytes of a repeating pattern without holding them; it panics when
+// read past panicAt (when that is not 0).
+type pattern struct{ n, off, panicAt int64 }
+
+func (p *pattern) Read(b []byte) (int, error) {
+	if p.off >= p.n {
+		return 0, io.EOF
+	}
+	if p.panicAt > 0 && p.off >= p.panicAt {
+		panic("the body broke")
+	}
+	b = b[:min(int64(len(b)), p.n-p.off)]
+	for i := range b {
+		b[i] = byte((p.off + int64(i)) % 251)
+	}
+	p.off += int64(len(b))
+	return len(b), nil
+}
+
+// patternSum is the sha256 and the HMAC-SHA256 under secret of n bytes of pattern.
+func patternSum(n int64, secret []byte) (sum [sha256.Size]byte, sig string) {
+	h, mac := sha256.New(), hmac.New(sha256.New, secret)
+	io.Copy(io.MultiWriter(h, mac), &pattern{n: n})
+	return [sha256.Size]byte(h.Sum(nil)), "sha256=" + hex.EncodeToString(mac.Sum(nil))
+}
+
+// openIn lists the files of this process open under dir (none when /proc is missing).
+func openIn(dir string) []string {
+	fds, _ := os.ReadDir("/proc/self/fd")
+	var open []string
+	for _, fd := range fds {
+		if target, err := os.Readlink("/proc/self/fd/" + fd.Name()); err == nil && strings.HasPrefix(target, dir+string(os.PathSeparator)) {
+			open = append(open, target)
+		}
+	}
+	return open
+}
+
+// Payloads of any size up to the bound: the signature is checked as the payload is read,
+// a large one is held in a file (removed however the request ends), so that a forged one
+// costs little memory; a verified one is parsed whole.
+func TestLargePayloads(t *testing.T) {
+	secret := []byte("s3cret")
+	cases := []struct {
+		name     string
+		size     int64
+		announce bool   // the size is in Content-Length (else the body is chunked)
+		signed   bool   // signed with the secret (else with another)
+		panicAt  int64  // the body's reader panics past this many bytes
+		noSpool  bool   // the spool directory does not exist
+		code     int    // 0: the request panics
+		outcome  string // "": not counted
+		maxAlloc uint64 // the most the request may allocate in all; 0: not measured
+	}{
+		{"small, signed", 1 << 10, true, true, 0, false, http.StatusNoContent, "ok", 0},
+		{"small, forged", 1 << 10, true, false, 0, false, http.StatusUnauthorized, "forged", 0},
+		{"just small enough to be held in memory, chunked", MaxInMemoryPayload - 1, false, true, 0, false, http.StatusNoContent, "ok", 0},
+		{"just large enough to be held in a file, chunked", MaxInMemoryPayload, false, true, 0, false, http.StatusNoContent, "ok", 0},
+		{"large, signed", 3 << 20, true, true, 0, false, http.StatusNoContent, "ok", 0},
+		{"large, signed, chunked", 3<<20 + 17, false, true, 0, false, http.StatusNoContent, "ok", 0},
+		{"as large as accepted, signed", DefaultMaxPayload, true, true, 0, false, http.StatusNoContent, "ok", 0},
+		{"large, forged", 20 << 20, true, false, 0, false, http.StatusUnauthorized, "forged", 4 << 20},
+		{"large, forged, chunked", 20 << 20, false, false, 0, false, http.StatusUnauthorized, "forged", 4 << 20},
+		{"over the bound, chunked", DefaultMaxPayload + 1, false, true, 0, false, http.StatusRequestEntityTooLarge, "bad-request", 4 << 20},
+		{"large, the body's reader panics", 3 << 20, true, true, 2 << 20, false, 0, "", 0},
+		{"large, no spool directory", 3 << 20, true, true, 0, true, http.StatusInternalServerError, "error", 0},
+		{"small, no spool directory", 1 << 10, true, true, 0, true, http.StatusNoContent, "ok", 0},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			m, err := NewMetrics(prometheus.NewRegistry())
+			if err != nil {
+				t.Fatal(err)
+			}
+			spool := t.TempDir()
+			var parsed [][sha256.Size]byte
+			rc := &Receiver[string]{
+				Forge: "test", Secret: secret, Metrics: m, Limit: NewLimiter(1), SpoolDir: spool, Logger: slog.New(slog.DiscardHandler),
+				Describe:  func(h http.Header) Delivery { return Delivery{Event: "push", Signature: h.Get("X-Sig")} },
+				Signature: Signature{Prefix: "sha256=", Header: "X-Sig"},
+				Parse: func(_ Delivery, _ http.Header, body []byte) (string, error) {
+					parsed = append(parsed, sha256.Sum256(body))
+					return "ocaml", nil
+				},
+				Account: func(a string) string { return a },
+			}
+			if c.noSpool {
+				rc.SpoolDir = filepath.Join(spool, "missing")
+			}
+			sum, sig := patternSum(c.size, secret)
+			if !c.signed {
+				_, sig = patternSum(c.size, []byte("guess"))
+			}
+			req := httptest.NewRequest("POST", "/webhooks/test", &pattern{n: c.size, panicAt: c.panicAt})
+			req.ContentLength = -1
+			if c.announce {
+				req.ContentLength = c.size
+			}
+			req.Header.Set("X-Sig", sig)
+			rec := httptest.NewRecorder()
+			var before, after runtime.MemStats
+			runtime.GC()
+			runtime.ReadMemStats(&before)
+			panicked := func() (p any) {
+				defer func() { p = recover() }()
+				rc.ServeHTTP(rec, req)
+				return nil
+			}()
+			runtime.ReadMemStats(&after)
+			switch {
+			case c.code == 0 && panicked == nil:
+				t.Errorf("answer %d, want the request to panic", rec.Code)
+			case c.code != 0 && panicked != nil:
+				t.Fatalf("the request panicked: %v", panicked)
+			case c.code != 0 && rec.Code != c.code:
+				t.Errorf("answer %d (%s), want %d", rec.Code, strings.TrimSpace(rec.Body.String()), c.code)
+			}
+			if want := c.code == http.StatusNoContent; want != (len(parsed) == 1) || want && parsed[0] != sum {
+				t.Errorf("parsed %d payloads (the right one: %v), want the payload parsed: %v", len(parsed), len(parsed) == 1 && parsed[0] == sum, want)
+			}
+			if alloc := after.TotalAlloc - before.TotalAlloc; c.maxAlloc > 0 && alloc > c.maxAlloc {
+				t.Errorf("a %d MiB payload allocated %.1f MiB, want at most %d MiB", c.size>>20, float64(alloc)/(1<<20), c.maxAlloc>>20)
+			}
+			if left, _ := os.ReadDir(spool); len(left) > 0 {
+				t.Errorf("left in the spool directory: %v", left)
+			}
+			if open := openIn(spool); len(open) > 0 {
+				t.Errorf("files left open: %v", open)
+			}
+			if c.outcome != "" {
+				var pb dto.Metric
+				m.deliveries.WithLabelValues("test", "other", c.outcome).Write(&pb)
+				if n := pb.GetCounter().GetValue(); n != 1 {
+					t.Errorf("kiln_forge_webhooks_total{outcome=%s} = %v, want 1", c.outcome, n)
+				}
+			}
+		})
+	}
+}
+
+// A delivery whose signature header cannot be right is refused before its payload is read.
+func TestUnsignedDeliveriesAreNotRead(t *testing.T) {
+	cases := []struct {
+		name, secret, sig string
+	}{
+		{"no signature header", "s3cret", ""},
+		{"not hex", "s3cret", "sha256=zz"},
+		{"another prefix", "s3cret", "sha1=" + strings.Repeat("0", 40)},
+		{"no secret configured", "", "sha256=" + strings.Repeat("0", 64)},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			var handled []event
+			rc, _ := testReceiver(t, &handled)
+			rc.Secret = []byte(c.secret)
+			rc.Logger = slog.New(slog.DiscardHandler)
+			body := &pattern{n: 20 << 20}
+			req := httptest.NewRequest("POST", "/webhooks/test", body)
+			req.Header.Set("X-Event", "push")
+			req.Header.Set("X-Sig", c.sig)
+			rec := httptest.NewRecorder()
+			rc.ServeHTTP(rec, req)
+			if rec.Code != http.StatusUnauthorized || body.off != 0 {
+				t.Errorf("answer %d after reading %d bytes, want 401 before reading any", rec.Code, body.off)
+			}
+		})
 	}
 }
