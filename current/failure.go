@@ -6,6 +6,9 @@ import (
 	"fmt"
 	"net"
 	"syscall"
+
+	"modernc.org/sqlite"
+	sqlite3 "modernc.org/sqlite/lib"
 )
 
 // FailureKind says whose fault a failure is: the work's, or the infrastructure's.
@@ -84,7 +87,7 @@ func KindOf(err error) FailureKind {
 	if errors.As(err, &ie) {
 		return ie.Kind
 	}
-	if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) {
+	if diskFull(err) {
 		return FailDiskFull
 	}
 	if errors.Is(err, context.DeadlineExceeded) {
@@ -102,6 +105,15 @@ func KindOf(err error) FailureKind {
 		return FailNetwork
 	}
 	return FailWork
+}
+
+// diskFull reports whether err says a file system or SQLite database is full.
+func diskFull(err error) bool {
+	var se *sqlite.Error
+	if errors.As(err, &se) && se.Code()&0xff == sqlite3.SQLITE_FULL {
+		return true
+	}
+	return errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT)
 }
 
 // ErrNotFound is matched (errors.Is) by every error about an unknown job, rule or log.
