@@ -8,6 +8,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 )
 
 // lastObserved keeps the latest Observed value a pipeline saw.
@@ -77,12 +78,15 @@ func TestFailureFactsReachObservers(t *testing.T) {
 					t.Errorf("%s: job info %+v", when, jobs[0])
 				}
 			}
-			e := testEngine(t, Config{StateDir: dir, MaxRetries: 1, RetryBackoff: 1})
+			// No retries within the test: a disk-full failure is built again, but only
+			// after RetryBackoff (see TestDiskFullRecovers).
+			cfg := Config{StateDir: dir, MaxRetries: -1, RetryBackoff: time.Hour}
+			e := testEngine(t, cfg)
 			check(e, "first run")
 			e.Close()
 			before := runs.Load()
 			// The facts come back from the store after a restart, without running again.
-			e = testEngine(t, Config{StateDir: dir, MaxRetries: 1, RetryBackoff: 1})
+			e = testEngine(t, cfg)
 			check(e, "after restart")
 			if runs.Load() != before {
 				t.Errorf("the failed job ran again after the restart")

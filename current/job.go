@@ -88,6 +88,8 @@ type runningJob struct {
 	pool      *pool
 	waiter    *waiter
 	retryAt   time.Time
+	// recordErr is why the job's result could not be stored yet (see record).
+	recordErr string
 	// A parked job (see Await) waits without a goroutine until unparked.
 	parked     bool
 	parkReason string
@@ -139,10 +141,12 @@ func (j *runningJob) setState(s ActiveState) {
 func (j *runningJob) reason() string {
 	e := j.e
 	e.jmu.Lock()
-	state, p, w, retry, parked := j.state, j.pool, j.waiter, j.retryAt, j.parkReason
+	state, p, w, retry, parked, rec := j.state, j.pool, j.waiter, j.retryAt, j.parkReason, j.recordErr
 	level := e.confirmLevel
 	e.jmu.Unlock()
 	switch {
+	case rec != "":
+		return fmt.Sprintf("recording the result failed (%s); trying again at %s", rec, retry.Format(time.RFC3339))
 	case parked != "":
 		return parked
 	case state == ActiveWaitingForConfirmation:
@@ -308,10 +312,7 @@ func (e *Engine) runJob(j *runningJob) {
 			if !kind.retryable() || kind == FailInterrupted || r.Attempts > e.cfg.MaxRetries {
 				break
 			}
-			delay := e.cfg.RetryBackoff << (r.Attempts - 1)
-			if delay > time.Minute || delay <= 0 {
-				delay = time.Minute
-			}
+			delay := e.retryDelay(r.Attempts)
 			fmt.Fprintf(lg, "--- kiln: infrastructure failure (%s): %v; retry %d of %d in %s ---\n", kind, err, r.Attempts, e.cfg.MaxRetries, delay)
 			e.metrics.retries.WithLabelValues(r.Op, string(kind)).Inc()
 			e.jmu.Lock()
@@ -381,9 +382,7 @@ func (e *Engine) runJob(j *runningJob) {
 		fmt.Fprintf(lg, "--- kiln: job failed (%s): %s ---\n", r.FailureKind, r.Message)
 	}
 	r.LogSize = lg.finish()
-	if err := e.db.finish(r); err != nil {
-		e.log.Error("record job result", "job", j.id, "err", err)
-	}
+	j.record(r)
 	e.metrics.jobsFinished.WithLabelValues(r.Op, r.State, string(r.FailureKind)).Inc()
 	e.jmu.Lock()
 	delete(e.jobs, j.id)
@@ -391,6 +390,49 @@ func (e *Engine) runJob(j *runningJob) {
 	final := *r
 	ent := j.ent
 	e.post(func() { ent.finished(j, &final) })
+}
+
+// retryDelay is the backoff before retry n (from 1): RetryBackoff, doubling, at most a minute.
+func (e *Engine) retryDelay(n int) time.Duration {
+	d := e.cfg.RetryBackoff << min(n-1, 30)
+	if d > time.Minute || d <= 0 {
+		d = time.Minute
+	}
+	return d
+}
+
+// record stores the job's final row, trying again with backoff while the store cannot
+// be written (a full disk), so that no row stays running once space returns. When the
+// engine stops first, the row stays unfinished and the next start runs the job again.
+func (j *runningJob) record(r *jobRow) {
+	e := j.e
+	for n := 1; ; n++ {
+		err := e.db.finish(r)
+		if err == nil {
+			break
+		}
+		delay := e.retryDelay(n)
+		e.log.Error("record job result; trying again", "job", j.id, "kind", KindOf(err), "in", delay, "err", err)
+		e.jmu.Lock()
+		j.recordErr, j.retryAt = err.Error(), time.Now().Add(delay)
+		e.jmu.Unlock()
+		if n == 1 {
+			j.setState(ActiveReady) // the work is over; only its record waits
+		}
+		t := time.NewTimer(delay)
+		select {
+		case <-t.C:
+			continue
+		case <-e.runContext().Done():
+		case <-e.bgCtx.Done():
+		}
+		t.Stop()
+		e.log.Warn("engine stopping before the job's result could be recorded; it runs again at the next start", "job", j.id)
+		break
+	}
+	e.jmu.Lock()
+	j.recordErr, j.retryAt = "", time.Time{}
+	e.jmu.Unlock()
 }
 
 // classify gives the failure kind of err, taking the job's cancellation cause into account.

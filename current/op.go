@@ -160,6 +160,11 @@ type entry struct {
 	idig  string
 	label string
 	err   string
+	// errKind is the failure kind of err; a store write that failed (disk full) is
+	// retried by the entry's timer.
+	errKind FailureKind
+	// retries counts the builds started again in a row after a disk-full failure.
+	retries int
 }
 
 type opImpl struct {
@@ -354,7 +359,7 @@ func (ent *entry) finalOutput() output {
 
 func (ent *entry) output() output {
 	if ent.err != "" {
-		return failOut(ent.err)
+		return output{state: StateFailed, msg: ent.err, kind: ent.errKind}
 	}
 	if ent.job != nil {
 		if ent.def.publish && ent.last != nil && ent.last.finished() {
@@ -379,6 +384,13 @@ func (ent *entry) want(idig string, in any, label string) {
 		j.cancel(errSuperseded)
 		ent.job = nil
 	}
+	ent.launch(false)
+}
+
+// launch starts a job if the entry's result is missing, unfinished, stale or (when
+// retrying) a disk-full failure; it arms the timer of an expiry or of a retry otherwise.
+func (ent *entry) launch(retrying bool) {
+	idig := ent.idig
 	last := ent.last
 	switch {
 	case last == nil:
@@ -391,9 +403,45 @@ func (ent *entry) want(idig string, in any, label string) {
 		}
 	case last.InputDigest != idig || last.Rebuild || ent.expired(time.Now()) || (last.State == "ok" && !ent.hasVal):
 		ent.start(LaneBackground, nil)
+	case last.State == "failed" && last.FailureKind == FailDiskFull:
+		if retrying {
+			ent.start(LaneBackground, nil)
+		} else {
+			ent.armRetry()
+		}
 	default:
 		ent.armExpiry()
 	}
+}
+
+// armRetry starts the entry's job again after a backoff: its last build failed, or could
+// not be recorded, because a disk was full. Nothing else would start it again (its input
+// is unchanged), so without this the entry would keep the failure once space returns.
+func (ent *entry) armRetry() {
+	if ent.timer != nil {
+		return
+	}
+	e := ent.e
+	d := e.retryDelay(ent.retries + 1)
+	ent.retries++
+	e.log.Warn("disk full; the job starts again after a backoff", "op", ent.def.name, "key", ent.label, "in", d)
+	ent.timer = time.AfterFunc(d, func() {
+		e.post(func() {
+			ent.timer = nil
+			if ent.refs > 0 && ent.job == nil {
+				ent.err, ent.errKind = "", ""
+				ent.launch(true)
+				ent.touch()
+			}
+		})
+	})
+}
+
+// startFailed records that a job could not be started; a failed store write is retried.
+func (ent *entry) startFailed(err error) {
+	ent.err, ent.errKind = err.Error(), KindOf(err)
+	ent.e.log.Error("start job", "op", ent.def.name, "key", ent.label, "err", err)
+	ent.armRetry()
 }
 
 func (ent *entry) armExpiry() {
@@ -440,7 +488,7 @@ func (ent *entry) start(lane Lane, resume *jobRow) {
 		row = *resume
 		row.State = "ready"
 		if err := e.db.setState(row.ID, "ready"); err != nil {
-			ent.err = err.Error()
+			ent.startFailed(fmt.Errorf("resume job %d of %s: %w", row.ID, ent.def.name, err))
 			return
 		}
 	} else {
@@ -466,7 +514,7 @@ func (ent *entry) start(lane Lane, resume *jobRow) {
 			ReadyAt: time.Now().UnixNano(),
 		}
 		if err := e.db.insert(&row); err != nil {
-			ent.err = err.Error()
+			ent.startFailed(err)
 			return
 		}
 	}
@@ -489,11 +537,18 @@ func (ent *entry) finished(j *runningJob, r *jobRow) {
 	if ent.job == j {
 		ent.job = nil
 		ent.setLast(r)
+		if r.FailureKind != FailDiskFull {
+			ent.retries = 0
+		}
 		if ent.refs > 0 {
-			ent.armExpiry()
-			if r.Rebuild || !r.finished() {
+			switch {
+			case r.Rebuild || !r.finished():
 				// Auto-cancelled, but wanted again meanwhile.
 				ent.want(ent.idig, ent.input, ent.label)
+			case r.FailureKind == FailDiskFull:
+				ent.armRetry()
+			default:
+				ent.armExpiry()
 			}
 		}
 		ent.touch()
