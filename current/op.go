@@ -163,7 +163,7 @@ type entry struct {
 	// errKind is the failure kind of err; a store write that failed (disk full) is
 	// retried by the entry's timer.
 	errKind FailureKind
-	// retries counts the builds started again in a row after a disk-full failure.
+	// retries counts the retries in a row after a failed start or a disk-full failure.
 	retries int
 }
 
@@ -424,7 +424,7 @@ func (ent *entry) armRetry() {
 	e := ent.e
 	d := e.retryDelay(ent.retries + 1)
 	ent.retries++
-	e.log.Warn("disk full; the job starts again after a backoff", "op", ent.def.name, "key", ent.label, "in", d)
+	e.log.Warn("job starts again after a backoff", "op", ent.def.name, "key", ent.label, "in", d, "retry", ent.retries)
 	ent.timer = time.AfterFunc(d, func() {
 		e.post(func() {
 			ent.timer = nil
