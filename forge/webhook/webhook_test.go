@@ -169,6 +169,12 @@ func TestReceiverBoundsWhatItReads(t *testing.T) {
 	slowDone := make(chan *http.Response, 1)
 	go func() { slowDone <- post(slowBody, -1, SignHMAC([]byte("s3cret"), []byte("acct=ocaml"), "sha256=")) }()
 	slowWriter.Write([]byte("acct="))
+	// The slow delivery holds the slot before the next one is sent.
+	for deadline := time.Now().Add(time.Minute); len(rc.Limit.slots) == 0; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the slow delivery never took the slot")
+		}
+	}
 	fastDone := make(chan *http.Response, 1)
 	body := []byte("acct=OCaml")
 	go func() {
