@@ -9,6 +9,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+
+	"github.com/kiln-ci/kiln/internal/testenv"
 )
 
 // gate is something outside the engine that jobs await: opening it resumes them.
@@ -74,11 +76,11 @@ func TestAwaitHoldsNoGoroutine(t *testing.T) {
 	for i := range terms {
 		terms[i] = Do(op, Return(fmt.Sprint(i)))
 	}
-	before, fdsBefore := runtime.NumGoroutine(), openFiles(t)
+	before, fdsBefore := runtime.NumGoroutine(), testenv.OpenFiles(t)
 	running(t, e, All(terms...))
 	eventually(t, "every job parked", func() bool { return runs.Load() == n })
 	eventually(t, "the jobs' goroutines gone", func() bool { return runtime.NumGoroutine() < before+50 })
-	if grown := openFiles(t) - fdsBefore; grown > 50 {
+	if grown := testenv.OpenFiles(t) - fdsBefore; grown > 50 {
 		t.Errorf("%d more open files with %d jobs parked: a parked job should hold none", grown, n)
 	}
 	jobs := e.Jobs()
@@ -121,16 +123,6 @@ func TestAwaitHoldsNoGoroutine(t *testing.T) {
 	if wait < 0 || strings.LastIndex(log, "\nrun ") < wait || strings.LastIndex(log, "job succeeded") < wait {
 		t.Errorf("log of a job awoken once:\n%s", log)
 	}
-}
-
-// openFiles counts this process's open file descriptors.
-func openFiles(t *testing.T) int {
-	t.Helper()
-	fds, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
-		t.Skipf("cannot count open files: %v", err)
-	}
-	return len(fds)
 }
 
 func TestAwaitEnds(t *testing.T) {

@@ -6,13 +6,13 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/kiln-ci/kiln/current"
+	"github.com/kiln-ci/kiln/internal/testenv"
 )
 
 // serve serves c's console on a loopback port through Server.HTTPServer with o.
@@ -48,16 +48,6 @@ func idleConn(addr string) (net.Conn, error) {
 	return conn, nil
 }
 
-// openFiles counts the files this process has open.
-func openFiles(t *testing.T) int {
-	t.Helper()
-	fds, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
-		t.Skipf("cannot count open files: %v", err)
-	}
-	return len(fds)
-}
-
 // limitOpenFiles lowers this process's limit of open files to n until the test ends.
 func limitOpenFiles(t *testing.T, n uint64) {
 	t.Helper()
@@ -90,7 +80,7 @@ func TestIdleConnectionsMakeWay(t *testing.T) {
 			addr, lim := c.serve(t, ServeOptions{MaxConns: tc.maxConns})
 			// Room for this process's files, the clients' ends of the idle connections,
 			// the server's ends up to the limit, and a few more: not for both ends of all.
-			limitOpenFiles(t, uint64(openFiles(t)+tc.idle+tc.maxConns+20))
+			limitOpenFiles(t, uint64(testenv.OpenFiles(t)+tc.idle+tc.maxConns+20))
 			var conns []net.Conn
 			defer func() {
 				for _, conn := range conns {

@@ -1,8 +1,8 @@
 // Package testenv is what kiln's tests share: what the machine offers (root, commands,
 // the shared data set, a cache that outlives one run), skipping a test with the reason
 // where something it needs is missing, and a few helpers (the kiln binary, free ports,
-// a concurrent buffer). Under CI (CI=true) a missing requirement fails the test instead,
-// because .ci/run installs everything the tests need.
+// a concurrent buffer, the count of open files). Under CI (CI=true) a missing requirement
+// fails the test instead, because .ci/run installs everything the tests need.
 package testenv
 
 import (
@@ -102,4 +102,15 @@ func CacheDir(t testing.TB, name string) string {
 		t.Fatalf("test cache %s: %v", dir, err)
 	}
 	return dir
+}
+
+// OpenFiles counts the files this process has open, skipping the test where that cannot
+// be told.
+func OpenFiles(t testing.TB) int {
+	t.Helper()
+	fds, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Skipf("cannot count open files: %v", err)
+	}
+	return len(fds)
 }
