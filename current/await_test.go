@@ -91,6 +91,10 @@ func TestAwaitHoldsNoGoroutine(t *testing.T) {
 		if j.State != JobReady || !strings.HasPrefix(j.WaitReason, "waiting for the gate of ") {
 			t.Errorf("parked job %s: state %s, reason %q", j.ID, j.State, j.WaitReason)
 		}
+		// The key, kept only in the store while the job is active, is listed.
+		if want := fmt.Sprintf("%q", strings.TrimPrefix(j.WaitReason, "waiting for the gate of ")); j.Key != want {
+			t.Errorf("parked job %s: key %q, want %q", j.ID, j.Key, want)
+		}
 	}
 	if st := e.Status(); st.ParkedJobs != n || st.ActiveJobs != n {
 		t.Errorf("status: %d parked of %d active jobs, want %d of %d", st.ParkedJobs, st.ActiveJobs, n, n)

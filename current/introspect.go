@@ -211,6 +211,21 @@ func (e *Engine) Jobs() []JobInfo {
 		rows = append(rows, j.row)
 	}
 	e.jmu.Unlock()
+	var ids []int64
+	for i := range rows {
+		if rows[i].Key == "" {
+			ids = append(ids, rows[i].ID)
+		}
+	}
+	if keys, err := e.db.keys(ids); err != nil {
+		e.log.Warn("read the keys of active jobs", "err", err)
+	} else {
+		for i := range rows {
+			if k, ok := keys[rows[i].ID]; ok {
+				rows[i].Key = k
+			}
+		}
+	}
 	out := make([]JobInfo, 0, len(rows))
 	for i := range rows {
 		out = append(out, e.info(&rows[i]))

@@ -101,6 +101,10 @@ func (e *Engine) newJob(ent *entry, row *jobRow, resume bool) *runningJob {
 		e: e, ent: ent, def: ent.def, id: strconv.FormatInt(row.ID, 10), row: *row,
 		input: ent.input, idig: ent.idig, resume: resume, kick: make(chan struct{}, 1),
 	}
+	if j.input != nil {
+		// The store keeps the key and the encoded input; the job runs on the value.
+		j.row.Key, j.row.Input = "", nil
+	}
 	j.ctx, j.stop = context.WithCancelCause(e.runContext())
 	lg, err := openLiveLog(e.logPath(row.ID))
 	if err != nil {

@@ -240,6 +240,38 @@ func (s *store) get(id int64) (*jobRow, error) {
 	return r, nil
 }
 
+// keys reads the keys of the jobs ids.
+func (s *store) keys(ids []int64) (map[int64]string, error) {
+	out := make(map[int64]string, len(ids))
+	for len(ids) > 0 {
+		chunk := ids[:min(len(ids), 400)]
+		ids = ids[len(chunk):]
+		args := make([]any, len(chunk))
+		for i, id := range chunk {
+			args[i] = id
+		}
+		rows, err := s.db.Query(`SELECT id, key FROM results WHERE id IN (?`+strings.Repeat(",?", len(chunk)-1)+`)`, args...)
+		if err != nil {
+			return nil, fmt.Errorf("read job keys: %w", err)
+		}
+		for rows.Next() {
+			var id int64
+			var key string
+			if err := rows.Scan(&id, &key); err != nil {
+				rows.Close()
+				return nil, fmt.Errorf("read job keys: %w", err)
+			}
+			out[id] = key
+		}
+		err = rows.Err()
+		rows.Close()
+		if err != nil {
+			return nil, fmt.Errorf("read job keys: %w", err)
+		}
+	}
+	return out, nil
+}
+
 func (s *store) history(op, digest string, limit int) ([]*jobRow, error) {
 	return s.rows(`SELECT `+rowCols+` FROM results WHERE op = ? AND digest = ? ORDER BY build DESC LIMIT ?`, op, digest, limit)
 }
