@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io/fs"
+	"log/slog"
 	"net"
 	"os"
 	"os/exec"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/kiln-ci/kiln/git"
 	"github.com/kiln-ci/kiln/git/gittest"
+	"github.com/kiln-ci/kiln/internal/testenv"
 )
 
 func sampleRepo(t *testing.T) (*gittest.Repo, string) {
@@ -90,6 +92,33 @@ func TestFetchMirrorAndHeads(t *testing.T) {
 	}
 	if !equalMaps(local, heads) {
 		t.Fatalf("heads of local dir %v differ from %v", local, heads)
+	}
+}
+
+// A new commit fetched by its ref costs two git commands: the check that it is missing,
+// and the fetch; the ref the fetch wrote says the commit arrived.
+func TestFetchCommitByItsRef(t *testing.T) {
+	ctx := context.Background()
+	srv := gittest.NewServer(t)
+	up, _ := sampleRepo(t)
+	url := srv.Publish(t, up, "proj.git")
+	var log testenv.Buffer
+	m := git.NewMirrors(t.TempDir(), git.MirrorsOptions{Logger: slog.New(slog.NewTextHandler(&log, &slog.HandlerOptions{Level: slog.LevelDebug}))})
+	if _, err := m.Fetch(ctx, url); err != nil {
+		t.Fatal(err)
+	}
+	c := up.Commit("second", map[string]string{"README.md": "hello again\n"})
+	srv.Publish(t, up, "proj.git")
+	before := strings.Count(log.String(), "msg=git ")
+	r, err := m.FetchCommit(ctx, url, c, "refs/heads/main")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := strings.Count(log.String(), "msg=git ") - before; n != 2 {
+		t.Errorf("%d git commands to fetch a new commit by its ref, want 2:\n%s", n, log.String())
+	}
+	if !r.HasCommit(ctx, c) {
+		t.Error("the commit is missing after FetchCommit")
 	}
 }
 

@@ -193,7 +193,7 @@ func (m *Mirrors) FetchCommit(ctx context.Context, remote, commit string, refs .
 		if errors.Is(refErr, ErrAuth) || errors.Is(refErr, ErrNotFound) || errors.Is(refErr, ErrNetwork) || ctx.Err() != nil {
 			return nil, refErr
 		}
-		if r.HasCommit(ctx, commit) {
+		if refErr == nil && r.refAt(refs, commit) || r.HasCommit(ctx, commit) {
 			return r, nil
 		}
 	}
@@ -209,6 +209,19 @@ func (m *Mirrors) FetchCommit(ctx context.Context, remote, commit string, refs .
 		return nil, fmt.Errorf("fetch %s from %s: %w (%w)", commit, Redact(remote), ErrNoCommit, refErr)
 	}
 	return nil, fmt.Errorf("fetch %s from %s (refs %s): %w", commit, Redact(remote), strings.Join(refs, ", "), ErrNoCommit)
+}
+
+// refAt reports whether one of refs, as a fetch just wrote it (a loose ref file), names
+// commit: then the commit is there, without asking git. A ref kept otherwise (packed, or
+// another ref storage) reports false.
+func (r *Repo) refAt(refs []string, commit string) bool {
+	for _, ref := range refs {
+		b, err := os.ReadFile(filepath.Join(r.Dir, filepath.FromSlash(ref)))
+		if err == nil && strings.TrimSpace(string(b)) == commit {
+			return true
+		}
+	}
+	return false
 }
 
 func (m *Mirrors) fetch(ctx context.Context, remote string, prune bool, specs []string) (*Repo, error) {
