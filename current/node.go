@@ -17,15 +17,15 @@ type node struct {
 
 	// Set while active, owned by the engine's evaluation lock.
 	e        *Engine
-	refs     int
+	refs     int32
+	height   int32
 	deps     []*node
-	height   int
 	out      output
 	ver      uint64
 	display  State
 	dmsg     string
-	queued   bool
 	group    *group
+	queued   bool
 	released bool
 }
 
@@ -86,7 +86,7 @@ func (e *Engine) activate(n *node) {
 	if n.group == nil {
 		n.group = e.curGroup
 	}
-	h := 0
+	h := int32(0)
 	gr, _ := n.impl.(grouper)
 	for i, in := range n.inputs {
 		if gr != nil {
@@ -176,7 +176,7 @@ func (e *Engine) dropInput(n, in *node) {
 	e.release(in)
 }
 
-func (e *Engine) raise(n *node, h int) {
+func (e *Engine) raise(n *node, h int32) {
 	if n.height >= h {
 		return
 	}
@@ -254,7 +254,7 @@ func safeCompute(n *node) (out output) {
 
 type queued struct {
 	n *node
-	h int
+	h int32
 }
 
 type nodeQueue struct {
