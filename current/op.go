@@ -12,7 +12,6 @@ import (
 	"strconv"
 	"sync"
 	"time"
-	"unsafe"
 )
 
 // Op is a cached operation: a build (its result depends only on its input) or a publish
@@ -84,8 +83,7 @@ func (op *Op[In, Out]) def() *opDef {
 			if err != nil {
 				return "", "", nil, fmt.Errorf("%s: encode input: %w", op.Name, err)
 			}
-			// The key shares the encoding's bytes, which are never written to again.
-			key := unsafe.String(unsafe.SliceData(b), len(b))
+			key := string(b)
 			if op.Key != nil {
 				key = op.Key(in)
 			}
