@@ -3,6 +3,7 @@ package ocamlci
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -12,6 +13,9 @@ import (
 	"strings"
 
 	"github.com/kiln-ci/kiln/opam"
+	"github.com/kiln-ci/kiln/opam/lint"
+	"github.com/kiln-ci/kiln/opam/repository"
+	"github.com/kiln-ci/kiln/services/internal/matrix"
 )
 
 // Analysis is what kiln learns from a commit's source tree before building it.
@@ -165,4 +169,148 @@ func ocamlformatVersion(path string) (string, error) {
 		return v, nil
 	}
 	return "", nil
+}
+
+// plan analyses a checked-out commit and decides its variants, logging to logf.
+func (s *Service) plan(ctx context.Context, in AnalysisInput, logf func(string, ...any)) (Plan, error) {
+	a, err := Analyse(in.Checkout.Dir)
+	if err != nil {
+		return Plan{}, err
+	}
+	logf("opam files: %d (%s)", len(a.OpamFiles), strings.Join(a.Packages, ", "))
+	if a.OCamlFormat != "" {
+		logf("ocamlformat version: %s", a.OCamlFormat)
+	}
+	if len(a.MonorepoLocks) > 0 {
+		logf("opam-monorepo lock files: %s", strings.Join(a.MonorepoLocks, ", "))
+	}
+	if len(a.OpamFiles) == 0 {
+		return Plan{}, errors.New("no opam files found (looked for *.opam and */opam up to two folders down, skipping test* folders)")
+	}
+	platforms, err := Select(s.Platforms, a.Config.Platforms)
+	if err != nil {
+		return Plan{}, err
+	}
+	solve := SystemSolve
+	var extra []*repository.Package
+	if len(a.Config.OpamRepositories) > 0 {
+		if s.Opam == nil || in.OpamCommit == "" {
+			return Plan{}, fmt.Errorf("%s: opam-repositories need the server to solve against an opam repository (kiln serve --opam-repository)", ConfigFile)
+		}
+		if extra, err = extraPackages(ctx, s.Mirrors, a.Config.OpamRepositories, logf); err != nil {
+			return Plan{}, err
+		}
+	}
+	var pinned []*repository.Package
+	if len(a.PinDepends) > 0 {
+		if s.Opam == nil || in.OpamCommit == "" {
+			return Plan{}, errors.New("pin-depends need the server to solve against an opam repository (kiln serve --opam-repository)")
+		}
+		if pinned, err = pinnedPackages(ctx, s.Mirrors, a.PinDepends); err != nil {
+			return Plan{}, err
+		}
+		for _, p := range pinned {
+			logf("pinned %s (%s)", p.Package, p.Path)
+		}
+	}
+	if s.Opam != nil && in.OpamCommit != "" {
+		logf("solving against opam-repository %s", short(in.OpamCommit))
+		solve = solveWith(s.Opam, in.OpamCommit, false, extra, pinned)
+	}
+	install := map[string][]string{}
+	var solved []matrix.Platform
+	var failures []string
+	for _, p := range platforms {
+		pkgs, err := solve(ctx, a, p)
+		if err != nil {
+			logf("%s: %v", p.Name, err)
+			failures = append(failures, fmt.Sprintf("%s: %v", p.Name, err))
+			continue
+		}
+		logf("%s: solved; to install with opam: %s", p.Name, orNone(pkgs))
+		install[p.Name] = pkgs
+		solved = append(solved, p)
+	}
+	if len(solved) == 0 {
+		return Plan{}, fmt.Errorf("no platform can install the packages:\n%s", strings.Join(failures, "\n"))
+	}
+	plan := Plan{Analysis: a, Variants: Variants(a, solved, install)}
+	if s.Opam != nil && in.OpamCommit != "" && a.Config.Lint.LowerBoundEnabled() {
+		p := solved[0]
+		lower, err := solveWith(s.Opam, in.OpamCommit, true, extra, pinned)(ctx, a, p)
+		switch {
+		case err != nil:
+			logf("%s: no lower-bounds solution: %v", p.Name, err)
+		case strings.Join(lower, " ") == strings.Join(install[p.Name], " "):
+			logf("%s: the lower bounds are the newest versions; no (lower-bound) job", p.Name)
+		default:
+			logf("%s (lower-bound): to install with opam: %s", p.Name, orNone(lower))
+			plan.Variants = append(plan.Variants, Variant{Name: p.Name + " (lower-bound)", Kind: KindLowerBound, Platform: p, Install: lower})
+		}
+	}
+	for rel, data := range a.OpamFiles {
+		name := opam.PackageName(packageNameOf(rel))
+		pkg := opam.Package{Name: name, Version: "dev"}
+		plan.Findings = append(plan.Findings, lint.LintFile(rel, data, pkg, lint.DefaultContext())...)
+	}
+	for _, v := range plan.Variants {
+		logf("variant %s", v.Name)
+	}
+	return plan, nil
+}
+
+func orNone(xs []string) string {
+	if len(xs) == 0 {
+		return "(none)"
+	}
+	return strings.Join(xs, " ")
+}
+
+// SystemSolve accepts a commit whose local packages depend only on each other and on
+// the packages the platform's image provides, with nothing to install.
+func SystemSolve(_ context.Context, a *Analysis, p matrix.Platform) ([]string, error) {
+	have := map[opam.PackageName]opam.Version{}
+	for _, s := range p.System {
+		pkg, ok := opam.ParsePackage(s)
+		if !ok {
+			return nil, fmt.Errorf("platform %s: system package %q is not name.version", p.Name, s)
+		}
+		have[pkg.Name] = pkg.Version
+	}
+	for rel := range a.OpamFiles {
+		have[opam.PackageName(packageNameOf(rel))] = "dev"
+	}
+	installed := func(n opam.PackageName) (opam.Version, bool) { v, ok := have[n]; return v, ok }
+	var problems []string
+	for _, rel := range sortedKeys(a.OpamFiles) {
+		f, err := opam.Parse(rel, a.OpamFiles[rel])
+		if err != nil {
+			return nil, err
+		}
+		deps, err := f.Depends()
+		if err != nil {
+			return nil, fmt.Errorf("%s: depends: %w", rel, err)
+		}
+		self := opam.Package{Name: opam.PackageName(packageNameOf(rel)), Version: "dev"}
+		env := opam.DepsEnv{Build: true, WithTest: true, Dev: true, Self: self, Vars: opam.MapEnv(p.Vars)}
+		resolved := env.Resolve(deps)
+		if !opam.Satisfied(resolved, installed) {
+			var unmet []string
+			for _, atom := range resolved.Atoms() {
+				if v, ok := have[atom.Name]; !ok {
+					unmet = append(unmet, string(atom.Name)+" (not provided)")
+				} else if !atom.MatchesVersion(v) {
+					unmet = append(unmet, fmt.Sprintf("%s (the platform has %s)", atom, v))
+				}
+			}
+			problems = append(problems, fmt.Sprintf("%s needs %s", self.Name, strings.Join(unmet, ", ")))
+		}
+		if avail, err := f.Available(); err == nil && !avail.EvalBool(env.Env(), true) {
+			problems = append(problems, fmt.Sprintf("%s is not available (available: %s)", self.Name, avail))
+		}
+	}
+	if len(problems) > 0 {
+		return nil, fmt.Errorf("%s; the platform provides only %s and no opam repository is configured", strings.Join(problems, "; "), strings.Join(p.System, ", "))
+	}
+	return nil, nil
 }
