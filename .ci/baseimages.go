@@ -24,7 +24,7 @@ import (
 // command may not import): the packages of the services' default Debian platforms.
 // Should the two drift apart, nothing breaks: the tests make the image they need
 // themselves, only later.
-var ocamlPackages = []string{"ocaml-nox", "opam", "ocaml-dune", "ocaml-odoc", "git", "ca-certificates", "make", "gcc", "libc6-dev"}
+var ocamlPackages = []string{"ocaml-nox", "opam", "rsync", "ocaml-dune", "ocaml-odoc", "git", "ca-certificates", "make", "gcc", "libc6-dev"}
 
 func main() {
 	// The recipes of imagetest.Debian (the plain base), of the tests that build for

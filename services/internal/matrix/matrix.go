@@ -33,6 +33,11 @@ type Platform struct {
 	// compiler, dune from the distribution), as "name.version"; solves keep them at
 	// these versions.
 	System []string `json:"system,omitempty"`
+	// Compiler lists what an opam switch on the image's compiler is made of
+	// (`opam switch create NAME ocaml-system.V`), as "name.version", the switch's
+	// compiler package first. Solves against an opam repository hold these and leave
+	// everything else, dune included, to opam.
+	Compiler []string `json:"compiler,omitempty"`
 	// Optional platforms are built only for repositories that add them.
 	Optional bool `json:"optional,omitempty"`
 	// Experimental platforms are built but their failures do not fail the commit.
@@ -45,9 +50,10 @@ var opamArch = map[string]string{"amd64": "x86_64", "arm64": "arm64", "ppc64el":
 // poolArch maps Debian architecture names to the fleet's pool suffix.
 var poolArch = map[string]string{"amd64": "x86_64", "arm64": "arm64", "ppc64el": "ppc64le", "s390x": "s390x", "riscv64": "riscv64"}
 
-// DebianPackages are the Debian packages of the default images: the compiler, opam,
+// DebianPackages are the Debian packages of the default images: the compiler, opam
+// (with rsync, which opam needs for local repositories and pins of local folders),
 // dune and odoc (for the documentation lint).
-var DebianPackages = []string{"ocaml-nox", "opam", "ocaml-dune", "ocaml-odoc", "git", "ca-certificates", "make", "gcc", "libc6-dev"}
+var DebianPackages = []string{"ocaml-nox", "opam", "rsync", "ocaml-dune", "ocaml-odoc", "git", "ca-certificates", "make", "gcc", "libc6-dev"}
 
 // Debian returns the platform of Debian 12 (bookworm) with its own OCaml
 // (4.13.1), opam and dune (2.9.3) on arch, whose image the builder makes offline
@@ -71,7 +77,8 @@ func Debian(arch string) Platform {
 			"arch": opamArch[arch], "opam-version": "2.1.2",
 			"ocaml:version": "4.13.1", "ocaml:native": "true", "sys-ocaml-version": "4.13.1",
 		},
-		System: []string{"ocaml.4.13.1", "ocaml-system.4.13.1", "ocaml-config.2", "dune.2.9.3", "base-unix.base", "base-threads.base", "base-bigarray.base"},
+		System:   []string{"ocaml.4.13.1", "ocaml-system.4.13.1", "ocaml-config.2", "dune.2.9.3", "base-unix.base", "base-threads.base", "base-bigarray.base"},
+		Compiler: []string{"ocaml-system.4.13.1", "ocaml.4.13.1"},
 	}
 }
 
@@ -94,12 +101,12 @@ func Pools(ps []Platform) []string {
 	return out
 }
 
-// Digest identifies a matrix: a change of any platform's name, image, pool or system
-// packages changes it.
+// Digest identifies a matrix: a change of any platform's name, image, pool, system
+// or compiler packages changes it.
 func Digest(ps []Platform) string {
 	var b strings.Builder
 	for _, p := range ps {
-		fmt.Fprintf(&b, "%s %s %s %v;", p.Name, p.Image, p.Pool, p.System)
+		fmt.Fprintf(&b, "%s %s %s %v %v;", p.Name, p.Image, p.Pool, p.System, p.Compiler)
 	}
 	h := sha256.Sum256([]byte(b.String()))
 	return hex.EncodeToString(h[:8])

@@ -23,10 +23,20 @@ func TestPoolsAndDigest(t *testing.T) {
 			}
 		})
 	}
-	changed := arm
-	changed.System = append(slices.Clone(arm.System), "extra.1")
-	if Digest([]Platform{amd, arm}) == Digest([]Platform{amd, changed}) {
-		t.Error("a platform's system packages changed, the digest did not")
+	for _, c := range []struct {
+		name   string
+		change func(*Platform)
+	}{
+		{"system packages", func(p *Platform) { p.System = append(slices.Clone(p.System), "extra.1") }},
+		{"compiler packages", func(p *Platform) { p.Compiler = []string{"ocaml-system.4.14.2", "ocaml.4.14.2"} }},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			changed := arm
+			c.change(&changed)
+			if Digest([]Platform{amd, arm}) == Digest([]Platform{amd, changed}) {
+				t.Errorf("a platform's %s changed, the digest did not", c.name)
+			}
+		})
 	}
 	if Digest([]Platform{amd, arm}) != Digest(Default()) {
 		t.Error("the same matrix has two digests")
