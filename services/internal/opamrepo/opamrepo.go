@@ -123,8 +123,10 @@ type LocalFile struct {
 }
 
 // Solve solves for the local packages in the repository at commit on platform p,
-// keeping the packages the platform's image provides at their versions. It returns
-// the packages the image lacks, as name.version, sorted.
+// holding the packages of the switch on the image's compiler (p.Compiler; p.System for
+// a platform that names none) at their versions. It returns the exact set to install
+// in that switch, as name.version, sorted: every package of the solution but the local
+// ones, the compiler's included.
 func (o *Repository) Solve(ctx context.Context, commit string, p matrix.Platform, l Local) ([]string, error) {
 	u, err := o.Universe(ctx, commit, p)
 	if err != nil {
@@ -145,13 +147,15 @@ func (o *Repository) Solve(ctx context.Context, commit string, p matrix.Platform
 		req.Install = append(req.Install, opam.Atom{Name: lf.Name})
 		local[lf.Name] = true
 	}
-	system := map[opam.PackageName]opam.Version{}
-	for _, s := range p.System {
+	held := p.Compiler
+	if len(held) == 0 {
+		held = p.System
+	}
+	for _, s := range held {
 		pkg, ok := opam.ParsePackage(s)
 		if !ok || u.Cand(pkg) == nil {
 			continue // not in this repository: nothing to hold
 		}
-		system[pkg.Name] = pkg.Version
 		req.Install = append(req.Install, opam.Atom{Name: pkg.Name, Constraint: opam.AtomOf(opam.Constraint{Op: opam.OpEq, Version: pkg.Version})})
 	}
 	sel, err := u.Solve(ctx, req)
@@ -160,13 +164,9 @@ func (o *Repository) Solve(ctx context.Context, commit string, p matrix.Platform
 	}
 	var install []string
 	for _, pkg := range sel.Packages {
-		if local[pkg.Name] {
-			continue
+		if !local[pkg.Name] {
+			install = append(install, pkg.String())
 		}
-		if v, ok := system[pkg.Name]; ok && v == pkg.Version {
-			continue
-		}
-		install = append(install, pkg.String())
 	}
 	sort.Strings(install)
 	return install, nil
