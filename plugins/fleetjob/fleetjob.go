@@ -107,7 +107,7 @@ func Run(ctx context.Context, fleet Fleet, j *current.Job, req Request) (Result,
 		}
 	}
 	// A queued job has no log yet: follow it once it runs.
-	tail := &tailWriter{max: 200}
+	tail := &tailWriter{max: 1000}
 	logCtx, stopLog := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopLog()
 	logDone := make(chan struct{})
