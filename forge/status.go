@@ -119,7 +119,7 @@ func Summarise(variants []Variant) Status {
 		}
 		lines := v.FailingLines
 		if len(lines) > maxLinesPerFail {
-			lines = lines[len(lines)-maxLinesPerFail:]
+			lines = lines[:maxLinesPerFail]
 		}
 		if len(lines) > 0 {
 			b.WriteString("\n```\n")
@@ -142,14 +142,21 @@ func Summarise(variants []Variant) Status {
 }
 
 // Short is a one-line description of at most n bytes, for forges whose statuses carry no
-// text (Gitea's description): the title, then the first failing variant and line.
+// text (Gitea's description): the title, then the first failing variant and its failing
+// lines, joined by " / ", as many as fit.
 func (s Status) Short(variants []Variant, n int) string {
 	d := s.Title
 	for _, v := range variants {
 		if (v.State == Failed || v.State == Error) && !v.Experimental {
 			d += "; " + v.Name
-			if len(v.FailingLines) > 0 {
-				d += ": " + strings.TrimSpace(v.FailingLines[len(v.FailingLines)-1])
+			var lines []string
+			for _, l := range v.FailingLines {
+				if l = strings.TrimSpace(l); strings.Trim(l, "^ ") != "" {
+					lines = append(lines, l)
+				}
+			}
+			if len(lines) > 0 {
+				d += ": " + strings.Join(lines, " / ")
 			} else if v.Message != "" {
 				d += ": " + v.Message
 			}

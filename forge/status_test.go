@@ -44,6 +44,30 @@ func TestSummarise(t *testing.T) {
 	}
 }
 
+func TestShortNamesTheFailingLines(t *testing.T) {
+	cases := []struct {
+		name    string
+		variant Variant
+		want    string
+	}{
+		{"a test's diff", Variant{Name: "debian-12-4.13_amd64", State: Failed, Message: "/src: (run …): command failed with exit status 1",
+			FailingLines: []string{`File "test/cond.ref", line 1, characters 0-0:`, " apple", "-bananas", "+banana", " cherry"}},
+			`1 failed; debian-12-4.13_amd64: File "test/cond.ref", line 1, characters 0-0: / apple / -bananas / +banana / cherry`},
+		{"a compiler error without its carets", Variant{Name: "v", State: Failed,
+			FailingLines: []string{`File "a.ml", line 2, characters 4-5:`, "2 | let x = y", "        ^", "Error: Unbound value y"}},
+			`1 failed; v: File "a.ml", line 2, characters 4-5: / 2 | let x = y / Error: Unbound value y`},
+		{"no lines: the message", Variant{Name: "v", State: Error, Message: "worker lost"}, "1 error; v: worker lost"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			vs := []Variant{c.variant}
+			if got := Summarise(vs).Short(vs, 255); got != c.want {
+				t.Errorf("Short = %q, want %q", got, c.want)
+			}
+		})
+	}
+}
+
 func TestTruncate(t *testing.T) {
 	for _, tc := range []struct {
 		in   string
