@@ -811,8 +811,8 @@ Exit status 1 when the lint finds errors or paths are unexpected.`,
 						fmt.Fprintf(out, "    %s\n", l)
 					}
 				}
-				for _, p := range res.Unexpected {
-					fmt.Fprintf(out, "unexpected     %s\n", p)
+				for _, p := range res.Problems {
+					fmt.Fprintf(out, "%-14s %s\n", p.Reason, p.Message)
 				}
 				kinds := res.Counts()
 				var parts []string
@@ -822,14 +822,14 @@ Exit status 1 when the lint finds errors or paths are unexpected.`,
 				slices.Sort(parts)
 				fmt.Fprintf(out, "%d packages changed: %s\n", len(res.Changes), strings.Join(parts, ", "))
 			}
-			bad := len(res.Unexpected) > 0
+			bad := res.Failed()
 			for _, c := range res.Changes {
 				for _, l := range c.Lint {
 					bad = bad || l.Severity == lint.Error
 				}
 			}
 			if bad {
-				return errors.New("the pull request has lint errors or unexpected paths")
+				return errors.New("the pull request has lint errors or problems")
 			}
 			return nil
 		},
