@@ -69,3 +69,51 @@ func TestByNameAndUnavailable(t *testing.T) {
 		t.Error("unknown name accepted")
 	}
 }
+
+func TestCI(t *testing.T) {
+	dir := repotest.Files(t, map[string]string{
+		"lib.1":       ``,
+		"lib.2":       ``,
+		"direct.1":    `depends: ["lib"]`,
+		"old.1":       `depends: ["lib" {< "2"}]`,
+		"opt.1":       `depopts: ["lib"]`,
+		"tst.1":       `depends: ["lib" {with-test}]`,
+		"tstbad.1":    `depends: ["lib" {with-test} "nothere"]`,
+		"rec.1":       `depends: ["direct"]`,
+		"optrec.1":    `depends: ["opt"]`,
+		"tstrec.1":    `depends: ["tst"]`,
+		"conflict.1":  `depends: ["lib"] conflicts: ["lib" {= "2"}]`,
+		"unrelated.1": ``,
+	})
+	r, err := repository.LoadDir(context.Background(), dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	plain := solver.NewUniverse(r, solver.DebianAMD64())
+	withTest := solver.NewUniverseFlags(r, solver.DebianAMD64(), solver.Flags{WithTest: true})
+	tests := []struct {
+		name string
+		of   opam.Package
+		want string
+	}{
+		// direct and recursive dependencies, depopts (not followed), test dependencies
+		// (not followed); never lib itself, nor versions not coinstallable with it.
+		{"new release", opam.Package{Name: "lib", Version: "2"}, "[direct.1 opt.1 rec.1 tst.1]"},
+		{"older release", opam.Package{Name: "lib", Version: "1"}, "[conflict.1 direct.1 old.1 opt.1 rec.1 tst.1]"},
+		{"leaf", opam.Package{Name: "rec", Version: "1"}, "[]"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			list, err := revdeps.CI(context.Background(), plain, withTest, tc.of)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := fmt.Sprint(list); got != tc.want {
+				t.Errorf("got %s, want %s", got, tc.want)
+			}
+		})
+	}
+	if _, err := revdeps.CI(context.Background(), plain, withTest, opam.Package{Name: "nope", Version: "1"}); err == nil {
+		t.Error("unknown package accepted")
+	}
+}

@@ -96,46 +96,13 @@ func Of(ctx context.Context, u *solver.Universe, pkg opam.Package, opts Options)
 	if err != nil {
 		return nil, err
 	}
-	keep := make([]bool, len(cands))
 	iu := u
 	if opts.Installable != nil {
 		iu = opts.Installable
 	}
-	if opts.AnyInstallable {
-		for i := range keep {
-			keep[i] = true
-		}
-	} else {
-		var mu sync.Mutex
-		done := 0
-		var wg sync.WaitGroup
-		next := make(chan int)
-		for range runtime.GOMAXPROCS(0) {
-			wg.Go(func() {
-				for i := range next {
-					keep[i] = Coinstallable(ctx, iu, pkg, cands[i], opts.RootTests)
-					if opts.Progress != nil {
-						mu.Lock()
-						done++
-						opts.Progress(done, len(cands))
-						mu.Unlock()
-					}
-				}
-			})
-		}
-	feed:
-		for i := range cands {
-			select {
-			case next <- i:
-			case <-ctx.Done():
-				break feed
-			}
-		}
-		close(next)
-		wg.Wait()
-		if err := ctx.Err(); err != nil {
-			return nil, err
-		}
+	keep, err := coinstallable(ctx, iu, pkg, cands, opts)
+	if err != nil {
+		return nil, err
 	}
 	var out []opam.Package
 	for i, c := range cands {
@@ -144,6 +111,106 @@ func Of(ctx context.Context, u *solver.Universe, pkg opam.Package, opts Options)
 		}
 	}
 	return out, nil
+}
+
+// coinstallable checks each candidate for coinstallability with pkg in u, on every
+// core (all are kept with opts.AnyInstallable).
+func coinstallable(ctx context.Context, u *solver.Universe, pkg opam.Package, cands []*solver.Cand, opts Options) ([]bool, error) {
+	keep := make([]bool, len(cands))
+	if opts.AnyInstallable {
+		for i := range keep {
+			keep[i] = true
+		}
+		return keep, nil
+	}
+	var mu sync.Mutex
+	done := 0
+	var wg sync.WaitGroup
+	next := make(chan int)
+	for range runtime.GOMAXPROCS(0) {
+		wg.Go(func() {
+			for i := range next {
+				keep[i] = Coinstallable(ctx, u, pkg, cands[i], opts.RootTests)
+				if opts.Progress != nil {
+					mu.Lock()
+					done++
+					opts.Progress(done, len(cands))
+					mu.Unlock()
+				}
+			}
+		})
+	}
+feed:
+	for i := range cands {
+		select {
+		case next <- i:
+		case <-ctx.Done():
+			break feed
+		}
+	}
+	close(next)
+	wg.Wait()
+	return keep, ctx.Err()
+}
+
+// CI returns the reverse dependencies opam-repository CI tests for a version pkg:
+// the union of `opam list --depends-on P --coinstallable-with P --all-versions` with
+// --depopts, with --recursive, and with --with-test --depopts, without P itself,
+// sorted. plain is the universe of the repository on the platform, withTest the same
+// with solver.Flags{WithTest: true}.
+func CI(ctx context.Context, plain, withTest *solver.Universe, pkg opam.Package) ([]opam.Package, error) {
+	direct, err := Candidates(plain, pkg, Options{Depopts: true})
+	if err != nil {
+		return nil, err
+	}
+	rec, err := Candidates(plain, pkg, Options{Recursive: true})
+	if err != nil {
+		return nil, err
+	}
+	tests, err := Candidates(withTest, pkg, Options{Depopts: true})
+	if err != nil {
+		return nil, err
+	}
+	seen := map[opam.Package]bool{pkg: true}
+	var out []opam.Package
+	// check keeps the candidates not seen yet that are coinstallable with pkg in u.
+	check := func(u *solver.Universe, cands []*solver.Cand) error {
+		var todo []*solver.Cand
+		for _, c := range cands {
+			p := opam.Package{Name: c.Name, Version: c.Version}
+			if !seen[p] {
+				seen[p] = true
+				todo = append(todo, c)
+			}
+		}
+		keep, err := coinstallable(ctx, u, pkg, todo, Options{})
+		if err != nil {
+			return err
+		}
+		for i, c := range todo {
+			if keep[i] {
+				out = append(out, opam.Package{Name: c.Name, Version: c.Version})
+			}
+		}
+		return nil
+	}
+	if err := check(plain, append(direct, rec...)); err != nil {
+		return nil, err
+	}
+	// Versions checked above are not checked again: their test dependencies only add
+	// constraints.
+	if err := check(withTest, tests); err != nil {
+		return nil, err
+	}
+	slices.SortFunc(out, comparePackages)
+	return out, nil
+}
+
+func comparePackages(a, b opam.Package) int {
+	if a.Name != b.Name {
+		return strings.Compare(string(a.Name), string(b.Name))
+	}
+	return opam.CompareVersions(string(a.Version), string(b.Version))
 }
 
 // OfName returns the reverse dependencies of every version of a package, as
@@ -168,12 +235,7 @@ func OfName(ctx context.Context, u *solver.Universe, name opam.PackageName, opts
 			}
 		}
 	}
-	slices.SortFunc(out, func(a, b opam.Package) int {
-		if a.Name != b.Name {
-			return strings.Compare(string(a.Name), string(b.Name))
-		}
-		return opam.CompareVersions(string(a.Version), string(b.Version))
-	})
+	slices.SortFunc(out, comparePackages)
 	return out, nil
 }
 
