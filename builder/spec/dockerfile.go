@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"unicode"
 )
 
 // DockerfileOptions selects the Dockerfile dialect.
@@ -25,8 +26,66 @@ type DockerfileOptions struct {
 // DockerIgnore.
 func (s *Spec) Dockerfile(opts DockerfileOptions) string {
 	var b strings.Builder
-	renderStage(&b, s, "", opts)
+	if !opts.BuildKit && s.needsBuildKit() {
+		b.WriteString(classicNote)
+	}
+	r := &renderer{opts: opts}
+	r.stage(&b, s, "")
 	return b.String()
+}
+
+// classicNote heads a classic Dockerfile whose spec says what only BuildKit can.
+const classicNote = `# Classic builder form: every step has the network (kiln gives it only to steps with
+# (network host)); caches are plain directories of the image and secrets are not
+# mounted (each such step says so). The BuildKit form keeps them all.
+`
+
+// needsBuildKit reports whether a run step of s or of its nested builds has a cache,
+// a secret or no network, which the classic builder cannot say.
+func (s *Spec) needsBuildKit() bool {
+	for _, c := range s.Builds {
+		if c.Spec.needsBuildKit() {
+			return true
+		}
+	}
+	for _, op := range s.Ops {
+		if r, ok := op.(Run); ok && (len(r.Cache) > 0 || len(r.Secrets) > 0 || !r.HostNetwork()) {
+			return true
+		}
+	}
+	return false
+}
+
+// ReproduceNote is the comment block a build log starts with: the spec as a Dockerfile
+// for the classic builder, where to find the BuildKit form, and how to load kiln's
+// local bases (kiln/…) into Docker.
+func (s *Spec) ReproduceNote() string {
+	var b strings.Builder
+	b.WriteString("# To reproduce locally, run `docker build` on this Dockerfile\n")
+	b.WriteString("# (`kiln build --print-dockerfile --buildkit` prints the BuildKit form):\n")
+	for _, l := range strings.Split(strings.TrimRight(s.Dockerfile(DockerfileOptions{}), "\n"), "\n") {
+		b.WriteString("#   " + l + "\n")
+	}
+	for _, ref := range s.localBases() {
+		fmt.Fprintf(&b, "# Load the local base %s into Docker first: kiln base export %s | docker load\n", ref, ref)
+	}
+	return b.String()
+}
+
+// localBases lists the kiln/… base references of s and its nested builds.
+func (s *Spec) localBases() []string {
+	var refs []string
+	var walk func(*Spec)
+	walk = func(s *Spec) {
+		for _, c := range s.Builds {
+			walk(c.Spec)
+		}
+		if strings.HasPrefix(s.From, "kiln/") && !slices.Contains(refs, s.From) {
+			refs = append(refs, s.From)
+		}
+	}
+	walk(s)
+	return refs
 }
 
 // DockerIgnore returns .dockerignore lines that exclude, anywhere in the context, the
@@ -57,9 +116,16 @@ func (s *Spec) DockerIgnore() string {
 	return b.String()
 }
 
-func renderStage(b *strings.Builder, s *Spec, name string, opts DockerfileOptions) {
+// renderer writes Dockerfile stages; envArgs counts the build arguments that carry
+// environment values with line breaks.
+type renderer struct {
+	opts    DockerfileOptions
+	envArgs int
+}
+
+func (r *renderer) stage(b *strings.Builder, s *Spec, name string) {
 	for _, c := range s.Builds {
-		renderStage(b, c.Spec, c.Name, opts)
+		r.stage(b, c.Spec, c.Name)
 		b.WriteByte('\n')
 	}
 	if name != "" {
@@ -87,12 +153,12 @@ func renderStage(b *strings.Builder, s *Spec, name string, opts DockerfileOption
 				fmt.Fprintf(b, "# %s\n", l)
 			}
 		case Workdir:
-			fmt.Fprintf(b, "WORKDIR %s\n", o.Path)
+			fmt.Fprintf(b, "WORKDIR %s\n", workdirWord(o.Path))
 		case Shell:
 			shell = o.Args
 			fmt.Fprintf(b, "SHELL %s\n", jsonList(shell))
 		case Env:
-			fmt.Fprintf(b, "ENV %s=%s\n", o.Name, dockerQuote(o.Value))
+			r.env(b, o)
 		case User:
 			user = o
 			if o.Name != "" {
@@ -101,26 +167,7 @@ func renderStage(b *strings.Builder, s *Spec, name string, opts DockerfileOption
 				fmt.Fprintf(b, "USER %d:%d\n", o.UID, o.GID)
 			}
 		case Run:
-			b.WriteString("RUN ")
-			if opts.BuildKit {
-				for _, m := range o.Secrets {
-					b.WriteString(mountFlag("secret", m.ID, m.Target, user, m.BuildkitOptions))
-				}
-				for _, m := range o.Cache {
-					b.WriteString(mountFlag("cache", m.ID, m.Target, user, m.BuildkitOptions))
-				}
-				if o.HostNetwork() {
-					b.WriteString("--network=host ")
-				} else {
-					b.WriteString("--network=none ")
-				}
-			}
-			if needsExecForm(o.Shell) {
-				b.WriteString(jsonList(append(slices.Clone(shell), o.Shell)))
-			} else {
-				b.WriteString(strings.TrimSpace(o.Shell))
-			}
-			b.WriteByte('\n')
+			r.run(b, o, shell, user)
 		case Copy:
 			if len(o.Exclude) > 0 {
 				fmt.Fprintf(b, "# excluded from the copy below (see .dockerignore): %s\n", strings.Join(o.Exclude, " "))
@@ -139,13 +186,17 @@ func renderStage(b *strings.Builder, s *Spec, name string, opts DockerfileOption
 			paths := append(slices.Clone(o.Src), o.Dst)
 			plain := true
 			for _, p := range paths {
-				if p == "" || strings.ContainsAny(p, " \t\n\"'\\$[") {
+				if p == "" || strings.ContainsAny(p, " \t\n\r\"'\\$[") {
 					plain = false
 				}
 			}
 			if plain {
 				b.WriteString(strings.Join(paths, " "))
 			} else {
+				// Docker expands variables and escapes in these paths, even in JSON form.
+				for i, p := range paths {
+					paths[i] = dockerWord(p)
+				}
 				b.WriteString(jsonList(paths))
 			}
 			b.WriteByte('\n')
@@ -153,15 +204,122 @@ func renderStage(b *strings.Builder, s *Spec, name string, opts DockerfileOption
 	}
 }
 
+// env writes (env K V). ENV cannot hold a line break (a backslash at the end of a line
+// continues it), so such a value comes from a build argument given on the command line.
+func (r *renderer) env(b *strings.Builder, o Env) {
+	if !strings.ContainsAny(o.Value, "\n\r") {
+		fmt.Fprintf(b, "ENV %s=%s\n", o.Name, dockerQuote(o.Value))
+		return
+	}
+	r.envArgs++
+	arg := fmt.Sprintf("KILN_ENV_%d", r.envArgs)
+	fmt.Fprintf(b, "# The value of %s has line breaks, which ENV cannot write: build with\n", o.Name)
+	fmt.Fprintf(b, "#   --build-arg %s=%s\n", arg, shellANSIQuote(o.Value))
+	fmt.Fprintf(b, "ARG %s\n", arg)
+	fmt.Fprintf(b, "ENV %s=\"${%s}\"\n", o.Name, arg)
+}
+
+func (r *renderer) run(b *strings.Builder, o Run, shell []string, user User) {
+	if !r.opts.BuildKit {
+		for _, m := range o.Secrets {
+			fmt.Fprintf(b, "# BuildKit only: secret %s at %s is not mounted here\n", quoteAtom(m.ID), quoteAtom(m.Target))
+		}
+		for _, m := range o.Cache {
+			fmt.Fprintf(b, "# BuildKit only: cache %s at %s is a plain directory here\n", quoteAtom(m.ID), quoteAtom(m.Target))
+		}
+	}
+	b.WriteString("RUN ")
+	if r.opts.BuildKit {
+		for _, m := range o.Secrets {
+			b.WriteString(mountFlag("secret", m.ID, m.Target, user, m.BuildkitOptions))
+		}
+		for _, m := range o.Cache {
+			b.WriteString(mountFlag("cache", m.ID, m.Target, user, m.BuildkitOptions))
+		}
+		if o.HostNetwork() {
+			b.WriteString("--network=host ")
+		} else {
+			b.WriteString("--network=none ")
+		}
+	}
+	if needsExecForm(o.Shell) {
+		b.WriteString(jsonList(append(slices.Clone(shell), o.Shell)))
+	} else {
+		b.WriteString(strings.TrimSpace(o.Shell))
+	}
+	b.WriteByte('\n')
+}
+
+// mountFlag renders a --mount flag. Docker reads it in three passes, each undone
+// here: the flag word (backslash escapes, quotes), CSV fields, then variable expansion
+// and escapes of each value.
 func mountFlag(kind, id, target string, user User, extra []Option) string {
-	parts := []string{"--mount=type=" + kind, "id=" + id, "target=" + target}
+	fields := []string{"type=" + kind, "id=" + dockerWord(id), "target=" + dockerWord(target)}
 	if user.Name == "" && !user.IsRoot() {
-		parts = append(parts, "uid="+strconv.Itoa(user.UID), "gid="+strconv.Itoa(user.GID))
+		fields = append(fields, "uid="+strconv.Itoa(user.UID), "gid="+strconv.Itoa(user.GID))
 	}
 	for _, o := range extra {
-		parts = append(parts, o.Key+"="+o.Value)
+		fields = append(fields, o.Key+"="+dockerWord(o.Value))
 	}
-	return strings.Join(parts, ",") + " "
+	for i, f := range fields {
+		if f != strings.TrimSpace(f) || strings.ContainsAny(f, ",\"\n\r") {
+			fields[i] = `"` + strings.ReplaceAll(f, `"`, `""`) + `"`
+		}
+	}
+	var b strings.Builder
+	b.WriteString("--mount=")
+	for _, c := range strings.Join(fields, ",") {
+		if c == '\\' || c == '"' || c == '\'' || unicode.IsSpace(c) {
+			b.WriteByte('\\')
+		}
+		b.WriteRune(c)
+	}
+	b.WriteByte(' ')
+	return b.String()
+}
+
+// dockerWord escapes s for the Dockerfile word processing of COPY paths, WORKDIR and
+// mount values, which expands $VAR, reads quotes and drops backslashes.
+func dockerWord(s string) string {
+	var b strings.Builder
+	for _, c := range s {
+		switch c {
+		case '\\', '$', '"', '\'':
+			b.WriteByte('\\')
+		}
+		b.WriteRune(c)
+	}
+	return b.String()
+}
+
+// workdirWord renders a WORKDIR path, whose line Docker trims before its word
+// processing: quoted when it has blanks at either end or characters to escape.
+func workdirWord(p string) string {
+	if p != strings.TrimSpace(p) || dockerWord(p) != p {
+		return dockerQuote(p)
+	}
+	return p
+}
+
+// shellANSIQuote writes s as a bash $'…' string.
+func shellANSIQuote(s string) string {
+	var b strings.Builder
+	b.WriteString("$'")
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case c == '\\' || c == '\'':
+			b.WriteByte('\\')
+			b.WriteByte(c)
+		case c == '\n':
+			b.WriteString(`\n`)
+		case c < 0x20 || c == 0x7f:
+			fmt.Fprintf(&b, `\x%02x`, c)
+		default:
+			b.WriteByte(c)
+		}
+	}
+	b.WriteByte('\'')
+	return b.String()
 }
 
 // needsExecForm reports whether a command cannot be written as shell-form RUN text
@@ -189,8 +347,6 @@ func dockerQuote(v string) string {
 		case '"', '\\', '$':
 			b.WriteByte('\\')
 			b.WriteRune(r)
-		case '\n':
-			b.WriteString("\\\n")
 		default:
 			b.WriteRune(r)
 		}

@@ -58,7 +58,7 @@ func TestDockerfileShellAndQuoting(t *testing.T) {
 		t.Fatal(err)
 	}
 	got := s.Dockerfile(DockerfileOptions{})
-	want := `FROM alpine
+	want := classicNote + `FROM alpine
 # two
 # lines
 SHELL ["/bin/sh", "-c"]

@@ -276,52 +276,37 @@ func (d *decoder) run(x *sexp, args []*sexp) (Op, error) {
 	return r, nil
 }
 
-// validID reports whether s may name a cache or secret: [-._A-Za-z0-9]+.
-func validID(s string) bool {
-	if s == "" {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !(c == '-' || c == '.' || c == '_' || isDigit(c) || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')) {
-			return false
-		}
-	}
-	return s != "." && s != ".."
-}
-
 // mount decodes (ID (target PATH) (buildkit_options ((K V) …))?).
 func (d *decoder) mount(e *sexp, what string) (string, string, []Option, error) {
+	// As in OBuilder, an ID is any atom; the builder maps it to a safe file name.
 	id, ok := headOf(e)
 	if !ok {
 		return "", "", nil, d.errAt(e.pos, "%s: expected (ID (target PATH)), got %s", what, show(e))
 	}
-	if !validID(id) {
-		return "", "", nil, d.errAt(e.list[0].pos, "%s: invalid ID %q (use letters, digits, '-', '.', '_')", what, id)
-	}
-	f, err := d.fields(e, e.list[1:], what+" "+id, "target", "buildkit_options")
+	name := what + " " + quoteAtom(id)
+	f, err := d.fields(e, e.list[1:], name, "target", "buildkit_options")
 	if err != nil {
 		return "", "", nil, err
 	}
 	t, ok := f["target"]
 	if !ok {
-		return "", "", nil, d.errAt(e.pos, "%s %s: missing (target PATH)", what, id)
+		return "", "", nil, d.errAt(e.pos, "%s: missing (target PATH)", name)
 	}
 	target, err := d.oneAtom(t, t.list[1:], "target")
 	if err != nil {
 		return "", "", nil, err
 	}
 	if target == "" {
-		return "", "", nil, d.errAt(t.pos, "%s %s: empty target", what, id)
+		return "", "", nil, d.errAt(t.pos, "%s: empty target", name)
 	}
 	var opts []Option
 	if b, ok := f["buildkit_options"]; ok {
 		if len(b.list) != 2 || !b.list[1].isList {
-			return "", "", nil, d.errAt(b.pos, "%s %s: expected (buildkit_options ((KEY VALUE) …))", what, id)
+			return "", "", nil, d.errAt(b.pos, "%s: expected (buildkit_options ((KEY VALUE) …))", name)
 		}
 		for _, kv := range b.list[1].list {
 			if !kv.isList || len(kv.list) != 2 || kv.list[0].isList || kv.list[1].isList {
-				return "", "", nil, d.errAt(kv.pos, "%s %s: expected a (KEY VALUE) pair, got %s", what, id, show(kv))
+				return "", "", nil, d.errAt(kv.pos, "%s: expected a (KEY VALUE) pair, got %s", name, show(kv))
 			}
 			opts = append(opts, Option{Key: kv.list[0].atom, Value: kv.list[1].atom})
 		}
@@ -363,6 +348,9 @@ func (d *decoder) copy(x *sexp, args []*sexp, scope []string) (Op, error) {
 	}
 	if c.Src, err = d.atoms(s.list[1:], "copy src"); err != nil {
 		return nil, err
+	}
+	if len(c.Src) == 0 {
+		return nil, d.errAt(s.pos, "copy: (src) names no source: expected (src PATH…) with at least one path")
 	}
 	for i, p := range c.Src {
 		if p == "" {

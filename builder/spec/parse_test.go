@@ -1,6 +1,7 @@
 package spec
 
 import (
+	"fmt"
 	"os"
 	"reflect"
 	"strings"
@@ -108,7 +109,7 @@ func TestParseMultiStage(t *testing.T) {
 }
 
 func TestRoundTrip(t *testing.T) {
-	for _, name := range []string{"ocaml-ci-linux.spec", "multistage.spec"} {
+	for _, name := range []string{"ocaml-ci-linux.spec", "multistage.spec", "escapes.spec"} {
 		s := mustParseFile(t, name)
 		text := s.String()
 		s2, err := ParseString(text)
@@ -149,7 +150,8 @@ func TestStringEscapes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := s.Ops[0].(Env).Value; got != "q\"b\\s\n\tAA\\z end" {
+	// As sexplib (parsexp) reads them, unknown escapes and "\ " keep their backslash.
+	if got := s.Ops[0].(Env).Value; got != "q\"b\\s\n\tAA\\z\\ end" {
 		t.Errorf("escapes: %q", got)
 	}
 	if got := s.Ops[1].(Env).Value; got != "line next" {
@@ -201,7 +203,9 @@ func TestParseErrors(t *testing.T) {
 		{"((build a ((from x))) (from y) (copy (from (build b)) (src a) (dst b)))", "builds in scope: a"},
 		{"((build a ((from x))) (build a ((from x))) (from y))", "duplicate nested build \"a\""},
 		{"((from x) (from y))", "a second (from …)"},
-		{"((from x) (run (cache (\"a b\" (target /x))) (shell x)))", "cache: invalid ID \"a b\""},
+		{"((from x) (run (cache ((a) (target /x))) (shell x)))", "cache: expected (ID (target PATH))"},
+		{"((from x) (run (secrets (\"a b\")) (shell x)))", "secret \"a b\": missing (target PATH)"},
+		{"((from x)\n (copy (src) (dst a)))", "2:8: copy: (src) names no source"},
 		{"((from x) (run (cache (a)) (shell x)))", "cache a: missing (target PATH)"},
 		{"((from x) (env A))", "expected (env NAME VALUE)"},
 		{"((from x) (shell))", "shell: expected (shell PROGRAM ARG…)"},
@@ -221,6 +225,21 @@ func TestParseErrors(t *testing.T) {
 	}
 }
 
+func TestMountIDsAsOBuilder(t *testing.T) {
+	for _, id := range []string{"my cache", "a/b", "..", "", "c:\\opam", "$HOME"} {
+		t.Run(id, func(t *testing.T) {
+			s, err := ParseString(fmt.Sprintf(`((from x) (run (cache (%s (target /c))) (secrets (%s (target /s))) (shell x)))`, quoteAtom(id), quoteAtom(id)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			r := s.Ops[0].(Run)
+			if r.Cache[0].ID != id || r.Secrets[0].ID != id {
+				t.Errorf("ids = %q, %q; want %q", r.Cache[0].ID, r.Secrets[0].ID, id)
+			}
+		})
+	}
+}
+
 func TestDeepNestingRefused(t *testing.T) {
 	src := strings.Repeat("(", 5000) + strings.Repeat(")", 5000)
 	if _, err := ParseString(src); err == nil || !strings.Contains(err.Error(), "nested more than") {
@@ -229,7 +248,7 @@ func TestDeepNestingRefused(t *testing.T) {
 }
 
 func FuzzParse(f *testing.F) {
-	for _, name := range []string{"ocaml-ci-linux.spec", "multistage.spec"} {
+	for _, name := range []string{"ocaml-ci-linux.spec", "multistage.spec", "escapes.spec"} {
 		src, err := os.ReadFile("testdata/" + name)
 		if err != nil {
 			f.Fatal(err)
@@ -251,5 +270,6 @@ func FuzzParse(f *testing.F) {
 			t.Fatalf("round trip changed the spec:\n%s", text)
 		}
 		_ = s.Dockerfile(DockerfileOptions{BuildKit: true})
+		_ = s.ReproduceNote()
 	})
 }

@@ -212,9 +212,9 @@ func (r *reader) read(depth int) (*sexp, error) {
 	}
 }
 
-// readString reads a quoted string with OCaml-style escapes: \\ \" \' \n \t \b \r
-// \<space>, \DDD (decimal), \xHH, and backslash-newline, which skips the newline and the
-// blanks after it. An unknown escape keeps its backslash.
+// readString reads a quoted string with the escapes sexplib (parsexp) reads: \\ \" \'
+// \n \t \b \r, \DDD (decimal), \xHH, and backslash-newline, which skips the newline and
+// the blanks after it. Any other escape, "\ " included, keeps its backslash.
 func (r *reader) readString() (string, error) {
 	start := r.pos()
 	r.next() // opening quote
@@ -235,7 +235,7 @@ func (r *reader) readString() (string, error) {
 				return "", r.errAt(start, "unterminated string")
 			}
 			switch e {
-			case '\\', '"', '\'', ' ':
+			case '\\', '"', '\'':
 				r.next()
 				b.WriteByte(e)
 			case 'n':
