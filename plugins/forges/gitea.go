@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
@@ -30,10 +31,18 @@ type Gitea struct {
 	Context string
 	// BaseURL is the web UI's address, for the statuses' target links.
 	BaseURL string
-	Logger  *slog.Logger
+	// WebhookURL is where the forge delivers events (default BaseURL/webhooks/gitea).
+	// Once Webhook has given the endpoint a secret, every repository followed gets a
+	// webhook there (gitea.Client.EnsureWebhook) when its refs are first read.
+	WebhookURL string
+	Logger     *slog.Logger
 
 	once sync.Once
 	mon  *current.Monitor[[]forge.Ref]
+
+	hookMu     sync.Mutex
+	hookSecret []byte
+	hooked     map[gitea.Repo]bool // repositories whose webhook is in place
 }
 
 func (g *Gitea) init() {
@@ -60,6 +69,7 @@ func (g *Gitea) ListRefs(ctx context.Context) ([]forge.Ref, error) {
 		if ri.Archived || !owners.Allows(ri.Repo.Owner) {
 			continue
 		}
+		g.ensureWebhook(ctx, ri.Repo)
 		rs, err := g.Client.Refs(ctx, ri.Repo, since(g.Cutoff))
 		if err != nil {
 			return nil, fmt.Errorf("gitea %s: %w", ri.Repo, err)
@@ -73,13 +83,50 @@ func (g *Gitea) ListRefs(ctx context.Context) ([]forge.Ref, error) {
 	return refs, nil
 }
 
+// ensureWebhook adds kiln's webhook to repo once, when an endpoint is served; a
+// failure is logged and tried again at the next read.
+func (g *Gitea) ensureWebhook(ctx context.Context, repo gitea.Repo) {
+	g.hookMu.Lock()
+	secret, done := g.hookSecret, g.hooked[repo]
+	g.hookMu.Unlock()
+	target := g.WebhookURL
+	if target == "" && g.BaseURL != "" {
+		target = strings.TrimRight(g.BaseURL, "/") + "/webhooks/gitea"
+	}
+	if secret == nil || done || target == "" {
+		return
+	}
+	if err := g.Client.EnsureWebhook(ctx, repo, target, secret); err != nil {
+		g.log().Warn("gitea: cannot add the webhook; changes are seen by polling only", "repo", repo.String(), "url", target, "err", err)
+		return
+	}
+	g.log().Info("gitea: webhook in place", "repo", repo.String(), "url", target)
+	g.hookMu.Lock()
+	if g.hooked == nil {
+		g.hooked = map[gitea.Repo]bool{}
+	}
+	g.hooked[repo] = true
+	g.hookMu.Unlock()
+}
+
+func (g *Gitea) log() *slog.Logger {
+	if g.Logger != nil {
+		return g.Logger
+	}
+	return slog.Default()
+}
+
 // Credentials lets the mirrors fetch private repositories with the client's token.
 func (g *Gitea) Credentials() git.CredentialSource { return g.Client.Credentials() }
 
 // Webhook is the handler the forge delivers events to: pushes and pull-request changes
-// make the refs be read again at once. sh counts and bounds the deliveries.
+// make the refs be read again at once. sh counts and bounds the deliveries. Once it is
+// served, every repository followed gets its webhook (see WebhookURL).
 func (g *Gitea) Webhook(secret []byte, sh webhook.Shared) http.Handler {
 	g.init()
+	g.hookMu.Lock()
+	g.hookSecret = secret
+	g.hookMu.Unlock()
 	return &gitea.Webhook{Secret: secret, Allow: webhook.NewAllowList(g.Owners...), Shared: sh, Logger: g.Logger, Handle: func(ctx context.Context, ev gitea.Event) error {
 		g.mon.Refresh()
 		return nil

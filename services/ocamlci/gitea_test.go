@@ -1,6 +1,7 @@
 package ocamlci
 
 import (
+	sdk "code.gitea.io/sdk/gitea"
 	"context"
 	"net/http"
 	"net/http/httptest"
@@ -31,14 +32,13 @@ func TestGiteaCommitStatusesThroughWebhooks(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Polled once an hour: only the webhook kiln adds itself tells it of a push.
 	g := &forges.Gitea{Client: client, BaseURL: "http://ci.test", Poll: time.Hour}
 	secret := []byte("gitea-secret")
 	hook := httptest.NewServer(g.Webhook(secret, webhook.Shared{}))
 	t.Cleanup(hook.Close)
+	g.WebhookURL = hook.URL
 	repo := gitea.Repo{Owner: srv.Admin, Name: "hello"}
-	if err := client.EnsureWebhook(ctx, repo, hook.URL, secret); err != nil {
-		t.Fatal(err)
-	}
 
 	h := startCI(t, "", matrix.Default()[:1], func(s *Service) {
 		s.Forges = forgeSet("gitea", g)
@@ -50,6 +50,14 @@ func TestGiteaCommitStatusesThroughWebhooks(t *testing.T) {
 	st := waitGiteaStatus(t, client, repo, good, forge.Passed)
 	if st.TargetURL != "http://ci.test/gitea/"+srv.Admin+"/hello/commit/"+good {
 		t.Errorf("status target = %q", st.TargetURL)
+	}
+	admin, err := sdk.NewClient(strings.TrimSuffix(srv.URL, "/"), sdk.SetToken(srv.Token))
+	if err != nil {
+		t.Fatal(err)
+	}
+	hooks, _, err := admin.ListRepoHooks(repo.Owner, repo.Name, sdk.ListHooksOptions{})
+	if err != nil || len(hooks) != 1 || hooks[0].Config["url"] != hook.URL {
+		t.Fatalf("webhooks of %s: %d %v, want kiln's own at %s", repo, len(hooks), err, hook.URL)
 	}
 
 	// A forged delivery is refused and builds nothing.
@@ -71,19 +79,37 @@ func TestGiteaCommitStatusesThroughWebhooks(t *testing.T) {
 		t.Fatal("a forged delivery made the refs be read again")
 	}
 
-	// A push (delivered by Gitea's own webhook) with a failing test: the status fails
-	// and its description names the failing line.
-	bad := commitTree(t, work, "say-hi", sampleProject("Hi", false), "say hi")
-	gitRun(t, work, "push", "-q", srv.PushURL(srv.Admin, "hello"), "say-hi")
+	// A push (delivered by the webhook kiln added) with a test whose output differs
+	// from the expected: a status at once, then a failure whose description gives the
+	// test's diff.
+	files := sampleProject("Hello", false)
+	files["test/expect/dune"] = "(executable (name show) (libraries hello))\n(rule (with-stdout-to greeting.out (run ./show.exe)))\n(rule (alias runtest) (action (diff greeting.ref greeting.out)))\n"
+	files["test/expect/show.ml"] = "let () = print_endline (Hello.greet \"banana\")\n"
+	files["test/expect/greeting.ref"] = "Hello, bananas\n"
+	bad := commitTree(t, work, "expect", files, "an expect test that fails")
+	pushed := time.Now()
+	gitRun(t, work, "push", "-q", srv.PushURL(srv.Admin, "hello"), "expect")
+	first := waitGiteaStatus(t, client, repo, bad, "")
+	t.Logf("first status of the pushed commit after %s: %s", time.Since(pushed).Round(10*time.Millisecond), first.State)
 	if c := h.waitCommit(bad, 10*time.Minute); c.State != forge.Failed {
-		t.Fatalf("say-hi: %s\n%s", c.State, c.Summary)
+		t.Fatalf("expect: %s\n%s", c.State, c.Summary)
 	}
 	st = waitGiteaStatus(t, client, repo, bad, forge.Failed)
-	if !strings.Contains(st.Description, "debian-12-4.13_amd64") {
-		t.Errorf("failed status description = %q, want the failing variant", st.Description)
+	t.Logf("failed status: %s", st.Description)
+	for _, want := range []string{"debian-12-4.13_amd64", `File "test/expect/greeting.ref"`, "-Hello, bananas", "+Hello, banana"} {
+		if !strings.Contains(st.Description, want) {
+			t.Errorf("failed status description = %q, want %q in it", st.Description, want)
+		}
+	}
+	for _, own := range []string{"--- failed", "command failed with exit status"} {
+		if strings.Contains(st.Description, own) {
+			t.Errorf("failed status description = %q, has kiln's own %q", st.Description, own)
+		}
 	}
 }
 
+// waitGiteaStatus waits for kiln's status on commit to be want (any state when want is
+// empty).
 func waitGiteaStatus(t *testing.T, c *gitea.Client, repo gitea.Repo, commit string, want forge.State) gitea.Status {
 	t.Helper()
 	deadline := time.Now().Add(time.Minute)
@@ -94,7 +120,7 @@ func waitGiteaStatus(t *testing.T, c *gitea.Client, repo gitea.Repo, commit stri
 			t.Fatal(err)
 		}
 		last = sts
-		if st, ok := sts["kiln"]; ok && st.State == want {
+		if st, ok := sts["kiln"]; ok && (st.State == want || want == "") {
 			return st
 		}
 		time.Sleep(300 * time.Millisecond)
