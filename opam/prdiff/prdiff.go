@@ -94,6 +94,8 @@ type Result struct {
 	// Problems make the pull request untestable as it stands (each unexpected path is
 	// one too). A merge conflict leaves Merged and Changes empty.
 	Problems []Problem `json:"problems,omitempty"`
+	// Repo is the index of the merged tree (nil after a merge conflict).
+	Repo *repository.Repo `json:"-"`
 }
 
 // Failed reports whether the analysis found problems.
@@ -205,7 +207,7 @@ func Analyse(ctx context.Context, gitDir, base, head string, baseRepo *repositor
 	if err != nil {
 		return nil, err
 	}
-	res := &Result{Base: baseRepo.Commit, Head: head, Merged: merged}
+	res := &Result{Base: baseRepo.Commit, Head: head, Merged: merged, Repo: newRepo}
 	dirs := map[string]bool{}
 	var present []string
 	for _, c := range changes {

@@ -72,18 +72,21 @@ func TestByNameAndUnavailable(t *testing.T) {
 
 func TestCI(t *testing.T) {
 	dir := repotest.Files(t, map[string]string{
-		"lib.1":       ``,
-		"lib.2":       ``,
-		"direct.1":    `depends: ["lib"]`,
-		"old.1":       `depends: ["lib" {< "2"}]`,
-		"opt.1":       `depopts: ["lib"]`,
-		"tst.1":       `depends: ["lib" {with-test}]`,
-		"tstbad.1":    `depends: ["lib" {with-test} "nothere"]`,
-		"rec.1":       `depends: ["direct"]`,
-		"optrec.1":    `depends: ["opt"]`,
-		"tstrec.1":    `depends: ["tst"]`,
-		"conflict.1":  `depends: ["lib"] conflicts: ["lib" {= "2"}]`,
-		"unrelated.1": ``,
+		"lib.1":        ``,
+		"lib.2":        ``,
+		"direct.1":     `depends: ["lib"]`,
+		"old.1":        `depends: ["lib" {< "2"}]`,
+		"opt.1":        `depopts: ["lib"]`,
+		"tst.1":        `depends: ["lib" {with-test}]`,
+		"tstbad.1":     `depends: ["lib" {with-test} "nothere"]`,
+		"rec.1":        `depends: ["direct"]`,
+		"optrec.1":     `depends: ["opt"]`,
+		"tstrec.1":     `depends: ["tst"]`,
+		"conflict.1":   `depends: ["lib"] conflicts: ["lib" {= "2"}]`,
+		"unrelated.1":  ``,
+		"ocaml.4.13.1": ``,
+		"ocaml.5.2.0":  ``,
+		"needs5.1":     `depends: ["lib" "ocaml" {>= "5.0"}]`,
 	})
 	r, err := repository.LoadDir(context.Background(), dir)
 	if err != nil {
@@ -91,20 +94,23 @@ func TestCI(t *testing.T) {
 	}
 	plain := solver.NewUniverse(r, solver.DebianAMD64())
 	withTest := solver.NewUniverseFlags(r, solver.DebianAMD64(), solver.Flags{WithTest: true})
+	ocaml413 := opam.Atom{Name: "ocaml", Constraint: opam.AtomOf(opam.Constraint{Op: opam.OpEq, Version: "4.13.1"})}
 	tests := []struct {
 		name string
 		of   opam.Package
+		hold []opam.Atom
 		want string
 	}{
 		// direct and recursive dependencies, depopts (not followed), test dependencies
 		// (not followed); never lib itself, nor versions not coinstallable with it.
-		{"new release", opam.Package{Name: "lib", Version: "2"}, "[direct.1 opt.1 rec.1 tst.1]"},
-		{"older release", opam.Package{Name: "lib", Version: "1"}, "[conflict.1 direct.1 old.1 opt.1 rec.1 tst.1]"},
-		{"leaf", opam.Package{Name: "rec", Version: "1"}, "[]"},
+		{"new release", opam.Package{Name: "lib", Version: "2"}, nil, "[direct.1 needs5.1 opt.1 rec.1 tst.1]"},
+		{"older release", opam.Package{Name: "lib", Version: "1"}, nil, "[conflict.1 direct.1 needs5.1 old.1 opt.1 rec.1 tst.1]"},
+		{"held compiler", opam.Package{Name: "lib", Version: "2"}, []opam.Atom{ocaml413}, "[direct.1 opt.1 rec.1 tst.1]"},
+		{"leaf", opam.Package{Name: "rec", Version: "1"}, nil, "[]"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			list, err := revdeps.CI(context.Background(), plain, withTest, tc.of)
+			list, err := revdeps.CI(context.Background(), plain, withTest, tc.of, tc.hold...)
 			if err != nil {
 				t.Fatal(err)
 			}

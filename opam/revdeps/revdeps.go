@@ -113,9 +113,9 @@ func Of(ctx context.Context, u *solver.Universe, pkg opam.Package, opts Options)
 	return out, nil
 }
 
-// coinstallable checks each candidate for coinstallability with pkg in u, on every
-// core (all are kept with opts.AnyInstallable).
-func coinstallable(ctx context.Context, u *solver.Universe, pkg opam.Package, cands []*solver.Cand, opts Options) ([]bool, error) {
+// coinstallable checks each candidate for coinstallability with pkg (and the hold
+// atoms) in u, on every core (all are kept with opts.AnyInstallable).
+func coinstallable(ctx context.Context, u *solver.Universe, pkg opam.Package, cands []*solver.Cand, opts Options, hold ...opam.Atom) ([]bool, error) {
 	keep := make([]bool, len(cands))
 	if opts.AnyInstallable {
 		for i := range keep {
@@ -130,7 +130,7 @@ func coinstallable(ctx context.Context, u *solver.Universe, pkg opam.Package, ca
 	for range runtime.GOMAXPROCS(0) {
 		wg.Go(func() {
 			for i := range next {
-				keep[i] = Coinstallable(ctx, u, pkg, cands[i], opts.RootTests)
+				keep[i] = coinstallableWith(ctx, u, pkg, cands[i], opts.RootTests, hold)
 				if opts.Progress != nil {
 					mu.Lock()
 					done++
@@ -157,8 +157,9 @@ feed:
 // the union of `opam list --depends-on P --coinstallable-with P --all-versions` with
 // --depopts, with --recursive, and with --with-test --depopts, without P itself,
 // sorted. plain is the universe of the repository on the platform, withTest the same
-// with solver.Flags{WithTest: true}.
-func CI(ctx context.Context, plain, withTest *solver.Universe, pkg opam.Package) ([]opam.Package, error) {
+// with solver.Flags{WithTest: true}. Each version kept can also be installed with the
+// hold atoms (a platform's compiler, say).
+func CI(ctx context.Context, plain, withTest *solver.Universe, pkg opam.Package, hold ...opam.Atom) ([]opam.Package, error) {
 	direct, err := Candidates(plain, pkg, Options{Depopts: true})
 	if err != nil {
 		return nil, err
@@ -183,7 +184,7 @@ func CI(ctx context.Context, plain, withTest *solver.Universe, pkg opam.Package)
 				todo = append(todo, c)
 			}
 		}
-		keep, err := coinstallable(ctx, u, pkg, todo, Options{})
+		keep, err := coinstallable(ctx, u, pkg, todo, Options{}, hold...)
 		if err != nil {
 			return err
 		}
@@ -255,9 +256,14 @@ func Latest(list []opam.Package) []opam.Package {
 // Coinstallable reports whether c can be installed together with pkg, with the test
 // dependencies of both when withTest is set.
 func Coinstallable(ctx context.Context, u *solver.Universe, pkg opam.Package, c *solver.Cand, withTest bool) bool {
+	return coinstallableWith(ctx, u, pkg, c, withTest, nil)
+}
+
+func coinstallableWith(ctx context.Context, u *solver.Universe, pkg opam.Package, c *solver.Cand, withTest bool, hold []opam.Atom) bool {
 	eq := func(n opam.PackageName, v opam.Version) opam.Atom {
 		return opam.Atom{Name: n, Constraint: opam.AtomOf(opam.Constraint{Op: opam.OpEq, Version: v})}
 	}
-	_, err := u.Solve(ctx, solver.Request{Install: []opam.Atom{eq(pkg.Name, pkg.Version), eq(c.Name, c.Version)}, WithTest: withTest, AnySolution: true})
+	install := append([]opam.Atom{eq(pkg.Name, pkg.Version), eq(c.Name, c.Version)}, hold...)
+	_, err := u.Solve(ctx, solver.Request{Install: install, WithTest: withTest, AnySolution: true})
 	return err == nil
 }
