@@ -248,10 +248,8 @@ func (s *Service) plan(ctx context.Context, in AnalysisInput, logf func(string, 
 			plan.Variants = append(plan.Variants, Variant{Name: p.Name + " (lower-bound)", Kind: KindLowerBound, Platform: p, Install: lower})
 		}
 	}
-	for rel, data := range a.OpamFiles {
-		name := opam.PackageName(packageNameOf(rel))
-		pkg := opam.Package{Name: name, Version: "dev"}
-		plan.Findings = append(plan.Findings, lint.LintFile(rel, data, pkg, lint.DefaultContext())...)
+	for _, rel := range sortedKeys(a.OpamFiles) {
+		plan.Findings = append(plan.Findings, lint.LintProjectFile(rel, a.OpamFiles[rel])...)
 	}
 	for _, v := range plan.Variants {
 		logf("variant %s", v.Name)
