@@ -25,6 +25,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -46,8 +47,12 @@ type Options struct {
 	Driver snapshot.Driver
 	// Images resolves (from …); nil opens the image store under Root/images.
 	Images *image.Store
-	// Limits apply to every run step (zero fields are unlimited).
+	// Limits apply to every run step. A zero field takes its default (DefaultLimits); a
+	// negative one is unlimited.
 	Limits sandbox.Limits
+	// NewPrivileges lets setuid programs (sudo, su) gain privileges inside steps; by
+	// default steps run with no_new_privs.
+	NewPrivileges bool
 	// StepTimeout ends a run step that takes longer (0: no limit).
 	StepTimeout time.Duration
 	// MinFree is the free space (bytes) below which a failed step is blamed on a full
@@ -92,6 +97,7 @@ func New(opts Options) (*Builder, error) {
 	if opts.MinFree == 0 {
 		opts.MinFree = 256 << 20
 	}
+	opts.Limits = withDefaults(opts.Limits, DefaultLimits(root))
 	for _, d := range []string{"caches", "leases"} {
 		if err := os.MkdirAll(filepath.Join(root, d), 0o700); err != nil {
 			return nil, fmt.Errorf("builder: %w", err)
@@ -115,9 +121,64 @@ func New(opts Options) (*Builder, error) {
 	// Without runc the store can still be listed and collected; run steps fail.
 	if b.sandbox, err = sandbox.NewRunc(filepath.Join(root, "runc")); err != nil {
 		b.sandboxErr = err
+	} else {
+		b.sandbox.NewPrivileges = opts.NewPrivileges
+		b.sandbox.DiskUsage = func(dir string) (int64, bool) {
+			if n, ok := b.store.Usage(dir); ok {
+				return n, ok
+			}
+			return b.cacheStore.Usage(dir)
+		}
 	}
+	l := opts.Limits
+	slog.Info("builder: step limits", "root", root, "memory", l.Memory, "cpus", l.CPUs, "pids", l.Pids, "disk", l.Disk)
 	return b, nil
 }
+
+// ErrDiskBudget is wrapped by errors of steps that wrote more than their disk budget
+// (Options.Limits.Disk); it is the build's fault.
+var ErrDiskBudget = sandbox.ErrDiskBudget
+
+// DefaultLimits are the limits of a step on this machine, for a builder rooted at root:
+// half the memory (at most 8 GiB), every CPU, 4096 processes, and a disk budget of a
+// quarter of the root's file system (at most 16 GiB).
+func DefaultLimits(root string) sandbox.Limits {
+	l := sandbox.Limits{Memory: 8 << 30, CPUs: float64(runtime.NumCPU()), Pids: 4096, Disk: 16 << 30}
+	var si unix.Sysinfo_t
+	if unix.Sysinfo(&si) == nil {
+		l.Memory = min(l.Memory, int64(si.Totalram)*int64(si.Unit)/2)
+	}
+	var st unix.Statfs_t
+	if unix.Statfs(root, &st) == nil {
+		l.Disk = min(l.Disk, int64(st.Blocks)*st.Bsize/4)
+	}
+	return l
+}
+
+// withDefaults fills the zero fields of l from def and turns negative ones into zero
+// (unlimited).
+func withDefaults(l, def sandbox.Limits) sandbox.Limits {
+	pick := func(v, d int64) int64 {
+		switch {
+		case v == 0:
+			return d
+		case v < 0:
+			return 0
+		}
+		return v
+	}
+	l.Memory, l.Pids, l.Disk = pick(l.Memory, def.Memory), pick(l.Pids, def.Pids), pick(l.Disk, def.Disk)
+	switch {
+	case l.CPUs == 0:
+		l.CPUs = def.CPUs
+	case l.CPUs < 0:
+		l.CPUs = 0
+	}
+	return l
+}
+
+// Limits are the limits every run step gets (Options.Limits with the defaults filled in).
+func (b *Builder) Limits() sandbox.Limits { return b.opts.Limits }
 
 // Store is the builder's snapshot store.
 func (b *Builder) Store() *snapshot.Store { return b.store }
@@ -135,8 +196,10 @@ func (b *Builder) Build(ctx context.Context, s *spec.Spec, bc BuildContext, log 
 	if log == nil {
 		log = io.Discard
 	}
-	log = &lockedWriter{w: log}
-	fmt.Fprintf(log, "# To reproduce locally, build this Dockerfile (BuildKit):\n%s\n", indent(s.Dockerfile(spec.DockerfileOptions{BuildKit: true})))
+	red := NewRedactor(log, secretValues(bc.Secrets))
+	defer red.Flush()
+	log = &lockedWriter{w: red}
+	fmt.Fprintf(log, "%s\n", s.ReproduceNote())
 	l, err := b.newLease()
 	if err != nil {
 		return "", infraErr("", err)
@@ -149,14 +212,6 @@ func (b *Builder) Build(ctx context.Context, s *spec.Spec, bc BuildContext, log 
 	}
 	fmt.Fprintf(log, "Build succeeded: snapshot %s\n", id)
 	return id, nil
-}
-
-func indent(s string) string {
-	var out strings.Builder
-	for _, l := range strings.Split(strings.TrimRight(s, "\n"), "\n") {
-		out.WriteString("#   " + l + "\n")
-	}
-	return out.String()
 }
 
 // lockedWriter serialises writes from concurrent stages.
@@ -342,6 +397,7 @@ func (r *run) cached(id, step string) (bool, error) {
 		return false, infraErr(step, err)
 	}
 	r.log.Write(log)
+	fmt.Fprintf(r.log, "---> using %q from cache\n", id)
 	r.b.store.Touch(id)
 	r.b.counts.cached.Add(1)
 	stepsTotal.WithLabelValues("cached").Inc()
@@ -383,6 +439,12 @@ func (r *run) execute(ctx context.Context, parent, id, step string, do func(ctx 
 			w.Discard()
 			return err
 		}
+		if free := freeBytes(r.b.store.Root()); free < r.b.opts.MinFree {
+			// The step may have ignored a failed write: its result cannot be trusted.
+			w.Discard()
+			return infraErr(step, fmt.Errorf("%w: %d bytes free in %s after the step (floor %d); its result is dropped",
+				ErrDiskFull, free, r.b.store.Root(), r.b.opts.MinFree))
+		}
 		if err := w.Commit(id, snapshot.Meta{Description: step}, stored.b.Bytes()); err != nil {
 			return infraErr(step, err)
 		}
@@ -397,6 +459,7 @@ func (r *run) execute(ctx context.Context, parent, id, step string, do func(ctx 
 		fmt.Fprintf(r.log, "%v\n", err)
 		return "", err
 	}
+	fmt.Fprintf(r.log, "---> saved as %q\n", id)
 	return id, nil
 }
 

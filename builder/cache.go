@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"io/fs"
 	"log/slog"
 	"os"
@@ -33,7 +34,47 @@ type cacheCheckout struct {
 }
 
 func (b *Builder) cachePointer(name string) string {
-	return filepath.Join(b.root, "caches", name+".current")
+	return filepath.Join(b.root, "caches", CacheFileName(name)+".current")
+}
+
+// CacheFileName maps a cache id (any string, as in OBuilder) to a file name: the id
+// itself when it is made of letters, digits, '.', '_' and '-' (not "." or "..", at most
+// 200 bytes), otherwise '%' followed by the id with other bytes written %XX, or, past
+// 200 bytes, "%~" and a digest. Different ids get different names, and none holds a
+// '/' or leads elsewhere.
+func CacheFileName(id string) string {
+	if plainCacheName(id) {
+		return id
+	}
+	var b strings.Builder
+	b.WriteByte('%')
+	for i := 0; i < len(id); i++ {
+		if c := id[i]; plainCacheByte(c) {
+			b.WriteByte(c)
+		} else {
+			fmt.Fprintf(&b, "%%%02X", c)
+		}
+	}
+	if b.Len() > 200 {
+		return "%~" + hashID("cache", id)
+	}
+	return b.String()
+}
+
+func plainCacheName(n string) bool {
+	if n == "" || n == "." || n == ".." || len(n) > 200 {
+		return false
+	}
+	for i := 0; i < len(n); i++ {
+		if !plainCacheByte(n[i]) {
+			return false
+		}
+	}
+	return true
+}
+
+func plainCacheByte(c byte) bool {
+	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-'
 }
 
 // cachePrefix is the id prefix of the versions of cache name (names may hold
@@ -42,7 +83,7 @@ func cachePrefix(name string) string { return "c" + hashID("cache", name)[:20] +
 
 // withCacheLock runs f holding the cache's lock.
 func (b *Builder) withCacheLock(name string, f func() error) error {
-	lf, err := os.OpenFile(filepath.Join(b.root, "caches", name+".lock"), os.O_CREATE|os.O_RDWR, 0o600)
+	lf, err := os.OpenFile(filepath.Join(b.root, "caches", CacheFileName(name)+".lock"), os.O_CREATE|os.O_RDWR, 0o600)
 	if err != nil {
 		return err
 	}

@@ -167,10 +167,11 @@ func (p *copyPlan) write(rootfs string, uid, gid int) error {
 		return err
 	}
 	defer dst.Close()
+	dirs := map[string]string{} // resolved parent directories
 	for _, it := range p.items {
-		rel := strings.TrimPrefix(it.dst, "/")
-		if rel == "" {
-			rel = "."
+		rel, err := resolveDest(dst, strings.TrimPrefix(it.dst, "/"), it.mode.IsDir(), dirs)
+		if err != nil {
+			return fmt.Errorf("copy to %s: %w", it.dst, err)
 		}
 		if err := mkdirParents(dst, path.Dir(rel), uid, gid); err != nil {
 			return fmt.Errorf("copy to %s: %w", it.dst, err)
@@ -208,6 +209,75 @@ func (p *copyPlan) write(rootfs string, uid, gid int) error {
 		}
 	}
 	return nil
+}
+
+// resolveDest resolves the symbolic links of the parent directories of rel inside the
+// root filesystem, and of rel itself when a directory is copied onto a link to one, as
+// Docker does for COPY destinations (/var/run/x is /run/x on Debian). dirs remembers
+// resolved parents.
+func resolveDest(r *os.Root, rel string, isDir bool, dirs map[string]string) (string, error) {
+	if rel == "" || rel == "." {
+		return ".", nil
+	}
+	parent, ok := dirs[path.Dir(rel)]
+	if !ok {
+		var err error
+		if parent, err = resolveInRoot(r, path.Dir(rel)); err != nil {
+			return "", err
+		}
+		dirs[path.Dir(rel)] = parent
+	}
+	rel = path.Join(parent, path.Base(rel))
+	if fi, err := r.Lstat(rel); isDir && err == nil && fi.Mode()&fs.ModeSymlink != 0 {
+		if to, err := resolveInRoot(r, rel); err == nil {
+			if fi, err := r.Stat(to); err == nil && fi.IsDir() {
+				return to, nil
+			}
+		}
+	}
+	return rel, nil
+}
+
+// resolveInRoot resolves the symbolic links along rel (relative to r) as if r were
+// "/": an absolute target starts again at r, ".." stops at r. Parts that do not exist
+// are kept as they are. The result is clean and relative ("." for r itself).
+func resolveInRoot(r *os.Root, rel string) (string, error) {
+	var done []string
+	todo := strings.Split(rel, "/")
+	for links := 0; len(todo) > 0; {
+		c := todo[0]
+		todo = todo[1:]
+		switch c {
+		case "", ".":
+			continue
+		case "..":
+			if len(done) > 0 {
+				done = done[:len(done)-1]
+			}
+			continue
+		}
+		cur := path.Join(path.Join(done...), c)
+		fi, err := r.Lstat(cur)
+		if err != nil || fi.Mode()&fs.ModeSymlink == 0 {
+			done = append(done, c)
+			continue
+		}
+		if links++; links > 40 {
+			return "", fmt.Errorf("%s: too many levels of symbolic links", rel)
+		}
+		target, err := r.Readlink(cur)
+		if err != nil {
+			return "", err
+		}
+		if path.IsAbs(target) {
+			done = done[:0]
+		}
+		todo = append(strings.Split(target, "/"), todo...)
+	}
+	if len(done) == 0 {
+		return ".", nil
+	}
+	return path.Join(done...), nil
 }
 
 func removeNonDir(r *os.Root, rel string) {

@@ -13,9 +13,10 @@ type Fault int
 
 const (
 	// BuildFault: the spec or the code it builds failed (a command exited non-zero, a
-	// copy named a missing file, the memory limit was exceeded). Retrying will not help.
+	// copy named a missing file, the memory limit was exceeded, a step ran past the
+	// step timeout, the workdir cannot be made). Retrying will not help.
 	BuildFault Fault = iota
-	// InfraFault: the builder failed (full disk, sandbox or store trouble, timeout).
+	// InfraFault: the builder failed (full disk, sandbox or store trouble).
 	// Another try, perhaps on another worker, may succeed.
 	InfraFault
 )
@@ -92,7 +93,10 @@ func classify(step string, err error) error {
 		return buildErr(step, fmt.Errorf("%w (exit status %d)", ErrMemoryLimit, exit.Code))
 	case errors.As(err, &exit):
 		return buildErr(step, err)
-	case errors.Is(err, sandbox.ErrTimeout), errors.Is(err, sandbox.ErrSetup):
+	case errors.Is(err, sandbox.ErrTimeout):
+		// The spec's step ran too long: another worker would wait as long.
+		return buildErr(step, err)
+	case errors.Is(err, sandbox.ErrSetup):
 		return infraErr(step, err)
 	}
 	return infraErr(step, err)

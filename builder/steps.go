@@ -37,9 +37,6 @@ func (r *run) runStep(ctx context.Context, parent, step string, op spec.Run, st 
 		}
 	}
 	for _, c := range op.Cache {
-		if !validCacheName(c.ID) {
-			return "", buildErr(step, fmt.Errorf("cache name %q: use letters, digits, '.', '_' and '-'", c.ID))
-		}
 		inputs = append(inputs, "cache", c.ID, inside(st.workdir, c.Target))
 	}
 	var secrets []sandbox.Secret
@@ -52,14 +49,28 @@ func (r *run) runStep(ctx context.Context, parent, step string, op spec.Run, st 
 		inputs = append(inputs, "secret", s.ID, target)
 		secrets = append(secrets, sandbox.Secret{Target: target, Value: v})
 	}
+	if len(op.Secrets) > 0 {
+		// Logs of such steps stored before redaction may hold secret values: never
+		// replay them.
+		inputs = append(inputs, "log", "redacted")
+	}
 	id := stepID(parent, "run", st, inputs...)
 	if r.b.sandbox == nil {
 		return "", infraErr(step, r.b.sandboxErr)
 	}
 	return r.execute(ctx, parent, id, step, func(ctx context.Context, rootfs string, out io.Writer) error {
 		if err := mkdirInRoot(rootfs, st.workdir, st.uid, st.gid); err != nil {
-			return fmt.Errorf("workdir %s: %w", st.workdir, err)
+			err = fmt.Errorf("workdir %s: %w", st.workdir, err)
+			if errors.Is(err, syscall.ENOSPC) {
+				return err
+			}
+			return buildErr(step, err)
 		}
+		// Every secret of the build is hidden, in case an earlier step left one in
+		// the file system.
+		red := NewRedactor(out, secretValues(r.bc.Secrets))
+		defer red.Flush()
+		out = red
 		cfg := sandbox.Config{
 			Rootfs:      rootfs,
 			Args:        append(slices.Clone(st.shell), op.Shell),
@@ -93,9 +104,9 @@ func mkdirInRoot(rootfs, dir string, uid, gid int) error {
 		return err
 	}
 	defer root.Close()
-	rel := strings.TrimPrefix(path.Clean(dir), "/")
-	if rel == "" {
-		return nil
+	rel, err := resolveInRoot(root, strings.TrimPrefix(path.Clean(dir), "/"))
+	if err != nil {
+		return err
 	}
 	return mkdirParents(root, rel, uid, gid)
 }
@@ -155,16 +166,4 @@ func (r *run) copyStep(ctx context.Context, parent, step string, op spec.Copy, s
 			return err
 		}
 	})
-}
-
-func validCacheName(n string) bool {
-	if n == "" || n == "." || n == ".." || len(n) > 200 {
-		return false
-	}
-	for _, c := range n {
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
-			return false
-		}
-	}
-	return true
 }
