@@ -108,6 +108,18 @@ On first start the local admin password is made, printed once, and stored hashed
 		if err := os.MkdirAll(o.stateDir, 0o755); err != nil {
 			return fmt.Errorf("--state-dir: %w", err)
 		}
+		// The addresses are checked before anything is made or printed (the admin password).
+		ln, err := net.Listen("tcp", o.listen)
+		if err != nil {
+			return fmt.Errorf("--listen %s: %w (is another kiln serve running? give another address with --listen HOST:PORT)", o.listen, err)
+		}
+		defer ln.Close()
+		external := cmd.Flags().Changed("nats") || os.Getenv("KILN_NATS") != ""
+		if !external && len(host.Pools(svcs)) > 0 {
+			if err := addressFree(o.natsListen); err != nil {
+				return fmt.Errorf("--nats-listen %s: the embedded fleet's NATS server cannot listen there: %w (is another kiln serve running? give it another address with --nats-listen HOST:PORT, or HOST:0 for any free port)", o.natsListen, err)
+			}
+		}
 		auth, generated, err := web.OpenAuth(web.AuthOptions{
 			Dir: filepath.Join(o.stateDir, "console"), AdminPassword: o.adminPassword,
 			Anonymous: anon, SecureCookies: o.secureCookies,
@@ -134,11 +146,6 @@ On first start the local admin password is made, printed once, and stored hashed
 		}
 		defer eng.Close()
 
-		ln, err := net.Listen("tcp", o.listen)
-		if err != nil {
-			return fmt.Errorf("--listen %s: %w", o.listen, err)
-		}
-		defer ln.Close()
 		baseURL := o.baseURL
 		if baseURL == "" {
 			baseURL = "http://" + ln.Addr().String()
@@ -157,7 +164,7 @@ On first start the local admin password is made, printed once, and stored hashed
 		if pools := host.Pools(svcs); len(pools) > 0 {
 			fo := host.FleetOptions{Listen: o.natsListen, WorkerToken: token, Pools: pools, LocalWorkers: o.localWorkers,
 				Capacity: o.workerCapacity, WorkerPrefix: o.workerPrefix, StateDir: o.stateDir, Images: env.Images, Logger: log}
-			if cmd.Flags().Changed("nats") || os.Getenv("KILN_NATS") != "" {
+			if external {
 				co, err := nf.options("kiln-serve", "")
 				if err != nil {
 					return err
@@ -234,12 +241,21 @@ On first start the local admin password is made, printed once, and stored hashed
 	f.DurationVar(&o.logMaxAge, "log-max-age", 0, "delete logs of jobs finished longer ago (0: keep)")
 	f.Int64Var(&o.logMaxBytes, "log-max-bytes", 0, "delete the oldest finished logs while all logs take more bytes (0: no limit)")
 	f.IntVar(&o.slots, "slots", 4, "jobs run at once per pool")
-	f.StringVar(&o.natsListen, "nats-listen", "127.0.0.1:4222", "address of the embedded fleet's NATS server, for `kiln worker --nats`")
+	f.StringVar(&o.natsListen, "nats-listen", "127.0.0.1:4222", "address of the embedded fleet's NATS server, which kiln worker --nats connects to (HOST:0 for any free port)")
 	f.StringVar(&o.workerToken, "worker-token", os.Getenv("KILN_WORKER_TOKEN"), "token workers must present (@FILE reads a file; env KILN_WORKER_TOKEN)")
-	f.IntVar(&o.localWorkers, "local-workers", 1, "workers run inside the server per pool (0: only `kiln worker` processes build)")
+	f.IntVar(&o.localWorkers, "local-workers", 1, "workers run inside the server per pool (0: only kiln worker processes build)")
 	f.IntVar(&o.workerCapacity, "local-worker-capacity", 2, "jobs each local worker runs at once")
 	f.StringVar(&o.workerPrefix, "local-worker-name", "local", "local workers are named NAME-POOL-N (servers sharing one fleet need different names)")
 	return cmd
+}
+
+// addressFree reports why a TCP server cannot listen on addr, or nil when it can.
+func addressFree(addr string) error {
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return err
+	}
+	return l.Close()
 }
 
 func init() { addCommand(serveCommand()) }
