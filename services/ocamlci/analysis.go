@@ -16,6 +16,7 @@ import (
 	"github.com/kiln-ci/kiln/opam/lint"
 	"github.com/kiln-ci/kiln/opam/repository"
 	"github.com/kiln-ci/kiln/services/internal/matrix"
+	"github.com/kiln-ci/kiln/services/internal/opamenv"
 )
 
 // Analysis is what kiln learns from a commit's source tree before building it.
@@ -192,18 +193,20 @@ func (s *Service) plan(ctx context.Context, in AnalysisInput, logf func(string, 
 		return Plan{}, err
 	}
 	solve := SystemSolve
+	withRepo := s.Opam != nil && in.OpamCommit != ""
 	var extra []*repository.Package
+	var extraFrom map[string]extraPackage
 	if len(a.Config.OpamRepositories) > 0 {
-		if s.Opam == nil || in.OpamCommit == "" {
+		if !withRepo {
 			return Plan{}, fmt.Errorf("%s: opam-repositories need the server to solve against an opam repository (kiln serve --opam-repository)", ConfigFile)
 		}
-		if extra, err = extraPackages(ctx, s.Mirrors, a.Config.OpamRepositories, logf); err != nil {
+		if extra, extraFrom, err = extraPackages(ctx, s.Mirrors, a.Config.OpamRepositories, logf); err != nil {
 			return Plan{}, err
 		}
 	}
 	var pinned []*repository.Package
 	if len(a.PinDepends) > 0 {
-		if s.Opam == nil || in.OpamCommit == "" {
+		if !withRepo {
 			return Plan{}, errors.New("pin-depends need the server to solve against an opam repository (kiln serve --opam-repository)")
 		}
 		if pinned, err = pinnedPackages(ctx, s.Mirrors, a.PinDepends); err != nil {
@@ -213,7 +216,7 @@ func (s *Service) plan(ctx context.Context, in AnalysisInput, logf func(string, 
 			logf("pinned %s (%s)", p.Package, p.Path)
 		}
 	}
-	if s.Opam != nil && in.OpamCommit != "" {
+	if withRepo {
 		logf("solving against opam-repository %s", short(in.OpamCommit))
 		solve = solveWith(s.Opam, in.OpamCommit, false, extra, pinned)
 	}
@@ -227,15 +230,22 @@ func (s *Service) plan(ctx context.Context, in AnalysisInput, logf func(string, 
 			failures = append(failures, fmt.Sprintf("%s: %v", p.Name, err))
 			continue
 		}
-		logf("%s: solved; to install with opam: %s", p.Name, orNone(pkgs))
+		logf("%s: solved; the set to install with opam: %s", p.Name, orNone(pkgs))
 		install[p.Name] = pkgs
 		solved = append(solved, p)
 	}
-	if len(solved) == 0 {
+	var plan Plan
+	switch {
+	case len(solved) > 0:
+		plan = Plan{Analysis: a, Variants: Variants(a, solved, install)}
+	case withRepo:
 		return Plan{}, fmt.Errorf("no platform can install the packages:\n%s", strings.Join(failures, "\n"))
+	default:
+		// Nothing to install the dependencies from: the builds fail with the reason
+		// (and the hint at --opam-repository), the lints that need no build still run.
+		plan = Plan{Analysis: a, Variants: unsolvable(a, platforms, failures)}
 	}
-	plan := Plan{Analysis: a, Variants: Variants(a, solved, install)}
-	if s.Opam != nil && in.OpamCommit != "" && a.Config.Lint.LowerBoundEnabled() {
+	if withRepo && a.Config.Lint.LowerBoundEnabled() {
 		p := solved[0]
 		lower, err := solveWith(s.Opam, in.OpamCommit, true, extra, pinned)(ctx, a, p)
 		switch {
@@ -244,8 +254,13 @@ func (s *Service) plan(ctx context.Context, in AnalysisInput, logf func(string, 
 		case strings.Join(lower, " ") == strings.Join(install[p.Name], " "):
 			logf("%s: the lower bounds are the newest versions; no (lower-bound) job", p.Name)
 		default:
-			logf("%s (lower-bound): to install with opam: %s", p.Name, orNone(lower))
+			logf("%s (lower-bound): the set to install with opam: %s", p.Name, orNone(lower))
 			plan.Variants = append(plan.Variants, Variant{Name: p.Name + " (lower-bound)", Kind: KindLowerBound, Platform: p, Install: lower})
+		}
+	}
+	if withRepo {
+		if err := s.prepareLayers(ctx, in, a, plan.Variants, extraFrom, logf); err != nil {
+			return Plan{}, err
 		}
 	}
 	for _, rel := range sortedKeys(a.OpamFiles) {
@@ -255,6 +270,42 @@ func (s *Service) plan(ctx context.Context, in AnalysisInput, logf func(string, 
 		logf("variant %s", v.Name)
 	}
 	return plan, nil
+}
+
+// unsolvable are the variants of a commit whose packages no platform can install
+// without an opam repository: a build per platform that fails with the reason, and the
+// opam lint, which needs no build.
+func unsolvable(a *Analysis, platforms []matrix.Platform, failures []string) []Variant {
+	var vs []Variant
+	for i, p := range platforms {
+		vs = append(vs, Variant{Name: p.Name, Kind: KindBuild, Platform: p, Unsolvable: failures[i], Experimental: p.Experimental})
+	}
+	if a.Config.Lint.OpamEnabled() && len(platforms) > 0 {
+		vs = append(vs, Variant{Name: "(lint-opam)", Kind: KindLintOpam, Platform: platforms[0]})
+	}
+	return vs
+}
+
+// prepareLayers prepares the dependency layer of every variant that installs packages,
+// once per platform and set.
+func (s *Service) prepareLayers(ctx context.Context, in AnalysisInput, a *Analysis, vs []Variant, extra map[string]extraPackage, logf func(string, ...any)) error {
+	made := map[string]*opamenv.Layer{}
+	for i, v := range vs {
+		if len(v.Install) == 0 || v.Kind == KindLintOpam {
+			continue
+		}
+		key := v.Platform.Name + " " + strings.Join(v.Install, " ")
+		if made[key] == nil {
+			l, err := s.layerOf(ctx, in.Checkout.Dir, in.OpamCommit, a, v.Platform, v.Install, extra)
+			if err != nil {
+				return fmt.Errorf("%s: dependency layer: %w", v.Name, err)
+			}
+			logf("%s: %s", v.Name, l.Describe())
+			made[key] = l
+		}
+		vs[i].Opam = made[key]
+	}
+	return nil
 }
 
 func orNone(xs []string) string {
@@ -308,7 +359,7 @@ func SystemSolve(_ context.Context, a *Analysis, p matrix.Platform) ([]string, e
 		}
 	}
 	if len(problems) > 0 {
-		return nil, fmt.Errorf("%s; the platform provides only %s and no opam repository is configured", strings.Join(problems, "; "), strings.Join(p.System, ", "))
+		return nil, fmt.Errorf("%s; the platform provides only %s, and no opam repository is configured to install the rest from (kiln serve --opam-repository)", strings.Join(problems, "; "), strings.Join(p.System, ", "))
 	}
 	return nil, nil
 }

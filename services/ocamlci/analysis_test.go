@@ -1,6 +1,7 @@
 package ocamlci
 
 import (
+	"context"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -109,5 +110,54 @@ depends: [ "ocaml" {>= "5.0"} ]
 	_, err = SystemSolve(nil, a, p)
 	if err == nil || !strings.Contains(err.Error(), "the platform has 4.13.1") {
 		t.Fatalf("SystemSolve error = %v, want a version mismatch", err)
+	}
+}
+
+func TestPlanWithoutOpamRepository(t *testing.T) {
+	// cppo 1.6.9's opam files: cppo needs what the image has, cppo_ocamlbuild does not.
+	files := map[string]string{
+		"cppo.opam":            "opam-version: \"2.0\"\ndepends: [ \"ocaml\" {>= \"4.02.3\"} \"dune\" {>= \"1.10\"} \"base-unix\" ]\n",
+		"cppo_ocamlbuild.opam": "opam-version: \"2.0\"\ndepends: [ \"ocaml\" \"dune\" {>= \"1.10\"} \"ocamlbuild\" \"ocamlfind\" \"cppo\" {>= \"1.6.0\"} ]\n",
+		"dune-project":         "(lang dune 1.10)\n",
+	}
+	cases := []struct {
+		name       string
+		files      map[string]string
+		wantBuilds string // "" when the builds run
+		wantLints  []string
+	}{
+		{"needs packages", files, "ocamlbuild (not provided)", []string{"(lint-opam)"}},
+		{"needs only the image", map[string]string{"cppo.opam": files["cppo.opam"], "dune-project": files["dune-project"]}, "", []string{"(lint-doc)", "(lint-opam)"}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			s := &Service{Platforms: matrix.Default()}
+			plan, err := s.plan(context.Background(), AnalysisInput{Checkout: Checkout{Dir: writeTree(t, c.files)}}, t.Logf)
+			if err != nil {
+				t.Fatalf("plan: %v", err)
+			}
+			var lints []string
+			builds := 0
+			for _, v := range plan.Variants {
+				if v.Kind != KindBuild {
+					lints = append(lints, v.Name)
+					continue
+				}
+				builds++
+				_, err := v.Spec(plan.Analysis)
+				switch {
+				case c.wantBuilds == "" && err != nil:
+					t.Errorf("%s: %v", v.Name, err)
+				case c.wantBuilds != "" && (err == nil || !strings.Contains(err.Error(), c.wantBuilds) || !strings.Contains(err.Error(), "--opam-repository")):
+					t.Errorf("%s: %v, want a failure naming %q with the hint at --opam-repository", v.Name, err, c.wantBuilds)
+				}
+			}
+			if builds != 2 {
+				t.Errorf("%d builds, want one per platform", builds)
+			}
+			if strings.Join(lints, ",") != strings.Join(c.wantLints, ",") {
+				t.Errorf("lints %v, want %v", lints, c.wantLints)
+			}
+		})
 	}
 }

@@ -72,12 +72,3 @@ func pinCommit(ctx context.Context, m *git.Repo, ref string) (string, error) {
 	}
 	return "", errors.New("no #ref given and no main or master branch")
 }
-
-// pinAdds is the shell that pins the pin-depends packages before installing.
-func pinAdds(pins []PinDepend) string {
-	var b strings.Builder
-	for _, p := range pins {
-		fmt.Fprintf(&b, "opam pin add -yn %s %s && ", shellQuote(p.Package), shellQuote(p.URL))
-	}
-	return b.String()
-}

@@ -26,6 +26,7 @@ import (
 	"github.com/kiln-ci/kiln/plugins/fleetjob"
 	"github.com/kiln-ci/kiln/plugins/forges"
 	"github.com/kiln-ci/kiln/services/internal/matrix"
+	"github.com/kiln-ci/kiln/services/internal/opamenv"
 	"github.com/kiln-ci/kiln/services/internal/opamrepo"
 	"github.com/kiln-ci/kiln/services/internal/results"
 )
@@ -42,8 +43,11 @@ type Service struct {
 	Platforms []matrix.Platform
 	// Opam is the opam repository commits are solved against. Nil: local packages may
 	// depend only on the platform's system packages (SystemSolve).
-	Opam  *opamrepo.Repository
-	Index *results.Index
+	Opam *opamrepo.Repository
+	// Archives is the fleet's source-archive cache the dependency layers take their
+	// sources from (nil: one in WorkDir/opam-archives, made on first use).
+	Archives *opamenv.Archives
+	Index    *results.Index
 	// Images, when set, is the builder's image store folder: the platforms' Debian base
 	// images are made there (one job each, with its log) before the first build needs
 	// them. Workers elsewhere must have the images in their own stores.

@@ -1,6 +1,7 @@
 package ocamlci
 
 import (
+	"errors"
 	"fmt"
 	"path"
 	"sort"
@@ -8,6 +9,7 @@ import (
 
 	"github.com/kiln-ci/kiln/builder/spec"
 	"github.com/kiln-ci/kiln/services/internal/matrix"
+	"github.com/kiln-ci/kiln/services/internal/opamenv"
 )
 
 // Kind says what a variant checks.
@@ -29,9 +31,15 @@ type Variant struct {
 	Name     string          `json:"name"`
 	Kind     Kind            `json:"kind"`
 	Platform matrix.Platform `json:"platform"`
-	// Install are the packages the solve chose that the platform's image lacks, as
-	// "name.version", installed with opam in the dependency layer.
+	// Install is the exact set the solve chose, as "name.version", installed with opam
+	// in the dependency layer (Opam).
 	Install []string `json:"install,omitempty"`
+	// Opam is the dependency layer, prepared in the commit's checkout when the commit
+	// is solved against an opam repository.
+	Opam *opamenv.Layer `json:"opam,omitempty"`
+	// Unsolvable says why the packages cannot be installed on the platform: the variant
+	// fails with it, unbuilt.
+	Unsolvable string `json:"unsolvable,omitempty"`
 	// Experimental variants do not fail the commit.
 	Experimental bool `json:"experimental,omitempty"`
 }
@@ -39,27 +47,30 @@ type Variant struct {
 // srcDir is where the source tree sits inside the sandbox.
 const srcDir = "/src"
 
-// buildExcludes are names never copied from a checkout into a build.
-var buildExcludes = []string{".git", "_build", "_opam"}
+// buildExcludes are names never copied from a checkout into a build: the dependency
+// layers the analysis writes into the checkout among them.
+var buildExcludes = []string{".git", "_build", "_opam", opamenv.ContextDir}
 
 // Spec returns the builder spec of a variant for a commit with this analysis. The
-// dependency layer depends on the opam files alone, so a commit that changes only
-// code reuses it; the tree is copied after it.
+// dependency layer (the opam switch with the exact set installed, see opamenv) depends
+// on the solution and the opam files alone, so a commit that changes only code reuses
+// it; the tree is copied after it.
 func (v Variant) Spec(a *Analysis) (*spec.Spec, error) {
 	s := &spec.Spec{From: v.Platform.Image}
 	add := func(ops ...spec.Op) { s.Ops = append(s.Ops, ops...) }
 	add(spec.Comment{Text: v.Name}, spec.Env{Name: "CI", Value: "true"}, spec.Env{Name: "OPAMYES", Value: "1"},
 		spec.Workdir{Path: srcDir})
-	if v.Kind == KindLintOpam {
+	switch {
+	case v.Kind == KindLintOpam:
 		return nil, fmt.Errorf("%s: lint-opam runs in the service, not in a sandbox", v.Name)
-	}
-	add(copyOpamFiles(a)...)
-	if len(v.Install) > 0 {
-		add(spec.Run{
-			Network: []string{"host"},
-			Cache:   []spec.Cache{{ID: "opam-archives", Target: "/root/.opam/download-cache"}},
-			Shell:   repoAdds(a.Config.OpamRepositories) + pinAdds(a.PinDepends) + "opam install --deps-only --with-test " + strings.Join(v.Install, " "),
-		})
+	case v.Unsolvable != "":
+		return nil, errors.New(v.Unsolvable)
+	case v.Opam != nil:
+		add(v.Opam.Setup()...)
+		add(copyOpamFiles(a)...)
+		add(v.Opam.InstallOp())
+	default:
+		add(copyOpamFiles(a)...)
 	}
 	add(spec.Copy{Src: []string{"."}, Dst: srcDir, Exclude: buildExcludes})
 	switch v.Kind {
@@ -137,15 +148,3 @@ func Variants(a *Analysis, platforms []matrix.Platform, install map[string][]str
 	}
 	return vs
 }
-
-// repoAdds is the shell that adds a repository's extra opam repositories, first in
-// priority, before installing.
-func repoAdds(repos []ExtraRepository) string {
-	var b strings.Builder
-	for _, r := range repos {
-		fmt.Fprintf(&b, "opam repository add --all-switches --set-default %s %s && ", shellQuote(r.Name), shellQuote(r.URL))
-	}
-	return b.String()
-}
-
-func shellQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }

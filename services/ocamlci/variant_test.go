@@ -7,6 +7,7 @@ import (
 	"github.com/kiln-ci/kiln/builder/spec"
 	"github.com/kiln-ci/kiln/forge"
 	"github.com/kiln-ci/kiln/services/internal/matrix"
+	"github.com/kiln-ci/kiln/services/internal/opamenv"
 )
 
 func TestVariantsAndSpecs(t *testing.T) {
@@ -26,6 +27,8 @@ func TestVariantsAndSpecs(t *testing.T) {
 	if got, want := strings.Join(names, ","), "debian-12-4.13_amd64,debian-12-4.13_arm64,(lint-fmt),(lint-doc),(lint-opam)"; got != want {
 		t.Fatalf("variants = %s, want %s", got, want)
 	}
+	vs[0].Opam = &opamenv.Layer{Dir: ".kiln-opam/abc", Compiler: "ocaml-system.4.13.1", Install: vs[0].Install,
+		Pins: []opamenv.Pin{{Package: "hello.dev", Target: "/src/"}}}
 	s, err := vs[0].Spec(a)
 	if err != nil {
 		t.Fatal(err)
@@ -38,21 +41,36 @@ func TestVariantsAndSpecs(t *testing.T) {
 	if back.From != vs[0].Platform.Image {
 		t.Errorf("from = %q", back.From)
 	}
-	// The dependency layer (opam files, then opam install) comes before the whole tree.
+	// The dependency layer (the switch, the opam files, then opam install of the exact
+	// set) comes before the whole tree.
+	iInit := strings.Index(text, "opam init --bare")
+	iSwitch := strings.Index(text, "opam switch create default ocaml-system.4.13.1")
 	iOpam := strings.Index(text, "hello.opam")
-	iInstall := strings.Index(text, "opam install --deps-only --with-test alcotest.1.7.0")
+	iInstall := strings.Index(text, "opam pin add -yn hello.dev /src/ && opam install alcotest.1.7.0")
 	iTree := strings.Index(text, "(src .)")
 	iBuild := strings.Index(text, "dune build @install @check @runtest")
-	if iOpam < 0 || iInstall < iOpam || iTree < iInstall || iBuild < iTree {
-		t.Errorf("steps out of order (opam files %d, install %d, tree %d, build %d):\n%s", iOpam, iInstall, iTree, iBuild, text)
+	if iInit < 0 || iSwitch < iInit || iOpam < iSwitch || iInstall < iOpam || iTree < iInstall || iBuild < iTree {
+		t.Errorf("steps out of order (init %d, switch %d, opam files %d, install %d, tree %d, build %d):\n%s", iInit, iSwitch, iOpam, iInstall, iTree, iBuild, text)
+	}
+	if strings.Contains(text, "--deps-only") || strings.Contains(text, "network") {
+		t.Errorf("the layer installs dependencies of the set, or uses the network:\n%s", text)
 	}
 	if !strings.Contains(text, "(dst /src/lib/)") {
 		t.Errorf("opam file in lib/ not copied to its folder:\n%s", text)
 	}
-	// A spec for arm64 has nothing to install: no network step.
+	if !strings.Contains(text, "(exclude .git _build _opam .kiln-opam)") {
+		t.Errorf("the tree's copy takes the dependency layers too:\n%s", text)
+	}
+	// A spec for arm64 has nothing to install: no opam step.
 	s2, _ := vs[1].Spec(a)
-	if strings.Contains(s2.String(), "network") {
-		t.Errorf("arm64 spec uses the network though nothing is installed:\n%s", s2)
+	if strings.Contains(s2.String(), "opam init") || strings.Contains(s2.String(), "opam install") {
+		t.Errorf("arm64 spec runs opam though nothing is installed:\n%s", s2)
+	}
+	// A platform that cannot have the packages fails with the reason, unbuilt.
+	un := vs[1]
+	un.Unsolvable = "hello needs alcotest (not provided)"
+	if _, err := un.Spec(a); err == nil || err.Error() != un.Unsolvable {
+		t.Errorf("spec of an unsolvable variant: %v", err)
 	}
 	if _, err := vs[4].Spec(a); err == nil {
 		t.Error("lint-opam has a spec; it runs in the service")

@@ -27,6 +27,14 @@ import (
 // checksum to verify it with. A build that needs it must have the network.
 var ErrNotCacheable = errors.New("not a checksummed http(s) or file archive")
 
+// ErrChecksum is wrapped by the error of an archive that does not match its opam file's
+// checksums: downloading it again will not help.
+var ErrChecksum = errors.New("checksum mismatch")
+
+// ErrFetch is wrapped by the error of an archive that could not be had (network,
+// missing upstream): the fault of neither the package nor the build, worth retrying.
+var ErrFetch = errors.New("source archive unavailable")
+
 // MaxArchiveBytes bounds one downloaded source archive.
 const MaxArchiveBytes = 2 << 30
 
@@ -184,12 +192,15 @@ func (a *Archives) download(ctx context.Context, u opam.URL) (Archive, error) {
 		if err == nil {
 			return ar, nil
 		}
+		if errors.Is(err, ErrChecksum) {
+			return Archive{}, err
+		}
 		errs = append(errs, err)
 		if ctx.Err() != nil {
 			break
 		}
 	}
-	return Archive{}, errors.Join(errs...)
+	return Archive{}, fmt.Errorf("%w: %w", ErrFetch, errors.Join(errs...))
 }
 
 // fetch downloads src into the cache, verifying it against sums.
@@ -224,7 +235,7 @@ func (a *Archives) fetch(ctx context.Context, src string, sums []opam.Checksum) 
 	}
 	for _, c := range sums {
 		if got := hex.EncodeToString(hashes[c.Algo].Sum(nil)); got != c.Hex {
-			return Archive{}, fmt.Errorf("download %s: checksum mismatch: the opam file says %s, the archive has %s=%s", src, c, c.Algo, got)
+			return Archive{}, fmt.Errorf("download %s: %w: the opam file says %s, the archive has %s=%s", src, ErrChecksum, c, c.Algo, got)
 		}
 	}
 	a.bytes.Add(float64(n))

@@ -110,8 +110,9 @@ type Layer struct {
 	Compiler string   `json:"compiler"`
 	Install  []string `json:"install"`
 	Pins     []Pin    `json:"pins,omitempty"`
-	// Online lists the sources the cache could not keep (version-control URLs, sources
-	// without checksums): when there are some, the install step has the network.
+	// Online lists the sources the cache could not keep or get (version-control URLs,
+	// sources without checksums, upstreams that failed): when there are some, the
+	// install step has the network and opam fetches them itself.
 	Online []string `json:"online,omitempty"`
 	// Archives counts the source archives in cache/; Hits those that were in the
 	// archive cache already.
@@ -121,8 +122,8 @@ type Layer struct {
 
 // Prepare writes the layer of req into the build context ctxDir, under
 // ContextDir/DIGEST (left as it is when it exists), fetching the sources of its
-// packages through archives. A source that fails its checksum, or cannot be fetched,
-// is an error naming the package and URL.
+// packages through archives. A source that fails its checksum is an error naming the
+// package and URL; one the cache cannot keep or get is left to the build (Online).
 func Prepare(ctx context.Context, archives *Archives, ctxDir string, req Request) (Layer, error) {
 	l := Layer{Compiler: req.Compiler, Install: req.Install, Pins: req.Pins}
 	files := map[string][]byte{"repo/repo": []byte("opam-version: \"2.0\"\n")}
@@ -146,7 +147,8 @@ func Prepare(ctx context.Context, archives *Archives, ctxDir string, req Request
 		}
 		for _, u := range srcs {
 			ar, err := archives.Get(ctx, u)
-			if errors.Is(err, ErrNotCacheable) {
+			if errors.Is(err, ErrNotCacheable) || errors.Is(err, ErrFetch) {
+				// The build fetches it itself, with the network.
 				l.Online = append(l.Online, fmt.Sprintf("%s: %s", p.Package, u.Src))
 				continue
 			}

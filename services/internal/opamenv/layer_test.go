@@ -62,6 +62,10 @@ func TestPrepare(t *testing.T) {
 		{"an opam file", func(r *Request) {
 			r.Packages = []Package{base[0], pkg("lib.1.0", append(opamFile(up.URL+"/lib.tar.gz", sha256Of(tarball)), "# x\n"...), nil)}
 		}, false, false},
+		{"an upstream that fails", func(r *Request) {
+			r.Packages = append([]Package{}, base...)
+			r.Packages = append(r.Packages, pkg("gone.1.0", opamFile(up.URL+"/gone.tar.gz", sha256Of([]byte("gone"))), nil))
+		}, false, true},
 		{"a git source", func(r *Request) {
 			r.Packages = append([]Package{}, base...)
 			r.Packages = append(r.Packages, pkg("dev.1.0", []byte("opam-version: \"2.0\"\nurl { src: \"git+https://example.org/dev.git\" }\n"), nil))

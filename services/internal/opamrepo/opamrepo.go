@@ -88,6 +88,11 @@ func (o *Repository) at(ctx context.Context, commit string) (*repository.Repo, e
 	return r, nil
 }
 
+// At is the index of the repository at commit.
+func (o *Repository) At(ctx context.Context, commit string) (*repository.Repo, error) {
+	return o.at(ctx, commit)
+}
+
 // Universe is the solver universe of the repository at commit on platform p.
 func (o *Repository) Universe(ctx context.Context, commit string, p matrix.Platform) (*solver.Universe, error) {
 	r, err := o.at(ctx, commit)
