@@ -196,7 +196,7 @@ func (b *Builder) Build(ctx context.Context, s *spec.Spec, bc BuildContext, log 
 	if log == nil {
 		log = io.Discard
 	}
-	red := NewRedactor(log, secretValues(bc.Secrets))
+	red := NewRedactor(log, bc.Secrets)
 	defer red.Flush()
 	log = &lockedWriter{w: red}
 	fmt.Fprintf(log, "%s\n", s.ReproduceNote())

@@ -26,10 +26,10 @@ type Redactor struct {
 	pending []byte
 }
 
-// NewRedactor returns a Redactor writing to w that hides each value, the value without
-// surrounding blanks, and each line of a multi-line value (values shorter than 4 bytes
-// are left alone).
-func NewRedactor(w io.Writer, values [][]byte) *Redactor {
+// NewRedactor returns a Redactor writing to w that hides the value of each secret, the
+// value without surrounding blanks, and each line of a multi-line value (values shorter
+// than 4 bytes are left alone).
+func NewRedactor(w io.Writer, secrets map[string][]byte) *Redactor {
 	r := &Redactor{w: w}
 	add := func(v []byte) {
 		v = bytes.TrimSpace(v)
@@ -38,7 +38,7 @@ func NewRedactor(w io.Writer, values [][]byte) *Redactor {
 			r.first[v[0]] = true
 		}
 	}
-	for _, v := range values {
+	for _, v := range secrets {
 		add(v)
 		for _, l := range bytes.Split(v, []byte("\n")) {
 			add(l)
@@ -46,15 +46,6 @@ func NewRedactor(w io.Writer, values [][]byte) *Redactor {
 	}
 	slices.SortFunc(r.values, func(a, b []byte) int { return len(b) - len(a) })
 	return r
-}
-
-// secretValues lists the values of a build's secrets.
-func secretValues(m map[string][]byte) [][]byte {
-	var out [][]byte
-	for _, v := range m {
-		out = append(out, v)
-	}
-	return out
 }
 
 // Write redacts p (with what was held back before) and writes what is certain.

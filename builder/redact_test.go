@@ -29,9 +29,9 @@ func TestRedactor(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			var out bytes.Buffer
-			var vals [][]byte
-			for _, s := range c.secrets {
-				vals = append(vals, []byte(s))
+			vals := map[string][]byte{}
+			for i, s := range c.secrets {
+				vals[fmt.Sprint(i)] = []byte(s)
 			}
 			r := NewRedactor(&out, vals)
 			for _, w := range c.writes {

@@ -68,7 +68,7 @@ func (r *run) runStep(ctx context.Context, parent, step string, op spec.Run, st 
 		}
 		// Every secret of the build is hidden, in case an earlier step left one in
 		// the file system.
-		red := NewRedactor(out, secretValues(r.bc.Secrets))
+		red := NewRedactor(out, r.bc.Secrets)
 		defer red.Flush()
 		out = red
 		cfg := sandbox.Config{

@@ -19,6 +19,7 @@ import (
 
 	"golang.org/x/sync/singleflight"
 
+	"github.com/kiln-ci/kiln/builder"
 	"github.com/kiln-ci/kiln/builder/image"
 	"github.com/kiln-ci/kiln/builder/spec"
 )
@@ -50,6 +51,7 @@ func NewRunner(e *Engine, images *image.Store, logDir string) (*Runner, error) {
 	if err := os.MkdirAll(logDir, 0o700); err != nil {
 		return nil, err
 	}
+	removeStaleSecrets()
 	return &Runner{Engine: e, Images: images, LogDir: logDir, StepRepo: "kiln-step", BaseRepo: "kiln-base"}, nil
 }
 
@@ -106,7 +108,10 @@ func (r *Runner) Build(ctx context.Context, s *spec.Spec, o Options) (Result, er
 		r.known = known
 		r.mu.Unlock()
 	}
-	fmt.Fprintf(o.Log, "# To reproduce locally, build this Dockerfile (BuildKit):\n%s\n", indent(s.Dockerfile(spec.DockerfileOptions{BuildKit: true})))
+	red := builder.NewRedactor(o.Log, o.Secrets)
+	defer red.Flush()
+	o.Log = red
+	fmt.Fprintf(o.Log, "%s\n", s.ReproduceNote())
 	res, err := r.stage(ctx, s, o, map[string]Result{})
 	if err != nil && ctx.Err() != nil {
 		err = fmt.Errorf("build cancelled: %w", ctx.Err())
@@ -117,10 +122,6 @@ func (r *Runner) Build(ctx context.Context, s *spec.Spec, o Options) (Result, er
 	}
 	fmt.Fprintf(o.Log, "Build succeeded: snapshot %s\n", res.ID)
 	return res, nil
-}
-
-func indent(s string) string {
-	return "    " + strings.ReplaceAll(strings.TrimRight(s, "\n"), "\n", "\n    ")
 }
 
 func (r *Runner) stage(ctx context.Context, s *spec.Spec, o Options, outer map[string]Result) (Result, error) {
@@ -303,7 +304,7 @@ func (r *Runner) importBase(ctx context.Context, b image.Base) (string, error) {
 // cacheVolume returns the engine volume of a named cache, creating it owned by the
 // step's user the first time.
 func (r *Runner) cacheVolume(ctx context.Context, img, id string, c *stepContext) (string, error) {
-	name := "kiln-cache-" + id
+	name := cacheVolumeName(id)
 	if _, err := r.Engine.run(ctx, nil, "volume", "inspect", name); err == nil {
 		return name, nil
 	}
@@ -348,7 +349,7 @@ func (r *Runner) runStep(ctx context.Context, img, id string, op spec.Run, c *st
 		args = append(args, "--mount", mountArg("type=volume", "src="+vol, "dst="+inside(c.workdir, m.Target)))
 	}
 	if len(op.Secrets) > 0 {
-		dir, err := os.MkdirTemp("", "kiln-secrets-")
+		dir, err := secretDir()
 		if err != nil {
 			return err
 		}
@@ -382,9 +383,12 @@ func (r *Runner) runStep(ctx context.Context, img, id string, op spec.Run, c *st
 		runCtx, cancel = context.WithTimeout(ctx, r.StepTimeout)
 		defer cancel()
 	}
+	// Redacted before the log is stored, so that a cache hit never replays a value.
+	red := builder.NewRedactor(log, o.Secrets)
+	defer red.Flush()
 	start := r.Engine.command(runCtx, "start", "-a", ctr)
-	start.Stdout = log
-	start.Stderr = log
+	start.Stdout = red
+	start.Stderr = red
 	start.Cancel = func() error {
 		r.Engine.run(context.Background(), nil, "kill", ctr)
 		return start.Process.Kill()

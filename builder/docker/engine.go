@@ -76,8 +76,10 @@ func (e *Engine) RemoveContainer(id string) {
 // directory and tags the result. The engine's classic builder is used (the docker
 // packages of Debian bookworm lack buildx, which BuildKit needs from the CLI), so the
 // Dockerfile must be rendered without BuildKit flags; steps get the host's network.
-func (e *Engine) BuildDockerfile(ctx context.Context, dockerfile, contextDir, tag string, out io.Writer) error {
-	cmd := e.command(ctx, "build", "--network=host", "-t", tag, "-f", "-", contextDir)
+// extra are more arguments of docker build (--build-arg K=V).
+func (e *Engine) BuildDockerfile(ctx context.Context, dockerfile, contextDir, tag string, out io.Writer, extra ...string) error {
+	args := append([]string{"build", "--network=host", "-t", tag, "-f", "-"}, extra...)
+	cmd := e.command(ctx, append(args, contextDir)...)
 	cmd.Env = append(cmd.Env, "DOCKER_BUILDKIT=0")
 	cmd.Stdin = strings.NewReader(dockerfile)
 	var errb bytes.Buffer
@@ -90,6 +92,12 @@ func (e *Engine) BuildDockerfile(ctx context.Context, dockerfile, contextDir, ta
 		return fmt.Errorf("docker build: %v: %s", err, lastLines(errb.String(), 10))
 	}
 	return nil
+}
+
+// Load loads a Docker image archive (docker save's format) and returns what the
+// engine says it loaded.
+func (e *Engine) Load(ctx context.Context, archive io.Reader) (string, error) {
+	return e.run(ctx, archive, "load")
 }
 
 func lastLines(s string, n int) string {

@@ -70,6 +70,9 @@ func runID(parent string, op spec.Run, c *stepContext) string {
 	for _, s := range op.Secrets {
 		inputs = append(inputs, "secret", s.ID, inside(c.workdir, s.Target))
 	}
+	if len(op.Secrets) > 0 {
+		inputs = append(inputs, "log", "redacted")
+	}
 	return stepID(parent, "run", c.env, c.workdir, c.userString(), c.shell, inputs...)
 }
 
