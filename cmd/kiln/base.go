@@ -10,6 +10,7 @@ import (
 	"syscall"
 	"text/tabwriter"
 
+	"github.com/mattn/go-isatty"
 	"github.com/spf13/cobra"
 
 	"github.com/kiln-ci/kiln/builder/image"
@@ -203,6 +204,45 @@ func init() {
 			return nil
 		},
 	}
-	base.AddCommand(debian, importCmd, pull, ls, rm)
+	var output string
+	export := &cobra.Command{
+		Use:   "export REF",
+		Short: "Write a base as a Docker image archive, tagged REF, for docker load",
+		Long: `Export writes the base REF names (a local kiln/… base, a pulled image or a tarball) as a
+Docker image archive: what "docker save" writes and "docker load" reads, with the tag REF
+for local names and registry tags. The Dockerfiles of build logs ("to reproduce locally")
+then find their FROM.`,
+		Example: `  kiln base export kiln/debian:bookworm | docker load
+  kiln base export kiln/debian:bookworm -o bookworm.tar`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			st, err := openImages()
+			if err != nil {
+				return err
+			}
+			out := os.Stdout
+			if output != "" && output != "-" {
+				f, err := os.Create(output)
+				if err != nil {
+					return err
+				}
+				defer f.Close()
+				out = f
+			} else if isatty.IsTerminal(out.Fd()) {
+				return fmt.Errorf("export %s: standard output is a terminal; pipe it to docker load or give -o FILE", args[0])
+			}
+			ctx, cancel := signalContext()
+			defer cancel()
+			if err := st.ExportDocker(ctx, args[0], out); err != nil {
+				if output != "" && output != "-" {
+					os.Remove(output)
+				}
+				return err
+			}
+			return out.Close()
+		},
+	}
+	export.Flags().StringVarP(&output, "output", "o", "", "write the archive to FILE instead of standard output")
+	base.AddCommand(debian, importCmd, pull, ls, rm, export)
 	addCommand(base)
 }
