@@ -80,6 +80,7 @@ func init() {
 		secrets    []string
 		backend    string
 		printOnly  bool
+		buildKit   bool
 		memory     string
 		cpus       float64
 		pids       int64
@@ -95,7 +96,8 @@ Dockerfile (to reproduce the build locally) and ends with the final snapshot id,
 is also the only line printed on standard output.`,
 		Example: `  kiln base debian --suite bookworm
   kiln build -f example.spec --context . --secret token=./token.txt
-  kiln build -f example.spec --print-dockerfile > Dockerfile`,
+  kiln build -f example.spec --print-dockerfile > Dockerfile
+  kiln build -f example.spec --print-dockerfile --buildkit > Dockerfile`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if file == "" {
@@ -110,7 +112,7 @@ is also the only line printed on standard output.`,
 				return err
 			}
 			if printOnly {
-				fmt.Print(s.Dockerfile(spec.DockerfileOptions{BuildKit: true}))
+				fmt.Print(s.Dockerfile(spec.DockerfileOptions{BuildKit: buildKit}))
 				return nil
 			}
 			secretValues := map[string][]byte{}
@@ -172,7 +174,8 @@ is also the only line printed on standard output.`,
 	f.StringVar(&contextDir, "context", ".", "directory (copy …) reads from")
 	f.StringArrayVar(&secrets, "secret", nil, "secret value for steps: ID=FILE (repeatable)")
 	f.StringVar(&backend, "backend", "runc", "runc or docker")
-	f.BoolVar(&printOnly, "print-dockerfile", false, "print the equivalent Dockerfile and stop")
+	f.BoolVar(&printOnly, "print-dockerfile", false, "print the equivalent Dockerfile (for the classic builder) and stop")
+	f.BoolVar(&buildKit, "buildkit", false, "with --print-dockerfile: the BuildKit form (RUN --mount for caches and secrets, --network)")
 	f.StringVar(&memory, "memory", "", "memory limit of each step (e.g. 4G)")
 	f.Float64Var(&cpus, "cpus", 0, "CPU limit of each step, in CPUs")
 	f.Int64Var(&pids, "pids", 0, "process limit of each step")
