@@ -135,14 +135,7 @@ func (g *Gitea) Webhook(secret []byte, sh webhook.Shared) http.Handler {
 
 // Publish sets the commit's status, its description naming the first failure.
 func (g *Gitea) Publish(ctx context.Context, ref forge.Ref, st forge.Status, variants []forge.Variant) error {
-	name := g.Context
-	if name == "" {
-		name = "kiln"
-	}
-	return g.Client.SetStatus(ctx, gitea.Repo{Owner: ref.Repo.Owner, Name: ref.Repo.Name}, ref.Commit, gitea.Status{
-		Context: name, State: st.State, Description: st.Short(variants, 255),
-		TargetURL: fmt.Sprintf("%s/gitea/%s/%s/commit/%s", g.BaseURL, ref.Repo.Owner, ref.Repo.Name, ref.Commit),
-	})
+	return g.PublishCheck(ctx, ref, forge.Check{}, st, variants)
 }
 
 // Reads is how many times the refs have been read.

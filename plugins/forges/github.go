@@ -550,23 +550,8 @@ func (g *GitHub) ask(ev github.Event) bool {
 }
 
 // Publish sets the commit's check run.
-func (g *GitHub) Publish(ctx context.Context, ref forge.Ref, st forge.Status, _ []forge.Variant) error {
-	g.init()
-	g.mu.Lock()
-	c := g.clients[ref.Repo.Owner+"/"+ref.Repo.Name]
-	g.mu.Unlock()
-	if c == nil {
-		return fmt.Errorf("no installation of the App can access %s/%s", ref.Repo.Owner, ref.Repo.Name)
-	}
-	name := g.CheckName
-	if name == "" {
-		name = "kiln"
-	}
-	_, err := c.SetCheckRun(ctx, github.Repo{Owner: ref.Repo.Owner, Name: ref.Repo.Name}, ref.Commit, github.CheckRun{
-		Name: name, Status: st, ExternalID: ref.Commit,
-		DetailsURL: fmt.Sprintf("%s/github/%s/%s/commit/%s", g.BaseURL, ref.Repo.Owner, ref.Repo.Name, ref.Commit),
-	})
-	return err
+func (g *GitHub) Publish(ctx context.Context, ref forge.Ref, st forge.Status, variants []forge.Variant) error {
+	return g.PublishCheck(ctx, ref, forge.Check{}, st, variants)
 }
 
 // Reads is how many times the refs have been read.
