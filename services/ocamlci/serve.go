@@ -12,6 +12,7 @@ import (
 	"github.com/kiln-ci/kiln/plugins/forges"
 	"github.com/kiln-ci/kiln/services/host"
 	"github.com/kiln-ci/kiln/services/internal/matrix"
+	"github.com/kiln-ci/kiln/services/internal/opamenv"
 	"github.com/kiln-ci/kiln/services/internal/opamrepo"
 	"github.com/kiln-ci/kiln/services/internal/results"
 )
@@ -66,6 +67,12 @@ func (c *served) Start(ctx context.Context, env *host.Env) (*host.Running, error
 	}
 	if c.opamRepo != "" {
 		svc.Opam = &opamrepo.Repository{GitDir: c.opamRepo, Branch: c.opamBranch}
+		svc.Archives, err = opamenv.NewArchives(filepath.Join(env.StateDir, "opam-archives"),
+			opamenv.ArchivesOptions{Logger: env.Logger, Register: env.Register})
+		if err != nil {
+			idx.Close()
+			return nil, err
+		}
 	}
 	if env.Forges.Empty() {
 		sample := filepath.Join(env.StateDir, "sample", "hello")
