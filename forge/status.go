@@ -51,13 +51,14 @@ const (
 )
 
 // Summarise turns the variants of one commit into its status: failed when any
-// non-experimental variant failed, error when one could not run for reasons not the
-// commit's own, running while any is queued or running, passed otherwise.
+// non-experimental variant failed, running while any is queued or running, error when
+// one could not run for reasons not the commit's own, cancelled when one was cancelled
+// (the commit was superseded), passed otherwise.
 func Summarise(variants []Variant) Status {
 	vs := slices.Clone(variants)
 	slices.SortStableFunc(vs, func(a, b Variant) int { return strings.Compare(a.Name, b.Name) })
 	counts := map[State]int{}
-	var failed, errored, active bool
+	var failed, errored, cancelled, active bool
 	for _, v := range vs {
 		counts[v.State]++
 		switch v.State {
@@ -65,6 +66,8 @@ func Summarise(variants []Variant) Status {
 			failed = failed || !v.Experimental
 		case Error:
 			errored = errored || !v.Experimental
+		case Cancelled:
+			cancelled = cancelled || !v.Experimental
 		case Queued, Running:
 			active = true
 		}
@@ -79,6 +82,8 @@ func Summarise(variants []Variant) Status {
 		st.State = Running
 	case errored:
 		st.State = Error
+	case cancelled:
+		st.State = Cancelled
 	}
 	var parts []string
 	for _, s := range []State{Failed, Error, Running, Queued, Passed, Cancelled, Skipped} {
@@ -160,7 +165,15 @@ func (s Status) Short(variants []Variant, n int) string {
 			} else if v.Message != "" {
 				d += ": " + v.Message
 			}
-			break
+			return Truncate(d, n)
+		}
+	}
+	if s.State == Cancelled {
+		for _, v := range variants {
+			if v.State == Cancelled && v.Message != "" {
+				d += "; " + v.Message
+				break
+			}
 		}
 	}
 	return Truncate(d, n)

@@ -28,6 +28,12 @@ func TestSummarise(t *testing.T) {
 	if Summarise([]Variant{{State: Passed}, {State: Error}}).State != Error {
 		t.Error("an infrastructure error was not reported")
 	}
+	if got := Summarise([]Variant{{State: Passed}, {State: Cancelled}}).State; got != Cancelled {
+		t.Errorf("a superseded commit is %s, want cancelled", got)
+	}
+	if got := Summarise([]Variant{{State: Running}, {State: Cancelled}}).State; got != Running {
+		t.Errorf("a commit with a running variant is %s, want running", got)
+	}
 	if Summarise(nil).State != Queued {
 		t.Error("no variants is not queued")
 	}
@@ -57,6 +63,7 @@ func TestShortNamesTheFailingLines(t *testing.T) {
 			FailingLines: []string{`File "a.ml", line 2, characters 4-5:`, "2 | let x = y", "        ^", "Error: Unbound value y"}},
 			`1 failed; v: File "a.ml", line 2, characters 4-5: / 2 | let x = y / Error: Unbound value y`},
 		{"no lines: the message", Variant{Name: "v", State: Error, Message: "worker lost"}, "1 error; v: worker lost"},
+		{"superseded", Variant{Name: "v", State: Cancelled, Message: "cancelled: superseded"}, "1 cancelled; cancelled: superseded"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -65,6 +66,7 @@ type Service struct {
 		analyse *current.Op[AnalysisInput, Plan]
 		build   *current.Op[BuildInput, BuildResult]
 		status  *current.Op[StatusInput, current.Unit]
+		ended   *current.Op[LiveCommits, current.Unit]
 		base    *current.Op[image.DebianOptions, string]
 	}
 	basesReady current.Term[current.Unit]
@@ -168,9 +170,79 @@ func (s *Service) Pipeline() current.Term[current.Unit] {
 		})
 		// One pipeline per commit, however many refs point at it.
 		commits := current.ListIter(current.Map(refs, commitsOf), FetchInput.key, s.pipelineOf)
-		all = append(all, heads, commits)
+		// A commit no ref points at any more ends: its unfinished variants cancelled.
+		ended := current.Do(s.ops.ended, current.Map(refs, liveCommits))
+		all = append(all, heads, commits, ended)
 	}
 	return current.All(all...)
+}
+
+// LiveCommits are the commits the refs of one source point at, by forge.
+type LiveCommits struct {
+	Forges  []string `json:"forges"`
+	Commits []string `json:"commits"` // "forge/owner/name commit", sorted
+}
+
+func liveCommits(refs []forge.Ref) LiveCommits {
+	var l LiveCommits
+	for _, r := range refs {
+		if !slices.Contains(l.Forges, r.Repo.Forge) {
+			l.Forges = append(l.Forges, r.Repo.Forge)
+		}
+		l.Commits = append(l.Commits, r.Repo.String()+" "+r.Commit)
+	}
+	sort.Strings(l.Forges)
+	sort.Strings(l.Commits)
+	l.Commits = slices.Compact(l.Commits)
+	return l
+}
+
+// supersededMessage is why the variants of a commit no ref points at are cancelled.
+const supersededMessage = "cancelled: superseded (no branch or pull request points at this commit any more)"
+
+// endSuperseded gives every unfinished commit of the source's forges that no ref
+// points at any more its final status: its queued and running variants cancelled,
+// and the status published, so that the forge is not left with a pending one.
+func (s *Service) endSuperseded(ctx context.Context, j *current.Job, live LiveCommits) (current.Unit, error) {
+	unfinished, err := s.Index.Unfinished(ctx, live.Forges)
+	if err != nil {
+		return current.Unit{}, current.Infra(current.FailDiskFull, fmt.Errorf("index: %w", err))
+	}
+	for _, c := range unfinished {
+		if _, ok := slices.BinarySearch(live.Commits, c.Repo.String()+" "+c.Commit); ok {
+			continue
+		}
+		recs, err := s.Index.CancelUnfinished(ctx, c.Repo, c.Commit, supersededMessage)
+		if err != nil {
+			return current.Unit{}, current.Infra(current.FailDiskFull, err)
+		}
+		vs := make([]forge.Variant, 0, len(recs))
+		for _, r := range recs {
+			v := forge.Variant{Name: r.Name, State: r.State, Experimental: r.Experimental, Message: r.Message}
+			if r.JobID != "" {
+				v.URL = s.variantURL(c.Repo, c.Commit, r.Name)
+			}
+			if !r.Started.IsZero() && !r.Finished.IsZero() {
+				v.Duration = r.Finished.Sub(r.Started)
+			}
+			vs = append(vs, v)
+		}
+		j.Logf("%s %s is superseded: %d variants, %d unfinished cancelled", c.Repo, short(c.Commit), len(vs), countState(vs, forge.Cancelled))
+		if _, err := s.publish(ctx, j, StatusInput{Repo: c.Repo, Commit: c.Commit, Variants: vs}); err != nil {
+			return current.Unit{}, err
+		}
+	}
+	return current.Unit{}, nil
+}
+
+func countState(vs []forge.Variant, st forge.State) int {
+	n := 0
+	for _, v := range vs {
+		if v.State == st {
+			n++
+		}
+	}
+	return n
 }
 
 // commitsOf lists the commits the refs point at, each with the first of its refs by
@@ -261,7 +333,10 @@ func (s *Service) variantStatus(b BuildInput, o current.Observed[BuildResult]) f
 	case current.StateFailed:
 		v.State = forge.Failed
 		v.Message, v.FailingLines = o.Message, o.Lines
-		if o.Kind.Infrastructure() {
+		switch {
+		case o.Kind == current.FailCancelled:
+			v.State = forge.Cancelled
+		case o.Kind.Infrastructure():
 			v.State = forge.Error
 		}
 	case current.StateActive:
@@ -328,6 +403,12 @@ func (s *Service) makeOps() {
 		},
 		Label: func(o image.DebianOptions) string { return "base image " + o.Suite + " " + o.Arch },
 		Run:   s.makeBase,
+	}
+	s.ops.ended = &current.Op[LiveCommits, current.Unit]{
+		Name:  "ocamlci-superseded",
+		Key:   func(l LiveCommits) string { return "superseded " + strings.Join(l.Forges, ",") },
+		Label: func(l LiveCommits) string { return "end superseded commits" },
+		Run:   s.endSuperseded,
 	}
 	s.ops.status = &current.Op[StatusInput, current.Unit]{
 		Name:    "ocamlci-status",
@@ -433,7 +514,15 @@ func (s *Service) build(ctx context.Context, j *current.Job, b BuildInput) (Buil
 	res, err := s.runVariant(ctx, j, b)
 	rec := results.VariantRecord{Repo: b.Checkout.Repo, Commit: b.Checkout.Commit, Name: b.Variant.Name, JobID: j.ID(),
 		State: forge.Passed, Started: started, Finished: time.Now(), Experimental: b.Variant.Experimental}
-	if err != nil {
+	switch {
+	case err != nil && current.Cancelled(ctx):
+		// No longer wanted (superseded, or cancelled by an operator): not a failure.
+		rec.State = forge.Cancelled
+		rec.Message = context.Cause(ctx).Error()
+		if !strings.HasPrefix(rec.Message, "cancelled") {
+			rec.Message = "cancelled: " + rec.Message
+		}
+	case err != nil:
 		rec.State = forge.Failed
 		rec.Message = err.Error()
 		if current.KindOf(err) != current.FailWork {

@@ -203,6 +203,47 @@ func (x *Index) SetCommit(ctx context.Context, r forge.RepoID, commit string, st
 	return tx.Commit()
 }
 
+// Unfinished lists the commits of the given forges whose status is still queued or
+// running.
+func (x *Index) Unfinished(ctx context.Context, forges []string) ([]CommitRecord, error) {
+	if len(forges) == 0 {
+		return nil, nil
+	}
+	args := make([]any, len(forges))
+	for i, f := range forges {
+		args[i] = f
+	}
+	rows, err := x.db.QueryContext(ctx, `SELECT forge, owner, repo, commit_id, state, title FROM commits
+		WHERE state IN ('queued', 'running') AND forge IN (?`+strings.Repeat(",?", len(forges)-1)+`) ORDER BY forge, owner, repo, commit_id`, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []CommitRecord
+	for rows.Next() {
+		var c CommitRecord
+		var state string
+		if err := rows.Scan(&c.Repo.Forge, &c.Repo.Owner, &c.Repo.Name, &c.Commit, &state, &c.Title); err != nil {
+			return nil, err
+		}
+		c.State = forge.State(state)
+		out = append(out, c)
+	}
+	return out, rows.Err()
+}
+
+// CancelUnfinished records the variants of a commit that are queued or running as
+// cancelled, with message (why), and returns all the commit's variants.
+func (x *Index) CancelUnfinished(ctx context.Context, r forge.RepoID, commit, message string) ([]VariantRecord, error) {
+	if _, err := x.db.ExecContext(ctx, `UPDATE variants SET state='cancelled', message=?,
+		finished=CASE WHEN started > 0 THEN ? ELSE finished END
+		WHERE forge=? AND owner=? AND repo=? AND commit_id=? AND state IN ('queued', 'running')`,
+		message, unix(time.Now()), r.Forge, r.Owner, r.Name, commit); err != nil {
+		return nil, fmt.Errorf("cancel the variants of %s %s: %w", r, commit, err)
+	}
+	return x.Variants(ctx, r, commit)
+}
+
 // RenameRepo moves the records of a repository renamed or transferred to its new name,
 // so that its history is found there; records the new name already has are kept.
 func (x *Index) RenameRepo(ctx context.Context, from, to forge.RepoID) error {
