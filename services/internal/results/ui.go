@@ -8,7 +8,6 @@ import (
 	"html/template"
 	"log/slog"
 	"net/http"
-	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -21,37 +20,62 @@ import (
 //go:embed templates/*.html
 var templateFS embed.FS
 
+//go:embed static/results.js
+var resultsJS []byte
+
 // Forges are the forge names the UI serves, as the first element of its paths.
 var Forges = []string{"github", "gitea", "git"}
 
 // UI is the public web interface of a service, with the OCaml CI services' URL scheme:
 // /FORGE/ORG, /FORGE/ORG/REPO, …/commit/HASH, …/commit/HASH/variant/VARIANT,
 // …/history/branch/NAME, …/history/pull/N, /badge/ORG/REPO/BRANCH; and the same under
-// /api/ as JSON. Actions on jobs (rebuild, cancel) are the console's job pages.
+// /api/ as JSON, all under Options.Prefix. A commit page starts with the summary of
+// its errors and offers builders Rebuild failed, Rebuild all and Cancel (the console's
+// job actions); each job's own page is the console's.
 type UI struct {
 	Index  *Index
 	Engine *current.Engine
 	Logger *slog.Logger
+	opts   Options
 	tmpl   *template.Template
 	mux    *http.ServeMux
+}
+
+// Options vary a UI.
+type Options struct {
+	// Prefix is the path the UI's pages are under ("/opam-repo-ci"), so that two
+	// services' UIs share one server; "" serves them at the root.
+	Prefix string
+	// Tree shows a commit's variants as a tree: a variant's name is its path in the
+	// tree, its parts joined with commas ("pkg.1.0,compilers,4.14,revdeps,dep.2.0").
+	Tree bool
 }
 
 // Routes lists the path prefixes the UI serves, for mounting beside the console.
 func (u *UI) Routes() []string {
 	var out []string
 	for _, f := range Forges {
-		out = append(out, "/"+f+"/", "/api/"+f+"/")
+		out = append(out, u.opts.Prefix+"/"+f+"/", u.opts.Prefix+"/api/"+f+"/")
 	}
-	return append(out, "/badge/")
+	return append(out, u.opts.Prefix+"/badge/", u.opts.Prefix+"/results.js")
 }
 
-// NewUI makes the UI over an index and the engine that ran its jobs.
-func NewUI(idx *Index, e *current.Engine, log *slog.Logger) (*UI, error) {
+// NewUI makes the UI over an index and the engine that ran its jobs; opts, when
+// given, vary it.
+func NewUI(idx *Index, e *current.Engine, log *slog.Logger, opts ...Options) (*UI, error) {
 	if log == nil {
 		log = slog.Default()
 	}
 	u := &UI{Index: idx, Engine: e, Logger: log}
+	if len(opts) > 0 {
+		u.opts = opts[0]
+		u.opts.Prefix = strings.TrimRight(u.opts.Prefix, "/")
+		if u.opts.Prefix != "" && !strings.HasPrefix(u.opts.Prefix, "/") {
+			return nil, fmt.Errorf("results UI: prefix %q does not start with /", u.opts.Prefix)
+		}
+	}
 	t, err := template.New("").Funcs(template.FuncMap{
+		"root":  func() string { return u.opts.Prefix },
 		"short": short,
 		"since": func(t time.Time) string {
 			if t.IsZero() {
@@ -65,8 +89,9 @@ func NewUI(idx *Index, e *current.Engine, log *slog.Logger) (*UI, error) {
 			}
 			return b.Sub(a).Round(time.Second).String()
 		},
-		"pathesc": url.PathEscape,
+		"pathesc": variantPath,
 		"inc":     func(i int) int { return i + 1 },
+		"join":    func(ids []string) string { return strings.Join(ids, " ") },
 	}).ParseFS(templateFS, "templates/*.html")
 	if err != nil {
 		return nil, err
@@ -75,9 +100,9 @@ func NewUI(idx *Index, e *current.Engine, log *slog.Logger) (*UI, error) {
 	mux := http.NewServeMux()
 	for _, api := range []bool{false, true} {
 		for _, f := range Forges {
-			p := "/" + f
+			p := u.opts.Prefix + "/" + f
 			if api {
-				p = "/api/" + f
+				p = u.opts.Prefix + "/api/" + f
 			}
 			mux.Handle("GET "+p+"/{$}", u.page(api, u.forgePage))
 			mux.Handle("GET "+p, u.page(api, u.forgePage))
@@ -89,7 +114,11 @@ func NewUI(idx *Index, e *current.Engine, log *slog.Logger) (*UI, error) {
 			mux.Handle("GET "+p+"/{owner}/{repo}/history/pull/{n}", u.page(api, u.pullHistory))
 		}
 	}
-	mux.HandleFunc("GET /badge/{owner}/{repo}/{branch...}", u.badge)
+	mux.HandleFunc("GET "+u.opts.Prefix+"/badge/{owner}/{repo}/{branch...}", u.badge)
+	mux.HandleFunc("GET "+u.opts.Prefix+"/results.js", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/javascript; charset=utf-8")
+		w.Write(resultsJS)
+	})
 	u.mux = mux
 	return u, nil
 }
@@ -158,15 +187,15 @@ func (u *UI) page(api bool, h func(r *http.Request) (view, error)) http.Handler 
 }
 
 // repoOf reads the repository a path names; the forge is the path's first element
-// after an optional /api.
-func repoOf(r *http.Request) (forge.RepoID, error) {
-	p := strings.TrimPrefix(r.URL.Path, "/api")
+// after the prefix and an optional /api.
+func (u *UI) repoOf(r *http.Request) (forge.RepoID, error) {
+	p := strings.TrimPrefix(strings.TrimPrefix(r.URL.Path, u.opts.Prefix), "/api")
 	f, _, _ := strings.Cut(strings.TrimPrefix(p, "/"), "/")
 	return forge.RepoID{Forge: f, Owner: r.PathValue("owner"), Name: r.PathValue("repo")}, nil
 }
 
 func (u *UI) forgePage(r *http.Request) (view, error) {
-	id, err := repoOf(r)
+	id, err := u.repoOf(r)
 	if err != nil {
 		return view{}, err
 	}
@@ -188,7 +217,7 @@ type RepoSummary struct {
 }
 
 func (u *UI) ownerPage(r *http.Request) (view, error) {
-	id, err := repoOf(r)
+	id, err := u.repoOf(r)
 	if err != nil {
 		return view{}, err
 	}
@@ -227,7 +256,7 @@ type RefView struct {
 	Link  string `json:"history"`
 }
 
-func refView(id forge.RepoID, rr RefRecord) RefView {
+func (u *UI) refView(id forge.RepoID, rr RefRecord) RefView {
 	v := RefView{RefRecord: rr}
 	if rr.PR > 0 || strings.HasPrefix(rr.Name, "refs/pull/") {
 		n := rr.PR
@@ -235,17 +264,17 @@ func refView(id forge.RepoID, rr RefRecord) RefView {
 			fmt.Sscanf(strings.TrimPrefix(rr.Name, "refs/pull/"), "%d", &n)
 		}
 		v.Label = fmt.Sprintf("PR #%d %s", n, rr.Title)
-		v.Link = fmt.Sprintf("/%s/%s/%s/history/pull/%d", id.Forge, id.Owner, id.Name, n)
+		v.Link = fmt.Sprintf("%s/%s/%s/%s/history/pull/%d", u.opts.Prefix, id.Forge, id.Owner, id.Name, n)
 	} else {
 		b := strings.TrimPrefix(rr.Name, "refs/heads/")
 		v.Label = b
-		v.Link = fmt.Sprintf("/%s/%s/%s/history/branch/%s", id.Forge, id.Owner, id.Name, b)
+		v.Link = fmt.Sprintf("%s/%s/%s/%s/history/branch/%s", u.opts.Prefix, id.Forge, id.Owner, id.Name, b)
 	}
 	return v
 }
 
 func (u *UI) repoPage(r *http.Request) (view, error) {
-	id, err := repoOf(r)
+	id, err := u.repoOf(r)
 	if err != nil {
 		return view{}, err
 	}
@@ -262,7 +291,7 @@ func (u *UI) repoPage(r *http.Request) (view, error) {
 	}
 	var views []RefView
 	for _, rr := range refs {
-		views = append(views, refView(id, rr))
+		views = append(views, u.refView(id, rr))
 	}
 	return view{"repo.html", id.Owner + "/" + id.Name, struct {
 		Repo  forge.RepoID `json:"repo"`
@@ -276,10 +305,19 @@ type CommitView struct {
 	Repo     forge.RepoID    `json:"-"`
 	Commit   CommitRecord    `json:"commit"`
 	Variants []VariantRecord `json:"variants"`
+	// Errors are the variants that failed or erred, for the summary of errors.
+	Errors []VariantRecord `json:"errors,omitempty"`
+	// Tree is the variants as a tree (Options.Tree).
+	Tree []*VariantNode `json:"tree,omitempty"`
+	// Jobs, Failed and Active are the engine jobs of the variants, of the failed ones
+	// and of those queued or running: what Rebuild all, Rebuild failed and Cancel act on.
+	Jobs   []string `json:"-"`
+	Failed []string `json:"-"`
+	Active []string `json:"-"`
 }
 
 func (u *UI) commitPage(r *http.Request) (view, error) {
-	id, err := repoOf(r)
+	id, err := u.repoOf(r)
 	if err != nil {
 		return view{}, err
 	}
@@ -295,7 +333,26 @@ func (u *UI) commitPage(r *http.Request) (view, error) {
 	if err != nil {
 		return view{}, err
 	}
-	return view{"commit.html", id.Name + " " + short(hash), CommitView{Repo: id, Commit: *c, Variants: vs}}, nil
+	cv := CommitView{Repo: id, Commit: *c, Variants: vs}
+	for _, v := range vs {
+		if v.State == forge.Failed || v.State == forge.Error {
+			cv.Errors = append(cv.Errors, v)
+		}
+		if v.JobID == "" {
+			continue
+		}
+		cv.Jobs = append(cv.Jobs, v.JobID)
+		switch v.State {
+		case forge.Failed, forge.Error, forge.Cancelled:
+			cv.Failed = append(cv.Failed, v.JobID)
+		case forge.Queued, forge.Running:
+			cv.Active = append(cv.Active, v.JobID)
+		}
+	}
+	if u.opts.Tree {
+		cv.Tree = variantTree(vs, fmt.Sprintf("%s/%s/%s/%s/commit/%s/variant/", u.opts.Prefix, id.Forge, id.Owner, id.Name, hash))
+	}
+	return view{"commit.html", id.Name + " " + short(hash), cv}, nil
 }
 
 // VariantView is one variant's job and its log.
@@ -315,7 +372,7 @@ type VariantView struct {
 const maxLogBytes = 4 << 20
 
 func (u *UI) variantPage(r *http.Request) (view, error) {
-	id, err := repoOf(r)
+	id, err := u.repoOf(r)
 	if err != nil {
 		return view{}, err
 	}
@@ -358,7 +415,7 @@ func (u *UI) variantPage(r *http.Request) (view, error) {
 }
 
 func (u *UI) history(r *http.Request, ref string) (view, error) {
-	id, err := repoOf(r)
+	id, err := u.repoOf(r)
 	if err != nil {
 		return view{}, err
 	}
