@@ -256,8 +256,8 @@ func TestNetworkOnlyWhenAsked(t *testing.T) {
 	}
 }
 
-// afterStep returns the log lines after the first line containing marker, up to the
-// end marker line.
+// afterStep returns the output of the first step whose line contains marker: the log
+// lines after it, up to the line saying whether it ran or came from the cache.
 func afterStep(log, marker string) string {
 	i := strings.Index(log, "\n/: "+marker)
 	if i < 0 {
@@ -265,7 +265,7 @@ func afterStep(log, marker string) string {
 	}
 	rest := log[i+1:]
 	rest = rest[strings.Index(rest, "\n")+1:]
-	if j := strings.Index(rest, "Build succeeded"); j >= 0 {
+	if j := strings.Index(rest, "---> "); j >= 0 {
 		rest = rest[:j]
 	}
 	return rest

@@ -75,10 +75,20 @@ func goArch(deb string) string {
 	return deb
 }
 
+// hostFileHooks keep the build host's /etc/resolv.conf and /etc/hostname, which
+// mmdebstrap copies in, out of the base: resolv.conf is left empty (steps without the
+// network have no name servers; the sandbox mounts the host's for (network host)) and
+// hostname is removed (the sandbox names its host).
+var hostFileHooks = []string{
+	`--customize-hook=: > "$1/etc/resolv.conf"`,
+	`--customize-hook=rm -f "$1/etc/hostname"`,
+}
+
 // Args returns the mmdebstrap arguments (before the target) for the options.
 func (o DebianOptions) Args() []string {
 	o = o.normalised()
 	args := []string{"--variant=" + o.Variant, "--architectures=" + o.Arch, "--format=tar"}
+	args = append(args, hostFileHooks...)
 	if len(o.Packages) > 0 {
 		args = append(args, "--include="+strings.Join(o.Packages, ","))
 	}
@@ -147,7 +157,7 @@ func (s *Store) MakeDebian(ctx context.Context, o DebianOptions) (Base, error) {
 		return Base{}, fmt.Errorf("debian base: %w", err)
 	}
 	cfg := Config{Env: []string{DefaultPath}, Workdir: "/", Arch: goArch(n.Arch)}
-	b, ierr := s.install(ctx, name, name, refEntry{}, cfg, func(ctx context.Context, rootfs string) (string, int64, error) {
+	b, ierr := s.install(ctx, name, name, refEntry{Recipe: n.Recipe()}, cfg, func(ctx context.Context, rootfs string) (string, int64, error) {
 		return s.unpackStream(ctx, stdout, rootfs)
 	})
 	if ierr != nil {
@@ -169,13 +179,14 @@ func (s *Store) MakeDebian(ctx context.Context, o DebianOptions) (Base, error) {
 }
 
 // EnsureDebian returns the Debian base named by o, making it first when the store
-// lacks it. Callers across processes wait for one another rather than build twice.
+// lacks it or holds one made by another recipe (an earlier kiln's, say). Callers
+// across processes wait for one another rather than build twice.
 func (s *Store) EnsureDebian(ctx context.Context, o DebianOptions) (Base, error) {
 	name, err := o.LocalName()
 	if err != nil {
 		return Base{}, err
 	}
-	if b, err := s.Resolve(ctx, name); err == nil {
+	if b, ok := s.currentDebian(ctx, name, o); ok {
 		return b, nil
 	}
 	sum := sha256.Sum256([]byte(name))
@@ -191,10 +202,22 @@ func (s *Store) EnsureDebian(ctx context.Context, o DebianOptions) (Base, error)
 	if err := flockContext(ctx, lf); err != nil {
 		return Base{}, err
 	}
-	if b, err := s.Resolve(ctx, name); err == nil {
+	if b, ok := s.currentDebian(ctx, name, o); ok {
 		return b, nil
 	}
+	if e, ok := s.lookupRef(name); ok {
+		s.progress().Line(fmt.Sprintf("%s was made by another recipe (%q): making it again", name, e.Recipe))
+	}
 	return s.MakeDebian(ctx, o)
+}
+
+// currentDebian returns the base registered as name if o's recipe made it.
+func (s *Store) currentDebian(ctx context.Context, name string, o DebianOptions) (Base, bool) {
+	if e, ok := s.lookupRef(name); !ok || e.Recipe != o.Recipe() {
+		return Base{}, false
+	}
+	b, err := s.Resolve(ctx, name)
+	return b, err == nil
 }
 
 // flockContext takes an exclusive lock on f, giving up when ctx ends.

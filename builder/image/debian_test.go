@@ -25,6 +25,13 @@ func TestDebianBase(t *testing.T) {
 	} else {
 		t.Errorf("no apt-get in the base: %v", err)
 	}
+	// The build host's own files stay out of the base.
+	if data, err := os.ReadFile(filepath.Join(b.Rootfs, "etc/resolv.conf")); err != nil || len(data) != 0 {
+		t.Errorf("etc/resolv.conf = %q, %v; want an empty file", data, err)
+	}
+	if _, err := os.Lstat(filepath.Join(b.Rootfs, "etc/hostname")); err == nil {
+		t.Error("etc/hostname is in the base")
+	}
 	if b.Ref != "kiln/debian:bookworm" || !strings.HasPrefix(b.ID, "sha256:") {
 		t.Errorf("base = %+v", b)
 	}

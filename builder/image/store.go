@@ -130,6 +130,9 @@ type refEntry struct {
 	ID    string    `json:"id"`
 	Size  int64     `json:"size,omitempty"`  // tarballs: file size when hashed
 	MTime time.Time `json:"mtime,omitempty"` // tarballs: file mtime when hashed
+	// Recipe is what made a Debian base (DebianOptions.Recipe): a base made by another
+	// recipe is made again by EnsureDebian.
+	Recipe string `json:"recipe,omitempty"`
 }
 
 func (s *Store) readRefs() (map[string]refEntry, error) {
