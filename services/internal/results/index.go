@@ -194,7 +194,7 @@ func (x *Index) SetCommit(ctx context.Context, r forge.RepoID, commit string, st
 	}
 	for _, v := range variants {
 		if _, err := tx.ExecContext(ctx, `INSERT INTO variants (forge, owner, repo, commit_id, name, job_id, state, message, experimental, started, finished)
-			VALUES (?,?,?,?,?,'',?,?,?,0,0) ON CONFLICT DO UPDATE SET state=excluded.state,
+			VALUES (?,?,?,?,?,'',?,?,?,0,0) ON CONFLICT DO UPDATE SET state=excluded.state, experimental=excluded.experimental,
 			message=CASE WHEN excluded.message != '' THEN excluded.message ELSE message END`,
 			r.Forge, r.Owner, r.Name, commit, v.Name, string(v.State), v.Message, v.Experimental); err != nil {
 			return err
