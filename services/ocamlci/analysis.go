@@ -17,6 +17,7 @@ import (
 	"github.com/kiln-ci/kiln/opam/repository"
 	"github.com/kiln-ci/kiln/services/internal/matrix"
 	"github.com/kiln-ci/kiln/services/internal/opamenv"
+	"github.com/kiln-ci/kiln/services/internal/opamrepo"
 )
 
 // Analysis is what kiln learns from a commit's source tree before building it.
@@ -258,6 +259,7 @@ func (s *Service) plan(ctx context.Context, in AnalysisInput, logf func(string, 
 			plan.Variants = append(plan.Variants, Variant{Name: p.Name + " (lower-bound)", Kind: KindLowerBound, Platform: p, Install: lower})
 		}
 	}
+	plan.Variants = s.lintFmt(ctx, in, a, plan.Variants, logf)
 	if withRepo {
 		if err := s.prepareLayers(ctx, in, a, plan.Variants, extraFrom, logf); err != nil {
 			return Plan{}, err
@@ -284,6 +286,33 @@ func unsolvable(a *Analysis, platforms []matrix.Platform, failures []string) []V
 		vs = append(vs, Variant{Name: "(lint-opam)", Kind: KindLintOpam, Platform: platforms[0]})
 	}
 	return vs
+}
+
+// lintFmt gives the (lint-fmt) variant the set that installs the ocamlformat version the
+// project names (with dune); without an opam repository there is no such set, and no
+// (lint-fmt).
+func (s *Service) lintFmt(ctx context.Context, in AnalysisInput, a *Analysis, vs []Variant, logf func(string, ...any)) []Variant {
+	out := vs[:0]
+	for _, v := range vs {
+		if v.Kind != KindLintFmt {
+			out = append(out, v)
+			continue
+		}
+		if s.Opam == nil || in.OpamCommit == "" {
+			logf("(lint-fmt): no opam repository to install ocamlformat %s from (kiln serve --opam-repository); no (lint-fmt) job", a.OCamlFormat)
+			continue
+		}
+		tool := []opam.Atom{{Name: "ocamlformat", Constraint: opam.AtomOf(opam.Constraint{Op: opam.OpEq, Version: opam.Version(a.OCamlFormat)})}, {Name: "dune"}}
+		set, err := s.Opam.Solve(ctx, in.OpamCommit, v.Platform, opamrepo.Local{Also: tool})
+		if err != nil {
+			v.Unsolvable = fmt.Sprintf("ocamlformat %s (.ocamlformat) cannot be installed on %s: %v", a.OCamlFormat, v.Platform.Name, err)
+		} else {
+			logf("(lint-fmt): the set to install with opam: %s", strings.Join(set, " "))
+			v.Install = set
+		}
+		out = append(out, v)
+	}
+	return out
 }
 
 // prepareLayers prepares the dependency layer of every variant that installs packages,

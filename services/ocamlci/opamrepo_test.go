@@ -165,3 +165,52 @@ func offlineService(t *testing.T, gitDir string) *Service {
 type roundTripper func(*http.Request) (*http.Response, error)
 
 func (f roundTripper) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
+func TestLintFmtInstallsOcamlformatFromTheRepository(t *testing.T) {
+	files := map[string]string{"hello.opam": "opam-version: \"2.0\"\ndepends: [ \"ocaml\" \"dune\" ]\n",
+		"dune-project": "(lang dune 2.0)\n", ".ocamlformat": "version = 0.26.2\n", ConfigFile: "lint:\n  lower-bound: false\n"}
+	cases := []struct {
+		name     string
+		withRepo bool
+		want     string // in the (lint-fmt) spec; "" for no (lint-fmt) variant
+	}{
+		{"with an opam repository", true, "ocamlformat.0.26.2"},
+		{"without", false, ""},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			s := offlineService(t, repotest.GitDir(t))
+			in := AnalysisInput{Checkout: Checkout{Dir: writeTree(t, files)}, OpamCommit: repotest.Master}
+			if !c.withRepo {
+				s.Opam, in.OpamCommit = nil, ""
+			}
+			plan, err := s.plan(context.Background(), in, t.Logf)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var fmtVariant *Variant
+			for i, v := range plan.Variants {
+				if v.Kind == KindLintFmt {
+					fmtVariant = &plan.Variants[i]
+				}
+			}
+			if c.want == "" {
+				if fmtVariant != nil {
+					t.Fatalf("a (lint-fmt) variant without an opam repository: %+v", fmtVariant)
+				}
+				return
+			}
+			if fmtVariant == nil || fmtVariant.Opam == nil {
+				t.Fatalf("no (lint-fmt) variant with a dependency layer: %+v", plan.Variants)
+			}
+			sp, err := fmtVariant.Spec(plan.Analysis)
+			if err != nil {
+				t.Fatal(err)
+			}
+			text := sp.String()
+			if !strings.Contains(text, "opam install ") || !strings.Contains(text, c.want) || strings.Contains(text, "ocamlformat=") {
+				t.Errorf("(lint-fmt) spec does not install %s in its layer:\n%s", c.want, text)
+			}
+		})
+	}
+}

@@ -89,7 +89,9 @@ func (v Variant) Spec(a *Analysis) (*spec.Spec, error) {
 			add(spec.Run{Shell: cmd})
 		}
 	case KindLintFmt:
-		add(spec.Run{Network: []string{"host"}, Shell: "opam install ocamlformat=" + a.OCamlFormat})
+		if v.Opam == nil {
+			return nil, fmt.Errorf("%s: ocamlformat %s comes from an opam repository, and the server has none (kiln serve --opam-repository)", v.Name, a.OCamlFormat)
+		}
 		add(spec.Run{Shell: "dune build @fmt 2>&1 || (echo 'dune build @fmt failed: run `dune build @fmt --auto-promote` to fix the formatting'; exit 1)"})
 	case KindLintDoc:
 		add(spec.Run{Shell: "ODOC_WARN_ERROR=true dune build @doc 2>&1 || (echo 'dune build @doc failed: odoc warnings are errors in this lint'; exit 1)"})

@@ -118,6 +118,8 @@ type Local struct {
 	// Extra are packages of other opam repositories, taking precedence over the
 	// followed repository's; Pinned (pin-depends) are each the only version of its name.
 	Extra, Pinned []*repository.Package
+	// Also are more packages to install with them (a tool such as ocamlformat).
+	Also []opam.Atom
 }
 
 // LocalFile is one local package's opam file.
@@ -152,6 +154,7 @@ func (o *Repository) Solve(ctx context.Context, commit string, p matrix.Platform
 		req.Install = append(req.Install, opam.Atom{Name: lf.Name})
 		local[lf.Name] = true
 	}
+	req.Install = append(req.Install, l.Also...)
 	held := p.Compiler
 	if len(held) == 0 {
 		held = p.System

@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/kiln-ci/kiln/opam"
 	"github.com/kiln-ci/kiln/opam/repository/repotest"
 	"github.com/kiln-ci/kiln/services/internal/matrix"
 )
@@ -55,6 +56,8 @@ func TestSolveLocalPackages(t *testing.T) {
 			[]string{"ocaml-system.4.13.1", "ocaml.4.13.1", "base-unix.base", "dune."}, []string{"hello.", "dune.2.9.3", "ocaml-base-compiler."}, ""},
 		{"a test dependency from opam", local(`"ocaml" "dune" "fmt" {with-test}`), []string{"fmt.", "dune."}, []string{"hello."}, ""},
 		{"a compiler the image lacks", local(`"ocaml" {>= "5.0"}`), nil, nil, "ocaml"},
+		{"a tool besides", Local{Also: []opam.Atom{{Name: "ocamlformat", Constraint: opam.AtomOf(opam.Constraint{Op: opam.OpEq, Version: "0.26.2"})}}},
+			[]string{"ocamlformat.0.26.2", "dune."}, nil, ""},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
