@@ -25,11 +25,12 @@ import (
 	"github.com/kiln-ci/kiln/services/demo"
 	"github.com/kiln-ci/kiln/services/host"
 	"github.com/kiln-ci/kiln/services/ocamlci"
+	"github.com/kiln-ci/kiln/services/opamrepoci"
 	"github.com/kiln-ci/kiln/web"
 )
 
 // serviceKinds are the services `kiln serve` can run.
-var serviceKinds = []host.Kind{ocamlci.ServiceKind, demo.ServiceKind}
+var serviceKinds = []host.Kind{ocamlci.ServiceKind, opamrepoci.ServiceKind, demo.ServiceKind}
 
 func serveCommand() *cobra.Command {
 	var o struct {

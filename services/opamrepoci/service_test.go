@@ -1,0 +1,266 @@
+package opamrepoci
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/kiln-ci/kiln/current"
+	"github.com/kiln-ci/kiln/forge"
+	"github.com/kiln-ci/kiln/git"
+	"github.com/kiln-ci/kiln/plugins/fleetjob"
+	"github.com/kiln-ci/kiln/plugins/forges"
+	"github.com/kiln-ci/kiln/services/internal/results"
+)
+
+// fakeForge is plain git whose non-base branches are pull requests, and which keeps
+// the statuses and comments it is given.
+type fakeForge struct {
+	git      *forges.Git
+	mu       sync.Mutex
+	statuses map[string]forge.Status // check name + " " + commit
+	comments map[string]string       // head commit → body (one per marker: the service has one)
+	writes   int
+}
+
+func (f *fakeForge) Refs() current.Term[[]forge.Ref] {
+	return current.Map(f.git.Refs(), func(refs []forge.Ref) []forge.Ref {
+		out := make([]forge.Ref, len(refs))
+		for i, r := range refs {
+			if r.Name != "refs/heads/master" {
+				r.PR = i + 1
+			}
+			out[i] = r
+		}
+		return out
+	})
+}
+
+func (f *fakeForge) Publish(ctx context.Context, ref forge.Ref, st forge.Status, vs []forge.Variant) error {
+	return f.PublishCheck(ctx, ref, forge.Check{}, st, vs)
+}
+
+func (f *fakeForge) PublishCheck(ctx context.Context, ref forge.Ref, c forge.Check, st forge.Status, vs []forge.Variant) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.statuses[c.Name+" "+ref.Commit] = st
+	return nil
+}
+
+func (f *fakeForge) Comment(ctx context.Context, ref forge.Ref, marker, body string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.comments[ref.Commit] = forge.WithMarker(body, marker)
+	f.writes++
+	return nil
+}
+
+// fakeFleet fails the builds whose spec names one of the failing jobs, with a
+// failing line naming the job.
+type fakeFleet struct {
+	failing []string
+	mu      sync.Mutex
+	runs    []fleetjob.Request
+}
+
+func (f *fakeFleet) run(ctx context.Context, j *current.Job, req fleetjob.Request) (fleetjob.Result, error) {
+	f.mu.Lock()
+	f.runs = append(f.runs, req)
+	f.mu.Unlock()
+	j.Logf("building %s", req.CacheHint)
+	for _, id := range f.failing {
+		if strings.Contains(req.Spec, id+"\n") || strings.Contains(req.Spec, id+")") {
+			return fleetjob.Result{}, current.WithLines(errors.New("the build failed"), []string{"# Error: " + id + " is broken"})
+		}
+	}
+	return fleetjob.Result{}, nil
+}
+
+func (f *fakeFleet) count(keep func(fleetjob.Request) bool) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	n := 0
+	for _, r := range f.runs {
+		if keep(r) {
+			n++
+		}
+	}
+	return n
+}
+
+func TestPullRequestFailuresComparedWithMaster(t *testing.T) {
+	r := newGitRepo(t)
+	r.commit(baseRepo)
+	r.run("checkout", "-q", "-b", "release")
+	head := r.commit(map[string]string{"lib.2": `depends: ["ocaml"] build: [["make" "test"] {with-test}]`})
+	r.run("checkout", "-q", "master")
+	r.run("checkout", "-q", "-b", "broken")
+	broken := r.commit(map[string]string{"packages/bad/bad.1/opam": "opam-version: \"2.0\"\ndepends: [\n"})
+	r.run("checkout", "-q", "master")
+	base := r.run("rev-parse", "HEAD")
+
+	state := t.TempDir()
+	ff := &fakeForge{git: &forges.Git{Repos: []forges.GitRepo{{Owner: "o", Name: "opam-repository", Remote: r.dir}}, Every: 200 * time.Millisecond},
+		statuses: map[string]forge.Status{}, comments: map[string]string{}}
+	set := &forges.Set{}
+	set.Add("git", ff)
+	fleet := &fakeFleet{failing: []string{
+		"lib.2,compilers,4.13,tests",         // the release's tests: new, it has no counterpart on master
+		"lib.2,compilers,4.13,revdeps,app.1", // broken here, and on master (below)
+		"app.1,compilers,4.13,tests",
+		"lib.2,compilers,4.13,revdeps,mine.1", // broken by the release only
+	}}
+	idx, err := results.OpenIndex(filepath.Join(state, "index.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { idx.Close() })
+	svc := &Service{Forges: set, Mirrors: git.NewMirrors(filepath.Join(state, "mirrors"), git.MirrorsOptions{}), Config: Default(),
+		Run: fleet.run, Index: idx, WorkDir: filepath.Join(state, "work"), BaseURL: "http://ci.test", Prefix: Prefix}
+	e, err := current.Open(current.Config{StateDir: filepath.Join(state, "engine"), DefaultPoolSlots: 8})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); e.Run(ctx, svc.Pipeline()) }()
+	t.Cleanup(func() { cancel(); <-done; e.Close() })
+
+	repo := forge.RepoID{Forge: "git", Owner: "o", Name: "opam-repository"}
+	c := waitFinal(t, ff, idx, repo, head)
+	vs, err := idx.Variants(context.Background(), repo, head)
+	if err != nil {
+		t.Fatal(err)
+	}
+	byName := map[string]results.VariantRecord{}
+	for _, v := range vs {
+		byName[v.Name] = v
+	}
+	t.Run("status counts only the new failures", func(t *testing.T) {
+		want := fmt.Sprintf("2 jobs failed, 0 skipped, %d passed (1 also failing on master)", len(vs)-3)
+		if c.State != forge.Failed || c.Title != want {
+			t.Errorf("status %s %q, want failed %q", c.State, c.Title, want)
+		}
+		ff.mu.Lock()
+		st, ok := ff.statuses[StatusContext+" "+head]
+		lint, lok := ff.statuses[LintContext+" "+head]
+		ff.mu.Unlock()
+		if !ok || st.Title != want || st.State != forge.Failed {
+			t.Errorf("forge status %q: %+v", StatusContext, st)
+		}
+		if !lok || !strings.HasPrefix(lint.Title, "lint ") {
+			t.Errorf("forge status %q: %+v", LintContext, lint)
+		}
+	})
+	for _, tc := range []struct {
+		job        string
+		state      forge.State
+		label      string
+		notCounted bool
+	}{
+		{"lib.2,compilers,4.13,tests", forge.Failed, "new in this PR", false},
+		{"lib.2,compilers,4.13,revdeps,mine.1", forge.Failed, "new in this PR", false},
+		{"lib.2,compilers,4.13,revdeps,app.1", forge.Failed, "also fails on master", true},
+		{"lib.2,compilers,4.13,build", forge.Passed, "", false},
+	} {
+		t.Run("variant "+tc.job, func(t *testing.T) {
+			v, ok := byName[tc.job]
+			if !ok {
+				t.Fatalf("no variant %s among %v", tc.job, vs)
+			}
+			if v.State != tc.state || !strings.HasPrefix(v.Message, tc.label) || v.Experimental != tc.notCounted {
+				t.Errorf("%s: %s %q experimental=%v, want %s %q… %v", tc.job, v.State, v.Message, v.Experimental, tc.state, tc.label, tc.notCounted)
+			}
+			if tc.state == forge.Failed && !strings.Contains(v.Message, "# Error: "+tc.job+" is broken") {
+				t.Errorf("%s: message %q lacks the failing line", tc.job, v.Message)
+			}
+		})
+	}
+	t.Run("only failures are built on master, in the background", func(t *testing.T) {
+		onBase := fleet.count(func(r fleetjob.Request) bool { return !strings.Contains(r.CacheHint, "lib.2") })
+		urgent := fleet.count(func(r fleetjob.Request) bool { return !strings.Contains(r.CacheHint, "lib.2") && r.Urgent })
+		if onBase != 2 || urgent != 0 {
+			t.Errorf("%d builds on master (%d urgent), want 2 (app.1 and mine.1 with their tests), none urgent", onBase, urgent)
+		}
+	})
+	t.Run("one comment with the summary of errors", func(t *testing.T) {
+		ff.mu.Lock()
+		body := ff.comments[head]
+		ff.mu.Unlock()
+		order := []string{CommentMarker, "2 jobs failed", "#### New in this PR", "lib.2,compilers,4.13,tests", "# Error: lib.2,compilers,4.13,tests is broken",
+			"lib.2,compilers,4.13,revdeps,mine.1", "#### Also failing on master", "lib.2,compilers,4.13,revdeps,app.1"}
+		at := 0
+		for _, w := range order {
+			i := strings.Index(body[at:], w)
+			if i < 0 {
+				t.Fatalf("comment lacks %q after byte %d:\n%s", w, at, body)
+			}
+			at += i + len(w)
+		}
+	})
+	t.Run("a malformed opam file fails the pull request, and it alone", func(t *testing.T) {
+		c := waitFinal(t, ff, idx, repo, broken)
+		if c.State != forge.Failed || c.Title != "the pull request cannot be tested as it stands" {
+			t.Errorf("status %s %q", c.State, c.Title)
+		}
+		ff.mu.Lock()
+		body := ff.comments[broken]
+		ff.mu.Unlock()
+		if !strings.Contains(body, "packages/bad/bad.1/opam") {
+			t.Errorf("no comment names the malformed file:\n%s", body)
+		}
+		if n := fleet.count(func(r fleetjob.Request) bool { return strings.Contains(r.CacheHint, "bad.1") }); n != 0 {
+			t.Errorf("%d builds of the broken pull request, want none", n)
+		}
+	})
+	t.Run("a new master commit keeps the latched base", func(t *testing.T) {
+		runs := fleet.count(func(fleetjob.Request) bool { return true })
+		moved := r.commit(map[string]string{"other.1": `depends: ["ocaml"]`})
+		deadline := time.Now().Add(time.Minute)
+		for {
+			refs, _ := idx.Refs(context.Background(), repo, "refs/heads/master")
+			if len(refs) > 0 && refs[0].Commit == moved {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("master's new head %s never seen: %+v", short(moved), refs)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		key := PR{Repo: repo, Ref: "refs/heads/release"}.key() + " " + head
+		if got := svc.latch.base(key, moved); got != base {
+			t.Errorf("base latched for the head = %s, want %s (the master it was first tested on)", short(got), short(base))
+		}
+		if n := fleet.count(func(fleetjob.Request) bool { return true }); n != runs {
+			t.Errorf("%d builds after master moved, want %d: a new base restarted the pull request", n, runs)
+		}
+	})
+}
+
+// waitFinal waits until the commit's report is final: its comment is written.
+func waitFinal(t *testing.T, ff *fakeForge, idx *results.Index, repo forge.RepoID, commit string) *results.CommitRecord {
+	t.Helper()
+	deadline := time.Now().Add(2 * time.Minute)
+	for time.Now().Before(deadline) {
+		ff.mu.Lock()
+		_, done := ff.comments[commit]
+		ff.mu.Unlock()
+		c, err := idx.Commit(context.Background(), repo, commit)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if done && c != nil {
+			return c
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	c, _ := idx.Commit(context.Background(), repo, commit)
+	vs, _ := idx.Variants(context.Background(), repo, commit)
+	t.Fatalf("%s not final: %+v\n%+v", short(commit), c, vs)
+	return nil
+}
