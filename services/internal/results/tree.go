@@ -17,7 +17,8 @@ type VariantNode struct {
 	Variant  *VariantRecord `json:"variant,omitempty"`
 	URL      string         `json:"url,omitempty"`
 	Children []*VariantNode `json:"children,omitempty"`
-	// Open says the node starts unfolded: it holds a failure.
+	// Open says the node starts unfolded: the tree's first level (the summary of
+	// errors above it links to each failure).
 	Open bool `json:"-"`
 }
 
@@ -50,11 +51,12 @@ func variantTree(vs []VariantRecord, base string) []*VariantNode {
 	}
 	for _, c := range root.Children {
 		settle(c)
+		c.Open = len(c.Children) > 0
 	}
 	return root.Children
 }
 
-// settle sets the states of n's subtree and which nodes start unfolded.
+// settle sets the states of n's subtree.
 func settle(n *VariantNode) {
 	if n.Variant != nil {
 		n.State = n.Variant.State
@@ -65,7 +67,6 @@ func settle(n *VariantNode) {
 			n.State = c.State
 		}
 	}
-	n.Open = len(n.Children) > 0 && (n.State == forge.Failed || n.State == forge.Error)
 }
 
 // variantPath escapes a variant's name for a path, keeping its commas as they are

@@ -26,9 +26,9 @@ func TestVariantTree(t *testing.T) {
 		open  bool
 		url   string
 	}{
-		{"a failing leaf makes its package failed and open", []string{"a.1"}, forge.Failed, true, ""},
-		{"a group holding a failure", []string{"a.1", "compilers", "4.14", "revdeps"}, forge.Failed, true, ""},
-		{"a group of queued jobs stays folded", []string{"a.1", "architectures"}, forge.Queued, false, ""},
+		{"a failing leaf makes its package failed; packages start unfolded", []string{"a.1"}, forge.Failed, true, ""},
+		{"a group holding a failure starts folded", []string{"a.1", "compilers", "4.14", "revdeps"}, forge.Failed, false, ""},
+		{"a group of queued jobs", []string{"a.1", "architectures"}, forge.Queued, false, ""},
 		{"a leaf links with its commas kept", []string{"a.1", "compilers", "4.14", "revdeps", "b.1"}, forge.Failed, false, "/v/a.1,compilers,4.14,revdeps,b.1"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -88,7 +88,7 @@ func TestPrefixedTreeUI(t *testing.T) {
 		want       []string // in this order
 	}{
 		{"commit page: errors first, then the tree", "/commit/" + commit, 200,
-			[]string{"Summary of errors", "new in this PR", "# Error: b is broken", `class="tree"`, `<details class="node" open>`, `href="/opam-repo-ci/gitea/o/opam-repository/commit/` + commit + `/variant/a.1,compilers,4.14,revdeps,b.1"`, `src="/opam-repo-ci/results.js"`}},
+			[]string{"Summary of errors", "new in this PR", "# Error: b is broken", `class="tree"`, `<details class="node" open><summary>a.1`, `<details class="node"><summary>compilers`, `href="/opam-repo-ci/gitea/o/opam-repository/commit/` + commit + `/variant/a.1,compilers,4.14,revdeps,b.1"`, `src="/opam-repo-ci/results.js"`}},
 		{"variant page by its tree path", "/commit/" + commit + "/variant/a.1,compilers,4.14,revdeps,b.1", 200, []string{"# Error: b is broken"}},
 		{"repository page links under the prefix", "", 200, []string{`href="/opam-repo-ci/gitea/o/opam-repository/history/pull/1"`}},
 	} {
