@@ -65,6 +65,7 @@ const (
 	MalformedOpam  Reason = "malformed-opam"  // an opam file that does not parse
 	Symlink        Reason = "symlink"         // a symbolic link (or a submodule) under packages/
 	FileTooLarge   Reason = "file-too-large"  // a file over MaxFileSize
+	NoMergeBase    Reason = "no-merge-base"   // the head shares no history with the base
 )
 
 // Problem is one reason the pull request cannot be tested as it stands; a result

@@ -2,6 +2,7 @@ package revdeps_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"testing"
 
@@ -121,5 +122,9 @@ func TestCI(t *testing.T) {
 	}
 	if _, err := revdeps.CI(context.Background(), plain, withTest, opam.Package{Name: "nope", Version: "1"}); err == nil {
 		t.Error("unknown package accepted")
+	}
+	ocaml5 := opam.Atom{Name: "ocaml", Constraint: opam.AtomOf(opam.Constraint{Op: opam.OpEq, Version: "5.2.0"})}
+	if _, err := revdeps.CI(context.Background(), plain, withTest, opam.Package{Name: "ocaml", Version: "4.13.1"}, ocaml5); !errors.Is(err, revdeps.ErrNotInstallable) {
+		t.Errorf("revdeps of a version that cannot be installed with the held atoms: %v, want ErrNotInstallable", err)
 	}
 }

@@ -6,6 +6,7 @@ package revdeps
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"runtime"
 	"slices"
@@ -159,10 +160,19 @@ feed:
 // sorted. plain is the universe of the repository on the platform, withTest the same
 // with solver.Flags{WithTest: true}. Each version kept can also be installed with the
 // hold atoms (a platform's compiler, say).
+//
+// When pkg itself cannot be installed with the hold atoms, nothing can be installed
+// with it: the error wraps ErrNotInstallable (and the candidates are not checked).
 func CI(ctx context.Context, plain, withTest *solver.Universe, pkg opam.Package, hold ...opam.Atom) ([]opam.Package, error) {
 	direct, err := Candidates(plain, pkg, Options{Depopts: true})
 	if err != nil {
 		return nil, err
+	}
+	if _, err := plain.Solve(ctx, solver.Request{Install: append([]opam.Atom{exactly(pkg.Name, pkg.Version)}, hold...), AnySolution: true}); err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return nil, fmt.Errorf("revdeps: %s: %w: %v", pkg, ErrNotInstallable, err)
 	}
 	rec, err := Candidates(plain, pkg, Options{Recursive: true})
 	if err != nil {
@@ -205,6 +215,13 @@ func CI(ctx context.Context, plain, withTest *solver.Universe, pkg opam.Package,
 	}
 	slices.SortFunc(out, comparePackages)
 	return out, nil
+}
+
+// ErrNotInstallable says a package cannot be installed (with the atoms held).
+var ErrNotInstallable = errors.New("cannot be installed")
+
+func exactly(n opam.PackageName, v opam.Version) opam.Atom {
+	return opam.Atom{Name: n, Constraint: opam.AtomOf(opam.Constraint{Op: opam.OpEq, Version: v})}
 }
 
 func comparePackages(a, b opam.Package) int {
@@ -260,10 +277,7 @@ func Coinstallable(ctx context.Context, u *solver.Universe, pkg opam.Package, c 
 }
 
 func coinstallableWith(ctx context.Context, u *solver.Universe, pkg opam.Package, c *solver.Cand, withTest bool, hold []opam.Atom) bool {
-	eq := func(n opam.PackageName, v opam.Version) opam.Atom {
-		return opam.Atom{Name: n, Constraint: opam.AtomOf(opam.Constraint{Op: opam.OpEq, Version: v})}
-	}
-	install := append([]opam.Atom{eq(pkg.Name, pkg.Version), eq(c.Name, c.Version)}, hold...)
+	install := append([]opam.Atom{exactly(pkg.Name, pkg.Version), exactly(c.Name, c.Version)}, hold...)
 	_, err := u.Solve(ctx, solver.Request{Install: install, WithTest: withTest, AnySolution: true})
 	return err == nil
 }

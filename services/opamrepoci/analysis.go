@@ -19,7 +19,7 @@ import (
 func Analyse(ctx context.Context, gitDir, base, head string, baseRepo *repository.Repo) (*prdiff.Result, error) {
 	res, err := prdiff.Analyse(ctx, gitDir, base, head, baseRepo, prdiff.Options{})
 	if errors.Is(err, prdiff.ErrNoMergeBase) {
-		return &prdiff.Result{Base: base, Head: head, Problems: []prdiff.Problem{{Reason: prdiff.MergeConflict,
+		return &prdiff.Result{Base: base, Head: head, Problems: []prdiff.Problem{{Reason: prdiff.NoMergeBase,
 			Message: "cannot merge into the base branch, please rebase: the branch shares no history with it"}}}, nil
 	}
 	if err != nil {

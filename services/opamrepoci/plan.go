@@ -2,6 +2,7 @@ package opamrepoci
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -175,6 +176,11 @@ func (pl *Planner) Plan(ctx context.Context, res *prdiff.Result) (*Plan, error) 
 				continue
 			}
 			list, err := pl.revdeps(ctx, res, t.platform, pkg)
+			if errors.Is(err, revdeps.ErrNotInstallable) {
+				p.Skipped = append(p.Skipped, Skip{Path: append(slices.Clip(at), string(Revdep)),
+					Reason: fmt.Sprintf("%s cannot be installed with OCaml %s: no reverse dependency can", pkg, t.platform.Vars["ocaml:version"])})
+				continue
+			}
 			if err != nil {
 				return nil, err
 			}
