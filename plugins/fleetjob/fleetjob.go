@@ -169,7 +169,11 @@ func awaitStart(ctx context.Context, fleet Fleet, id, pool string) error {
 	if err != nil {
 		return nil
 	}
-	return current.Await(fmt.Sprintf("queued in fleet pool %s as job %s", pool, id), func(jctx context.Context, resume func()) {
+	reason := fmt.Sprintf("queued in fleet pool %s as job %s", pool, id)
+	if why := queuedWhy(ctx, fleet, pool, id); why != "" {
+		reason += ": " + why
+	}
+	return current.Await(reason, func(jctx context.Context, resume func()) {
 		w.arm(resume)
 		context.AfterFunc(jctx, func() {
 			stop()
@@ -180,6 +184,29 @@ func awaitStart(ctx context.Context, fleet Fleet, id, pool string) error {
 			}
 		})
 	})
+}
+
+// queuedWhy says where a queued fleet job stands and why it waits, when the fleet can
+// tell ("" otherwise).
+func queuedWhy(ctx context.Context, fleet Fleet, pool, id string) string {
+	q, ok := fleet.(interface {
+		Queue(ctx context.Context, pool string, limit int) (*cluster.QueueInfo, error)
+	})
+	if !ok {
+		return ""
+	}
+	qctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	info, err := q.Queue(qctx, pool, 1000)
+	if err != nil {
+		return ""
+	}
+	for _, e := range info.Queued {
+		if e.ID == id {
+			return fmt.Sprintf("position %d of %d, %s", e.Position, info.Total, e.Why)
+		}
+	}
+	return ""
 }
 
 // wakeup passes a notification that may come before the engine hands over the function

@@ -84,6 +84,7 @@ type harnessOptions struct {
 	workers   bool           // run a worker per pool in the test process
 	policy    cluster.Policy // the fleet's policy (zero: the default)
 	retries   int            // the engine's retries of infrastructure failures (0: its default; -1: none)
+	noImages  bool           // leave the platforms' images unmade (for tests in which nothing builds)
 }
 
 func startCIWith(t *testing.T, repoDir string, platforms []matrix.Platform, o harnessOptions) *ciHarness {
@@ -94,7 +95,9 @@ func startCIWith(t *testing.T, repoDir string, platforms []matrix.Platform, o ha
 	state := t.TempDir()
 
 	for i := range platforms {
-		platforms[i].Image = imagetest.DebianWith(t, *platforms[i].Debian).Ref
+		if !o.noImages {
+			platforms[i].Image = imagetest.DebianWith(t, *platforms[i].Debian).Ref
+		}
 	}
 	runner, err := buildrun.New(buildrun.Options{Root: filepath.Join(state, "builder"), Images: imagetest.Store(t).Root()})
 	if err != nil {

@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"sort"
 	"strings"
@@ -69,8 +70,15 @@ type Service struct {
 		ended   *current.Op[LiveCommits, current.Unit]
 		base    *current.Op[image.DebianOptions, string]
 	}
-	basesReady current.Term[current.Unit]
-	seenMu     sync.Mutex
+	// bases are, by platform name, the terms that are ok once the platform's base image
+	// is in the store (only for platforms whose image the service makes).
+	bases  map[string]current.Term[current.Unit]
+	// ensureDebian makes a base image (default: the store's EnsureDebian), and
+	// heartbeatEvery is how often making one logs that it goes on (default
+	// baseHeartbeat); tests change them.
+	ensureDebian   func(*image.Store, context.Context, image.DebianOptions) (image.Base, error)
+	heartbeatEvery time.Duration
+	seenMu         sync.Mutex
 	seen       map[string]string // commit+variant → first spec digest built, to tell re-tests
 }
 
@@ -152,15 +160,15 @@ func (s *Service) log() *slog.Logger {
 // reported.
 func (s *Service) Pipeline() current.Term[current.Unit] {
 	s.opsOnce.Do(s.makeOps)
-	s.basesReady = current.Return(current.Unit{})
+	// Each platform's builds wait for its own base image only; variants that need no
+	// image (lint-opam, variants that cannot build) wait for none.
+	s.bases = map[string]current.Term[current.Unit]{}
 	if s.Images != "" {
-		var bases []current.AnyTerm
 		for _, p := range s.Platforms {
 			if p.Debian != nil {
-				bases = append(bases, current.Do(s.ops.base, current.Return(*p.Debian)))
+				s.bases[p.Name] = current.All(current.Do(s.ops.base, current.Return(*p.Debian))).Named("base image " + p.Image)
 			}
 		}
-		s.basesReady = current.All(bases...).Named("base images")
 	}
 	var all []current.AnyTerm
 	for _, src := range s.Forges.Sources() {
@@ -271,10 +279,12 @@ func (s *Service) pipelineOf(commit current.Term[FetchInput]) current.Term[curre
 	plan := current.Do(s.ops.analyse, current.Map2(src, opamHead, func(co Checkout, opamCommit string) AnalysisInput {
 		return AnalysisInput{Checkout: co, OpamCommit: opamCommit}
 	}))
-	inputs := current.Gate(current.Map2(src, plan, s.buildInputs), s.basesReady)
-	builds := current.ListMap(inputs, func(b BuildInput) string { return b.Variant.Name }, func(b current.Term[BuildInput]) current.Term[forge.Variant] {
-		return current.Map2(b, current.Observe(current.Do(s.ops.build, b)), s.variantStatus)
-	})
+	inputs := current.Map2(src, plan, s.buildInputs)
+	var groups []current.Term[[]forge.Variant]
+	for _, image := range append([]string{""}, sortedKeys(s.bases)...) {
+		groups = append(groups, s.buildGroup(inputs, image))
+	}
+	builds := current.Map(current.List(groups...), func(gs [][]forge.Variant) []forge.Variant { return slices.Concat(gs...) })
 	analysis := current.Observe(plan)
 	status := current.Map3(src, analysis, current.Observe(builds), func(co Checkout, a current.Observed[Plan], b current.Observed[[]forge.Variant]) StatusInput {
 		in := StatusInput{Repo: co.Repo, Commit: co.Commit}
@@ -299,6 +309,58 @@ func (s *Service) pipelineOf(commit current.Term[FetchInput]) current.Term[curre
 		return in
 	})
 	return current.Do(s.ops.status, status)
+}
+
+// imageOf is the platform whose base image a variant waits for, or "" when it needs
+// none the service makes.
+func (s *Service) imageOf(b BuildInput) string {
+	if b.Variant.Kind == KindLintOpam || b.SpecError != "" {
+		return ""
+	}
+	if _, ok := s.bases[b.Variant.Platform.Name]; !ok {
+		return ""
+	}
+	return b.Variant.Platform.Name
+}
+
+// buildGroup builds the variants that wait for the base image of platform image ("":
+// those that wait for none). Its value is always the variants' states: while the image
+// is being made, its variants are queued, saying so.
+func (s *Service) buildGroup(inputs current.Term[[]BuildInput], image string) current.Term[[]forge.Variant] {
+	mine := current.Map(inputs, func(bs []BuildInput) []BuildInput {
+		var out []BuildInput
+		for _, b := range bs {
+			if s.imageOf(b) == image {
+				out = append(out, b)
+			}
+		}
+		return out
+	})
+	ready := current.Return(current.Unit{})
+	if image != "" {
+		ready = s.bases[image]
+	}
+	built := current.ListMap(current.Gate(mine, ready), func(b BuildInput) string { return b.Variant.Name }, func(b current.Term[BuildInput]) current.Term[forge.Variant] {
+		return current.Map2(b, current.Observe(current.Do(s.ops.build, b)), s.variantStatus)
+	})
+	return current.Map3(mine, current.Observe(ready), current.Observe(built), func(bs []BuildInput, r current.Observed[current.Unit], b current.Observed[[]forge.Variant]) []forge.Variant {
+		if b.State == current.StateOk {
+			return b.Value
+		}
+		out := make([]forge.Variant, 0, len(bs))
+		for _, in := range bs {
+			v := forge.Variant{Name: in.Variant.Name, State: forge.Queued, Experimental: in.Variant.Experimental}
+			switch r.State {
+			case current.StateOk:
+			case current.StateFailed:
+				v.State, v.Message = forge.Error, fmt.Sprintf("the base image %s could not be made: %s", in.Variant.Platform.Image, r.Message)
+			default:
+				v.Message = fmt.Sprintf("waiting for the base image %s (job ocamlci-base-image)", in.Variant.Platform.Image)
+			}
+			out = append(out, v)
+		}
+		return out
+	})
 }
 
 // buildInputs turns a plan into one input per variant, with its spec.
@@ -346,6 +408,9 @@ func (s *Service) variantStatus(b BuildInput, o current.Observed[BuildResult]) f
 		}
 	default:
 		v.State = forge.Queued
+	}
+	if v.State == forge.Queued && rec != nil && rec.State == forge.Queued {
+		v.Message = rec.Message // why it waits
 	}
 	return v
 }
@@ -436,12 +501,54 @@ func (s *Service) makeBase(ctx context.Context, j *current.Job, o image.DebianOp
 		return name, nil
 	}
 	j.Logf("making %s with mmdebstrap (%s)", name, o.Recipe())
-	b, err := st.EnsureDebian(ctx, o)
+	every, ensure := s.heartbeatEvery, s.ensureDebian
+	if every <= 0 {
+		every = baseHeartbeat
+	}
+	if ensure == nil {
+		ensure = (*image.Store).EnsureDebian
+	}
+	stop := heartbeat(j, every, func(d time.Duration) string {
+		note := ""
+		if o.Arch != "" && o.Arch != runtime.GOARCH {
+			note = "; " + o.Arch + " runs emulated by qemu, several times slower than natively"
+		}
+		return fmt.Sprintf("still making %s: %s so far (mmdebstrap installs the packages, then the image is stored)%s", name, d.Round(time.Second), note)
+	})
+	b, err := ensure(st, ctx, o)
+	stop()
 	if err != nil {
 		return "", current.Infra(current.FailNetwork, fmt.Errorf("make base image %s: %w", name, err))
 	}
 	j.Logf("made %s (%s, %d MB)", name, b.ID, b.Size>>20)
 	return name, nil
+}
+
+// baseHeartbeat is how often making a base image says it is still at it.
+const baseHeartbeat = 30 * time.Second
+
+// heartbeat logs line(time since start) to j every period until stop is called.
+func heartbeat(j *current.Job, period time.Duration, line func(time.Duration) string) (stop func()) {
+	start := time.Now()
+	done := make(chan struct{})
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		t := time.NewTicker(period)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				j.Logf("%s", line(time.Since(start)))
+			}
+		}
+	}()
+	return func() {
+		close(done)
+		<-finished
+	}
 }
 
 func (s *Service) fetch(ctx context.Context, j *current.Job, r FetchInput) (Checkout, error) {
@@ -514,7 +621,11 @@ func (s *Service) build(ctx context.Context, j *current.Job, b BuildInput) (Buil
 	res, err := s.runVariant(ctx, j, b)
 	rec := results.VariantRecord{Repo: b.Checkout.Repo, Commit: b.Checkout.Commit, Name: b.Variant.Name, JobID: j.ID(),
 		State: forge.Passed, Started: started, Finished: time.Now(), Experimental: b.Variant.Experimental}
+	var wait *current.AwaitError
 	switch {
+	case errors.As(err, &wait):
+		// Put aside until the fleet starts it: queued, saying why.
+		rec.State, rec.Message, rec.Started, rec.Finished = forge.Queued, wait.Reason, time.Time{}, time.Time{}
 	case err != nil && current.Cancelled(ctx):
 		// No longer wanted (superseded, or cancelled by an operator): not a failure.
 		rec.State = forge.Cancelled
