@@ -72,14 +72,14 @@ type Service struct {
 	}
 	// bases are, by platform name, the terms that are ok once the platform's base image
 	// is in the store (only for platforms whose image the service makes).
-	bases  map[string]current.Term[current.Unit]
+	bases map[string]current.Term[current.Unit]
 	// ensureDebian makes a base image (default: the store's EnsureDebian), and
 	// heartbeatEvery is how often making one logs that it goes on (default
 	// baseHeartbeat); tests change them.
 	ensureDebian   func(*image.Store, context.Context, image.DebianOptions) (image.Base, error)
 	heartbeatEvery time.Duration
 	seenMu         sync.Mutex
-	seen       map[string]string // commit+variant → first spec digest built, to tell re-tests
+	seen           map[string]string // commit+variant → first spec digest built, to tell re-tests
 }
 
 // Checkout is a commit checked out on disk.
