@@ -70,6 +70,10 @@ type PlatformConfig struct {
 	// Vars are the opam variables of the image (`opam var`): os, arch,
 	// os-distribution, opam-version, ocaml:version, ...
 	Vars map[string]string `yaml:"vars" json:"vars"`
+	// Compiler lists the packages of an opam switch on the image's compiler, the
+	// first the one to create it with (e.g. ocaml-system.5.3.0, ocaml.5.3.0); needed
+	// by jobs built over a prepared opam layer (LayerRequest).
+	Compiler []string `yaml:"compiler" json:"compiler,omitempty"`
 	// Opam, when set, is the opam binary jobs use instead of the image's `opam`
 	// (for the opam-versions group), e.g. /usr/local/bin/opam-2.3.
 	Opam string `yaml:"opam" json:"opam,omitempty"`
@@ -190,10 +194,10 @@ func (c *Config) resolve() error {
 }
 
 func (pc PlatformConfig) platform(builtin map[string]matrix.Platform) (matrix.Platform, error) {
-	if b, ok := builtin[pc.Name]; ok && pc.Distro == "" && pc.Image == "" && pc.Debian == nil && pc.Vars == nil {
+	if b, ok := builtin[pc.Name]; ok && pc.Distro == "" && pc.Image == "" && pc.Debian == nil && pc.Vars == nil && pc.Compiler == nil {
 		return b, nil
 	}
-	p := matrix.Platform{Name: pc.Name, Distro: pc.Distro, OCaml: pc.OCaml, Arch: pc.Arch, Pool: pc.Pool, Image: pc.Image, Vars: pc.Vars}
+	p := matrix.Platform{Name: pc.Name, Distro: pc.Distro, OCaml: pc.OCaml, Arch: pc.Arch, Pool: pc.Pool, Image: pc.Image, Vars: pc.Vars, Compiler: pc.Compiler}
 	if pc.Debian != nil {
 		opts := image.DebianOptions{Suite: pc.Debian.Suite, Arch: pc.Arch, Packages: pc.Debian.Packages}
 		name, err := opts.LocalName()

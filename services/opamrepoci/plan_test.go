@@ -67,14 +67,16 @@ func (r *gitRepo) gitDir() string { return filepath.Join(r.dir, ".git") }
 
 // baseRepo is a small opam repository: two compilers, a library and its users.
 var baseRepo = map[string]string{
-	"ocaml.4.13.1": ``,
-	"ocaml.5.2.0":  ``,
-	"lib.1":        `depends: ["ocaml"]`,
-	"app.1":        `synopsis: "An app" depends: ["lib"]`,
-	"app5.1":       `depends: ["lib" "ocaml" {>= "5.0"}]`,
-	"tool.1":       `depends: ["app"]`,
-	"flaky.1":      `depends: ["lib"] x-ci-accept-failures: ["debian-12"]`,
-	"mine.1":       `depends: ["lib"]`,
+	"ocaml.4.13.1":        ``,
+	"ocaml.5.2.0":         ``,
+	"ocaml-system.4.13.1": ``,
+	"alcotest.1":          ``,
+	"lib.1":               `depends: ["ocaml"]`,
+	"app.1":               `synopsis: "An app" depends: ["lib"]`,
+	"app5.1":              `depends: ["lib" "ocaml" {>= "5.0"}]`,
+	"tool.1":              `depends: ["app"]`,
+	"flaky.1":             `depends: ["lib"] x-ci-accept-failures: ["debian-12"]`,
+	"mine.1":              `depends: ["lib"]`,
 }
 
 func plan(t *testing.T, pl *Planner, r *gitRepo, base, head string) *Plan {
