@@ -186,7 +186,7 @@ func (r *renderer) stage(b *strings.Builder, s *Spec, name string) {
 			paths := append(slices.Clone(o.Src), o.Dst)
 			plain := true
 			for _, p := range paths {
-				if p == "" || strings.ContainsAny(p, " \t\n\r\"'\\$[") {
+				if p == "" || strings.ContainsAny(p, "\"'\\$[") || strings.IndexFunc(p, unicode.IsSpace) >= 0 {
 					plain = false
 				}
 			}
@@ -330,12 +330,17 @@ func needsExecForm(cmd string) bool {
 		strings.HasSuffix(t, "\\") || strings.HasPrefix(t, "[") || strings.Contains(cmd, "<<")
 }
 
+// jsonList writes xs as a JSON list, ", " between the elements.
 func jsonList(xs []string) string {
-	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
-	enc.SetEscapeHTML(false)
-	_ = enc.Encode(xs)
-	return strings.ReplaceAll(strings.TrimSpace(buf.String()), `","`, `", "`)
+	parts := make([]string, len(xs))
+	for i, x := range xs {
+		var buf bytes.Buffer
+		enc := json.NewEncoder(&buf)
+		enc.SetEscapeHTML(false)
+		_ = enc.Encode(x)
+		parts[i] = strings.TrimSpace(buf.String())
+	}
+	return "[" + strings.Join(parts, ", ") + "]"
 }
 
 // dockerQuote quotes an ENV value so the Dockerfile parser yields it unchanged.

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"testing"
 	"unicode"
+	"unicode/utf8"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files under testdata/dockerfile")
@@ -129,51 +130,75 @@ var awkward = []string{
 
 func TestDockerfileEscapesWords(t *testing.T) {
 	for _, v := range awkward {
-		t.Run(v, func(t *testing.T) {
-			s := &Spec{From: "alpine", Ops: []Op{
-				Workdir{Path: "/w/" + v},
-				Copy{Src: []string{v, "b"}, Dst: "/d/" + v + "/"},
-				Run{Shell: "true", Cache: []Cache{{ID: v, Target: "/c/" + v}}, Secrets: []Secret{{ID: v, Target: "/s/" + v, BuildkitOptions: []Option{{"mode", "0400"}}}}},
-			}}
-			if err := s.Validate(); err != nil {
-				t.Fatal(err)
-			}
-			df := s.Dockerfile(DockerfileOptions{BuildKit: true})
+		t.Run(v, func(t *testing.T) { checkWords(t, v) })
+	}
+}
 
-			wd, err := processWord(strings.TrimPrefix(lineWith(t, df, "WORKDIR "), "WORKDIR "))
-			if err != nil || wd != "/w/"+v {
-				t.Errorf("WORKDIR reads as %q (%v), want %q", wd, err, "/w/"+v)
-			}
+// FuzzDockerfileWords reads back the COPY paths, WORKDIR and --mount values rendered
+// for any string that a Dockerfile line can hold.
+func FuzzDockerfileWords(f *testing.F) {
+	for _, v := range awkward {
+		f.Add(v)
+	}
+	f.Fuzz(func(t *testing.T, v string) {
+		// Docker's flag parser reads bytes as runes: no rendering keeps non-ASCII
+		// --mount values.
+		if v == "" || strings.ContainsAny(v, "\n\r\x00") || strings.IndexFunc(v, func(r rune) bool { return r >= utf8.RuneSelf }) >= 0 {
+			return
+		}
+		checkWords(t, v)
+	})
+}
 
-			var paths []string
-			args := strings.TrimPrefix(lineWith(t, df, "COPY "), "COPY ")
-			if !strings.HasPrefix(args, "[") {
-				paths = strings.Fields(args)
-			} else if err := json.Unmarshal([]byte(args), &paths); err != nil {
-				t.Fatalf("COPY: %v\n%s", err, df)
-			}
-			want := []string{v, "b", "/d/" + v + "/"}
-			for i, p := range paths {
-				if got, err := processWord(p); err != nil || got != want[i] {
-					t.Errorf("COPY path %d reads as %q (%v), want %q", i, got, err, want[i])
-				}
-			}
+// checkWords renders a spec using v in a workdir, copy paths and mounts, and reads
+// each back as Docker would.
+func checkWords(t *testing.T, v string) {
+	t.Helper()
+	s := &Spec{From: "alpine", Ops: []Op{
+		Workdir{Path: "/w/" + v},
+		Copy{Src: []string{v, "b"}, Dst: "/d/" + v + "/"},
+		Run{Shell: "true", Cache: []Cache{{ID: v, Target: "/c/" + v}}, Secrets: []Secret{{ID: v, Target: "/s/" + v, BuildkitOptions: []Option{{"mode", "0400"}}}}},
+	}}
+	if err := s.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	df := s.Dockerfile(DockerfileOptions{BuildKit: true})
 
-			rest := strings.TrimPrefix(lineWith(t, df, "RUN "), "RUN ")
-			var secret, cache string
-			secret, rest = flagWord(rest)
-			cache, rest = flagWord(rest)
-			if rest != "--network=none true" {
-				t.Errorf("after the mounts: %q", rest)
-			}
-			sm, cm := readMount(t, secret), readMount(t, cache)
-			if sm["type"] != "secret" || sm["id"] != v || sm["target"] != "/s/"+v || sm["mode"] != "0400" {
-				t.Errorf("secret mount reads as %q", sm)
-			}
-			if cm["type"] != "cache" || cm["id"] != v || cm["target"] != "/c/"+v {
-				t.Errorf("cache mount reads as %q", cm)
-			}
-		})
+	wd, err := processWord(strings.TrimSpace(strings.TrimPrefix(lineWith(t, df, "WORKDIR "), "WORKDIR ")))
+	if err != nil || wd != "/w/"+v {
+		t.Errorf("WORKDIR reads as %q (%v), want %q", wd, err, "/w/"+v)
+	}
+
+	var paths []string
+	args := strings.TrimPrefix(lineWith(t, df, "COPY "), "COPY ")
+	if !strings.HasPrefix(args, "[") {
+		paths = strings.Fields(args)
+	} else if err := json.Unmarshal([]byte(args), &paths); err != nil {
+		t.Fatalf("COPY: %v\n%s", err, df)
+	}
+	want := []string{v, "b", "/d/" + v + "/"}
+	if len(paths) != len(want) {
+		t.Fatalf("COPY has %d paths, want %d:\n%s", len(paths), len(want), df)
+	}
+	for i, p := range paths {
+		if got, err := processWord(p); err != nil || got != want[i] {
+			t.Errorf("COPY path %d reads as %q (%v), want %q", i, got, err, want[i])
+		}
+	}
+
+	rest := strings.TrimPrefix(lineWith(t, df, "RUN "), "RUN ")
+	var secret, cache string
+	secret, rest = flagWord(rest)
+	cache, rest = flagWord(rest)
+	if rest != "--network=none true" {
+		t.Errorf("after the mounts: %q", rest)
+	}
+	sm, cm := readMount(t, secret), readMount(t, cache)
+	if sm["type"] != "secret" || sm["id"] != v || sm["target"] != "/s/"+v || sm["mode"] != "0400" {
+		t.Errorf("secret mount reads as %q", sm)
+	}
+	if cm["type"] != "cache" || cm["id"] != v || cm["target"] != "/c/"+v {
+		t.Errorf("cache mount reads as %q", cm)
 	}
 }
 
@@ -248,5 +273,21 @@ func TestReproduceNote(t *testing.T) {
 	}
 	if strings.Contains(note, "--mount") || strings.Contains(note, "--network") {
 		t.Errorf("note has BuildKit-only flags:\n%s", note)
+	}
+}
+
+func TestRunExecFormKeepsCommand(t *testing.T) {
+	for _, cmd := range []string{"echo \"a\",\"b\"\necho c", "echo\necho \"a\",", "x\\", " lead", "cat <<EOF"} {
+		t.Run(cmd, func(t *testing.T) {
+			s := &Spec{From: "alpine", Ops: []Op{Run{Shell: cmd}}}
+			var args []string
+			line := strings.TrimPrefix(lineWith(t, s.Dockerfile(DockerfileOptions{}), "RUN "), "RUN ")
+			if err := json.Unmarshal([]byte(line), &args); err != nil {
+				t.Fatalf("RUN %s: %v", line, err)
+			}
+			if len(args) != 3 || args[2] != cmd {
+				t.Errorf("RUN reads as %q, want the command %q", args, cmd)
+			}
+		})
 	}
 }
