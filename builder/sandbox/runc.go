@@ -33,6 +33,18 @@ type Runc struct {
 	// CgroupParent is the cgroup (relative to the hierarchy root) under which each run
 	// gets its own.
 	CgroupParent string
+	// DiskUsage, when set, returns the bytes written so far to a root filesystem or
+	// mount source it was given (ok false for a directory it does not know): it enforces
+	// Limits.Disk.
+	DiskUsage func(dir string) (n int64, ok bool)
+	// RunDir holds the shifted root filesystems and mounts of running commands when
+	// they run in a user namespace (EnableUserNS); every level of it must let others
+	// through (mode 0711), which a store in a private folder does not.
+	RunDir string
+	userns *userNS
+	// NewPrivileges lets setuid programs (sudo, su) gain privileges in the sandbox; by
+	// default every process runs with no_new_privs.
+	NewPrivileges bool
 }
 
 // NewRunc returns a runc sandbox keeping its state under dir. It fails when runc is not
@@ -51,7 +63,7 @@ func NewRunc(dir string) (*Runc, error) {
 			return nil, fmt.Errorf("runc sandbox: %w", err)
 		}
 	}
-	r := &Runc{Binary: bin, Dir: dir, CgroupParent: "kiln"}
+	r := &Runc{Binary: bin, Dir: dir, CgroupParent: "kiln", RunDir: "/run/kiln/sandbox"}
 	r.cleanStale()
 	return r, nil
 }
@@ -70,6 +82,13 @@ func (r *Runc) cleanStale() {
 			return false
 		}
 		return unix.Kill(pid, 0) == unix.ESRCH
+	}
+	if entries, err := os.ReadDir(r.RunDir); err == nil {
+		for _, e := range entries {
+			if stale(e.Name()) {
+				removeMountDirs(filepath.Join(r.RunDir, e.Name()))
+			}
+		}
 	}
 	for _, sub := range []string{"state", "bundles"} {
 		entries, _ := os.ReadDir(filepath.Join(r.Dir, sub))
@@ -118,6 +137,12 @@ func (r *Runc) Run(ctx context.Context, cfg Config, out io.Writer) (Result, erro
 		}
 		defer cleanup()
 		mounts = append(mounts, ms...)
+		var targets []string
+		for _, s := range cfg.Secrets {
+			targets = append(targets, s.Target)
+		}
+		// Removed after runc has gone (deferred before the container's deletion runs).
+		defer findStubs(cfg.Rootfs, targets).remove()
 	}
 
 	cgroupRel := path.Join(r.CgroupParent, id)
@@ -128,6 +153,13 @@ func (r *Runc) Run(ctx context.Context, cfg Config, out io.Writer) (Result, erro
 	defer mem.remove()
 
 	sp := r.spec(cfg, path.Join("/", cgroupRel, "run"), mounts)
+	if r.userns != nil {
+		undo, err := r.shiftRun(id, cfg, sp)
+		if err != nil {
+			return Result{}, fmt.Errorf("%w: user namespace: %v", ErrSetup, err)
+		}
+		defer undo()
+	}
 	data, err := json.MarshalIndent(sp, "", "  ")
 	if err != nil {
 		return Result{}, fmt.Errorf("%w: %v", ErrSetup, err)
@@ -160,10 +192,21 @@ func (r *Runc) Run(ctx context.Context, cfg Config, out io.Writer) (Result, erro
 		pr.Close()
 	}()
 
-	// Kill the container when the context ends or the timeout passes.
+	// Kill the container when the context ends, the timeout passes or the disk budget
+	// is spent.
 	done := make(chan struct{})
 	var timedOut, cancelled bool
+	var diskUsed int64
 	var mu sync.Mutex
+	disk := r.newDiskWatch(cfg)
+	overBudget := make(chan int64, 1)
+	if disk != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			disk.run(done, overBudget)
+		}()
+	}
 	var timeout <-chan time.Time
 	if cfg.Timeout > 0 {
 		t := time.NewTimer(cfg.Timeout)
@@ -184,6 +227,10 @@ func (r *Runc) Run(ctx context.Context, cfg Config, out io.Writer) (Result, erro
 			mu.Lock()
 			timedOut = true
 			mu.Unlock()
+		case n := <-overBudget:
+			mu.Lock()
+			diskUsed = n
+			mu.Unlock()
 		}
 		for {
 			exec.Command(r.Binary, "--root", state, "kill", "--all", id, "KILL").Run()
@@ -203,7 +250,7 @@ func (r *Runc) Run(ctx context.Context, cfg Config, out io.Writer) (Result, erro
 	}
 	mu.Lock()
 	defer mu.Unlock()
-	if msg := runcError(logFile); msg != "" && !cancelled && !timedOut {
+	if msg := runcError(logFile); msg != "" && !cancelled && !timedOut && diskUsed == 0 {
 		return res, fmt.Errorf("%w: runc: %s", ErrSetup, msg)
 	}
 	if waitErr != nil {
@@ -217,11 +264,19 @@ func (r *Runc) Run(ctx context.Context, cfg Config, out io.Writer) (Result, erro
 		}
 	}
 	res.OOMKilled = cfg.Limits.Memory > 0 && res.ExitCode != 0 && mem.oomKilled(res.ExitCode)
+	if disk != nil && diskUsed == 0 && !cancelled && !timedOut {
+		// What was written since the last measurement counts too.
+		if n := disk.used(); n > disk.budget {
+			diskUsed = n
+		}
+	}
 	switch {
 	case cancelled:
 		return res, fmt.Errorf("command cancelled: %w", ctx.Err())
 	case timedOut:
 		return res, fmt.Errorf("command ran past its %s limit: %w", cfg.Timeout, ErrTimeout)
+	case diskUsed > 0:
+		return res, &ExitError{Code: res.ExitCode, DiskUsed: diskUsed}
 	case res.ExitCode != 0 && res.OOMKilled:
 		return res, &ExitError{Code: res.ExitCode, OOMKilled: true}
 	case res.ExitCode != 0:
@@ -288,7 +343,11 @@ func (r *Runc) secretMounts(bundle string, cfg Config) ([]specs.Mount, func(), e
 			cleanup()
 			return nil, nil, err
 		}
-		if err := os.Chown(f, int(cfg.UID), int(cfg.GID)); err != nil {
+		uid, gid := cfg.UID, cfg.GID
+		if r.userns != nil {
+			uid, gid = uid+r.userns.ids.UID, gid+r.userns.ids.GID
+		}
+		if err := os.Chown(f, int(uid), int(gid)); err != nil {
 			cleanup()
 			return nil, nil, err
 		}
@@ -298,16 +357,20 @@ func (r *Runc) secretMounts(bundle string, cfg Config) ([]specs.Mount, func(), e
 	return ms, cleanup, nil
 }
 
-// defaultCaps are the capabilities of a sandboxed root user (those Docker grants).
+// defaultCaps are the capabilities of a sandboxed root user: Docker's default set
+// without CAP_MKNOD (no device nodes), CAP_NET_RAW (no raw or packet sockets) and
+// CAP_AUDIT_WRITE, which package builds do not use.
 var defaultCaps = []string{
-	"CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD", "CAP_NET_RAW",
-	"CAP_SETGID", "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP", "CAP_NET_BIND_SERVICE",
-	"CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE",
+	"CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_SETGID", "CAP_SETUID",
+	"CAP_SETFCAP", "CAP_SETPCAP", "CAP_NET_BIND_SERVICE", "CAP_SYS_CHROOT", "CAP_KILL",
 }
 
 // spec is the OCI runtime configuration of one run.
 func (r *Runc) spec(cfg Config, cgroupsPath string, extra []specs.Mount) *specs.Spec {
-	caps := append([]string(nil), defaultCaps...)
+	caps := &specs.LinuxCapabilities{Bounding: defaultCaps}
+	if cfg.UID == 0 {
+		caps.Effective, caps.Permitted = defaultCaps, defaultCaps
+	}
 	cwd := cfg.Cwd
 	if cwd == "" {
 		cwd = "/"
@@ -321,14 +384,13 @@ func (r *Runc) spec(cfg Config, cgroupsPath string, extra []specs.Mount) *specs.
 	sp := &specs.Spec{
 		Version: "1.0.2",
 		Process: &specs.Process{
-			User: specs.User{UID: cfg.UID, GID: cfg.GID, Umask: &umask},
-			Args: cfg.Args,
-			Env:  cfg.Env,
-			Cwd:  cwd,
-			Capabilities: &specs.LinuxCapabilities{
-				Bounding: caps, Effective: caps, Permitted: caps,
-			},
-			Rlimits: []specs.POSIXRlimit{{Type: "RLIMIT_NOFILE", Hard: nofile, Soft: nofile}},
+			User:            specs.User{UID: cfg.UID, GID: cfg.GID, Umask: &umask},
+			Args:            cfg.Args,
+			Env:             cfg.Env,
+			Cwd:             cwd,
+			Capabilities:    caps,
+			NoNewPrivileges: !r.NewPrivileges,
+			Rlimits:         []specs.POSIXRlimit{{Type: "RLIMIT_NOFILE", Hard: nofile, Soft: nofile}},
 		},
 		Root:     &specs.Root{Path: cfg.Rootfs},
 		Hostname: "kiln",
@@ -345,12 +407,13 @@ func (r *Runc) spec(cfg Config, cgroupsPath string, extra []specs.Mount) *specs.
 			Resources: &specs.LinuxResources{
 				Devices: []specs.LinuxDeviceCgroup{{Allow: false, Access: "rwm"}},
 			},
+			Seccomp: seccompProfile(),
 			Namespaces: []specs.LinuxNamespace{
 				{Type: specs.PIDNamespace}, {Type: specs.IPCNamespace}, {Type: specs.UTSNamespace},
 				{Type: specs.MountNamespace}, {Type: specs.CgroupNamespace},
 			},
 			MaskedPaths: []string{"/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
-				"/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/sys/firmware", "/proc/scsi"},
+				"/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/sys/firmware", "/proc/scsi", "/sys/devices/virtual/powercap"},
 			ReadonlyPaths: []string{"/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"},
 		},
 	}

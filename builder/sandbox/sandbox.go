@@ -44,7 +44,7 @@ type Secret struct {
 	Value  []byte
 }
 
-// Limits are the resources a command may use; zero means unlimited.
+// Limits are the resources a command may use; zero or less means unlimited.
 type Limits struct {
 	// Memory is the memory limit in bytes (the command is killed past it).
 	Memory int64
@@ -52,6 +52,9 @@ type Limits struct {
 	CPUs float64
 	// Pids is the largest number of processes and threads.
 	Pids int64
+	// Disk is how many bytes the command may add to its root filesystem; past it the
+	// command is killed and fails with an *ExitError wrapping ErrDiskBudget.
+	Disk int64
 }
 
 // Result is how a command ended.
@@ -68,14 +71,31 @@ type ExitError struct {
 	Code int
 	// OOMKilled: the memory limit was exceeded.
 	OOMKilled bool
+	// DiskUsed is set when the command was killed for writing past its disk budget: the
+	// bytes it had written.
+	DiskUsed int64
 }
 
 func (e *ExitError) Error() string {
-	if e.OOMKilled {
+	switch {
+	case e.OOMKilled:
 		return fmt.Sprintf("memory limit exceeded (command killed, exit status %d)", e.Code)
+	case e.DiskUsed > 0:
+		return fmt.Sprintf("%v: %d MiB written (command killed)", ErrDiskBudget, e.DiskUsed>>20)
 	}
 	return fmt.Sprintf("command failed with exit status %d", e.Code)
 }
+
+// Unwrap gives ErrDiskBudget for a command killed past its disk budget.
+func (e *ExitError) Unwrap() error {
+	if e.DiskUsed > 0 {
+		return ErrDiskBudget
+	}
+	return nil
+}
+
+// ErrDiskBudget is wrapped by the error of a command that wrote more than Limits.Disk.
+var ErrDiskBudget = errors.New("disk budget exceeded")
 
 // ErrTimeout is returned (wrapped) when a command runs past its timeout.
 var ErrTimeout = errors.New("timeout")
