@@ -15,8 +15,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -51,6 +53,9 @@ type Meta struct {
 	// Size is the disk use of the snapshot's own files, in bytes.
 	Size    int64     `json:"size"`
 	Created time.Time `json:"created"`
+	// Boot is the boot of the machine the snapshot was made in; its files are not
+	// synced at commit: see Store.Sync.
+	Boot string `json:"boot,omitempty"`
 	// LastUsed is when a build last used the snapshot (the time of the "used" file).
 	LastUsed time.Time `json:"-"`
 }
@@ -60,6 +65,11 @@ type Meta struct {
 type Store struct {
 	root   string
 	driver Driver
+	mu     sync.Mutex
+	works  map[string]*Work // by root filesystem
+	// volatile: step overlays are mounted with overlayfs's volatile option (no sync on
+	// unmount); see Open.
+	volatile bool
 	// MaxDepth is the deepest overlay stack a new step may sit on; past it the step
 	// starts from a flattened full copy. Overlay's mount options also limit it.
 	MaxDepth int
@@ -78,11 +88,14 @@ func Open(root string, driver Driver) (*Store, error) {
 			return nil, fmt.Errorf("snapshot store %s: %w", root, err)
 		}
 	}
-	s := &Store{root: root, driver: driver, MaxDepth: 32}
+	s := &Store{root: root, driver: driver, MaxDepth: 32, works: map[string]*Work{}}
 	s.cleanStale()
+	defer s.dropUnsynced()
 	switch driver {
 	case "":
-		if err := s.probeOverlay(); err != nil {
+		if err := s.probeOverlay(); errors.Is(err, ErrNoSpace) {
+			return nil, err
+		} else if err != nil {
 			slog.Info("snapshot store: overlayfs unavailable, using copies", "root", root, "reason", err)
 			s.driver = Copy
 		} else {
@@ -110,29 +123,47 @@ func (s *Store) snapDir(id string) string { return filepath.Join(s.root, "snapsh
 // FS is the directory of a snapshot's own files (its layer, or its full tree).
 func (s *Store) FS(id string) string { return filepath.Join(s.snapDir(id), "fs") }
 
-// probeOverlay mounts a tiny overlay in the store's file system.
+// probeOverlay mounts a tiny overlay in the store's file system, volatile if the kernel
+// allows it, and writes to it. Running out of space is an error naming the disk.
 func (s *Store) probeOverlay() error {
-	dir, err := s.newTemp()
-	if err != nil {
-		return err
+	s.volatile = true
+	w, err := s.probeWork()
+	if err != nil && !errors.Is(err, unix.ENOSPC) {
+		s.volatile = false
+		w, err = s.probeWork()
 	}
-	defer os.RemoveAll(dir)
-	for _, d := range []string{"l1", "l2", "u", "w", "m"} {
-		if err := os.Mkdir(filepath.Join(dir, d), 0o755); err != nil {
-			return err
+	if err == nil {
+		err = os.WriteFile(filepath.Join(w.rootfs, "probe"), []byte("x"), 0o644)
+		w.Discard()
+	}
+	if errors.Is(err, unix.ENOSPC) {
+		return fmt.Errorf("%w: the disk of %s (%s) is full", ErrNoSpace, s.root, diskName(s.root))
+	}
+	return err
+}
+
+// ErrNoSpace is wrapped by the error of Open when the store's disk has no space left.
+var ErrNoSpace = errors.New("no space left on the store's disk")
+
+// diskName names the file system holding dir: its device and mount point.
+func diskName(dir string) string {
+	data, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return "unknown"
+	}
+	best, name := "", "unknown"
+	for _, line := range strings.Split(string(data), "\n") {
+		f := strings.Fields(line)
+		i := slices.Index(f, "-")
+		if len(f) < 5 || i < 0 || i+2 >= len(f) {
+			continue
+		}
+		mp := unescapeMount(f[4])
+		if (dir == mp || strings.HasPrefix(dir, strings.TrimSuffix(mp, "/")+"/")) && len(mp) >= len(best) {
+			best, name = mp, f[i+2]+" mounted on "+mp
 		}
 	}
-	opts := fmt.Sprintf("lowerdir=%s:%s,upperdir=%s,workdir=%s", filepath.Join(dir, "l1"), filepath.Join(dir, "l2"),
-		filepath.Join(dir, "u"), filepath.Join(dir, "w"))
-	m := filepath.Join(dir, "m")
-	if err := unix.Mount("overlay", m, "overlay", 0, opts); err != nil {
-		return fmt.Errorf("mount overlay: %w", err)
-	}
-	defer unix.Unmount(m, unix.MNT_DETACH)
-	if err := os.WriteFile(filepath.Join(m, "probe"), []byte("x"), 0o644); err != nil {
-		return fmt.Errorf("write to overlay: %w", err)
-	}
-	return nil
+	return name
 }
 
 // newTemp makes a fresh directory under tmp/, named after this process so that a later
@@ -328,8 +359,10 @@ func overlayFits(layers []string, extra int) bool {
 	return n < 4000
 }
 
-// Import makes snapshot id from the full root filesystem in src (copied, so src may
-// change or go away later). It does nothing if id already exists.
+// Import makes snapshot id from the full root filesystem in src, sharing its files by
+// hard links where src is on the store's file system and copying them otherwise: src
+// may go away later, but its files must not be changed in place. It does nothing if id
+// already exists.
 func (s *Store) Import(ctx context.Context, id, src string, m Meta) error {
 	if !validID(id) {
 		return fmt.Errorf("snapshot id %q: not a valid id", id)
@@ -342,7 +375,15 @@ func (s *Store) Import(ctx context.Context, id, src string, m Meta) error {
 		return err
 	}
 	defer os.RemoveAll(dir)
-	if err := copyTree(ctx, src, filepath.Join(dir, "fs")); err != nil {
+	// Snapshots are never written after they are made, so a base on the same file
+	// system is shared by hard links rather than copied.
+	err = copyTree(ctx, src, filepath.Join(dir, "fs"), "--link")
+	if err != nil && !errors.Is(err, unix.ENOSPC) {
+		slog.Debug("snapshot store: import by hard links failed, copying", "src", src, "err", err)
+		os.RemoveAll(filepath.Join(dir, "fs"))
+		err = copyTree(ctx, src, filepath.Join(dir, "fs"))
+	}
+	if err != nil {
 		return fmt.Errorf("import %s: %w", src, err)
 	}
 	m.ID, m.Parent, m.Full, m.Depth = id, "", true, 1
@@ -350,9 +391,14 @@ func (s *Store) Import(ctx context.Context, id, src string, m Meta) error {
 }
 
 // copyTree copies the tree src to a new directory dst, keeping owners, modes, links,
-// extended attributes and sparse files, with reflinks where the file system has them.
-func copyTree(ctx context.Context, src, dst string) error {
-	cmd := exec.CommandContext(ctx, "cp", "-a", "--reflink=auto", "--sparse=always", "--", src+"/.", dst)
+// extended attributes and sparse files, with reflinks where the file system has them;
+// flags replace the last two (--link: hard links instead of copies).
+func copyTree(ctx context.Context, src, dst string, flags ...string) error {
+	args := []string{"-a", "--reflink=auto", "--sparse=always"}
+	if len(flags) > 0 {
+		args = append([]string{"-a"}, flags...)
+	}
+	cmd := exec.CommandContext(ctx, "cp", append(args, "--", src+"/.", dst)...)
 	if err := os.Mkdir(dst, 0o755); err != nil {
 		return err
 	}
@@ -387,6 +433,7 @@ func (s *Store) commit(dir string, m Meta, log []byte) error {
 	}
 	m.Size = size
 	m.Created = time.Now().UTC()
+	m.Boot = bootID()
 	data, err := json.MarshalIndent(m, "", "  ")
 	if err != nil {
 		return err

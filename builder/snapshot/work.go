@@ -21,6 +21,38 @@ type Work struct {
 	full   bool
 	depth  int
 	mount  string // the overlay mount point, if any
+	layers []string
+	// base is the disk use of a full copy when it was made (what Usage does not count).
+	base int64
+}
+
+// Usage returns the bytes written so far to the work whose root filesystem is rootfs
+// (ok is false when no work of the store has it).
+func (s *Store) Usage(rootfs string) (n int64, ok bool) {
+	s.mu.Lock()
+	w := s.works[rootfs]
+	s.mu.Unlock()
+	if w == nil {
+		return 0, false
+	}
+	n, _ = diskUsage(filepath.Join(w.dir, "fs"))
+	return max(0, n-w.base), true
+}
+
+// track records w under its root filesystem (for Usage) until it ends.
+func (s *Store) track(w *Work) *Work {
+	s.mu.Lock()
+	s.works[w.rootfs] = w
+	s.mu.Unlock()
+	return w
+}
+
+func (s *Store) untrack(w *Work) {
+	s.mu.Lock()
+	if s.works[w.rootfs] == w {
+		delete(s.works, w.rootfs)
+	}
+	s.mu.Unlock()
 }
 
 // Rootfs is the directory holding the work's root filesystem.
@@ -64,12 +96,12 @@ func (s *Store) Prepare(ctx context.Context, parent string) (*Work, error) {
 			if err := copyOwnerMode(layers[0], upper); err != nil {
 				return fail(err)
 			}
-			opts := fmt.Sprintf("lowerdir=%s,upperdir=%s,workdir=%s", strings.Join(layers, ":"), upper, work)
-			if err := unix.Mount("overlay", merged, "overlay", 0, opts); err != nil {
-				return fail(fmt.Errorf("prepare %s: mount overlay of %d layers: %w", parent, len(layers), err))
+			w.layers = layers
+			if err := w.mountOverlay(merged); err != nil {
+				return fail(fmt.Errorf("prepare %s: %d layers: %w", parent, len(layers), err))
 			}
 			w.mount, w.rootfs, w.depth = merged, merged, pm.Depth+1
-			return w, nil
+			return s.track(w), nil
 		}
 	}
 	// A full copy: of the parent's tree, or of the merged view of its layers.
@@ -83,7 +115,47 @@ func (s *Store) Prepare(ctx context.Context, parent string) (*Work, error) {
 		return fail(fmt.Errorf("prepare %s: %w", parent, err))
 	}
 	w.rootfs, w.full, w.depth = upper, true, 1
-	return w, nil
+	w.base, _ = diskUsage(upper)
+	return s.track(w), nil
+}
+
+// mountOverlay mounts the work's overlay at target.
+func (w *Work) mountOverlay(target string) error {
+	opts, err := w.overlayOptions(w.s.root)
+	if err != nil {
+		return err
+	}
+	return mountOverlay(target, opts)
+}
+
+func mountOverlay(target, opts string) error {
+	if err := unix.Mount("overlay", target, "overlay", 0, opts); err != nil {
+		return fmt.Errorf("mount overlay: %w", err)
+	}
+	return nil
+}
+
+// overlayOptions are the mount options of the work's overlay, with the store's root
+// directory seen at root (another path to it, such as an idmapped mount of it). The
+// work directory is made afresh: a volatile overlay refuses one that was used before.
+func (w *Work) overlayOptions(root string) (string, error) {
+	at := func(p string) string { return root + strings.TrimPrefix(p, w.s.root) }
+	lowers := make([]string, len(w.layers))
+	for i, l := range w.layers {
+		lowers[i] = at(l)
+	}
+	work := filepath.Join(w.dir, "work")
+	if err := os.RemoveAll(work); err != nil {
+		return "", err
+	}
+	if err := os.Mkdir(work, 0o755); err != nil {
+		return "", err
+	}
+	opts := fmt.Sprintf("lowerdir=%s,upperdir=%s,workdir=%s", strings.Join(lowers, ":"), at(filepath.Join(w.dir, "fs")), at(work))
+	if w.s.volatile {
+		opts += ",volatile"
+	}
+	return opts, nil
 }
 
 // Commit turns the work into snapshot id (m describes it; log is the step's output) and
@@ -93,6 +165,7 @@ func (w *Work) Commit(id string, m Meta, log []byte) error {
 		w.Discard()
 		return fmt.Errorf("snapshot id %q: not a valid id", id)
 	}
+	w.s.untrack(w)
 	if w.mount != "" {
 		if err := unix.Unmount(w.mount, 0); err != nil {
 			w.Discard()
@@ -117,6 +190,7 @@ func (w *Work) Discard() error {
 	if w.dir == "" {
 		return nil
 	}
+	w.s.untrack(w)
 	if w.mount != "" {
 		unix.Unmount(w.mount, unix.MNT_DETACH)
 		w.mount = ""
