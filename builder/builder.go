@@ -53,6 +53,12 @@ type Options struct {
 	// NewPrivileges lets setuid programs (sudo, su) gain privileges inside steps; by
 	// default steps run with no_new_privs.
 	NewPrivileges bool
+	// IDs are the host ids the steps' user namespace maps to; zero takes the
+	// subordinate ids of the user "kiln" in /etc/subuid and /etc/subgid, claiming 65536
+	// free ones there when it has none. On a kernel that cannot shift the store's files
+	// (idmapped mounts under overlayfs, Linux 5.19) steps run without a user namespace,
+	// as the host's root (logged at start).
+	IDs sandbox.IDRange
 	// StepTimeout ends a run step that takes longer (0: no limit).
 	StepTimeout time.Duration
 	// MinFree is the free space (bytes) below which a failed step is blamed on a full
@@ -122,13 +128,7 @@ func New(opts Options) (*Builder, error) {
 	if b.sandbox, err = sandbox.NewRunc(filepath.Join(root, "runc")); err != nil {
 		b.sandboxErr = err
 	} else {
-		b.sandbox.NewPrivileges = opts.NewPrivileges
-		b.sandbox.DiskUsage = func(dir string) (int64, bool) {
-			if n, ok := b.store.Usage(dir); ok {
-				return n, ok
-			}
-			return b.cacheStore.Usage(dir)
-		}
+		b.setupSandbox()
 	}
 	l := opts.Limits
 	slog.Info("builder: step limits", "root", root, "memory", l.Memory, "cpus", l.CPUs, "pids", l.Pids, "disk", l.Disk)

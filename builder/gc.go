@@ -6,6 +6,8 @@ import (
 	"log/slog"
 	"sort"
 
+	"github.com/kiln-ci/kiln/builder/snapshot"
+
 	"golang.org/x/sys/unix"
 )
 
@@ -31,6 +33,7 @@ type GCReport struct {
 // GC removes snapshots, least recently used first and only those no other snapshot
 // builds on, until the store fits opts.Budget and the disk has opts.MinFree free. It
 // never removes a snapshot a running build (of any process sharing the root) uses.
+// Then it syncs the stores: the snapshots kept survive a power loss from then on.
 func (b *Builder) GC(ctx context.Context, opts GCOptions) (GCReport, error) {
 	if opts.MinFree == 0 {
 		opts.MinFree = b.opts.MinFree
@@ -95,6 +98,15 @@ func (b *Builder) GC(ctx context.Context, opts GCOptions) (GCReport, error) {
 	})
 	if err != nil {
 		return rep, fmt.Errorf("builder gc: %w", err)
+	}
+	if !opts.DryRun {
+		// A collection pass is also when the snapshots made since the last one reach the
+		// disk for sure (see snapshot.Store.Sync).
+		for _, st := range []*snapshot.Store{b.store, b.cacheStore} {
+			if err := st.Sync(); err != nil {
+				return rep, fmt.Errorf("builder gc: %w", err)
+			}
+		}
 	}
 	return rep, nil
 }
