@@ -12,6 +12,7 @@ import (
 
 	"github.com/kiln-ci/kiln/builder"
 	"github.com/kiln-ci/kiln/builder/image"
+	"github.com/kiln-ci/kiln/builder/sandbox"
 	"github.com/kiln-ci/kiln/builder/spec"
 	"github.com/kiln-ci/kiln/cluster"
 )
@@ -22,6 +23,8 @@ type Options struct {
 	Images     string // image store folder; "" is Root/images
 	HealthBase string // image the health check builds on; "" skips the build part of the check
 	Budget     int64  // snapshot store size that pruning keeps (bytes); 0 prunes only for free space
+	// Limits of each run step (builder.Options.Limits: zero fields take the builder's defaults).
+	Limits sandbox.Limits
 }
 
 // Runner runs builder specs; it implements cluster.Runner, HealthChecker and Pruner.
@@ -32,7 +35,7 @@ type Runner struct {
 
 // New opens the builder.
 func New(o Options) (*Runner, error) {
-	bo := builder.Options{Root: o.Root}
+	bo := builder.Options{Root: o.Root, Limits: o.Limits}
 	if o.Images != "" {
 		st, err := image.Open(o.Images)
 		if err != nil {

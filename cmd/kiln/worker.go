@@ -10,6 +10,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/kiln-ci/kiln/builder"
+	"github.com/kiln-ci/kiln/builder/sandbox"
 	"github.com/kiln-ci/kiln/cluster"
 	"github.com/kiln-ci/kiln/cluster/buildrun"
 	"github.com/prometheus/client_golang/prometheus"
@@ -22,6 +24,9 @@ func init() {
 	var labels []string
 	var token, runner, shell, metrics, images, healthBase string
 	var budget int64
+	var stepMemory, stepDisk string
+	var stepCPUs float64
+	var stepPids int64
 	c := &cobra.Command{
 		Use:   "worker",
 		Short: "Run a build worker: connect out to the fleet and run jobs of one pool",
@@ -49,7 +54,12 @@ func init() {
 			case "shell":
 				o.Runner = &cluster.ShellRunner{WorkDir: filepath.Join(o.StateDir, "work"), Shell: shell}
 			case "builder":
-				r, err := buildrun.New(buildrun.Options{Root: filepath.Join(o.StateDir, "builder"), Images: images, HealthBase: healthBase, Budget: budget})
+				root := filepath.Join(o.StateDir, "builder")
+				lim, err := workerLimits(root, stepMemory, stepDisk, stepCPUs, stepPids, o.Capacity)
+				if err != nil {
+					return err
+				}
+				r, err := buildrun.New(buildrun.Options{Root: root, Images: images, HealthBase: healthBase, Budget: budget, Limits: lim})
 				if err != nil {
 					return err
 				}
@@ -94,9 +104,36 @@ func init() {
 	f.StringVar(&images, "images", "", "builder runner: base image store folder (default STATE-DIR/builder/images)")
 	f.StringVar(&healthBase, "health-base", "", "builder runner: image the health check builds on (e.g. kiln/debian:bookworm); empty checks the store only")
 	f.Int64Var(&budget, "store-budget", 0, "builder runner: snapshot store size kept by pruning, in bytes (0: prune for free space only)")
+	f.StringVar(&stepMemory, "memory", "", "builder runner: memory limit of each step, e.g. 4G (default: the builder's default divided by --capacity)")
+	f.Float64Var(&stepCPUs, "cpus", 0, "builder runner: CPU limit of each step, in CPUs (default: the machine's CPUs divided by --capacity, at least 1)")
+	f.Int64Var(&stepPids, "pids", 0, "builder runner: process limit of each step (default 4096)")
+	f.StringVar(&stepDisk, "disk", "", "builder runner: disk budget of each step, e.g. 20G (default: a quarter of the store's file system, at most 16G)")
 	f.DurationVar(&o.HealthEvery, "health-every", time.Minute, "how often the health check runs")
 	f.StringVar(&o.HealthCommand, "health-command", "", "extra health check (/bin/sh -c); failing pauses the worker")
 	f.DurationVar(&o.PruneEvery, "prune-every", time.Hour, "how often the store and source cache are pruned")
 	f.StringVar(&metrics, "metrics", "", "serve Prometheus metrics (kiln_fleet_worker_*) on this address")
 	addCommand(c)
+}
+
+// workerLimits are the step limits of a worker's builder: the flags, or the builder's
+// defaults with memory and CPUs shared between the jobs it runs at once.
+func workerLimits(root, memory, disk string, cpus float64, pids int64, capacity int) (sandbox.Limits, error) {
+	mem, err := parseSize(memory)
+	if err != nil {
+		return sandbox.Limits{}, fmt.Errorf("--memory: %w", err)
+	}
+	dsk, err := parseSize(disk)
+	if err != nil {
+		return sandbox.Limits{}, fmt.Errorf("--disk: %w", err)
+	}
+	l := sandbox.Limits{Memory: mem, CPUs: cpus, Pids: pids, Disk: dsk}
+	def := builder.DefaultLimits(root)
+	n := int64(max(1, capacity))
+	if l.Memory == 0 {
+		l.Memory = def.Memory / n
+	}
+	if l.CPUs == 0 {
+		l.CPUs = max(1, def.CPUs/float64(n))
+	}
+	return l, nil
 }
