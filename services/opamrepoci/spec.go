@@ -21,7 +21,8 @@ type OpamLayer interface {
 const RepoDir = "/src/opam-repository"
 
 // initLayer is the opam layer of an image with opam and the system compiler: the
-// tree copied in, `opam init` on it, and an ocaml-system switch.
+// tree copied in, `opam init` on it, and an ocaml-system switch (with the network:
+// ocaml-system and ocaml-config fetch their extra sources).
 type initLayer struct{}
 
 func (initLayer) Ops(matrix.Platform) []spec.Op {
@@ -29,7 +30,7 @@ func (initLayer) Ops(matrix.Platform) []spec.Op {
 		spec.Env{Name: "OPAMROOTISOK", Value: "1"},
 		spec.Workdir{Path: "/src"},
 		spec.Copy{Src: []string{"."}, Dst: RepoDir + "/", Exclude: []string{".git"}},
-		spec.Run{Shell: "opam init --bare -n --disable-sandboxing default " + RepoDir + " && opam switch create ci ocaml-system && opam config report"},
+		spec.Run{Network: []string{"host"}, Shell: "opam init --bare -n --disable-sandboxing default " + RepoDir + " && opam switch create ci ocaml-system && opam config report"},
 	}
 }
 
