@@ -128,6 +128,10 @@ type Pool struct {
 	Background int    `json:"background_waiting"`
 }
 
+// Unbounded reports whether the pool has so many slots that they are no limit: its jobs
+// wait elsewhere (the fleet's pool of jobs that run on the build fleet).
+func (p Pool) Unbounded() bool { return p.Slots >= 1<<20 }
+
 // RebuildResult says what a rebuild request did.
 type RebuildResult struct {
 	JobID    string `json:"job_id,omitempty"`   // the new (or already running) job

@@ -40,12 +40,21 @@ type Options struct {
 	Gatherer prometheus.Gatherer   // served at /metrics; the default gatherer if nil
 	Register prometheus.Registerer // where the console's own metrics go; the default registerer if nil
 	Fleet    Fleet                 // the build fleet shown at /fleet; nil when none is attached
+	// Links are pages of the services served beside the console, shown in its menu.
+	Links []Link
+}
+
+// Link is a page the console's menu links to.
+type Link struct {
+	Text string
+	URL  string
 }
 
 // Server is the web console.
 type Server struct {
 	eng      Engine
 	fleet    Fleet
+	links    []Link
 	auth     *Auth
 	log      *slog.Logger
 	mux      *http.ServeMux
@@ -67,7 +76,7 @@ func New(o Options) (*Server, error) {
 	if o.Engine == nil || o.Auth == nil {
 		return nil, errors.New("web.New: Engine and Auth are required")
 	}
-	s := &Server{eng: o.Engine, fleet: o.Fleet, auth: o.Auth, log: o.Logger, gatherer: o.Gatherer, logins: newLoginThrottle(),
+	s := &Server{eng: o.Engine, fleet: o.Fleet, links: o.Links, auth: o.Auth, log: o.Logger, gatherer: o.Gatherer, logins: newLoginThrottle(),
 		checkPassword: o.Auth.Login}
 	if s.log == nil {
 		s.log = slog.Default()
@@ -312,6 +321,7 @@ type pageData struct {
 	Ident                    Identity
 	Builder, Admin           bool
 	Fleet                    bool // a fleet is attached
+	Links                    []Link
 	Data                     any
 }
 
@@ -324,7 +334,7 @@ func (s *Server) renderFlash(w http.ResponseWriter, c *reqCtx, page, title, flas
 	var buf bytes.Buffer
 	err := t.ExecuteTemplate(&buf, "layout", pageData{
 		Title: title, Page: page, CSRF: c.csrf, Flash: flash, Ident: c.id,
-		Builder: c.id.Role >= RoleBuilder, Admin: c.id.Role >= RoleAdmin, Fleet: s.fleet != nil, Data: data,
+		Builder: c.id.Role >= RoleBuilder, Admin: c.id.Role >= RoleAdmin, Fleet: s.fleet != nil, Links: s.links, Data: data,
 	})
 	if err != nil {
 		return fmt.Errorf("render %s: %w", page, err)

@@ -22,6 +22,7 @@ import (
 	"github.com/kiln-ci/kiln/current"
 	"github.com/kiln-ci/kiln/git"
 	"github.com/kiln-ci/kiln/plugins/fleetjob"
+	"github.com/kiln-ci/kiln/plugins/forges"
 	"github.com/kiln-ci/kiln/services/demo"
 	"github.com/kiln-ci/kiln/services/host"
 	"github.com/kiln-ci/kiln/services/ocamlci"
@@ -192,6 +193,7 @@ On first start the local admin password is made, printed once, and stored hashed
 		if fleet != nil {
 			wo.Fleet = fleet.Client
 		}
+		wo.Links = repositoryLinks(started.Routes, followedForges(&ff, set))
 		srv, err := web.New(wo)
 		if err != nil {
 			return err
@@ -248,6 +250,35 @@ On first start the local admin password is made, printed once, and stored hashed
 	f.IntVar(&o.workerCapacity, "local-worker-capacity", 2, "jobs each local worker runs at once")
 	f.StringVar(&o.workerPrefix, "local-worker-name", "local", "local workers are named NAME-POOL-N (servers sharing one fleet need different names)")
 	return cmd
+}
+
+// repositoryLinks are the console's menu entries to the services' repository pages of
+// the forges followed (a service's results pages are at /FORGE/).
+func repositoryLinks(routes []host.Route, followed []string) []web.Link {
+	labels := map[string]string{"github": "GitHub repositories", "gitea": "Gitea repositories", "git": "Git repositories"}
+	var links []web.Link
+	for _, f := range followed {
+		if slices.ContainsFunc(routes, func(r host.Route) bool { return r.Pattern == "/"+f+"/" }) {
+			links = append(links, web.Link{Text: labels[f], URL: "/" + f})
+		}
+	}
+	return links
+}
+
+// followedForges names the forges the flags follow ("github", "gitea", "git"); a
+// service given none builds a sample of its own, as plain git.
+func followedForges(f *forgeFlags, set *forges.Set) []string {
+	var out []string
+	if f.githubAppID != 0 {
+		out = append(out, "github")
+	}
+	if f.giteaURL != "" {
+		out = append(out, "gitea")
+	}
+	if len(f.repos) > 0 || set.Empty() {
+		out = append(out, "git")
+	}
+	return out
 }
 
 // addressFree reports why a TCP server cannot listen on addr, or nil when it can.

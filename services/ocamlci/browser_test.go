@@ -2,58 +2,19 @@ package ocamlci
 
 import (
 	"context"
-	"net/http"
-	"net/http/httptest"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/chromedp/chromedp"
-
-	"github.com/kiln-ci/kiln/internal/testenv"
-	"github.com/kiln-ci/kiln/services/internal/results"
-	"github.com/kiln-ci/kiln/web"
 )
 
 // browseAndRebuild walks the public UI in Debian's chromium as a user does, from the
 // owner's page to a variant's log, then presses Rebuild on its job page and sees the
 // new job.
 func browseAndRebuild(t *testing.T, h *ciHarness, commit, variant string) {
-	chromium := testenv.RequireCommand(t, "chromium")
-	auth, _, err := web.OpenAuth(web.AuthOptions{Dir: filepath.Join(t.TempDir(), "console"), AdminPassword: "pw", Anonymous: web.RoleBuilder})
-	if err != nil {
-		t.Fatal(err)
-	}
-	console, err := web.New(web.Options{Engine: web.CurrentEngine{E: h.engine}, Auth: auth})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ui, err := results.NewUI(h.svc.Index, h.engine, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	mux := http.NewServeMux()
-	for _, r := range ui.Routes() {
-		mux.Handle(r, ui)
-	}
-	mux.Handle("/", console)
-	srv := httptest.NewServer(mux)
-	defer srv.Close()
-
-	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(),
-		chromedp.ExecPath(chromium), chromedp.Headless, chromedp.NoSandbox, chromedp.DisableGPU, chromedp.NoFirstRun,
-		chromedp.NoDefaultBrowserCheck, chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true), chromedp.Flag("disable-sync", true),
-		chromedp.Flag("disable-dev-shm-usage", true), chromedp.UserDataDir(t.TempDir()))
-	defer cancelAlloc()
-	bctx, cancelCtx := chromedp.NewContext(actx)
-	defer cancelCtx()
-	if err := chromedp.Do(bctx); err != nil {
-		t.Fatalf("start chromium: %v", err)
-	}
-	ctx, cancel := context.WithTimeout(bctx, 2*time.Minute)
-	defer cancel()
+	b := newBrowser(t, h)
+	ctx := b.ctx
 	step := func(what string, actions ...chromedp.Action[chromedp.Void]) {
 		t.Helper()
 		if err := chromedp.Do(ctx, actions...); err != nil {
@@ -69,7 +30,7 @@ func browseAndRebuild(t *testing.T, h *ciHarness, commit, variant string) {
 		return s
 	}
 
-	step("open the owner's page", chromedp.Navigate(srv.URL+"/"+h.repo.Forge+"/"+h.repo.Owner),
+	step("open the owner's page", chromedp.Navigate(b.url+"/"+h.repo.Forge+"/"+h.repo.Owner),
 		chromedp.WaitVisible(chromedp.CSS(`a[href="/`+h.repo.Forge+`/`+h.repo.Owner+`/`+h.repo.Name+`"]`)))
 	step("open the repository", chromedp.Click(chromedp.CSS(`a[href="/`+h.repo.Forge+`/`+h.repo.Owner+`/`+h.repo.Name+`"]`)),
 		chromedp.WaitVisible(chromedp.CSS(`table.refs a.commit`)))

@@ -567,6 +567,11 @@ func (s *Service) fetch(ctx context.Context, j *current.Job, r FetchInput) (Chec
 	if err != nil {
 		return co, fetchError(err)
 	}
+	if info, err := results.ReadCommitInfo(ctx, repo.Dir, r.Commit); err != nil {
+		j.Logf("no commit message and author for the pages: %v", err)
+	} else if err := s.Index.SetCommitInfo(ctx, r.Repo, r.Commit, info); err != nil {
+		return co, current.Infra(current.FailDiskFull, fmt.Errorf("index: %w", err))
+	}
 	tmp := dir + ".tmp-" + j.ID()
 	os.RemoveAll(tmp)
 	defer os.RemoveAll(tmp)

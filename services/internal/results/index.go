@@ -30,15 +30,30 @@ const AnalysisVariant = "(analysis)"
 
 // VariantRecord is one variant of one commit.
 type VariantRecord struct {
-	Repo         forge.RepoID `json:"-"`
-	Commit       string       `json:"commit"`
-	Name         string       `json:"name"`
-	JobID        string       `json:"job_id,omitempty"`
-	State        forge.State  `json:"state"`
-	Message      string       `json:"message,omitempty"`
-	Experimental bool         `json:"experimental,omitempty"`
-	Started      time.Time    `json:"started,omitzero"`
-	Finished     time.Time    `json:"finished,omitzero"`
+	Repo    forge.RepoID `json:"-"`
+	Commit  string       `json:"commit"`
+	Name    string       `json:"name"`
+	JobID   string       `json:"job_id,omitempty"`
+	State   forge.State  `json:"state"`
+	Message string       `json:"message,omitempty"`
+	// Lines are the log lines that explain a failure.
+	Lines        []string  `json:"failing_lines,omitempty"`
+	Experimental bool      `json:"experimental,omitempty"`
+	Started      time.Time `json:"started,omitzero"`
+	Finished     time.Time `json:"finished,omitzero"`
+}
+
+// CommitInfo is what git says of a commit: its message, author and date.
+type CommitInfo struct {
+	Message  string    `json:"message,omitempty"`
+	Author   string    `json:"author,omitempty"`
+	Authored time.Time `json:"authored,omitzero"`
+}
+
+// Subject is the first line of the message.
+func (c CommitInfo) Subject() string {
+	s, _, _ := strings.Cut(strings.TrimSpace(c.Message), "\n")
+	return s
 }
 
 // CommitRecord is the status of one commit.
@@ -49,6 +64,23 @@ type CommitRecord struct {
 	Title   string       `json:"title"`
 	Summary string       `json:"summary"`
 	Updated time.Time    `json:"updated"`
+	CommitInfo
+	// Started and Finished span the commit's variants: the first start, and the last
+	// end once none is queued or running.
+	Started  time.Time `json:"started,omitzero"`
+	Finished time.Time `json:"finished,omitzero"`
+}
+
+// Duration is the time from the first variant's start to the last one's end, or to
+// now while some still run.
+func (c CommitRecord) Duration() time.Duration {
+	switch {
+	case c.Started.IsZero():
+		return 0
+	case c.Finished.IsZero():
+		return time.Since(c.Started)
+	}
+	return c.Finished.Sub(c.Started)
 }
 
 // RefRecord is a ref's current head, or one of its earlier heads in a history.
@@ -60,6 +92,14 @@ type RefRecord struct {
 	Commit string       `json:"commit"`
 	State  forge.State  `json:"state"`
 	Seen   time.Time    `json:"seen"`
+	CommitInfo
+	Started  time.Time `json:"started,omitzero"`
+	Finished time.Time `json:"finished,omitzero"`
+}
+
+// Duration is the time the commit's variants took (see CommitRecord.Duration).
+func (r RefRecord) Duration() time.Duration {
+	return CommitRecord{Started: r.Started, Finished: r.Finished}.Duration()
 }
 
 var indexSchema = []string{
@@ -72,6 +112,14 @@ var indexSchema = []string{
 		PRIMARY KEY (forge, owner, repo, commit_id, name))`,
 }
 
+// indexColumns are columns added since the first schema, for databases made before.
+var indexColumns = []string{
+	`ALTER TABLE commits ADD COLUMN message TEXT NOT NULL DEFAULT ''`,
+	`ALTER TABLE commits ADD COLUMN author TEXT NOT NULL DEFAULT ''`,
+	`ALTER TABLE commits ADD COLUMN authored INTEGER NOT NULL DEFAULT 0`,
+	`ALTER TABLE variants ADD COLUMN lines TEXT NOT NULL DEFAULT ''`,
+}
+
 // OpenIndex opens (creating it if needed) the index database at path.
 func OpenIndex(path string) (*Index, error) {
 	db, err := sql.Open("sqlite", "file:"+path+"?_pragma=journal_mode(WAL)&_pragma=busy_timeout(10000)&_pragma=synchronous(NORMAL)")
@@ -81,6 +129,12 @@ func OpenIndex(path string) (*Index, error) {
 	db.SetMaxOpenConns(1)
 	for _, q := range indexSchema {
 		if _, err := db.Exec(q); err != nil {
+			db.Close()
+			return nil, fmt.Errorf("index %s: schema: %w", path, err)
+		}
+	}
+	for _, q := range indexColumns {
+		if _, err := db.Exec(q); err != nil && !strings.Contains(err.Error(), "duplicate column name") {
 			db.Close()
 			return nil, fmt.Errorf("index %s: schema: %w", path, err)
 		}
@@ -107,10 +161,12 @@ func fromUnix(ms int64) time.Time {
 
 // SetVariant records a variant's job and state.
 func (x *Index) SetVariant(ctx context.Context, v VariantRecord) error {
-	_, err := x.db.ExecContext(ctx, `INSERT INTO variants VALUES (?,?,?,?,?,?,?,?,?,?,?)
+	_, err := x.db.ExecContext(ctx, `INSERT INTO variants (forge, owner, repo, commit_id, name, job_id, state, message,
+		experimental, started, finished, lines) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)
 		ON CONFLICT DO UPDATE SET job_id=excluded.job_id, state=excluded.state, message=excluded.message,
-		experimental=excluded.experimental, started=excluded.started, finished=excluded.finished`,
-		v.Repo.Forge, v.Repo.Owner, v.Repo.Name, v.Commit, v.Name, v.JobID, string(v.State), v.Message, v.Experimental, unix(v.Started), unix(v.Finished))
+		experimental=excluded.experimental, started=excluded.started, finished=excluded.finished, lines=excluded.lines`,
+		v.Repo.Forge, v.Repo.Owner, v.Repo.Name, v.Commit, v.Name, v.JobID, string(v.State), v.Message, v.Experimental,
+		unix(v.Started), unix(v.Finished), strings.Join(v.Lines, "\n"))
 	return err
 }
 
@@ -129,7 +185,7 @@ func (x *Index) Variants(ctx context.Context, r forge.RepoID, commit string) ([]
 }
 
 func (x *Index) variants(ctx context.Context, r forge.RepoID, commit, name string) ([]VariantRecord, error) {
-	q := `SELECT commit_id, name, job_id, state, message, experimental, started, finished FROM variants
+	q := `SELECT commit_id, name, job_id, state, message, experimental, started, finished, lines FROM variants
 		WHERE forge=? AND owner=? AND repo=? AND commit_id=?`
 	args := []any{r.Forge, r.Owner, r.Name, commit}
 	if name != "" {
@@ -144,12 +200,15 @@ func (x *Index) variants(ctx context.Context, r forge.RepoID, commit, name strin
 	var out []VariantRecord
 	for rows.Next() {
 		v := VariantRecord{Repo: r}
-		var state string
+		var state, lines string
 		var started, finished int64
-		if err := rows.Scan(&v.Commit, &v.Name, &v.JobID, &state, &v.Message, &v.Experimental, &started, &finished); err != nil {
+		if err := rows.Scan(&v.Commit, &v.Name, &v.JobID, &state, &v.Message, &v.Experimental, &started, &finished, &lines); err != nil {
 			return nil, err
 		}
 		v.State, v.Started, v.Finished = forge.State(state), fromUnix(started), fromUnix(finished)
+		if lines != "" {
+			v.Lines = strings.Split(lines, "\n")
+		}
 		out = append(out, v)
 	}
 	return out, rows.Err()
@@ -172,7 +231,8 @@ func (x *Index) SetCommit(ctx context.Context, r forge.RepoID, commit string, st
 	}
 	defer tx.Rollback()
 	now := time.Now()
-	if _, err := tx.ExecContext(ctx, `INSERT INTO commits VALUES (?,?,?,?,?,?,?,?) ON CONFLICT DO UPDATE SET
+	if _, err := tx.ExecContext(ctx, `INSERT INTO commits (forge, owner, repo, commit_id, state, title, summary, updated)
+		VALUES (?,?,?,?,?,?,?,?) ON CONFLICT DO UPDATE SET
 		state=excluded.state, title=excluded.title, summary=excluded.summary, updated=excluded.updated`,
 		r.Forge, r.Owner, r.Name, commit, string(st.State), st.Title, st.Summary, unix(now)); err != nil {
 		return err
@@ -193,15 +253,33 @@ func (x *Index) SetCommit(ctx context.Context, r forge.RepoID, commit string, st
 		}
 	}
 	for _, v := range variants {
-		if _, err := tx.ExecContext(ctx, `INSERT INTO variants (forge, owner, repo, commit_id, name, job_id, state, message, experimental, started, finished)
-			VALUES (?,?,?,?,?,'',?,?,?,0,0) ON CONFLICT DO UPDATE SET state=excluded.state, experimental=excluded.experimental,
-			message=CASE WHEN excluded.message != '' THEN excluded.message ELSE message END`,
-			r.Forge, r.Owner, r.Name, commit, v.Name, string(v.State), v.Message, v.Experimental); err != nil {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO variants (forge, owner, repo, commit_id, name, job_id, state, message, experimental, started, finished, lines)
+			VALUES (?,?,?,?,?,'',?,?,?,0,0,?) ON CONFLICT DO UPDATE SET state=excluded.state, experimental=excluded.experimental,
+			message=CASE WHEN excluded.message != '' THEN excluded.message ELSE message END,
+			lines=CASE WHEN excluded.lines != '' THEN excluded.lines ELSE lines END`,
+			r.Forge, r.Owner, r.Name, commit, v.Name, string(v.State), v.Message, v.Experimental, strings.Join(v.FailingLines, "\n")); err != nil {
 			return err
 		}
 	}
 	return tx.Commit()
 }
+
+// SetCommitInfo records what git says of a commit (its message, author and date).
+func (x *Index) SetCommitInfo(ctx context.Context, r forge.RepoID, commit string, info CommitInfo) error {
+	_, err := x.db.ExecContext(ctx, `INSERT INTO commits (forge, owner, repo, commit_id, state, title, summary, updated, message, author, authored)
+		VALUES (?,?,?,?,'queued','','',?,?,?,?) ON CONFLICT DO UPDATE SET message=excluded.message, author=excluded.author, authored=excluded.authored`,
+		r.Forge, r.Owner, r.Name, commit, unix(time.Now()), info.Message, info.Author, unix(info.Authored))
+	if err != nil {
+		return fmt.Errorf("record commit %s of %s: %w", commit, r, err)
+	}
+	return nil
+}
+
+// spanOf is the SQL of a commit's span over its variants (first start; last end, 0
+// while some are unfinished), the commit's row being c.
+const spanOf = `(SELECT MIN(NULLIF(v.started, 0)) FROM variants v WHERE v.forge=c.forge AND v.owner=c.owner AND v.repo=c.repo AND v.commit_id=c.commit_id),
+	(SELECT CASE WHEN SUM(v.state IN ('queued', 'running')) > 0 THEN 0 ELSE MAX(v.finished) END FROM variants v
+		WHERE v.forge=c.forge AND v.owner=c.owner AND v.repo=c.repo AND v.commit_id=c.commit_id)`
 
 // Unfinished lists the commits of the given forges whose status is still queued or
 // running.
@@ -268,16 +346,19 @@ func (x *Index) RenameRepo(ctx context.Context, from, to forge.RepoID) error {
 func (x *Index) Commit(ctx context.Context, r forge.RepoID, commit string) (*CommitRecord, error) {
 	c := CommitRecord{Repo: r, Commit: commit}
 	var state string
-	var updated int64
-	err := x.db.QueryRowContext(ctx, `SELECT state, title, summary, updated FROM commits WHERE forge=? AND owner=? AND repo=? AND commit_id=?`,
-		r.Forge, r.Owner, r.Name, commit).Scan(&state, &c.Title, &c.Summary, &updated)
+	var updated, authored int64
+	var started, finished sql.NullInt64
+	err := x.db.QueryRowContext(ctx, `SELECT state, title, summary, updated, message, author, authored, `+spanOf+`
+		FROM commits c WHERE forge=? AND owner=? AND repo=? AND commit_id=?`,
+		r.Forge, r.Owner, r.Name, commit).Scan(&state, &c.Title, &c.Summary, &updated, &c.Message, &c.Author, &authored, &started, &finished)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, nil
 	}
 	if err != nil {
 		return nil, err
 	}
-	c.State, c.Updated = forge.State(state), fromUnix(updated)
+	c.State, c.Updated, c.Authored = forge.State(state), fromUnix(updated), fromUnix(authored)
+	c.Started, c.Finished = fromUnix(started.Int64), fromUnix(finished.Int64)
 	return &c, nil
 }
 
@@ -311,7 +392,8 @@ func (x *Index) strings(ctx context.Context, q string, args ...any) ([]string, e
 // Refs lists a repository's refs with their latest head (ref == "") or the history of
 // one ref, newest first.
 func (x *Index) Refs(ctx context.Context, r forge.RepoID, ref string) ([]RefRecord, error) {
-	q := `SELECT h.ref, h.pr, h.title, h.commit_id, COALESCE(c.state, 'queued'), h.seen FROM ref_heads h
+	q := `SELECT h.ref, h.pr, h.title, h.commit_id, COALESCE(c.state, 'queued'), h.seen,
+		COALESCE(c.message, ''), COALESCE(c.author, ''), COALESCE(c.authored, 0), ` + spanOf + ` FROM ref_heads h
 		LEFT JOIN commits c ON c.forge=h.forge AND c.owner=h.owner AND c.repo=h.repo AND c.commit_id=h.commit_id
 		WHERE h.forge=? AND h.owner=? AND h.repo=?`
 	args := []any{r.Forge, r.Owner, r.Name}
@@ -331,11 +413,13 @@ func (x *Index) Refs(ctx context.Context, r forge.RepoID, ref string) ([]RefReco
 	for rows.Next() {
 		rr := RefRecord{Repo: r}
 		var state string
-		var seen int64
-		if err := rows.Scan(&rr.Name, &rr.PR, &rr.Title, &rr.Commit, &state, &seen); err != nil {
+		var seen, authored int64
+		var started, finished sql.NullInt64
+		if err := rows.Scan(&rr.Name, &rr.PR, &rr.Title, &rr.Commit, &state, &seen, &rr.Message, &rr.Author, &authored, &started, &finished); err != nil {
 			return nil, err
 		}
-		rr.State, rr.Seen = forge.State(state), fromUnix(seen)
+		rr.State, rr.Seen, rr.Authored = forge.State(state), fromUnix(seen), fromUnix(authored)
+		rr.Started, rr.Finished = fromUnix(started.Int64), fromUnix(finished.Int64)
 		out = append(out, rr)
 	}
 	return out, rows.Err()
@@ -347,6 +431,7 @@ type Stats struct {
 	Passed       int           `json:"passed"`
 	Failed       int           `json:"failed"`
 	Errors       int           `json:"errors"` // infrastructure failures
+	Cancelled    int           `json:"cancelled"`
 	MeanDuration time.Duration `json:"mean_duration"`
 }
 
@@ -354,9 +439,9 @@ type Stats struct {
 func (x *Index) RepoStats(ctx context.Context, r forge.RepoID) (Stats, error) {
 	var s Stats
 	var mean sql.NullFloat64
-	err := x.db.QueryRowContext(ctx, `SELECT COUNT(*), SUM(state='passed'), SUM(state='failed'), SUM(state='error'),
-		AVG(CASE WHEN finished > 0 AND started > 0 THEN finished - started END)
-		FROM variants WHERE forge=? AND owner=? AND repo=?`, r.Forge, r.Owner, r.Name).Scan(&s.Variants, nullInt{&s.Passed}, nullInt{&s.Failed}, nullInt{&s.Errors}, &mean)
+	err := x.db.QueryRowContext(ctx, `SELECT COUNT(*), SUM(state='passed'), SUM(state='failed'), SUM(state='error'), SUM(state='cancelled'),
+		AVG(CASE WHEN finished > 0 AND started > 0 AND state != 'cancelled' THEN finished - started END)
+		FROM variants WHERE forge=? AND owner=? AND repo=?`, r.Forge, r.Owner, r.Name).Scan(&s.Variants, nullInt{&s.Passed}, nullInt{&s.Failed}, nullInt{&s.Errors}, nullInt{&s.Cancelled}, &mean)
 	if err != nil {
 		return s, err
 	}

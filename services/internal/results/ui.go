@@ -89,6 +89,18 @@ func NewUI(idx *Index, e *current.Engine, log *slog.Logger, opts ...Options) (*U
 			}
 			return b.Sub(a).Round(time.Second).String()
 		},
+		"fmtdur": func(d time.Duration) string {
+			if d <= 0 {
+				return ""
+			}
+			return d.Round(time.Second).String()
+		},
+		"time": func(t time.Time) string {
+			if t.IsZero() {
+				return ""
+			}
+			return t.UTC().Format("2006-01-02 15:04:05 UTC")
+		},
 		"pathesc": variantPath,
 		"inc":     func(i int) int { return i + 1 },
 		"join":    func(ids []string) string { return strings.Join(ids, " ") },
