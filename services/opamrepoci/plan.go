@@ -209,18 +209,17 @@ func (pl *Planner) Plan(ctx context.Context, res *prdiff.Result) (*Plan, error) 
 // platform plat, with plat's compiler.
 func (pl *Planner) revdeps(ctx context.Context, res *prdiff.Result, plat matrix.Platform, pkg opam.Package) ([]opam.Package, error) {
 	u := pl.universes2(res, plat)
-	var hold []opam.Atom
-	if v := plat.Vars["ocaml:version"]; v != "" {
-		hold = append(hold, opam.Atom{Name: "ocaml", Constraint: opam.AtomOf(opam.Constraint{Op: opam.OpEq, Version: opam.Version(v)})})
-	}
-	list, err := revdeps.CI(ctx, u[0], u[1], pkg, hold...)
+	list, err := revdeps.CI(ctx, u[0], u[1], pkg)
 	if err != nil {
 		return nil, fmt.Errorf("reverse dependencies of %s on %s: %w", pkg, plat.Name, err)
 	}
 	return list, nil
 }
 
-// universes2 returns the universes (plain, with tests) of the merged tree on plat.
+// universes2 returns the universes (plain, with tests) of the merged tree on plat,
+// with the platform's compiler as the only version of ocaml: what needs another is
+// dead in them (found once, when they are made), as in a switch on the image's
+// compiler.
 func (pl *Planner) universes2(res *prdiff.Result, plat matrix.Platform) [2]*solver.Universe {
 	pl.mu.Lock()
 	defer pl.mu.Unlock()
@@ -229,8 +228,18 @@ func (pl *Planner) universes2(res *prdiff.Result, plat matrix.Platform) [2]*solv
 	}
 	u, ok := pl.universes[plat.Name]
 	if !ok {
+		r := res.Repo
+		if v := plat.Vars["ocaml:version"]; v != "" {
+			var pkgs []*repository.Package
+			for _, p := range r.Packages() {
+				if p.Package.Name != "ocaml" || string(p.Package.Version) == v {
+					pkgs = append(pkgs, p)
+				}
+			}
+			r = repository.New(r.Commit, pkgs, r.Stray)
+		}
 		sp := solver.Platform(plat.Vars)
-		u = [2]*solver.Universe{solver.NewUniverse(res.Repo, sp), solver.NewUniverseFlags(res.Repo, sp, solver.Flags{WithTest: true})}
+		u = [2]*solver.Universe{solver.NewUniverse(r, sp), solver.NewUniverseFlags(r, sp, solver.Flags{WithTest: true})}
 		pl.universes[plat.Name] = u
 	}
 	return u
