@@ -47,18 +47,19 @@ dev-repo: "git+https://example.org/` + name + `.git"
 ` + body
 }
 
-// e2eConfig is the matrix of the test: Debian 12 on amd64 only, without lower bounds.
-func e2eConfig(t *testing.T, image string) *Config {
+// e2eConfig is the matrix of the test: Debian 12 on amd64 only (its image made from
+// the Debian mirror), without lower bounds.
+func e2eConfig(t *testing.T) *Config {
 	p := matrix.Debian("amd64")
 	var vars []string
 	for k, v := range p.Vars {
 		vars = append(vars, fmt.Sprintf("%q: %q", k, v))
 	}
 	cfg, err := Parse("e2e", []byte(fmt.Sprintf(`platforms:
-  - {name: amd64, distro: %s, ocaml: %q, arch: amd64, pool: %s, image: %q, vars: {%s}}
+  - {name: amd64, distro: %s, ocaml: %q, arch: amd64, pool: %s, debian: {suite: %s, packages: [%s]}, vars: {%s}}
 compilers:
   - {platform: amd64, lower-bounds: false}
-`, p.Distro, p.OCaml, p.Pool, image, strings.Join(vars, ", "))))
+`, p.Distro, p.OCaml, p.Pool, p.Debian.Suite, strings.Join(p.Debian.Packages, ", "), strings.Join(vars, ", "))))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -75,7 +76,7 @@ func TestEndToEndGitea(t *testing.T) {
 	testenv.RequireCommand(t, "runc", "git", "mmdebstrap", "tar")
 	src := opamsourcestest.Serve(t)
 	plat := matrix.Debian("amd64")
-	img := imagetest.DebianWith(t, *plat.Debian)
+	imagetest.DebianWith(t, *plat.Debian) // made once for every test; the service finds it in the store
 	srv := giteatest.Start(t)
 	srv.CreateRepo(t, "opam-repository", false)
 
@@ -133,7 +134,7 @@ build: [["ocamlfind" "list"]]
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { idx.Close() })
-	svc := &Service{Forges: set, Mirrors: git.NewMirrors(filepath.Join(h.state, "mirrors"), git.MirrorsOptions{}), Config: e2eConfig(t, img.Ref),
+	svc := &Service{Forges: set, Mirrors: git.NewMirrors(filepath.Join(h.state, "mirrors"), git.MirrorsOptions{}), Config: e2eConfig(t), Images: imagetest.Store(t).Root(),
 		Fleet: h.fleet.Client, Index: idx, WorkDir: filepath.Join(h.state, "work"), BaseURL: "http://ci.test", Prefix: Prefix, BaseBranch: "main"}
 	h.run(t, ctx, svc.Pipeline())
 

@@ -29,6 +29,7 @@ var ServiceKind = host.Kind{
 		fs.StringArrayVar(&s.repos, "opam-repo-ci-repo", nil, "an opam repository to test: OWNER/NAME=GIT-URL-OR-PATH (plain git: every branch but the base is a pull request), or FORGE/OWNER/NAME of a forge followed (default: every repository of the forges followed)")
 		fs.StringVar(&s.config, "opam-repo-ci-config", "", "the job matrix, a YAML file (default: Debian 12 amd64 and arm64; see docs/opam-repo-ci.md)")
 		fs.StringVar(&s.base, "opam-repo-ci-base", "master", "the branch pull requests merge into")
+		fs.BoolVar(&s.noBaseImages, "opam-repo-ci-no-base-images", false, "do not make the platforms' Debian base images in the state dir (the workers have them)")
 		return s
 	},
 }
@@ -37,6 +38,7 @@ var ServiceKind = host.Kind{
 type served struct {
 	repos        []string
 	config, base string
+	noBaseImages bool
 	cfg          *Config
 }
 
@@ -117,6 +119,9 @@ func (c *served) Start(ctx context.Context, env *host.Env) (*host.Running, error
 		Forges: set, Mirrors: env.Mirrors, Repos: followed, BaseBranch: c.base, Config: cfg, Fleet: env.Fleet, Index: idx,
 		WorkDir: filepath.Join(env.StateDir, "opamrepoci"), BaseURL: env.BaseURL, Prefix: Prefix,
 		Metrics: NewMetrics(env.Register), Logger: env.Logger,
+	}
+	if !c.noBaseImages {
+		svc.Images = env.Images
 	}
 	env.Forges.OnRerun(func(ctx context.Context, repo forge.RepoID, commit string) error {
 		_, err := svc.RebuildCommit(env.Engine, repo, commit)

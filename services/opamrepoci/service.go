@@ -13,12 +13,15 @@ import (
 	"sync"
 	"time"
 
+	"github.com/kiln-ci/kiln/builder/image"
 	"github.com/kiln-ci/kiln/current"
 	"github.com/kiln-ci/kiln/forge"
 	"github.com/kiln-ci/kiln/git"
 	"github.com/kiln-ci/kiln/opam/prdiff"
 	"github.com/kiln-ci/kiln/plugins/fleetjob"
 	"github.com/kiln-ci/kiln/plugins/forges"
+	"github.com/kiln-ci/kiln/services/internal/baseimages"
+	"github.com/kiln-ci/kiln/services/internal/matrix"
 	"github.com/kiln-ci/kiln/services/internal/results"
 )
 
@@ -41,6 +44,9 @@ type Service struct {
 	Fleet fleetjob.Fleet
 	Run   func(ctx context.Context, j *current.Job, req fleetjob.Request) (fleetjob.Result, error)
 	Index *results.Index
+	// Images, when set, is the builder's image store folder: the platforms' Debian
+	// base images are made there (one job each) before the first build needs them.
+	Images string
 	// WorkDir holds the merged trees builds take as their context, and the latched
 	// bases.
 	WorkDir string
@@ -51,10 +57,12 @@ type Service struct {
 	Metrics     *Metrics
 	Logger      *slog.Logger
 
-	opsOnce sync.Once
-	planner *Planner
-	latch   *latches
-	ops     struct {
+	opsOnce    sync.Once
+	planner    *Planner
+	latch      *latches
+	basesReady current.Term[current.Unit]
+	ops        struct {
+		base    *current.Op[image.DebianOptions, string]
 		head    *current.Op[forge.Ref, current.Unit]
 		fetch   *current.Op[PR, Fetched]
 		analyse *current.Op[Fetched, Planned]
@@ -146,6 +154,14 @@ func (s *Service) baseBranch() string {
 // reported.
 func (s *Service) Pipeline() current.Term[current.Unit] {
 	s.opsOnce.Do(s.makeOps)
+	s.basesReady = current.Return(current.Unit{})
+	if s.Images != "" {
+		var ps []matrix.Platform
+		for _, n := range s.Config.platformNames() {
+			ps = append(ps, s.Config.platforms[n])
+		}
+		s.basesReady = baseimages.Ready(s.ops.base, ps)
+	}
 	var all []current.AnyTerm
 	for _, src := range s.Forges.Sources() {
 		refs := current.Map(src.Refs(), s.followed)
@@ -211,7 +227,7 @@ func (s *Service) pullRequests(refs []forge.Ref) []PR {
 func (s *Service) pipelineOf(pr current.Term[PR]) current.Term[current.Unit] {
 	fetched := current.Do(s.ops.fetch, pr)
 	planned := current.Do(s.ops.analyse, fetched)
-	jobs := current.Map(planned, jobInputs)
+	jobs := current.Gate(current.Map(planned, jobInputs), s.basesReady)
 	outcomes := current.ListMap(jobs, func(in JobInput) string { return in.Job.ID() }, func(in current.Term[JobInput]) current.Term[Outcome] {
 		built := current.Observe(current.Do(s.ops.build, in))
 		onBase := current.Map3(planned, in, built, func(p Planned, in JobInput, o current.Observed[current.Unit]) current.Option[JobInput] {
@@ -335,6 +351,7 @@ func (s *Service) makeOps() {
 		s.Metrics = NewMetrics(nil)
 	}
 	s.ops.head = results.HeadOp("opamrepoci-head", s.Index)
+	s.ops.base = baseimages.Op("opamrepoci-base-image", s.Images)
 	s.ops.fetch = &current.Op[PR, Fetched]{
 		Name:    "opamrepoci-fetch",
 		Key:     func(p PR) string { return p.Repo.String() + " " + p.Head + " " + p.Base },
