@@ -1,0 +1,291 @@
+package opamrepoci
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"os"
+	"os/exec"
+	"slices"
+	"sort"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/kiln-ci/kiln/opam"
+	"github.com/kiln-ci/kiln/opam/prdiff"
+	"github.com/kiln-ci/kiln/opam/repository"
+	"github.com/kiln-ci/kiln/opam/repository/repotest"
+	"github.com/kiln-ci/kiln/opam/revdeps"
+	"github.com/kiln-ci/kiln/services/internal/matrix"
+)
+
+// snapshotMerge is a merge of the snapshot: the pull request's head merged into base.
+type snapshotMerge struct{ commit, base, head string }
+
+// snapshotMerges lists the two-parent merges of the snapshot's master, oldest first.
+func snapshotMerges(t testing.TB, gitDir string) []snapshotMerge {
+	out, err := exec.Command("git", "--git-dir", gitDir, "rev-list", "--merges", "--parents", "--reverse", "--topo-order", repotest.Master).Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ms []snapshotMerge
+	for _, l := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		if f := strings.Fields(l); len(f) == 3 {
+			ms = append(ms, snapshotMerge{commit: f[0], base: f[1], head: f[2]})
+		}
+	}
+	return ms
+}
+
+// replayAllEnv, set to 1, replays every merge of the snapshot; otherwise a sample.
+const replayAllEnv = "KILN_OPAMREPOCI_REPLAY_ALL"
+
+// TestReplaySnapshot plans the pull requests of the shared snapshot of
+// opam-repository (every merge with KILN_OPAMREPOCI_REPLAY_ALL=1, every 50th
+// otherwise): analysis, lint and job plan on the default matrix, no builds. Nothing
+// may fail but what the history cannot merge; every job must name itself, read back
+// and have a spec; no reverse dependency may be a package the pull request builds.
+// It logs the tally of kinds, problems, lint findings and jobs, and the plan time
+// per pull request.
+func TestReplaySnapshot(t *testing.T) {
+	gitDir := repotest.GitDir(t)
+	ms := snapshotMerges(t, gitDir)
+	if len(ms) < 780 {
+		t.Fatalf("only %d merges in the snapshot", len(ms))
+	}
+	step := 50
+	if os.Getenv(replayAllEnv) == "1" {
+		step = 1
+	}
+	ctx := context.Background()
+	cfg := Default()
+	pl := &Planner{Config: cfg}
+	specs := &Specs{Config: cfg}
+	var cur *repository.Repo
+	kinds := map[prdiff.Kind]int{}
+	problems := map[prdiff.Reason]int{}
+	rules := map[string]int{}
+	jobKinds := map[Kind]int{}
+	var times, cpus []time.Duration
+	var jobs []int
+	var lintErrors, lintWarnings, planned, withJobs, skipped int
+	biggest, slowest := "", ""
+	for i := 0; i < len(ms); i += step {
+		m := ms[i]
+		var err error
+		if cur == nil {
+			cur, err = repository.LoadGit(ctx, gitDir, m.base)
+		} else if cur.Commit != m.base {
+			cur, _, err = cur.Update(ctx, gitDir, m.base)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		start, startCPU := time.Now(), cpuTime()
+		res, err := Analyse(ctx, gitDir, m.base, m.head, cur)
+		if err != nil {
+			t.Fatalf("merge %s: %v", m.commit, err)
+		}
+		p, err := pl.Plan(ctx, res)
+		if err != nil {
+			t.Fatalf("merge %s: %v", m.commit, err)
+		}
+		d, cpu := time.Since(start), cpuTime()-startCPU
+		if testing.Verbose() && d > 5*time.Second {
+			t.Logf("merge %.12s: %v (%v CPU), %d packages built, %d jobs", m.commit, d.Round(time.Millisecond), cpu.Round(time.Millisecond), len(p.Built), len(p.Jobs))
+		}
+		cpus = append(cpus, cpu)
+		planned++
+		for _, pr := range res.Problems {
+			problems[pr.Reason]++
+			if pr.Reason != prdiff.NoMergeBase && pr.Reason != prdiff.UnexpectedPath {
+				t.Errorf("merge %s: %s", m.commit, pr)
+			}
+		}
+		for _, c := range res.Changes {
+			kinds[c.Kind]++
+		}
+		lintErrors += p.Lint.Errors
+		lintWarnings += p.Lint.Warnings
+		for _, f := range p.Lint.Files {
+			for _, x := range f.Findings {
+				rules[x.Rule]++
+			}
+		}
+		checkPlan(t, m.commit, p, cfg, specs)
+		for _, j := range p.Jobs {
+			jobKinds[j.Kind]++
+		}
+		skipped += len(p.Skipped)
+		if len(p.Jobs) > 0 {
+			withJobs++
+		}
+		if len(jobs) == 0 || len(p.Jobs) > slices.Max(jobs) {
+			biggest = fmt.Sprintf("%.12s (%d packages built, %d jobs)", m.commit, len(p.Built), len(p.Jobs))
+		}
+		if len(times) == 0 || d > slices.Max(times) {
+			slowest = fmt.Sprintf("%.12s (%d packages built, %d jobs)", m.commit, len(p.Built), len(p.Jobs))
+		}
+		jobs = append(jobs, len(p.Jobs))
+		times = append(times, d)
+	}
+	sortedJobs := slices.Sorted(slices.Values(jobs))
+	slices.Sort(times)
+	slices.Sort(cpus)
+	total := 0
+	for _, n := range jobs {
+		total += n
+	}
+	t.Logf("%d of %d merges planned (every %d; %s=1 for all)", planned, len(ms), step, replayAllEnv)
+	t.Logf("kinds: %v; problems: %v", kinds, problems)
+	t.Logf("lint: %d errors, %d warnings; by rule: %s", lintErrors, lintWarnings, topRules(rules, 12))
+	t.Logf("jobs: %d in all (%v), %d skipped; %d pull requests with jobs; per pull request median %d, 90th percentile %d, max %d: %s",
+		total, jobKinds, skipped, withJobs, sortedJobs[len(sortedJobs)/2], sortedJobs[len(sortedJobs)*9/10], sortedJobs[len(sortedJobs)-1], biggest)
+	t.Logf("plan time per pull request (analysis, lint, plan): median %v, 90th percentile %v, max %v: %s; CPU time (git included): median %v, 90th percentile %v, max %v",
+		times[len(times)/2].Round(time.Millisecond), times[len(times)*9/10].Round(time.Millisecond), times[len(times)-1].Round(time.Millisecond), slowest,
+		cpus[len(cpus)/2].Round(time.Millisecond), cpus[len(cpus)*9/10].Round(time.Millisecond), cpus[len(cpus)-1].Round(time.Millisecond))
+}
+
+// cpuTime is the CPU time of the process and of the children it waited for.
+func cpuTime() time.Duration {
+	var self, children syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &self)
+	syscall.Getrusage(syscall.RUSAGE_CHILDREN, &children)
+	var d time.Duration
+	for _, r := range []syscall.Rusage{self, children} {
+		d += time.Duration(r.Utime.Nano() + r.Stime.Nano())
+	}
+	return d
+}
+
+// checkPlan checks what every plan must hold.
+func checkPlan(t *testing.T, merge string, p *Plan, cfg *Config, specs *Specs) {
+	t.Helper()
+	built := map[string]bool{}
+	for _, b := range p.Built {
+		built[b.String()] = true
+	}
+	for _, j := range p.Jobs {
+		if !built[j.Package.String()] {
+			t.Errorf("merge %.12s: job %s of a package the pull request does not build", merge, j.ID())
+		}
+		if j.Kind == Revdep && built[j.Revdep.String()] {
+			t.Errorf("merge %.12s: job %s tests a package of the pull request as a reverse dependency", merge, j.ID())
+		}
+		back, err := cfg.ParseJob(j.ID())
+		if err != nil || back.Platform != j.Platform || back.Kind != j.Kind || back.Revdep != j.Revdep {
+			t.Errorf("merge %.12s: job %s reads back as %+v (%v)", merge, j.ID(), back, err)
+		}
+		if _, err := specs.Spec(j); err != nil {
+			t.Errorf("merge %.12s: %v", merge, err)
+		}
+	}
+}
+
+func topRules(m map[string]int, n int) string {
+	type kv struct {
+		k string
+		v int
+	}
+	var l []kv
+	for k, v := range m {
+		l = append(l, kv{k, v})
+	}
+	sort.Slice(l, func(i, j int) bool { return l[i].v > l[j].v || l[i].v == l[j].v && l[i].k < l[j].k })
+	var parts []string
+	for i, x := range l {
+		if i == n {
+			parts = append(parts, fmt.Sprintf("%d more rules", len(l)-n))
+			break
+		}
+		parts = append(parts, fmt.Sprintf("%s %d", x.k, x.v))
+	}
+	return strings.Join(parts, ", ")
+}
+
+// largestMerge is the merge of the snapshot that adds or changes the most opam files.
+func largestMerge(b testing.TB, gitDir string) (snapshotMerge, int) {
+	var best snapshotMerge
+	most := -1
+	for _, m := range snapshotMerges(b, gitDir) {
+		out, err := exec.Command("git", "--git-dir", gitDir, "diff-tree", "-r", "--name-only", "--no-commit-id", "--diff-filter=AM", m.base, m.commit, "--", "packages").Output()
+		if err != nil {
+			b.Fatal(err)
+		}
+		if n := strings.Count(string(out), "/opam\n"); n > most {
+			best, most = m, n
+		}
+	}
+	return best, most
+}
+
+// BenchmarkPlanLargestPR analyses and plans the snapshot's pull request that adds or
+// changes the most opam files, with a fresh planner each time (the solver universes
+// of the merged tree are made in each run).
+func BenchmarkPlanLargestPR(b *testing.B) {
+	gitDir := repotest.GitDir(b)
+	m, files := largestMerge(b, gitDir)
+	ctx := context.Background()
+	base, err := repository.LoadGit(ctx, gitDir, m.base)
+	if err != nil {
+		b.Fatal(err)
+	}
+	var p *Plan
+	startCPU := cpuTime()
+	for b.Loop() {
+		res, err := Analyse(ctx, gitDir, m.base, m.head, base)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if p, err = (&Planner{Config: Default()}).Plan(ctx, res); err != nil {
+			b.Fatal(err)
+		}
+	}
+	cpu := cpuTime() - startCPU
+	b.ReportMetric(float64(files), "opam-files")
+	b.ReportMetric(cpu.Seconds()/float64(b.N), "cpu-s/op")
+	b.ReportMetric(float64(len(p.Built)), "packages-built")
+	b.ReportMetric(float64(len(p.Jobs)), "jobs")
+	b.ReportMetric(float64(p.Counts()[Revdep]), "revdep-jobs")
+	b.Logf("merge %.12s: %d opam files added or changed, %d packages built, %d jobs %v", m.commit, files, len(p.Built), len(p.Jobs), p.Counts())
+}
+
+// BenchmarkRevdepsDune lists the reverse dependencies of dune.3.24.0 on the
+// snapshot's master as the planner does (revdeps.CI: what opam-repository CI's three
+// `opam list --depends-on dune.3.24.0 --coinstallable-with dune.3.24.0
+// --all-versions` queries, --depopts, --recursive and --with-test --depopts, list
+// together), on Debian 12 amd64: with every OCaml, and with only the image's 4.13.1
+// as the planner's universes have it. The universes are made in each run.
+func BenchmarkRevdepsDune(b *testing.B) {
+	ctx := context.Background()
+	r, err := repository.LoadGit(ctx, repotest.GitDir(b), repotest.Master)
+	if err != nil {
+		b.Fatal(err)
+	}
+	dune := opam.Package{Name: "dune", Version: "3.24.0"}
+	plat := Default().platforms["debian-12-4.13_amd64"]
+	anyOCaml := plat
+	anyOCaml.Vars = maps.Clone(plat.Vars)
+	delete(anyOCaml.Vars, "ocaml:version")
+	for _, tc := range []struct {
+		name string
+		plat matrix.Platform
+	}{{"every-ocaml", anyOCaml}, {"ocaml-4.13.1", plat}} {
+		b.Run(tc.name, func(b *testing.B) {
+			var n int
+			startCPU := cpuTime()
+			for b.Loop() {
+				u := (&Planner{Config: Default()}).universes2(&prdiff.Result{Merged: repotest.Master, Repo: r}, tc.plat)
+				list, err := revdeps.CI(ctx, u[0], u[1], dune)
+				if err != nil {
+					b.Fatal(err)
+				}
+				n = len(list)
+			}
+			b.ReportMetric(float64(n), "versions")
+			b.ReportMetric((cpuTime()-startCPU).Seconds()/float64(b.N), "cpu-s/op")
+		})
+	}
+}
