@@ -164,14 +164,22 @@ func (s *Service) Pipeline() current.Term[current.Unit] {
 	}
 	var all []current.AnyTerm
 	for _, src := range s.Forges.Sources() {
-		refs := current.Map(src.Refs(), s.followed)
-		heads := current.ListIter(refs, forge.Ref.Key, func(r current.Term[forge.Ref]) current.Term[current.Unit] {
+		prs := current.Map(current.Map(src.Refs(), s.followed), s.pullRequests)
+		// Only the pull requests' heads are recorded: the base branch is not tested.
+		heads := current.ListIter(current.Map(prs, forgeRefs), forge.Ref.Key, func(r current.Term[forge.Ref]) current.Term[current.Unit] {
 			return current.Do(s.ops.head, r)
 		})
-		prs := current.ListIter(current.Map(refs, s.pullRequests), PR.key, s.pipelineOf)
-		all = append(all, heads, prs)
+		all = append(all, heads, current.ListIter(prs, PR.key, s.pipelineOf))
 	}
 	return current.All(all...)
+}
+
+func forgeRefs(prs []PR) []forge.Ref {
+	out := make([]forge.Ref, len(prs))
+	for i, p := range prs {
+		out[i] = p.forgeRef()
+	}
+	return out
 }
 
 // followed keeps the refs of the repositories tested.
@@ -225,7 +233,8 @@ func (s *Service) pullRequests(refs []forge.Ref) []PR {
 
 // pipelineOf tests one pull request.
 func (s *Service) pipelineOf(pr current.Term[PR]) current.Term[current.Unit] {
-	fetched := current.Do(s.ops.fetch, pr)
+	// What is built does not change with the pull request's title.
+	fetched := current.Do(s.ops.fetch, current.Map(pr, func(p PR) PR { p.Title = ""; return p }))
 	planned := current.Do(s.ops.analyse, fetched)
 	jobs := current.Gate(current.Map(planned, jobInputs), s.basesReady)
 	outcomes := current.ListMap(jobs, func(in JobInput) string { return in.Job.ID() }, func(in current.Term[JobInput]) current.Term[Outcome] {

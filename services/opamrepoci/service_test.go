@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -33,7 +34,8 @@ func (f *fakeForge) Refs() current.Term[[]forge.Ref] {
 		out := make([]forge.Ref, len(refs))
 		for i, r := range refs {
 			if r.Name != "refs/heads/master" {
-				r.PR = i + 1
+				r.PR = int(crc32.ChecksumIEEE([]byte(r.Name))%1000) + 1        // a number of its own
+				r.Title = fmt.Sprintf("%s, one of %d refs", r.Name, len(refs)) // edited when a branch comes
 			}
 			out[i] = r
 		}
@@ -218,26 +220,38 @@ func TestPullRequestFailuresComparedWithMaster(t *testing.T) {
 			t.Errorf("%d builds of the broken pull request, want none", n)
 		}
 	})
-	t.Run("a new master commit keeps the latched base", func(t *testing.T) {
-		runs := fleet.count(func(fleetjob.Request) bool { return true })
+	t.Run("a new master commit and an edited title restart nothing", func(t *testing.T) {
+		runs := fleet.count(func(r fleetjob.Request) bool { return strings.Contains(r.CacheHint, "lib.2") })
 		moved := r.commit(map[string]string{"other.1": `depends: ["ocaml"]`})
-		deadline := time.Now().Add(time.Minute)
-		for {
-			refs, _ := idx.Refs(context.Background(), repo, "refs/heads/master")
-			if len(refs) > 0 && refs[0].Commit == moved {
-				break
+		// A pull request opened after master moved, seen in the same read of the refs.
+		r.run("checkout", "-q", "-b", "late")
+		late := r.commit(map[string]string{"late.1": `depends: ["ocaml"]`})
+		r.run("checkout", "-q", "master")
+		waitFinal(t, ff, idx, repo, late)
+		for _, tc := range []struct {
+			ref, head, want string
+		}{
+			{"refs/heads/release", head, base},
+			{"refs/heads/late", late, moved},
+		} {
+			key := PR{Repo: repo, Ref: tc.ref}.key() + " " + tc.head
+			if got := svc.latch.base(key, "none"); got != tc.want {
+				t.Errorf("%s: base latched = %s, want %s", tc.ref, short(got), short(tc.want))
 			}
-			if time.Now().After(deadline) {
-				t.Fatalf("master's new head %s never seen: %+v", short(moved), refs)
+		}
+		if n := fleet.count(func(r fleetjob.Request) bool { return strings.Contains(r.CacheHint, "lib.2") }); n != runs {
+			t.Errorf("%d builds of the release after master moved, want %d: the new base or title restarted the pull request", n, runs)
+		}
+	})
+	t.Run("only pull requests are recorded", func(t *testing.T) {
+		refs, err := idx.Refs(context.Background(), repo, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, rr := range refs {
+			if rr.Name == "refs/heads/master" {
+				t.Errorf("the base branch is listed as tested: %+v", rr)
 			}
-			time.Sleep(100 * time.Millisecond)
-		}
-		key := PR{Repo: repo, Ref: "refs/heads/release"}.key() + " " + head
-		if got := svc.latch.base(key, moved); got != base {
-			t.Errorf("base latched for the head = %s, want %s (the master it was first tested on)", short(got), short(base))
-		}
-		if n := fleet.count(func(fleetjob.Request) bool { return true }); n != runs {
-			t.Errorf("%d builds after master moved, want %d: a new base restarted the pull request", n, runs)
 		}
 	})
 }
