@@ -406,6 +406,37 @@ func (w *Worker) runOne(ctx context.Context, j *Job, log io.Writer) (string, err
 	return w.o.Runner.Run(ctx, t, log)
 }
 
+// sourceAttempt bounds one read of a source tree from the object store: a read whose
+// chunks stop arriving (a flow-controlled object read can stall under load, seen with
+// contexts of a few MB) is abandoned and made again, up to sourceAttempts times.
+var sourceAttempt = 3 * time.Minute
+
+const sourceAttempts = 3
+
+// objectGetter is the part of the object store getSource uses.
+type objectGetter interface {
+	GetBytes(ctx context.Context, name string, opts ...jetstream.GetObjectOpt) ([]byte, error)
+}
+
+// getSource reads a source tree from the object store, each attempt bounded by
+// sourceAttempt.
+func getSource(ctx context.Context, store objectGetter, digest string) ([]byte, error) {
+	var err error
+	for range sourceAttempts {
+		actx, cancel := context.WithTimeout(ctx, sourceAttempt)
+		var data []byte
+		data, err = store.GetBytes(actx, digest)
+		cancel()
+		if err == nil {
+			return data, nil
+		}
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	return nil, fmt.Errorf("fetch source %s: %w", digest, err)
+}
+
 // source returns the directory of a source tree, fetching it once into the cache.
 func (w *Worker) source(ctx context.Context, digest string) (string, error) {
 	if !validDigest(digest) {
@@ -423,9 +454,9 @@ func (w *Worker) source(ctx context.Context, digest string) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("source store: %w", err)
 	}
-	data, err := store.GetBytes(ctx, digest)
+	data, err := getSource(ctx, store, digest)
 	if err != nil {
-		return "", fmt.Errorf("fetch source %s: %w", digest, err)
+		return "", err
 	}
 	tmp, err := os.MkdirTemp(filepath.Join(w.o.StateDir, "sources"), ".fetch-")
 	if err != nil {

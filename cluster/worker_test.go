@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -57,5 +58,52 @@ func TestWorkerInProcess(t *testing.T) {
 	}
 	if _, err := NewWorker(nc, WorkerOptions{Name: "bad name", Pool: "p", Capacity: 1, Runner: &ShellRunner{}}); err == nil || !strings.Contains(err.Error(), "worker name") {
 		t.Fatalf("bad name accepted: %v", err)
+	}
+}
+
+// stallingStore is an object store whose first reads never end (until their context
+// does), as a flow-controlled object read can stall.
+type stallingStore struct {
+	stalls int
+	calls  int
+	data   []byte
+}
+
+func (s *stallingStore) GetBytes(ctx context.Context, name string, _ ...jetstream.GetObjectOpt) ([]byte, error) {
+	s.calls++
+	if s.calls <= s.stalls {
+		<-ctx.Done()
+		return nil, ctx.Err()
+	}
+	return s.data, nil
+}
+
+func TestGetSourceAbandonsAStalledRead(t *testing.T) {
+	old := sourceAttempt
+	sourceAttempt = 20 * time.Millisecond
+	t.Cleanup(func() { sourceAttempt = old })
+	cases := []struct {
+		name    string
+		stalls  int
+		wantErr bool
+	}{
+		{"first read ends", 0, false},
+		{"one stalled read", 1, false},
+		{"every read stalls", sourceAttempts, true},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			st := &stallingStore{stalls: c.stalls, data: []byte("tree")}
+			data, err := getSource(context.Background(), st, "sha256-x")
+			if c.wantErr {
+				if err == nil || !strings.Contains(err.Error(), "sha256-x") {
+					t.Fatalf("getSource = %q, %v; want an error naming the source", data, err)
+				}
+				return
+			}
+			if err != nil || string(data) != "tree" || st.calls != c.stalls+1 {
+				t.Fatalf("getSource = %q, %v after %d reads; want the tree after %d", data, err, st.calls, c.stalls+1)
+			}
+		})
 	}
 }
