@@ -155,10 +155,11 @@ func Prepare(ctx context.Context, archives *Archives, ctxDir string, req Request
 			if err != nil {
 				return l, fmt.Errorf("source of %s: %w", p.Package, err)
 			}
-			cache["cache/"+filepath.ToSlash(CachePath(ar.Checksum))] = ar.Path
-			if ar.Hit {
+			p := "cache/" + filepath.ToSlash(CachePath(ar.Checksum))
+			if _, seen := cache[p]; !seen && ar.Hit {
 				l.Hits++
 			}
+			cache[p] = ar.Path
 		}
 	}
 	l.Archives = len(cache)

@@ -62,6 +62,10 @@ func TestPrepare(t *testing.T) {
 		{"an opam file", func(r *Request) {
 			r.Packages = []Package{base[0], pkg("lib.1.0", append(opamFile(up.URL+"/lib.tar.gz", sha256Of(tarball)), "# x\n"...), nil)}
 		}, false, false},
+		{"two packages of one archive", func(r *Request) {
+			r.Packages = append([]Package{}, base...)
+			r.Packages = append(r.Packages, pkg("lib-extra.1.0", opamFile(up.URL+"/lib.tar.gz", sha256Of(tarball)), nil))
+		}, false, false},
 		{"an upstream that fails", func(r *Request) {
 			r.Packages = append([]Package{}, base...)
 			r.Packages = append(r.Packages, pkg("gone.1.0", opamFile(up.URL+"/gone.tar.gz", sha256Of([]byte("gone"))), nil))
