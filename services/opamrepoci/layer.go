@@ -51,7 +51,7 @@ func (pl *Planner) LayerRequest(ctx context.Context, gitDir string, res *prdiff.
 	case LowerBounds:
 		steps = append(steps, solver.Request{Install: want, LowerBounds: true})
 	}
-	u := pl.universes2(res, plat)[0]
+	u := pl.universe(res, plat, false)
 	set := map[opam.Package]bool{}
 	var first []string
 	for i, r := range steps {

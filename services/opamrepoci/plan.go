@@ -2,7 +2,6 @@ package opamrepoci
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -126,7 +125,12 @@ type Planner struct {
 
 	mu        sync.Mutex
 	tree      string
-	universes map[string][2]*solver.Universe
+	universes map[universeKey]*solver.Universe
+}
+
+type universeKey struct {
+	platform string
+	withTest bool
 }
 
 // Plan plans the jobs of an analysed pull request. A failed analysis has no jobs.
@@ -139,15 +143,13 @@ func (pl *Planner) Plan(ctx context.Context, res *prdiff.Result) (*Plan, error) 
 		return nil, fmt.Errorf("plan %.12s: the analysis has no index of the merged tree", res.Head)
 	}
 	own := map[opam.Package]bool{} // built by the pull request itself: not as revdeps
+	hasTests := map[opam.Package]bool{}
 	for _, c := range res.Changes {
 		if c.Built() {
 			own[c.Package] = true
+			hasTests[c.Package] = c.HasTests
 			p.Built = append(p.Built, c.Package)
 		}
-	}
-	hasTests := map[opam.Package]bool{}
-	for _, c := range res.Changes {
-		hasTests[c.Package] = c.HasTests
 	}
 	var revdepJobs []int
 	for _, pkg := range p.Built {
@@ -157,7 +159,11 @@ func (pl *Planner) Plan(ctx context.Context, res *prdiff.Result) (*Plan, error) 
 		}
 		for _, t := range pl.Config.targets() {
 			at := []string{pkg.String(), string(t.group), t.label}
-			if why := unavailable(rp, t.platform); why != "" {
+			why := unavailable(rp, t.platform)
+			if why == "" {
+				why = pl.installable(ctx, res, t.platform, pkg)
+			}
+			if why != "" {
 				p.Skipped = append(p.Skipped, Skip{Path: at, Reason: why})
 				continue
 			}
@@ -176,11 +182,6 @@ func (pl *Planner) Plan(ctx context.Context, res *prdiff.Result) (*Plan, error) 
 				continue
 			}
 			list, err := pl.revdeps(ctx, res, t.platform, pkg)
-			if errors.Is(err, revdeps.ErrNotInstallable) {
-				p.Skipped = append(p.Skipped, Skip{Path: append(slices.Clip(at), string(Revdep)),
-					Reason: fmt.Sprintf("%s cannot be installed with OCaml %s: no reverse dependency can", pkg, t.platform.Vars["ocaml:version"])})
-				continue
-			}
 			if err != nil {
 				return nil, err
 			}
@@ -208,40 +209,49 @@ func (pl *Planner) Plan(ctx context.Context, res *prdiff.Result) (*Plan, error) 
 // revdeps lists the reverse dependencies of pkg that can be installed with it on
 // platform plat, with plat's compiler.
 func (pl *Planner) revdeps(ctx context.Context, res *prdiff.Result, plat matrix.Platform, pkg opam.Package) ([]opam.Package, error) {
-	u := pl.universes2(res, plat)
-	list, err := revdeps.CI(ctx, u[0], u[1], pkg)
+	list, err := revdeps.CI(ctx, pl.universe(res, plat, false), pl.universe(res, plat, true), pkg)
 	if err != nil {
 		return nil, fmt.Errorf("reverse dependencies of %s on %s: %w", pkg, plat.Name, err)
 	}
 	return list, nil
 }
 
-// universes2 returns the universes (plain, with tests) of the merged tree on plat,
-// with the platform's compiler as the only version of ocaml: what needs another is
-// dead in them (found once, when they are made), as in a switch on the image's
-// compiler.
-func (pl *Planner) universes2(res *prdiff.Result, plat matrix.Platform) [2]*solver.Universe {
+// installable says why pkg cannot be installed on plat with its compiler ("" when
+// it can).
+func (pl *Planner) installable(ctx context.Context, res *prdiff.Result, plat matrix.Platform, pkg opam.Package) string {
+	_, err := pl.universe(res, plat, false).Solve(ctx, solver.Request{Install: []opam.Atom{exact(pkg)}, AnySolution: true})
+	if err == nil {
+		return ""
+	}
+	return fmt.Sprintf("cannot be installed with OCaml %s on %s", plat.Vars["ocaml:version"], plat.Name)
+}
+
+// universe returns the solver universe of the merged tree on plat (with the test
+// dependencies of every package when withTest is set), with the platform's compiler
+// as the only version of ocaml: what needs another is dead in it (found once, when it
+// is made), as in a switch on the image's compiler.
+func (pl *Planner) universe(res *prdiff.Result, plat matrix.Platform, withTest bool) *solver.Universe {
 	pl.mu.Lock()
 	defer pl.mu.Unlock()
 	if pl.tree != res.Merged {
-		pl.tree, pl.universes = res.Merged, map[string][2]*solver.Universe{}
+		pl.tree, pl.universes = res.Merged, map[universeKey]*solver.Universe{}
 	}
-	u, ok := pl.universes[plat.Name]
-	if !ok {
-		r := res.Repo
-		if v := plat.Vars["ocaml:version"]; v != "" {
-			var pkgs []*repository.Package
-			for _, p := range r.Packages() {
-				if p.Package.Name != "ocaml" || string(p.Package.Version) == v {
-					pkgs = append(pkgs, p)
-				}
+	k := universeKey{plat.Name, withTest}
+	if u, ok := pl.universes[k]; ok {
+		return u
+	}
+	r := res.Repo
+	if v := plat.Vars["ocaml:version"]; v != "" {
+		var pkgs []*repository.Package
+		for _, p := range r.Packages() {
+			if p.Package.Name != "ocaml" || string(p.Package.Version) == v {
+				pkgs = append(pkgs, p)
 			}
-			r = repository.New(r.Commit, pkgs, r.Stray)
 		}
-		sp := solver.Platform(plat.Vars)
-		u = [2]*solver.Universe{solver.NewUniverse(r, sp), solver.NewUniverseFlags(r, sp, solver.Flags{WithTest: true})}
-		pl.universes[plat.Name] = u
+		r = repository.New(r.Commit, pkgs, r.Stray)
 	}
+	u := solver.NewUniverseFlags(r, solver.Platform(plat.Vars), solver.Flags{WithTest: withTest})
+	pl.universes[k] = u
 	return u
 }
 

@@ -108,6 +108,7 @@ func TestPlan(t *testing.T) {
 		"lib.2":        `depends: ["ocaml"] build: [["dune" "build"] ["dune" "runtest"] {with-test}]`,
 		"mine.1":       `depends: ["lib" {>= "2"}]`,
 		"macos-only.1": `depends: ["lib"] available: os = "macos"`,
+		"needs5.1":     `depends: ["lib" "ocaml" {>= "5.0"}]`,
 		"app.1":        `synopsis: "An app, better said" depends: ["lib"]`,
 	})
 	p := plan(t, &Planner{Config: Default()}, r, base, head)
@@ -135,20 +136,23 @@ func TestPlan(t *testing.T) {
 		for _, b := range p.Built {
 			built = append(built, b.String())
 		}
-		if want := []string{"lib.2", "macos-only.1", "mine.1"}; !slices.Equal(built, want) {
+		if want := []string{"lib.2", "macos-only.1", "mine.1", "needs5.1"}; !slices.Equal(built, want) {
 			t.Errorf("built %v, want %v (app.1 changed its synopsis only)", built, want)
 		}
 	})
-	t.Run("skipped where unavailable", func(t *testing.T) {
+	t.Run("skipped where unavailable or not installable", func(t *testing.T) {
 		var skipped []string
 		for _, s := range p.Skipped {
-			skipped = append(skipped, strings.Join(s.Path, ","))
-			if !strings.Contains(s.Reason, "not available") {
-				t.Errorf("%v: reason %q", s.Path, s.Reason)
-			}
+			skipped = append(skipped, strings.Join(s.Path, ",")+": "+s.Reason)
 		}
-		if want := []string{"macos-only.1,compilers,4.13", "macos-only.1,architectures,arm64"}; !slices.Equal(skipped, want) {
-			t.Errorf("skipped %v, want %v", skipped, want)
+		want := []string{
+			"macos-only.1,compilers,4.13: not available on debian-12-4.13_amd64 (available: os = \"macos\")",
+			"macos-only.1,architectures,arm64: not available on debian-12-4.13_arm64 (available: os = \"macos\")",
+			"needs5.1,compilers,4.13: cannot be installed with OCaml 4.13.1 on debian-12-4.13_amd64",
+			"needs5.1,architectures,arm64: cannot be installed with OCaml 4.13.1 on debian-12-4.13_arm64",
+		}
+		if !slices.Equal(skipped, want) {
+			t.Errorf("skipped:\n%s\nwant:\n%s", strings.Join(skipped, "\n"), strings.Join(want, "\n"))
 		}
 	})
 	t.Run("accepted failures", func(t *testing.T) {
@@ -227,7 +231,7 @@ func TestBadInputFailsOnlyItsPullRequest(t *testing.T) {
 			head := r.commit(files)
 			if tc.reason == prdiff.MergeConflict {
 				r.run("checkout", "-q", "master")
-				master = r.commit(map[string]string{"lib.1": `depends: ["ocaml" {>= "4.14"}]`})
+				master = r.commit(map[string]string{"lib.1": `depends: ["ocaml" {>= "4.02"}]`})
 			}
 			p := plan(t, pl, r, master, head)
 			if !p.Failed() || len(p.Jobs) != 0 {

@@ -277,8 +277,8 @@ func BenchmarkRevdepsDune(b *testing.B) {
 			var n int
 			startCPU := cpuTime()
 			for b.Loop() {
-				u := (&Planner{Config: Default()}).universes2(&prdiff.Result{Merged: repotest.Master, Repo: r}, tc.plat)
-				list, err := revdeps.CI(ctx, u[0], u[1], dune)
+				pl, res := &Planner{Config: Default()}, &prdiff.Result{Merged: repotest.Master, Repo: r}
+				list, err := revdeps.CI(ctx, pl.universe(res, tc.plat, false), pl.universe(res, tc.plat, true), dune)
 				if err != nil {
 					b.Fatal(err)
 				}
