@@ -205,28 +205,46 @@ func topRules(m map[string]int, n int) string {
 	return strings.Join(parts, ", ")
 }
 
-// largestMerge is the merge of the snapshot that adds or changes the most opam files.
+// largestMerge is the merge of the snapshot whose analysis builds the most
+// packages, with that number.
 func largestMerge(b testing.TB, gitDir string) (snapshotMerge, int) {
+	ctx := context.Background()
 	var best snapshotMerge
 	most := -1
+	var cur *repository.Repo
 	for _, m := range snapshotMerges(b, gitDir) {
-		out, err := exec.Command("git", "--git-dir", gitDir, "diff-tree", "-r", "--name-only", "--no-commit-id", "--diff-filter=AM", m.base, m.commit, "--", "packages").Output()
+		var err error
+		if cur == nil {
+			cur, err = repository.LoadGit(ctx, gitDir, m.base)
+		} else if cur.Commit != m.base {
+			cur, _, err = cur.Update(ctx, gitDir, m.base)
+		}
 		if err != nil {
 			b.Fatal(err)
 		}
-		if n := strings.Count(string(out), "/opam\n"); n > most {
+		res, err := prdiff.Analyse(ctx, gitDir, m.base, m.head, cur, prdiff.Options{NoLint: true})
+		if err != nil {
+			continue // cut by the shallow history
+		}
+		n := 0
+		for _, c := range res.Changes {
+			if c.Built() {
+				n++
+			}
+		}
+		if n > most {
 			best, most = m, n
 		}
 	}
 	return best, most
 }
 
-// BenchmarkPlanLargestPR analyses and plans the snapshot's pull request that adds or
-// changes the most opam files, with a fresh planner each time (the solver universes
-// of the merged tree are made in each run).
+// BenchmarkPlanLargestPR analyses and plans the snapshot's pull request that builds
+// the most packages, with a fresh planner each time (the solver universes of the
+// merged tree are made in each run).
 func BenchmarkPlanLargestPR(b *testing.B) {
 	gitDir := repotest.GitDir(b)
-	m, files := largestMerge(b, gitDir)
+	m, built := largestMerge(b, gitDir)
 	ctx := context.Background()
 	base, err := repository.LoadGit(ctx, gitDir, m.base)
 	if err != nil {
@@ -244,12 +262,11 @@ func BenchmarkPlanLargestPR(b *testing.B) {
 		}
 	}
 	cpu := cpuTime() - startCPU
-	b.ReportMetric(float64(files), "opam-files")
 	b.ReportMetric(cpu.Seconds()/float64(b.N), "cpu-s/op")
 	b.ReportMetric(float64(len(p.Built)), "packages-built")
 	b.ReportMetric(float64(len(p.Jobs)), "jobs")
 	b.ReportMetric(float64(p.Counts()[Revdep]), "revdep-jobs")
-	b.Logf("merge %.12s: %d opam files added or changed, %d packages built, %d jobs %v", m.commit, files, len(p.Built), len(p.Jobs), p.Counts())
+	b.Logf("merge %.12s: %d packages built (%d found in the analysis), %d jobs %v, %d skipped", m.commit, len(p.Built), built, len(p.Jobs), p.Counts(), len(p.Skipped))
 }
 
 // BenchmarkRevdepsDune lists the reverse dependencies of dune.3.24.0 on the
