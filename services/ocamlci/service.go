@@ -212,9 +212,14 @@ const supersededMessage = "cancelled: superseded (no branch or pull request poin
 // points at any more its final status: its queued and running variants cancelled,
 // and the status published, so that the forge is not left with a pending one.
 func (s *Service) endSuperseded(ctx context.Context, j *current.Job, live LiveCommits) (current.Unit, error) {
+	return current.Unit{}, s.endCommitsNotIn(ctx, j.Logf, live)
+}
+
+// endCommitsNotIn ends the unfinished commits of live's forges that are not in live.
+func (s *Service) endCommitsNotIn(ctx context.Context, logf func(string, ...any), live LiveCommits) error {
 	unfinished, err := s.Index.Unfinished(ctx, live.Forges)
 	if err != nil {
-		return current.Unit{}, current.Infra(current.FailDiskFull, fmt.Errorf("index: %w", err))
+		return current.Infra(current.FailDiskFull, fmt.Errorf("index: %w", err))
 	}
 	for _, c := range unfinished {
 		if _, ok := slices.BinarySearch(live.Commits, c.Repo.String()+" "+c.Commit); ok {
@@ -222,7 +227,7 @@ func (s *Service) endSuperseded(ctx context.Context, j *current.Job, live LiveCo
 		}
 		recs, err := s.Index.CancelUnfinished(ctx, c.Repo, c.Commit, supersededMessage)
 		if err != nil {
-			return current.Unit{}, current.Infra(current.FailDiskFull, err)
+			return current.Infra(current.FailDiskFull, err)
 		}
 		vs := make([]forge.Variant, 0, len(recs))
 		for _, r := range recs {
@@ -235,12 +240,16 @@ func (s *Service) endSuperseded(ctx context.Context, j *current.Job, live LiveCo
 			}
 			vs = append(vs, v)
 		}
-		j.Logf("%s %s is superseded: %d variants, %d unfinished cancelled", c.Repo, short(c.Commit), len(vs), countState(vs, forge.Cancelled))
-		if _, err := s.publish(ctx, j, StatusInput{Repo: c.Repo, Commit: c.Commit, Variants: vs}); err != nil {
-			return current.Unit{}, err
+		if len(vs) == 0 {
+			// Superseded before its analysis listed anything.
+			vs = []forge.Variant{{Name: results.AnalysisVariant, State: forge.Cancelled, Message: supersededMessage}}
+		}
+		logf("%s %s is superseded: %d variants, %d unfinished cancelled", c.Repo, short(c.Commit), len(vs), countState(vs, forge.Cancelled))
+		if err := s.publishStatus(ctx, logf, StatusInput{Repo: c.Repo, Commit: c.Commit, Variants: vs}); err != nil {
+			return err
 		}
 	}
-	return current.Unit{}, nil
+	return nil
 }
 
 func countState(vs []forge.Variant, st forge.State) int {
@@ -284,7 +293,10 @@ func (s *Service) pipelineOf(commit current.Term[FetchInput]) current.Term[curre
 	for _, image := range append([]string{""}, sortedKeys(s.bases)...) {
 		groups = append(groups, s.buildGroup(inputs, image))
 	}
-	builds := current.Map(current.List(groups...), func(gs [][]forge.Variant) []forge.Variant { return slices.Concat(gs...) })
+	builds := groups[0]
+	if len(groups) > 1 {
+		builds = current.Map(current.List(groups...), func(gs [][]forge.Variant) []forge.Variant { return slices.Concat(gs...) })
+	}
 	analysis := current.Observe(plan)
 	status := current.Map3(src, analysis, current.Observe(builds), func(co Checkout, a current.Observed[Plan], b current.Observed[[]forge.Variant]) StatusInput {
 		in := StatusInput{Repo: co.Repo, Commit: co.Commit}
@@ -327,23 +339,28 @@ func (s *Service) imageOf(b BuildInput) string {
 // those that wait for none). Its value is always the variants' states: while the image
 // is being made, its variants are queued, saying so.
 func (s *Service) buildGroup(inputs current.Term[[]BuildInput], image string) current.Term[[]forge.Variant] {
-	mine := current.Map(inputs, func(bs []BuildInput) []BuildInput {
-		var out []BuildInput
-		for _, b := range bs {
-			if s.imageOf(b) == image {
-				out = append(out, b)
+	mine := inputs
+	if len(s.bases) > 0 {
+		mine = current.Map(inputs, func(bs []BuildInput) []BuildInput {
+			var out []BuildInput
+			for _, b := range bs {
+				if s.imageOf(b) == image {
+					out = append(out, b)
+				}
 			}
-		}
-		return out
-	})
-	ready := current.Return(current.Unit{})
-	if image != "" {
-		ready = s.bases[image]
+			return out
+		})
 	}
-	built := current.ListMap(current.Gate(mine, ready), func(b BuildInput) string { return b.Variant.Name }, func(b current.Term[BuildInput]) current.Term[forge.Variant] {
-		return current.Map2(b, current.Observe(current.Do(s.ops.build, b)), s.variantStatus)
-	})
-	return current.Map3(mine, current.Observe(ready), current.Observe(built), func(bs []BuildInput, r current.Observed[current.Unit], b current.Observed[[]forge.Variant]) []forge.Variant {
+	build := func(in current.Term[[]BuildInput]) current.Term[[]forge.Variant] {
+		return current.ListMap(in, func(b BuildInput) string { return b.Variant.Name }, func(b current.Term[BuildInput]) current.Term[forge.Variant] {
+			return current.Map2(b, current.Observe(current.Do(s.ops.build, b)), s.variantStatus)
+		})
+	}
+	if image == "" {
+		return build(mine) // ok as soon as the plan is: each variant's state is observed
+	}
+	ready := s.bases[image]
+	return current.Map3(mine, current.Observe(ready), current.Observe(build(current.Gate(mine, ready))), func(bs []BuildInput, r current.Observed[current.Unit], b current.Observed[[]forge.Variant]) []forge.Variant {
 		if b.State == current.StateOk {
 			return b.Value
 		}
@@ -725,15 +742,20 @@ func lintOpam(j *current.Job, findings []lint.Finding) error {
 }
 
 func (s *Service) publish(ctx context.Context, j *current.Job, in StatusInput) (current.Unit, error) {
+	return current.Unit{}, s.publishStatus(ctx, j.Logf, in)
+}
+
+// publishStatus records a commit's status in the index and sends it to its forge.
+func (s *Service) publishStatus(ctx context.Context, logf func(string, ...any), in StatusInput) error {
 	st := forge.Summarise(in.Variants)
 	if err := s.Index.SetCommit(ctx, in.Repo, in.Commit, st, in.Variants); err != nil {
-		return current.Unit{}, current.Infra(current.FailDiskFull, fmt.Errorf("index: %w", err))
+		return current.Infra(current.FailDiskFull, fmt.Errorf("index: %w", err))
 	}
-	j.Logf("%s: %s", short(in.Commit), st.Title)
+	logf("%s: %s", short(in.Commit), st.Title)
 	if err := s.Forges.Publish(ctx, forge.Ref{Repo: in.Repo, Commit: in.Commit}, st, in.Variants); err != nil {
-		return current.Unit{}, current.Infra(current.FailNetwork, err)
+		return current.Infra(current.FailNetwork, err)
 	}
-	return current.Unit{}, nil
+	return nil
 }
 
 func digest(s string) string {

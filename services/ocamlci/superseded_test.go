@@ -2,6 +2,7 @@ package ocamlci
 
 import (
 	"context"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -11,6 +12,7 @@ import (
 	"github.com/kiln-ci/kiln/internal/testenv"
 	"github.com/kiln-ci/kiln/plugins/forges"
 	"github.com/kiln-ci/kiln/services/internal/matrix"
+	"github.com/kiln-ci/kiln/services/internal/results"
 )
 
 // recordingForge is a plain git source whose statuses are kept, as a forge would.
@@ -94,5 +96,80 @@ func TestSupersededCommitEndsCancelled(t *testing.T) {
 			t.Fatalf("the forge's last status of the superseded commit: %+v (published: %v), want cancelled", st, ok)
 		}
 		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func TestEndCommitsNoRefPointsAt(t *testing.T) {
+	ctx := context.Background()
+	repo := forge.RepoID{Forge: "git", Owner: "local", Name: "hello"}
+	cases := []struct {
+		name     string
+		variants []results.VariantRecord // recorded before the commit is superseded
+		live     bool
+		want     forge.State // the commit's state after
+	}{
+		{"superseded before its analysis listed anything", nil, false, forge.Cancelled},
+		{"superseded while building", []results.VariantRecord{
+			{Name: "(lint-opam)", State: forge.Passed},
+			{Name: "debian-12-4.13_amd64", State: forge.Running, JobID: "7", Started: time.Now()},
+		}, false, forge.Cancelled},
+		{"superseded after a failure", []results.VariantRecord{
+			{Name: "(lint-opam)", State: forge.Failed},
+			{Name: "debian-12-4.13_amd64", State: forge.Queued},
+		}, false, forge.Failed},
+		{"still a ref's head", []results.VariantRecord{{Name: "debian-12-4.13_amd64", State: forge.Running}}, true, forge.Running},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			idx, err := results.OpenIndex(filepath.Join(t.TempDir(), "index.db"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer idx.Close()
+			commit := strings.Repeat("a", 40)
+			if err := idx.SetCommitInfo(ctx, repo, commit, results.CommitInfo{Message: "m", Author: "dev"}); err != nil {
+				t.Fatal(err)
+			}
+			var vs []forge.Variant
+			for _, v := range c.variants {
+				vs = append(vs, forge.Variant{Name: v.Name, State: v.State})
+			}
+			if len(vs) > 0 {
+				if err := idx.SetCommit(ctx, repo, commit, forge.Summarise(vs), vs); err != nil {
+					t.Fatal(err)
+				}
+			}
+			for _, v := range c.variants {
+				v.Repo, v.Commit = repo, commit
+				if err := idx.SetVariant(ctx, v); err != nil {
+					t.Fatal(err)
+				}
+			}
+			rec := &recordingForge{Git: &forges.Git{}}
+			s := &Service{Index: idx, Forges: forgeSet("git", rec)}
+			live := LiveCommits{Forges: []string{"git"}}
+			if c.live {
+				live.Commits = []string{repo.String() + " " + commit}
+			}
+			if err := s.endCommitsNotIn(ctx, t.Logf, live); err != nil {
+				t.Fatal(err)
+			}
+			got, err := idx.Commit(ctx, repo, commit)
+			if err != nil || got == nil {
+				t.Fatalf("commit: %v %v", got, err)
+			}
+			if got.State != c.want {
+				t.Errorf("commit %s (%s), want %s", got.State, got.Title, c.want)
+			}
+			if st, published := rec.last(commit); c.live == published || (published && st.State != c.want) {
+				t.Errorf("published %v: %+v", published, st)
+			}
+			after, _ := idx.Variants(ctx, repo, commit)
+			for _, v := range after {
+				if !c.live && (v.State == forge.Queued || v.State == forge.Running) {
+					t.Errorf("variant %s is still %s", v.Name, v.State)
+				}
+			}
+		})
 	}
 }

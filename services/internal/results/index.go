@@ -282,7 +282,8 @@ const spanOf = `(SELECT MIN(NULLIF(v.started, 0)) FROM variants v WHERE v.forge=
 		WHERE v.forge=c.forge AND v.owner=c.owner AND v.repo=c.repo AND v.commit_id=c.commit_id)`
 
 // Unfinished lists the commits of the given forges whose status is still queued or
-// running.
+// running, or that have a variant still queued or running (a commit fails as soon as
+// one variant does).
 func (x *Index) Unfinished(ctx context.Context, forges []string) ([]CommitRecord, error) {
 	if len(forges) == 0 {
 		return nil, nil
@@ -291,8 +292,10 @@ func (x *Index) Unfinished(ctx context.Context, forges []string) ([]CommitRecord
 	for i, f := range forges {
 		args[i] = f
 	}
-	rows, err := x.db.QueryContext(ctx, `SELECT forge, owner, repo, commit_id, state, title FROM commits
-		WHERE state IN ('queued', 'running') AND forge IN (?`+strings.Repeat(",?", len(forges)-1)+`) ORDER BY forge, owner, repo, commit_id`, args...)
+	rows, err := x.db.QueryContext(ctx, `SELECT forge, owner, repo, commit_id, state, title FROM commits c
+		WHERE forge IN (?`+strings.Repeat(",?", len(forges)-1)+`) AND (state IN ('queued', 'running') OR EXISTS (SELECT 1 FROM variants v
+			WHERE v.forge=c.forge AND v.owner=c.owner AND v.repo=c.repo AND v.commit_id=c.commit_id AND v.state IN ('queued', 'running')))
+		ORDER BY forge, owner, repo, commit_id`, args...)
 	if err != nil {
 		return nil, err
 	}
