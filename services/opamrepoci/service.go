@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -68,6 +69,7 @@ type Service struct {
 		analyse *current.Op[Fetched, Planned]
 		build   *current.Op[JobInput, current.Unit]
 		report  *current.Op[Report, current.Unit]
+		ended   *current.Op[LiveHeads, current.Unit]
 	}
 }
 
@@ -169,9 +171,67 @@ func (s *Service) Pipeline() current.Term[current.Unit] {
 		heads := current.ListIter(current.Map(prs, forgeRefs), forge.Ref.Key, func(r current.Term[forge.Ref]) current.Term[current.Unit] {
 			return current.Do(s.ops.head, r)
 		})
-		all = append(all, heads, current.ListIter(prs, PR.key, s.pipelineOf))
+		// A head no pull request points at any more ends: its unfinished jobs cancelled.
+		ended := current.Do(s.ops.ended, current.Map(prs, liveHeads))
+		all = append(all, heads, current.ListIter(prs, PR.key, s.pipelineOf), ended)
 	}
 	return current.All(all...)
+}
+
+// LiveHeads are the heads the pull requests of one source point at.
+type LiveHeads struct {
+	Forges []string `json:"forges"`
+	Heads  []string `json:"heads"` // "forge/owner/name commit", sorted
+}
+
+func liveHeads(prs []PR) LiveHeads {
+	var l LiveHeads
+	for _, p := range prs {
+		if !slices.Contains(l.Forges, p.Repo.Forge) {
+			l.Forges = append(l.Forges, p.Repo.Forge)
+		}
+		l.Heads = append(l.Heads, p.Repo.String()+" "+p.Head)
+	}
+	slices.Sort(l.Forges)
+	slices.Sort(l.Heads)
+	l.Heads = slices.Compact(l.Heads)
+	return l
+}
+
+// supersededMessage is why the jobs of a head no pull request points at are cancelled.
+const supersededMessage = "cancelled: superseded (no pull request points at this commit any more)"
+
+// endSuperseded gives each unfinished head of the source's forges that no pull
+// request points at any more its final status: its queued and running jobs cancelled,
+// and the opam-ci status says so, so that the forge is not left with a pending one.
+func (s *Service) endSuperseded(ctx context.Context, j *current.Job, live LiveHeads) (current.Unit, error) {
+	unfinished, err := s.Index.Unfinished(ctx, live.Forges)
+	if err != nil {
+		return current.Unit{}, current.Infra(current.FailDiskFull, fmt.Errorf("index: %w", err))
+	}
+	for _, c := range unfinished {
+		if _, ok := slices.BinarySearch(live.Heads, c.Repo.String()+" "+c.Commit); ok {
+			continue
+		}
+		recs, err := s.Index.CancelUnfinished(ctx, c.Repo, c.Commit, supersededMessage)
+		if err != nil {
+			return current.Unit{}, current.Infra(current.FailDiskFull, err)
+		}
+		vs := make([]forge.Variant, 0, len(recs))
+		for _, r := range recs {
+			vs = append(vs, forge.Variant{Name: r.Name, State: r.State, Experimental: r.Experimental, Message: r.Message})
+		}
+		st := forge.Status{State: forge.Cancelled, Title: supersededMessage}
+		if err := s.Index.SetCommit(ctx, c.Repo, c.Commit, st, vs); err != nil {
+			return current.Unit{}, current.Infra(current.FailDiskFull, fmt.Errorf("index: %w", err))
+		}
+		j.Logf("%s %s is superseded: its unfinished jobs cancelled", c.Repo, short(c.Commit))
+		url := s.commitURL(PR{Repo: c.Repo, Head: c.Commit})
+		if err := s.Forges.PublishCheck(ctx, forge.Ref{Repo: c.Repo, Commit: c.Commit}, forge.Check{Name: StatusContext, URL: url}, st, nil); err != nil {
+			return current.Unit{}, current.Infra(current.FailNetwork, err)
+		}
+	}
+	return current.Unit{}, nil
 }
 
 func forgeRefs(prs []PR) []forge.Ref {
@@ -334,9 +394,14 @@ func (s *Service) report(pr PR, planned current.Observed[Planned], outs current.
 		r.Analysis = &Outcome{State: forge.Failed, Message: "the pull request cannot be tested as it stands", Lines: lines}
 	default:
 		r.Plan = planned.Value.Plan
-		if outs.State == current.StateOk {
+		switch outs.State {
+		case current.StateOk:
 			r.Outcomes = outs.Value
-		} else {
+		case current.StateFailed: // the base images could not be made
+			for _, j := range r.Plan.Jobs {
+				r.Outcomes = append(r.Outcomes, Outcome{Job: j, State: forge.Error, Message: outs.Message, URL: s.variantURL(pr, j.ID())})
+			}
+		default:
 			for _, j := range r.Plan.Jobs {
 				r.Outcomes = append(r.Outcomes, Outcome{Job: j, State: forge.Queued, URL: s.variantURL(pr, j.ID())})
 			}
@@ -386,6 +451,12 @@ func (s *Service) makeOps() {
 		},
 		Run:  s.build,
 		Pool: fleetjob.Pool,
+	}
+	s.ops.ended = &current.Op[LiveHeads, current.Unit]{
+		Name:  "opamrepoci-superseded",
+		Key:   func(l LiveHeads) string { return "superseded " + strings.Join(l.Forges, ",") },
+		Label: func(LiveHeads) string { return "end superseded heads" },
+		Run:   s.endSuperseded,
 	}
 	s.ops.report = &current.Op[Report, current.Unit]{
 		Name:    "opamrepoci-status",

@@ -66,6 +66,8 @@ func (f *fakeForge) Comment(ctx context.Context, ref forge.Ref, marker, body str
 // failing line naming the job.
 type fakeFleet struct {
 	failing []string
+	// blocking jobs run until cancelled.
+	blocking []string
 	mu      sync.Mutex
 	runs    []fleetjob.Request
 }
@@ -75,6 +77,12 @@ func (f *fakeFleet) run(ctx context.Context, j *current.Job, req fleetjob.Reques
 	f.runs = append(f.runs, req)
 	f.mu.Unlock()
 	j.Logf("building %s", req.CacheHint)
+	for _, id := range f.blocking {
+		if strings.Contains(req.Spec, id+"\n") || strings.Contains(req.Spec, id+")") {
+			<-ctx.Done()
+			return fleetjob.Result{}, current.Infra(current.FailCancelled, context.Cause(ctx))
+		}
+	}
 	for _, id := range f.failing {
 		if strings.Contains(req.Spec, id+"\n") || strings.Contains(req.Spec, id+")") {
 			return fleetjob.Result{}, current.WithLines(errors.New("the build failed"), []string{"# Error: " + id + " is broken"})
@@ -116,7 +124,7 @@ func TestPullRequestFailuresComparedWithMaster(t *testing.T) {
 		"lib.2,compilers,4.13,revdeps,app.1", // broken here, and on master (below)
 		"app.1,compilers,4.13,tests",
 		"lib.2,compilers,4.13,revdeps,mine.1", // broken by the release only
-	}}
+	}, blocking: []string{"slow.1,compilers,4.13,build"}}
 	idx, err := results.OpenIndex(filepath.Join(state, "index.db"))
 	if err != nil {
 		t.Fatal(err)
@@ -241,6 +249,41 @@ func TestPullRequestFailuresComparedWithMaster(t *testing.T) {
 		}
 		if n := fleet.count(func(r fleetjob.Request) bool { return strings.Contains(r.CacheHint, "lib.2") }); n != runs {
 			t.Errorf("%d builds of the release after master moved, want %d: the new base or title restarted the pull request", n, runs)
+		}
+	})
+	t.Run("a superseded head is cancelled", func(t *testing.T) {
+		r.run("checkout", "-q", "-b", "slow")
+		first := r.commit(map[string]string{"slow.1": `depends: ["ocaml"]`})
+		deadline := time.Now().Add(time.Minute)
+		for {
+			v, _ := idx.Variant(context.Background(), repo, first, "slow.1,compilers,4.13,build")
+			if v != nil && v.State == forge.Running {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("the build of slow.1 never ran: %+v", v)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		r.run("rm", "-r", "-q", "packages/slow")
+		second := r.commit(map[string]string{"slow.2": `depends: ["ocaml"]`})
+		r.run("checkout", "-q", "master")
+		waitFinal(t, ff, idx, repo, second)
+		for {
+			c, _ := idx.Commit(context.Background(), repo, first)
+			ff.mu.Lock()
+			st := ff.statuses[StatusContext+" "+first]
+			ff.mu.Unlock()
+			if c != nil && c.State == forge.Cancelled && st.State == forge.Cancelled {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("the first head: index %+v, forge status %+v; want both cancelled", c, st)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		if v, _ := idx.Variant(context.Background(), repo, first, "slow.1,compilers,4.13,build"); v == nil || v.State != forge.Cancelled {
+			t.Errorf("the first head's running build: %+v, want cancelled", v)
 		}
 	})
 	t.Run("only pull requests are recorded", func(t *testing.T) {
