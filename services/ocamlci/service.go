@@ -67,7 +67,7 @@ type Service struct {
 		analyse *current.Op[AnalysisInput, Plan]
 		build   *current.Op[BuildInput, BuildResult]
 		status  *current.Op[StatusInput, current.Unit]
-		ended   *current.Op[LiveCommits, current.Unit]
+		ended   *current.Op[results.Live, current.Unit]
 		base    *current.Op[image.DebianOptions, string]
 	}
 	// bases are, by platform name, the terms that are ok once the platform's base image
@@ -185,24 +185,13 @@ func (s *Service) Pipeline() current.Term[current.Unit] {
 	return current.All(all...)
 }
 
-// LiveCommits are the commits the refs of one source point at, by forge.
-type LiveCommits struct {
-	Forges  []string `json:"forges"`
-	Commits []string `json:"commits"` // "forge/owner/name commit", sorted
-}
-
-func liveCommits(refs []forge.Ref) LiveCommits {
-	var l LiveCommits
-	for _, r := range refs {
-		if !slices.Contains(l.Forges, r.Repo.Forge) {
-			l.Forges = append(l.Forges, r.Repo.Forge)
-		}
-		l.Commits = append(l.Commits, r.Repo.String()+" "+r.Commit)
+// liveCommits are the commits the refs point at.
+func liveCommits(refs []forge.Ref) results.Live {
+	repos, commits := make([]forge.RepoID, len(refs)), make([]string, len(refs))
+	for i, r := range refs {
+		repos[i], commits[i] = r.Repo, r.Commit
 	}
-	sort.Strings(l.Forges)
-	sort.Strings(l.Commits)
-	l.Commits = slices.Compact(l.Commits)
-	return l
+	return results.LiveOf(repos, commits)
 }
 
 // supersededMessage is why the variants of a commit no ref points at are cancelled.
@@ -211,20 +200,17 @@ const supersededMessage = "cancelled: superseded (no branch or pull request poin
 // endSuperseded gives every unfinished commit of the source's forges that no ref
 // points at any more its final status: its queued and running variants cancelled,
 // and the status published, so that the forge is not left with a pending one.
-func (s *Service) endSuperseded(ctx context.Context, j *current.Job, live LiveCommits) (current.Unit, error) {
+func (s *Service) endSuperseded(ctx context.Context, j *current.Job, live results.Live) (current.Unit, error) {
 	return current.Unit{}, s.endCommitsNotIn(ctx, j.Logf, live)
 }
 
-// endCommitsNotIn ends the unfinished commits of live's forges that are not in live.
-func (s *Service) endCommitsNotIn(ctx context.Context, logf func(string, ...any), live LiveCommits) error {
-	unfinished, err := s.Index.Unfinished(ctx, live.Forges)
+// endCommitsNotIn ends the commits that live supersedes.
+func (s *Service) endCommitsNotIn(ctx context.Context, logf func(string, ...any), live results.Live) error {
+	superseded, err := s.Index.Superseded(ctx, live)
 	if err != nil {
 		return current.Infra(current.FailDiskFull, fmt.Errorf("index: %w", err))
 	}
-	for _, c := range unfinished {
-		if _, ok := slices.BinarySearch(live.Commits, c.Repo.String()+" "+c.Commit); ok {
-			continue
-		}
+	for _, c := range superseded {
 		recs, err := s.Index.CancelUnfinished(ctx, c.Repo, c.Commit, supersededMessage)
 		if err != nil {
 			return current.Infra(current.FailDiskFull, err)
@@ -486,10 +472,10 @@ func (s *Service) makeOps() {
 		Label: func(o image.DebianOptions) string { return "base image " + o.Suite + " " + o.Arch },
 		Run:   s.makeBase,
 	}
-	s.ops.ended = &current.Op[LiveCommits, current.Unit]{
+	s.ops.ended = &current.Op[results.Live, current.Unit]{
 		Name:  "ocamlci-superseded",
-		Key:   func(l LiveCommits) string { return "superseded " + strings.Join(l.Forges, ",") },
-		Label: func(l LiveCommits) string { return "end superseded commits" },
+		Key:   func(l results.Live) string { return "superseded " + strings.Join(l.Forges, ",") },
+		Label: func(l results.Live) string { return "end superseded commits" },
 		Run:   s.endSuperseded,
 	}
 	s.ops.status = &current.Op[StatusInput, current.Unit]{

@@ -147,9 +147,9 @@ func TestEndCommitsNoRefPointsAt(t *testing.T) {
 			}
 			rec := &recordingForge{Git: &forges.Git{}}
 			s := &Service{Index: idx, Forges: forgeSet("git", rec)}
-			live := LiveCommits{Forges: []string{"git"}}
+			live := results.LiveOf([]forge.RepoID{repo}, []string{strings.Repeat("b", 40)}) // another commit of the repository
 			if c.live {
-				live.Commits = []string{repo.String() + " " + commit}
+				live = results.LiveOf([]forge.RepoID{repo, repo}, []string{commit, strings.Repeat("b", 40)})
 			}
 			if err := s.endCommitsNotIn(ctx, t.Logf, live); err != nil {
 				t.Fatal(err)
