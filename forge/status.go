@@ -108,6 +108,9 @@ func Summarise(variants []Variant) Status {
 		if v.Experimental {
 			state += " (experimental)"
 		}
+		if v.State == Queued && v.Message != "" {
+			state += ": " + mdEscape(v.Message) // why it waits
+		}
 		dur := ""
 		if v.Duration > 0 {
 			dur = v.Duration.Round(time.Second).String()

@@ -34,6 +34,9 @@ func TestSummarise(t *testing.T) {
 	if got := Summarise([]Variant{{State: Running}, {State: Cancelled}}).State; got != Running {
 		t.Errorf("a commit with a running variant is %s, want running", got)
 	}
+	if s := Summarise([]Variant{{Name: "v", State: Queued, Message: "waiting for the base image x"}}).Summary; !strings.Contains(s, "| v | queued: waiting for the base image x |") {
+		t.Errorf("a queued variant's row does not say why it waits:\n%s", s)
+	}
 	if Summarise(nil).State != Queued {
 		t.Error("no variants is not queued")
 	}
