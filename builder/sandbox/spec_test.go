@@ -1,0 +1,53 @@
+package sandbox
+
+import (
+	"slices"
+	"testing"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+)
+
+func TestSpecIsolation(t *testing.T) {
+	tests := []struct {
+		name          string
+		uid           uint32
+		newPrivileges bool
+		wantCaps      bool // effective and permitted capabilities
+		wantNNP       bool
+	}{
+		{name: "root", uid: 0, wantCaps: true, wantNNP: true},
+		{name: "another user has no capabilities", uid: 1000, wantCaps: false, wantNNP: true},
+		{name: "setuid allowed", uid: 1000, newPrivileges: true, wantCaps: false, wantNNP: false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := &Runc{NewPrivileges: tt.newPrivileges}
+			sp := r.spec(Config{Rootfs: "/x", Args: []string{"true"}, UID: tt.uid}, "/kiln/t", nil)
+			caps := sp.Process.Capabilities
+			if got := len(caps.Effective) > 0 && len(caps.Permitted) > 0; got != tt.wantCaps {
+				t.Errorf("effective %v, permitted %v; want capabilities: %v", caps.Effective, caps.Permitted, tt.wantCaps)
+			}
+			for _, c := range []string{"CAP_MKNOD", "CAP_NET_RAW", "CAP_AUDIT_WRITE", "CAP_SYS_ADMIN"} {
+				if slices.Contains(caps.Bounding, c) {
+					t.Errorf("%s in the bounding set", c)
+				}
+			}
+			if sp.Process.NoNewPrivileges != tt.wantNNP {
+				t.Errorf("NoNewPrivileges = %v, want %v", sp.Process.NoNewPrivileges, tt.wantNNP)
+			}
+			sc := sp.Linux.Seccomp
+			if sc == nil || sc.DefaultAction != specs.ActErrno {
+				t.Fatalf("seccomp = %+v, want an allow list", sc)
+			}
+			for _, rule := range sc.Syscalls {
+				if rule.Action == specs.ActAllow && len(rule.Args) == 0 {
+					for _, n := range []string{"unshare", "setns", "mount", "keyctl", "bpf", "clone", "clone3", "kcmp"} {
+						if slices.Contains(rule.Names, n) {
+							t.Errorf("%s allowed with any argument", n)
+						}
+					}
+				}
+			}
+		})
+	}
+}
