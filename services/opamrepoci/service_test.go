@@ -68,8 +68,8 @@ type fakeFleet struct {
 	failing []string
 	// blocking jobs run until cancelled.
 	blocking []string
-	mu      sync.Mutex
-	runs    []fleetjob.Request
+	mu       sync.Mutex
+	runs     []fleetjob.Request
 }
 
 func (f *fakeFleet) run(ctx context.Context, j *current.Job, req fleetjob.Request) (fleetjob.Result, error) {
