@@ -276,8 +276,8 @@ func (s *Service) pipelineOf(commit current.Term[FetchInput]) current.Term[curre
 	}))
 	inputs := current.Map2(src, plan, s.buildInputs)
 	var groups []current.Term[[]forge.Variant]
-	for _, image := range append([]string{""}, sortedKeys(s.bases)...) {
-		groups = append(groups, s.buildGroup(inputs, image))
+	for _, platform := range append([]string{""}, sortedKeys(s.bases)...) {
+		groups = append(groups, s.buildGroup(inputs, platform))
 	}
 	builds := groups[0]
 	if len(groups) > 1 {
@@ -321,16 +321,16 @@ func (s *Service) imageOf(b BuildInput) string {
 	return b.Variant.Platform.Name
 }
 
-// buildGroup builds the variants that wait for the base image of platform image ("":
-// those that wait for none). Its value is always the variants' states: while the image
+// buildGroup builds the variants that wait for the base image of platform ("": those
+// that wait for none). Its value is always the variants' states: while the image
 // is being made, its variants are queued, saying so.
-func (s *Service) buildGroup(inputs current.Term[[]BuildInput], image string) current.Term[[]forge.Variant] {
+func (s *Service) buildGroup(inputs current.Term[[]BuildInput], platform string) current.Term[[]forge.Variant] {
 	mine := inputs
 	if len(s.bases) > 0 {
 		mine = current.Map(inputs, func(bs []BuildInput) []BuildInput {
 			var out []BuildInput
 			for _, b := range bs {
-				if s.imageOf(b) == image {
+				if s.imageOf(b) == platform {
 					out = append(out, b)
 				}
 			}
@@ -342,10 +342,10 @@ func (s *Service) buildGroup(inputs current.Term[[]BuildInput], image string) cu
 			return current.Map2(b, current.Observe(current.Do(s.ops.build, b)), s.variantStatus)
 		})
 	}
-	if image == "" {
+	if platform == "" {
 		return build(mine) // ok as soon as the plan is: each variant's state is observed
 	}
-	ready := s.bases[image]
+	ready := s.bases[platform]
 	return current.Map3(mine, current.Observe(ready), current.Observe(build(current.Gate(mine, ready))), func(bs []BuildInput, r current.Observed[current.Unit], b current.Observed[[]forge.Variant]) []forge.Variant {
 		if b.State == current.StateOk {
 			return b.Value
