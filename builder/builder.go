@@ -149,8 +149,13 @@ func DefaultLimits(root string) sandbox.Limits {
 		l.Memory = min(l.Memory, int64(si.Totalram)*int64(si.Unit)/2)
 	}
 	var st unix.Statfs_t
-	if unix.Statfs(root, &st) == nil {
-		l.Disk = min(l.Disk, int64(st.Blocks)*st.Bsize/4)
+	for dir := root; ; dir = filepath.Dir(dir) { // the root may not exist yet
+		if err := unix.Statfs(dir, &st); err == nil {
+			l.Disk = min(l.Disk, int64(st.Blocks)*st.Bsize/4)
+			break
+		} else if dir == filepath.Dir(dir) {
+			break
+		}
 	}
 	return l
 }
@@ -464,9 +469,13 @@ func (r *run) execute(ctx context.Context, parent, id, step string, do func(ctx 
 }
 
 // blame classifies a failed step, treating any failure while the store's disk is
-// (nearly) full as the infrastructure's.
+// (nearly) full as the infrastructure's, unless the step wrote past its disk budget.
 func (r *run) blame(step string, err error) error {
 	var st unix.Statfs_t
+	if errors.Is(err, ErrDiskBudget) {
+		// Past its budget, the step filled the disk itself if it is full.
+		return classify(step, err)
+	}
 	if unix.Statfs(r.b.store.Root(), &st) == nil {
 		if free := int64(st.Bavail) * int64(st.Bsize); free < r.b.opts.MinFree {
 			return infraErr(step, fmt.Errorf("%w (%d bytes free in %s): %w", ErrDiskFull, free, r.b.store.Root(), err))

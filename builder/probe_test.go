@@ -13,6 +13,7 @@ import (
 
 	"github.com/kiln-ci/kiln/builder"
 	"github.com/kiln-ci/kiln/builder/sandbox"
+	"golang.org/x/sys/unix"
 )
 
 // probeDiskBudget is the per-step disk budget of the probe builder, small so that the
@@ -144,4 +145,39 @@ func tail(s string, n int) string {
 		lines = lines[len(lines)-n:]
 	}
 	return strings.Join(lines, "\n")
+}
+
+// TestStepIgnoringFullDisk runs a step that writes until its disk is full, ignores the
+// error and ends successfully, in a store on a 480 MiB file system.
+func TestStepIgnoringFullDisk(t *testing.T) {
+	tests := []struct {
+		name   string
+		limits sandbox.Limits
+		want   error
+		infra  bool
+	}{
+		{name: "the default budget stops it first: the build's fault", want: builder.ErrDiskBudget},
+		{name: "no budget: the disk is full, the infrastructure's fault", limits: sandbox.Limits{Disk: -1}, want: builder.ErrDiskFull, infra: true},
+	}
+	_, base := newBuilder(t, builder.Options{})
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			if err := unix.Mount("tmpfs", dir, "tmpfs", 0, "size=480m"); err != nil {
+				t.Skipf("cannot mount a tmpfs: %v", err)
+			}
+			t.Cleanup(func() { unix.Unmount(dir, unix.MNT_DETACH) })
+			b, _ := newBuilder(t, builder.Options{Root: filepath.Join(dir, "root"), MinFree: 32 << 20, Limits: tt.limits})
+			mustBuild(t, b, parse(t, "((from "+base+"))"), builder.BuildContext{})
+			before := storeBytes(t, b)
+			s := parse(t, `((from `+base+`) (run (shell "dd if=/dev/zero of=/big bs=1M count=1000 status=none || true")))`)
+			_, log, err := build(t, b, s, builder.BuildContext{})
+			if !errors.Is(err, tt.want) || builder.IsInfrastructure(err) != tt.infra {
+				t.Fatalf("err = %v, want %v (infrastructure: %v)\n%s", err, tt.want, tt.infra, tail(log, 10))
+			}
+			if grown := storeBytes(t, b) - before; grown > 1<<20 {
+				t.Errorf("the store grew by %d KiB", grown>>10)
+			}
+		})
+	}
 }
