@@ -134,7 +134,7 @@ func (c Counts) Title() string {
 	for _, x := range []struct {
 		n    int
 		what string
-	}{{c.OnBase, "also failing on master"}, {c.Accepted, "failures accepted"}, {c.Errored, "errored"},
+	}{{c.OnBase, "also failing on master"}, {c.Accepted, "allowed to fail"}, {c.Errored, "errored"},
 		{c.Pending, "running"}, {c.Cancelled, "cancelled"}} {
 		if x.n > 0 {
 			more = append(more, fmt.Sprintf("%d %s", x.n, x.what))

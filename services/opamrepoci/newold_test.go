@@ -61,7 +61,7 @@ func TestCounts(t *testing.T) {
 		{"failures on master too pass", []Outcome{failed(BaseFailure, false), passed, passed}, 0,
 			forge.Passed, "0 jobs failed, 0 skipped, 2 passed (1 also failing on master)"},
 		{"accepted failures do not count", []Outcome{failed(NewFailure, true), passed}, 0,
-			forge.Passed, "0 jobs failed, 0 skipped, 1 passed (1 failures accepted)"},
+			forge.Passed, "0 jobs failed, 0 skipped, 1 passed (1 allowed to fail)"},
 		{"a failure being compared keeps it running", []Outcome{failed(Comparing, false), passed}, 0,
 			forge.Running, "0 jobs failed, 0 skipped, 1 passed (1 running)"},
 		{"infrastructure errors", []Outcome{{State: forge.Error}, passed}, 0,

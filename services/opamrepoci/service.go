@@ -300,8 +300,8 @@ func (s *Service) pipelineOf(pr current.Term[PR]) current.Term[current.Unit] {
 	outcomes := current.ListMap(jobs, func(in JobInput) string { return in.Job.ID() }, func(in current.Term[JobInput]) current.Term[Outcome] {
 		built := current.Observe(current.Do(s.ops.build, in))
 		onBase := current.Map3(planned, in, built, func(p Planned, in JobInput, o current.Observed[current.Unit]) current.Option[JobInput] {
-			if o.State != current.StateFailed || o.Kind.Infrastructure() {
-				return current.None[JobInput]()
+			if o.State != current.StateFailed || o.Kind.Infrastructure() || in.Job.AcceptFailure {
+				return current.None[JobInput]() // an accepted failure counts either way
 			}
 			b, ok := BaseJob(in.Job, p.Kinds)
 			if !ok {
