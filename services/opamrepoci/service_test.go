@@ -123,7 +123,7 @@ func TestPullRequestFailuresComparedWithMaster(t *testing.T) {
 		"lib.2,compilers,4.13,tests",         // the release's tests: new, it has no counterpart on master
 		"lib.2,compilers,4.13,revdeps,app.1", // broken here, and on master (below)
 		"app.1,compilers,4.13,tests",
-		"lib.2,compilers,4.13,revdeps,mine.1", // broken by the release only
+		"lib.2,compilers,4.13,revdeps,mine.1",  // broken by the release only
 		"lib.2,compilers,4.13,revdeps,flaky.1", // broken, and allowed to fail on debian-12
 	}, blocking: []string{"slow.1,compilers,4.13,build"}}
 	idx, err := results.OpenIndex(filepath.Join(state, "index.db"))
