@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/kiln-ci/kiln/builder"
+	"github.com/kiln-ci/kiln/builder/sandbox"
 	"github.com/kiln-ci/kiln/builder/snapshot"
 	"golang.org/x/sys/unix"
 )
@@ -70,7 +71,8 @@ func TestFullDisk(t *testing.T) {
 		t.Skipf("cannot mount a tmpfs: %v", err)
 	}
 	t.Cleanup(func() { unix.Unmount(dir, unix.MNT_DETACH) })
-	b, _ := newBuilder(t, builder.Options{Root: filepath.Join(dir, "root"), MinFree: 32 << 20})
+	// No disk budget: the step fills the disk (TestStepIgnoringFullDisk has the budget).
+	b, _ := newBuilder(t, builder.Options{Root: filepath.Join(dir, "root"), MinFree: 32 << 20, Limits: sandbox.Limits{Disk: -1}})
 	ok := parse(t, `((from `+base+`) (run (shell "echo small > /small")))`)
 	okID, _ := mustBuild(t, b, ok, builder.BuildContext{})
 
