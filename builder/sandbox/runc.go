@@ -141,7 +141,8 @@ func (r *Runc) Run(ctx context.Context, cfg Config, out io.Writer) (Result, erro
 		for _, s := range cfg.Secrets {
 			targets = append(targets, s.Target)
 		}
-		// Removed after runc has gone (deferred before the container's deletion runs).
+		// Deferred before the shifted views are made, so that it runs after they are
+		// undone, on the root filesystem as the store sees it.
 		defer findStubs(cfg.Rootfs, targets).remove()
 	}
 
