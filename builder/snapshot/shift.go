@@ -53,29 +53,48 @@ func (s *Store) Shift(dir, target string, userns *os.File, uid, gid uint32) (rel
 }
 
 // asOwner calls f on a thread whose file system ids are uid and gid, with its
-// capabilities kept. The thread is never given back to other goroutines: it ends with
-// the goroutine.
+// capabilities kept, and then gives the thread back with its ids and capabilities as
+// they were. A thread that cannot be restored ends with the goroutine instead; that
+// is the exception, as a thread's end kills the children it started with a parent-death
+// signal (runc, servers a test starts).
 func asOwner(uid, gid uint32, f func() error) error {
 	errc := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread()
-		unix.Setfsgid(int(gid))
-		unix.Setfsuid(int(uid))
-		// Changing the file system uid from 0 drops the file capabilities; raise them.
 		hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
-		var data [2]unix.CapUserData
-		if err := unix.Capget(&hdr, &data[0]); err != nil {
+		var saved [2]unix.CapUserData
+		if err := unix.Capget(&hdr, &saved[0]); err != nil {
+			runtime.UnlockOSThread()
 			errc <- fmt.Errorf("capget: %w", err)
 			return
 		}
+		oldGID, _ := unix.SetfsgidRetGid(int(gid))
+		oldUID, _ := unix.SetfsuidRetUid(int(uid))
+		restore := func() bool {
+			unix.SetfsuidRetUid(oldUID)
+			unix.SetfsgidRetGid(oldGID)
+			u, _ := unix.SetfsuidRetUid(-1) // -1 changes nothing and tells the current id
+			g, _ := unix.SetfsgidRetGid(-1)
+			h := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+			return u == oldUID && g == oldGID && unix.Capset(&h, &saved[0]) == nil
+		}
+		// Changing the file system uid from 0 drops the file capabilities; raise them.
+		data := saved
 		for i := range data {
 			data[i].Effective = data[i].Permitted
 		}
 		if err := unix.Capset(&hdr, &data[0]); err != nil {
+			if restore() {
+				runtime.UnlockOSThread()
+			}
 			errc <- fmt.Errorf("capset: %w", err)
 			return
 		}
-		errc <- f()
+		err := f()
+		if restore() {
+			runtime.UnlockOSThread()
+		}
+		errc <- err
 	}()
 	return <-errc
 }
