@@ -72,6 +72,26 @@ func TestReplaySnapshot(t *testing.T) {
 	var jobs []int
 	var lintErrors, lintWarnings, planned, withJobs, skipped int
 	biggest, slowest := "", ""
+	// report logs the tally so far; the plan times only at the end.
+	report := func(final bool) {
+		sortedJobs := slices.Sorted(slices.Values(jobs))
+		ts, cs := slices.Sorted(slices.Values(times)), slices.Sorted(slices.Values(cpus))
+		total := 0
+		for _, n := range jobs {
+			total += n
+		}
+		pct := func(l []time.Duration, q int) time.Duration { return l[len(l)*q/100].Round(time.Millisecond) }
+		t.Logf("%d of %d merges planned (every %d; %s=1 for all)", planned, len(ms), step, replayAllEnv)
+		t.Logf("kinds: %v; problems: %v", kinds, problems)
+		t.Logf("lint: %d errors, %d warnings; by rule: %s", lintErrors, lintWarnings, topRules(rules, 12))
+		t.Logf("jobs: %d in all (%v), %d skipped; %d pull requests with jobs; per pull request median %d, 90th percentile %d, max %d: %s",
+			total, jobKinds, skipped, withJobs, sortedJobs[len(sortedJobs)/2], sortedJobs[len(sortedJobs)*9/10], sortedJobs[len(sortedJobs)-1], biggest)
+		t.Logf("plan time per pull request (analysis, lint, plan): median %v, 90th percentile %v, max %v: %s; CPU time (git included): median %v, 90th percentile %v, max %v",
+			pct(ts, 50), pct(ts, 90), ts[len(ts)-1].Round(time.Millisecond), slowest, pct(cs, 50), pct(cs, 90), cs[len(cs)-1].Round(time.Millisecond))
+		if !final {
+			t.Logf("(so far)")
+		}
+	}
 	for i := 0; i < len(ms); i += step {
 		m := ms[i]
 		var err error
@@ -130,22 +150,11 @@ func TestReplaySnapshot(t *testing.T) {
 		}
 		jobs = append(jobs, len(p.Jobs))
 		times = append(times, d)
+		if testing.Verbose() && planned%100 == 0 {
+			report(false)
+		}
 	}
-	sortedJobs := slices.Sorted(slices.Values(jobs))
-	slices.Sort(times)
-	slices.Sort(cpus)
-	total := 0
-	for _, n := range jobs {
-		total += n
-	}
-	t.Logf("%d of %d merges planned (every %d; %s=1 for all)", planned, len(ms), step, replayAllEnv)
-	t.Logf("kinds: %v; problems: %v", kinds, problems)
-	t.Logf("lint: %d errors, %d warnings; by rule: %s", lintErrors, lintWarnings, topRules(rules, 12))
-	t.Logf("jobs: %d in all (%v), %d skipped; %d pull requests with jobs; per pull request median %d, 90th percentile %d, max %d: %s",
-		total, jobKinds, skipped, withJobs, sortedJobs[len(sortedJobs)/2], sortedJobs[len(sortedJobs)*9/10], sortedJobs[len(sortedJobs)-1], biggest)
-	t.Logf("plan time per pull request (analysis, lint, plan): median %v, 90th percentile %v, max %v: %s; CPU time (git included): median %v, 90th percentile %v, max %v",
-		times[len(times)/2].Round(time.Millisecond), times[len(times)*9/10].Round(time.Millisecond), times[len(times)-1].Round(time.Millisecond), slowest,
-		cpus[len(cpus)/2].Round(time.Millisecond), cpus[len(cpus)*9/10].Round(time.Millisecond), cpus[len(cpus)-1].Round(time.Millisecond))
+	report(true)
 }
 
 // cpuTime is the CPU time of the process and of the children it waited for.
