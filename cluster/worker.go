@@ -406,28 +406,26 @@ func (w *Worker) runOne(ctx context.Context, j *Job, log io.Writer) (string, err
 	return w.o.Runner.Run(ctx, t, log)
 }
 
-// sourceAttempt bounds one read of a source tree from the object store: a read whose
-// chunks stop arriving (a flow-controlled object read can stall under load, seen with
-// contexts of a few MB) is abandoned and made again, up to sourceAttempts times.
-var sourceAttempt = 3 * time.Minute
+// sourceStall is how long a read of a source tree from the object store may go without
+// receiving anything before it is abandoned and made again (up to sourceAttempts
+// times): a flow-controlled object read can stall for good under load (seen with
+// contexts of a few MB).
+var sourceStall = 30 * time.Second
 
 const sourceAttempts = 3
 
 // objectGetter is the part of the object store getSource uses.
 type objectGetter interface {
-	GetBytes(ctx context.Context, name string, opts ...jetstream.GetObjectOpt) ([]byte, error)
+	Get(ctx context.Context, name string, opts ...jetstream.GetObjectOpt) (jetstream.ObjectResult, error)
 }
 
-// getSource reads a source tree from the object store, each attempt bounded by
-// sourceAttempt.
+// getSource reads a source tree from the object store, making the read again when it
+// stalls.
 func getSource(ctx context.Context, store objectGetter, digest string) ([]byte, error) {
 	var err error
 	for range sourceAttempts {
-		actx, cancel := context.WithTimeout(ctx, sourceAttempt)
 		var data []byte
-		data, err = store.GetBytes(actx, digest)
-		cancel()
-		if err == nil {
+		if data, err = readSource(ctx, store, digest); err == nil {
 			return data, nil
 		}
 		if ctx.Err() != nil {
@@ -435,6 +433,35 @@ func getSource(ctx context.Context, store objectGetter, digest string) ([]byte, 
 		}
 	}
 	return nil, fmt.Errorf("fetch source %s: %w", digest, err)
+}
+
+// readSource makes one read, abandoned when nothing arrives for sourceStall (the
+// object's reads return empty every few seconds while they wait).
+func readSource(ctx context.Context, store objectGetter, digest string) ([]byte, error) {
+	actx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	r, err := store.Get(actx, digest)
+	if err != nil {
+		return nil, err
+	}
+	defer r.Close()
+	var buf bytes.Buffer
+	chunk := make([]byte, 256<<10)
+	last := time.Now()
+	for {
+		n, err := r.Read(chunk)
+		buf.Write(chunk[:n])
+		switch {
+		case errors.Is(err, io.EOF):
+			return buf.Bytes(), nil
+		case err != nil:
+			return nil, err
+		case n > 0:
+			last = time.Now()
+		case time.Since(last) > sourceStall:
+			return nil, fmt.Errorf("read stalled: nothing for %s after %d bytes", sourceStall, buf.Len())
+		}
+	}
 }
 
 // source returns the directory of a source tree, fetching it once into the cache.

@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"io"
 	"strings"
 	"testing"
 	"time"
@@ -61,27 +62,49 @@ func TestWorkerInProcess(t *testing.T) {
 	}
 }
 
-// stallingStore is an object store whose first reads never end (until their context
-// does), as a flow-controlled object read can stall.
+// stallingStore is an object store whose first reads stall: after some bytes they
+// return nothing, as a waiting object read does every few seconds.
 type stallingStore struct {
 	stalls int
 	calls  int
 	data   []byte
 }
 
-func (s *stallingStore) GetBytes(ctx context.Context, name string, _ ...jetstream.GetObjectOpt) ([]byte, error) {
+func (s *stallingStore) Get(ctx context.Context, name string, _ ...jetstream.GetObjectOpt) (jetstream.ObjectResult, error) {
 	s.calls++
-	if s.calls <= s.stalls {
-		<-ctx.Done()
-		return nil, ctx.Err()
-	}
-	return s.data, nil
+	return &stallingResult{data: s.data, stall: s.calls <= s.stalls}, nil
 }
 
+type stallingResult struct {
+	jetstream.ObjectResult
+	data  []byte
+	stall bool
+	phase int // 0: the first half to send, 1: the rest (or a stall), 2: the end
+}
+
+func (r *stallingResult) Read(p []byte) (int, error) {
+	half := len(r.data) / 2
+	switch {
+	case r.phase == 0:
+		r.phase = 1
+		return copy(p, r.data[:half]), nil
+	case r.phase == 1 && r.stall:
+		time.Sleep(time.Millisecond)
+		return 0, nil
+	case r.phase == 1:
+		r.phase = 2
+		return copy(p, r.data[half:]), nil
+	default:
+		return 0, io.EOF
+	}
+}
+
+func (r *stallingResult) Close() error { return nil }
+
 func TestGetSourceAbandonsAStalledRead(t *testing.T) {
-	old := sourceAttempt
-	sourceAttempt = 20 * time.Millisecond
-	t.Cleanup(func() { sourceAttempt = old })
+	old := sourceStall
+	sourceStall = 20 * time.Millisecond
+	t.Cleanup(func() { sourceStall = old })
 	cases := []struct {
 		name    string
 		stalls  int
@@ -93,15 +116,15 @@ func TestGetSourceAbandonsAStalledRead(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			st := &stallingStore{stalls: c.stalls, data: []byte("tree")}
+			st := &stallingStore{stalls: c.stalls, data: []byte("source tree")}
 			data, err := getSource(context.Background(), st, "sha256-x")
 			if c.wantErr {
-				if err == nil || !strings.Contains(err.Error(), "sha256-x") {
-					t.Fatalf("getSource = %q, %v; want an error naming the source", data, err)
+				if err == nil || !strings.Contains(err.Error(), "sha256-x") || !strings.Contains(err.Error(), "stalled") {
+					t.Fatalf("getSource = %q, %v; want an error naming the source and the stall", data, err)
 				}
 				return
 			}
-			if err != nil || string(data) != "tree" || st.calls != c.stalls+1 {
+			if err != nil || string(data) != "source tree" || st.calls != c.stalls+1 {
 				t.Fatalf("getSource = %q, %v after %d reads; want the tree after %d", data, err, st.calls, c.stalls+1)
 			}
 		})
