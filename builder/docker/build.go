@@ -272,26 +272,22 @@ func (r *Runner) importBase(ctx context.Context, b image.Base) (string, error) {
 		return ref, nil
 	}
 	v, err, _ := r.flight.Do("import "+ref, func() (any, error) {
-		tarCmd := exec.CommandContext(ctx, "tar", "-C", b.Rootfs, "--numeric-owner", "--xattrs", "--xattrs-include=*", "-cf", "-", ".")
-		pipe, err := tarCmd.StdoutPipe()
-		if err != nil {
-			return nil, err
-		}
-		var tarErr bytes.Buffer
-		tarCmd.Stderr = &tarErr
-		if err := tarCmd.Start(); err != nil {
+		pr, pw := io.Pipe()
+		terr := make(chan error, 1)
+		go func() {
+			err := b.Tar(ctx, pw, false)
+			pw.CloseWithError(err)
+			terr <- err
+		}()
+		_, ierr := r.Engine.run(ctx, pr, "import", "-", ref)
+		pr.CloseWithError(errors.New("the engine stopped reading"))
+		if err := <-terr; err != nil && ierr == nil {
+			// The engine may have taken the stream as ended: drop what it made of it.
+			r.Engine.run(context.WithoutCancel(ctx), nil, "image", "rm", "-f", ref)
 			return nil, fmt.Errorf("import base: %w", err)
 		}
-		_, ierr := r.Engine.run(ctx, pipe, "import", "-", ref)
-		if ierr != nil {
-			io.Copy(io.Discard, pipe)
-		}
-		terr := tarCmd.Wait()
 		if ierr != nil {
 			return nil, fmt.Errorf("import base %s: %w", b.Ref, ierr)
-		}
-		if terr != nil {
-			return nil, fmt.Errorf("import base %s: tar: %v: %s", b.Ref, terr, tarErr.String())
 		}
 		return ref, nil
 	})

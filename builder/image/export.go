@@ -2,7 +2,7 @@ package image
 
 import (
 	"archive/tar"
-	"bytes"
+
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -10,7 +10,7 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
+
 	"path/filepath"
 	"strings"
 	"time"
@@ -33,13 +33,8 @@ func (s *Store) ExportDocker(ctx context.Context, ref string, w io.Writer) error
 	defer os.Remove(layer.Name())
 	defer layer.Close()
 	h := sha256.New()
-	var stderr bytes.Buffer
-	cmd := exec.CommandContext(ctx, "tar", "-C", b.Rootfs, "--numeric-owner", "--xattrs", "--xattrs-include=*",
-		"--sort=name", "-cf", "-", ".")
-	cmd.Stdout = io.MultiWriter(layer, h)
-	cmd.Stderr = &stderr
-	if err := cmd.Run(); err != nil {
-		return fmt.Errorf("export %s: tar of %s: %v: %s", ref, b.Rootfs, err, strings.TrimSpace(stderr.String()))
+	if err := b.Tar(ctx, io.MultiWriter(layer, h), true); err != nil {
+		return fmt.Errorf("export %s: %w", ref, err)
 	}
 	size, err := layer.Seek(0, io.SeekCurrent)
 	if err != nil {
