@@ -18,6 +18,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/singleflight"
 )
 
 // ErrRestart is returned by Worker.Run when the scheduler asked the worker to restart
@@ -64,6 +65,10 @@ type Worker struct {
 	lastRenew time.Time
 	wg        sync.WaitGroup
 	wake      chan struct{}
+	// fetches makes each source tree's fetch once however many jobs ask for it at once.
+	fetches singleflight.Group
+	// objects opens the object store of source trees (the fleet's, by default).
+	objects func(ctx context.Context) (objectGetter, error)
 }
 
 type run struct {
@@ -477,30 +482,56 @@ func (w *Worker) source(ctx context.Context, digest string) (string, error) {
 		return dir, nil
 	}
 	w.m.sourceCache.WithLabelValues("miss").Inc()
-	store, err := w.js.ObjectStore(ctx, bucketSources)
+	// Jobs starting together share one fetch: two reads of one object at once are what
+	// stalled. The fetch is not the first caller's to cancel; it ends by itself (a
+	// stalled read is abandoned after sourceStall).
+	ch := w.fetches.DoChan(digest, func() (any, error) {
+		return w.fetchSource(context.WithoutCancel(ctx), digest, dir)
+	})
+	select {
+	case r := <-ch:
+		if r.Err != nil {
+			return "", r.Err
+		}
+		return dir, nil
+	case <-ctx.Done():
+		return "", ctx.Err()
+	}
+}
+
+// fetchSource reads a source tree from the object store and unpacks it at dir.
+func (w *Worker) fetchSource(ctx context.Context, digest, dir string) (any, error) {
+	if _, err := os.Stat(dir); err == nil {
+		return nil, nil // fetched by a fetch that just ended
+	}
+	objects := w.objects
+	if objects == nil {
+		objects = func(ctx context.Context) (objectGetter, error) { return w.js.ObjectStore(ctx, bucketSources) }
+	}
+	store, err := objects(ctx)
 	if err != nil {
-		return "", fmt.Errorf("source store: %w", err)
+		return nil, fmt.Errorf("source store: %w", err)
 	}
 	data, err := getSource(ctx, store, digest)
 	if err != nil {
-		return "", err
+		return nil, err
 	}
 	tmp, err := os.MkdirTemp(filepath.Join(w.o.StateDir, "sources"), ".fetch-")
 	if err != nil {
-		return "", err
+		return nil, err
 	}
 	if err := unpackSource(bytes.NewReader(data), tmp); err != nil {
 		os.RemoveAll(tmp)
-		return "", fmt.Errorf("source %s: %w", digest, err)
+		return nil, fmt.Errorf("source %s: %w", digest, err)
 	}
 	if err := os.Rename(tmp, dir); err != nil {
 		os.RemoveAll(tmp)
 		if _, serr := os.Stat(dir); serr == nil {
-			return dir, nil // fetched concurrently
+			return nil, nil // fetched by another process sharing the state dir
 		}
-		return "", err
+		return nil, err
 	}
-	return dir, nil
+	return nil, nil
 }
 
 func (w *Worker) sendDone(ctx context.Context) {

@@ -2,8 +2,12 @@ package cluster
 
 import (
 	"context"
+	"fmt"
 	"io"
+	"os"
+	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -126,6 +130,90 @@ func TestGetSourceAbandonsAStalledRead(t *testing.T) {
 			}
 			if err != nil || string(data) != "source tree" || st.calls != c.stalls+1 {
 				t.Fatalf("getSource = %q, %v after %d reads; want the tree after %d", data, err, st.calls, c.stalls+1)
+			}
+		})
+	}
+}
+
+// countingStore serves one source tree, counting reads, each held until release closes.
+type countingStore struct {
+	mu      sync.Mutex
+	gets    int
+	data    []byte
+	release chan struct{}
+}
+
+func (s *countingStore) Get(ctx context.Context, name string, _ ...jetstream.GetObjectOpt) (jetstream.ObjectResult, error) {
+	s.mu.Lock()
+	s.gets++
+	s.mu.Unlock()
+	select {
+	case <-s.release:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	return &stallingResult{data: s.data}, nil
+}
+
+// TestSourceFetchedOnceForJobsStartingTogether starts jobs needing one source tree at
+// once: the worker reads the object once, and every job gets the tree.
+func TestSourceFetchedOnceForJobsStartingTogether(t *testing.T) {
+	src := t.TempDir()
+	if err := os.WriteFile(filepath.Join(src, "f"), []byte("content"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	data, digest, err := PackSource(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		name string
+		jobs int
+	}{{"one job", 1}, {"two jobs", 2}, {"eight jobs", 8}}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			state := t.TempDir()
+			if err := os.MkdirAll(filepath.Join(state, "sources"), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			store := &countingStore{data: data, release: make(chan struct{})}
+			w := &Worker{o: WorkerOptions{StateDir: state}, m: newWorkerMetrics(prometheus.NewRegistry(), "w"),
+				objects: func(context.Context) (objectGetter, error) { return store, nil }}
+			var wg sync.WaitGroup
+			errs := make(chan error, c.jobs)
+			for range c.jobs {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					dir, err := w.source(context.Background(), digest)
+					if err == nil {
+						var b []byte
+						if b, err = os.ReadFile(filepath.Join(dir, "f")); err == nil && string(b) != "content" {
+							err = fmt.Errorf("read %q", b)
+						}
+					}
+					errs <- err
+				}()
+			}
+			// Let every job reach the store (or the fetch it shares) before the read ends.
+			for deadline := time.Now().Add(300 * time.Millisecond); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+				store.mu.Lock()
+				n := store.gets
+				store.mu.Unlock()
+				if n >= c.jobs {
+					break
+				}
+			}
+			close(store.release)
+			wg.Wait()
+			close(errs)
+			for err := range errs {
+				if err != nil {
+					t.Fatal(err)
+				}
+			}
+			if store.gets != 1 {
+				t.Fatalf("%d reads of the object for %d jobs, want 1", store.gets, c.jobs)
 			}
 		})
 	}
