@@ -13,7 +13,6 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"sort"
 	"strings"
@@ -27,6 +26,7 @@ import (
 	"github.com/kiln-ci/kiln/opam/lint"
 	"github.com/kiln-ci/kiln/plugins/fleetjob"
 	"github.com/kiln-ci/kiln/plugins/forges"
+	"github.com/kiln-ci/kiln/services/internal/baseimages"
 	"github.com/kiln-ci/kiln/services/internal/matrix"
 	"github.com/kiln-ci/kiln/services/internal/opamenv"
 	"github.com/kiln-ci/kiln/services/internal/opamrepo"
@@ -73,9 +73,8 @@ type Service struct {
 	// bases are, by platform name, the terms that are ok once the platform's base image
 	// is in the store (only for platforms whose image the service makes).
 	bases map[string]current.Term[current.Unit]
-	// ensureDebian makes a base image (default: the store's EnsureDebian), and
-	// heartbeatEvery is how often making one logs that it goes on (default
-	// baseHeartbeat); tests change them.
+	// ensureDebian and heartbeatEvery are the base images' Maker's Ensure and
+	// Heartbeat; tests change them.
 	ensureDebian   func(*image.Store, context.Context, image.DebianOptions) (image.Base, error)
 	heartbeatEvery time.Duration
 	seenMu         sync.Mutex
@@ -463,15 +462,7 @@ func (s *Service) makeOps() {
 		Run:   s.build,
 		Pool:  fleetjob.Pool,
 	}
-	s.ops.base = &current.Op[image.DebianOptions, string]{
-		Name: "ocamlci-base-image",
-		Key: func(o image.DebianOptions) string {
-			name, _ := o.LocalName()
-			return name
-		},
-		Label: func(o image.DebianOptions) string { return "base image " + o.Suite + " " + o.Arch },
-		Run:   s.makeBase,
-	}
+	s.ops.base = (&baseimages.Maker{Dir: s.Images, Heartbeat: s.heartbeatEvery, Ensure: s.ensureDebian}).Op("ocamlci-base-image")
 	s.ops.ended = &current.Op[results.Live, current.Unit]{
 		Name:  "ocamlci-superseded",
 		Key:   func(l results.Live) string { return "superseded " + strings.Join(l.Forges, ",") },
@@ -484,73 +475,6 @@ func (s *Service) makeOps() {
 		Key:     func(in StatusInput) string { return in.Repo.String() + " " + in.Commit },
 		Label:   func(in StatusInput) string { return "status " + short(in.Commit) },
 		Run:     s.publish,
-	}
-}
-
-// makeBase makes a platform's Debian base image in the builder's image store, unless
-// it is there already.
-func (s *Service) makeBase(ctx context.Context, j *current.Job, o image.DebianOptions) (string, error) {
-	st, err := image.Open(s.Images)
-	if err != nil {
-		return "", current.Infra(current.FailDiskFull, err)
-	}
-	st.Progress = image.NewProgress(j)
-	name, err := o.LocalName()
-	if err != nil {
-		return "", err
-	}
-	if b, err := st.Resolve(ctx, name); err == nil {
-		j.Logf("%s is in the store (%s)", name, b.ID)
-		return name, nil
-	}
-	j.Logf("making %s with mmdebstrap (%s)", name, o.Recipe())
-	every, ensure := s.heartbeatEvery, s.ensureDebian
-	if every <= 0 {
-		every = baseHeartbeat
-	}
-	if ensure == nil {
-		ensure = (*image.Store).EnsureDebian
-	}
-	stop := heartbeat(j, every, func(d time.Duration) string {
-		note := ""
-		if o.Arch != "" && o.Arch != runtime.GOARCH {
-			note = "; " + o.Arch + " runs emulated by qemu, several times slower than natively"
-		}
-		return fmt.Sprintf("still making %s: %s so far (mmdebstrap installs the packages, then the image is stored)%s", name, d.Round(time.Second), note)
-	})
-	b, err := ensure(st, ctx, o)
-	stop()
-	if err != nil {
-		return "", current.Infra(current.FailNetwork, fmt.Errorf("make base image %s: %w", name, err))
-	}
-	j.Logf("made %s (%s, %d MB)", name, b.ID, b.Size>>20)
-	return name, nil
-}
-
-// baseHeartbeat is how often making a base image says it is still at it.
-const baseHeartbeat = 30 * time.Second
-
-// heartbeat logs line(time since start) to j every period until stop is called.
-func heartbeat(j *current.Job, period time.Duration, line func(time.Duration) string) (stop func()) {
-	start := time.Now()
-	done := make(chan struct{})
-	finished := make(chan struct{})
-	go func() {
-		defer close(finished)
-		t := time.NewTicker(period)
-		defer t.Stop()
-		for {
-			select {
-			case <-done:
-				return
-			case <-t.C:
-				j.Logf("%s", line(time.Since(start)))
-			}
-		}
-	}()
-	return func() {
-		close(done)
-		<-finished
 	}
 }
 
