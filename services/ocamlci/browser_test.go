@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
+
+	"github.com/kiln-ci/kiln/services/internal/browsertest"
 )
 
 // browseAndRebuild walks the public UI in Debian's chromium as a user does, from the
@@ -17,18 +19,9 @@ func browseAndRebuild(t *testing.T, h *ciHarness, commit, variant string) {
 	ctx := b.ctx
 	step := func(what string, actions ...chromedp.Action[chromedp.Void]) {
 		t.Helper()
-		if err := chromedp.Do(ctx, actions...); err != nil {
-			t.Fatalf("%s: %v", what, err)
-		}
+		browsertest.Step(t, ctx, what, actions...)
 	}
-	text := func(sel string) string {
-		t.Helper()
-		s, err := chromedp.Run(ctx, chromedp.TextContent(chromedp.CSS(sel)))
-		if err != nil {
-			t.Fatalf("text of %s: %v", sel, err)
-		}
-		return s
-	}
+	text := func(sel string) string { t.Helper(); return browsertest.Text(t, ctx, sel) }
 
 	step("open the owner's page", chromedp.Navigate(b.url+"/"+h.repo.Forge+"/"+h.repo.Owner),
 		chromedp.WaitVisible(chromedp.CSS(`a[href="/`+h.repo.Forge+`/`+h.repo.Owner+`/`+h.repo.Name+`"]`)))

@@ -4,9 +4,6 @@ import (
 	"bytes"
 	"context"
 	"image/png"
-	"net/http"
-	"net/http/httptest"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -16,6 +13,7 @@ import (
 	"github.com/kiln-ci/kiln/builder/image"
 	"github.com/kiln-ci/kiln/forge"
 	"github.com/kiln-ci/kiln/internal/testenv"
+	"github.com/kiln-ci/kiln/services/internal/browsertest"
 	"github.com/kiln-ci/kiln/services/internal/matrix"
 	"github.com/kiln-ci/kiln/services/internal/results"
 	"github.com/kiln-ci/kiln/web"
@@ -31,40 +29,12 @@ type browser struct {
 // newBrowser serves the console (with a menu link to the repositories) and the results
 // pages of h, and opens chromium on them in a 1400×1000 window.
 func newBrowser(t *testing.T, h *ciHarness) *browser {
-	chromium := testenv.RequireCommand(t, "chromium")
-	auth, _, err := web.OpenAuth(web.AuthOptions{Dir: filepath.Join(t.TempDir(), "console"), AdminPassword: "pw", Anonymous: web.RoleBuilder})
-	if err != nil {
-		t.Fatal(err)
-	}
-	console, err := web.New(web.Options{Engine: web.CurrentEngine{E: h.engine}, Auth: auth, Links: []web.Link{{Text: "Git repositories", URL: "/git"}}})
-	if err != nil {
-		t.Fatal(err)
-	}
 	ui, err := results.NewUI(h.svc.Index, h.engine, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	mux := http.NewServeMux()
-	for _, r := range ui.Routes() {
-		mux.Handle(r, ui)
-	}
-	mux.Handle("/", console)
-	srv := httptest.NewServer(mux)
-	t.Cleanup(srv.Close)
-
-	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(),
-		chromedp.ExecPath(chromium), chromedp.Headless, chromedp.NoSandbox, chromedp.DisableGPU, chromedp.NoFirstRun,
-		chromedp.NoDefaultBrowserCheck, chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true), chromedp.Flag("disable-sync", true),
-		chromedp.Flag("disable-dev-shm-usage", true), chromedp.UserDataDir(t.TempDir()))
-	t.Cleanup(cancelAlloc)
-	bctx, cancelCtx := chromedp.NewContext(actx)
-	t.Cleanup(cancelCtx)
-	if err := chromedp.Do(bctx, chromedp.EmulateViewport(1400, 1000)); err != nil {
-		t.Fatalf("start chromium: %v", err)
-	}
-	ctx, cancel := context.WithTimeout(bctx, 3*time.Minute)
-	t.Cleanup(cancel)
+	srv := browsertest.Serve(t, h.engine, ui.Routes(), ui, web.Link{Text: "Git repositories", URL: "/git"})
+	ctx := browsertest.Chromium(t, 3*time.Minute, chromedp.EmulateViewport(1400, 1000))
 	return &browser{t: t, ctx: ctx, url: srv.URL}
 }
 

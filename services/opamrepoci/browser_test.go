@@ -22,18 +22,9 @@ func browsePullRequest(t *testing.T, e *current.Engine, idx *results.Index, ui *
 	ctx := browsertest.Chromium(t, 5*time.Minute)
 	step := func(what string, actions ...chromedp.Action[chromedp.Void]) {
 		t.Helper()
-		if err := chromedp.Do(ctx, actions...); err != nil {
-			t.Fatalf("%s: %v", what, err)
-		}
+		browsertest.Step(t, ctx, what, actions...)
 	}
-	text := func(sel string) string {
-		t.Helper()
-		s, err := chromedp.Run(ctx, chromedp.TextContent(chromedp.CSS(sel)))
-		if err != nil {
-			t.Fatalf("text of %s: %v", sel, err)
-		}
-		return s
-	}
+	text := func(sel string) string { t.Helper(); return browsertest.Text(t, ctx, sel) }
 	const failing = "mylib.2,compilers,4.13,revdeps,goodrev.1"
 	leaf := `.tree a.variant[href$="/variant/` + failing + `"]`
 	step("open the pull request's page", chromedp.Navigate(srv.URL+page), chromedp.WaitVisible(chromedp.CSS(`section.errors`)))

@@ -18,14 +18,15 @@ import (
 )
 
 // Serve serves h at each of routes beside the console of e, where anonymous users
-// are builders (they may rebuild and cancel), until the test ends.
-func Serve(t testing.TB, e *current.Engine, routes []string, h http.Handler) *httptest.Server {
+// are builders (they may rebuild and cancel), with links in the console's menu, until
+// the test ends.
+func Serve(t testing.TB, e *current.Engine, routes []string, h http.Handler, links ...web.Link) *httptest.Server {
 	t.Helper()
 	auth, _, err := web.OpenAuth(web.AuthOptions{Dir: filepath.Join(t.TempDir(), "console"), AdminPassword: "pw", Anonymous: web.RoleBuilder})
 	if err != nil {
 		t.Fatal(err)
 	}
-	console, err := web.New(web.Options{Engine: web.CurrentEngine{E: e}, Auth: auth})
+	console, err := web.New(web.Options{Engine: web.CurrentEngine{E: e}, Auth: auth, Links: links})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -39,9 +40,10 @@ func Serve(t testing.TB, e *current.Engine, routes []string, h http.Handler) *ht
 	return srv
 }
 
-// Chromium starts a headless chromium (the test skips without one) and returns the
-// context to drive it with, ending after timeout or with the test.
-func Chromium(t testing.TB, timeout time.Duration) context.Context {
+// Chromium starts a headless chromium (the test skips without one), runs setup in it
+// (a viewport, say) and returns the context to drive it with, ending after timeout or
+// with the test.
+func Chromium(t testing.TB, timeout time.Duration, setup ...chromedp.Action[chromedp.Void]) context.Context {
 	t.Helper()
 	chromium := testenv.RequireCommand(t, "chromium")
 	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(),
@@ -52,10 +54,28 @@ func Chromium(t testing.TB, timeout time.Duration) context.Context {
 	t.Cleanup(cancelAlloc)
 	bctx, cancelCtx := chromedp.NewContext(actx)
 	t.Cleanup(cancelCtx)
-	if err := chromedp.Do(bctx); err != nil {
+	if err := chromedp.Do(bctx, setup...); err != nil {
 		t.Fatalf("start chromium: %v", err)
 	}
 	ctx, cancel := context.WithTimeout(bctx, timeout)
 	t.Cleanup(cancel)
 	return ctx
+}
+
+// Step runs actions in the browser of ctx, failing the test with what it was doing.
+func Step(t testing.TB, ctx context.Context, what string, actions ...chromedp.Action[chromedp.Void]) {
+	t.Helper()
+	if err := chromedp.Do(ctx, actions...); err != nil {
+		t.Fatalf("%s: %v", what, err)
+	}
+}
+
+// Text is the text content of the element sel finds.
+func Text(t testing.TB, ctx context.Context, sel string) string {
+	t.Helper()
+	s, err := chromedp.Run(ctx, chromedp.TextContent(chromedp.CSS(sel)))
+	if err != nil {
+		t.Fatalf("text of %s: %v", sel, err)
+	}
+	return s
 }
