@@ -84,3 +84,26 @@ func BenchmarkDockerfileCached20(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkDockerfileUncached20 is `docker build --no-cache` (classic builder) of the
+// 20-step spec rendered as a Dockerfile: every step runs, the reference for the
+// builder's BenchmarkUncachedSteps.
+func BenchmarkDockerfileUncached20(b *testing.B) {
+	r, baseID := benchRunner(b)
+	ctx := context.Background()
+	if _, err := r.Build(ctx, twentyStepSpec("kiln/debian:bookworm"), docker.Options{}); err != nil {
+		b.Fatal(err)
+	}
+	df := twentyStepSpec("kiln-base:" + strings.TrimPrefix(baseID, "sha256:")).Dockerfile(spec.DockerfileOptions{})
+	dir := b.TempDir()
+	b.ResetTimer()
+	for b.Loop() {
+		var out bytes.Buffer
+		if err := r.Engine.BuildDockerfile(ctx, df, dir, "kiln-bench-20u:latest", &out, "--no-cache"); err != nil {
+			b.Fatal(err)
+		}
+		if strings.Contains(out.String(), "Using cache") {
+			b.Fatalf("a step came from the cache:\n%s", out.String())
+		}
+	}
+}
