@@ -4,6 +4,8 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 func TestRootHoldsGoMod(t *testing.T) {
@@ -46,6 +48,32 @@ func TestCacheRoot(t *testing.T) {
 			t.Setenv("KILN_TEST_CACHE", tc.env)
 			if got, want := CacheRoot(), tc.want(); got != want {
 				t.Errorf("CacheRoot() = %s, want %s", got, want)
+			}
+		})
+	}
+}
+
+func TestMetrics(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	c := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kiln_test_things_total"}, []string{"result"})
+	g := prometheus.NewGauge(prometheus.GaugeOpts{Name: "kiln_test_level"})
+	reg.MustRegister(c, g)
+	c.WithLabelValues("hit").Add(3)
+	c.WithLabelValues("miss").Inc()
+	g.Set(2.5)
+	got := Metrics(t, reg)
+	cases := []struct {
+		name, key string
+		want      float64
+	}{
+		{"counter with a label", "kiln_test_things_total{result=hit}", 3},
+		{"another label value", "kiln_test_things_total{result=miss}", 1},
+		{"gauge without labels", "kiln_test_level{}", 2.5},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			if v, ok := got[tc.key]; !ok || v != tc.want {
+				t.Fatalf("%s = %v (present %v), want %v; all: %v", tc.key, v, ok, tc.want, got)
 			}
 		})
 	}

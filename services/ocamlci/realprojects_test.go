@@ -184,19 +184,10 @@ func testRealProjects(t *testing.T, set []string, dune string, projects ...realP
 // archiveLookups reads kiln_opamenv_archive_lookups_total by result.
 func archiveLookups(t *testing.T, reg *prometheus.Registry) map[string]float64 {
 	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
 	out := map[string]float64{}
-	for _, mf := range mfs {
-		if mf.GetName() != "kiln_opamenv_archive_lookups_total" {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			for _, l := range m.GetLabel() {
-				out[l.GetValue()] = m.GetCounter().GetValue()
-			}
+	for k, v := range testenv.Metrics(t, reg) {
+		if r, ok := strings.CutPrefix(k, "kiln_opamenv_archive_lookups_total{result="); ok {
+			out[strings.TrimSuffix(r, "}")] = v
 		}
 	}
 	return out

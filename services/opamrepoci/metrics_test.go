@@ -7,6 +7,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/kiln-ci/kiln/forge"
+	"github.com/kiln-ci/kiln/internal/testenv"
 )
 
 func TestMetrics(t *testing.T) {
@@ -29,14 +30,14 @@ func TestMetrics(t *testing.T) {
 		{"pending jobs of #2", "kiln_opamrepoci_pull_request_jobs", "pr=2,repo=gitea/o/r,status=pending", 1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if got := gauges(t, reg)[tc.metric+"{"+tc.labels+"}"]; got != tc.want {
+			if got := testenv.Metrics(t, reg)[tc.metric+"{"+tc.labels+"}"]; got != tc.want {
 				t.Errorf("%s{%s} = %v, want %v", tc.metric, tc.labels, got, tc.want)
 			}
 		})
 	}
 	m.keepPRs([]PR{pr2})
 	t.Run("a pull request no longer followed leaves", func(t *testing.T) {
-		g := gauges(t, reg)
+		g := testenv.Metrics(t, reg)
 		if got := g["kiln_opamrepoci_pull_requests{state=failed}"]; got != 0 {
 			t.Errorf("failed pull requests = %v, want 0", got)
 		}
@@ -46,24 +47,4 @@ func TestMetrics(t *testing.T) {
 			}
 		}
 	})
-}
-
-// gauges reads reg's gauges as NAME{LABEL=VALUE,...} → value.
-func gauges(t *testing.T, reg *prometheus.Registry) map[string]float64 {
-	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	out := map[string]float64{}
-	for _, mf := range mfs {
-		for _, m := range mf.GetMetric() {
-			var ls []string
-			for _, l := range m.GetLabel() {
-				ls = append(ls, l.GetName()+"="+l.GetValue())
-			}
-			out[mf.GetName()+"{"+strings.Join(ls, ",")+"}"] = m.GetGauge().GetValue()
-		}
-	}
-	return out
 }
