@@ -8,7 +8,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -69,7 +68,7 @@ type Service struct {
 		analyse *current.Op[Fetched, Planned]
 		build   *current.Op[JobInput, current.Unit]
 		report  *current.Op[Report, current.Unit]
-		ended   *current.Op[LiveHeads, current.Unit]
+		ended   *current.Op[results.Live, current.Unit]
 	}
 }
 
@@ -178,24 +177,14 @@ func (s *Service) Pipeline() current.Term[current.Unit] {
 	return current.All(all...)
 }
 
-// LiveHeads are the heads the pull requests of one source point at.
-type LiveHeads struct {
-	Forges []string `json:"forges"`
-	Heads  []string `json:"heads"` // "forge/owner/name commit", sorted
-}
-
-func liveHeads(prs []PR) LiveHeads {
-	var l LiveHeads
-	for _, p := range prs {
-		if !slices.Contains(l.Forges, p.Repo.Forge) {
-			l.Forges = append(l.Forges, p.Repo.Forge)
-		}
-		l.Heads = append(l.Heads, p.Repo.String()+" "+p.Head)
+// liveHeads is the set of the heads the pull requests point at.
+func liveHeads(prs []PR) results.Live {
+	repos := make([]forge.RepoID, len(prs))
+	heads := make([]string, len(prs))
+	for i, p := range prs {
+		repos[i], heads[i] = p.Repo, p.Head
 	}
-	slices.Sort(l.Forges)
-	slices.Sort(l.Heads)
-	l.Heads = slices.Compact(l.Heads)
-	return l
+	return results.LiveOf(repos, heads)
 }
 
 // supersededMessage is why the jobs of a head no pull request points at are cancelled.
@@ -204,15 +193,12 @@ const supersededMessage = "cancelled: superseded (no pull request points at this
 // endSuperseded gives each unfinished head of the source's forges that no pull
 // request points at any more its final status: its queued and running jobs cancelled,
 // and the opam-ci status says so, so that the forge is not left with a pending one.
-func (s *Service) endSuperseded(ctx context.Context, j *current.Job, live LiveHeads) (current.Unit, error) {
-	unfinished, err := s.Index.Unfinished(ctx, live.Forges)
+func (s *Service) endSuperseded(ctx context.Context, j *current.Job, live results.Live) (current.Unit, error) {
+	superseded, err := s.Index.Superseded(ctx, live)
 	if err != nil {
 		return current.Unit{}, current.Infra(current.FailDiskFull, fmt.Errorf("index: %w", err))
 	}
-	for _, c := range unfinished {
-		if _, ok := slices.BinarySearch(live.Heads, c.Repo.String()+" "+c.Commit); ok {
-			continue
-		}
+	for _, c := range superseded {
 		recs, err := s.Index.CancelUnfinished(ctx, c.Repo, c.Commit, supersededMessage)
 		if err != nil {
 			return current.Unit{}, current.Infra(current.FailDiskFull, err)
@@ -452,10 +438,10 @@ func (s *Service) makeOps() {
 		Run:  s.build,
 		Pool: fleetjob.Pool,
 	}
-	s.ops.ended = &current.Op[LiveHeads, current.Unit]{
+	s.ops.ended = &current.Op[results.Live, current.Unit]{
 		Name:  "opamrepoci-superseded",
-		Key:   func(l LiveHeads) string { return "superseded " + strings.Join(l.Forges, ",") },
-		Label: func(LiveHeads) string { return "end superseded heads" },
+		Key:   func(l results.Live) string { return "superseded " + strings.Join(l.Forges, ",") },
+		Label: func(results.Live) string { return "end superseded heads" },
 		Run:   s.endSuperseded,
 	}
 	s.ops.report = &current.Op[Report, current.Unit]{
