@@ -119,7 +119,7 @@ func tags(images []Image, latest string) []Tag {
 	add := func(name string, im Image, alias bool) {
 		out = append(out, Tag{Name: name, Image: im.Name(), Alias: alias, Deprecated: im.Deprecated})
 	}
-	newest := map[string]Image{} // by distribution: its newest compiler image
+	newest := map[string]Image{}  // by distribution: its newest compiler image
 	family := map[string]Distro{} // by family: its newest active version
 	for _, im := range images {
 		add(im.Name(), im, false)
