@@ -26,6 +26,11 @@ import (
 // themselves, only later.
 var ocamlPackages = []string{"ocaml-nox", "opam", "rsync", "ocaml-dune", "ocaml-odoc", "git", "ca-certificates", "make", "gcc", "libc6-dev"}
 
+// opamPackages mirrors baseimages.OpamPackages (services/baseimages): the root
+// filesystems of the base-images service's opam images, Debian 12 and 13.
+var opamPackages = []string{"opam", "rsync", "git", "ca-certificates", "curl", "make", "m4", "gcc", "libc6-dev",
+	"patch", "unzip", "bzip2", "xz-utils", "sudo", "passwd"}
+
 func main() {
 	// The recipes of imagetest.Debian (the plain base), of the tests that build for
 	// arm64, and of the services' default platforms (Debian 12 with OCaml on amd64 and
@@ -36,6 +41,10 @@ func main() {
 		{Suite: "bookworm", Arch: "amd64", Packages: ocamlPackages},
 		{Suite: "bookworm", Arch: "arm64"},
 		{Suite: "bookworm", Arch: "arm64", Packages: ocamlPackages},
+		{Suite: "bookworm", Arch: "amd64", Packages: opamPackages},
+		{Suite: "trixie", Arch: "amd64", Packages: opamPackages},
+		{Suite: "bookworm", Arch: "arm64", Packages: opamPackages},
+		{Suite: "trixie", Arch: "arm64", Packages: opamPackages},
 	}
 
 	st, err := image.Open(filepath.Join(testenv.CacheRoot(), "images"))
