@@ -1,0 +1,92 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+
+	"github.com/kiln-ci/kiln/services/bench/benchfmt"
+)
+
+func init() {
+	bench := &cobra.Command{
+		Use:   "bench",
+		Short: "Check benchmark output in current-bench's JSON format",
+	}
+
+	var asJSON bool
+	check := &cobra.Command{
+		Use:   "check [FILE]",
+		Short: "Read a benchmark's output (FILE, or standard input) and list its metrics and the errors by line",
+		Long: `Read a benchmark's output the way the bench service does while the benchmark runs:
+result objects in current-bench's JSON format (version 3, or the legacy version 1
+with "metrics" as an object) mixed with log lines. List the metrics found and every
+problem with the line it is on; exit with an error when there is any problem or no
+metric at all.`,
+		Args: cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var r io.Reader = os.Stdin
+			name := "standard input"
+			if len(args) == 1 {
+				f, err := os.Open(args[0])
+				if err != nil {
+					return err
+				}
+				defer f.Close()
+				r, name = f, args[0]
+			}
+			out, err := benchfmt.Parse(r, benchfmt.Limits{})
+			if err != nil {
+				return fmt.Errorf("reading %s: %w", name, err)
+			}
+			if asJSON {
+				e := json.NewEncoder(os.Stdout)
+				e.SetIndent("", "  ")
+				if err := e.Encode(out); err != nil {
+					return err
+				}
+			} else {
+				printCheck(out, name)
+			}
+			switch {
+			case len(out.Errors) > 0:
+				return fmt.Errorf("%s: %d errors", name, len(out.Errors)+out.DroppedErrors)
+			case out.Metrics() == 0:
+				return fmt.Errorf("%s: no benchmark results in %d lines", name, out.Lines)
+			}
+			return nil
+		},
+	}
+	check.Flags().BoolVar(&asJSON, "json", false, "print the results and errors as JSON")
+	bench.AddCommand(check)
+	addCommand(bench)
+}
+
+func printCheck(out *benchfmt.Output, name string) {
+	w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(w, "BENCHMARK\tTEST\tMETRIC\tKIND\tSAMPLES\tAVERAGE\tUNITS\tTREND\tLINES")
+	for _, b := range out.Benchmarks {
+		for _, r := range b.Results {
+			for _, m := range r.Metrics {
+				first := m.Lines[0]
+				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%d\t%g\t%s\t%s\t%d-%d\n", b.Name, r.Test, m.Name, m.Value.Kind,
+					len(m.Value.Points()), m.Value.Central(), m.Units, m.Trend, first.First, first.Last)
+			}
+		}
+	}
+	w.Flush()
+	for _, e := range out.Errors {
+		if e.Col > 0 {
+			fmt.Fprintf(os.Stderr, "%s:%d:%d: %s\n", name, e.Line, e.Col, e.Msg)
+		} else {
+			fmt.Fprintf(os.Stderr, "%s:%d: %s\n", name, e.Line, e.Msg)
+		}
+	}
+	if out.DroppedErrors > 0 {
+		fmt.Fprintf(os.Stderr, "%s: %d more errors\n", name, out.DroppedErrors)
+	}
+}
