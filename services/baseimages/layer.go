@@ -3,10 +3,7 @@ package baseimages
 import (
 	"archive/tar"
 	"bytes"
-	"compress/gzip"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -21,15 +18,14 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// layerWriter writes a root filesystem, or what differs in it from another, as a
-// reproducible tar: entries sorted by name, modification times clamped to epoch,
-// numeric owners without names, no access or change times, hard links kept within
-// the layer, the security.capability attribute kept, nothing else of the host.
+// layerWriter writes what differs in a root filesystem from the one below it as a
+// layer's tar: changed and added entries (with the folders they are in) and
+// whiteouts for removed ones, sorted, numeric owners, hard links within the layer,
+// the security.capability attribute kept. registry.Assemble normalises it further.
 type layerWriter struct {
 	ctx   context.Context
 	dir   string // the tree written
-	old   string // the tree below, for a diff layer ("" for a full one)
-	epoch time.Time
+	old   string // the tree below ("" writes all of dir)
 	tw    *tar.Writer
 	links map[[2]uint64]string
 	// pending are directories not yet written that a changed entry lies in.
@@ -37,11 +33,11 @@ type layerWriter struct {
 	entries int
 }
 
-// WriteLayer writes the tree at dir as a layer to w; with old set, only the entries
-// that differ from old's and whiteouts for those old has and dir has not. Times after
-// epoch become epoch.
-func WriteLayer(ctx context.Context, w io.Writer, dir, old string, epoch time.Time) (entries int, err error) {
-	lw := &layerWriter{ctx: ctx, dir: dir, old: old, epoch: epoch.UTC().Truncate(time.Second), tw: tar.NewWriter(w), links: map[[2]uint64]string{}}
+// WriteDiff writes to w, as a layer's tar, the entries of the tree at dir that differ
+// from those of the tree at old, and whiteouts for the entries old has and dir has
+// not; it returns the number of entries written.
+func WriteDiff(ctx context.Context, w io.Writer, dir, old string) (entries int, err error) {
+	lw := &layerWriter{ctx: ctx, dir: dir, old: old, tw: tar.NewWriter(w), links: map[[2]uint64]string{}}
 	if err := lw.walk(""); err != nil {
 		return 0, err
 	}
@@ -71,7 +67,7 @@ func (lw *layerWriter) walk(rel string) error {
 		if oldNames, err := sortedNames(filepath.Join(lw.old, rel)); err == nil {
 			for _, n := range oldNames {
 				if _, found := slices.BinarySearch(names, n); !found {
-					if err := lw.write(&tar.Header{Typeflag: tar.TypeReg, Name: path.Join(rel, ".wh."+n), ModTime: lw.epoch}, ""); err != nil {
+					if err := lw.write(&tar.Header{Typeflag: tar.TypeReg, Name: path.Join(rel, ".wh."+n), ModTime: time.Unix(0, 0)}, ""); err != nil {
 						return err
 					}
 				}
@@ -139,9 +135,6 @@ func (lw *layerWriter) header(p string, fi fs.FileInfo) (*tar.Header, error) {
 	hdr.Uname, hdr.Gname = "", ""
 	hdr.AccessTime, hdr.ChangeTime = time.Time{}, time.Time{}
 	hdr.ModTime = fi.ModTime().UTC().Truncate(time.Second)
-	if hdr.ModTime.After(lw.epoch) {
-		hdr.ModTime = lw.epoch
-	}
 	hdr.Format = tar.FormatUnknown
 	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
 		hdr.Uid, hdr.Gid = int(st.Uid), int(st.Gid)
@@ -249,58 +242,4 @@ func sameContent(a, b string) (bool, error) {
 			return errors.Is(ea, io.ErrUnexpectedEOF) || errors.Is(ea, io.EOF), nil
 		}
 	}
-}
-
-// LayerFile is a gzip-compressed layer kept on disk.
-type LayerFile struct {
-	Path    string `json:"path"`
-	Digest  string `json:"digest"`  // sha256 of the compressed file
-	DiffID  string `json:"diff_id"` // sha256 of the tar
-	Size    int64  `json:"size"`
-	Entries int    `json:"entries"`
-}
-
-// writeLayerFile writes the layer of dir (over old) gzip-compressed to file, atomically.
-func writeLayerFile(ctx context.Context, file, dir, old string, epoch time.Time) (LayerFile, error) {
-	if err := os.MkdirAll(filepath.Dir(file), 0o755); err != nil {
-		return LayerFile{}, err
-	}
-	tmp, err := os.CreateTemp(filepath.Dir(file), ".layer-*")
-	if err != nil {
-		return LayerFile{}, err
-	}
-	defer os.Remove(tmp.Name())
-	defer tmp.Close()
-	compressed, raw := sha256.New(), sha256.New()
-	counter := &countWriter{w: io.MultiWriter(tmp, compressed)}
-	zw, err := gzip.NewWriterLevel(counter, gzip.DefaultCompression)
-	if err != nil {
-		return LayerFile{}, err
-	}
-	n, err := WriteLayer(ctx, io.MultiWriter(zw, raw), dir, old, epoch)
-	if err != nil {
-		return LayerFile{}, err
-	}
-	if err := zw.Close(); err != nil {
-		return LayerFile{}, err
-	}
-	if err := tmp.Close(); err != nil {
-		return LayerFile{}, fmt.Errorf("layer %s: %w", file, err)
-	}
-	if err := os.Rename(tmp.Name(), file); err != nil {
-		return LayerFile{}, err
-	}
-	return LayerFile{Path: file, Digest: "sha256:" + hex.EncodeToString(compressed.Sum(nil)),
-		DiffID: "sha256:" + hex.EncodeToString(raw.Sum(nil)), Size: counter.n, Entries: n}, nil
-}
-
-type countWriter struct {
-	w io.Writer
-	n int64
-}
-
-func (c *countWriter) Write(p []byte) (int, error) {
-	n, err := c.w.Write(p)
-	c.n += int64(n)
-	return n, err
 }
