@@ -1,0 +1,247 @@
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/kiln-ci/kiln/internal/pgtest"
+	"github.com/kiln-ci/kiln/services/bench/benchfmt"
+)
+
+func results(t *testing.T, out string) []benchfmt.Benchmark {
+	t.Helper()
+	o, err := benchfmt.Parse(strings.NewReader(out), benchfmt.Limits{})
+	if err != nil || len(o.Errors) > 0 {
+		t.Fatalf("test results do not parse: %v %v", err, o.Errors)
+	}
+	return o.Benchmarks
+}
+
+func bench(metrics ...string) string {
+	return `{"name": "b", "results": [{"name": "t", "metrics": [` + strings.Join(metrics, ",") + `]}]}`
+}
+
+var t0 = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+
+// suite runs the same checks on a store and returns the transcript of its answers.
+func suite(t *testing.T, s *Store, reopen func() *Store) string {
+	ctx := context.Background()
+	var transcript strings.Builder
+	record := func(label string, v any) {
+		b, _ := json.Marshal(v)
+		fmt.Fprintf(&transcript, "%s: %s\n", label, b)
+	}
+	created := t0.Add(time.Hour)
+	add := func(t *testing.T, r Run) int64 {
+		r.Created = created
+		id, err := s.AddRun(ctx, r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return id
+	}
+	t.Run("runs on main with metrics", func(t *testing.T) {
+		for i := range 5 {
+			id := add(t, Run{Repo: "o/r", Branch: "main", Commit: fmt.Sprintf("c%d", i), CommitTime: t0.Add(time.Duration(i) * time.Minute), Env: "x86"})
+			err := s.PutMetrics(ctx, id, Head, results(t, bench(
+				fmt.Sprintf(`{"name": "time", "value": [%d, %d], "units": "ms", "trend": "lower-is-better"}`, 10+i, 12+i),
+				fmt.Sprintf(`{"name": "gc/minor", "value": {"min": 1, "avg": %d, "max": 9}}`, 2+i))))
+			if err != nil {
+				t.Fatal(err)
+			}
+			state := Passed
+			if i == 3 {
+				state = Failed
+			}
+			if err := s.Finish(ctx, id, state, "", Machine{CPU: "test cpu", Kernel: "6.1"}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		runs, err := s.Runs(ctx, Filter{Repo: "o/r", Branch: "main"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(runs) != 5 || runs[0].Commit != "c0" || runs[3].State != Failed || runs[4].Machine.CPU != "test cpu" {
+			t.Errorf("runs: %+v", runs)
+		}
+		for i := range runs {
+			runs[i].Finished = time.Time{}
+		}
+		record("runs", runs)
+	})
+	t.Run("series skips failed runs and keeps the newest", func(t *testing.T) {
+		pts, err := s.Series(ctx, Filter{Repo: "o/r", Branch: "main", Env: "x86", Limit: 3}, Key{"b", "t", "time"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var commits []string
+		for _, p := range pts {
+			commits = append(commits, p.Commit)
+		}
+		// the 3 newest passed runs: c1, c2 and c4 (c3 failed)
+		if strings.Join(commits, " ") != "c1 c2 c4" {
+			t.Errorf("series commits %v, want c1 c2 c4", commits)
+		}
+		if len(pts) == 3 && (pts[2].Central != 15 || pts[2].Lo != 14 || pts[2].Hi != 16 || pts[2].Units != "ms") {
+			t.Errorf("last point %+v", pts[2])
+		}
+		record("series", pts)
+	})
+	t.Run("range by commit time", func(t *testing.T) {
+		pts, err := s.Series(ctx, Filter{Repo: "o/r", From: t0.Add(time.Minute), To: t0.Add(2 * time.Minute)}, Key{"b", "t", "gc/minor"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(pts) != 2 || pts[0].Central != 3 || pts[0].Lo != 1 || pts[0].Hi != 9 {
+			t.Errorf("range points %+v", pts)
+		}
+		record("range", pts)
+	})
+	t.Run("pull request with an interleaved base", func(t *testing.T) {
+		id := add(t, Run{Repo: "o/r", PR: 7, Commit: "p1", Base: "c4", CommitTime: t0.Add(time.Hour), Env: "x86"})
+		if err := s.PutMetrics(ctx, id, Base, results(t, bench(`{"name": "time", "value": [15, 16]}`))); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.PutMetrics(ctx, id, Head, results(t, bench(`{"name": "time", "value": [30, 31]}`))); err != nil {
+			t.Fatal(err)
+		}
+		// sent again: replaces the arm's metrics
+		if err := s.PutMetrics(ctx, id, Head, results(t, bench(`{"name": "time", "value": [20, 21]}`))); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Finish(ctx, id, Passed, "", Machine{}); err != nil {
+			t.Fatal(err)
+		}
+		pts, err := s.Series(ctx, Filter{Repo: "o/r", PR: 7})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(pts) != 2 || pts[0].Arm != Head || pts[0].Central != 20.5 || pts[1].Arm != Base || pts[1].Central != 15.5 {
+			t.Errorf("PR points %+v", pts)
+		}
+		onMain, err := s.Runs(ctx, Filter{Repo: "o/r", PR: -1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(onMain) != 5 {
+			t.Errorf("%d branch runs, want 5", len(onMain))
+		}
+		record("pr", pts)
+	})
+	t.Run("metric keys", func(t *testing.T) {
+		keys, err := s.Keys(ctx, Filter{Repo: "o/r", Branch: "main"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(keys) != 2 || keys[0].String() != "b/t/gc/minor" || keys[1].Name != "time" {
+			t.Errorf("keys %v", keys)
+		}
+		record("keys", keys)
+	})
+	t.Run("re-run of a failed run", func(t *testing.T) {
+		runs, _ := s.Runs(ctx, Filter{Repo: "o/r", State: Failed})
+		if len(runs) != 1 {
+			t.Fatalf("%d failed runs, want 1", len(runs))
+		}
+		if err := s.SetState(ctx, runs[0].ID, Queued); err != nil {
+			t.Fatal(err)
+		}
+		r, err := s.Run(ctx, runs[0].ID)
+		if err != nil || r.State != Queued || !r.Finished.IsZero() {
+			t.Errorf("after re-run: %+v %v", r, err)
+		}
+		record("rerun", r.State)
+	})
+	t.Run("unknown runs", func(t *testing.T) {
+		for name, err := range map[string]error{
+			"run":    func() error { _, err := s.Run(ctx, 999); return err }(),
+			"finish": s.Finish(ctx, 999, Passed, "", Machine{}),
+			"state":  s.SetState(ctx, 999, Running),
+		} {
+			if !errors.Is(err, ErrNotFound) {
+				t.Errorf("%s of run 999: %v, want ErrNotFound", name, err)
+			}
+		}
+	})
+	t.Run("tokens", func(t *testing.T) {
+		tok, err := s.AddToken(ctx, "o/r", "ci")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range []struct {
+			repo, token string
+			ok          bool
+		}{{"o/r", tok, true}, {"o/other", tok, false}, {"o/r", tok + "x", false}, {"o/r", "", false}} {
+			ok, err := s.CheckToken(ctx, c.repo, c.token)
+			if err != nil || ok != c.ok {
+				t.Errorf("CheckToken(%s, %.8s…) = %v, %v; want %v", c.repo, c.token, ok, err, c.ok)
+			}
+			record("token", ok)
+		}
+	})
+	t.Run("reopen keeps everything", func(t *testing.T) {
+		s2 := reopen()
+		defer s2.Close()
+		runs, err := s2.Runs(ctx, Filter{Repo: "o/r"})
+		if err != nil || len(runs) != 6 {
+			t.Errorf("after reopening: %d runs, %v", len(runs), err)
+		}
+	})
+	return transcript.String()
+}
+
+func TestStore(t *testing.T) {
+	ctx := context.Background()
+	backends := []struct {
+		name   string
+		target func(t *testing.T) string
+	}{
+		{"sqlite", func(t *testing.T) string { return filepath.Join(t.TempDir(), "bench.db") }},
+		{"postgres", func(t *testing.T) string { return pgtest.Start(t).NewDatabase(t) }},
+	}
+	answers := map[string]string{}
+	for _, b := range backends {
+		t.Run(b.name, func(t *testing.T) {
+			target := b.target(t)
+			open := func() *Store {
+				s, err := Open(ctx, target)
+				if err != nil {
+					t.Fatal(err)
+				}
+				return s
+			}
+			s := open()
+			defer s.Close()
+			if s.Backend() != b.name {
+				t.Fatalf("backend %s, want %s", s.Backend(), b.name)
+			}
+			answers[b.name] = suite(t, s, open)
+			if strings.Count(answers[b.name], "\n") < 10 {
+				t.Errorf("the suite recorded too few answers:\n%s", answers[b.name])
+			}
+		})
+	}
+	if len(answers) == 2 && answers["sqlite"] != answers["postgres"] {
+		t.Errorf("SQLite and PostgreSQL answer differently:\nsqlite:\n%s\npostgres:\n%s", answers["sqlite"], answers["postgres"])
+	}
+}
+
+func TestRedact(t *testing.T) {
+	for _, c := range []struct{ in, want string }{
+		{"postgres://u:secret@h/db", "postgres://u:***@h/db"},
+		{"postgres://u@h/db", "postgres://u@h/db"},
+		{"/var/bench.db", "/var/bench.db"},
+	} {
+		t.Run(c.in, func(t *testing.T) {
+			if got := redact(c.in); got != c.want {
+				t.Errorf("redact = %q, want %q", got, c.want)
+			}
+		})
+	}
+}
