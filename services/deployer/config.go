@@ -1,0 +1,369 @@
+package deployer
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net/url"
+	"os"
+	"regexp"
+	"runtime"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/kiln-ci/kiln/services/internal/notify"
+)
+
+// Config is the deployer's configuration file (docs/deployer.md).
+type Config struct {
+	// Poll is how often the services' repositories are read (default 30s).
+	Poll Duration `yaml:"poll"`
+	// HealthEvery is how often live targets are health-checked (default 30s).
+	HealthEvery Duration `yaml:"health_every"`
+	// AdminTokenFile holds the token that rollbacks and promotions need.
+	AdminTokenFile string `yaml:"admin_token_file"`
+	// BuildDockerHost is the Docker engine images are built with (default docker's own).
+	BuildDockerHost string           `yaml:"build_docker_host"`
+	Registry        RegistryConfig   `yaml:"registry"`
+	Hosts           map[string]Host  `yaml:"hosts"`
+	Notify          []notify.Webhook `yaml:"notify"`
+	Services        []ServiceConfig  `yaml:"services"`
+}
+
+// RegistryConfig is where images are published.
+type RegistryConfig struct {
+	// Address is host[:port] of the registry.
+	Address string `yaml:"address"`
+	// CredentialsFile holds "user:password".
+	CredentialsFile string `yaml:"credentials_file"`
+	// Insecure talks plain HTTP to it.
+	Insecure bool `yaml:"insecure"`
+}
+
+// Host is a machine running a Docker engine: this one (no SSH) or one reached by SSH.
+type Host struct {
+	// SSH is user@host[:port]; empty is this machine.
+	SSH string `yaml:"ssh"`
+	// KeyFile is the SSH private key.
+	KeyFile string `yaml:"key_file"`
+	// KnownHostsFile holds the host's key; a host not in it, or with another key, is refused.
+	KnownHostsFile string `yaml:"known_hosts_file"`
+	// DockerHost is the engine's address on that machine (DOCKER_HOST); empty is the default.
+	DockerHost string `yaml:"docker_host"`
+	// Address is how kiln reaches the host's published ports for health checks
+	// (default 127.0.0.1 for this machine, the SSH host name otherwise).
+	Address string `yaml:"address"`
+}
+
+// ServiceConfig is one deployed service.
+type ServiceConfig struct {
+	Name string `yaml:"name"`
+	// Repo is the git remote watched; Branch the branch that deploys.
+	Repo   string `yaml:"repo"`
+	Branch string `yaml:"branch"`
+	// Forge names the repository on its forge (github/owner/name) for statuses.
+	Forge      string            `yaml:"forge"`
+	Dockerfile string            `yaml:"dockerfile"`
+	Context    string            `yaml:"context"`
+	BuildArgs  map[string]string `yaml:"build_args"`
+	Archs      []string          `yaml:"archs"`
+	// Image is the repository in the registry (name, without the registry address).
+	Image  string       `yaml:"image"`
+	Health HealthConfig `yaml:"health"`
+	// Promote is auto (default) or confirm: when staging passed, production follows
+	// at once or after an admin confirms.
+	Promote    string  `yaml:"promote"`
+	Staging    *Target `yaml:"staging"`
+	Production Target  `yaml:"production"`
+}
+
+// HealthConfig is the HTTP check a deployed instance must pass.
+type HealthConfig struct {
+	// Path is requested on the instance (default /).
+	Path string `yaml:"path"`
+	// Expect, when set, must appear in the response body.
+	Expect string `yaml:"expect"`
+	// Deadline bounds how long a new instance has to pass (default 60s).
+	Deadline Duration `yaml:"deadline"`
+	// Command, when set, is run on the target's host instead (exit 0 is healthy).
+	Command []string `yaml:"command"`
+}
+
+// Target is where one stage of a service runs. Exactly one of Container, Swarm and
+// Command is set.
+type Target struct {
+	Host      string           `yaml:"host"`
+	Container *ContainerTarget `yaml:"container"`
+	Swarm     *SwarmTarget     `yaml:"swarm"`
+	Command   *CommandTarget   `yaml:"command"`
+	Compose   *struct{}        `yaml:"compose"`
+}
+
+// ContainerTarget is a plain container replaced in place behind a reverse proxy: the
+// new instance starts beside the old one, and the proxy is switched to it only once
+// it is healthy.
+type ContainerTarget struct {
+	// Name prefixes the two instances' container names (NAME-a, NAME-b).
+	Name string `yaml:"name"`
+	// Port is the container's HTTP port.
+	Port int `yaml:"port"`
+	// Slots are the two host ports the instances take in turn.
+	Slots [2]int            `yaml:"slots"`
+	Env   map[string]string `yaml:"env"`
+	Proxy ProxyConfig       `yaml:"proxy"`
+	// Drain is how long the old instance keeps running after the switch (default 2s).
+	Drain Duration `yaml:"drain"`
+}
+
+// ProxyConfig is the reverse proxy in front of a container target: kiln writes its
+// upstream file and runs Reload.
+type ProxyConfig struct {
+	// UpstreamFile is written with an nginx upstream block named Upstream.
+	UpstreamFile string   `yaml:"upstream_file"`
+	Upstream     string   `yaml:"upstream"`
+	Reload       []string `yaml:"reload"`
+	// URL is the public address, checked once switched and periodically.
+	URL string `yaml:"url"`
+}
+
+// SwarmTarget is a swarm service updated to the new image.
+type SwarmTarget struct {
+	Service string `yaml:"service"`
+	// URL is where the service answers for its health check.
+	URL string `yaml:"url"`
+}
+
+// CommandTarget copies a file out of the image to the host and runs a command there.
+type CommandTarget struct {
+	Artifact string   `yaml:"artifact"`
+	Dest     string   `yaml:"dest"`
+	Run      []string `yaml:"run"`
+	// URL, when set, is health-checked after the command ran.
+	URL string `yaml:"url"`
+}
+
+// Duration is a time.Duration written as "30s" in YAML.
+type Duration time.Duration
+
+// UnmarshalYAML reads a Go duration string.
+func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
+	v, err := time.ParseDuration(n.Value)
+	if err != nil || v < 0 {
+		return fmt.Errorf("line %d: %q is not a duration (like 30s)", n.Line, n.Value)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// Or returns d, or def when d is zero.
+func (d Duration) Or(def time.Duration) time.Duration {
+	if d == 0 {
+		return def
+	}
+	return time.Duration(d)
+}
+
+// LoadConfig reads and checks a configuration file.
+func LoadConfig(path string) (*Config, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("deployer config: %w", err)
+	}
+	c, err := ParseConfig(b)
+	if err != nil {
+		return nil, fmt.Errorf("deployer config %s: %w", path, err)
+	}
+	return c, nil
+}
+
+var nameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_.-]*$`)
+
+// ParseConfig decodes a configuration and checks it: unknown keys, missing fields,
+// unknown hosts and unreadable secret files are errors naming them.
+func ParseConfig(b []byte) (*Config, error) {
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	var c Config
+	if err := dec.Decode(&c); err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil, errors.New("empty")
+		}
+		return nil, err
+	}
+	return &c, c.check()
+}
+
+func (c *Config) check() error {
+	var errs []error
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	secret := func(what, path string) {
+		if path == "" {
+			return
+		}
+		f, err := os.Open(path)
+		if err != nil {
+			bad("%s: %v", what, err)
+			return
+		}
+		f.Close()
+	}
+	secret("admin_token_file", c.AdminTokenFile)
+	if c.Registry.Address == "" {
+		bad("registry.address: missing")
+	}
+	secret("registry.credentials_file", c.Registry.CredentialsFile)
+	for name, h := range c.Hosts {
+		if !nameRE.MatchString(name) {
+			bad("hosts: %q is not a name (lower case letters, digits, -_.)", name)
+		}
+		if h.SSH == "" {
+			if h.KeyFile != "" || h.KnownHostsFile != "" {
+				bad("hosts.%s: key_file and known_hosts_file need ssh", name)
+			}
+			continue
+		}
+		if _, _, _, err := splitSSH(h.SSH); err != nil {
+			bad("hosts.%s.ssh: %v", name, err)
+		}
+		if h.KnownHostsFile == "" {
+			bad("hosts.%s: known_hosts_file missing (host keys are never trusted on first use)", name)
+		}
+		if h.KeyFile == "" {
+			bad("hosts.%s: key_file missing", name)
+		}
+		secret("hosts."+name+".key_file", h.KeyFile)
+		secret("hosts."+name+".known_hosts_file", h.KnownHostsFile)
+	}
+	for i, w := range c.Notify {
+		if w.Kind != notify.Slack && w.Kind != notify.JSON {
+			bad("notify[%d]: kind %q: want slack or json", i, w.Kind)
+		}
+		if w.URLFile == "" {
+			bad("notify[%d]: url_file missing", i)
+		}
+		secret(fmt.Sprintf("notify[%d].url_file", i), w.URLFile)
+	}
+	seen := map[string]bool{}
+	for i := range c.Services {
+		s := &c.Services[i]
+		where := fmt.Sprintf("services[%d]", i)
+		if !nameRE.MatchString(s.Name) {
+			bad("%s.name: %q is not a name (lower case letters, digits, -_.)", where, s.Name)
+		} else {
+			where = "services." + s.Name
+		}
+		if seen[s.Name] {
+			bad("%s: named twice", where)
+		}
+		seen[s.Name] = true
+		if s.Repo == "" {
+			bad("%s.repo: missing", where)
+		}
+		if s.Branch == "" {
+			s.Branch = "main"
+		}
+		if s.Dockerfile == "" {
+			s.Dockerfile = "Dockerfile"
+		}
+		if s.Context == "" {
+			s.Context = "."
+		}
+		if s.Image == "" {
+			bad("%s.image: missing", where)
+		}
+		for _, a := range s.Archs {
+			if a != runtime.GOARCH {
+				bad("%s.archs: %s: only this machine's architecture (%s) is built", where, a, runtime.GOARCH)
+			}
+		}
+		switch s.Promote {
+		case "":
+			s.Promote = "auto"
+		case "auto", "confirm":
+		default:
+			bad("%s.promote: %q: want auto or confirm", where, s.Promote)
+		}
+		if s.Forge != "" && len(strings.Split(s.Forge, "/")) != 3 {
+			bad("%s.forge: %q: want FORGE/OWNER/NAME", where, s.Forge)
+		}
+		if s.Health.Path == "" {
+			s.Health.Path = "/"
+		}
+		if s.Staging != nil {
+			c.checkTarget(where+".staging", s.Staging, bad)
+		}
+		c.checkTarget(where+".production", &s.Production, bad)
+	}
+	return errors.Join(errs...)
+}
+
+func (c *Config) checkTarget(where string, t *Target, bad func(string, ...any)) {
+	if _, ok := c.Hosts[t.Host]; !ok {
+		bad("%s.host: %q is not one of hosts", where, t.Host)
+	}
+	n := 0
+	if t.Compose != nil {
+		bad("%s.compose: compose targets are not supported (docker-compose is not available); use container or swarm", where)
+		n++
+	}
+	if ct := t.Container; ct != nil {
+		n++
+		if !nameRE.MatchString(ct.Name) {
+			bad("%s.container.name: %q is not a name", where, ct.Name)
+		}
+		if ct.Port <= 0 || ct.Slots[0] <= 0 || ct.Slots[1] <= 0 || ct.Slots[0] == ct.Slots[1] {
+			bad("%s.container: port and two different slots (host ports) are needed", where)
+		}
+		if ct.Proxy.UpstreamFile == "" || ct.Proxy.Upstream == "" || len(ct.Proxy.Reload) == 0 {
+			bad("%s.container.proxy: upstream_file, upstream and reload are needed", where)
+		}
+		checkURL(where+".container.proxy.url", ct.Proxy.URL, bad)
+	}
+	if st := t.Swarm; st != nil {
+		n++
+		if st.Service == "" {
+			bad("%s.swarm.service: missing", where)
+		}
+		checkURL(where+".swarm.url", st.URL, bad)
+	}
+	if ct := t.Command; ct != nil {
+		n++
+		if ct.Artifact == "" || ct.Dest == "" || len(ct.Run) == 0 {
+			bad("%s.command: artifact, dest and run are needed", where)
+		}
+		if ct.URL != "" {
+			checkURL(where+".command.url", ct.URL, bad)
+		}
+	}
+	if n != 1 {
+		bad("%s: want exactly one of container, swarm or command", where)
+	}
+}
+
+func checkURL(where, s string, bad func(string, ...any)) {
+	u, err := url.Parse(s)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		bad("%s: %q is not an http(s) URL", where, s)
+	}
+}
+
+// splitSSH reads user@host[:port].
+func splitSSH(s string) (user, host string, port int, err error) {
+	user, rest, ok := strings.Cut(s, "@")
+	if !ok || user == "" || rest == "" {
+		return "", "", 0, fmt.Errorf("%q: want user@host[:port]", s)
+	}
+	host, p, ok := strings.Cut(rest, ":")
+	port = 22
+	if ok {
+		port, err = strconv.Atoi(p)
+		if err != nil || port <= 0 || port > 65535 {
+			return "", "", 0, fmt.Errorf("%q: bad port", s)
+		}
+	}
+	return user, host, port, nil
+}

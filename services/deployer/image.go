@@ -1,0 +1,73 @@
+package deployer
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/tarball"
+
+	"github.com/kiln-ci/kiln/builder/docker"
+)
+
+// dockerCmd runs the docker command against e's engine.
+func dockerCmd(ctx context.Context, e *docker.Engine, args ...string) error {
+	cmd := exec.CommandContext(ctx, "docker", args...)
+	cmd.Env = os.Environ()
+	if e.Host != "" {
+		cmd.Env = append(cmd.Env, "DOCKER_HOST="+e.Host)
+	}
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("docker %s: %v: %s", args[0], err, lastLines(string(out), 5))
+	}
+	return nil
+}
+
+// savedImage saves the engine's image tag to file (docker save) and opens it as an
+// image to push.
+func savedImage(ctx context.Context, e *docker.Engine, tag, file string) (v1.Image, error) {
+	if err := dockerCmd(ctx, e, "save", "-o", file, tag); err != nil {
+		return nil, fmt.Errorf("save %s: %w", tag, err)
+	}
+	t, err := name.NewTag(tag)
+	if err != nil {
+		return nil, err
+	}
+	img, err := tarball.ImageFromPath(file, &t)
+	if err != nil {
+		return nil, fmt.Errorf("read the saved image %s: %w", tag, err)
+	}
+	return img, nil
+}
+
+// extractArtifact copies path out of image (pulled on the build engine when needed)
+// into a new folder under dir, and returns the file's path there.
+func extractArtifact(ctx context.Context, e *docker.Engine, dir, image, path string) (string, error) {
+	tmp, err := os.MkdirTemp(dir, "artifact-")
+	if err != nil {
+		return "", err
+	}
+	if !e.ImageExists(ctx, image) {
+		if err := dockerCmd(ctx, e, "pull", "-q", image); err != nil {
+			os.RemoveAll(tmp)
+			return "", err
+		}
+	}
+	cname := "kiln-artifact-" + filepath.Base(tmp)
+	if err := dockerCmd(ctx, e, "create", "--name", cname, image, "true"); err != nil {
+		os.RemoveAll(tmp)
+		return "", err
+	}
+	defer e.RemoveContainer(cname)
+	out := filepath.Join(tmp, strings.TrimPrefix(filepath.Base(path), "."))
+	if err := dockerCmd(ctx, e, "cp", "--follow-link", cname+":"+path, out); err != nil {
+		os.RemoveAll(tmp)
+		return "", err
+	}
+	return out, nil
+}
