@@ -14,11 +14,17 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/kiln-ci/kiln/builder/docker/dockertest"
 	"github.com/kiln-ci/kiln/internal/testenv"
 	"github.com/kiln-ci/kiln/registry/registrytest"
 )
 
-func TestMain(m *testing.M) { registrytest.Main(m) }
+func TestMain(m *testing.M) {
+	code := m.Run()
+	registrytest.StopShared()
+	dockertest.Stop()
+	os.Exit(code)
+}
 
 // client returns a client of the shared test registry with its credentials.
 func client(t *testing.T) (*Client, *registrytest.Registry) {

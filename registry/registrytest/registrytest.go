@@ -91,10 +91,16 @@ func Start(t testing.TB, o Options) *Registry {
 // from TestMain.
 func Main(m *testing.M) {
 	code := m.Run()
+	StopShared()
+	os.Exit(code)
+}
+
+// StopShared stops the shared registry if one was started, for a TestMain that
+// also stops other servers.
+func StopShared() {
 	if shared.r != nil {
 		shared.r.Stop()
 	}
-	os.Exit(code)
 }
 
 func require(t testing.TB) {

@@ -1,0 +1,84 @@
+package registry
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/kiln-ci/kiln/builder/docker"
+	"github.com/kiln-ci/kiln/builder/docker/dockertest"
+	"github.com/kiln-ci/kiln/builder/image/imagetest"
+)
+
+// dockerCLI runs docker against engine e with its own client configuration folder
+// (for the registry login).
+func dockerCLI(t *testing.T, e *docker.Engine, config string, stdin string, args ...string) string {
+	t.Helper()
+	cmd := exec.Command("docker", args...)
+	cmd.Env = append(os.Environ(), "DOCKER_CONFIG="+config)
+	if e.Host != "" {
+		cmd.Env = append(cmd.Env, "DOCKER_HOST="+e.Host)
+	}
+	cmd.Stdin = strings.NewReader(stdin)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("docker %s: %v\n%s", args[0], err, errb.String())
+	}
+	return strings.TrimSpace(out.String())
+}
+
+// TestDockerPullRun assembles the test Debian base, pushes it to the registry with
+// authentication, then pulls and runs it with a real Docker engine (which accepts
+// plain HTTP from a registry on 127.0.0.0/8 without --insecure-registry).
+func TestDockerPullRun(t *testing.T) {
+	base := imagetest.Debian(t)
+	engine := dockertest.Engine(t)
+	c, reg := client(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	a, err := Assemble(ctx, RootfsOf(base), ConfigOf(base), AssembleOptions{TempDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	repo := reg.Repo("docker/debian")
+	d, err := c.Push(ctx, repo, a.Image)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Tag(ctx, repo, d, "bookworm"); err != nil {
+		t.Fatal(err)
+	}
+	config := t.TempDir()
+	dockerCLI(t, engine, config, reg.Password, "login", "--username", reg.Username, "--password-stdin", reg.Addr)
+	ref := repo + ":bookworm"
+	t.Cleanup(func() { exec.Command("docker", "-H", engine.Host, "rmi", "-f", ref).Run() })
+	dockerCLI(t, engine, config, "", "pull", ref)
+	if got := dockerCLI(t, engine, config, "", "image", "inspect", "--format", "{{index .RepoDigests 0}}", ref); got != repo+"@"+d.String() {
+		t.Errorf("the engine pulled %s, the registry has %s@%s", got, repo, d)
+	}
+	for _, tc := range []struct {
+		name string
+		cmd  []string
+		want string
+	}{
+		{"debian version", []string{"cat", "/etc/debian_version"}, "12."},
+		{"user", []string{"id", "-u"}, "0"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			out := dockerCLI(t, engine, config, "", append([]string{"run", "--rm", "--network", "none", ref}, tc.cmd...)...)
+			if !strings.HasPrefix(out, tc.want) {
+				t.Errorf("%v printed %q, want %q…", tc.cmd, out, tc.want)
+			}
+		})
+	}
+	if _, err := os.Stat(filepath.Join(config, "config.json")); err != nil {
+		t.Errorf("docker login left no client configuration: %v", err)
+	}
+}
