@@ -21,7 +21,7 @@ type matrixQuery struct {
 	Compilers     []string // comp=: the columns shown
 	Available     []string // available=: shown only if available on one of these
 	ShowOnly      []State  // show-only=: shown only with one of these states
-	FailuresOnly  bool     // show-failures-only
+	FailuresOnly  bool     // show-failures-only: of the show-only states, bad and partial
 	DiffOnly      bool     // show-diff-only: states differ between the columns
 	LatestOnly    bool     // show-latest-only (on when the query is empty)
 	SortByRevdeps bool     // sort-by-revdeps
@@ -98,9 +98,9 @@ func parseMatrixQuery(v url.Values, switches []string) (matrixQuery, error) {
 	}
 	if len(q.ShowOnly) == 0 {
 		q.ShowOnly = States
-		if q.FailuresOnly {
-			q.ShowOnly = []State{Bad, Partial}
-		}
+	}
+	if q.FailuresOnly {
+		q.ShowOnly = slices.DeleteFunc(slices.Clone(q.ShowOnly), func(s State) bool { return !s.Failed() })
 	}
 	if q.Maintainers = v.Get("maintainers"); q.Maintainers != "" {
 		if q.maintainers, err = regexp.Compile("(?i)" + q.Maintainers); err != nil {

@@ -183,6 +183,7 @@ func TestMatrixPage(t *testing.T) {
 		{name: "failures only", query: "show-failures-only=true", want: []string{"a.2.0", "c.1.0"}},
 		{name: "show only internal failures", query: "show-only=internal-failure&show-latest-only=true", want: []string{"e.1"}},
 		{name: "show only two states", query: "show-only=bad&show-only=partial", want: []string{"a.2.0", "c.1.0"}},
+		{name: "failures among the states shown", query: "show-only=good&show-only=partial&show-failures-only=true", want: []string{"a.2.0"}},
 		{name: "one compiler", query: "comp=5.3&show-failures-only=true", want: []string{"a.2.0"},
 			has: []string{`<th class="c">5.3</th>`}},
 		{name: "diff only", query: "show-diff-only=true&show-latest-only=true", want: []string{"a.2.0", "c.1.0", "e.1"}},
