@@ -86,6 +86,23 @@ func TestReferrers(t *testing.T) {
 	if tags, _ := c.Tags(ctx, repo); !contains(tags, "sha256-"+d.Hex) {
 		t.Errorf("tags %v lack the referrers fallback tag sha256-%s", tags, d.Hex)
 	}
+	// Attestations are signed like images.
+	dir := t.TempDir()
+	if err := GenerateKey(filepath.Join(dir, "k"), filepath.Join(dir, "k.pub")); err != nil {
+		t.Fatal(err)
+	}
+	s, err := LoadSigner(filepath.Join(dir, "k"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range []v1.Hash{sbomD, provD} {
+		if err := c.Sign(ctx, repo, a, s); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.Verify(ctx, repo+"@"+a.String(), s.Public()); err != nil {
+			t.Errorf("the signed attestation %s does not verify: %v", a, err)
+		}
+	}
 	b, err := c.Artifact(ctx, repo, sbomD)
 	if err != nil {
 		t.Fatal(err)
