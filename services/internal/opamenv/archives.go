@@ -59,6 +59,7 @@ type ArchivesOptions struct {
 	Logger *slog.Logger
 	// Register takes the cache's metrics (kiln_opamenv_archive_lookups_total by result:
 	// hit, download, failed; kiln_opamenv_archive_downloaded_bytes_total); nil: none.
+	// The caches of several services registered on one registerer count together.
 	Register prometheus.Registerer
 }
 
@@ -84,13 +85,33 @@ func NewArchives(dir string, o ArchivesOptions) (*Archives, error) {
 		a.log = slog.Default()
 	}
 	if o.Register != nil {
-		for _, c := range []prometheus.Collector{a.lookups, a.bytes} {
-			if err := o.Register.Register(c); err != nil {
-				return nil, fmt.Errorf("archive cache metrics: %w", err)
-			}
+		lookups, err := register(o.Register, a.lookups)
+		if err != nil {
+			return nil, err
 		}
+		bytes, err := register(o.Register, a.bytes)
+		if err != nil {
+			return nil, err
+		}
+		a.lookups, a.bytes = lookups, bytes
 	}
 	return a, nil
+}
+
+// register registers c, or returns the collector registered already under its name
+// (another service's cache in the same process: both count in the same metrics).
+func register[C prometheus.Collector](reg prometheus.Registerer, c C) (C, error) {
+	err := reg.Register(c)
+	var already prometheus.AlreadyRegisteredError
+	if errors.As(err, &already) {
+		if existing, ok := already.ExistingCollector.(C); ok {
+			return existing, nil
+		}
+	}
+	if err != nil {
+		return c, fmt.Errorf("archive cache metrics: %w", err)
+	}
+	return c, nil
 }
 
 // Dir is the cache's folder.

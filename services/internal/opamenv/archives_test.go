@@ -154,8 +154,15 @@ func TestArchivesDownloadOnce(t *testing.T) {
 	if got := counterValue(t, a.bytes); got != float64(len(tarball)) {
 		t.Errorf("bytes counted: %v, want %d", got, len(tarball))
 	}
-	if _, err := NewArchives(t.TempDir(), ArchivesOptions{Register: reg}); err == nil {
-		t.Error("a second cache registered the same metrics without an error")
+	second, err := NewArchives(t.TempDir(), ArchivesOptions{Register: reg})
+	if err != nil {
+		t.Fatalf("a second cache on the same registerer (another service's): %v", err)
+	}
+	if _, err := second.Get(context.Background(), u); err != nil {
+		t.Fatal(err)
+	}
+	if got := counterValue(t, a.lookups.WithLabelValues("download")); got != 2 {
+		t.Errorf("downloads of both caches counted: %v, want 2", got)
 	}
 }
 
