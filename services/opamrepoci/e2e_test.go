@@ -48,7 +48,7 @@ dev-repo: "git+https://example.org/` + name + `.git"
 }
 
 // e2eConfig is the matrix of the test: Debian 12 on amd64 only (its image made from
-// the Debian mirror), without lower bounds.
+// the Debian mirror, its switch on the system compiler), without lower bounds.
 func e2eConfig(t *testing.T) *Config {
 	p := matrix.Debian("amd64")
 	var vars []string
@@ -56,10 +56,10 @@ func e2eConfig(t *testing.T) *Config {
 		vars = append(vars, fmt.Sprintf("%q: %q", k, v))
 	}
 	cfg, err := Parse("e2e", []byte(fmt.Sprintf(`platforms:
-  - {name: amd64, distro: %s, ocaml: %q, arch: amd64, pool: %s, debian: {suite: %s, packages: [%s]}, vars: {%s}}
+  - {name: amd64, distro: %s, ocaml: %q, arch: amd64, pool: %s, debian: {suite: %s, packages: [%s]}, vars: {%s}, compiler: [%s]}
 compilers:
   - {platform: amd64, lower-bounds: false}
-`, p.Distro, p.OCaml, p.Pool, p.Debian.Suite, strings.Join(p.Debian.Packages, ", "), strings.Join(vars, ", "))))
+`, p.Distro, p.OCaml, p.Pool, p.Debian.Suite, strings.Join(p.Debian.Packages, ", "), strings.Join(vars, ", "), strings.Join(p.Compiler, ", "))))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -196,6 +196,11 @@ build: [["ocamlfind" "list"]]
 		i, j := strings.Index(log, "To reproduce mylib.2,compilers,4.13,revdeps,goodrev.1 locally:"), strings.Index(log, "opam reinstall goodrev.1")
 		if i < 0 || j < i || strings.Count(log[:i], "\n") > 2 {
 			t.Errorf("goodrev's log does not start with the commands to reproduce it:\n%s", log[:min(len(log), 2000)])
+		}
+		// Built offline over the layer of the 8 versions it installs (the compiler's 6, mylib.2, goodrev.1), not the tree.
+		if !strings.Contains(log, "This job ran the same steps over a minimal opam layer") || !strings.Contains(log, "holds the 8 package versions") ||
+			strings.Contains(log, "with the network for") {
+			t.Errorf("goodrev's log does not say it ran offline over its minimal layer:\n%s", log)
 		}
 	})
 	t.Run("the comment is kept in place", func(t *testing.T) {

@@ -91,10 +91,17 @@ type preparedLayer struct{ l opamenv.Layer }
 
 func (p preparedLayer) Ops(matrix.Platform) []spec.Op { return p.l.Setup() }
 
+// Sources: the network when a source could not be kept in the layer (Layer.Online),
+// never the shared download cache, which would hide the layer's.
+func (p preparedLayer) Sources() (network, cache bool) { return len(p.l.Online) > 0, false }
+
 // WithLayer returns specs whose jobs build over the prepared layer l (made by
 // opamenv.Prepare from LayerRequest, in the build context), instead of opam init over
-// the whole merged tree. The reproduction commands are best written by specs without
-// it: the layer's folder exists only in the service's build context.
+// the whole merged tree: the install steps run offline unless a source could not be
+// kept (l.Online; they then fetch it with the network, and the download cache shared
+// between builds is not mounted over the layer's). The reproduction commands are best
+// written by specs without it: the layer's folder exists only in the service's build
+// context.
 func (s *Specs) WithLayer(l opamenv.Layer) *Specs {
 	return &Specs{Config: s.Config, Layer: preparedLayer{l}}
 }

@@ -81,3 +81,44 @@ func TestLayerRequest(t *testing.T) {
 		})
 	}
 }
+
+func TestSpecOverLayerNetwork(t *testing.T) {
+	cfg := Default()
+	j, err := cfg.ParseJob("lib.2,compilers,4.13,tests")
+	if err != nil {
+		t.Fatal(err)
+	}
+	layer := opamenv.Layer{Dir: opamenv.ContextDir + "/abc", Digest: "abc", Compiler: "ocaml-system.4.13.1", Install: []string{"lib.2"}}
+	tests := []struct {
+		name    string
+		online  []string
+		want    []string
+		notWant []string
+	}{
+		{"every source in the layer", nil, []string{"opam reinstall --with-test --verbose lib.2"},
+			[]string{"network", downloadCache.ID, "(opam reinstall --with-test lib.2) || true"}},
+		{"a source the cache cannot keep", []string{"lib.2: git+https://example.org/lib.git"},
+			[]string{"(network host)", "opam reinstall --with-test --verbose lib.2"}, []string{downloadCache.ID}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			l := layer
+			l.Online = tc.online
+			sp, err := (&Specs{Config: cfg}).WithLayer(l).Spec(j)
+			if err != nil {
+				t.Fatal(err)
+			}
+			text := sp.String()
+			for _, w := range tc.want {
+				if !strings.Contains(text, w) {
+					t.Errorf("%q missing in\n%s", w, text)
+				}
+			}
+			for _, w := range tc.notWant {
+				if strings.Contains(text, w) {
+					t.Errorf("%q in\n%s", w, text)
+				}
+			}
+		})
+	}
+}

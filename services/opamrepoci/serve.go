@@ -13,6 +13,7 @@ import (
 	"github.com/kiln-ci/kiln/forge"
 	"github.com/kiln-ci/kiln/plugins/forges"
 	"github.com/kiln-ci/kiln/services/host"
+	"github.com/kiln-ci/kiln/services/internal/opamenv"
 	"github.com/kiln-ci/kiln/services/internal/results"
 )
 
@@ -115,9 +116,15 @@ func (c *served) Start(ctx context.Context, env *host.Env) (*host.Running, error
 	if err != nil {
 		return nil, err
 	}
+	work := filepath.Join(env.StateDir, "opamrepoci")
+	archives, err := opamenv.NewArchives(filepath.Join(work, "opam-archives"), opamenv.ArchivesOptions{Logger: env.Logger, Register: env.Register})
+	if err != nil {
+		idx.Close()
+		return nil, err
+	}
 	svc := &Service{
 		Forges: set, Mirrors: env.Mirrors, Repos: followed, BaseBranch: c.base, Config: cfg, Fleet: env.Fleet, Index: idx,
-		WorkDir: filepath.Join(env.StateDir, "opamrepoci"), BaseURL: env.BaseURL, Prefix: Prefix,
+		Archives: archives, WorkDir: work, BaseURL: env.BaseURL, Prefix: Prefix,
 		Metrics: NewMetrics(env.Register), Logger: env.Logger,
 	}
 	if !c.noBaseImages {

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -22,6 +23,7 @@ import (
 	"github.com/kiln-ci/kiln/plugins/forges"
 	"github.com/kiln-ci/kiln/services/internal/baseimages"
 	"github.com/kiln-ci/kiln/services/internal/matrix"
+	"github.com/kiln-ci/kiln/services/internal/opamenv"
 	"github.com/kiln-ci/kiln/services/internal/results"
 )
 
@@ -38,8 +40,9 @@ type Service struct {
 	// BaseBranch is the branch pull requests merge into (default "master").
 	BaseBranch string
 	Config     *Config
-	// Layer is the opam layer of the builds (nil: opam init over the merged tree).
-	Layer OpamLayer
+	// Archives is the source-archive cache the builds' opam layers take their sources
+	// from (nil: one in WorkDir/opam-archives).
+	Archives *opamenv.Archives
 	// Fleet runs the builds; Run, when set, runs them instead (tests).
 	Fleet fleetjob.Fleet
 	Run   func(ctx context.Context, j *current.Job, req fleetjob.Request) (fleetjob.Result, error)
@@ -47,8 +50,8 @@ type Service struct {
 	// Images, when set, is the builder's image store folder: the platforms' Debian
 	// base images are made there (one job each) before the first build needs them.
 	Images string
-	// WorkDir holds the merged trees builds take as their context, and the latched
-	// bases.
+	// WorkDir holds the builds' contexts (the opam layers, and the merged trees of
+	// platforms without compiler packages), the archive cache, and the latched bases.
 	WorkDir string
 	// BaseURL is the web UI's address, Prefix the path of the service's pages in it.
 	BaseURL, Prefix string
@@ -59,6 +62,10 @@ type Service struct {
 
 	opsOnce    sync.Once
 	planner    *Planner
+	archives   func() (*opamenv.Archives, error)
+	bases      trees // indexes of base commits
+	merged     trees // analyses of pull requests
+	layerSlots chan struct{}
 	latch      *latches
 	basesReady current.Term[current.Unit]
 	ops        struct {
@@ -112,10 +119,15 @@ type Fetched struct {
 // Planned is a pull request's plan, with the trees its jobs build: the merge of head
 // into base, and the base.
 type Planned struct {
-	PR      PR     `json:"pr"`
-	Plan    *Plan  `json:"plan"`
-	Merged  string `json:"merged,omitempty"`   // a folder holding the merged tree
-	BaseDir string `json:"base_dir,omitempty"` // a folder holding the base's tree
+	PR   PR    `json:"pr"`
+	Plan *Plan `json:"plan"`
+	// GitDir is the git repository the analysis read, where the builds' opam layers
+	// are solved.
+	GitDir string `json:"git_dir,omitempty"`
+	// Merged and BaseDir are folders holding the merged tree and the base's, for the
+	// builds on platforms without compiler packages (opam init over the tree).
+	Merged  string `json:"merged,omitempty"`
+	BaseDir string `json:"base_dir,omitempty"`
 	// Kinds are the pull request's changes by package (name.version).
 	Kinds map[string]prdiff.Kind `json:"kinds,omitempty"`
 }
@@ -126,7 +138,10 @@ type JobInput struct {
 	PR  PR  `json:"pr"`
 	Job Job `json:"job"`
 	// OnBase is set for the build of a job against the base branch alone.
-	OnBase bool   `json:"on_base,omitempty"`
+	OnBase bool `json:"on_base,omitempty"`
+	// GitDir is the git repository of the analysis, where the build's opam layer is
+	// solved; Dir the tree a build without a layer takes.
+	GitDir string `json:"git_dir,omitempty"`
 	Dir    string `json:"dir"`
 }
 
@@ -293,7 +308,7 @@ func (s *Service) pipelineOf(pr current.Term[PR]) current.Term[current.Unit] {
 			if !ok {
 				return current.None[JobInput]()
 			}
-			return current.Some(JobInput{PR: in.PR, Job: b, OnBase: true, Dir: p.BaseDir})
+			return current.Some(JobInput{PR: in.PR, Job: b, OnBase: true, GitDir: p.GitDir, Dir: p.BaseDir})
 		})
 		base := current.OptionMap(onBase, func(b current.Term[JobInput]) current.Term[current.Observed[current.Unit]] {
 			return current.Observe(current.Do(s.ops.build, b))
@@ -308,7 +323,7 @@ func (s *Service) pipelineOf(pr current.Term[PR]) current.Term[current.Unit] {
 func jobInputs(p Planned) []JobInput {
 	out := make([]JobInput, 0, len(p.Plan.Jobs))
 	for _, j := range p.Plan.Jobs {
-		out = append(out, JobInput{PR: p.PR, Job: j, Dir: p.Merged})
+		out = append(out, JobInput{PR: p.PR, Job: j, GitDir: p.GitDir, Dir: p.Merged})
 	}
 	return out
 }
@@ -406,6 +421,8 @@ func (s *Service) variantURL(pr PR, id string) string {
 
 func (s *Service) makeOps() {
 	s.planner = &Planner{Config: s.Config}
+	s.layerSlots = layerSlotsOf()
+	s.archives = sync.OnceValues(s.openArchives)
 	s.latch = &latches{path: filepath.Join(s.WorkDir, "bases.json")}
 	if s.Metrics == nil {
 		s.Metrics = NewMetrics(nil)
@@ -478,15 +495,20 @@ func fetchError(err error) error {
 // its builds take.
 func (s *Service) analyse(ctx context.Context, j *current.Job, f Fetched) (Planned, error) {
 	p := f.PR
-	res, err := Analyse(ctx, f.GitDir, p.Base, p.Head, nil)
+	base, err := s.baseIndex(ctx, f.GitDir, p.Base)
 	if err != nil {
 		return Planned{}, err
 	}
+	res, err := Analyse(ctx, f.GitDir, p.Base, p.Head, base.Repo)
+	if err != nil {
+		return Planned{}, err
+	}
+	s.merged.put(f.GitDir+" "+p.Base+" "+p.Head, res)
 	plan, err := s.planner.Plan(ctx, res)
 	if err != nil {
 		return Planned{}, err
 	}
-	out := Planned{PR: p, Plan: plan, Kinds: map[string]prdiff.Kind{}}
+	out := Planned{PR: p, Plan: plan, GitDir: f.GitDir, Kinds: map[string]prdiff.Kind{}}
 	for _, c := range res.Changes {
 		out.Kinds[c.Package.String()] = c.Kind
 		j.Logf("%-14s %s", c.Kind, c.Package)
@@ -499,6 +521,9 @@ func (s *Service) analyse(ctx context.Context, j *current.Job, f Fetched) (Plann
 		return out, nil
 	}
 	j.Logf("%d jobs planned, %d skipped", len(plan.Jobs), len(plan.Skipped))
+	if !slices.ContainsFunc(plan.Jobs, s.withoutLayer) {
+		return out, nil // every build takes an opam layer of its own, not the trees
+	}
 	if out.Merged, err = s.tree(ctx, f.GitDir, res.Merged); err != nil {
 		return Planned{}, err
 	}
@@ -597,8 +622,15 @@ func (s *Service) build(ctx context.Context, j *current.Job, in JobInput) (curre
 	return current.Unit{}, err
 }
 
+// withoutLayer reports whether a job builds without an opam layer of its own: over
+// opam init of the whole tree, on a platform without compiler packages.
+func (s *Service) withoutLayer(j Job) bool {
+	p, ok := s.Config.Platform(j.Platform)
+	return !ok || len(p.Compiler) == 0
+}
+
 func (s *Service) runJob(ctx context.Context, j *current.Job, in JobInput) error {
-	specs := &Specs{Config: s.Config, Layer: s.Layer}
+	specs := &Specs{Config: s.Config}
 	src := Source{CloneURL: in.PR.Remote, HeadRef: in.PR.Ref, Head: in.PR.Head, Base: in.PR.Base}
 	if in.OnBase {
 		src.HeadRef, src.Head = in.PR.BaseRef, in.PR.Base
@@ -608,14 +640,30 @@ func (s *Service) runJob(ctx context.Context, j *current.Job, in JobInput) error
 	if err != nil {
 		return err
 	}
-	for _, l := range strings.Split(strings.TrimRight(repro, "\n"), "\n") {
-		j.Logf("%s", l)
+	logLines(j, repro)
+	l, dir, err := s.jobLayer(ctx, in)
+	if err != nil {
+		return err
+	}
+	if l == nil {
+		dir = in.Dir
+		j.Logf("This job ran the spec above, over opam init of the whole tree.")
+	} else {
+		specs = specs.WithLayer(*l)
+		sp, err := specs.Spec(in.Job)
+		if err != nil {
+			return err
+		}
+		j.Logf("This job ran the same steps over a minimal opam layer instead of opam init of the whole tree: %s.", l.Describe())
+		j.Logf("Its repository holds the %d package versions opam's solver picks for the job in the tree: %s", len(l.Install), strings.Join(l.Install, " "))
+		j.Logf("The spec it ran (the layer's folder exists only in the service's build context):")
+		logLines(j, sp.String())
 	}
 	req, err := specs.Request(in.Job, in.PR.client())
 	if err != nil {
 		return err
 	}
-	req.Ticket, req.SourceDir = "opamrepoci", in.Dir
+	req.Ticket, req.SourceDir = "opamrepoci", dir
 	req.Timeout = s.StepTimeout
 	if req.Timeout <= 0 {
 		req.Timeout = time.Hour
@@ -631,6 +679,13 @@ func (s *Service) runJob(ctx context.Context, j *current.Job, in JobInput) error
 	}
 	_, err = run(ctx, j, req)
 	return err
+}
+
+// logLines writes text to the job's log line by line.
+func logLines(j *current.Job, text string) {
+	for _, l := range strings.Split(strings.TrimRight(text, "\n"), "\n") {
+		j.Logf("%s", l)
+	}
 }
 
 // publish records a pull request's report in the index and shows it on its forge:

@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
+	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -16,6 +18,7 @@ import (
 	"github.com/kiln-ci/kiln/git"
 	"github.com/kiln-ci/kiln/plugins/fleetjob"
 	"github.com/kiln-ci/kiln/plugins/forges"
+	"github.com/kiln-ci/kiln/services/internal/opamenv"
 	"github.com/kiln-ci/kiln/services/internal/results"
 )
 
@@ -200,6 +203,47 @@ func TestPullRequestFailuresComparedWithMaster(t *testing.T) {
 			t.Errorf("%d builds on master (%d urgent), want 2 (app.1 and mine.1 with their tests, not flaky.1), none urgent", onBase, urgent)
 		}
 	})
+	t.Run("builds take only their minimal opam layer, offline", func(t *testing.T) {
+		fleet.mu.Lock()
+		runs := slices.Clone(fleet.runs)
+		fleet.mu.Unlock()
+		byHint := map[string]fleetjob.Request{}
+		for _, r := range runs {
+			byHint[r.CacheHint] = r
+		}
+		const plat = "debian-12-4.13_amd64-"
+		for _, tc := range []struct {
+			hint     string
+			packages string // the layer's repository
+		}{
+			{plat + "lib.2", "lib.2 ocaml-system.4.13.1 ocaml.4.13.1"},
+			{plat + "lib.2-mine.1", "lib.2 mine.1 ocaml-system.4.13.1 ocaml.4.13.1"},
+			{plat + "app.1", "app.1 lib.1 ocaml-system.4.13.1 ocaml.4.13.1"}, // on master: lib.1
+		} {
+			t.Run(tc.hint, func(t *testing.T) {
+				r, ok := byHint[tc.hint]
+				if !ok {
+					t.Fatalf("no build %s among %d", tc.hint, len(runs))
+				}
+				if got := layerPackages(t, r.SourceDir); got != tc.packages {
+					t.Errorf("context %s holds %q, want %q", r.SourceDir, got, tc.packages)
+				}
+				if strings.Contains(r.Spec, "network") || strings.Contains(r.Spec, RepoDir) || strings.Contains(r.Spec, downloadCache.ID) {
+					t.Errorf("the spec uses the network, the whole tree or the shared download cache:\n%s", r.Spec)
+				}
+			})
+		}
+		// lib.2 has no test dependencies: its build and tests install one set.
+		var dirs []string
+		for _, r := range runs {
+			if r.CacheHint == plat+"lib.2" {
+				dirs = append(dirs, r.SourceDir)
+			}
+		}
+		if len(dirs) != 3 || dirs[0] != dirs[1] || dirs[1] != dirs[2] {
+			t.Errorf("lib.2's build, tests and lower bounds take the contexts %v, want one", dirs)
+		}
+	})
 	t.Run("one comment with the summary of errors", func(t *testing.T) {
 		ff.mu.Lock()
 		body := ff.comments[head]
@@ -322,4 +366,28 @@ func waitFinal(t *testing.T, ff *fakeForge, idx *results.Index, repo forge.RepoI
 	vs, _ := idx.Variants(context.Background(), repo, commit)
 	t.Fatalf("%s not final: %+v\n%+v", short(commit), c, vs)
 	return nil
+}
+
+// layerPackages lists the package versions of the opam layer that is a build's
+// whole context, failing when the context holds anything else.
+func layerPackages(t *testing.T, ctxDir string) string {
+	t.Helper()
+	top, err := os.ReadDir(ctxDir)
+	if err != nil || len(top) != 1 || top[0].Name() != opamenv.ContextDir {
+		t.Fatalf("context %s holds %v (%v), want only %s", ctxDir, top, err, opamenv.ContextDir)
+	}
+	layers, err := os.ReadDir(filepath.Join(ctxDir, opamenv.ContextDir))
+	if err != nil || len(layers) != 1 {
+		t.Fatalf("context %s holds the layers %v (%v), want one", ctxDir, layers, err)
+	}
+	pkgs, err := filepath.Glob(filepath.Join(ctxDir, opamenv.ContextDir, layers[0].Name(), "repo", "packages", "*", "*"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, p := range pkgs {
+		names = append(names, filepath.Base(p))
+	}
+	slices.Sort(names)
+	return strings.Join(names, " ")
 }

@@ -10,11 +10,14 @@ import (
 	"github.com/kiln-ci/kiln/services/internal/matrix"
 )
 
-// OpamLayer makes the opam layer of a build on a platform: opam initialised over the
-// repository tree that is the build's context (the merged pull request), and a
-// switch with the platform's compiler.
+// OpamLayer makes the opam layer of a build on a platform: opam initialised over an
+// opam repository in the build's context, and a switch with the platform's compiler.
 type OpamLayer interface {
 	Ops(p matrix.Platform) []spec.Op
+	// Sources says how the install steps get sources: network, they fetch some
+	// themselves; cache, through opam's download cache shared between builds. With
+	// neither, the layer holds every source and they run offline.
+	Sources() (network, cache bool)
 }
 
 // RepoDir is where the merged repository tree sits in a build.
@@ -34,11 +37,13 @@ func (initLayer) Ops(matrix.Platform) []spec.Op {
 	}
 }
 
+func (initLayer) Sources() (network, cache bool) { return true, true }
+
 // Specs writes the builder specs of jobs.
 type Specs struct {
 	Config *Config
-	// Layer is the opam layer; nil is `opam init` over the tree and an ocaml-system
-	// switch.
+	// Layer is the opam layer; nil is `opam init` over the merged tree (the build's
+	// context) and an ocaml-system switch.
 	Layer OpamLayer
 }
 
@@ -74,33 +79,35 @@ func (s *Specs) Spec(j Job) (*spec.Spec, error) {
 	add(layer.Ops(p)...)
 	pkg := j.Package.String()
 	add(spec.Run{Shell: fmt.Sprintf("opam pin add -k version -yn %s %s", shellQuote(pkg), shellQuote(string(j.Package.Version)))})
-	add(install(j.Package, p.Distro, false)...)
+	network, cache := layer.Sources()
+	in := func(pkg opam.Package, tests bool) []spec.Op { return install(pkg, p.Distro, tests, network, cache) }
+	add(in(j.Package, false)...)
 	switch j.Kind {
 	case Build:
 	case Tests:
-		add(install(j.Package, p.Distro, true)...)
+		add(in(j.Package, true)...)
 	case LowerBounds:
 		for _, v := range []string{"OPAMCRITERIA", "OPAMFIXUPCRITERIA", "OPAMUPGRADECRITERIA"} {
 			add(spec.Env{Name: v, Value: lagCriteria})
 		}
-		add(install(j.Package, p.Distro, false)...)
+		add(in(j.Package, false)...)
 	case Revdep:
 		if j.Revdep.Name == "" {
 			return nil, fmt.Errorf("job %s: a revdeps job without its reverse dependency", j.ID())
 		}
-		add(install(j.Revdep, p.Distro, false)...)
-		add(install(j.Revdep, p.Distro, true)...)
+		add(in(j.Revdep, false)...)
+		add(in(j.Revdep, true)...)
 	default:
 		return nil, fmt.Errorf("job %s: unknown kind %q", j.ID(), j.Kind)
 	}
 	return sp, sp.Validate()
 }
 
-// install is the steps that reinstall pkg (with its tests when tests is set). A
-// build failure names the other packages that failed, and says when a failed
-// package accepts failures on the distribution (x-ci-accept-failures): the lines the
-// status's summary reads.
-func install(pkg opam.Package, distro string, tests bool) []spec.Op {
+// install is the steps that reinstall pkg (with its tests when tests is set); with
+// network, they fetch sources, through the shared download cache when cache is set. A build failure names the other packages
+// that failed, and says when a failed package accepts failures on the distribution
+// (x-ci-accept-failures): the lines the status's summary reads.
+func install(pkg opam.Package, distro string, tests, network, cache bool) []spec.Op {
 	name := shellQuote(pkg.String())
 	flags := ""
 	if tests {
@@ -125,8 +132,15 @@ func install(pkg opam.Package, distro string, tests bool) []spec.Op {
 		`[ -z "$deps" ] || echo "opam-repo-ci detected dependencies failing:$deps"`,
 		`exit 1`,
 	}, "\n")
+	if !network {
+		return []spec.Op{spec.Run{Shell: script}}
+	}
 	if !tests {
-		return []spec.Op{spec.Run{Network: []string{"host"}, Cache: []spec.Cache{downloadCache}, Shell: script}}
+		r := spec.Run{Network: []string{"host"}, Shell: script}
+		if cache {
+			r.Cache = []spec.Cache{downloadCache}
+		}
+		return []spec.Op{r}
 	}
 	// A first run with the network fetches what the tests need into the image (not
 	// the shared cache, which another build may change meanwhile); the tests run
