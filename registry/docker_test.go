@@ -5,7 +5,6 @@ import (
 	"context"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -15,16 +14,15 @@ import (
 	"github.com/kiln-ci/kiln/builder/image/imagetest"
 )
 
-// dockerCLI runs docker against engine e with its own client configuration folder
-// (for the registry login).
-func dockerCLI(t *testing.T, e *docker.Engine, config string, stdin string, args ...string) string {
+// dockerCLI runs docker against engine e with the client configuration folder config
+// (the registry's credentials).
+func dockerCLI(t *testing.T, e *docker.Engine, config string, args ...string) string {
 	t.Helper()
 	cmd := exec.Command("docker", args...)
 	cmd.Env = append(os.Environ(), "DOCKER_CONFIG="+config)
 	if e.Host != "" {
 		cmd.Env = append(cmd.Env, "DOCKER_HOST="+e.Host)
 	}
-	cmd.Stdin = strings.NewReader(stdin)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	if err := cmd.Run(); err != nil {
@@ -35,7 +33,8 @@ func dockerCLI(t *testing.T, e *docker.Engine, config string, stdin string, args
 
 // TestDockerPullRun assembles the test Debian base, pushes it to the registry with
 // authentication, then pulls and runs it with a real Docker engine (which accepts
-// plain HTTP from a registry on 127.0.0.0/8 without --insecure-registry).
+// plain HTTP from a registry on 127.0.0.0/8 without --insecure-registry) given the
+// registry's credentials in its client configuration.
 func TestDockerPullRun(t *testing.T) {
 	base := imagetest.Debian(t)
 	engine := dockertest.Engine(t)
@@ -55,12 +54,11 @@ func TestDockerPullRun(t *testing.T) {
 	if err := c.Tag(ctx, repo, d, "bookworm"); err != nil {
 		t.Fatal(err)
 	}
-	config := t.TempDir()
-	dockerCLI(t, engine, config, reg.Password, "login", "--username", reg.Username, "--password-stdin", reg.Addr)
+	config := reg.DockerConfig(t)
 	ref := repo + ":bookworm"
 	t.Cleanup(func() { exec.Command("docker", "-H", engine.Host, "rmi", "-f", ref).Run() })
-	dockerCLI(t, engine, config, "", "pull", ref)
-	if got := dockerCLI(t, engine, config, "", "image", "inspect", "--format", "{{index .RepoDigests 0}}", ref); got != repo+"@"+d.String() {
+	dockerCLI(t, engine, config, "pull", ref)
+	if got := dockerCLI(t, engine, config, "image", "inspect", "--format", "{{index .RepoDigests 0}}", ref); got != repo+"@"+d.String() {
 		t.Errorf("the engine pulled %s, the registry has %s@%s", got, repo, d)
 	}
 	for _, tc := range []struct {
@@ -72,13 +70,10 @@ func TestDockerPullRun(t *testing.T) {
 		{"user", []string{"id", "-u"}, "0"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			out := dockerCLI(t, engine, config, "", append([]string{"run", "--rm", "--network", "none", ref}, tc.cmd...)...)
+			out := dockerCLI(t, engine, config, append([]string{"run", "--rm", "--network", "none", ref}, tc.cmd...)...)
 			if !strings.HasPrefix(out, tc.want) {
 				t.Errorf("%v printed %q, want %q…", tc.cmd, out, tc.want)
 			}
 		})
-	}
-	if _, err := os.Stat(filepath.Join(config, "config.json")); err != nil {
-		t.Errorf("docker login left no client configuration: %v", err)
 	}
 }

@@ -19,12 +19,7 @@ import (
 	"github.com/kiln-ci/kiln/registry/registrytest"
 )
 
-func TestMain(m *testing.M) {
-	code := m.Run()
-	registrytest.StopShared()
-	dockertest.Stop()
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { registrytest.Main(m, dockertest.Stop) }
 
 // client returns a client of the shared test registry with its credentials.
 func client(t *testing.T) (*Client, *registrytest.Registry) {

@@ -5,13 +5,16 @@
 //
 // go-containerregistry talks to it with name.Insecure (registry.Options.Insecure). A
 // Docker engine accepts plain HTTP for registries on 127.0.0.0/8 without any
-// --insecure-registry setting; it needs `docker login ADDR` with the credentials.
+// --insecure-registry setting; it needs the credentials, as `docker login ADDR`
+// stores them or as DockerConfig writes them.
 package registrytest
 
 import (
 	"context"
 	"crypto/rand"
+	"encoding/base64"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"os"
@@ -87,11 +90,14 @@ func Start(t testing.TB, o Options) *Registry {
 	return r
 }
 
-// Main runs the tests, then stops the shared registry if one was started. Call it
-// from TestMain.
-func Main(m *testing.M) {
+// Main runs the tests, then stops the shared registry if one was started and calls
+// the other stop functions given (dockertest.Stop, …). Call it from TestMain.
+func Main(m *testing.M, stops ...func()) {
 	code := m.Run()
 	StopShared()
+	for _, stop := range stops {
+		stop()
+	}
 	os.Exit(code)
 }
 
@@ -223,6 +229,23 @@ func (r *Registry) Stop() {
 		r.tmp = false
 	}
 	os.RemoveAll(r.Dir)
+}
+
+// DockerConfig writes a Docker client configuration folder holding the registry's
+// credentials (what `docker login` would store) and returns it, for the
+// DOCKER_CONFIG of docker commands that pull from or push to this registry.
+func (r *Registry) DockerConfig(t testing.TB) string {
+	t.Helper()
+	dir := t.TempDir()
+	auth := base64.StdEncoding.EncodeToString([]byte(r.Username + ":" + r.Password))
+	b, err := json.Marshal(map[string]any{"auths": map[string]any{r.Addr: map[string]string{"auth": auth}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "config.json"), b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return dir
 }
 
 // Log returns what the registry has logged so far.
