@@ -48,9 +48,9 @@ type RegistryConfig struct {
 	Repository string `yaml:"repository"`
 	// Staging takes the per-architecture images (default Repository + "-staging").
 	Staging string `yaml:"staging"`
-	// Username and PasswordFile are the registry's credentials (none when empty).
-	Username     string `yaml:"username"`
-	PasswordFile string `yaml:"password-file"`
+	// CredentialsFile holds the registry's credentials, one line USERNAME:PASSWORD
+	// (anonymous when empty).
+	CredentialsFile string `yaml:"credentials-file"`
 	// Insecure talks plain HTTP to the registry.
 	Insecure bool `yaml:"insecure"`
 	// SigningKey is a cosign private key file signing images and attestations.
@@ -180,8 +180,8 @@ func (c *Config) Check() error {
 	if c.Registry.Repository != "" && c.Registry.Staging == "" {
 		c.Registry.Staging = c.Registry.Repository + "-staging"
 	}
-	if c.Registry.PasswordFile != "" && c.Registry.Username == "" {
-		bad("registry.username", "password-file given without a username")
+	if c.Registry.Repository == "" && (c.Registry.CredentialsFile != "" || c.Registry.SigningKey != "") {
+		bad("registry.repository", "credentials or a signing key given without a repository")
 	}
 	seen := map[string]bool{}
 	for i, d := range c.Distros {

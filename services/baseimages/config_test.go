@@ -19,7 +19,7 @@ func TestParseConfigErrors(t *testing.T) {
 		{"bad snapshot", "distros: [{name: debian-12, snapshot: yesterday}]", `distros[0].snapshot: "yesterday" is not a date`},
 		{"bad refresh", "refresh: weekly", `"weekly" is not a duration`},
 		{"unknown field", "distro: [debian-12]", "field distro not found"},
-		{"password without user", "registry: {repository: r/x, password-file: /p}", "registry.username: password-file given without a username"},
+		{"credentials without repository", "registry: {credentials-file: /p}", "registry.repository: credentials or a signing key given without a repository"},
 		{"retired not a version", "retired-ocaml: [old]", `retired-ocaml[0]: "old" is not X.Y`},
 	}
 	for _, c := range cases {

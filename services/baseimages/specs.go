@@ -29,13 +29,26 @@ const (
 )
 
 // Rootfs is how the root filesystem of a build is made: Debian from the mirror (or
-// the configured snapshot of it) with the opam images' packages.
-func (b Build) Rootfs() image.DebianOptions {
-	mirror := b.Image.Config.Mirror
-	if s := b.Image.Config.Snapshot; s != "" && mirror == "" {
-		mirror = "http://snapshot.debian.org/archive/debian/" + strings.ReplaceAll(s, "-", "") + "T000000Z"
+// the configured snapshot of it) with the opam images' packages. release, when
+// set, is the date of the suite's Release file on the mirror, which names the
+// root filesystem: a new Debian release makes a new one.
+func (b Build) Rootfs(release string) image.DebianOptions {
+	o := image.DebianOptions{Suite: b.Image.Distro.Suite, Arch: b.Arch.Name, Packages: OpamPackages, Mirror: b.Image.Config.mirror()}
+	if release != "" {
+		if name, err := o.LocalName(); err == nil {
+			o.Name = name + "-" + release
+		}
 	}
-	return image.DebianOptions{Suite: b.Image.Distro.Suite, Arch: b.Arch.Name, Packages: OpamPackages, Mirror: mirror}
+	return o
+}
+
+// mirror is the Debian mirror of the distribution: the configured one, or the
+// snapshot of the configured date, or "" for the default.
+func (dc DistroConfig) mirror() string {
+	if s := dc.Snapshot; s != "" && dc.Mirror == "" {
+		return "http://snapshot.debian.org/archive/debian/" + strings.ReplaceAll(s, "-", "") + "T000000Z"
+	}
+	return dc.Mirror
 }
 
 // Specs are the builder specs of a build: the opam image's, and for a compiler image
@@ -105,7 +118,7 @@ func copyDockerfile(b Build) spec.Op {
 func (b Build) Dockerfile(from string) string {
 	_, s := b.Specs(from)
 	s = &spec.Spec{From: s.From, Ops: s.Ops[:len(s.Ops)-1]}
-	o := b.Rootfs()
+	o := b.Rootfs("")
 	return fmt.Sprintf("# %s for %s, as kiln's base-images service builds it.\n"+
 		"# The FROM image is Debian's root filesystem, made by:\n#   kiln base debian --suite %s --arch %s --packages %s\n"+
 		"# (%s)\n# The build context holds opam-repository/, a copy of the opam repository.\n\n%s",
