@@ -271,15 +271,24 @@ func cellMark(s State) string {
 func (u *UI) matrixRows(run int64, rows []*pkgRow, cols []int) template.HTML {
 	var b strings.Builder
 	b.Grow(len(rows) * (60 + 110*len(cols)))
+	logs := html.EscapeString(u.opts.Prefix) + "/log/" + runName(run) + "/"
+	switches := map[string]string{}
 	for _, row := range rows {
+		pkg := html.EscapeString(row.Package)
+		pkgPath := html.EscapeString(url.PathEscape(row.Package))
 		b.WriteString(`<tr><td class="pkg">`)
-		b.WriteString(html.EscapeString(row.Package))
+		b.WriteString(pkg)
 		b.WriteString(`</td>`)
 		for _, i := range cols {
 			c := &row.Cells[i]
 			if c.State == "" {
 				b.WriteString(`<td class="c cell-none">☐</td>`)
 				continue
+			}
+			sw, ok := switches[c.Switch]
+			if !ok {
+				sw = html.EscapeString(url.PathEscape(c.Switch))
+				switches[c.Switch] = sw
 			}
 			b.WriteString(`<td class="c cell-`)
 			b.WriteString(string(c.State))
@@ -288,7 +297,12 @@ func (u *UI) matrixRows(run int64, rows []*pkgRow, cols []int) template.HTML {
 				b.WriteString(html.EscapeString(string(c.Kind)))
 			}
 			b.WriteString(`"><a href="`)
-			b.WriteString(html.EscapeString(u.logURL(run, url.PathEscape(c.Switch), c.State, url.PathEscape(c.Package))))
+			b.WriteString(logs)
+			b.WriteString(sw)
+			b.WriteByte('/')
+			b.WriteString(string(c.State))
+			b.WriteByte('/')
+			b.WriteString(pkgPath)
 			b.WriteString(`">`)
 			b.WriteString(cellMark(c.State))
 			b.WriteString(`</a></td>`)
