@@ -77,7 +77,7 @@ type ServiceConfig struct {
 	// Promote is auto (default) or confirm: when staging passed, production follows
 	// at once or after an admin confirms.
 	Promote    string  `yaml:"promote"`
-	Staging    *Target `yaml:"staging"`
+	Staging    *Target `yaml:"staging,omitempty"`
 	Production Target  `yaml:"production"`
 }
 
@@ -97,10 +97,10 @@ type HealthConfig struct {
 // Command is set.
 type Target struct {
 	Host      string           `yaml:"host"`
-	Container *ContainerTarget `yaml:"container"`
-	Swarm     *SwarmTarget     `yaml:"swarm"`
-	Command   *CommandTarget   `yaml:"command"`
-	Compose   *struct{}        `yaml:"compose"`
+	Container *ContainerTarget `yaml:"container,omitempty"`
+	Swarm     *SwarmTarget     `yaml:"swarm,omitempty"`
+	Command   *CommandTarget   `yaml:"command,omitempty"`
+	Compose   *struct{}        `yaml:"compose,omitempty"`
 }
 
 // ContainerTarget is a plain container replaced in place behind a reverse proxy: the
@@ -109,8 +109,11 @@ type Target struct {
 type ContainerTarget struct {
 	// Name prefixes the two instances' container names (NAME-a, NAME-b).
 	Name string `yaml:"name"`
-	// Port is the container's HTTP port.
+	// Port is the container's HTTP port, published on the slot's host port.
 	Port int `yaml:"port"`
+	// Network host runs the instances in the host's network, where each listens on
+	// its slot's port, given to it as $PORT (for engines without a bridge network).
+	Network string `yaml:"network"`
 	// Slots are the two host ports the instances take in turn.
 	Slots [2]int            `yaml:"slots"`
 	Env   map[string]string `yaml:"env"`
@@ -158,6 +161,9 @@ func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
 	*d = Duration(v)
 	return nil
 }
+
+// MarshalYAML writes d as a Go duration string.
+func (d Duration) MarshalYAML() (any, error) { return time.Duration(d).String(), nil }
 
 // Or returns d, or def when d is zero.
 func (d Duration) Or(def time.Duration) time.Duration {
@@ -315,7 +321,10 @@ func (c *Config) checkTarget(where string, t *Target, bad func(string, ...any)) 
 		if !nameRE.MatchString(ct.Name) {
 			bad("%s.container.name: %q is not a name", where, ct.Name)
 		}
-		if ct.Port <= 0 || ct.Slots[0] <= 0 || ct.Slots[1] <= 0 || ct.Slots[0] == ct.Slots[1] {
+		if ct.Network != "" && ct.Network != "host" {
+			bad("%s.container.network: %q: want host or nothing", where, ct.Network)
+		}
+		if (ct.Port <= 0 && ct.Network == "") || ct.Slots[0] <= 0 || ct.Slots[1] <= 0 || ct.Slots[0] == ct.Slots[1] {
 			bad("%s.container: port and two different slots (host ports) are needed", where)
 		}
 		if ct.Proxy.UpstreamFile == "" || ct.Proxy.Upstream == "" || len(ct.Proxy.Reload) == 0 {

@@ -119,8 +119,12 @@ func (s *stage) deployContainer(ctx context.Context, image string) error {
 		bind = ""
 	}
 	args := []string{"docker", "run", "-d", "--name", name, "--restart", "unless-stopped",
-		"--label", "kiln.deployer.image=" + image,
-		"-p", fmt.Sprintf("%s%d:%d", bind, ct.Slots[next], ct.Port)}
+		"--label", "kiln.deployer.image=" + image}
+	if ct.Network == "host" {
+		args = append(args, "--network", "host", "-e", fmt.Sprintf("PORT=%d", ct.Slots[next]))
+	} else {
+		args = append(args, "-p", fmt.Sprintf("%s%d:%d", bind, ct.Slots[next], ct.Port))
+	}
 	for _, k := range sortedKeys(ct.Env) {
 		args = append(args, "-e", k+"="+ct.Env[k])
 	}

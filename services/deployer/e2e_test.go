@@ -1,0 +1,391 @@
+package deployer
+
+import (
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"go.yaml.in/yaml/v3"
+
+	"github.com/kiln-ci/kiln/builder/docker/dockertest"
+	"github.com/kiln-ci/kiln/internal/testenv"
+	"github.com/kiln-ci/kiln/registry/registrytest"
+	"github.com/kiln-ci/kiln/services/internal/notify"
+)
+
+// world is everything an end-to-end test deploys with: a Docker engine behind sshd on
+// loopback, a registry, two nginx front ends (staging and production), a git
+// repository of a small web service, and a deployer configured for it.
+type world struct {
+	d          *Deployer
+	cfg        *Config
+	cfgFile    string
+	repo       *webRepo
+	ssh        *sshServer
+	staging    *proxy
+	production *proxy
+	reg        *prometheus.Registry
+	dockerHost string
+	token      string
+	hooks      *hookLog
+	logs       *testenv.Buffer
+}
+
+// hookLog is a JSON webhook that keeps the messages it receives.
+type hookLog struct {
+	mu   sync.Mutex
+	msgs []notify.Message
+}
+
+func (h *hookLog) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	var m notify.Message
+	json.NewDecoder(r.Body).Decode(&m)
+	h.mu.Lock()
+	h.msgs = append(h.msgs, m)
+	h.mu.Unlock()
+}
+
+func (h *hookLog) titles() []string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var out []string
+	for _, m := range h.msgs {
+		out = append(out, m.Title)
+	}
+	return out
+}
+
+func freePort(t testing.TB) int {
+	_, p, _ := net.SplitHostPort(testenv.FreeAddr(t))
+	n, _ := strconv.Atoi(p)
+	return n
+}
+
+func newWorld(t testing.TB) *world {
+	t.Helper()
+	testenv.RequireRoot(t)
+	engine := dockertest.Engine(t)
+	reg := registrytest.Shared(t)
+	w := &world{repo: newWebRepo(t), ssh: startSSH(t), staging: startNginx(t), production: startNginx(t),
+		reg: prometheus.NewRegistry(), dockerHost: engine.Host, hooks: &hookLog{}, logs: &testenv.Buffer{}}
+	dir := t.TempDir()
+	w.token = "admin-" + strconv.FormatInt(time.Now().UnixNano(), 36)
+	os.WriteFile(filepath.Join(dir, "admin"), []byte(w.token+"\n"), 0o600)
+	hook := httptest.NewServer(w.hooks)
+	t.Cleanup(hook.Close)
+	os.WriteFile(filepath.Join(dir, "hook"), []byte(hook.URL+"/hook\n"), 0o600)
+	suffix := strconv.FormatInt(time.Now().UnixNano()%1e9, 36)
+	target := func(name string, p *proxy) Target {
+		return Target{Host: "remote", Container: &ContainerTarget{Name: "kiln-test-" + name + "-" + suffix, Network: "host",
+			Slots: [2]int{freePort(t), freePort(t)}, Drain: Duration(300 * time.Millisecond),
+			Proxy: ProxyConfig{UpstreamFile: p.UpstreamFile, Upstream: "web", Reload: p.Reload, URL: p.URL}}}
+	}
+	staging := target("staging", w.staging)
+	w.cfg = &Config{
+		Poll: Duration(time.Hour), HealthEvery: Duration(time.Hour), AdminTokenFile: filepath.Join(dir, "admin"),
+		BuildDockerHost: engine.Host,
+		Registry:        RegistryConfig{Address: reg.Addr, CredentialsFile: reg.CredentialsFile, Insecure: true},
+		Hosts: map[string]Host{"remote": {SSH: "root@" + w.ssh.Addr, KeyFile: w.ssh.KeyFile, KnownHostsFile: w.ssh.KnownHosts,
+			DockerHost: engine.Host}},
+		Notify: []notify.Webhook{{Name: "test", Kind: notify.JSON, URLFile: filepath.Join(dir, "hook")}},
+		Services: []ServiceConfig{{Name: "web", Repo: w.repo.Dir, Branch: "main", Image: "deployer-test/web-" + suffix,
+			Health:  HealthConfig{Path: "/health", Expect: "ok", Deadline: Duration(8 * time.Second)},
+			Staging: &staging, Production: target("production", w.production)}},
+	}
+	t.Cleanup(func() {
+		removeInstances(engine.Host, staging.Container.Name, w.cfg.Services[0].Production.Container.Name)
+	})
+	w.cfgFile = filepath.Join(dir, "deployer.yaml")
+	w.writeConfig(t)
+	var err error
+	w.d, err = New(Options{ConfigFile: w.cfgFile, StateDir: filepath.Join(dir, "state"), Register: w.reg,
+		Logger: slog.New(slog.NewTextHandler(w.logs, nil)), BaseURL: "http://kiln.example.org"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(w.d.Close)
+	return w
+}
+
+func (w *world) writeConfig(t testing.TB) {
+	t.Helper()
+	b, err := yaml.Marshal(w.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(w.cfgFile, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// get returns the body an HTTP GET of u answers with, or the error.
+func get(u string) (string, error) {
+	c := &http.Client{Timeout: 5 * time.Second}
+	resp, err := c.Get(u)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 {
+		return "", &url.Error{Op: "GET", URL: u, Err: io.ErrUnexpectedEOF}
+	}
+	return strings.TrimSpace(string(b)), nil
+}
+
+func (w *world) serves(t testing.TB, p *proxy, want string) {
+	t.Helper()
+	got, err := get(p.URL + "/")
+	if err != nil || got != want {
+		t.Fatalf("%s answers %q (%v), want %q\n%s", p.URL, got, err, want, w.logs.String())
+	}
+}
+
+// load requests each URL in a loop until stopped and counts the answers that are not
+// want.
+type load struct {
+	stop   chan struct{}
+	done   sync.WaitGroup
+	total  atomic.Int64
+	failed atomic.Int64
+	first  atomic.Value
+}
+
+func startLoad(want string, urls ...string) *load {
+	l := &load{stop: make(chan struct{})}
+	for _, u := range urls {
+		l.done.Go(func() {
+			for {
+				select {
+				case <-l.stop:
+					return
+				default:
+				}
+				got, err := get(u)
+				l.total.Add(1)
+				if err != nil || got != want {
+					l.failed.Add(1)
+					l.first.CompareAndSwap(nil, u+": "+got)
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+		})
+	}
+	return l
+}
+
+func (l *load) end() (total, failed int64) {
+	close(l.stop)
+	l.done.Wait()
+	return l.total.Load(), l.failed.Load()
+}
+
+func lastRecords(d *Deployer, n int) []Record {
+	h := d.st.history("web")
+	if len(h) > n {
+		h = h[:n]
+	}
+	return h
+}
+
+func TestEndToEnd(t *testing.T) {
+	w := newWorld(t)
+	ctx := t.Context()
+	var v2digest, v1digest string
+	steps := []struct {
+		name string
+		run  func(t *testing.T)
+	}{
+		{"a commit is built, pushed, deployed to staging, promoted and served", func(t *testing.T) {
+			start := time.Now()
+			w.d.Poll(ctx)
+			t.Logf("commit to live in production: %v", time.Since(start).Round(10*time.Millisecond))
+			w.serves(t, w.staging, "v1")
+			w.serves(t, w.production, "v1")
+			h := lastRecords(w.d, 2)
+			if len(h) != 2 || h[0].Stage != "production" || h[1].Stage != "staging" || h[0].Outcome != OutcomeLive || h[1].Outcome != OutcomeLive {
+				t.Fatalf("history %+v", h)
+			}
+			v1digest = h[0].Digest
+		}},
+		{"the next commit goes live with the same digest on both stages", func(t *testing.T) {
+			c := w.repo.commit(t, "v2")
+			l := startLoad("", w.production.URL+"/") // counts nothing; keeps requests in flight through the switch
+			start := time.Now()
+			w.d.Poll(ctx)
+			t.Logf("commit to live in production: %v", time.Since(start).Round(10*time.Millisecond))
+			l.end()
+			w.serves(t, w.production, "v2")
+			h := lastRecords(w.d, 2)
+			if h[0].Commit != c || h[1].Commit != c || h[0].Digest != h[1].Digest || h[0].Digest == v1digest {
+				t.Fatalf("history %+v", h)
+			}
+			v2digest = h[0].Digest
+		}},
+		{"a commit failing its health check is rolled back while the old version serves", func(t *testing.T) {
+			c := w.repo.commit(t, "v3 broken")
+			l := startLoad("v2", w.production.URL+"/")
+			ls := startLoad("v2", w.staging.URL+"/")
+			start := time.Now()
+			w.d.Poll(ctx)
+			t.Logf("failed deploy to rolled back: %v", time.Since(start).Round(10*time.Millisecond))
+			total, failed := l.end()
+			stotal, sfailed := ls.end()
+			t.Logf("requests during the attempt: production %d (%d failed), staging %d (%d failed)", total, failed, stotal, sfailed)
+			if failed+sfailed != 0 {
+				t.Errorf("%d requests failed during the attempt; first: %v", failed+sfailed, l.first.Load())
+			}
+			h := lastRecords(w.d, 1)
+			if h[0].Commit != c || h[0].Stage != "staging" || h[0].Outcome != OutcomeRolledBack || !strings.Contains(h[0].Message, "broken on purpose") {
+				t.Fatalf("history %+v", h)
+			}
+			w.serves(t, w.staging, "v2")
+			w.serves(t, w.production, "v2")
+			if got := testenv.Metrics(t, w.reg)["kiln_deployer_deploys_total{outcome=rolled-back,service=web,stage=staging}"]; got != 1 {
+				t.Errorf("rolled-back deploys counted %v", got)
+			}
+		}},
+		{"a branch is built for deployability but not deployed", func(t *testing.T) {
+			w.repo.git(t, "checkout", "-q", "-b", "feature")
+			c := w.repo.commit(t, "v4")
+			w.repo.git(t, "checkout", "-q", "main")
+			n := len(w.d.st.history("web"))
+			w.d.Poll(ctx)
+			if got := len(w.d.st.history("web")); got != n {
+				t.Errorf("a deploy of the feature branch: %+v", lastRecords(w.d, 1))
+			}
+			if b := w.d.st.build("web", c); b == nil || b.State != "passed" {
+				t.Errorf("feature build %+v", b)
+			}
+			w.serves(t, w.production, "v2")
+		}},
+		{"an admin rolls production back to an earlier digest", func(t *testing.T) {
+			srv := httptest.NewServer(routesMux(w.d))
+			defer srv.Close()
+			form := url.Values{"stage": {"production"}, "digest": {v1digest}}
+			resp, err := http.PostForm(srv.URL+"/deployer/web/rollback", form)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusForbidden {
+				t.Fatalf("rollback without the token: %s", resp.Status)
+			}
+			form.Set("token", w.token)
+			start := time.Now()
+			resp, err = http.PostForm(srv.URL+"/deployer/web/rollback", form)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 200 {
+				t.Fatalf("rollback: %s: %s", resp.Status, b)
+			}
+			t.Logf("admin rollback: %v", time.Since(start).Round(10*time.Millisecond))
+			w.serves(t, w.production, "v1")
+			if h := lastRecords(w.d, 1)[0]; h.Kind != "rollback" || h.Digest != v1digest || h.Outcome != OutcomeLive {
+				t.Errorf("history %+v", h)
+			}
+		}},
+		{"the periodic check notices a dead production and its recovery", func(t *testing.T) {
+			live := w.d.st.live("web", "production")
+			name := w.cfg.Services[0].Production.Container.Name
+			r := &runner{name: "remote", h: w.cfg.Hosts["remote"]}
+			var inst string
+			for _, n := range []string{name + "-a", name + "-b"} {
+				if out, err := r.run(ctx, nil, "docker", "inspect", "--format", "{{.State.Running}}", n); err == nil && out == "true" {
+					inst = n
+				}
+			}
+			if _, err := r.run(ctx, nil, "docker", "stop", "-t", "0", inst); err != nil {
+				t.Fatal(err)
+			}
+			w.d.CheckHealth(ctx)
+			if l := w.d.st.live("web", "production"); l.Healthy || l.Digest != live.Digest {
+				t.Errorf("after the instance stopped: %+v", l)
+			}
+			if _, err := r.run(ctx, nil, "docker", "start", inst); err != nil {
+				t.Fatal(err)
+			}
+			deadline := time.Now().Add(10 * time.Second)
+			for !w.d.st.live("web", "production").Healthy && time.Now().Before(deadline) {
+				time.Sleep(200 * time.Millisecond)
+				w.d.CheckHealth(ctx)
+			}
+			if !w.d.st.live("web", "production").Healthy {
+				t.Errorf("not healthy again: %+v", w.d.st.live("web", "production"))
+			}
+		}},
+		{"the status page and its JSON show all of it", func(t *testing.T) {
+			st := w.d.Status()
+			b, _ := json.Marshal(st)
+			for _, want := range []string{v1digest, v2digest, `"outcome":"rolled-back"`, "broken on purpose", `"refs/heads/feature"`} {
+				if !strings.Contains(string(b), want) {
+					t.Errorf("status JSON lacks %s", want)
+				}
+			}
+			browseStatus(t, w, v1digest)
+		}},
+		{"notifications were sent for each deploy and health change", func(t *testing.T) {
+			deadline := time.Now().Add(5 * time.Second)
+			want := []string{"web production: ", "rolled-back", "web production is unhealthy", "web production is healthy again"}
+			for {
+				all := strings.Join(w.hooks.titles(), "\n")
+				missing := ""
+				for _, s := range want {
+					if !strings.Contains(all, s) {
+						missing = s
+					}
+				}
+				if missing == "" {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("no notification %q among\n%s", missing, all)
+				}
+				time.Sleep(100 * time.Millisecond)
+			}
+		}},
+		{"secrets are not in the logs, the status or the notifications", func(t *testing.T) {
+			creds, _ := os.ReadFile(w.cfg.Registry.CredentialsFile)
+			_, pw, _ := strings.Cut(strings.TrimSpace(string(creds)), ":")
+			st, _ := json.Marshal(w.d.Status())
+			hooks, _ := json.Marshal(w.hooks.msgs)
+			for what, s := range map[string]string{"log": w.logs.String(), "status": string(st), "notifications": string(hooks)} {
+				for _, secret := range []string{pw, w.token} {
+					if strings.Contains(s, secret) {
+						t.Errorf("a secret is in the %s", what)
+					}
+				}
+			}
+		}},
+	}
+	for _, s := range steps {
+		if !t.Run(s.name, s.run) {
+			t.FailNow()
+		}
+	}
+}
+
+// routesMux serves the deployer's routes alone, as the console would mount them.
+func routesMux(d *Deployer) *http.ServeMux {
+	mux := http.NewServeMux()
+	for p, h := range d.Routes() {
+		mux.Handle(p, h)
+	}
+	return mux
+}
