@@ -67,7 +67,9 @@ func TestParseConfig(t *testing.T) {
 		{name: "two methods", edit: func(s string) string {
 			return strings.Replace(s, "swarm: {service: web", "command: {artifact: /a, dest: /b, run: [true]}\n      swarm: {service: web", 1)
 		}, want: []string{"services.web.production: want exactly one of container, swarm or command"}},
-		{name: "compose", edit: func(s string) string { return strings.Replace(s, "swarm: {service: web, url: \"http://127.0.0.1:80\"}", "compose: {}", 1) },
+		{name: "compose", edit: func(s string) string {
+			return strings.Replace(s, "swarm: {service: web, url: \"http://127.0.0.1:80\"}", "compose: {}", 1)
+		},
 			want: []string{"compose targets are not supported"}},
 		{name: "bad duration", edit: func(s string) string { return strings.Replace(s, "deadline: 20s", "deadline: soon", 1) },
 			want: []string{`"soon" is not a duration`}},
