@@ -10,12 +10,13 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/kiln-ci/kiln/services/bench/benchfmt"
+	"github.com/kiln-ci/kiln/services/bench/detect"
 )
 
 func init() {
 	bench := &cobra.Command{
 		Use:   "bench",
-		Short: "Check benchmark output in current-bench's JSON format",
+		Short: "Check benchmark output in current-bench's JSON format; simulate the regression detectors",
 	}
 
 	var asJSON bool
@@ -63,6 +64,51 @@ metric at all.`,
 	}
 	check.Flags().BoolVar(&asJSON, "json", false, "print the results and errors as JSON")
 	bench.AddCommand(check)
+
+	var sim detect.SimOptions
+	var noise string
+	var rerecord bool
+	simulate := &cobra.Command{
+		Use:   "simulate",
+		Short: "Simulate the regression detectors on recorded benchmark noise and print their figures",
+		Long: `Run the interleaved, history and Bencher t-test detectors on a recording of a real
+benchmark's noise (bursts of timings; one burst stands for one benchmark job) and
+print, for each number of repeats, the false alarms per 100 unchanged commits and the
+smallest regression found in 95 % of the commits that have it. With --record, time a
+CPU-bound benchmark on this machine first (about 3 minutes) and save it to --noise.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if rerecord {
+				rec, err := detect.Record(cmd.Context(), detect.RecordOptions{})
+				if err != nil {
+					return err
+				}
+				if err := rec.Save(noise); err != nil {
+					return err
+				}
+			}
+			rec, err := detect.Load(noise)
+			if err != nil {
+				return err
+			}
+			rows, err := detect.Simulate(rec, sim)
+			if err != nil {
+				return err
+			}
+			fmt.Printf("%s: %d bursts of %d timings, %s, %s\n\n%s", noise, len(rec.Bursts), len(rec.Bursts[0]), rec.CPU, rec.Kernel, detect.Table(rows))
+			if rec.Counters != "" {
+				fmt.Printf("\ninstructions retired not recorded: %s\n", rec.Counters)
+			}
+			return nil
+		},
+	}
+	simulate.Flags().StringVar(&noise, "noise", "services/bench/detect/testdata/noise.json", "the noise recording")
+	simulate.Flags().BoolVar(&rerecord, "record", false, "record this machine's noise into --noise first")
+	simulate.Flags().IntVar(&sim.Trials, "trials", 1000, "simulated commits per figure")
+	simulate.Flags().IntVar(&sim.History, "history", 20, "earlier commits a history comparison sees")
+	simulate.Flags().Float64Var(&sim.Options.Confidence, "confidence", 0.99, "the detector's two-sided confidence")
+	simulate.Flags().Float64Var(&sim.Boundary, "bencher-boundary", 0.99, "Bencher's t-test boundary")
+	bench.AddCommand(simulate)
 	addCommand(bench)
 }
 
