@@ -128,6 +128,9 @@ func (e *Exporter) Image(digest string) (v1.Image, error) {
 // root filesystem for an opam image; for a compiler image, its opam image (parent)
 // and a layer of what the compiler's steps changed.
 func (e *Exporter) Export(ctx context.Context, b Build, snapshot string, in Inputs, parent *Built) (Built, error) {
+	if err := os.MkdirAll(e.Dir, 0o755); err != nil {
+		return Built{}, fmt.Errorf("export %s: %w", b.Name(), err)
+	}
 	dir, release, err := e.Runner.Mount(snapshot)
 	if err != nil {
 		return Built{}, fmt.Errorf("export %s: snapshot %s: %w", b.Name(), snapshot, err)

@@ -31,7 +31,7 @@ func newHarness(t *testing.T) *harness {
 		t.Fatal(err)
 	}
 	work := t.TempDir()
-	h := &harness{t: t, gitDir: repotest.GitDir(t), work: work, rootfs: map[string]Rootfs{},
+	h := &harness{t: t, gitDir: repotest.GitDir(t), work: work,
 		exp: &Exporter{Dir: filepath.Join(work, "export"), Runner: LocalRunner{Builder: b}}}
 	t.Cleanup(func() {
 		if t.Failed() {
@@ -42,46 +42,15 @@ func newHarness(t *testing.T) *harness {
 	return h
 }
 
-// make builds every build of p whose architecture is in arches, opam images first.
+// make builds every build of p from the opam repository at commit.
 func (h *harness) make(p Plan, commit string) map[string]Built {
-	t := h.t
-	ctx := context.Background()
+	h.t.Helper()
 	for _, b := range p.Builds {
-		o := b.Rootfs("")
-		if _, ok := h.rootfs[o.Recipe()]; ok {
-			continue
-		}
-		imagetest.DebianWith(t, o)
-		r, err := RootfsOf(ctx, imagetest.Store(t), o)
-		if err != nil {
-			t.Fatal(err)
-		}
-		h.rootfs[o.Recipe()] = r
+		imagetest.DebianWith(h.t, b.Rootfs("")) // made once in the test cache, waiting for .ci/baseimages.go
 	}
-	from := func(b Build) string { return h.rootfs[b.Rootfs("").Recipe()].Name }
-	cdir, date, err := OpamContext(ctx, h.gitDir, commit, filepath.Join(h.work, "contexts"), p.Builds, from)
+	out, err := h.exp.BuildAll(context.Background(), io.MultiWriter(&h.log, buildLog), imagetest.Store(h.t), p, h.gitDir, commit, h.work)
 	if err != nil {
-		t.Fatal(err)
-	}
-	out := map[string]Built{}
-	for _, compilers := range []bool{false, true} {
-		for _, b := range p.Builds {
-			if (b.Image.OCaml != "") != compilers {
-				continue
-			}
-			var parent *Built
-			if compilers {
-				opamB := b
-				opamB.Image.OCaml = ""
-				pb := out[opamB.Name()]
-				parent = &pb
-			}
-			r, err := h.exp.Make(ctx, io.MultiWriter(&h.log, buildLog), b, h.rootfs[b.Rootfs("").Recipe()], cdir, commit, date, parent)
-			if err != nil {
-				t.Fatalf("%s: %v", b.Name(), err)
-			}
-			out[b.Name()] = r
-		}
+		h.t.Fatal(err)
 	}
 	return out
 }

@@ -131,3 +131,54 @@ func (e *Exporter) Make(ctx context.Context, log io.Writer, b Build, rfs Rootfs,
 	}
 	return out, nil
 }
+
+// BuildAll builds every build of plan, opam images first, from the opam repository
+// at commit, without the engine (kiln images build, tests): the root filesystems are
+// made in the image store st when missing, the contexts kept under workDir.
+func (e *Exporter) BuildAll(ctx context.Context, log io.Writer, st *image.Store, plan Plan, gitDir, commit, workDir string) (map[string]Built, error) {
+	roots := map[string]Rootfs{}
+	for _, b := range plan.Builds {
+		o := b.Rootfs("")
+		if _, ok := roots[o.Recipe()]; ok {
+			continue
+		}
+		if _, err := st.EnsureDebian(ctx, o); err != nil {
+			return nil, fmt.Errorf("root filesystem of %s: %w", b.Name(), err)
+		}
+		r, err := RootfsOf(ctx, st, o)
+		if err != nil {
+			return nil, err
+		}
+		roots[o.Recipe()] = r
+	}
+	from := func(b Build) string { return roots[b.Rootfs("").Recipe()].Name }
+	cdir, date, err := OpamContext(ctx, gitDir, commit, filepath.Join(workDir, "contexts"), plan.Builds, from)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]Built{}
+	for _, compilers := range []bool{false, true} {
+		for _, b := range plan.Builds {
+			if (b.Image.OCaml != "") != compilers {
+				continue
+			}
+			var parent *Built
+			if compilers {
+				pb := out[b.opam().Name()]
+				parent = &pb
+			}
+			r, err := e.Make(ctx, log, b, roots[b.Rootfs("").Recipe()], cdir, commit, date, parent)
+			if err != nil {
+				return nil, err
+			}
+			out[b.Name()] = r
+		}
+	}
+	return out, nil
+}
+
+// opam is the build of the opam image a build's image is on (itself for an opam image).
+func (b Build) opam() Build {
+	b.Image.OCaml = ""
+	return b
+}

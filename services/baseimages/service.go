@@ -322,7 +322,5 @@ func parentTerm(built map[string]current.Term[Built], b Build) current.Term[*Bui
 	if b.Image.OCaml == "" {
 		return current.Return[*Built](nil)
 	}
-	opamB := b
-	opamB.Image.OCaml = ""
-	return current.Map(built[opamB.Name()], func(p Built) *Built { return &p })
+	return current.Map(built[b.opam().Name()], func(p Built) *Built { return &p })
 }

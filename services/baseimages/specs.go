@@ -56,9 +56,7 @@ func (dc DistroConfig) mirror() string {
 // steps). from is the root filesystem's local name. The Dockerfiles that reproduce
 // each image are copied into it from the build context (see WriteContext).
 func (b Build) Specs(from string) (opamSpec, full *spec.Spec) {
-	opamImg := b
-	opamImg.Image.OCaml = ""
-	opamSpec = &spec.Spec{From: from, Ops: append(opamOps(), copyDockerfile(opamImg))}
+	opamSpec = &spec.Spec{From: from, Ops: append(opamOps(), copyDockerfile(b.opam()))}
 	if b.Image.OCaml == "" {
 		return opamSpec, opamSpec
 	}
@@ -133,9 +131,7 @@ func WriteContext(dir string, builds []Build, from func(Build) string) error {
 		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
 			return err
 		}
-		opamB := b
-		opamB.Image.OCaml = ""
-		for _, x := range []Build{opamB, b} {
+		for _, x := range []Build{b.opam(), b} {
 			if err := os.WriteFile(filepath.Join(dir, dockerfileName(x)), []byte(x.Dockerfile(from(x))), 0o644); err != nil {
 				return fmt.Errorf("build context: %w", err)
 			}
