@@ -23,6 +23,7 @@ import (
 	"github.com/kiln-ci/kiln/git"
 	"github.com/kiln-ci/kiln/plugins/fleetjob"
 	"github.com/kiln-ci/kiln/plugins/forges"
+	"github.com/kiln-ci/kiln/services/baseimages"
 	"github.com/kiln-ci/kiln/services/demo"
 	"github.com/kiln-ci/kiln/services/deployer"
 	"github.com/kiln-ci/kiln/services/host"
@@ -32,7 +33,7 @@ import (
 )
 
 // serviceKinds are the services `kiln serve` can run.
-var serviceKinds = []host.Kind{ocamlci.ServiceKind, opamrepoci.ServiceKind, demo.ServiceKind, deployer.ServiceKind}
+var serviceKinds = []host.Kind{ocamlci.ServiceKind, opamrepoci.ServiceKind, demo.ServiceKind, deployer.ServiceKind, baseimages.ServiceKind}
 
 func serveCommand() *cobra.Command {
 	var o struct {
