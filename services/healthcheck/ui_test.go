@@ -5,6 +5,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -350,4 +351,50 @@ func TestRoutesAtRoot(t *testing.T) {
 			}
 		})
 	}
+}
+
+func FuzzParseMatrixQuery(f *testing.F) {
+	for _, q := range []string{"", "comp=4.14&show-only=bad", "show-failures-only=true&show-only=good", "maintainers=(", "logsearch=a%2Bb&logsearch_comp=5.3", "show-diff-only=x"} {
+		f.Add(q)
+	}
+	switches := []string{"4.14", "5.3"}
+	f.Fuzz(func(t *testing.T, raw string) {
+		v, err := url.ParseQuery(raw)
+		if err != nil {
+			return
+		}
+		q, err := parseMatrixQuery(v, switches)
+		if err != nil {
+			if !strings.Contains(err.Error(), "=") {
+				t.Errorf("error %q does not name the parameter", err)
+			}
+			return
+		}
+		for _, c := range append(slices.Clone(q.Compilers), q.Available...) {
+			if !slices.Contains(switches, c) {
+				t.Errorf("query %q accepted switch %q", raw, c)
+			}
+		}
+		for _, s := range q.ShowOnly {
+			if !slices.Contains(States, s) || q.FailuresOnly && !s.Failed() {
+				t.Errorf("query %q shows state %q", raw, s)
+			}
+		}
+	})
+}
+
+func FuzzParseRange(f *testing.F) {
+	for _, s := range []string{"1..2", "1..", "..2", "a..b", "1...2", "-1..2"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		old, new, err := parseRange(s)
+		if err != nil {
+			return
+		}
+		o2, n2, err := parseRange(runName(old) + ".." + runName(new))
+		if old <= 0 || new <= 0 || err != nil || o2 != old || n2 != new {
+			t.Errorf("range %q read as %d..%d, which does not read back", s, old, new)
+		}
+	})
 }
