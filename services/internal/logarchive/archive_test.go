@@ -425,3 +425,39 @@ func FuzzParseStamp(f *testing.F) {
 		}
 	})
 }
+
+func TestSearchTellsUnreadableFromCorrupt(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		target     func(dir string) string // what s/b.zst links to
+		unreadable bool
+	}{
+		{name: "gone meanwhile", target: func(dir string) string { return filepath.Join(dir, "nowhere") }},
+		{name: "not a file", target: func(dir string) string { return dir }, unreadable: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			reg := prometheus.NewRegistry()
+			a := open(t, Options{Register: reg})
+			put(t, a, "r", "s/a", "boom\n")
+			if err := os.Symlink(tc.target(a.Dir()), filepath.Join(a.Dir(), "r", "s", "b.zst")); err != nil {
+				t.Fatal(err)
+			}
+			res, err := a.Search(context.Background(), "r", "", regexp.MustCompile(`boom`))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Equal(matchKeys(res), []string{"s/a"}) {
+				t.Errorf("matches %q", matchKeys(res))
+			}
+			if got := len(res.Unreadable) == 1; got != tc.unreadable {
+				t.Fatalf("unreadable %+v, want listed: %v", res.Unreadable, tc.unreadable)
+			}
+			if tc.unreadable && (strings.Contains(res.Unreadable[0].Err, "corrupt") || !strings.Contains(res.Unreadable[0].Err, "s/b")) {
+				t.Errorf("unreadable log said %q: want it named, not called corrupt", res.Unreadable[0].Err)
+			}
+			if n := testenv.Metrics(t, reg)[`kiln_logarchive_logs_corrupt_total{archive=logs}`]; n != 0 {
+				t.Errorf("%v corrupt logs counted, want none", n)
+			}
+		})
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -67,14 +68,20 @@ func (a *Archive) Search(ctx context.Context, run, prefix string, re *regexp.Reg
 				var m *Match
 				var bad error
 				src, buf, m, bad = a.searchOne(dec, d, key, re, src, buf)
-				if m == nil && bad == nil {
+				var dc decodeError
+				switch {
+				case m == nil && bad == nil, errors.Is(bad, fs.ErrNotExist): // pruned or replaced meanwhile
 					continue
+				case errors.As(bad, &dc):
+					bad = a.corrupt(run, key, dc.err)
+				case bad != nil:
+					bad = fmt.Errorf("log archive: %s %s: %w", run, key, bad)
 				}
 				mu.Lock()
 				if m != nil {
 					res.Matches = append(res.Matches, *m)
 				} else {
-					res.Unreadable = append(res.Unreadable, Unreadable{Key: key, Err: a.corrupt(run, key, bad).Error()})
+					res.Unreadable = append(res.Unreadable, Unreadable{Key: key, Err: bad.Error()})
 				}
 				mu.Unlock()
 			}
@@ -113,11 +120,11 @@ func (a *Archive) searchOne(dec *zstd.Decoder, dir, key string, re *regexp.Regex
 		return src, buf, nil, err
 	}
 	if len(src) == 0 {
-		return src, buf, nil, errEmpty
+		return src, buf, nil, decodeError{errEmpty}
 	}
 	buf, err = dec.DecodeAll(src, buf[:0])
 	if err != nil {
-		return src, buf, nil, err
+		return src, buf, nil, decodeError{err}
 	}
 	loc := re.FindIndex(buf)
 	if loc == nil {
@@ -135,6 +142,11 @@ func (a *Archive) searchOne(dec *zstd.Decoder, dir, key string, re *regexp.Regex
 	text := string(bytes.TrimRight(buf[from:to], "\r"))
 	return src, buf, &Match{Key: key, Line: bytes.Count(buf[:loc[0]], []byte{'\n'}) + 1, Text: text}, nil
 }
+
+// decodeError is a stored log that does not decompress.
+type decodeError struct{ err error }
+
+func (e decodeError) Error() string { return e.err.Error() }
 
 func readAllInto(f *os.File, b []byte) ([]byte, error) {
 	if st, err := f.Stat(); err == nil && int64(cap(b)) < st.Size()+1 {
