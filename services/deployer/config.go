@@ -248,10 +248,11 @@ func (c *Config) check() error {
 		if w.Kind != notify.Slack && w.Kind != notify.JSON {
 			bad("notify[%d]: kind %q: want slack or json", i, w.Kind)
 		}
-		if w.URLFile == "" {
-			bad("notify[%d]: url_file missing", i)
+		if w.URLFile != "" {
+			if _, err := notify.ReadSecretURL(w.URLFile); err != nil {
+				bad("notify[%d]: %v", i, err)
+			}
 		}
-		secret(fmt.Sprintf("notify[%d].url_file", i), w.URLFile)
 	}
 	seen := map[string]bool{}
 	for i := range c.Services {

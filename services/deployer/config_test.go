@@ -11,7 +11,11 @@ import (
 func validConfig(t testing.TB, dir string) string {
 	t.Helper()
 	for _, f := range []string{"key", "known_hosts", "creds", "hook", "admin"} {
-		if err := os.WriteFile(filepath.Join(dir, f), []byte("x\n"), 0o600); err != nil {
+		content := "x\n"
+		if f == "hook" {
+			content = "https://hooks.example.org/x\n"
+		}
+		if err := os.WriteFile(filepath.Join(dir, f), []byte(content), 0o600); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -77,7 +81,7 @@ func TestParseConfig(t *testing.T) {
 			want: []string{`services.web.promote: "later": want auto or confirm`}},
 		{name: "several errors at once", edit: func(s string) string {
 			return strings.Replace(strings.Replace(s, dir+"/hook", dir+"/nohook", 1), "image: ocaml/web", "", 1)
-		}, want: []string{"notify[0].url_file: open", "services.web.image: missing"}},
+		}, want: []string{"notify[0]: url_file: open " + dir + "/nohook", "services.web.image: missing"}},
 		{name: "empty", edit: func(string) string { return "" }, want: []string{"empty"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -58,6 +58,7 @@ type Deployer struct {
 	notifier *notify.Notifier
 	st       *state
 	busy     map[string]*sync.Mutex // one operation at a time per service
+	control  string                 // SSH master connections
 
 	wg sync.WaitGroup
 }
@@ -114,11 +115,18 @@ func New(o Options) (*Deployer, error) {
 	if err != nil {
 		return nil, err
 	}
-	d := &Deployer{o: o, log: o.Logger, m: m, busy: map[string]*sync.Mutex{}}
+	// A short path: a socket's path is limited to about 100 bytes.
+	control, err := os.MkdirTemp("", "kiln-ssh-")
+	if err != nil {
+		return nil, err
+	}
+	d := &Deployer{o: o, log: o.Logger, m: m, busy: map[string]*sync.Mutex{}, control: control}
 	if d.st, err = loadState(filepath.Join(o.StateDir, "state.json")); err != nil {
+		os.RemoveAll(control)
 		return nil, err
 	}
 	if _, err := d.Reload(); err != nil {
+		os.RemoveAll(control)
 		return nil, err
 	}
 	return d, nil
@@ -160,9 +168,10 @@ func (d *Deployer) Reload() (bool, error) {
 		return false, err
 	}
 	d.m.reloads.WithLabelValues("ok").Inc()
-	old := d.notifier
+	old, oldCfg := d.notifier, d.cfg
 	d.cfg, d.cfgRaw, d.cfgErr, d.notifier = cfg, raw, nil, n
-	if old != nil {
+	if oldCfg != nil {
+		d.closeMasters(oldCfg) // the hosts' settings may have changed
 		d.wg.Go(func() {
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
@@ -198,15 +207,25 @@ func (d *Deployer) Run(ctx context.Context) {
 	}
 }
 
-// Close waits for the operations started by admins and delivers the notifications queued.
+// Close waits for the operations started by admins, ends the SSH connections and
+// delivers the notifications queued.
 func (d *Deployer) Close() {
 	d.wg.Wait()
 	d.mu.Lock()
-	n := d.notifier
+	n, cfg := d.notifier, d.cfg
 	d.mu.Unlock()
+	d.closeMasters(cfg)
+	os.RemoveAll(d.control)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	n.Close(ctx)
+}
+
+// closeMasters ends the SSH master connections to the hosts of cfg.
+func (d *Deployer) closeMasters(cfg *Config) {
+	for name, h := range cfg.Hosts {
+		(&runner{name: name, h: h, control: d.control}).closeMaster()
+	}
 }
 
 func (d *Deployer) config() *Config {
@@ -436,7 +455,7 @@ func (d *Deployer) stageOf(cfg *Config, svc *ServiceConfig, name string) (*stage
 	} else if name != "production" {
 		return nil, fmt.Errorf("no stage %q (staging or production)", name)
 	}
-	r := &runner{name: t.Host, h: cfg.Hosts[t.Host]}
+	r := &runner{name: t.Host, h: cfg.Hosts[t.Host], log: d.log, control: d.control}
 	s := &stage{name: name, t: t, r: r, health: svc.Health,
 		logf: func(format string, args ...any) {
 			d.log.Info("deployer: "+fmt.Sprintf(format, args...), "service", svc.Name, "stage", name)

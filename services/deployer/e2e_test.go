@@ -112,7 +112,7 @@ func newWorld(t testing.TB) *world {
 	w.writeConfig(t)
 	var err error
 	w.d, err = New(Options{ConfigFile: w.cfgFile, StateDir: filepath.Join(dir, "state"), Register: w.reg,
-		Logger: slog.New(slog.NewTextHandler(w.logs, nil)), BaseURL: "http://kiln.example.org"})
+		Logger: slog.New(slog.NewTextHandler(w.logs, &slog.HandlerOptions{Level: slog.LevelDebug})), BaseURL: "http://kiln.example.org"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -129,6 +129,46 @@ func (w *world) writeConfig(t testing.TB) {
 	if err := os.WriteFile(w.cfgFile, b, 0o600); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// change edits the configuration file and reloads it, until the test ends.
+func (w *world) change(t *testing.T, edit func(*Config)) {
+	t.Helper()
+	b, _ := yaml.Marshal(w.cfg)
+	var saved Config
+	yaml.Unmarshal(b, &saved)
+	edit(w.cfg)
+	w.writeConfig(t)
+	if _, err := w.d.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		*w.cfg = saved
+		w.writeConfig(t)
+		if _, err := w.d.Reload(); err != nil {
+			t.Error(err)
+		}
+	})
+}
+
+// failsUntouched commits version, polls, and checks that the deploy failed at stage
+// with a message saying why while both stages kept what they served.
+func (w *world) failsUntouched(t *testing.T, version, stage, why string) {
+	t.Helper()
+	staging, production := w.d.st.live("web", "staging"), w.d.st.live("web", "production")
+	was, _ := get(w.production.URL + "/")
+	c := w.repo.commit(t, version)
+	w.d.Poll(t.Context())
+	h := lastRecords(w.d, 1)[0]
+	if h.Commit != c || h.Stage != stage || h.Outcome != OutcomeFailed || !strings.Contains(h.Message, why) {
+		t.Fatalf("record %+v, want %s failed saying %q", h, stage, why)
+	}
+	t.Logf("the error: %s", h.Message)
+	if s, p := w.d.st.live("web", "staging"), w.d.st.live("web", "production"); s.Digest != staging.Digest || p.Digest != production.Digest {
+		t.Errorf("live digests changed: staging %s → %s, production %s → %s", staging.Digest, s.Digest, production.Digest, p.Digest)
+	}
+	w.serves(t, w.production, was)
+	w.serves(t, w.staging, was)
 }
 
 // get returns the body an HTTP GET of u answers with, or the error.
@@ -372,6 +412,29 @@ func TestEndToEnd(t *testing.T) {
 					}
 				}
 			}
+		}},
+		{"a registry that refuses the push leaves every target as it was", func(t *testing.T) {
+			ro := registrytest.Start(t, registrytest.Options{ReadOnly: true})
+			w.change(t, func(c *Config) { c.Registry = RegistryConfig{Address: ro.Addr, CredentialsFile: ro.CredentialsFile, Insecure: true} })
+			w.failsUntouched(t, "v5", "publish", "push")
+		}},
+		{"a host whose key changed is refused before anything changes", func(t *testing.T) {
+			good, _ := os.ReadFile(w.ssh.KnownHosts)
+			t.Cleanup(func() { os.WriteFile(w.ssh.KnownHosts, good, 0o600) })
+			other := filepath.Join(t.TempDir(), "other")
+			run(t, "ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", other)
+			pub, _ := os.ReadFile(other + ".pub")
+			os.WriteFile(w.ssh.KnownHosts, []byte(strings.Fields(string(good))[0]+" "+strings.Join(strings.Fields(string(pub))[:2], " ")+"\n"), 0o600)
+			w.d.closeMasters(w.d.config()) // a connection made before the change would go on
+			w.failsUntouched(t, "v6", "staging", "host key changed")
+		}},
+		{"an unreachable host fails the deploy and leaves production as it was", func(t *testing.T) {
+			w.change(t, func(c *Config) {
+				h := c.Hosts["remote"]
+				h.SSH = "root@" + testenv.FreeAddr(t)
+				c.Hosts["remote"] = h
+			})
+			w.failsUntouched(t, "v7", "staging", "host unreachable")
 		}},
 	}
 	for _, s := range steps {

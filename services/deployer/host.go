@@ -6,10 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // The kinds of failure reaching a host; test them with errors.Is.
@@ -45,6 +48,10 @@ func (e *HostError) Unwrap() error { return e.Kind }
 type runner struct {
 	name string
 	h    Host
+	log  *slog.Logger // nil: no log
+	// control, when set, is a folder for SSH master connections: one connection per
+	// host is reused by the commands that follow within 30s.
+	control string
 }
 
 // run runs argv on the host with stdin and returns its trimmed standard output. Docker
@@ -68,7 +75,11 @@ func (r *runner) run(ctx context.Context, stdin io.Reader, argv ...string) (stri
 	cmd.Stdin = stdin
 	cmd.Stdout = &out
 	cmd.Stderr = &errb
+	start := time.Now()
 	err := cmd.Run()
+	if r.log != nil {
+		r.log.Debug("deployer: host command", "host", r.name, "command", argv[0], "arg", argv[min(1, len(argv)-1)], "duration", time.Since(start), "err", err)
+	}
 	if err == nil {
 		return strings.TrimSpace(out.String()), nil
 	}
@@ -85,7 +96,7 @@ func (r *runner) run(ctx context.Context, stdin io.Reader, argv ...string) (stri
 
 func (r *runner) sshArgs() []string {
 	user, host, port, _ := splitSSH(r.h.SSH)
-	return []string{
+	args := []string{
 		"-p", strconv.Itoa(port), "-l", user, "-i", r.h.KeyFile,
 		"-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes",
 		"-o", "StrictHostKeyChecking=yes", "-o", "UserKnownHostsFile=" + r.h.KnownHostsFile,
@@ -93,6 +104,21 @@ func (r *runner) sshArgs() []string {
 		"-o", "ConnectTimeout=10", "-o", "ServerAliveInterval=15",
 		"-F", "/dev/null", host,
 	}
+	if r.control != "" {
+		args = append(args[:len(args)-1], "-o", "ControlMaster=auto", "-o", "ControlPath="+filepath.Join(r.control, "%C"),
+			"-o", "ControlPersist=30s", host)
+	}
+	return args
+}
+
+// closeMaster ends the host's SSH master connection, if any.
+func (r *runner) closeMaster() {
+	if r.h.SSH == "" || r.control == "" {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	exec.CommandContext(ctx, "ssh", append([]string{"-O", "exit"}, r.sshArgs()...)...).Run()
 }
 
 // sshError names what went wrong from ssh's own message (exit status 255).
