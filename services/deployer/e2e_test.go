@@ -415,7 +415,9 @@ func TestEndToEnd(t *testing.T) {
 		}},
 		{"a registry that refuses the push leaves every target as it was", func(t *testing.T) {
 			ro := registrytest.Start(t, registrytest.Options{ReadOnly: true})
-			w.change(t, func(c *Config) { c.Registry = RegistryConfig{Address: ro.Addr, CredentialsFile: ro.CredentialsFile, Insecure: true} })
+			w.change(t, func(c *Config) {
+				c.Registry = RegistryConfig{Address: ro.Addr, CredentialsFile: ro.CredentialsFile, Insecure: true}
+			})
 			w.failsUntouched(t, "v5", "publish", "push")
 		}},
 		{"a host whose key changed is refused before anything changes", func(t *testing.T) {

@@ -60,4 +60,3 @@ func TestHostErrors(t *testing.T) {
 		})
 	}
 }
-
