@@ -446,8 +446,7 @@ func (s *Store) Series(ctx context.Context, f Filter, keys ...Key) ([]Point, err
 		limit = 1000
 	}
 	args = append(args, limit)
-	q := fmt.Sprintf(`SELECT m.benchmark, m.test, m.name, m.run_id, m.arm, r.commit_hash, r.commit_time, m.units, m.trend,
-		m.samples, m.central, m.lo, m.hi, m.lines
+	q := fmt.Sprintf(`SELECT `+pointColumns+`
 		FROM metrics m JOIN runs r ON r.id = m.run_id
 		WHERE m.run_id IN (SELECT id FROM (SELECT id FROM runs WHERE %s ORDER BY commit_time DESC, id DESC LIMIT $%d) AS recent)`,
 		where, len(args))
@@ -465,6 +464,23 @@ func (s *Store) Series(ctx context.Context, f Filter, keys ...Key) ([]Point, err
 	if err != nil {
 		return nil, fmt.Errorf("series of %s: %w", f.Repo, err)
 	}
+	return scanPoints(rows)
+}
+
+const pointColumns = `m.benchmark, m.test, m.name, m.run_id, m.arm, r.commit_hash, r.commit_time, m.units, m.trend,
+		m.samples, m.central, m.lo, m.hi, m.lines`
+
+// RunPoints returns the metrics of run id, both arms.
+func (s *Store) RunPoints(ctx context.Context, id int64) ([]Point, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT `+pointColumns+` FROM metrics m JOIN runs r ON r.id = m.run_id
+		WHERE m.run_id = $1 ORDER BY m.benchmark, m.test, m.name, m.arm`, id)
+	if err != nil {
+		return nil, fmt.Errorf("metrics of run %d: %w", id, err)
+	}
+	return scanPoints(rows)
+}
+
+func scanPoints(rows *sql.Rows) ([]Point, error) {
 	defer rows.Close()
 	var out []Point
 	for rows.Next() {
@@ -538,4 +554,28 @@ func (s *Store) CheckToken(ctx context.Context, repo, token string) (bool, error
 		return false, fmt.Errorf("check token for %s: %w", repo, err)
 	}
 	return subtle.ConstantTimeCompare([]byte(have), []byte(repo)) == 1, nil
+}
+
+// RepoRuns is a repository and its number of runs.
+type RepoRuns struct {
+	Repo string `json:"repo"`
+	Runs int    `json:"runs"`
+}
+
+// Repos lists the repositories with runs, by name.
+func (s *Store) Repos(ctx context.Context) ([]RepoRuns, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT repo, COUNT(*) FROM runs GROUP BY repo ORDER BY repo`)
+	if err != nil {
+		return nil, fmt.Errorf("repositories: %w", err)
+	}
+	defer rows.Close()
+	var out []RepoRuns
+	for rows.Next() {
+		var r RepoRuns
+		if err := rows.Scan(&r.Repo, &r.Runs); err != nil {
+			return nil, err
+		}
+		out = append(out, r)
+	}
+	return out, rows.Err()
 }

@@ -125,6 +125,10 @@ func suite(t *testing.T, s *Store, reopen func() *Store) string {
 		if len(pts) != 2 || pts[0].Arm != Head || pts[0].Central != 20.5 || pts[1].Arm != Base || pts[1].Central != 15.5 {
 			t.Errorf("PR points %+v", pts)
 		}
+		own, err := s.RunPoints(ctx, id)
+		if err != nil || len(own) != 2 || own[0].Arm != Head || own[1].Arm != Base {
+			t.Errorf("points of the PR run: %+v, %v", own, err)
+		}
 		onMain, err := s.Runs(ctx, Filter{Repo: "o/r", PR: -1})
 		if err != nil {
 			t.Fatal(err)
@@ -168,6 +172,13 @@ func suite(t *testing.T, s *Store, reopen func() *Store) string {
 				t.Errorf("%s of run 999: %v, want ErrNotFound", name, err)
 			}
 		}
+	})
+	t.Run("repositories", func(t *testing.T) {
+		repos, err := s.Repos(ctx)
+		if err != nil || len(repos) != 1 || repos[0].Repo != "o/r" || repos[0].Runs != 6 {
+			t.Errorf("Repos() = %+v, %v", repos, err)
+		}
+		record("repos", repos)
 	})
 	t.Run("tokens", func(t *testing.T) {
 		tok, err := s.AddToken(ctx, "o/r", "ci")

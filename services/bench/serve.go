@@ -1,0 +1,160 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+
+	"github.com/spf13/pflag"
+
+	"github.com/kiln-ci/kiln/forge"
+	"github.com/kiln-ci/kiln/services/bench/detect"
+	"github.com/kiln-ci/kiln/services/bench/store"
+	"github.com/kiln-ci/kiln/services/host"
+)
+
+// ServiceKind is the benchmarking service as kiln serve runs it.
+var ServiceKind = host.Kind{
+	Name: "bench",
+	Help: "continuous benchmarking: stores results (current-bench JSON), charts them, flags significant changes on PRs",
+	Flags: func(fs *pflag.FlagSet) host.Service {
+		s := &served{}
+		fs.StringVar(&s.db, "bench-db", "", "the benchmark database: a postgres:// URL, or a SQLite file (default STATE/bench/bench.db)")
+		fs.StringVar(&s.target, "bench-target", "main", "the branch pull requests are compared with when not run interleaved with their base")
+		fs.Float64Var(&s.confidence, "bench-confidence", 0.99, "the confidence at which a change is reported as significant")
+		return s
+	},
+}
+
+type served struct {
+	db, target string
+	confidence float64
+}
+
+// Start opens the database and serves the pages and the submit API.
+func (s *served) Start(ctx context.Context, env *host.Env) (*host.Running, error) {
+	db := s.db
+	if db == "" {
+		dir := filepath.Join(env.StateDir, "bench")
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return nil, err
+		}
+		db = filepath.Join(dir, "bench.db")
+	}
+	st, err := store.Open(ctx, db)
+	if err != nil {
+		return nil, err
+	}
+	o := detect.Options{Confidence: s.confidence}
+	ui, err := NewUI(st, env.Logger, o)
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
+	ui.Target = s.target
+	pub := &Publisher{Store: st, Forges: env.Forges, BaseURL: env.BaseURL, Target: s.target, Options: o}
+	api, err := NewAPI(API{Store: st, Logger: env.Logger, Options: o, Target: s.target, OnJudged: func(ctx context.Context, c Comparison) {
+		if err := pub.Publish(ctx, c); err != nil {
+			env.Logger.Warn("bench publish", "repo", c.Run.Repo, "commit", c.Run.Commit, "err", err)
+		}
+	}}, env.Register)
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
+	return &host.Running{
+		Routes: map[string]http.Handler{Prefix + "/": ui, Prefix + "/api/v1/runs": api},
+		Close:  func() { st.Close() },
+	}, nil
+}
+
+// Forges is what the service needs of the forges: a status per check and one comment
+// per PR (plugins/forges.Set).
+type Forges interface {
+	PublishCheck(ctx context.Context, ref forge.Ref, check forge.Check, st forge.Status, variants []forge.Variant) error
+	Comment(ctx context.Context, ref forge.Ref, marker, body string) error
+}
+
+// Publisher reports judged runs on their forge: a commit status per environment and,
+// for a PR, one comment kept up to date with every environment's latest comparison.
+type Publisher struct {
+	Store   *store.Store
+	Forges  Forges
+	BaseURL string
+	Target  string
+	Options detect.Options
+	mu      sync.Mutex // one comment edit at a time
+}
+
+// Publish sends c's status and, for a PR, the PR's comment.
+func (p *Publisher) Publish(ctx context.Context, c Comparison) error {
+	if p.Forges == nil {
+		return nil
+	}
+	repo, ok := RepoID(c.Run.Repo)
+	if !ok {
+		return fmt.Errorf("repository %q is not FORGE/OWNER/NAME", c.Run.Repo)
+	}
+	ref := forge.Ref{Repo: repo, Commit: c.Run.Commit, PR: int(c.Run.PR), Name: "refs/heads/" + c.Run.Branch}
+	link := fmt.Sprintf("%s%s/r/%s", p.BaseURL, Prefix, c.Run.Repo)
+	if c.Run.PR > 0 {
+		ref.Name = fmt.Sprintf("refs/pull/%d/head", c.Run.PR)
+		link += "/pr/" + strconv.FormatInt(c.Run.PR, 10)
+	}
+	check := forge.Check{Name: "kiln-bench", URL: link}
+	if c.Run.Env != "" {
+		check.Name += " (" + c.Run.Env + ")"
+	}
+	if err := p.Forges.PublishCheck(ctx, ref, check, Status(c), nil); err != nil {
+		return err
+	}
+	if c.Run.PR <= 0 {
+		return nil
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	cs, err := p.latest(ctx, c)
+	if err != nil {
+		return err
+	}
+	return p.Forges.Comment(ctx, ref, CommentMarker, Comment(cs, link))
+}
+
+// latest is the comparison of the PR's latest passed run in each environment.
+func (p *Publisher) latest(ctx context.Context, c Comparison) ([]Comparison, error) {
+	runs, err := p.Store.Runs(ctx, store.Filter{Repo: c.Run.Repo, PR: c.Run.PR, State: store.Passed})
+	if err != nil {
+		return nil, err
+	}
+	byEnv := map[string]store.Run{}
+	var envs []string
+	for _, r := range runs {
+		if r.Commit != c.Run.Commit {
+			continue
+		}
+		if _, ok := byEnv[r.Env]; !ok {
+			envs = append(envs, r.Env)
+		}
+		byEnv[r.Env] = r
+	}
+	var out []Comparison
+	for _, e := range envs {
+		if e == c.Run.Env {
+			out = append(out, c)
+			continue
+		}
+		other, err := Compare(ctx, p.Store, byEnv[e], p.Target, p.Options)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, other)
+	}
+	if len(out) == 0 {
+		out = append(out, c)
+	}
+	return out, nil
+}
