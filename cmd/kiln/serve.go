@@ -24,6 +24,7 @@ import (
 	"github.com/kiln-ci/kiln/plugins/fleetjob"
 	"github.com/kiln-ci/kiln/plugins/forges"
 	"github.com/kiln-ci/kiln/services/baseimages"
+	"github.com/kiln-ci/kiln/services/bench"
 	"github.com/kiln-ci/kiln/services/demo"
 	"github.com/kiln-ci/kiln/services/deployer"
 	"github.com/kiln-ci/kiln/services/host"
@@ -33,7 +34,7 @@ import (
 )
 
 // serviceKinds are the services `kiln serve` can run.
-var serviceKinds = []host.Kind{ocamlci.ServiceKind, opamrepoci.ServiceKind, demo.ServiceKind, deployer.ServiceKind, baseimages.ServiceKind}
+var serviceKinds = []host.Kind{ocamlci.ServiceKind, opamrepoci.ServiceKind, demo.ServiceKind, deployer.ServiceKind, baseimages.ServiceKind, bench.ServiceKind}
 
 func serveCommand() *cobra.Command {
 	var o struct {
