@@ -105,7 +105,7 @@ func imagesBuildCmd() *cobra.Command {
 			work := filepath.Join(f.stateDir, "base-images")
 			exp := &baseimages.Exporter{Dir: filepath.Join(work, "export"), Runner: baseimages.LocalRunner{Builder: b}}
 			plan := cfg.Plan()
-			built, err := exp.BuildAll(ctx, os.Stderr, st, plan, opamGit, commit, work)
+			built, err := exp.BuildAll(ctx, os.Stderr, st, plan, nil, opamGit, commit, work)
 			if err != nil {
 				return err
 			}

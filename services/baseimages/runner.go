@@ -134,12 +134,18 @@ func (e *Exporter) Make(ctx context.Context, log io.Writer, b Build, rfs Rootfs,
 
 // BuildAll builds every build of plan, opam images first, from the opam repository
 // at commit, without the engine (kiln images build, tests): the root filesystems are
-// made in the image store st when missing, the contexts kept under workDir.
-func (e *Exporter) BuildAll(ctx context.Context, log io.Writer, st *image.Store, plan Plan, gitDir, commit, workDir string) (map[string]Built, error) {
+// made in the image store st when missing (named with the distributions' release
+// dates in releases, when given), the contexts kept under workDir.
+func (e *Exporter) BuildAll(ctx context.Context, log io.Writer, st *image.Store, plan Plan, releases map[string]string, gitDir, commit, workDir string) (map[string]Built, error) {
+	rootfsOf := func(b Build) image.DebianOptions { return b.Rootfs(releases[b.Image.Distro.Name]) }
 	roots := map[string]Rootfs{}
 	for _, b := range plan.Builds {
-		o := b.Rootfs("")
-		if _, ok := roots[o.Recipe()]; ok {
+		o := rootfsOf(b)
+		name, err := o.LocalName()
+		if err != nil {
+			return nil, err
+		}
+		if _, ok := roots[name]; ok {
 			continue
 		}
 		if _, err := st.EnsureDebian(ctx, o); err != nil {
@@ -149,9 +155,9 @@ func (e *Exporter) BuildAll(ctx context.Context, log io.Writer, st *image.Store,
 		if err != nil {
 			return nil, err
 		}
-		roots[o.Recipe()] = r
+		roots[name] = r
 	}
-	from := func(b Build) string { return roots[b.Rootfs("").Recipe()].Name }
+	from := func(b Build) string { n, _ := b.Rootfs("").LocalName(); return n }
 	cdir, date, err := OpamContext(ctx, gitDir, commit, filepath.Join(workDir, "contexts"), plan.Builds, from)
 	if err != nil {
 		return nil, err
@@ -167,7 +173,8 @@ func (e *Exporter) BuildAll(ctx context.Context, log io.Writer, st *image.Store,
 				pb := out[b.opam().Name()]
 				parent = &pb
 			}
-			r, err := e.Make(ctx, log, b, roots[b.Rootfs("").Recipe()], cdir, commit, date, parent)
+			name, _ := rootfsOf(b).LocalName()
+			r, err := e.Make(ctx, log, b, roots[name], cdir, commit, date, parent)
 			if err != nil {
 				return nil, err
 			}
