@@ -33,10 +33,11 @@ type APIRun struct {
 	Diff     string `json:"diff,omitempty"`
 }
 
-// apiBody is a response body with its entity tag.
+// apiBody is a package list with its entity tag and the run before its run.
 type apiBody struct {
 	etag string
 	body []byte
+	prev int64
 }
 
 // apiCache keeps the package lists of the last finished runs, which do not change.
@@ -92,26 +93,36 @@ func (u *UI) writeJSON(w http.ResponseWriter, r *http.Request, v any) {
 	}
 }
 
-func (u *UI) apiRunOf(ctx context.Context, r Run) (APIRun, error) {
+// apiRunOf is a run with its addresses; prev is the run before it (0 for none).
+func (u *UI) apiRunOf(r Run, prev int64) APIRun {
 	p := u.opts.Prefix + "/api/v1/runs/"
 	ar := APIRun{Run: r, Packages: p + runName(r.ID) + "/packages"}
-	prev := int64(0)
-	if r.Candidate != nil {
-		prev = r.Candidate.Baseline
-	} else {
-		pr, err := u.store.Previous(ctx, r.ID)
-		if err != nil {
-			return ar, err
-		}
-		if pr != nil {
-			prev = pr.ID
-		}
-	}
 	if prev > 0 {
 		ar.Previous = p + runName(prev)
 		ar.Diff = u.opts.Prefix + "/api/v1/diff/" + runName(prev) + ".." + runName(r.ID)
 	}
-	return ar, nil
+	return ar
+}
+
+// previous is the run r is compared with: a candidate's baseline, or the finished
+// baseline run before it; older are the runs older than r, newest first, when known.
+func (u *UI) previous(ctx context.Context, r Run, older []Run) (int64, error) {
+	if r.Candidate != nil {
+		return r.Candidate.Baseline, nil
+	}
+	if older != nil {
+		for _, o := range older {
+			if o.Kind == Baseline && o.Status == RunDone && o.ID < r.ID {
+				return o.ID, nil
+			}
+		}
+		return 0, nil
+	}
+	pr, err := u.store.Previous(ctx, r.ID)
+	if err != nil || pr == nil {
+		return 0, err
+	}
+	return pr.ID, nil
 }
 
 func (u *UI) apiRuns(w http.ResponseWriter, r *http.Request) {
@@ -121,13 +132,9 @@ func (u *UI) apiRuns(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	out := make([]APIRun, 0, len(runs))
-	for _, run := range runs {
-		ar, err := u.apiRunOf(r.Context(), run)
-		if err != nil {
-			u.apiError(w, r, err)
-			return
-		}
-		out = append(out, ar)
+	for i, run := range runs {
+		prev, _ := u.previous(r.Context(), run, runs[i+1:])
+		out = append(out, u.apiRunOf(run, prev))
 	}
 	u.writeJSON(w, r, out)
 }
@@ -151,13 +158,13 @@ func (u *UI) apiRun(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	ar, err := u.apiRunOf(r.Context(), *run)
+	prev, err := u.previous(r.Context(), *run, nil)
 	if err != nil {
 		u.apiError(w, r, err)
 		return
 	}
 	w.Header().Set("Cache-Control", "no-cache")
-	u.writeJSON(w, r, ar)
+	u.writeJSON(w, r, u.apiRunOf(*run, prev))
 }
 
 // apiLatestPackages is the package list of the latest finished baseline run.
@@ -180,31 +187,18 @@ func (u *UI) apiRunPackages(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// finishedTag is the entity tag of a finished run's package list, known without
-// reading its results.
+// finishedTag is the entity tag of a finished run's package list, which does not
+// change any more.
 func finishedTag(run *Run) string {
 	return fmt.Sprintf(`"run-%d-%d"`, run.ID, run.Finished.UnixMilli())
 }
 
 // servePackages serves a run's package list in the reference's shape, with the run,
 // its repository commit and the run before it in headers, and answers a request
-// whose If-None-Match names the list as it is with 304 Not Modified.
+// whose If-None-Match names the list as it is with 304 Not Modified. A finished run's
+// list is kept, so asking again reads nothing but the run.
 func (u *UI) servePackages(w http.ResponseWriter, r *http.Request, run *Run) {
-	h := w.Header()
-	h.Set("X-Health-Check-Run", runName(run.ID))
-	h.Set("X-Opam-Repository-Commit", run.Commit)
-	links := []string{fmt.Sprintf(`<%s/api/v1/runs/%d>; rel="describedby"`, u.opts.Prefix, run.ID)}
-	if prev, err := u.store.Previous(r.Context(), run.ID); err == nil && prev != nil {
-		links = append(links, fmt.Sprintf(`<%s/api/v1/runs/%d/packages>; rel="prev"`, u.opts.Prefix, prev.ID))
-	}
-	h.Set("Link", strings.Join(links, ", "))
-	h.Set("Cache-Control", "no-cache")
 	finished := run.Status.Finished()
-	if finished && etagMatches(r.Header.Get("If-None-Match"), finishedTag(run)) {
-		h.Set("ETag", finishedTag(run))
-		w.WriteHeader(http.StatusNotModified)
-		return
-	}
 	b, ok := u.api.get(run.ID)
 	if !ok || !finished {
 		var err error
@@ -216,6 +210,15 @@ func (u *UI) servePackages(w http.ResponseWriter, r *http.Request, run *Run) {
 			u.api.put(run.ID, b)
 		}
 	}
+	h := w.Header()
+	h.Set("X-Health-Check-Run", runName(run.ID))
+	h.Set("X-Opam-Repository-Commit", run.Commit)
+	links := []string{fmt.Sprintf(`<%s/api/v1/runs/%d>; rel="describedby"`, u.opts.Prefix, run.ID)}
+	if b.prev > 0 {
+		links = append(links, fmt.Sprintf(`<%s/api/v1/runs/%d/packages>; rel="prev"`, u.opts.Prefix, b.prev))
+	}
+	h.Set("Link", strings.Join(links, ", "))
+	h.Set("Cache-Control", "no-cache")
 	h.Set("ETag", b.etag)
 	if etagMatches(r.Header.Get("If-None-Match"), b.etag) {
 		w.WriteHeader(http.StatusNotModified)
@@ -244,12 +247,16 @@ func (u *UI) packagesBody(ctx context.Context, run *Run) (apiBody, error) {
 	if err != nil {
 		return apiBody{}, err
 	}
+	prev, err := u.previous(ctx, *run, nil)
+	if err != nil {
+		return apiBody{}, err
+	}
 	etag := finishedTag(run)
 	if !run.Status.Finished() {
 		sum := sha256.Sum256(body)
 		etag = `"` + hex.EncodeToString(sum[:12]) + `"`
 	}
-	return apiBody{etag: etag, body: body}, nil
+	return apiBody{etag: etag, body: body, prev: prev}, nil
 }
 
 // etagMatches says whether an If-None-Match header names tag (weakly compared).
