@@ -119,6 +119,7 @@ func (u *UI) Routes() []string {
 	return []string{u.opts.Prefix, u.opts.Prefix + "/"}
 }
 
+// ServeHTTP serves the pages, the API and the static files.
 func (u *UI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if u.opts.Prefix != "" && r.URL.Path == u.opts.Prefix {
 		http.Redirect(w, r, u.opts.Prefix+"/", http.StatusMovedPermanently)

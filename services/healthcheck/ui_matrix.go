@@ -32,8 +32,11 @@ type matrixQuery struct {
 	logsearch     *regexp.Regexp
 }
 
+// Shows says whether switch sw is a column.
 func (q matrixQuery) Shows(sw string) bool       { return slices.Contains(q.Compilers, sw) }
+// AvailableOn says whether available= holds sw.
 func (q matrixQuery) AvailableOn(sw string) bool { return slices.Contains(q.Available, sw) }
+// ShowsState says whether show-only= holds s.
 func (q matrixQuery) ShowsState(s State) bool    { return slices.Contains(q.ShowOnly, s) }
 
 // parseMatrixQuery reads the filters; a switch the run does not have, a state that
