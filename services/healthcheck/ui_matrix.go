@@ -33,11 +33,13 @@ type matrixQuery struct {
 }
 
 // Shows says whether switch sw is a column.
-func (q matrixQuery) Shows(sw string) bool       { return slices.Contains(q.Compilers, sw) }
+func (q matrixQuery) Shows(sw string) bool { return slices.Contains(q.Compilers, sw) }
+
 // AvailableOn says whether available= holds sw.
 func (q matrixQuery) AvailableOn(sw string) bool { return slices.Contains(q.Available, sw) }
+
 // ShowsState says whether show-only= holds s.
-func (q matrixQuery) ShowsState(s State) bool    { return slices.Contains(q.ShowOnly, s) }
+func (q matrixQuery) ShowsState(s State) bool { return slices.Contains(q.ShowOnly, s) }
 
 // parseMatrixQuery reads the filters; a switch the run does not have, a state that
 // does not exist or a regexp that does not compile is an error naming it.
