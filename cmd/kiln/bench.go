@@ -9,12 +9,14 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/kiln-ci/kiln/services/bench"
 	"github.com/kiln-ci/kiln/services/bench/benchfmt"
 	"github.com/kiln-ci/kiln/services/bench/detect"
+	"github.com/kiln-ci/kiln/services/bench/store"
 )
 
 func init() {
-	bench := &cobra.Command{
+	benchCmd := &cobra.Command{
 		Use:   "bench",
 		Short: "Check benchmark output in current-bench's JSON format; simulate the regression detectors",
 	}
@@ -63,7 +65,7 @@ metric at all.`,
 		},
 	}
 	check.Flags().BoolVar(&asJSON, "json", false, "print the results and errors as JSON")
-	bench.AddCommand(check)
+	benchCmd.AddCommand(check)
 
 	var sim detect.SimOptions
 	var noise string
@@ -108,8 +110,34 @@ CPU-bound benchmark on this machine first (about 3 minutes) and save it to --noi
 	simulate.Flags().IntVar(&sim.History, "history", 20, "earlier commits a history comparison sees")
 	simulate.Flags().Float64Var(&sim.Options.Confidence, "confidence", 0.99, "the detector's two-sided confidence")
 	simulate.Flags().Float64Var(&sim.Boundary, "bencher-boundary", 0.99, "Bencher's t-test boundary")
-	bench.AddCommand(simulate)
-	addCommand(bench)
+	benchCmd.AddCommand(simulate)
+
+	var db, tokenName string
+	token := &cobra.Command{
+		Use:   "token FORGE/OWNER/NAME",
+		Short: "Make a token that submits benchmark results for one repository (printed once)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if _, ok := bench.RepoID(args[0]); !ok {
+				return fmt.Errorf("repository %q is not FORGE/OWNER/NAME (gitea/me/lib)", args[0])
+			}
+			st, err := store.Open(cmd.Context(), db)
+			if err != nil {
+				return err
+			}
+			defer st.Close()
+			tok, err := st.AddToken(cmd.Context(), args[0], tokenName)
+			if err != nil {
+				return err
+			}
+			fmt.Println(tok)
+			return nil
+		},
+	}
+	token.Flags().StringVar(&db, "db", "var/bench/bench.db", "the bench service's database (as its --bench-db)")
+	token.Flags().StringVar(&tokenName, "name", "submit", "what the token is for, as shown to admins")
+	benchCmd.AddCommand(token)
+	addCommand(benchCmd)
 }
 
 func printCheck(out *benchfmt.Output, name string) {
