@@ -5,9 +5,12 @@ import (
 	"context"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 
 	"github.com/kiln-ci/kiln/builder/docker"
 	"github.com/kiln-ci/kiln/builder/docker/dockertest"
@@ -31,7 +34,8 @@ func dockerCLI(t *testing.T, e *docker.Engine, config string, args ...string) st
 	return strings.TrimSpace(out.String())
 }
 
-// TestDockerPullRun assembles the test Debian base, pushes it to the registry with
+// TestDockerPullRun assembles the test Debian base and a copy of it made now (same
+// digest), pushes it to the registry with
 // authentication, then pulls and runs it with a real Docker engine (which accepts
 // plain HTTP from a registry on 127.0.0.0/8 without --insecure-registry) given the
 // registry's credentials in its client configuration.
@@ -41,11 +45,27 @@ func TestDockerPullRun(t *testing.T) {
 	c, reg := client(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
-	a, err := Assemble(ctx, RootfsOf(base), ConfigOf(base), AssembleOptions{TempDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
+	// The copy has the same files, owners, modes, links and attributes, and new times.
+	copied := filepath.Join(t.TempDir(), "rootfs")
+	if out, err := exec.Command("cp", "-r", "--preserve=mode,ownership,links,xattr", "--no-dereference", base.Rootfs, copied).CombinedOutput(); err != nil {
+		t.Fatalf("copy the base's root filesystem: %v\n%s", err, out)
 	}
-	defer a.Close()
+	var digests [2]v1.Hash
+	var a *Assembly
+	for i, dir := range []string{copied, base.Rootfs} {
+		var err error
+		a, err = Assemble(ctx, Rootfs{Dir: dir}, ConfigOf(base), AssembleOptions{TempDir: t.TempDir()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer a.Close()
+		if digests[i], err = a.Image.Digest(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if digests[0] != digests[1] {
+		t.Fatalf("assemblies of the Debian base and of its copy: %s and %s", digests[1], digests[0])
+	}
 	repo := reg.Repo("docker/debian")
 	d, err := c.Push(ctx, repo, a.Image)
 	if err != nil {
