@@ -47,7 +47,12 @@ type UI struct {
 	cache runCache
 	api   apiCache
 	feeds feedCache
+	// searches holds a token per log search going on, at most maxSearches.
+	searches chan struct{}
 }
+
+// maxSearches is how many log searches run at once; more wait their turn.
+const maxSearches = 2
 
 // NewUI makes the pages over a store and the archive of its runs' logs (run names
 // are the runs' IDs in decimal, keys LogKey's); logs may be nil.
@@ -62,7 +67,7 @@ func NewUI(store *Store, logs *logarchive.Archive, opts UIOptions) (*UI, error) 
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	u := &UI{store: store, logs: logs, opts: opts, log: opts.Logger}
+	u := &UI{store: store, logs: logs, opts: opts, log: opts.Logger, searches: make(chan struct{}, maxSearches)}
 	t, err := template.New("").Funcs(template.FuncMap{
 		"root":  func() string { return opts.Prefix },
 		"short": shortCommit,
@@ -151,6 +156,8 @@ func (u *UI) errorCode(r *http.Request, err error) int {
 		return he.code
 	case errors.Is(err, ErrNoRun), errors.Is(err, logarchive.ErrNotFound):
 		return http.StatusNotFound
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return http.StatusServiceUnavailable // the client went away
 	}
 	u.log.Error("health-check page", "path", r.URL.Path, "err", err)
 	return http.StatusInternalServerError

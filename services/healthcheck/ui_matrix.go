@@ -2,6 +2,7 @@ package healthcheck
 
 import (
 	"errors"
+	"fmt"
 	"html"
 	"html/template"
 	"net/http"
@@ -217,6 +218,12 @@ func (u *UI) matrix(r *http.Request, d *runData) (*matrixView, error) {
 		prefix := ""
 		if q.LogSearchComp != "" {
 			prefix = q.LogSearchComp + "/"
+		}
+		select {
+		case u.searches <- struct{}{}:
+			defer func() { <-u.searches }()
+		case <-r.Context().Done():
+			return nil, fmt.Errorf("logsearch: waiting for the searches going on: %w", r.Context().Err())
 		}
 		res, err := u.logs.Search(r.Context(), runName(d.Run.ID), prefix, q.logsearch)
 		if err != nil && !errors.Is(err, logarchive.ErrNotFound) {

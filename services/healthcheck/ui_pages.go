@@ -288,6 +288,7 @@ func (u *UI) rawLog(w http.ResponseWriter, r *http.Request) bool {
 	}
 	defer rc.Close()
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
 	if _, err := io.Copy(w, rc); err != nil {
 		u.log.Warn("health-check raw log", "path", r.URL.Path, "err", err)
 	}

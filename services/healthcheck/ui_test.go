@@ -398,3 +398,41 @@ func FuzzParseRange(f *testing.F) {
 		}
 	})
 }
+
+func TestLogSearchesWaitTheirTurn(t *testing.T) {
+	f := newUIFixture(t)
+	f.fill(t)
+	for range maxSearches {
+		f.ui.searches <- struct{}{}
+	}
+	path := f.srv.URL + fixturePrefix + "/?logsearch=Unbound"
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, "GET", path, nil)
+	if resp, err := http.DefaultClient.Do(req); err == nil {
+		resp.Body.Close()
+		t.Fatalf("a search ran while %d were going on: status %d", maxSearches, resp.StatusCode)
+	}
+	<-f.ui.searches
+	resp, page := f.get(t, fixturePrefix+"/?logsearch=Unbound")
+	if resp.StatusCode != 200 || !strings.Contains(page, "The log search matched 2 logs") {
+		t.Errorf("with a search slot free: status %d", resp.StatusCode)
+	}
+}
+
+func TestRawLogIsPlainText(t *testing.T) {
+	f := newUIFixture(t)
+	f.fill(t)
+	resp, body := f.get(t, fixturePrefix+"/log/2/5.3/partial/a.2.0?raw=1")
+	for _, h := range []struct{ name, want string }{
+		{"Content-Type", "text/plain; charset=utf-8"},
+		{"X-Content-Type-Options", "nosniff"},
+	} {
+		if got := resp.Header.Get(h.name); got != h.want {
+			t.Errorf("%s = %q, want %q", h.name, got, h.want)
+		}
+	}
+	if body != "\x1b[31m[ERROR]\x1b[0m The compilation of b failed\n" {
+		t.Errorf("raw log %q", body)
+	}
+}
