@@ -272,3 +272,27 @@ func TestReadCredentials(t *testing.T) {
 		})
 	}
 }
+
+// TestClientsShareMetrics makes two clients on one registerer, as a service making a
+// client per operation does: both count into the same metrics.
+func TestClientsShareMetrics(t *testing.T) {
+	_, reg := client(t)
+	r := prometheus.NewRegistry()
+	ctx := context.Background()
+	for i, repo := range []string{"metrics/a", "metrics/b"} {
+		c, err := New(Options{Credentials: Credentials{reg.Username, reg.Password}, Insecure: true, Registerer: r})
+		if err != nil {
+			t.Fatalf("client %d: %v", i, err)
+		}
+		if _, err := c.Push(ctx, reg.Repo(repo), randomImage(t)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	m := testenv.Metrics(t, r)
+	if got := m["kiln_registry_operations_total{op=push,outcome=ok}"]; got != 2 {
+		t.Errorf("kiln_registry_operations_total{op=push,outcome=ok} = %v, want 2", got)
+	}
+	if got := m["kiln_registry_uploaded_bytes_total{}"]; got < 2*2048 {
+		t.Errorf("kiln_registry_uploaded_bytes_total = %v, want at least the two images' layers (4096)", got)
+	}
+}
