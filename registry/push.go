@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
@@ -218,4 +219,17 @@ func (c *Client) Tags(ctx context.Context, repo string) ([]string, error) {
 		return nil, c.fail("tags", r, err)
 	}
 	return tags, nil
+}
+
+// IsSupplyChainTag reports whether tag is one that Attach or Sign maintain rather than
+// a published image: a referrers fallback tag (sha256-<hex>) or a signature tag
+// (sha256-<hex>.sig). Lists of published tags leave these out.
+func IsSupplyChainTag(tag string) bool {
+	hex, ok := strings.CutPrefix(tag, "sha256-")
+	if !ok {
+		return false
+	}
+	hex = strings.TrimSuffix(hex, ".sig")
+	_, err := v1.NewHash("sha256:" + hex)
+	return err == nil
 }

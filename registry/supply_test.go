@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -262,6 +263,27 @@ func TestDeprecate(t *testing.T) {
 			}
 			if nd == tc.of {
 				t.Errorf("the deprecated manifest has the digest of the old one")
+			}
+		})
+	}
+}
+
+func TestIsSupplyChainTag(t *testing.T) {
+	hex := strings.Repeat("ab", 32)
+	for _, tc := range []struct {
+		tag  string
+		want bool
+	}{
+		{"sha256-" + hex, true},
+		{"sha256-" + hex + ".sig", true},
+		{"debian-12-ocaml-5.2", false},
+		{"sha256-short", false},
+		{"sha256-" + hex + ".att.sig", false},
+		{"latest", false},
+	} {
+		t.Run(tc.tag, func(t *testing.T) {
+			if got := IsSupplyChainTag(tc.tag); got != tc.want {
+				t.Errorf("IsSupplyChainTag(%q) = %v, want %v", tc.tag, got, tc.want)
 			}
 		})
 	}
