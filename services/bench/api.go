@@ -171,7 +171,26 @@ func runOf(q map[string][]string) (store.Run, store.Arm, error) {
 // Submit stores out as the results of run's arm (a new run unless run.ID is set),
 // judges the run and tells OnJudged.
 func (a *API) Submit(ctx context.Context, run store.Run, arm store.Arm, out *benchfmt.Output) (*SubmitResponse, error) {
-	resp := &SubmitResponse{Metrics: out.Metrics(), Errors: out.Errors}
+	return a.record(ctx, run, map[store.Arm]*benchfmt.Output{arm: out}, store.Machine{}, nil)
+}
+
+// Record stores what a job run here printed (both arms of an interleaved run) with the
+// machine's state as a new run, judges it and tells OnJudged. A job that stopped early
+// is a failed run that keeps the results printed before it stopped.
+func (a *API) Record(ctx context.Context, run store.Run, o Outcome) (*SubmitResponse, error) {
+	arms := map[store.Arm]*benchfmt.Output{store.Head: o.Head}
+	if o.Base != nil {
+		arms[store.Base] = o.Base
+	}
+	return a.record(ctx, run, arms, o.Machine, o.Err)
+}
+
+func (a *API) record(ctx context.Context, run store.Run, arms map[store.Arm]*benchfmt.Output, m store.Machine, runErr error) (*SubmitResponse, error) {
+	head := arms[store.Head]
+	if head == nil {
+		head = arms[store.Base]
+	}
+	resp := &SubmitResponse{Metrics: head.Metrics(), Errors: head.Errors}
 	if run.ID == 0 {
 		if run.CommitTime.IsZero() {
 			run.CommitTime = time.Now()
@@ -184,17 +203,23 @@ func (a *API) Submit(ctx context.Context, run store.Run, arm store.Arm, out *ben
 		run.ID = id
 	}
 	resp.Run = run.ID
-	if err := a.Store.PutMetrics(ctx, run.ID, arm, out.Benchmarks); err != nil {
-		return nil, err
+	for _, arm := range []store.Arm{store.Base, store.Head} {
+		if out := arms[arm]; out != nil {
+			if err := a.Store.PutMetrics(ctx, run.ID, arm, out.Benchmarks); err != nil {
+				return nil, err
+			}
+		}
 	}
 	state, reason := store.Passed, ""
 	switch {
-	case out.Metrics() == 0:
-		state, reason = store.Failed, fmt.Sprintf("no benchmark results in %d lines of output", out.Lines)
-	case len(out.Errors) > 0:
-		reason = fmt.Sprintf("%d problems in the output, first: %v", len(out.Errors)+out.DroppedErrors, out.Errors[0])
+	case runErr != nil:
+		state, reason = store.Failed, fmt.Sprintf("%v (the %d metrics printed before are kept)", runErr, head.Metrics())
+	case head.Metrics() == 0:
+		state, reason = store.Failed, fmt.Sprintf("no benchmark results in %d lines of output", head.Lines)
+	case len(head.Errors) > 0:
+		reason = fmt.Sprintf("%d problems in the output, first: %v", len(head.Errors)+head.DroppedErrors, head.Errors[0])
 	}
-	if err := a.Store.Finish(ctx, run.ID, state, reason, store.Machine{}); err != nil {
+	if err := a.Store.Finish(ctx, run.ID, state, reason, m); err != nil {
 		return nil, err
 	}
 	stored, err := a.Store.Run(ctx, run.ID)
@@ -211,8 +236,8 @@ func (a *API) Submit(ctx context.Context, run store.Run, arm store.Arm, out *ben
 			a.OnJudged(ctx, c)
 		}
 	}
-	a.Logger.Info("bench results stored", "repo", run.Repo, "commit", run.Commit, "run", run.ID, "arm", string(arm),
-		"metrics", resp.Metrics, "problems", len(out.Errors))
+	a.Logger.Info("bench results stored", "repo", run.Repo, "commit", run.Commit, "run", run.ID, "state", string(state),
+		"metrics", resp.Metrics, "problems", len(head.Errors))
 	return resp, nil
 }
 

@@ -1,0 +1,145 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/kiln-ci/kiln/internal/testenv"
+	"github.com/kiln-ci/kiln/services/bench/detect"
+	"github.com/kiln-ci/kiln/services/bench/store"
+)
+
+// checkout makes a folder whose benchmark prints its time from the file speed.
+func checkout(t *testing.T, speed string) string {
+	dir := t.TempDir()
+	script := `echo "running in $(pwd)"
+printf '{"name": "b", "results": [{"name": "t", "metrics": [{"name": "time", "value": %s, "units": "ms", "trend": "lower-is-better"}, {"name": "alloc", "value": 50}]}]}\n' "$(cat speed)"
+`
+	for name, content := range map[string]string{"speed": speed, "bench.sh": script} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir
+}
+
+func TestRun(t *testing.T) {
+	testenv.RequireCommand(t, "sh", "sleep")
+	cases := []struct {
+		name    string
+		job     Job
+		err     error  // errors.Is the outcome's error
+		errSub  string // or contains
+		samples int    // of the head's time
+		order   string // of the arms in the log
+	}{
+		{name: "interleaved base and head", job: Job{Dir: checkout(t, "130"), BaseDir: checkout(t, "100"), Command: "sh bench.sh", Repeats: 3},
+			samples: 3, order: "base head base head base head"},
+		{name: "branch run", job: Job{Dir: checkout(t, "100"), Command: "sh bench.sh", Repeats: 2}, samples: 2, order: "head head"},
+		{name: "never ends: killed, results kept", job: Job{Dir: checkout(t, "100"), Command: "sh bench.sh; sleep 600", Repeats: 1, Timeout: time.Second},
+			err: ErrTimeout, samples: 1, order: "head"},
+		{name: "fails after printing: results kept", job: Job{Dir: checkout(t, "100"), Command: "sh bench.sh; exit 3", Repeats: 2},
+			errSub: "exit status 3", samples: 1, order: "head"},
+		{name: "environment passed", job: Job{Dir: checkout(t, "100"), Command: `test "$KILN_X" = y && sh bench.sh`, Env: map[string]string{"KILN_X": "y"}, Repeats: 1},
+			samples: 1, order: "head"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			var log bytes.Buffer
+			start := time.Now()
+			o := Run(context.Background(), c.job, &log)
+			switch {
+			case c.err != nil && !errors.Is(o.Err, c.err):
+				t.Errorf("error %v, want %v", o.Err, c.err)
+			case c.errSub != "" && (o.Err == nil || !strings.Contains(o.Err.Error(), c.errSub)):
+				t.Errorf("error %v, want one containing %q", o.Err, c.errSub)
+			case c.err == nil && c.errSub == "" && o.Err != nil:
+				t.Errorf("error %v", o.Err)
+			}
+			if c.job.Timeout > 0 && time.Since(start) > time.Minute {
+				t.Errorf("the never-ending command was not stopped")
+			}
+			m, ok := o.Head.Find("b", "t", "time")
+			if !ok || len(m.Value.Points()) != c.samples {
+				t.Errorf("head time %+v, want %d samples kept", m.Value, c.samples)
+			}
+			var order []string
+			for _, l := range strings.Split(log.String(), "\n") {
+				if strings.HasPrefix(l, "## repeat") {
+					order = append(order, l[strings.LastIndex(l, " ")+1:])
+				}
+			}
+			if got := strings.Join(order, " "); got != c.order {
+				t.Errorf("arms ran in order %q, want %q", got, c.order)
+			}
+			if o.Machine.CPU == "" || o.Machine.Kernel == "" {
+				t.Errorf("machine state not recorded: %+v", o.Machine)
+			}
+		})
+	}
+}
+
+// TestRecordJob runs an interleaved job whose head is 30 % slower and stores it: the
+// time is a significant regression, the allocation unchanged; a job that never ends
+// is a failed run with what it printed.
+func TestRecordJob(t *testing.T) {
+	testenv.RequireCommand(t, "sh", "sleep")
+	ctx := context.Background()
+	st, err := store.Open(ctx, filepath.Join(t.TempDir(), "bench.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	api, err := NewAPI(API{Store: st, Options: detect.Options{}}, prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		name  string
+		job   Job
+		state store.State
+		regr  []string
+	}{
+		{"30 % slower head", Job{Dir: checkout(t, "130"), BaseDir: checkout(t, "100"), Command: "sh bench.sh", Repeats: 3}, store.Passed, []string{"b/t/time"}},
+		{"never ends", Job{Dir: checkout(t, "100"), Command: "sh bench.sh; sleep 600", Repeats: 1, Timeout: time.Second}, store.Failed, nil},
+	}
+	for i, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			o := Run(ctx, c.job, nil)
+			resp, err := api.Record(ctx, store.Run{Repo: "gitea/o/lib", PR: int64(i + 1), Commit: "head", Base: "base"}, o)
+			if err != nil {
+				t.Fatal(err)
+			}
+			run, err := st.Run(ctx, resp.Run)
+			if err != nil || run.State != c.state || run.Machine.CPU == "" {
+				t.Fatalf("run %+v, %v", run, err)
+			}
+			if c.state == store.Failed && !strings.Contains(run.Reason, "kept") {
+				t.Errorf("reason %q does not say the results were kept", run.Reason)
+			}
+			pts, _ := st.RunPoints(ctx, resp.Run)
+			if len(pts) == 0 {
+				t.Error("no metrics stored")
+			}
+			var regr []string
+			if resp.Comparison != nil {
+				for _, r := range resp.Comparison.Rows {
+					if r.Regression {
+						regr = append(regr, r.Key.String())
+					}
+				}
+			}
+			if strings.Join(regr, ",") != strings.Join(c.regr, ",") {
+				t.Errorf("regressions %v, want %v", regr, c.regr)
+			}
+		})
+	}
+}
