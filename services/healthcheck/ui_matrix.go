@@ -139,7 +139,7 @@ func joinStates(ss []State) string {
 func (q *matrixQuery) shows(row *pkgRow, cols, avail []int, found map[string]bool) bool {
 	available := false
 	for _, i := range avail {
-		if s := row.Cells[i].State; s == "" || s != NotAvailable {
+		if row.Cells[i].State != NotAvailable { // no result counts as available, as in the reference
 			available = true
 			break
 		}
@@ -157,7 +157,7 @@ func (q *matrixQuery) shows(row *pkgRow, cols, avail []int, found map[string]boo
 	if !any {
 		return false
 	}
-	if q.DiffOnly {
+	if q.DiffOnly && len(cols) > 0 {
 		differ := false
 		for _, i := range cols[1:] {
 			if row.Cells[i].State != row.Cells[cols[0]].State {
