@@ -436,3 +436,25 @@ func TestRawLogIsPlainText(t *testing.T) {
 		t.Errorf("raw log %q", body)
 	}
 }
+
+func TestMatrixShowsRow(t *testing.T) {
+	row := &pkgRow{Package: "a.1", Latest: true, Cells: []Result{{State: Good}, {State: NotAvailable}}}
+	for _, tc := range []struct {
+		name        string
+		q           matrixQuery
+		cols, avail []int
+		want        bool
+	}{
+		{name: "everything", q: matrixQuery{ShowOnly: States}, cols: []int{0, 1}, avail: []int{0, 1}, want: true},
+		{name: "available only where it is not", q: matrixQuery{ShowOnly: States}, cols: []int{0, 1}, avail: []int{1}},
+		{name: "states differ", q: matrixQuery{ShowOnly: States, DiffOnly: true}, cols: []int{0, 1}, avail: []int{0}, want: true},
+		{name: "one column cannot differ", q: matrixQuery{ShowOnly: States, DiffOnly: true}, cols: []int{0}, avail: []int{0}},
+		{name: "no column", q: matrixQuery{ShowOnly: States, DiffOnly: true}, avail: []int{0}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := tc.q.shows(row, tc.cols, tc.avail, nil); got != tc.want {
+				t.Errorf("shows = %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
