@@ -98,7 +98,7 @@ func TestRecordJob(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer st.Close()
-	api, err := NewAPI(API{Store: st, Options: detect.Options{}}, prometheus.NewRegistry())
+	api, err := NewAPI(API{Store: st, Options: detect.Options{}, Logger: quiet}, prometheus.NewRegistry())
 	if err != nil {
 		t.Fatal(err)
 	}

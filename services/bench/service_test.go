@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
@@ -19,6 +20,8 @@ import (
 	"github.com/kiln-ci/kiln/services/bench/detect"
 	"github.com/kiln-ci/kiln/services/bench/store"
 )
+
+var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 
 // fakeForges records what the service publishes.
 type fakeForges struct {
@@ -76,7 +79,7 @@ func newTestService(t *testing.T) *testService {
 		t.Fatal(err)
 	}
 	pub := &Publisher{Store: st, Forges: ff, Target: "main", Options: o}
-	api, err := NewAPI(API{Store: st, Options: o, OnJudged: func(ctx context.Context, c Comparison) {
+	api, err := NewAPI(API{Store: st, Options: o, Logger: quiet, OnJudged: func(ctx context.Context, c Comparison) {
 		if err := pub.Publish(ctx, c); err != nil {
 			t.Errorf("publish: %v", err)
 		}

@@ -95,6 +95,7 @@ var kilnBench = (function () {
       plots.forEach(function (p) { p.setScale("x", { min: range.from, max: range.to }); });
     }
     root.dataset.drawn = String(plots.length);
+    window.kilnBenchPlots = plots;
     return plots;
   }
 
