@@ -271,6 +271,23 @@ func (s *Store) PutResults(ctx context.Context, rs []Result) error {
 	return tx.Commit()
 }
 
+// SetOutcome records what became of a planned result: its state, kind, message,
+// lines, attempts, times and log, keeping what planning recorded (maintainers,
+// reverse dependencies).
+func (s *Store) SetOutcome(ctx context.Context, r Result) error {
+	res, err := s.db.ExecContext(ctx, `UPDATE results SET state=?, kind=?, message=?, lines=?, attempts=?, started=?,
+		duration=?, log_key=?, job_id=? WHERE run=? AND switch=? AND package=?`,
+		string(r.State), string(r.Kind), r.Message, strings.Join(r.Lines, "\n"), r.Attempts, ms(r.Started),
+		r.Duration.Milliseconds(), r.Log.Key, r.Log.JobID, r.Run, r.Switch, r.Package)
+	if err != nil {
+		return fmt.Errorf("health-check store: run %d: result %s on %s: %w", r.Run, r.Package, r.Switch, err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return fmt.Errorf("health-check store: run %d: %s on %s was not planned", r.Run, r.Package, r.Switch)
+	}
+	return nil
+}
+
 // ResultQuery selects results of a run; zero fields select everything.
 type ResultQuery struct {
 	Switch  string

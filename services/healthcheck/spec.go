@@ -1,0 +1,190 @@
+package healthcheck
+
+import (
+	"context"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+
+	"github.com/kiln-ci/kiln/builder/spec"
+	"github.com/kiln-ci/kiln/opam"
+	"github.com/kiln-ci/kiln/opam/repository"
+	"github.com/kiln-ci/kiln/services/internal/opamenv"
+)
+
+// A build installs its package one dependency at a time, each its own two or three
+// steps: the dependency's opam file (and source archives) copied in, then `opam
+// install` of it. A step's cache key is its parent's and its own content, so every
+// job of a run whose dependencies start the same way (Job.Deps puts the most needed
+// first) shares those steps' layers: a dependency twenty packages need is built once
+// per switch, not twenty times.
+
+// lowerBoundsCriteria are opam's solver criteria for the oldest versions.
+const lowerBoundsCriteria = "+removed,+count[version-lag,solution]"
+
+// setupOps make an opam root over an empty local repository and an empty switch,
+// the same for every build of every run.
+func setupOps() []spec.Op {
+	ops := []spec.Op{}
+	for _, kv := range [][2]string{{"OPAMROOT", opamenv.Root}, {"OPAMYES", "1"}, {"OPAMCOLOR", "never"},
+		{"OPAMERRLOGLEN", "0"}, {"OPAMDOWNLOADJOBS", "1"}, {"OPAMPRECISETRACKING", "1"}} {
+		ops = append(ops, spec.Env{Name: kv[0], Value: kv[1]})
+	}
+	return append(ops, spec.Run{Shell: strings.Join([]string{
+		"mkdir -p " + opamenv.RepositoryDir + "/packages",
+		`echo 'opam-version: "2.0"' > ` + opamenv.RepositoryDir + "/repo",
+		"opam init --bare -n --disable-sandboxing -k local default " + opamenv.RepositoryDir,
+		"opam switch create " + opamenv.Switch + " --empty",
+	}, " && ")})
+}
+
+// step is a shell command that, when it fails, prints the line naming the step and
+// package the log's classification reads, and exits with the command's status.
+// pkg is a valid name.version: it needs no quoting inside double quotes.
+func step(kind, pkg, command string) string {
+	return fmt.Sprintf(`(%s) || { s=$?; echo "%s%s %s (exit $s)"; exit $s; }`, command, markerPrefix, kind, pkg)
+}
+
+// Layers are the per-package folders a run's builds copy their packages from:
+// each package's opam layer (services/internal/opamenv: its opam files and its
+// source archives, fetched once through the fleet's archive cache), prepared once
+// per run and switch.
+type Layers struct {
+	Archives *opamenv.Archives
+	// Dir holds the prepared layers (under opamenv.ContextDir).
+	Dir    string
+	GitDir string
+	Commit string
+	Repo   *repository.Repo
+
+	mu     sync.Mutex
+	layers map[string]opamenv.Layer
+}
+
+// Layer prepares (once) the layer of one package.
+func (ls *Layers) Layer(ctx context.Context, pkg string) (opamenv.Layer, error) {
+	ls.mu.Lock()
+	l, ok := ls.layers[pkg]
+	ls.mu.Unlock()
+	if ok {
+		return l, nil
+	}
+	p, ok := opam.ParsePackage(pkg)
+	rp := ls.Repo.Get(p)
+	if !ok || rp == nil {
+		return opamenv.Layer{}, fmt.Errorf("%s is not in the repository at %.12s", pkg, ls.Commit)
+	}
+	pkgs, err := opamenv.FromRepository(ctx, ls.GitDir, ls.Commit, []*repository.Package{rp})
+	if err != nil {
+		return opamenv.Layer{}, err
+	}
+	l, err = opamenv.Prepare(ctx, ls.Archives, ls.Dir, opamenv.Request{Packages: pkgs})
+	if err != nil {
+		return opamenv.Layer{}, err
+	}
+	ls.mu.Lock()
+	if ls.layers == nil {
+		ls.layers = map[string]opamenv.Layer{}
+	}
+	ls.layers[pkg] = l
+	ls.mu.Unlock()
+	return l, nil
+}
+
+// Context writes the build context of a job into dir: links to the layers of its
+// packages. It returns the layers, dependencies first and the package last.
+func (ls *Layers) Context(ctx context.Context, j Job, dir string) ([]opamenv.Layer, error) {
+	var out []opamenv.Layer
+	for _, p := range append(append([]string(nil), j.Deps...), j.Package) {
+		l, err := ls.Layer(ctx, p)
+		if err != nil {
+			return nil, err
+		}
+		if err := linkTree(filepath.Join(ls.Dir, filepath.FromSlash(l.Dir)), filepath.Join(dir, filepath.FromSlash(l.Dir))); err != nil {
+			return nil, fmt.Errorf("build context of %s: %w", j.Key(), err)
+		}
+		out = append(out, l)
+	}
+	return out, nil
+}
+
+// linkTree makes dst a copy of src made of hard links.
+func linkTree(src, dst string) error {
+	return filepath.WalkDir(src, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(src, p)
+		to := filepath.Join(dst, rel)
+		if d.IsDir() {
+			return os.MkdirAll(to, 0o755)
+		}
+		if err := os.Link(p, to); err != nil && !os.IsExist(err) {
+			return err
+		}
+		return nil
+	})
+}
+
+// installOps are the steps that install one package from its layer.
+func installOps(l opamenv.Layer, kind, pkg, command string) []spec.Op {
+	ops := []spec.Op{spec.Copy{Src: []string{l.Dir + "/repo/packages"}, Dst: opamenv.RepositoryDir + "/"}}
+	if l.Archives > 0 {
+		ops = append(ops, spec.Copy{Src: []string{l.Dir + "/cache"}, Dst: opamenv.Root + "/download-cache"})
+	}
+	r := spec.Run{Shell: step(kind, pkg, "opam update -q default >/dev/null && "+command)}
+	if len(l.Online) > 0 {
+		r.Network = []string{"host"}
+	}
+	return append(ops, r)
+}
+
+// Spec is the builder spec of a job over the layers of its packages (from
+// Layers.Context): the shared setup, a step per dependency, then the package built,
+// tested and built with its lowest dependencies as the configuration asks.
+func Spec(cfg *Config, image string, sw Switch, j Job, layers []opamenv.Layer) (*spec.Spec, error) {
+	if len(layers) != len(j.Deps)+1 {
+		return nil, fmt.Errorf("job %s: %d layers for %d packages", j.Key(), len(layers), len(j.Deps)+1)
+	}
+	s := &spec.Spec{From: image}
+	s.Ops = append(s.Ops, setupOps()...)
+	for i, d := range j.Deps {
+		s.Ops = append(s.Ops, installOps(layers[i], stepDependency, d, "opam install "+shellQuote(d))...)
+	}
+	pkg := shellQuote(j.Package)
+	build := "opam install " + pkg
+	if sw.BuildWith == BuildWithDune {
+		build = "opam install --deps-only " + pkg + " && " + duneBuild(j.Package)
+	}
+	last := layers[len(layers)-1]
+	s.Ops = append(s.Ops, installOps(last, stepBuild, j.Package, build)...)
+	if cfg.WithTest {
+		s.Ops = append(s.Ops, spec.Run{Shell: step(stepTest, j.Package, "opam reinstall --with-test --verbose "+pkg)})
+	}
+	if cfg.LowerBounds {
+		for _, v := range []string{"OPAMCRITERIA", "OPAMFIXUPCRITERIA", "OPAMUPGRADECRITERIA"} {
+			s.Ops = append(s.Ops, spec.Env{Name: v, Value: lowerBoundsCriteria})
+		}
+		s.Ops = append(s.Ops, spec.Run{Shell: step(stepLowerBound, j.Package, "opam reinstall "+pkg)})
+	}
+	return s, s.Validate()
+}
+
+// duneBuild builds a package with dune in its own source tree, when it is a dune
+// project, and with opam otherwise.
+func duneBuild(pkg string) string {
+	p, _ := opam.ParsePackage(pkg)
+	name := shellQuote(string(p.Name))
+	return "opam source " + shellQuote(pkg) + " --dir /tmp/src && cd /tmp/src && " +
+		"if [ -f dune-project ]; then opam exec -- dune build -p " + name + " @install; else opam install " + shellQuote(pkg) + "; fi"
+}
+
+func shellQuote(s string) string {
+	if s != "" && strings.Trim(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-+/:=~@") == "" {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
