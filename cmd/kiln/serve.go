@@ -204,8 +204,11 @@ On first start the local admin password is made, printed once, and stored hashed
 		// Every route goes through the console: its headers, metrics and access control.
 		for _, r := range started.Routes {
 			min := web.RoleViewer
-			if r.Public {
+			switch {
+			case r.Public:
 				min = web.RoleNone
+			case r.Admin:
+				min = web.RoleAdmin
 			}
 			srv.Mount(r.Pattern, min, r.Handler)
 		}

@@ -63,6 +63,9 @@ type Running struct {
 	Pipeline current.Term[current.Unit]
 	// Routes are the service's pages and endpoints, by http.ServeMux pattern.
 	Routes map[string]http.Handler
+	// AdminRoutes are endpoints only the console's admins may use (a service's own
+	// administration), by pattern.
+	AdminRoutes map[string]http.Handler
 	// Close releases what Start opened; nil when there is nothing to release.
 	Close func()
 }
@@ -98,6 +101,8 @@ type Route struct {
 	// Public routes authenticate their callers themselves (a forge's signed webhooks);
 	// the others are pages, shown to whom the console lets see pages.
 	Public bool
+	// Admin routes are for the console's admins only.
+	Admin bool
 }
 
 // Started is a set of running services, their pipelines joined as one.
@@ -134,8 +139,11 @@ func Start(ctx context.Context, env *Env, names []string, svcs []Service) (*Star
 		if r.Pipeline != (current.Term[current.Unit]{}) {
 			pipes = append(pipes, r.Pipeline)
 		}
-		patterns := make([]string, 0, len(r.Routes))
+		patterns := make([]string, 0, len(r.Routes)+len(r.AdminRoutes))
 		for p := range r.Routes {
+			patterns = append(patterns, p)
+		}
+		for p := range r.AdminRoutes {
 			patterns = append(patterns, p)
 		}
 		sort.Strings(patterns)
@@ -145,7 +153,11 @@ func Start(ctx context.Context, env *Env, names []string, svcs []Service) (*Star
 				return nil, fmt.Errorf("service %s: route %q is already served by %s", names[i], p, o)
 			}
 			owner[p] = names[i]
-			st.Routes = append(st.Routes, Route{Pattern: p, Handler: r.Routes[p]})
+			h, admin := r.AdminRoutes[p]
+			if !admin {
+				h = r.Routes[p]
+			}
+			st.Routes = append(st.Routes, Route{Pattern: p, Handler: h, Admin: admin})
 		}
 	}
 	for p, h := range env.Forges.Routes() {
