@@ -138,6 +138,9 @@ type SwarmTarget struct {
 	Service string `yaml:"service"`
 	// URL is where the service answers for its health check.
 	URL string `yaml:"url"`
+	// UpdateOrder is start-first (default: the new task starts before the old one
+	// stops) or stop-first (for services on the host network, whose tasks share a port).
+	UpdateOrder string `yaml:"update_order"`
 }
 
 // CommandTarget copies a file out of the image to the host and runs a command there.
@@ -339,6 +342,13 @@ func (c *Config) checkTarget(where string, t *Target, bad func(string, ...any)) 
 			bad("%s.swarm.service: missing", where)
 		}
 		checkURL(where+".swarm.url", st.URL, bad)
+		switch st.UpdateOrder {
+		case "":
+			st.UpdateOrder = "start-first"
+		case "start-first", "stop-first":
+		default:
+			bad("%s.swarm.update_order: %q: want start-first or stop-first", where, st.UpdateOrder)
+		}
 	}
 	if ct := t.Command; ct != nil {
 		n++

@@ -460,9 +460,8 @@ func (d *Deployer) stageOf(cfg *Config, svc *ServiceConfig, name string) (*stage
 		logf: func(format string, args ...any) {
 			d.log.Info("deployer: "+fmt.Sprintf(format, args...), "service", svc.Name, "stage", name)
 		},
-		artifact: func(ctx context.Context, image, path string) (string, error) {
-			return extractArtifact(ctx, &docker.Engine{Host: cfg.BuildDockerHost}, d.o.StateDir, image, path)
-		},
+		build: &runner{name: "build", h: Host{DockerHost: cfg.BuildDockerHost}, log: d.log},
+		tmp:   d.o.StateDir,
 	}
 	if cfg.Registry.CredentialsFile != "" {
 		s.login = func(ctx context.Context, r *runner) error {

@@ -2,8 +2,10 @@ package deployer
 
 import (
 	"encoding/json"
+	"errors"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -20,6 +22,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.yaml.in/yaml/v3"
 
+	"github.com/kiln-ci/kiln/builder/docker"
 	"github.com/kiln-ci/kiln/builder/docker/dockertest"
 	"github.com/kiln-ci/kiln/internal/testenv"
 	"github.com/kiln-ci/kiln/registry/registrytest"
@@ -129,6 +132,22 @@ func (w *world) writeConfig(t testing.TB) {
 	if err := os.WriteFile(w.cfgFile, b, 0o600); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// image is the registry reference of a digest of the service's image.
+func (w *world) image(digest string) string {
+	return w.cfg.Registry.Address + "/" + w.cfg.Services[0].Image + "@" + digest
+}
+
+// brokenDigest is the digest of the version that failed its health check.
+func (w *world) brokenDigest(t *testing.T) string {
+	for _, r := range w.d.st.history("web") {
+		if r.Outcome == OutcomeRolledBack {
+			return r.Digest
+		}
+	}
+	t.Fatal("no rolled-back deploy")
+	return ""
 }
 
 // change edits the configuration file and reloads it, until the test ends.
@@ -411,6 +430,124 @@ func TestEndToEnd(t *testing.T) {
 						t.Errorf("a secret is in the %s", what)
 					}
 				}
+			}
+		}},
+		{"with promote: confirm, staging waits for an admin to promote the same digest", func(t *testing.T) {
+			w.change(t, func(c *Config) { c.Services[0].Promote = "confirm" })
+			was, _ := get(w.production.URL + "/")
+			c := w.repo.commit(t, "v8")
+			w.d.Poll(ctx)
+			w.serves(t, w.staging, "v8")
+			w.serves(t, w.production, was)
+			p := w.d.st.pending("web")
+			if p == nil || p.Commit != c {
+				t.Fatalf("pending %+v", p)
+			}
+			srv := httptest.NewServer(routesMux(w.d))
+			defer srv.Close()
+			req, _ := http.NewRequest("POST", srv.URL+"/deployer/web/promote", nil)
+			req.Header.Set("Authorization", "Bearer "+w.token)
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 200 {
+				t.Fatalf("promote: %s: %s", resp.Status, b)
+			}
+			w.serves(t, w.production, "v8")
+			if h := lastRecords(w.d, 1)[0]; h.Kind != "promote" || h.Digest != p.Digest || h.Stage != "production" {
+				t.Errorf("history %+v", h)
+			}
+		}},
+		{"a command target gets the artifact, runs its command, and is restored when its check fails", func(t *testing.T) {
+			dest := filepath.Join(t.TempDir(), "version")
+			cfg := *w.d.config()
+			svc := cfg.Services[0]
+			svc.Production = Target{Host: "remote", Command: &CommandTarget{Artifact: "/version", Dest: dest,
+				Run: []string{"sh", "-c", `cp "$0" "$0.ran"`, dest}}}
+			svc.Health = HealthConfig{Command: []string{"grep", "-qv", "broken", dest + ".ran"}, Deadline: Duration(2 * time.Second)}
+			s, err := w.d.stageOf(&cfg, &svc, "production")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := s.deploy(ctx, w.image(v2digest)); err != nil {
+				t.Fatal(err)
+			}
+			if b, _ := os.ReadFile(dest + ".ran"); strings.TrimSpace(string(b)) != "v2" {
+				t.Fatalf("after the deploy the command saw %q", b)
+			}
+			var he *HealthError
+			if err := s.deploy(ctx, w.image(w.brokenDigest(t))); !errors.As(err, &he) || he.Restore != nil {
+				t.Fatalf("deploy of the broken version: %v", err)
+			}
+			if b, _ := os.ReadFile(dest + ".ran"); strings.TrimSpace(string(b)) != "v2" {
+				t.Errorf("after the failed deploy the command saw %q", b)
+			}
+		}},
+		{"a swarm service is updated, and restored when its health check fails", func(t *testing.T) {
+			dir, err := os.MkdirTemp("", "kiln-swarm-") // short: the engine's socket path is limited
+			if err != nil {
+				t.Fatal(err)
+			}
+			var dlog testenv.Buffer
+			dm, err := docker.StartDaemon(ctx, dir, &dlog)
+			if err != nil {
+				os.RemoveAll(dir)
+				t.Fatalf("%v\n%s", err, dlog.String())
+			}
+			defer func() { dm.Stop(); os.RemoveAll(dir) }()
+			cfg := *w.d.config()
+			cfg.Hosts = maps.Clone(cfg.Hosts)
+			h := cfg.Hosts["remote"]
+			h.DockerHost = dm.Host
+			cfg.Hosts["swarm"] = h
+			r := &runner{name: "swarm", h: h}
+			if _, err := r.run(ctx, nil, "docker", "swarm", "init", "--advertise-addr", "127.0.0.1"); err != nil {
+				if testenv.InCI() {
+					t.Fatal(err)
+				}
+				t.Skipf("docker swarm init: %v", err)
+			}
+			url := "http://" + testenv.FreeAddr(t)
+			svc := cfg.Services[0]
+			svc.Health.Deadline = Duration(5 * time.Second)
+			svc.Production = Target{Host: "swarm", Swarm: &SwarmTarget{Service: "kiln-test-web", URL: url, UpdateOrder: "stop-first"}}
+			s, err := w.d.stageOf(&cfg, &svc, "production")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := s.login(ctx, r); err != nil {
+				t.Fatal(err)
+			}
+			_, port, _ := net.SplitHostPort(strings.TrimPrefix(url, "http://"))
+			if _, err := r.run(ctx, nil, "docker", "service", "create", "--quiet", "--detach=false", "--with-registry-auth",
+				"--name", "kiln-test-web", "--network", "host", "--env", "PORT="+port, w.image(v1digest)); err != nil {
+				t.Fatal(err)
+			}
+			start := time.Now()
+			if err := s.deploy(ctx, w.image(v2digest)); err != nil {
+				t.Fatal(err)
+			}
+			t.Logf("swarm update to live: %v", time.Since(start).Round(10*time.Millisecond))
+			if got, err := get(url + "/"); got != "v2" {
+				t.Fatalf("the service answers %q (%v)", got, err)
+			}
+			start = time.Now()
+			var he *HealthError
+			if err := s.deploy(ctx, w.image(w.brokenDigest(t))); !errors.As(err, &he) || he.Restore != nil {
+				t.Fatalf("deploy of the broken version: %v", err)
+			}
+			for got, _ := get(url + "/"); got != "v2"; got, _ = get(url + "/") {
+				if time.Since(start) > time.Minute {
+					t.Fatalf("the service answers %q after the rollback", got)
+				}
+				time.Sleep(100 * time.Millisecond)
+			}
+			t.Logf("swarm: broken update to the previous version serving again: %v (health deadline %v)", time.Since(start).Round(10*time.Millisecond), svc.Health.Deadline.Or(0))
+			if img, _ := r.run(ctx, nil, "docker", "service", "inspect", "--format", "{{.Spec.TaskTemplate.ContainerSpec.Image}}", "kiln-test-web"); !strings.HasSuffix(img, v2digest) {
+				t.Errorf("the service runs %s after the rollback", img)
 			}
 		}},
 		{"a registry that refuses the push leaves every target as it was", func(t *testing.T) {

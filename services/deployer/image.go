@@ -6,7 +6,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -45,27 +44,25 @@ func savedImage(ctx context.Context, e *docker.Engine, tag, file string) (v1.Ima
 	return img, nil
 }
 
-// extractArtifact copies path out of image (pulled on the build engine when needed)
-// into a new folder under dir, and returns the file's path there.
-func extractArtifact(ctx context.Context, e *docker.Engine, dir, image, path string) (string, error) {
+// extractArtifact copies path out of image, pulled on the build engine r when
+// needed, into a new folder under dir, and returns the file's path there.
+func extractArtifact(ctx context.Context, r *runner, dir, image, path string) (string, error) {
 	tmp, err := os.MkdirTemp(dir, "artifact-")
 	if err != nil {
 		return "", err
 	}
-	if !e.ImageExists(ctx, image) {
-		if err := dockerCmd(ctx, e, "pull", "-q", image); err != nil {
-			os.RemoveAll(tmp)
-			return "", err
-		}
-	}
 	cname := "kiln-artifact-" + filepath.Base(tmp)
-	if err := dockerCmd(ctx, e, "create", "--name", cname, image, "true"); err != nil {
+	out := filepath.Join(tmp, filepath.Base(path))
+	if _, err := r.run(ctx, nil, "docker", "pull", "-q", image); err != nil {
 		os.RemoveAll(tmp)
 		return "", err
 	}
-	defer e.RemoveContainer(cname)
-	out := filepath.Join(tmp, strings.TrimPrefix(filepath.Base(path), "."))
-	if err := dockerCmd(ctx, e, "cp", "--follow-link", cname+":"+path, out); err != nil {
+	if _, err := r.run(ctx, nil, "docker", "create", "--name", cname, image, "true"); err != nil {
+		os.RemoveAll(tmp)
+		return "", err
+	}
+	defer r.run(context.WithoutCancel(ctx), nil, "docker", "rm", "-f", cname)
+	if _, err := r.run(ctx, nil, "docker", "cp", "--follow-link", cname+":"+path, out); err != nil {
 		os.RemoveAll(tmp)
 		return "", err
 	}

@@ -1,6 +1,7 @@
 package deployer
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -39,8 +40,10 @@ type stage struct {
 	health HealthConfig
 	// login logs the host's engine in to the registry (nil without credentials).
 	login func(ctx context.Context, r *runner) error
-	// artifact copies a file out of a published image on the build engine.
-	artifact func(ctx context.Context, image, path string) (string, error)
+	// build is the build engine, where artifacts are copied out of images.
+	build *runner
+	// tmp is where artifacts are copied to.
+	tmp string
 	logf     func(format string, args ...any)
 }
 
@@ -201,7 +204,7 @@ func (s *stage) deploySwarm(ctx context.Context, image string) error {
 	}
 	update := func(ctx context.Context, img string) error {
 		_, err := s.r.run(ctx, nil, "docker", "service", "update", "--quiet", "--detach=false", "--with-registry-auth",
-			"--update-order", "start-first", "--image", img, sw.Service)
+			"--update-order", cmp.Or(sw.UpdateOrder, "start-first"), "--image", img, sw.Service)
 		return err
 	}
 	if err := update(ctx, image); err != nil {
@@ -219,7 +222,12 @@ func (s *stage) deploySwarm(ctx context.Context, image string) error {
 
 func (s *stage) deployCommand(ctx context.Context, image string) error {
 	c := s.t.Command
-	local, err := s.artifact(ctx, image, c.Artifact)
+	if s.login != nil {
+		if err := s.login(ctx, s.build); err != nil {
+			return fmt.Errorf("registry login on the build engine: %w", err)
+		}
+	}
+	local, err := extractArtifact(ctx, s.build, s.tmp, image, c.Artifact)
 	if err != nil {
 		return fmt.Errorf("artifact %s of %s: %w", c.Artifact, image, err)
 	}
