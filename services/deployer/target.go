@@ -43,8 +43,8 @@ type stage struct {
 	// build is the build engine, where artifacts are copied out of images.
 	build *runner
 	// tmp is where artifacts are copied to.
-	tmp string
-	logf     func(format string, args ...any)
+	tmp  string
+	logf func(format string, args ...any)
 }
 
 // deploy puts image (registry/repo@digest) live on the stage, health-checked. On a
