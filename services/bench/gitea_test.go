@@ -1,0 +1,162 @@
+package bench
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	sdk "code.gitea.io/sdk/gitea"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/kiln-ci/kiln/forge"
+	"github.com/kiln-ci/kiln/forge/gitea"
+	"github.com/kiln-ci/kiln/forge/gitea/giteatest"
+	"github.com/kiln-ci/kiln/internal/testenv"
+	"github.com/kiln-ci/kiln/plugins/forges"
+	"github.com/kiln-ci/kiln/services/bench/store"
+)
+
+func git(t *testing.T, dir string, args ...string) string {
+	t.Helper()
+	cmd := exec.Command("git", args...)
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "GIT_AUTHOR_NAME=dev", "GIT_AUTHOR_EMAIL=dev@example.org",
+		"GIT_COMMITTER_NAME=dev", "GIT_COMMITTER_EMAIL=dev@example.org")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("git %v: %v\n%s", args, err, out)
+	}
+	return strings.TrimSpace(string(out))
+}
+
+// benchScript prints the time from the file speed with about 1 % of noise, and an
+// allocation figure that does not change.
+const benchScript = `j=$(od -An -N1 -tu1 /dev/urandom | tr -d ' ')
+echo "benchmarking..."
+printf '{"name": "suite", "results": [{"name": "sort", "metrics": [{"name": "time", "value": %s.%d, "units": "ms", "trend": "lower-is-better"}, {"name": "alloc", "value": 50, "units": "MB"}]}]}\n' "$(cat speed)" $((j % 10))
+`
+
+// TestGiteaPullRequest benchmarks a PR that makes one metric 30 % slower, interleaved
+// with its base, and checks what a real Gitea shows: a failed status naming that
+// metric only, and one comment, edited in place when the PR is benchmarked again.
+func TestGiteaPullRequest(t *testing.T) {
+	testenv.Short(t, "runs a Gitea server")
+	testenv.RequireCommand(t, "git", "sh", "od")
+	srv := giteatest.Start(t)
+	srv.CreateRepo(t, "lib", false)
+	work := t.TempDir()
+	git(t, work, "init", "-q", "-b", "main")
+	write := func(speed string) {
+		for name, content := range map[string]string{"speed": speed, "bench.sh": benchScript, ".kiln.yml": "bench:\n  command: sh bench.sh\n  repeats: 5\n"} {
+			if err := os.WriteFile(filepath.Join(work, name), []byte(content), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		git(t, work, "add", "-A")
+		git(t, work, "commit", "-q", "-m", "speed "+speed)
+	}
+	write("100")
+	base := git(t, work, "rev-parse", "HEAD")
+	git(t, work, "checkout", "-q", "-b", "slower")
+	write("130")
+	head := git(t, work, "rev-parse", "HEAD")
+	git(t, work, "push", "-q", srv.PushURL(srv.Admin, "lib"), "main", "slower")
+	admin, err := sdk.NewClient(strings.TrimSuffix(srv.URL, "/"), sdk.SetToken(srv.Token))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pr *sdk.PullRequest
+	for deadline := time.Now().Add(time.Minute); ; time.Sleep(500 * time.Millisecond) {
+		if pr, _, err = admin.CreatePullRequest(srv.Admin, "lib", sdk.CreatePullRequestOption{Head: "slower", Base: "main", Title: "slower sort"}); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("create the pull request: %v", err)
+		}
+	}
+
+	ctx := context.Background()
+	client, err := gitea.NewClient(ctx, srv.URL, srv.Token, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	set := &forges.Set{}
+	set.Add("gitea", &forges.Gitea{Client: client, BaseURL: "http://ci.test", Poll: time.Hour})
+	st, err := store.Open(ctx, filepath.Join(t.TempDir(), "bench.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	pub := &Publisher{Store: st, Forges: set, BaseURL: "http://ci.test", Target: "main"}
+	api, err := NewAPI(API{Store: st, Logger: quiet, OnJudged: func(ctx context.Context, c Comparison) {
+		if err := pub.Publish(ctx, c); err != nil {
+			t.Errorf("publish: %v", err)
+		}
+	}}, prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkout := func(commit string) string {
+		dir := filepath.Join(t.TempDir(), commit[:8])
+		git(t, work, "worktree", "add", "-q", "--detach", dir, commit)
+		return dir
+	}
+	cfg, ok, err := ParseConfig([]byte("bench:\n  command: sh bench.sh\n  repeats: 5\n"))
+	if err != nil || !ok {
+		t.Fatal(ok, err)
+	}
+	headDir, baseDir := checkout(head), checkout(base)
+	benchmarkPR := func() {
+		o := Run(ctx, Job{Dir: headDir, BaseDir: baseDir, Command: cfg.Command, Repeats: cfg.Repeats, Timeout: time.Minute}, nil)
+		if o.Err != nil {
+			t.Fatal(o.Err)
+		}
+		run := store.Run{Repo: "gitea/" + srv.Admin + "/lib", PR: pr.Index, Commit: head, Base: base, Env: "x86_64"}
+		if _, err := api.Record(ctx, run, o); err != nil {
+			t.Fatal(err)
+		}
+	}
+	benchmarkPR()
+	repo := gitea.Repo{Owner: srv.Admin, Name: "lib"}
+	t.Run("status flags the slower metric only", func(t *testing.T) {
+		sts, err := client.Statuses(ctx, repo, head)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s, ok := sts["kiln-bench (x86_64)"]
+		if !ok || s.State != forge.Failed || !regexp.MustCompile(`suite/sort/time \+(2[6-9]|3[0-4])\.`).MatchString(s.Description) || strings.Contains(s.Description, "alloc") {
+			t.Errorf("statuses %+v", sts)
+		}
+	})
+	ours := func() []gitea.Comment {
+		cs, err := client.Comments(ctx, repo, int(pr.Index))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []gitea.Comment
+		for _, c := range cs {
+			if strings.Contains(c.Body, CommentMarker) {
+				out = append(out, c)
+			}
+		}
+		return out
+	}
+	first := ours()
+	t.Run("comment lists the regression only", func(t *testing.T) {
+		if len(first) != 1 || !strings.Contains(first[0].Body, "| suite/sort/time |") || strings.Contains(first[0].Body, "alloc") {
+			t.Fatalf("comments %+v", first)
+		}
+	})
+	t.Run("benchmarked again: the comment is edited in place", func(t *testing.T) {
+		benchmarkPR()
+		again := ours()
+		if len(again) != 1 || len(first) != 1 || again[0].ID != first[0].ID {
+			t.Errorf("comments after a second run: %+v (first %+v)", again, first)
+		}
+	})
+}
