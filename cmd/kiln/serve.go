@@ -27,6 +27,7 @@ import (
 	"github.com/kiln-ci/kiln/services/bench"
 	"github.com/kiln-ci/kiln/services/demo"
 	"github.com/kiln-ci/kiln/services/deployer"
+	"github.com/kiln-ci/kiln/services/healthcheck"
 	"github.com/kiln-ci/kiln/services/host"
 	"github.com/kiln-ci/kiln/services/ocamlci"
 	"github.com/kiln-ci/kiln/services/opamrepoci"
@@ -34,7 +35,7 @@ import (
 )
 
 // serviceKinds are the services `kiln serve` can run.
-var serviceKinds = []host.Kind{ocamlci.ServiceKind, opamrepoci.ServiceKind, demo.ServiceKind, deployer.ServiceKind, baseimages.ServiceKind, bench.ServiceKind}
+var serviceKinds = []host.Kind{ocamlci.ServiceKind, opamrepoci.ServiceKind, demo.ServiceKind, deployer.ServiceKind, baseimages.ServiceKind, bench.ServiceKind, healthcheck.ServiceKind}
 
 func serveCommand() *cobra.Command {
 	var o struct {
