@@ -1,0 +1,129 @@
+package bench
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/kiln-ci/kiln/internal/testenv"
+	"github.com/kiln-ci/kiln/services/bench/store"
+	"github.com/kiln-ci/kiln/services/internal/notify"
+)
+
+// TestHuntFirstBadCommit: main's runs of c0…c4 and then c10 show a 30 % slower time;
+// the commits between were never benchmarked. The hunt bisects c4..c10 with
+// interleaved runs, names c7 (the first commit that made it slower) and posts the
+// alert to a JSON webhook.
+func TestHuntFirstBadCommit(t *testing.T) {
+	testenv.RequireCommand(t, "git", "sh", "od")
+	ctx := context.Background()
+	work := t.TempDir()
+	git(t, work, "init", "-q", "-b", "main")
+	var commits []string
+	for i := range 11 {
+		speed := "100"
+		if i >= 7 {
+			speed = "130"
+		}
+		for name, content := range map[string]string{"speed": speed, "bench.sh": benchScript, "n": fmt.Sprint(i)} {
+			if err := os.WriteFile(filepath.Join(work, name), []byte(content), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		git(t, work, "add", "-A")
+		git(t, work, "commit", "-q", "-m", fmt.Sprintf("c%d", i))
+		commits = append(commits, git(t, work, "rev-parse", "HEAD"))
+	}
+
+	got := make(chan notify.Message, 4)
+	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var m notify.Message
+		b, _ := io.ReadAll(r.Body)
+		if err := json.Unmarshal(b, &m); err == nil {
+			got <- m
+		}
+	}))
+	defer hook.Close()
+	urlFile := filepath.Join(t.TempDir(), "hook")
+	os.WriteFile(urlFile, []byte(hook.URL), 0o600)
+	n, err := notify.New(notify.Options{Webhooks: []notify.Webhook{{Name: "bench", Kind: notify.JSON, URLFile: urlFile}}, Logger: quiet, Register: prometheus.NewRegistry()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close(ctx)
+
+	st, err := store.Open(ctx, filepath.Join(t.TempDir(), "bench.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	job := Job{Command: "sh bench.sh", Repeats: 5, Timeout: time.Minute}
+	hunt := &Hunt{Store: st, GitDir: work, Job: job, Alert: n, BaseURL: "http://ci.test", Logger: quiet}
+	var found *Found
+	api, err := NewAPI(API{Store: st, Logger: quiet, OnJudged: func(ctx context.Context, c Comparison) {
+		f, err := hunt.OnBranch(ctx, c)
+		if err != nil {
+			t.Errorf("hunt: %v", err)
+		}
+		if f != nil {
+			found = f
+		}
+	}}, prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)
+	for _, i := range []int{0, 1, 2, 3, 4, 10} {
+		dir := t.TempDir()
+		git(t, work, "worktree", "add", "-q", "--detach", filepath.Join(dir, "src"), commits[i])
+		j := job
+		j.Dir = filepath.Join(dir, "src")
+		o := Run(ctx, j, nil)
+		if o.Err != nil {
+			t.Fatal(o.Err)
+		}
+		if _, err := api.Record(ctx, store.Run{Repo: "git/local/lib", Branch: "main", Commit: commits[i], CommitTime: t0.Add(time.Duration(i) * time.Hour)}, o); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Run("first bad commit", func(t *testing.T) {
+		if found == nil {
+			t.Fatal("no regression hunted")
+		}
+		if found.FirstBad != commits[7] || found.LastGood != commits[6] {
+			t.Errorf("first bad %.8s after %.8s, want c7 %.8s", found.FirstBad, found.LastGood, commits[7])
+		}
+		if len(found.Metrics) != 1 || !strings.HasPrefix(found.Metrics[0], "suite/sort/time +") {
+			t.Errorf("regressed metrics %v, want the time only", found.Metrics)
+		}
+		if len(found.Probed) > 3 {
+			t.Errorf("%d probes for 6 commits", len(found.Probed))
+		}
+	})
+	t.Run("alert on the webhook", func(t *testing.T) {
+		select {
+		case m := <-got:
+			var first string
+			for _, f := range m.Fields {
+				if f.Name == "first bad commit" {
+					first = f.Value
+				}
+			}
+			if first != commits[7] || !strings.Contains(m.Text, "suite/sort/time") {
+				t.Errorf("alert %+v", m)
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatal("no alert posted")
+		}
+	})
+}
