@@ -15,6 +15,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -379,6 +380,9 @@ func (d *Deployer) publishStatus(ctx context.Context, svc *ServiceConfig, ref, c
 	}
 	p := strings.Split(svc.Forge, "/")
 	fr := forge.Ref{Repo: forge.RepoID{Forge: p[0], Owner: p[1], Name: p[2]}, Name: ref, Commit: commit, Remote: svc.Repo}
+	if n, ok := strings.CutPrefix(ref, "refs/pull/"); ok {
+		fr.PR, _ = strconv.Atoi(strings.TrimSuffix(n, "/head"))
+	}
 	v := []forge.Variant{{Name: "deployability", State: st, Message: msg}}
 	if err := d.o.Forges.Publish(ctx, fr, forge.Status{State: st, Title: msg}, v); err != nil {
 		d.log.Warn("deployer: status not published", "service", svc.Name, "commit", short(commit), "err", err)

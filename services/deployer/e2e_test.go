@@ -1,6 +1,7 @@
 package deployer
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"io"
@@ -24,7 +25,10 @@ import (
 
 	"github.com/kiln-ci/kiln/builder/docker"
 	"github.com/kiln-ci/kiln/builder/docker/dockertest"
+	"github.com/kiln-ci/kiln/current"
+	"github.com/kiln-ci/kiln/forge"
 	"github.com/kiln-ci/kiln/internal/testenv"
+	"github.com/kiln-ci/kiln/plugins/forges"
 	"github.com/kiln-ci/kiln/registry/registrytest"
 	"github.com/kiln-ci/kiln/services/internal/notify"
 )
@@ -45,6 +49,28 @@ type world struct {
 	token      string
 	hooks      *hookLog
 	logs       *testenv.Buffer
+	statuses   *statuses
+}
+
+// statuses is a forge that keeps the statuses published to it.
+type statuses struct {
+	mu  sync.Mutex
+	got map[string][]string // commit → states
+}
+
+func (s *statuses) Refs() current.Term[[]forge.Ref] { return current.Return[[]forge.Ref](nil) }
+
+func (s *statuses) Publish(_ context.Context, ref forge.Ref, st forge.Status, _ []forge.Variant) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.got[ref.Commit] = append(s.got[ref.Commit], ref.Name+" "+string(st.State))
+	return nil
+}
+
+func (s *statuses) of(commit string) string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return strings.Join(s.got[commit], ", ")
 }
 
 // hookLog is a JSON webhook that keeps the messages it receives.
@@ -83,7 +109,8 @@ func newWorld(t testing.TB) *world {
 	engine := dockertest.Engine(t)
 	reg := registrytest.Shared(t)
 	w := &world{repo: newWebRepo(t), ssh: startSSH(t), staging: startNginx(t), production: startNginx(t),
-		reg: prometheus.NewRegistry(), dockerHost: engine.Host, hooks: &hookLog{}, logs: &testenv.Buffer{}}
+		reg: prometheus.NewRegistry(), dockerHost: engine.Host, hooks: &hookLog{}, logs: &testenv.Buffer{},
+		statuses: &statuses{got: map[string][]string{}}}
 	dir := t.TempDir()
 	w.token = "admin-" + strconv.FormatInt(time.Now().UnixNano(), 36)
 	os.WriteFile(filepath.Join(dir, "admin"), []byte(w.token+"\n"), 0o600)
@@ -104,7 +131,7 @@ func newWorld(t testing.TB) *world {
 		Hosts: map[string]Host{"remote": {SSH: "root@" + w.ssh.Addr, KeyFile: w.ssh.KeyFile, KnownHostsFile: w.ssh.KnownHosts,
 			DockerHost: engine.Host}},
 		Notify: []notify.Webhook{{Name: "test", Kind: notify.JSON, URLFile: filepath.Join(dir, "hook")}},
-		Services: []ServiceConfig{{Name: "web", Repo: w.repo.Dir, Branch: "main", Image: "deployer-test/web-" + suffix,
+		Services: []ServiceConfig{{Name: "web", Repo: w.repo.Dir, Branch: "main", Image: "deployer-test/web-" + suffix, Forge: "test/me/web",
 			Health:  HealthConfig{Path: "/health", Expect: "ok", Deadline: Duration(8 * time.Second)},
 			Staging: &staging, Production: target("production", w.production)}},
 	}
@@ -114,7 +141,9 @@ func newWorld(t testing.TB) *world {
 	w.cfgFile = filepath.Join(dir, "deployer.yaml")
 	w.writeConfig(t)
 	var err error
-	w.d, err = New(Options{ConfigFile: w.cfgFile, StateDir: filepath.Join(dir, "state"), Register: w.reg,
+	fs := &forges.Set{}
+	fs.Add("test", w.statuses)
+	w.d, err = New(Options{ConfigFile: w.cfgFile, Forges: fs, StateDir: filepath.Join(dir, "state"), Register: w.reg,
 		Logger: slog.New(slog.NewTextHandler(w.logs, &slog.HandlerOptions{Level: slog.LevelDebug})), BaseURL: "http://kiln.example.org"})
 	if err != nil {
 		t.Fatal(err)
@@ -328,6 +357,20 @@ func TestEndToEnd(t *testing.T) {
 			}
 			if b := w.d.st.build("web", c); b == nil || b.State != "passed" {
 				t.Errorf("feature build %+v", b)
+			}
+			if got := w.statuses.of(c); got != "refs/heads/feature running, refs/heads/feature passed" {
+				t.Errorf("statuses of the feature commit: %s", got)
+			}
+			w.repo.git(t, "checkout", "-q", "-b", "bad")
+			w.repo.git(t, "rm", "-q", "server")
+			bad := w.repo.commit(t, "v4 without its server")
+			w.repo.git(t, "checkout", "-q", "main")
+			w.d.Poll(ctx)
+			if b := w.d.st.build("web", bad); b == nil || b.State != "failed" || !strings.Contains(b.Message, "server") {
+				t.Errorf("build of a commit that cannot build: %+v", b)
+			}
+			if got := w.statuses.of(bad); got != "refs/heads/bad running, refs/heads/bad failed" {
+				t.Errorf("statuses of the commit that cannot build: %s", got)
 			}
 			w.serves(t, w.production, "v2")
 		}},
