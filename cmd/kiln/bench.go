@@ -5,8 +5,11 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/signal"
+	"syscall"
 	"text/tabwriter"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
 
 	"github.com/kiln-ci/kiln/services/bench"
@@ -137,6 +140,45 @@ CPU-bound benchmark on this machine first (about 3 minutes) and save it to --noi
 	token.Flags().StringVar(&db, "db", "var/bench/bench.db", "the bench service's database (as its --bench-db)")
 	token.Flags().StringVar(&tokenName, "name", "submit", "what the token is for, as shown to admins")
 	benchCmd.AddCommand(token)
+
+	var bf bench.Backfill
+	var bfDB string
+	backfill := &cobra.Command{
+		Use:   "backfill FORGE/OWNER/NAME RANGE",
+		Short: "Benchmark the past commits of a range (A..B) that have no run yet, oldest first",
+		Long: `Benchmark each commit of RANGE (git's A..B, first parents) in the clone --git that has
+no passed run in the database yet, with the bench section of that commit's .kiln.yml
+(commits without one are skipped), and store the runs as the branch's. Ctrl-C stops
+after the current commit's run is killed; what was stored stays.`,
+		Args: cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if _, ok := bench.RepoID(args[0]); !ok {
+				return fmt.Errorf("repository %q is not FORGE/OWNER/NAME (gitea/me/lib)", args[0])
+			}
+			st, err := store.Open(cmd.Context(), bfDB)
+			if err != nil {
+				return err
+			}
+			defer st.Close()
+			api, err := bench.NewAPI(bench.API{Store: st}, prometheus.NewRegistry())
+			if err != nil {
+				return err
+			}
+			bf.API, bf.Repo, bf.Log = api, args[0], os.Stdout
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			rep, err := bf.Run(ctx, args[1])
+			fmt.Printf("%d runs, %d commits already benchmarked, %d without a bench section, %d failed\n",
+				len(rep.Ran), len(rep.Present), len(rep.Skipped), len(rep.Failed))
+			return err
+		},
+	}
+	backfill.Flags().StringVar(&bfDB, "db", "var/bench/bench.db", "the bench service's database (as its --bench-db)")
+	backfill.Flags().StringVar(&bf.GitDir, "git", ".", "a clone of the repository holding the range")
+	backfill.Flags().StringVar(&bf.Branch, "branch", "main", "the branch the runs are stored under")
+	backfill.Flags().StringVar(&bf.Env, "env", "", "the environment the runs are stored under")
+	backfill.Flags().StringVar(&bf.CPUs, "cpus", "", "pin the benchmark to these CPUs (taskset -c)")
+	benchCmd.AddCommand(backfill)
 	addCommand(benchCmd)
 }
 

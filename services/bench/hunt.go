@@ -67,22 +67,22 @@ func (h *Hunt) OnBranch(ctx context.Context, c Comparison) (*Found, error) {
 	if good == "" {
 		return nil, fmt.Errorf("hunt %s: no earlier passed run of %s to start from", c.Run.Commit, c.Run.Branch)
 	}
-	out, err := h.git(ctx, "rev-list", "--reverse", "--first-parent", good+".."+c.Run.Commit)
+	out, err := repoDir(h.GitDir).git(ctx, "rev-list", "--reverse", "--first-parent", good+".."+c.Run.Commit)
 	if err != nil {
 		return nil, err
 	}
 	commits := append([]string{good}, strings.Fields(out)...)
-	goodDir, err := h.worktree(ctx, good)
+	goodDir, err := repoDir(h.GitDir).worktree(ctx, good)
 	if err != nil {
 		return nil, err
 	}
-	defer h.removeWorktree(goodDir)
+	defer repoDir(h.GitDir).removeWorktree(goodDir)
 	probe := func(ctx context.Context, commit string) (bool, error) {
-		dir, err := h.worktree(ctx, commit)
+		dir, err := repoDir(h.GitDir).worktree(ctx, commit)
 		if err != nil {
 			return false, err
 		}
-		defer h.removeWorktree(dir)
+		defer repoDir(h.GitDir).removeWorktree(dir)
 		job := h.Job
 		job.Dir, job.BaseDir = dir, goodDir
 		o := Run(ctx, job, nil)
@@ -127,8 +127,11 @@ func (h *Hunt) OnBranch(ctx context.Context, c Comparison) (*Found, error) {
 	return found, nil
 }
 
-func (h *Hunt) git(ctx context.Context, args ...string) (string, error) {
-	cmd := exec.CommandContext(ctx, "git", append([]string{"-C", h.GitDir}, args...)...)
+// repoDir is a git clone, with the commands the service runs in it.
+type repoDir string
+
+func (d repoDir) git(ctx context.Context, args ...string) (string, error) {
+	cmd := exec.CommandContext(ctx, "git", append([]string{"-C", string(d)}, args...)...)
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		return "", fmt.Errorf("git %s: %v: %s", strings.Join(args, " "), err, out)
@@ -136,20 +139,21 @@ func (h *Hunt) git(ctx context.Context, args ...string) (string, error) {
 	return string(out), nil
 }
 
-func (h *Hunt) worktree(ctx context.Context, commit string) (string, error) {
+// worktree checks commit out in a new temporary folder.
+func (d repoDir) worktree(ctx context.Context, commit string) (string, error) {
 	dir, err := os.MkdirTemp("", "kiln-bench-")
 	if err != nil {
 		return "", err
 	}
 	dir = filepath.Join(dir, "src")
-	if _, err := h.git(ctx, "worktree", "add", "-q", "--detach", dir, commit); err != nil {
+	if _, err := d.git(ctx, "worktree", "add", "-q", "--detach", dir, commit); err != nil {
 		os.RemoveAll(filepath.Dir(dir))
 		return "", err
 	}
 	return dir, nil
 }
 
-func (h *Hunt) removeWorktree(dir string) {
-	_, _ = h.git(context.Background(), "worktree", "remove", "--force", dir)
+func (d repoDir) removeWorktree(dir string) {
+	_, _ = d.git(context.Background(), "worktree", "remove", "--force", dir)
 	os.RemoveAll(filepath.Dir(dir))
 }
