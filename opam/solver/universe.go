@@ -251,6 +251,16 @@ func (u *Universe) resolve(pk *repository.Package, withTest, withDoc, dev bool) 
 		c.Unavailable = err.Error()
 	}
 	deps := d.Resolve(depends)
+	if err == nil && !withTest && !withDoc && !dev {
+		// As opam's list reads them (no post dependencies), for the reverse index:
+		// from the formula parsed already.
+		l := d
+		l.Post = false
+		c.listDeps = l.Resolve(depends).Atoms()
+		if c.listDeps == nil {
+			c.listDeps = []opam.Atom{}
+		}
+	}
 	if n := len(deps.Atoms()); n > MaxDependsAtoms {
 		if c.Unavailable == "" {
 			c.Unavailable = fmt.Sprintf("%s/opam: depends has %d package atoms, more than the %d the solver takes", pk.Path, n, MaxDependsAtoms)
@@ -297,17 +307,24 @@ func (u *Universe) clauses(c *Cand, f opam.Formula[opam.Atom]) [][]opam.Atom {
 // markDead finds, by fixpoint, the versions that can never be installed because a
 // dependency clause has no live version at all.
 func (u *Universe) markDead() {
+	var all []*Cand
+	for _, cs := range u.byName {
+		all = append(all, cs...)
+	}
+	u.markDeadAmong(all)
+}
+
+// markDeadAmong is markDead for the versions of list, the others being settled.
+func (u *Universe) markDeadAmong(list []*Cand) {
 	for changed := true; changed; {
 		changed = false
-		for _, cs := range u.byName {
-			for _, c := range cs {
-				if c.dead {
-					continue
-				}
-				if why := u.deadClause(c); why != "" {
-					c.dead, c.deadWhy = true, why
-					changed = true
-				}
+		for _, c := range list {
+			if c.dead {
+				continue
+			}
+			if why := u.deadClause(c); why != "" {
+				c.dead, c.deadWhy = true, why
+				changed = true
 			}
 		}
 	}
@@ -373,12 +390,8 @@ func (u *Universe) fillListDeps() {
 	u.listOnce.Do(func() {
 		for _, cs := range u.all() {
 			for _, c := range cs {
-				if c.Aux || c.listDeps != nil || c.Pkg == nil || c.Pkg.File == nil {
-					continue
-				}
-				d := opam.DepsEnv{Build: true, WithTest: u.Flags.WithTest, WithDoc: u.Flags.WithDoc, Self: c.Pkg.Package, Vars: u.env}
-				if f, err := c.Pkg.File.Depends(); err == nil {
-					c.listDeps = d.Resolve(f).Atoms()
+				if c.listDeps == nil {
+					u.setListDeps(c)
 				}
 			}
 		}
