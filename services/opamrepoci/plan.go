@@ -117,20 +117,28 @@ func (p *Plan) Tree() []*Node {
 }
 
 // Planner plans pull requests on a configuration. It keeps the solver universes of
-// the last merged tree it planned (a plan needs two per platform with reverse
-// dependencies), so planning the same tree again is cheap. It is safe for concurrent
-// use.
+// the trees it planned last (a plan needs two per platform with reverse
+// dependencies), so planning the same tree again is cheap, and makes the universe of
+// another tree by updating the latest one of the platform with what differs (the
+// packages a pull request changes, and those another changed): a whole universe is
+// made only for the first tree. It is safe for concurrent use.
 type Planner struct {
 	Config *Config
 
 	mu        sync.Mutex
-	tree      string
-	universes map[universeKey]*solver.Universe
+	universes []treeUniverse // the least recently used first
+	made      int            // whole universes made
 }
 
-type universeKey struct {
+// maxUniverses bounds the universes a planner keeps: those of the last few trees.
+const maxUniverses = 12
+
+// treeUniverse is the universe of a tree on a platform.
+type treeUniverse struct {
+	tree     string
 	platform string
 	withTest bool
+	u        *solver.Universe
 }
 
 // Plan plans the jobs of an analysed pull request. A failed analysis has no jobs.
@@ -233,12 +241,16 @@ func (pl *Planner) installable(ctx context.Context, res *prdiff.Result, plat mat
 func (pl *Planner) universe(res *prdiff.Result, plat matrix.Platform, withTest bool) *solver.Universe {
 	pl.mu.Lock()
 	defer pl.mu.Unlock()
-	if pl.tree != res.Merged {
-		pl.tree, pl.universes = res.Merged, map[universeKey]*solver.Universe{}
-	}
-	k := universeKey{plat.Name, withTest}
-	if u, ok := pl.universes[k]; ok {
-		return u
+	var last *solver.Universe // the platform's latest, of another tree
+	for i, e := range pl.universes {
+		if e.platform != plat.Name || e.withTest != withTest {
+			continue
+		}
+		if e.tree == res.Merged {
+			pl.universes = append(slices.Delete(pl.universes, i, i+1), e)
+			return e.u
+		}
+		last = e.u
 	}
 	r := res.Repo
 	if v := plat.Vars["ocaml:version"]; v != "" {
@@ -250,8 +262,17 @@ func (pl *Planner) universe(res *prdiff.Result, plat matrix.Platform, withTest b
 		}
 		r = repository.New(r.Commit, pkgs, r.Stray)
 	}
-	u := solver.NewUniverseFlags(r, solver.Platform(plat.Vars), solver.Flags{WithTest: withTest})
-	pl.universes[k] = u
+	var u *solver.Universe
+	if last != nil {
+		u = last.Update(r)
+	} else {
+		u = solver.NewUniverseFlags(r, solver.Platform(plat.Vars), solver.Flags{WithTest: withTest})
+		pl.made++
+	}
+	pl.universes = append(pl.universes, treeUniverse{tree: res.Merged, platform: plat.Name, withTest: withTest, u: u})
+	if n := len(pl.universes) - maxUniverses; n > 0 {
+		pl.universes = slices.Delete(pl.universes, 0, n)
+	}
 	return u
 }
 

@@ -2,6 +2,8 @@ package opamrepoci
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -248,5 +250,45 @@ func TestBadInputFailsOnlyItsPullRequest(t *testing.T) {
 	want := []string{"good.1,compilers,4.13,build", "good.1,compilers,4.13,lower-bounds", "good.1,architectures,arm64,build"}
 	if p.Failed() || !slices.Equal(jobIDs(p), want) {
 		t.Errorf("the good pull request: failed %v (%v), jobs %v, want %v", p.Failed(), p.Analysis.Problems, jobIDs(p), want)
+	}
+}
+
+func TestPlannerUpdatesItsUniverses(t *testing.T) {
+	r := newGitRepo(t)
+	base := r.commit(baseRepo)
+	prs := []struct {
+		name  string
+		files map[string]string
+	}{
+		{"a release with tests", map[string]string{"lib.2": `depends: ["ocaml" "alcotest" {with-test}]`}},
+		{"a user changes its dependencies", map[string]string{"app.1": `depends: ["lib" {>= "1"} "mine"]`}},
+		{"a release that needs OCaml 5", map[string]string{"needs5.1": `depends: ["lib" "ocaml" {>= "5.0"}]`, "lib.3": `depends: ["ocaml"]`}},
+		{"a release a user cannot take", map[string]string{"lib.2": `depends: ["ocaml"]`, "tool.1": `depends: ["app" "lib" {< "2"}]`}},
+	}
+	heads := make([]string, len(prs))
+	for i, pr := range prs {
+		r.run("checkout", "-q", "-B", fmt.Sprintf("pr%d", i), base)
+		heads[i] = r.commit(pr.files)
+	}
+	shared := &Planner{Config: Default()}
+	for i, pr := range prs {
+		t.Run(pr.name, func(t *testing.T) {
+			got, err := json.Marshal(plan(t, shared, r, base, heads[i]))
+			if err != nil {
+				t.Fatal(err)
+			}
+			want, err := json.Marshal(plan(t, &Planner{Config: Default()}, r, base, heads[i]))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if string(got) != string(want) {
+				t.Errorf("planned after %d other pull requests:\n%s\nby a new planner:\n%s", i, got, want)
+			}
+		})
+	}
+	// One whole universe per platform and flags (debian-12-4.13_amd64 with and without
+	// the test dependencies, debian-12-4.13_arm64), for the first pull request.
+	if shared.made != 3 {
+		t.Errorf("the planner made %d whole universes for %d pull requests, want 3", shared.made, len(prs))
 	}
 }
