@@ -3,7 +3,6 @@ package bench
 import (
 	"context"
 	"fmt"
-	"os"
 	"path/filepath"
 	"testing"
 
@@ -29,14 +28,7 @@ func TestBackfill(t *testing.T) {
 		if kiln != "" {
 			files[".kiln.yml"] = kiln
 		}
-		for name, content := range files {
-			if err := os.WriteFile(filepath.Join(work, name), []byte(content), 0o644); err != nil {
-				t.Fatal(err)
-			}
-		}
-		git(t, work, "add", "-A")
-		git(t, work, "commit", "-q", "-m", fmt.Sprintf("c%d", i))
-		commits = append(commits, git(t, work, "rev-parse", "HEAD"))
+		commits = append(commits, commitFiles(t, work, files, fmt.Sprintf("c%d", i)))
 	}
 	root := git(t, work, "rev-list", "--max-parents=0", "HEAD")
 	st, err := store.Open(ctx, filepath.Join(t.TempDir(), "bench.db"))

@@ -34,6 +34,20 @@ func git(t *testing.T, dir string, args ...string) string {
 	return strings.TrimSpace(string(out))
 }
 
+// commitFiles writes files into the work tree work and commits them, returning the
+// commit.
+func commitFiles(t *testing.T, work string, files map[string]string, msg string) string {
+	t.Helper()
+	for name, content := range files {
+		if err := os.WriteFile(filepath.Join(work, name), []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	git(t, work, "add", "-A")
+	git(t, work, "commit", "-q", "-m", msg)
+	return git(t, work, "rev-parse", "HEAD")
+}
+
 // benchScript prints the time from the file speed with about 1 % of noise, and an
 // allocation figure that does not change.
 const benchScript = `j=$(od -An -N1 -tu1 /dev/urandom | tr -d ' ')
@@ -51,20 +65,12 @@ func TestGiteaPullRequest(t *testing.T) {
 	srv.CreateRepo(t, "lib", false)
 	work := t.TempDir()
 	git(t, work, "init", "-q", "-b", "main")
-	write := func(speed string) {
-		for name, content := range map[string]string{"speed": speed, "bench.sh": benchScript, ".kiln.yml": "bench:\n  command: sh bench.sh\n  repeats: 5\n"} {
-			if err := os.WriteFile(filepath.Join(work, name), []byte(content), 0o644); err != nil {
-				t.Fatal(err)
-			}
-		}
-		git(t, work, "add", "-A")
-		git(t, work, "commit", "-q", "-m", "speed "+speed)
+	write := func(speed string) string {
+		return commitFiles(t, work, map[string]string{"speed": speed, "bench.sh": benchScript, ".kiln.yml": "bench:\n  command: sh bench.sh\n  repeats: 5\n"}, "speed "+speed)
 	}
-	write("100")
-	base := git(t, work, "rev-parse", "HEAD")
+	base := write("100")
 	git(t, work, "checkout", "-q", "-b", "slower")
-	write("130")
-	head := git(t, work, "rev-parse", "HEAD")
+	head := write("130")
 	git(t, work, "push", "-q", srv.PushURL(srv.Admin, "lib"), "main", "slower")
 	admin, err := sdk.NewClient(strings.TrimSuffix(srv.URL, "/"), sdk.SetToken(srv.Token))
 	if err != nil {

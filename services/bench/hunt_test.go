@@ -35,14 +35,7 @@ func TestHuntFirstBadCommit(t *testing.T) {
 		if i >= 7 {
 			speed = "130"
 		}
-		for name, content := range map[string]string{"speed": speed, "bench.sh": benchScript, "n": fmt.Sprint(i)} {
-			if err := os.WriteFile(filepath.Join(work, name), []byte(content), 0o644); err != nil {
-				t.Fatal(err)
-			}
-		}
-		git(t, work, "add", "-A")
-		git(t, work, "commit", "-q", "-m", fmt.Sprintf("c%d", i))
-		commits = append(commits, git(t, work, "rev-parse", "HEAD"))
+		commits = append(commits, commitFiles(t, work, map[string]string{"speed": speed, "bench.sh": benchScript, "n": fmt.Sprint(i)}, fmt.Sprintf("c%d", i)))
 	}
 
 	got := make(chan notify.Message, 4)
