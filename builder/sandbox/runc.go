@@ -445,5 +445,11 @@ func (r *Runc) spec(cfg Config, cgroupsPath string, extra []specs.Mount) *specs.
 		quota := int64(cfg.Limits.CPUs * float64(period))
 		res.CPU = &specs.LinuxCPU{Period: &period, Quota: &quota}
 	}
+	if cfg.Limits.CPUSet != "" {
+		if res.CPU == nil {
+			res.CPU = &specs.LinuxCPU{}
+		}
+		res.CPU.Cpus = cfg.Limits.CPUSet
+	}
 	return sp
 }

@@ -50,6 +50,8 @@ type Limits struct {
 	Memory int64
 	// CPUs is the CPU time share, in CPUs (1.5 = one and a half cores).
 	CPUs float64
+	// CPUSet pins the command to these CPUs ("1", "2,3", "0-3"), a benchmark slot's.
+	CPUSet string
 	// Pids is the largest number of processes and threads.
 	Pids int64
 	// Disk is how many bytes the command may add to its root filesystem; past it the

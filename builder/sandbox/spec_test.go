@@ -51,3 +51,30 @@ func TestSpecIsolation(t *testing.T) {
 		})
 	}
 }
+
+func TestSpecCPUs(t *testing.T) {
+	tests := []struct {
+		name   string
+		limits Limits
+		cpus   string
+		quota  bool
+	}{
+		{name: "unlimited", limits: Limits{}},
+		{name: "a benchmark slot's cpuset", limits: Limits{CPUSet: "1"}, cpus: "1"},
+		{name: "cpuset and a time share", limits: Limits{CPUSet: "2,3", CPUs: 1.5}, cpus: "2,3", quota: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			sp := (&Runc{}).spec(Config{Rootfs: "/x", Args: []string{"true"}, Limits: tt.limits}, "/kiln/t", nil)
+			cpu := sp.Linux.Resources.CPU
+			var cpus string
+			var quota bool
+			if cpu != nil {
+				cpus, quota = cpu.Cpus, cpu.Quota != nil
+			}
+			if cpus != tt.cpus || quota != tt.quota {
+				t.Errorf("cpus %q quota %v, want %q %v", cpus, quota, tt.cpus, tt.quota)
+			}
+		})
+	}
+}
