@@ -1,0 +1,48 @@
+package deployer
+
+import (
+	"fmt"
+	"testing"
+	"time"
+)
+
+// BenchmarkCommitToLive measures a commit on the deployed branch to its version served
+// in production: fetch, build, push, staging, health check, promotion, health check.
+func BenchmarkCommitToLive(b *testing.B) {
+	w := newWorld(b)
+	w.d.Poll(b.Context()) // the first deploy starts both stages' instances
+	w.serves(b, w.production, "v1")
+	for i := 0; b.Loop(); i++ {
+		v := fmt.Sprintf("bench-%d", i)
+		w.repo.commit(b, v)
+		w.d.Poll(b.Context())
+		w.serves(b, w.production, v)
+	}
+}
+
+// BenchmarkRollback measures a commit whose health check fails, without staging, to
+// its deploy recorded as rolled back (the previous version serving all along), with a
+// health-check deadline of 3 s; s-deploy-to-rolled-back/op is the deploy's own part.
+func BenchmarkRollback(b *testing.B) {
+	w := newWorld(b)
+	w.cfg.Services[0].Health.Deadline = Duration(3 * time.Second)
+	w.cfg.Services[0].Staging = nil
+	w.writeConfig(b)
+	if _, err := w.d.Reload(); err != nil {
+		b.Fatal(err)
+	}
+	w.d.Poll(b.Context())
+	w.serves(b, w.production, "v1")
+	var took time.Duration
+	for i := 0; b.Loop(); i++ {
+		w.repo.commit(b, fmt.Sprintf("broken-%d", i))
+		w.d.Poll(b.Context())
+		r := lastRecords(w.d, 1)[0]
+		if r.Outcome != OutcomeRolledBack {
+			b.Fatalf("record %+v", r)
+		}
+		took += r.Finished.Sub(r.Started)
+		w.serves(b, w.production, "v1")
+	}
+	b.ReportMetric(took.Seconds()/float64(b.N), "s-deploy-to-rolled-back/op")
+}
