@@ -5,6 +5,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/kiln-ci/kiln/builder/sandbox"
 )
 
 func TestBenchCheck(t *testing.T) {
@@ -30,6 +32,27 @@ func TestBenchCheck(t *testing.T) {
 				t.Fatalf("check: %v", err)
 			case c.errSub != "" && (err == nil || !strings.Contains(err.Error(), c.errSub)):
 				t.Fatalf("check: %v, want an error containing %q", err, c.errSub)
+			}
+		})
+	}
+}
+
+func TestBenchSlotLimits(t *testing.T) {
+	cases := []struct {
+		cpus string
+		ok   bool
+	}{
+		{"1", true}, {"2,3", true}, {"0-3", true}, {"0-1,4", true},
+		{"", false}, {"a", false}, {"1,", false}, {"1 2", false},
+	}
+	for _, c := range cases {
+		t.Run(c.cpus, func(t *testing.T) {
+			lim, err := benchSlotLimits(c.cpus, sandbox.Limits{CPUs: 2, Memory: 1 << 30})
+			if (err == nil) != c.ok {
+				t.Fatalf("err %v, want ok %v", err, c.ok)
+			}
+			if c.ok && (lim.CPUSet != c.cpus || lim.CPUs != 0 || lim.Memory != 1<<30) {
+				t.Errorf("limits %+v: want pinned to %s, no quota, memory kept", lim, c.cpus)
 			}
 		})
 	}

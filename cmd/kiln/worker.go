@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"time"
@@ -27,6 +28,7 @@ func init() {
 	var stepMemory, stepDisk string
 	var stepCPUs float64
 	var stepPids int64
+	var benchCPUs string
 	c := &cobra.Command{
 		Use:   "worker",
 		Short: "Run a build worker: connect out to the fleet and run jobs of one pool",
@@ -58,6 +60,12 @@ func init() {
 				lim, err := workerLimits(root, stepMemory, stepDisk, stepCPUs, stepPids, o.Capacity)
 				if err != nil {
 					return err
+				}
+				if benchCPUs != "" {
+					if lim, err = benchSlotLimits(benchCPUs, lim); err != nil {
+						return err
+					}
+					o.Capacity = 1 // one benchmark at a time on the slot
 				}
 				r, err := buildrun.New(buildrun.Options{Root: root, Images: images, HealthBase: healthBase, Budget: budget, Limits: lim})
 				if err != nil {
@@ -106,6 +114,7 @@ func init() {
 	f.Int64Var(&budget, "store-budget", 0, "builder runner: snapshot store size kept by pruning, in bytes (0: prune for free space only)")
 	f.StringVar(&stepMemory, "memory", "", "builder runner: memory limit of each step, e.g. 4G (default: the builder's default divided by --capacity)")
 	f.Float64Var(&stepCPUs, "cpus", 0, "builder runner: CPU limit of each step, in CPUs (default: the machine's CPUs divided by --capacity, at least 1)")
+	f.StringVar(&benchCPUs, "bench-cpus", "", "builder runner: a benchmark slot: every step pinned to these CPUs (e.g. 1 or 2,3), one job at a time; keep builds off them")
 	f.Int64Var(&stepPids, "pids", 0, "builder runner: process limit of each step (default 4096)")
 	f.StringVar(&stepDisk, "disk", "", "builder runner: disk budget of each step, e.g. 20G (default: a quarter of the store's file system, at most 16G)")
 	f.DurationVar(&o.HealthEvery, "health-every", time.Minute, "how often the health check runs")
@@ -136,4 +145,16 @@ func workerLimits(root, memory, disk string, cpus float64, pids int64, capacity 
 		l.CPUs = max(1, def.CPUs/float64(n))
 	}
 	return l, nil
+}
+
+var cpuList = regexp.MustCompile(`^[0-9]+(-[0-9]+)?(,[0-9]+(-[0-9]+)?)*$`)
+
+// benchSlotLimits pins a benchmark slot's steps to cpus, without a time share quota
+// (the slot's CPUs are the benchmark's own).
+func benchSlotLimits(cpus string, lim sandbox.Limits) (sandbox.Limits, error) {
+	if !cpuList.MatchString(cpus) {
+		return lim, fmt.Errorf("--bench-cpus %q: want CPU numbers and ranges such as 1, 2,3 or 0-3", cpus)
+	}
+	lim.CPUSet, lim.CPUs = cpus, 0
+	return lim, nil
 }
