@@ -98,6 +98,11 @@ type Request struct {
 	Packages []Package
 	// Pins are pinned, in order, before the install.
 	Pins []Pin
+	// Switch, when set, lists the packages of Packages (name.version) the switch is
+	// made of, Compiler among them: the layer then makes the switch over a repository
+	// of those alone, before it adds the others, so that layers on the same switch
+	// share those steps (and the builder's cached layers).
+	Switch []string
 }
 
 // Layer is a prepared layer, as a spec needs it. It is plain data (JSON), so a service
@@ -110,6 +115,11 @@ type Layer struct {
 	Compiler string   `json:"compiler"`
 	Install  []string `json:"install"`
 	Pins     []Pin    `json:"pins,omitempty"`
+	// Switch lists the packages the switch is made of before the rest of the
+	// repository comes (Request.Switch); SwitchDir is the folder of the build context
+	// holding their repository (repo/) and archives (cache/).
+	Switch    []string `json:"switch,omitempty"`
+	SwitchDir string   `json:"switch_dir,omitempty"`
 	// Online lists the sources the cache could not keep or get (version-control URLs,
 	// sources without checksums, upstreams that failed): when there are some, the
 	// install step has the network and opam fetches them itself.
@@ -124,10 +134,18 @@ type Layer struct {
 // ContextDir/DIGEST (left as it is when it exists), fetching the sources of its
 // packages through archives. A source that fails its checksum is an error naming the
 // package and URL; one the cache cannot keep or get is left to the build (Online).
+// With Switch, the switch's repository and archives go to a folder of their own,
+// ContextDir/DIGEST of them (SwitchDir), which layers on the same switch share.
 func Prepare(ctx context.Context, archives *Archives, ctxDir string, req Request) (Layer, error) {
-	l := Layer{Compiler: req.Compiler, Install: req.Install, Pins: req.Pins}
-	files := map[string][]byte{"repo/repo": []byte("opam-version: \"2.0\"\n")}
+	l := Layer{Compiler: req.Compiler, Install: req.Install, Pins: req.Pins, Switch: req.Switch}
+	repoFile := []byte("opam-version: \"2.0\"\n")
+	files := map[string][]byte{"repo/repo": repoFile}
 	cache := map[string]string{} // path in the layer → archive in the cache
+	inSwitch := map[string]bool{}
+	for _, p := range req.Switch {
+		inSwitch[p] = true
+	}
+	switchFiles, switchCache := map[string][]byte{"repo/repo": repoFile}, map[string]string{}
 	for _, p := range req.Packages {
 		dir := fmt.Sprintf("repo/packages/%s/%s/", p.Name, p.Package)
 		files[dir+"opam"] = p.Opam
@@ -136,6 +154,15 @@ func Prepare(ctx context.Context, archives *Archives, ctxDir string, req Request
 				return l, fmt.Errorf("%s: file %q leaves the package directory", p.Package, rel)
 			}
 			files[dir+rel] = data
+		}
+		sw := inSwitch[p.Package.String()]
+		if sw {
+			delete(inSwitch, p.Package.String())
+			for k, v := range files {
+				if strings.HasPrefix(k, dir) {
+					switchFiles[k] = v
+				}
+			}
 		}
 		f, err := opam.Parse(dir+"opam", p.Opam)
 		if err != nil {
@@ -160,19 +187,38 @@ func Prepare(ctx context.Context, archives *Archives, ctxDir string, req Request
 				l.Hits++
 			}
 			cache[p] = ar.Path
+			if sw {
+				switchCache[p] = ar.Path
+			}
 		}
 	}
+	if len(inSwitch) > 0 {
+		return l, fmt.Errorf("the switch's packages %v are not among the layer's", slices.Sorted(maps.Keys(inSwitch)))
+	}
 	l.Archives = len(cache)
+	if len(req.Switch) > 0 {
+		l.SwitchDir = ContextDir + "/" + layerDigest(switchFiles, switchCache)
+		if err := writeOnce(ctxDir, l.SwitchDir, switchFiles, switchCache); err != nil {
+			return l, err
+		}
+		files["switch"] = []byte(l.SwitchDir + "\n") // the layer's digest covers its switch's
+	}
 	l.Digest = layerDigest(files, cache)
 	l.Dir = ContextDir + "/" + l.Digest
-	dst := filepath.Join(ctxDir, filepath.FromSlash(l.Dir))
+	return l, writeOnce(ctxDir, l.Dir, files, cache)
+}
+
+// writeOnce writes the files and archives under dir of the build context ctxDir,
+// unless dir is there already.
+func writeOnce(ctxDir, dir string, files map[string][]byte, cache map[string]string) error {
+	dst := filepath.Join(ctxDir, filepath.FromSlash(dir))
 	if _, err := os.Stat(dst); err == nil {
-		return l, nil
+		return nil
 	}
 	if err := write(dst, files, cache); err != nil {
-		return l, fmt.Errorf("opam layer in %s: %w", ctxDir, err)
+		return fmt.Errorf("opam layer in %s: %w", ctxDir, err)
 	}
-	return l, nil
+	return nil
 }
 
 // sources lists a package's url and extra-source sections.
@@ -270,18 +316,43 @@ func linkOrCopy(src, dst string) error {
 // Setup are the ops that make the switch: the env of opam, the repository copied in
 // and `opam init` over it (bare, no sandboxing inside the sandbox), the archives into
 // opam's download cache, and the switch on the compiler, made without network; then
-// every later step runs in the switch's environment (`opam exec --`).
+// every later step runs in the switch's environment (`opam exec --`). With Switch,
+// the switch is made of those packages over their repository alone, then the rest of
+// the repository and archives come and opam reads the repository again.
 func (l Layer) Setup() []spec.Op {
-	return []spec.Op{
+	ops := []spec.Op{
 		spec.Env{Name: "OPAMROOT", Value: Root},
 		spec.Env{Name: "OPAMYES", Value: "1"},
 		spec.Env{Name: "OPAMCOLOR", Value: "never"},
-		spec.Copy{Src: []string{l.Dir + "/repo"}, Dst: RepositoryDir},
-		spec.Run{Shell: "opam init --bare -n --disable-sandboxing -k local default " + RepositoryDir},
-		spec.Copy{Src: []string{l.Dir + "/cache"}, Dst: Root + "/download-cache"},
-		spec.Run{Shell: "opam switch create " + Switch + " " + shellQuote(l.Compiler)},
-		spec.Shell{Args: []string{"opam", "exec", "--", "/bin/bash", "-c"}},
 	}
+	initOp := spec.Run{Shell: "opam init --bare -n --disable-sandboxing -k local default " + RepositoryDir}
+	create := "opam switch create " + Switch + " " + shellQuote(l.Compiler)
+	if len(l.Switch) == 0 {
+		ops = append(ops,
+			spec.Copy{Src: []string{l.Dir + "/repo"}, Dst: RepositoryDir},
+			initOp,
+			spec.Copy{Src: []string{l.Dir + "/cache"}, Dst: Root + "/download-cache"},
+			spec.Run{Shell: create})
+	} else {
+		var rest []string
+		for _, p := range l.Switch {
+			if p != l.Compiler {
+				rest = append(rest, p)
+			}
+		}
+		if len(rest) > 0 {
+			create += " && opam install --switch " + Switch + " " + strings.Join(quoteAll(rest), " ")
+		}
+		ops = append(ops,
+			spec.Copy{Src: []string{l.SwitchDir + "/repo"}, Dst: RepositoryDir},
+			initOp,
+			spec.Copy{Src: []string{l.SwitchDir + "/cache"}, Dst: Root + "/download-cache"},
+			spec.Run{Shell: create},
+			spec.Copy{Src: []string{l.Dir + "/repo"}, Dst: RepositoryDir},
+			spec.Copy{Src: []string{l.Dir + "/cache"}, Dst: Root + "/download-cache"},
+			spec.Run{Shell: "opam update default"})
+	}
+	return append(ops, spec.Shell{Args: []string{"opam", "exec", "--", "/bin/bash", "-c"}})
 }
 
 // InstallOp is the op that pins the layer's pins and installs its exact set; it has

@@ -99,6 +99,32 @@ func TestPrepare(t *testing.T) {
 		})
 	}
 
+	t.Run("the switch in a folder of its own", func(t *testing.T) {
+		withSwitch := func(pkgs ...Package) Layer {
+			r := req
+			r.Packages, r.Switch = pkgs, []string{"ocaml-system.4.13.1"}
+			l, err := Prepare(context.Background(), a, ctxDir, r)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return l
+		}
+		l1 := withSwitch(base...)
+		l2 := withSwitch(base[0], pkg("other.1.0", opamFile("", opam.Checksum{}), nil))
+		if l1.SwitchDir == "" || l1.SwitchDir != l2.SwitchDir || l1.Digest == l2.Digest || l1.Digest == l.Digest {
+			t.Errorf("switch folders %q and %q, layers %s and %s (without the switch %s): want one switch folder, three layers", l1.SwitchDir, l2.SwitchDir, l1.Digest, l2.Digest, l.Digest)
+		}
+		got, err := filepath.Glob(filepath.Join(ctxDir, l1.SwitchDir, "repo", "packages", "*", "*"))
+		if err != nil || len(got) != 1 || filepath.Base(got[0]) != "ocaml-system.4.13.1" {
+			t.Errorf("the switch's repository holds %v (%v), want ocaml-system.4.13.1 alone", got, err)
+		}
+		r := req
+		r.Switch = []string{"ocaml-system.5.0.0"}
+		if _, err := Prepare(context.Background(), a, ctxDir, r); err == nil || !strings.Contains(err.Error(), "ocaml-system.5.0.0") {
+			t.Errorf("a switch package the layer lacks: %v, want an error naming it", err)
+		}
+	})
+
 	bad := req
 	bad.Packages = []Package{pkg("lib.1.0", opamFile(up.URL+"/lib.tar.gz", sha256Of([]byte("other"))), nil)}
 	if _, err := Prepare(context.Background(), a, t.TempDir(), bad); err == nil || !strings.Contains(err.Error(), "lib.1.0") || !strings.Contains(err.Error(), "checksum mismatch") {
@@ -122,6 +148,17 @@ func TestLayerOps(t *testing.T) {
 				"opam install dune.3.22.2 re.1.12.0"}, false},
 		{"local pins stay offline", Layer{Dir: "d", Compiler: "ocaml-system.4.13.1", Install: []string{"dune.3.22.2"}, Pins: []Pin{{"cppo.dev", "/src/"}}},
 			[]string{"opam pin add -yn cppo.dev /src/ && opam install dune.3.22.2"}, false},
+		{"the switch made first, then the rest", Layer{Dir: ".kiln-opam/abc", Compiler: "ocaml-system.4.13.1", Install: []string{"dune.3.22.2"},
+			Switch: []string{"ocaml-system.4.13.1", "ocaml.4.13.1"}, SwitchDir: ".kiln-opam/sw"},
+			[]string{"(copy (src .kiln-opam/sw/repo) (dst /var/lib/kiln/opam-repository))",
+				"opam init --bare -n --disable-sandboxing -k local default /var/lib/kiln/opam-repository",
+				"(copy (src .kiln-opam/sw/cache) (dst /root/.opam/download-cache))",
+				"opam switch create default ocaml-system.4.13.1 && opam install --switch default ocaml.4.13.1",
+				"(copy (src .kiln-opam/abc/repo) (dst /var/lib/kiln/opam-repository))",
+				"(copy (src .kiln-opam/abc/cache) (dst /root/.opam/download-cache))",
+				"opam update default",
+				"(shell opam exec -- /bin/bash -c)",
+				"opam install dune.3.22.2"}, false},
 		{"a pin-depends URL needs the network", Layer{Dir: "d", Compiler: "ocaml-system.4.13.1", Install: []string{"mylib.1.0"}, Pins: []Pin{{"mylib.1.0", "git+https://example.org/mylib.git#main"}}},
 			[]string{"opam pin add -yn mylib.1.0 'git+https://example.org/mylib.git#main' && opam install mylib.1.0"}, true},
 	}
