@@ -20,7 +20,9 @@ import (
 // the job's steps install, as the solver chooses them in the merged tree (for a
 // lower-bounds job, the newest and the oldest choices), so that opam, asked to pin
 // and reinstall as in opam-repository CI, finds those and builds from the archive
-// cache. gitDir is the repository the analysis read.
+// cache. The switch is made first of the platform's compiler packages alone (and
+// what they need), so every job of the platform shares it. gitDir is the repository
+// the analysis read.
 func (pl *Planner) LayerRequest(ctx context.Context, gitDir string, res *prdiff.Result, j Job) (opamenv.Request, error) {
 	plat, ok := pl.Config.Platform(j.Platform)
 	if !ok {
@@ -52,7 +54,17 @@ func (pl *Planner) LayerRequest(ctx context.Context, gitDir string, res *prdiff.
 		steps = append(steps, solver.Request{Install: want, LowerBounds: true})
 	}
 	u := pl.universe(res, plat, false)
+	// The switch alone, made first, so that the jobs of the platform share it.
+	sw, err := u.Solve(ctx, solver.Request{Install: want[:len(plat.Compiler)]})
+	if err != nil {
+		return opamenv.Request{}, fmt.Errorf("job %s: the switch of %s: %w", j.ID(), plat.Name, err)
+	}
 	set := map[opam.Package]bool{}
+	var switchSet []string
+	for _, p := range sw.Packages {
+		set[p] = true
+		switchSet = append(switchSet, p.String())
+	}
 	var first []string
 	for i, r := range steps {
 		sel, err := u.Solve(ctx, r)
@@ -79,7 +91,7 @@ func (pl *Planner) LayerRequest(ctx context.Context, gitDir string, res *prdiff.
 	if err != nil {
 		return opamenv.Request{}, err
 	}
-	return opamenv.Request{Compiler: plat.Compiler[0], Install: first, Packages: pkgs}, nil
+	return opamenv.Request{Compiler: plat.Compiler[0], Install: first, Packages: pkgs, Switch: switchSet}, nil
 }
 
 func exact(p opam.Package) opam.Atom {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -233,6 +234,17 @@ func TestPullRequestFailuresComparedWithMaster(t *testing.T) {
 				}
 			})
 		}
+		// Every build on the platform starts from the same switch.
+		switches := map[string]bool{}
+		for _, r := range runs {
+			if strings.HasPrefix(r.CacheHint, plat) && !strings.Contains(r.CacheHint, "slow.1") {
+				first, _, _ := strings.Cut(r.Spec[strings.Index(r.Spec, "(copy (src ")+len("(copy (src "):], ")")
+				switches[first] = true
+			}
+		}
+		if len(switches) != 1 {
+			t.Errorf("the builds start from the switches %v, want one", slices.Collect(maps.Keys(switches)))
+		}
 		// lib.2 has no test dependencies: its build and tests install one set.
 		var dirs []string
 		for _, r := range runs {
@@ -376,11 +388,12 @@ func layerPackages(t *testing.T, ctxDir string) string {
 	if err != nil || len(top) != 1 || top[0].Name() != opamenv.ContextDir {
 		t.Fatalf("context %s holds %v (%v), want only %s", ctxDir, top, err, opamenv.ContextDir)
 	}
-	layers, err := os.ReadDir(filepath.Join(ctxDir, opamenv.ContextDir))
-	if err != nil || len(layers) != 1 {
-		t.Fatalf("context %s holds the layers %v (%v), want one", ctxDir, layers, err)
+	// The job's layer, and the switch it starts from.
+	layers, err := filepath.Glob(filepath.Join(ctxDir, opamenv.ContextDir, "*", "switch"))
+	if all, _ := os.ReadDir(filepath.Join(ctxDir, opamenv.ContextDir)); err != nil || len(layers) != 1 || len(all) != 2 {
+		t.Fatalf("context %s holds the layers %v (%v), want one and its switch", ctxDir, all, err)
 	}
-	pkgs, err := filepath.Glob(filepath.Join(ctxDir, opamenv.ContextDir, layers[0].Name(), "repo", "packages", "*", "*"))
+	pkgs, err := filepath.Glob(filepath.Join(filepath.Dir(layers[0]), "repo", "packages", "*", "*"))
 	if err != nil {
 		t.Fatal(err)
 	}
