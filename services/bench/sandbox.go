@@ -1,0 +1,169 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/kiln-ci/kiln/builder"
+	"github.com/kiln-ci/kiln/builder/spec"
+	"github.com/kiln-ci/kiln/services/bench/benchfmt"
+)
+
+// Sandbox runs benchmark jobs in the builder's sandbox on a base image (Debian's
+// OCaml in the default one): both trees copied in, then one step that runs the base
+// and the head alternately, each under setarch -R.
+type Sandbox struct {
+	Builder *builder.Builder
+	Image   string
+}
+
+// armMarker starts the output of one run of an arm in the step's log.
+const armMarker = "## kiln-bench repeat "
+
+// Spec is the build spec of job, whose context holds head/ and (for a PR) base/.
+func (s Sandbox) Spec(job Job, nonce string) (*spec.Spec, error) {
+	var env strings.Builder
+	keys := make([]string, 0, len(job.Env))
+	for k := range job.Env {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		fmt.Fprintf(&env, "export %s=%s; ", k, shellQuote(job.Env[k]))
+	}
+	arms := "head"
+	if job.BaseDir != "" {
+		arms = "base head"
+	}
+	// The nonce makes every job's step new: a benchmark is never replayed from the cache.
+	script := fmt.Sprintf(`: kiln-bench %s
+cmd=%s
+for i in $(seq 1 %d); do
+  for arm in %s; do
+    echo "%s$i/%d: $arm"
+    (cd /src/$arm && %s timeout %d setarch "$(uname -m)" -R sh -c "$cmd") || { echo "kiln-bench: $arm failed in repeat $i" >&2; exit 1; }
+  done
+done`, nonce, shellQuote(job.Command), job.Repeats, arms, armMarker, job.Repeats, env.String(), int(job.Timeout.Seconds()))
+	sp := &spec.Spec{From: s.Image, Ops: []spec.Op{
+		spec.Workdir{Path: "/src"},
+		spec.Copy{Src: []string{"."}, Dst: "/src/"},
+		spec.Run{Shell: script},
+	}}
+	if err := sp.Validate(); err != nil {
+		return nil, fmt.Errorf("bench spec: %w", err)
+	}
+	return sp, nil
+}
+
+func shellQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
+
+// Run runs job in the sandbox, copying its log to log and each arm's output, as it is
+// printed, to the arm's parser.
+func (s Sandbox) Run(ctx context.Context, job Job, log io.Writer) (out Outcome) {
+	if job.Repeats <= 0 {
+		job.Repeats = 1
+	}
+	if job.Timeout <= 0 {
+		job.Timeout = time.Hour
+	}
+	if log == nil {
+		log = io.Discard
+	}
+	out = Outcome{Machine: MachineState(job.CPUs)}
+	demux := &armDemux{parsers: map[string]*benchfmt.Parser{"head": benchfmt.NewParser(benchfmt.Limits{})}}
+	if job.BaseDir != "" {
+		demux.parsers["base"] = benchfmt.NewParser(benchfmt.Limits{})
+	}
+	defer func() {
+		demux.flush()
+		out.Head = demux.parsers["head"].Close()
+		if p := demux.parsers["base"]; p != nil {
+			out.Base = p.Close()
+		}
+	}()
+	dir, err := os.MkdirTemp("", "kiln-bench-context-")
+	if err != nil {
+		out.Err = err
+		return out
+	}
+	defer os.RemoveAll(dir)
+	trees := map[string]string{"head": job.Dir}
+	if job.BaseDir != "" {
+		trees["base"] = job.BaseDir
+	}
+	for arm, src := range trees {
+		if b, err := exec.CommandContext(ctx, "cp", "-a", src, filepath.Join(dir, arm)).CombinedOutput(); err != nil {
+			out.Err = fmt.Errorf("copy the %s tree: %v: %s", arm, err, b)
+			return out
+		}
+		os.RemoveAll(filepath.Join(dir, arm, ".git"))
+	}
+	nonce := make([]byte, 8)
+	rand.Read(nonce)
+	sp, err := s.Spec(job, hex.EncodeToString(nonce))
+	if err != nil {
+		out.Err = err
+		return out
+	}
+	ctx, cancel := context.WithTimeout(ctx, time.Duration(job.Repeats*len(trees)+1)*job.Timeout)
+	defer cancel()
+	if _, err := s.Builder.Build(ctx, sp, builder.BuildContext{Dir: dir}, io.MultiWriter(log, demux)); err != nil {
+		out.Err = fmt.Errorf("benchmark in the sandbox: %w", err)
+	}
+	return out
+}
+
+// armDemux sends each line of a step's log to the parser of the arm whose run printed
+// it, as the arm markers say.
+type armDemux struct {
+	parsers map[string]*benchfmt.Parser
+	current *benchfmt.Parser
+	partial []byte
+}
+
+func (d *armDemux) Write(p []byte) (int, error) {
+	d.partial = append(d.partial, p...)
+	for {
+		i := bytes.IndexByte(d.partial, '\n')
+		if i < 0 {
+			break
+		}
+		d.line(d.partial[:i+1])
+		d.partial = d.partial[i+1:]
+	}
+	if len(d.partial) > 1<<20 { // a very long line: pass it on in pieces
+		d.line(d.partial)
+		d.partial = d.partial[:0]
+	}
+	return len(p), nil
+}
+
+func (d *armDemux) line(l []byte) {
+	if i := bytes.Index(l, []byte(armMarker)); i >= 0 {
+		arm := strings.TrimSpace(string(l[i+len(armMarker):]))
+		if _, a, ok := strings.Cut(arm, ": "); ok {
+			d.current = d.parsers[a]
+		}
+		return
+	}
+	if d.current != nil {
+		d.current.Write(l)
+	}
+}
+
+func (d *armDemux) flush() {
+	if len(d.partial) > 0 {
+		d.line(d.partial)
+		d.partial = nil
+	}
+}
