@@ -43,11 +43,17 @@ type Scan struct {
 	Failed   []string
 	DiskFull bool
 	Download bool
+	// Built and Cached count the builder's steps run and taken from its cache.
+	Built, Cached int
 }
 
 // Line reads one line of the log.
 func (s *Scan) Line(l []byte) {
 	switch {
+	case bytes.HasPrefix(l, []byte("---> saved as ")):
+		s.Built++
+	case bytes.HasPrefix(l, []byte("---> using ")):
+		s.Cached++
 	case bytes.HasPrefix(l, []byte(markerPrefix)):
 		if m := markerLine.FindSubmatch(l); m != nil && s.Step == "" {
 			s.Step, s.Package = string(m[1]), string(m[2])

@@ -11,6 +11,7 @@ import (
 type Metrics struct {
 	builds   *prometheus.CounterVec
 	retries  *prometheus.CounterVec
+	steps    *prometheus.CounterVec
 	progress *prometheus.GaugeVec
 	eta      *prometheus.GaugeVec
 }
@@ -26,6 +27,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "kiln_healthcheck_retries_total",
 			Help: "Builds tried again after a failure of the infrastructure, by kind.",
 		}, []string{"kind"}),
+		steps: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "kiln_healthcheck_steps_total",
+			Help: "Builder steps of the health check's builds, by result: built, or cached (shared with an earlier build).",
+		}, []string{"result"}),
 		progress: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "kiln_healthcheck_run_results",
 			Help: "Results of the runs going on, by run and state (pending: not built yet).",
@@ -36,13 +41,18 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}, []string{"run"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.builds, m.retries, m.progress, m.eta)
+		reg.MustRegister(m.builds, m.retries, m.steps, m.progress, m.eta)
 	}
 	return m
 }
 
 func (m *Metrics) built(sw string, v Verdict) {
 	m.builds.WithLabelValues(sw, string(v.State), string(v.Kind)).Inc()
+}
+
+func (m *Metrics) stepsOf(s Scan) {
+	m.steps.WithLabelValues("built").Add(float64(s.Built))
+	m.steps.WithLabelValues("cached").Add(float64(s.Cached))
 }
 
 func (m *Metrics) retried(k Kind) { m.retries.WithLabelValues(string(k)).Inc() }

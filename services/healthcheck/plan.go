@@ -21,10 +21,24 @@ import (
 type Job struct {
 	Switch  string `json:"switch"`
 	Package string `json:"package"`
-	// Deps are the package's solved dependencies (name.version), dependencies
-	// before what needs them and, among those ready together, the ones the most jobs
-	// of the switch need first, so that jobs share the longest prefix of steps.
-	Deps []string `json:"deps"`
+	// Deps are the package's solved dependencies (name.version) in install steps:
+	// each step after the steps it depends on, packages that depend on each other
+	// (post dependencies) in one step, and among the steps ready together the ones
+	// the most jobs of the switch need first, so that jobs share the longest prefix
+	// of steps.
+	Deps [][]string `json:"deps"`
+	// With are installed in the package's own step (a post-dependency cycle).
+	With []string `json:"with,omitempty"`
+}
+
+// Packages lists every package the job installs: its dependencies, the package,
+// then With.
+func (j Job) Packages() []string {
+	var out []string
+	for _, g := range j.Deps {
+		out = append(out, g...)
+	}
+	return append(append(out, j.Package), j.With...)
 }
 
 // Key names the job in its run.
@@ -203,7 +217,8 @@ func (pl *Planner) solveSwitch(ctx context.Context, u *solver.Universe, sw Switc
 	}
 	for i, a := range answers {
 		if a.sel != nil {
-			jobs = append(jobs, Job{Switch: sw.Name, Package: todo[i].String(), Deps: order(u.Repo, a.sel, todo[i], need)})
+			deps, with := order(u.Repo, a.sel, todo[i], need)
+			jobs = append(jobs, Job{Switch: sw.Name, Package: todo[i].String(), Deps: deps, With: with})
 		}
 	}
 	return jobs, na, nil
@@ -221,81 +236,142 @@ func firstLine(s string) string {
 	return s
 }
 
-// order lists the selection but pkg, each package after the ones it depends on
-// (depends and depopts among the selection); among the packages ready at once, the
-// ones more jobs need (need) come first, then by name.
-func order(repo *repository.Repo, sel []opam.Package, pkg opam.Package, need map[opam.Package]int) []string {
-	byName := map[opam.PackageName]opam.Package{}
-	for _, p := range sel {
-		byName[p.Name] = p
+// order groups the selection into install steps: packages that depend on each
+// other (post dependencies: the compiler and ocaml) share a step, and each step
+// comes after the steps it depends on; among the steps ready at once, those more jobs
+// need (need) come first, then by name. The group holding pkg, and every group that
+// depends on it, is its build step (with: their other packages); deps are the steps
+// before it.
+func order(repo *repository.Repo, sel []opam.Package, pkg opam.Package, need map[opam.Package]int) (deps [][]string, with []string) {
+	idx := map[opam.PackageName]int{}
+	for i, p := range sel {
+		idx[p.Name] = i
 	}
-	deps := map[opam.Package][]opam.Package{}
-	blocking := map[opam.Package]int{}
-	users := map[opam.Package][]opam.Package{}
-	for _, p := range sel {
-		if p == pkg {
-			continue
-		}
+	edges := make([][]int, len(sel))
+	for i, p := range sel {
 		for _, n := range depNames(repo.Get(p)) {
-			d, ok := byName[n]
-			if !ok || d == p || d == pkg || slices.Contains(deps[p], d) {
-				continue
+			if j, ok := idx[n]; ok && j != i && !slices.Contains(edges[i], j) {
+				edges[i] = append(edges[i], j)
 			}
-			deps[p] = append(deps[p], d)
-			blocking[p]++
-			users[d] = append(users[d], p)
 		}
 	}
-	before := func(a, b opam.Package) int {
-		if c := cmp.Compare(need[b], need[a]); c != 0 {
+	comp := sccs(edges)
+	groups := map[int][]opam.Package{}
+	for i, c := range comp {
+		groups[c] = append(groups[c], sel[i])
+	}
+	blocking := map[int]int{}
+	users := map[int][]int{}
+	for i := range sel {
+		for _, j := range edges[i] {
+			if ci, cj := comp[i], comp[j]; ci != cj && !slices.Contains(users[cj], ci) {
+				users[cj] = append(users[cj], ci)
+				blocking[ci]++
+			}
+		}
+	}
+	weight := func(c int) int {
+		w := 0
+		for _, p := range groups[c] {
+			w = max(w, need[p])
+		}
+		return w
+	}
+	name := func(c int) string { return groups[c][0].String() }
+	before := func(a, b int) int {
+		if c := cmp.Compare(weight(b), weight(a)); c != 0 {
 			return c
 		}
-		return strings.Compare(a.String(), b.String())
+		return strings.Compare(name(a), name(b))
 	}
-	var ready, out []opam.Package
-	left := map[opam.Package]bool{}
-	for _, p := range sel {
-		if p == pkg {
-			continue
-		}
-		left[p] = true
-		if blocking[p] == 0 {
-			ready = append(ready, p)
+	var ready []int
+	for c := range groups {
+		if blocking[c] == 0 {
+			ready = append(ready, c)
 		}
 	}
-	for len(left) > 0 {
-		if len(ready) == 0 {
-			// A cycle (post dependencies): take the first of what is left.
-			rest := slices.SortedFunc(func(yield func(opam.Package) bool) {
-				for p := range left {
-					if !yield(p) {
-						return
-					}
-				}
-			}, before)
-			ready = append(ready, rest[0])
-			blocking[rest[0]] = 0
+	// What depends on the package (the compiler, through post dependencies, on the
+	// package of a base library) is installed in its step.
+	target := comp[idx[pkg.Name]]
+	onTarget := map[int]bool{target: true}
+	for queue := []int{target}; len(queue) > 0; queue = queue[1:] {
+		for _, u := range users[queue[0]] {
+			if !onTarget[u] {
+				onTarget[u] = true
+				queue = append(queue, u)
+			}
 		}
+	}
+	for len(ready) > 0 {
 		slices.SortFunc(ready, before)
-		p := ready[0]
+		c := ready[0]
 		ready = ready[1:]
-		if !left[p] {
-			continue
-		}
-		delete(left, p)
-		out = append(out, p)
-		for _, u := range users[p] {
-			blocking[u]--
-			if blocking[u] == 0 && left[u] {
+		for _, u := range users[c] {
+			if blocking[u]--; blocking[u] == 0 {
 				ready = append(ready, u)
 			}
 		}
+		if onTarget[c] {
+			for _, p := range groups[c] {
+				if p != pkg {
+					with = append(with, p.String())
+				}
+			}
+			continue
+		}
+		var names []string
+		for _, p := range groups[c] {
+			names = append(names, p.String())
+		}
+		slices.Sort(names)
+		deps = append(deps, names)
 	}
-	names := make([]string, len(out))
-	for i, p := range out {
-		names[i] = p.String()
+	return deps, with
+}
+
+// sccs numbers the strongly connected components of a graph (Tarjan's algorithm).
+func sccs(edges [][]int) []int {
+	n := len(edges)
+	index, low, comp := make([]int, n), make([]int, n), make([]int, n)
+	for i := range index {
+		index[i], comp[i] = -1, -1
 	}
-	return names
+	var stack []int
+	onStack := make([]bool, n)
+	next, count := 0, 0
+	var visit func(v int)
+	visit = func(v int) {
+		index[v], low[v] = next, next
+		next++
+		stack = append(stack, v)
+		onStack[v] = true
+		for _, w := range edges[v] {
+			if index[w] < 0 {
+				visit(w)
+				low[v] = min(low[v], low[w])
+			} else if onStack[w] {
+				low[v] = min(low[v], index[w])
+			}
+		}
+		if low[v] == index[v] {
+			for {
+				w := stack[len(stack)-1]
+				stack = stack[:len(stack)-1]
+				onStack[w] = false
+				comp[w] = count
+				if w == v {
+					break
+				}
+			}
+			count++
+		}
+	}
+	for v := range edges {
+		if index[v] < 0 {
+			visit(v)
+		}
+	}
+	return comp
 }
 
 // depNames are the names a package's depends and depopts mention.

@@ -74,6 +74,7 @@ type Service struct {
 	runs      *current.Var[[]RunRef]
 	indexes   map[string]*repository.Repo // by commit
 	layers    map[string]*Layers          // by run and switch
+	tries     map[string]int              // tries of the builds going on, by run and job
 	sem       chan struct{}
 	ops       struct {
 		plan   *current.Op[RunRef, Planned]
@@ -516,7 +517,10 @@ func (s *Service) build(ctx context.Context, j *current.Job, in BuildInput) (Bui
 	started := time.Now()
 	res := Result{Run: in.Run, Package: in.Job.Package, Switch: in.Job.Switch, Started: started,
 		Log: LogRef{Key: in.Job.Key(), JobID: j.ID()}}
-	v, logData, attempts := s.attempts(ctx, j, cfg, sw, in)
+	v, logData, attempts, err := s.attempts(ctx, j, cfg, sw, in)
+	if err != nil {
+		return Built{}, err
+	}
 	if ctx.Err() != nil && current.Cancelled(ctx) {
 		return Built{}, ctx.Err()
 	}
@@ -548,18 +552,33 @@ type attempt struct {
 }
 
 // attempts builds a job until it does not fail on the infrastructure, or the
-// retries run out; it returns the last verdict and log.
-func (s *Service) attempts(ctx context.Context, j *current.Job, cfg *Config, sw Switch, in BuildInput) (attempt, []byte, int) {
-	var last attempt
-	var log []byte
-	for n := 1; ; n++ {
+// retries run out; it returns the last verdict and log. A build queued on the fleet
+// returns current.Await's error, to be called again once it runs; the tries made so
+// far are kept meanwhile.
+func (s *Service) attempts(ctx context.Context, j *current.Job, cfg *Config, sw Switch, in BuildInput) (attempt, []byte, int, error) {
+	key := fmt.Sprintf("%d %s", in.Run, in.Job.Key())
+	for {
 		cap := &capture{}
 		err := s.once(ctx, j, cfg, sw, in, cap)
+		var aw *current.AwaitError
+		if errors.As(err, &aw) {
+			return attempt{}, nil, 0, err
+		}
 		scan, data, _ := cap.Result()
-		last = attempt{verdict: Classify(in.Job.Package, err, scan), lines: current.LinesOf(err)}
-		log = data
+		s.Metrics.stepsOf(scan)
+		last := attempt{verdict: Classify(in.Job.Package, err, scan), lines: current.LinesOf(err)}
+		s.mu.Lock()
+		if s.tries == nil {
+			s.tries = map[string]int{}
+		}
+		s.tries[key]++
+		n := s.tries[key]
 		if !last.verdict.Retry() || n > cfg.Retries || ctx.Err() != nil {
-			return last, log, n
+			delete(s.tries, key)
+		}
+		s.mu.Unlock()
+		if !last.verdict.Retry() || n > cfg.Retries || ctx.Err() != nil {
+			return last, data, n, nil
 		}
 		s.Metrics.retried(last.verdict.Kind)
 		j.Logf("--- %s (%s): trying again (%d of %d) ---", last.verdict.Kind, last.verdict.Message, n, cfg.Retries)
@@ -594,7 +613,7 @@ func (s *Service) once(ctx context.Context, j *current.Job, cfg *Config, sw Swit
 		return err
 	}
 	req := fleetjob.Request{Ticket: "healthcheck", Pool: plat.Pool, Client: "health-check", Spec: sp.String(),
-		SourceDir: dir, CacheHint: sw.Name + "-" + strings.Join(in.Job.Deps[:min(3, len(in.Job.Deps))], ","),
+		SourceDir: dir, CacheHint: sw.Name + "-" + strings.Join(in.Job.Packages()[:min(3, len(in.Job.Deps))], ","),
 		Urgent: false, Timeout: time.Duration(cfg.JobTimeout)}
 	if s.Run != nil {
 		_, err = s.Run(ctx, j, req, cap)

@@ -76,8 +76,9 @@ func (f *fakeFleet) run(ctx context.Context, j *current.Job, req fleetjob.Reques
 	if f.prefixes == nil {
 		f.prefixes, f.tries = map[string]bool{}, map[string]int{}
 	}
-	f.tries[target]++
-	try := f.tries[target]
+	sw, _, _ := strings.Cut(req.CacheHint, "-")
+	f.tries[sw+" "+target]++
+	try := f.tries[sw+" "+target]
 	f.built = append(f.built, target)
 	prefix := ""
 	for _, p := range pkgs[:len(pkgs)-1] {

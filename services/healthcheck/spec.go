@@ -95,10 +95,10 @@ func (ls *Layers) Layer(ctx context.Context, pkg string) (opamenv.Layer, error) 
 }
 
 // Context writes the build context of a job into dir: links to the layers of its
-// packages. It returns the layers, dependencies first and the package last.
-func (ls *Layers) Context(ctx context.Context, j Job, dir string) ([]opamenv.Layer, error) {
-	var out []opamenv.Layer
-	for _, p := range append(append([]string(nil), j.Deps...), j.Package) {
+// packages. It returns the layers by package.
+func (ls *Layers) Context(ctx context.Context, j Job, dir string) (map[string]opamenv.Layer, error) {
+	out := map[string]opamenv.Layer{}
+	for _, p := range j.Packages() {
 		l, err := ls.Layer(ctx, p)
 		if err != nil {
 			return nil, err
@@ -106,7 +106,7 @@ func (ls *Layers) Context(ctx context.Context, j Job, dir string) ([]opamenv.Lay
 		if err := linkTree(filepath.Join(ls.Dir, filepath.FromSlash(l.Dir)), filepath.Join(dir, filepath.FromSlash(l.Dir))); err != nil {
 			return nil, fmt.Errorf("build context of %s: %w", j.Key(), err)
 		}
-		out = append(out, l)
+		out[p] = l
 	}
 	return out, nil
 }
@@ -129,14 +129,21 @@ func linkTree(src, dst string) error {
 	})
 }
 
-// installOps are the steps that install one package from its layer.
-func installOps(l opamenv.Layer, kind, pkg, command string) []spec.Op {
-	ops := []spec.Op{spec.Copy{Src: []string{l.Dir + "/repo/packages"}, Dst: opamenv.RepositoryDir + "/"}}
-	if l.Archives > 0 {
-		ops = append(ops, spec.Copy{Src: []string{l.Dir + "/cache"}, Dst: opamenv.Root + "/download-cache"})
+// installOps are the steps that install packages together from their layers:
+// their opam files and archives copied in, then command.
+func installOps(layers map[string]opamenv.Layer, pkgs []string, kind, command string) []spec.Op {
+	var ops []spec.Op
+	online := false
+	for _, p := range pkgs {
+		l := layers[p]
+		ops = append(ops, spec.Copy{Src: []string{l.Dir + "/repo/packages"}, Dst: opamenv.RepositoryDir + "/"})
+		if l.Archives > 0 {
+			ops = append(ops, spec.Copy{Src: []string{l.Dir + "/cache"}, Dst: opamenv.Root + "/download-cache"})
+		}
+		online = online || len(l.Online) > 0
 	}
-	r := spec.Run{Shell: step(kind, pkg, "opam update -q default >/dev/null && "+command)}
-	if len(l.Online) > 0 {
+	r := spec.Run{Shell: step(kind, strings.Join(pkgs, ","), "opam update -q default >/dev/null && "+command)}
+	if online {
 		r.Network = []string{"host"}
 	}
 	return append(ops, r)
@@ -145,22 +152,24 @@ func installOps(l opamenv.Layer, kind, pkg, command string) []spec.Op {
 // Spec is the builder spec of a job over the layers of its packages (from
 // Layers.Context): the shared setup, a step per dependency, then the package built,
 // tested and built with its lowest dependencies as the configuration asks.
-func Spec(cfg *Config, image string, sw Switch, j Job, layers []opamenv.Layer) (*spec.Spec, error) {
-	if len(layers) != len(j.Deps)+1 {
-		return nil, fmt.Errorf("job %s: %d layers for %d packages", j.Key(), len(layers), len(j.Deps)+1)
+func Spec(cfg *Config, image string, sw Switch, j Job, layers map[string]opamenv.Layer) (*spec.Spec, error) {
+	for _, p := range j.Packages() {
+		if _, ok := layers[p]; !ok {
+			return nil, fmt.Errorf("job %s: no layer for %s", j.Key(), p)
+		}
 	}
 	s := &spec.Spec{From: image}
 	s.Ops = append(s.Ops, setupOps()...)
-	for i, d := range j.Deps {
-		s.Ops = append(s.Ops, installOps(layers[i], stepDependency, d, "opam install "+shellQuote(d))...)
+	for _, g := range j.Deps {
+		s.Ops = append(s.Ops, installOps(layers, g, stepDependency, "opam install "+strings.Join(quoteAll(g), " "))...)
 	}
 	pkg := shellQuote(j.Package)
-	build := "opam install " + pkg
+	all := append([]string{j.Package}, j.With...)
+	build := "opam install " + strings.Join(quoteAll(all), " ")
 	if sw.BuildWith == BuildWithDune {
 		build = "opam install --deps-only " + pkg + " && " + duneBuild(j.Package)
 	}
-	last := layers[len(layers)-1]
-	s.Ops = append(s.Ops, installOps(last, stepBuild, j.Package, build)...)
+	s.Ops = append(s.Ops, installOps(layers, all, stepBuild, build)...)
 	if cfg.WithTest {
 		s.Ops = append(s.Ops, spec.Run{Shell: step(stepTest, j.Package, "opam reinstall --with-test --verbose "+pkg)})
 	}
@@ -180,6 +189,14 @@ func duneBuild(pkg string) string {
 	name := shellQuote(string(p.Name))
 	return "opam source " + shellQuote(pkg) + " --dir /tmp/src && cd /tmp/src && " +
 		"if [ -f dune-project ]; then opam exec -- dune build -p " + name + " @install; else opam install " + shellQuote(pkg) + "; fi"
+}
+
+func quoteAll(xs []string) []string {
+	out := make([]string, len(xs))
+	for i, x := range xs {
+		out[i] = shellQuote(x)
+	}
+	return out
 }
 
 func shellQuote(s string) string {
