@@ -289,6 +289,11 @@ func (d *Deployer) pollService(ctx context.Context, cfg *Config, svc *ServiceCon
 	if i := slices.Index(names, branch); i > 0 {
 		names = append(append([]string{branch}, names[:i]...), names[i+1:]...)
 	}
+	listed := map[string]string{}
+	for _, ref := range names {
+		listed[ref] = refs[ref]
+	}
+	d.st.setRefs(svc.Name, listed) // refs gone from the repository are forgotten
 	for _, ref := range names {
 		commit := refs[ref]
 		b := d.st.build(svc.Name, commit)
@@ -297,7 +302,6 @@ func (d *Deployer) pollService(ctx context.Context, cfg *Config, svc *ServiceCon
 			b = d.build(ctx, cfg, svc, ref, commit)
 			unlock()
 		}
-		d.st.setRef(svc.Name, ref, commit)
 		if ref != branch || b.State != forge.Passed || d.st.attempted(svc.Name) == commit {
 			continue
 		}
@@ -586,15 +590,6 @@ func (d *Deployer) Promote(ctx context.Context, service, by string) error {
 	}
 	d.st.setPending(service, nil)
 	return d.deploy(ctx, cfg, svc, "production", p.Commit, p.Digest, "promote", by)
-}
-
-// Go runs an admin operation in the background, owned by the Deployer (Close waits).
-func (d *Deployer) Go(ctx context.Context, what string, f func(context.Context) error) {
-	d.wg.Go(func() {
-		if err := f(context.WithoutCancel(ctx)); err != nil {
-			d.log.Error("deployer: "+what, "err", err)
-		}
-	})
 }
 
 // CheckHealth checks every live stage once and notifies changes.

@@ -372,6 +372,11 @@ func TestEndToEnd(t *testing.T) {
 			if got := w.statuses.of(bad); got != "refs/heads/bad running, refs/heads/bad failed" {
 				t.Errorf("statuses of the commit that cannot build: %s", got)
 			}
+			w.repo.git(t, "branch", "-q", "-D", "bad")
+			w.d.Poll(ctx)
+			if refs := w.d.st.snapshot("web").Refs; refs["refs/heads/bad"] != "" || refs["refs/heads/feature"] != c {
+				t.Errorf("refs after the branch bad was deleted: %v", refs)
+			}
 			w.serves(t, w.production, "v2")
 		}},
 		{"an admin rolls production back to an earlier digest", func(t *testing.T) {
@@ -489,7 +494,7 @@ func TestEndToEnd(t *testing.T) {
 			srv := httptest.NewServer(routesMux(w.d))
 			defer srv.Close()
 			req, _ := http.NewRequest("POST", srv.URL+"/deployer/web/promote", nil)
-			req.Header.Set("Authorization", "Bearer "+w.token)
+			req.Header.Set(TokenHeader, w.token)
 			resp, err := http.DefaultClient.Do(req)
 			if err != nil {
 				t.Fatal(err)

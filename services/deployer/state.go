@@ -140,10 +140,10 @@ func (st *state) putBuild(service string, b *Build) {
 	st.svc(service).Builds[b.Commit] = b
 }
 
-func (st *state) setRef(service, ref, commit string) {
+func (st *state) setRefs(service string, refs map[string]string) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	st.svc(service).Refs[ref] = commit
+	st.svc(service).Refs = refs
 }
 
 func (st *state) attempted(service string) string {

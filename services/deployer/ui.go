@@ -1,6 +1,7 @@
 package deployer
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"html/template"
@@ -183,11 +184,13 @@ func (d *Deployer) Routes() map[string]http.Handler {
 		}),
 		"POST /deployer/{service}/rollback": http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			d.admin(w, r, "rollback", func(by string) error {
-				return d.Rollback(r.Context(), r.PathValue("service"), r.FormValue("stage"), r.FormValue("digest"), by)
+				return d.Rollback(context.WithoutCancel(r.Context()), r.PathValue("service"), r.FormValue("stage"), r.FormValue("digest"), by)
 			})
 		}),
 		"POST /deployer/{service}/promote": http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			d.admin(w, r, "promote", func(by string) error { return d.Promote(r.Context(), r.PathValue("service"), by) })
+			d.admin(w, r, "promote", func(by string) error {
+				return d.Promote(context.WithoutCancel(r.Context()), r.PathValue("service"), by)
+			})
 		}),
 	}
 }
@@ -207,10 +210,15 @@ func (d *Deployer) serveJSON(w http.ResponseWriter, r *http.Request) {
 	enc.Encode(d.Status())
 }
 
-// admin runs an admin action: the token comes as a bearer token or a form field. The
-// action runs to its end (health check included) before the answer.
+// TokenHeader carries the deployer's admin token (the Authorization header is the
+// console's).
+const TokenHeader = "X-Deployer-Token"
+
+// admin runs an admin action: the token comes in TokenHeader or a form field. The
+// action runs to its end (health check included) before the answer, and is not
+// cancelled if the client goes away.
 func (d *Deployer) admin(w http.ResponseWriter, r *http.Request, what string, f func(by string) error) {
-	tok := strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")
+	tok := r.Header.Get(TokenHeader)
 	if tok == "" {
 		tok = r.FormValue("token")
 	}

@@ -1,0 +1,61 @@
+package deployer
+
+import (
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/spf13/pflag"
+
+	"github.com/kiln-ci/kiln/services/host"
+)
+
+func TestServe(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "deployer.yaml")
+	// A repository on disk that does not exist: polling it fails at once, without the network.
+	os.WriteFile(file, []byte(strings.Replace(validConfig(t, dir), "https://example.org/web.git", filepath.Join(dir, "none"), 1)), 0o600)
+	for _, tc := range []struct {
+		name    string
+		args    []string
+		wantErr string
+	}{
+		{name: "no configuration", wantErr: "--deployer-config: missing"},
+		{name: "configuration missing", args: []string{"--deployer-config", filepath.Join(dir, "absent.yaml")}, wantErr: "absent.yaml: no such file"},
+		{name: "configured", args: []string{"--deployer-config", file}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			fs := pflag.NewFlagSet("serve", pflag.ContinueOnError)
+			svc := ServiceKind.Flags(fs)
+			if err := fs.Parse(tc.args); err != nil {
+				t.Fatal(err)
+			}
+			env := &host.Env{StateDir: t.TempDir(), Logger: slog.New(slog.DiscardHandler), Register: prometheus.NewRegistry()}
+			r, err := svc.Start(t.Context(), env)
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("error %v, want %q", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer r.Close()
+			mux := http.NewServeMux()
+			for p, h := range r.Routes {
+				mux.Handle(p, h)
+			}
+			rec := httptest.NewRecorder()
+			mux.ServeHTTP(rec, httptest.NewRequest("GET", "/deployer", nil))
+			if rec.Code != 200 || !strings.Contains(rec.Body.String(), `id="service-web"`) {
+				t.Errorf("status page: %d %s", rec.Code, rec.Body.String())
+			}
+		})
+	}
+}
