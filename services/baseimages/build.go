@@ -113,6 +113,8 @@ func (e *Exporter) layout() (layout.Path, error) {
 
 // Image reads an image kept in the layout.
 func (e *Exporter) Image(digest string) (v1.Image, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
 	p, err := e.layout()
 	if err != nil {
 		return nil, err

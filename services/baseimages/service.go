@@ -38,6 +38,9 @@ type Service struct {
 	// HTTP); nil Release and an unreachable mirror leave the root filesystems as
 	// they are.
 	Release func(ctx context.Context, mirror, suite string) (string, error)
+	// EnsureRootfs makes a root filesystem in the store (default: the store's
+	// EnsureDebian, with mmdebstrap).
+	EnsureRootfs func(*image.Store, context.Context, image.DebianOptions) (image.Base, error)
 
 	exporter *Exporter
 	head     *current.Monitor[string]
@@ -112,7 +115,7 @@ func NewService(s *Service, reg prometheus.Registerer) (*Service, error) {
 			return r, nil
 		})
 	}
-	s.rootOp = (&rootfs.Maker{Dir: s.Images}).Op("baseimages-rootfs")
+	s.rootOp = (&rootfs.Maker{Dir: s.Images, Ensure: s.EnsureRootfs}).Op("baseimages-rootfs")
 	s.buildOp = &current.Op[buildIn, Built]{
 		Name:  "baseimages-build",
 		Key:   func(in buildIn) string { return in.Build.Name() },
