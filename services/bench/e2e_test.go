@@ -9,16 +9,11 @@ import (
 	"testing"
 	"time"
 
-	sdk "code.gitea.io/sdk/gitea"
-	"github.com/prometheus/client_golang/prometheus"
-
 	"github.com/kiln-ci/kiln/builder"
 	"github.com/kiln-ci/kiln/builder/image/imagetest"
 	"github.com/kiln-ci/kiln/forge"
-	"github.com/kiln-ci/kiln/forge/gitea"
 	"github.com/kiln-ci/kiln/forge/gitea/giteatest"
 	"github.com/kiln-ci/kiln/internal/testenv"
-	"github.com/kiln-ci/kiln/plugins/forges"
 	"github.com/kiln-ci/kiln/services/bench/store"
 	"github.com/kiln-ci/kiln/services/internal/matrix"
 )
@@ -71,38 +66,8 @@ func TestEndToEnd(t *testing.T) {
 	m2 := commitFiles(t, work, map[string]string{"README": "demo\n"}, "readme")
 	git(t, work, "checkout", "-q", "-b", "slower-fib")
 	head := commitFiles(t, work, map[string]string{"work": "3900\n"}, "fib does 30 % more work")
-	git(t, work, "push", "-q", srv.PushURL(srv.Admin, "ocaml-demo"), "main", "slower-fib")
-	admin, err := sdk.NewClient(strings.TrimSuffix(srv.URL, "/"), sdk.SetToken(srv.Token))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var pr *sdk.PullRequest
-	for deadline := time.Now().Add(time.Minute); ; time.Sleep(500 * time.Millisecond) {
-		if pr, _, err = admin.CreatePullRequest(srv.Admin, "ocaml-demo", sdk.CreatePullRequestOption{Head: "slower-fib", Base: "main", Title: "slower fib"}); err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("create the pull request: %v", err)
-		}
-	}
-
+	g := newGiteaBench(t, srv, work, "ocaml-demo", "slower-fib")
 	ctx := context.Background()
-	client, err := gitea.NewClient(ctx, srv.URL, srv.Token, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	set := &forges.Set{}
-	set.Add("gitea", &forges.Gitea{Client: client, BaseURL: "http://ci.test", Poll: time.Hour})
-	s := newTestService(t)
-	pub := &Publisher{Store: s.store, Forges: set, BaseURL: "http://ci.test", Target: "main"}
-	api, err := NewAPI(API{Store: s.store, Logger: quiet, OnJudged: func(ctx context.Context, c Comparison) {
-		if err := pub.Publish(ctx, c); err != nil {
-			t.Errorf("publish: %v", err)
-		}
-	}}, prometheus.NewRegistry())
-	if err != nil {
-		t.Fatal(err)
-	}
 	repoName := "gitea/" + srv.Admin + "/ocaml-demo"
 	cfg, _, err := ParseConfig([]byte(kilnYML))
 	if err != nil {
@@ -122,7 +87,7 @@ func TestEndToEnd(t *testing.T) {
 		if o.Err != nil {
 			t.Fatalf("%s: %v\n%s", r.Commit, o.Err, log.String())
 		}
-		resp, err := api.Record(ctx, r, o)
+		resp, err := g.api.Record(ctx, r, o)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -134,12 +99,11 @@ func TestEndToEnd(t *testing.T) {
 	t0 := time.Now().Add(-time.Hour)
 	run(store.Run{Repo: repoName, Branch: "main", Commit: m1, CommitTime: t0}, Job{Dir: checkout(m1)})
 	run(store.Run{Repo: repoName, Branch: "main", Commit: m2, CommitTime: t0.Add(time.Minute)}, Job{Dir: checkout(m2)})
-	run(store.Run{Repo: repoName, PR: pr.Index, Commit: head, Base: m2, CommitTime: t0.Add(2 * time.Minute), Env: "debian-12"},
+	run(store.Run{Repo: repoName, PR: g.pr, Commit: head, Base: m2, CommitTime: t0.Add(2 * time.Minute), Env: "debian-12"},
 		Job{Dir: checkout(head), BaseDir: checkout(m2)})
 
-	repo := gitea.Repo{Owner: srv.Admin, Name: "ocaml-demo"}
 	t.Run("PR status flags fib only", func(t *testing.T) {
-		sts, err := client.Statuses(ctx, repo, head)
+		sts, err := g.client.Statuses(ctx, g.repo, head)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -150,7 +114,7 @@ func TestEndToEnd(t *testing.T) {
 		t.Logf("status: %s", st.Description)
 	})
 	t.Run("PR comment lists fib only", func(t *testing.T) {
-		cs, err := client.Comments(ctx, repo, int(pr.Index))
+		cs, err := g.client.Comments(ctx, g.repo, int(g.pr))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -166,7 +130,7 @@ func TestEndToEnd(t *testing.T) {
 	})
 	t.Run("PR page flags fib only", func(t *testing.T) {
 		var page PRPage
-		if err := json.Unmarshal([]byte(s.get(t, "/bench/r/"+repoName+"/pr/"+itoa(pr.Index)+"?format=json")), &page); err != nil {
+		if err := json.Unmarshal([]byte(g.svc.get(t, "/bench/r/"+repoName+"/pr/"+itoa(g.pr)+"?format=json")), &page); err != nil {
 			t.Fatal(err)
 		}
 		if page.Comparison == nil {

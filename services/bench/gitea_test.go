@@ -48,6 +48,56 @@ func commitFiles(t *testing.T, work string, files map[string]string, msg string)
 	return git(t, work, "rev-parse", "HEAD")
 }
 
+// giteaBench is a Gitea repository with a pull request, and the service publishing its
+// judgements there.
+type giteaBench struct {
+	client *gitea.Client
+	repo   gitea.Repo
+	pr     int64
+	svc    *testService
+	api    *API
+}
+
+// newGiteaBench pushes work's main and branch to the Gitea repository name (made
+// already), opens a pull request of branch into main, and returns the service wired to
+// publish on that Gitea.
+func newGiteaBench(t *testing.T, srv *giteatest.Server, work, name, branch string) *giteaBench {
+	t.Helper()
+	git(t, work, "push", "-q", srv.PushURL(srv.Admin, name), "main", branch)
+	admin, err := sdk.NewClient(strings.TrimSuffix(srv.URL, "/"), sdk.SetToken(srv.Token))
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := &giteaBench{repo: gitea.Repo{Owner: srv.Admin, Name: name}}
+	// Gitea records pushed branches in the background: until then it knows no head.
+	for deadline := time.Now().Add(time.Minute); ; time.Sleep(500 * time.Millisecond) {
+		pr, _, err := admin.CreatePullRequest(srv.Admin, name, sdk.CreatePullRequestOption{Head: branch, Base: "main", Title: branch})
+		if err == nil {
+			g.pr = pr.Index
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("create the pull request: %v", err)
+		}
+	}
+	if g.client, err = gitea.NewClient(context.Background(), srv.URL, srv.Token, nil); err != nil {
+		t.Fatal(err)
+	}
+	set := &forges.Set{}
+	set.Add("gitea", &forges.Gitea{Client: g.client, BaseURL: "http://ci.test", Poll: time.Hour})
+	g.svc = newTestService(t)
+	pub := &Publisher{Store: g.svc.store, Forges: set, BaseURL: "http://ci.test", Target: "main"}
+	g.api, err = NewAPI(API{Store: g.svc.store, Logger: quiet, OnJudged: func(ctx context.Context, c Comparison) {
+		if err := pub.Publish(ctx, c); err != nil {
+			t.Errorf("publish: %v", err)
+		}
+	}}, prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return g
+}
+
 // benchScript prints the time from the file speed with about 1 % of noise, and an
 // allocation figure that does not change.
 const benchScript = `j=$(od -An -N1 -tu1 /dev/urandom | tr -d ' ')
@@ -71,42 +121,8 @@ func TestGiteaPullRequest(t *testing.T) {
 	base := write("100")
 	git(t, work, "checkout", "-q", "-b", "slower")
 	head := write("130")
-	git(t, work, "push", "-q", srv.PushURL(srv.Admin, "lib"), "main", "slower")
-	admin, err := sdk.NewClient(strings.TrimSuffix(srv.URL, "/"), sdk.SetToken(srv.Token))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var pr *sdk.PullRequest
-	for deadline := time.Now().Add(time.Minute); ; time.Sleep(500 * time.Millisecond) {
-		if pr, _, err = admin.CreatePullRequest(srv.Admin, "lib", sdk.CreatePullRequestOption{Head: "slower", Base: "main", Title: "slower sort"}); err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("create the pull request: %v", err)
-		}
-	}
-
+	g := newGiteaBench(t, srv, work, "lib", "slower")
 	ctx := context.Background()
-	client, err := gitea.NewClient(ctx, srv.URL, srv.Token, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	set := &forges.Set{}
-	set.Add("gitea", &forges.Gitea{Client: client, BaseURL: "http://ci.test", Poll: time.Hour})
-	st, err := store.Open(ctx, filepath.Join(t.TempDir(), "bench.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	pub := &Publisher{Store: st, Forges: set, BaseURL: "http://ci.test", Target: "main"}
-	api, err := NewAPI(API{Store: st, Logger: quiet, OnJudged: func(ctx context.Context, c Comparison) {
-		if err := pub.Publish(ctx, c); err != nil {
-			t.Errorf("publish: %v", err)
-		}
-	}}, prometheus.NewRegistry())
-	if err != nil {
-		t.Fatal(err)
-	}
 	checkout := func(commit string) string {
 		dir := filepath.Join(t.TempDir(), commit[:8])
 		git(t, work, "worktree", "add", "-q", "--detach", dir, commit)
@@ -122,15 +138,14 @@ func TestGiteaPullRequest(t *testing.T) {
 		if o.Err != nil {
 			t.Fatal(o.Err)
 		}
-		run := store.Run{Repo: "gitea/" + srv.Admin + "/lib", PR: pr.Index, Commit: head, Base: base, Env: "x86_64"}
-		if _, err := api.Record(ctx, run, o); err != nil {
+		run := store.Run{Repo: "gitea/" + srv.Admin + "/lib", PR: g.pr, Commit: head, Base: base, Env: "x86_64"}
+		if _, err := g.api.Record(ctx, run, o); err != nil {
 			t.Fatal(err)
 		}
 	}
 	benchmarkPR()
-	repo := gitea.Repo{Owner: srv.Admin, Name: "lib"}
 	t.Run("status flags the slower metric only", func(t *testing.T) {
-		sts, err := client.Statuses(ctx, repo, head)
+		sts, err := g.client.Statuses(ctx, g.repo, head)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -140,7 +155,7 @@ func TestGiteaPullRequest(t *testing.T) {
 		}
 	})
 	ours := func() []gitea.Comment {
-		cs, err := client.Comments(ctx, repo, int(pr.Index))
+		cs, err := g.client.Comments(ctx, g.repo, int(g.pr))
 		if err != nil {
 			t.Fatal(err)
 		}
