@@ -61,7 +61,7 @@ func testPlan(t *testing.T, yaml string) Plan {
 	return c.Plan()
 }
 
-func publisher(t *testing.T, reg *registrytest.Registry, creds registry.Credentials, repo string) *Publisher {
+func publisher(t testing.TB, reg *registrytest.Registry, creds registry.Credentials, repo string) *Publisher {
 	t.Helper()
 	c, err := registry.New(registry.Options{Credentials: creds, Insecure: true, Registerer: prometheus.NewRegistry()})
 	if err != nil {
@@ -70,7 +70,7 @@ func publisher(t *testing.T, reg *registrytest.Registry, creds registry.Credenti
 	return &Publisher{Client: c, Repository: reg.Repo(repo), Staging: reg.Repo(repo + "-staging"), Exporter: &Exporter{Dir: t.TempDir()}}
 }
 
-func credentials(t *testing.T, reg *registrytest.Registry) registry.Credentials {
+func credentials(t testing.TB, reg *registrytest.Registry) registry.Credentials {
 	t.Helper()
 	cr, err := registry.ReadCredentials(reg.CredentialsFile)
 	if err != nil {

@@ -91,7 +91,7 @@ func fakeRootfs(st *image.Store, ctx context.Context, o image.DebianOptions) (im
 }
 
 type serviceHarness struct {
-	t      *testing.T
+	t      testing.TB
 	svc    *Service
 	runner *fakeRunner
 	engine *current.Engine
@@ -102,7 +102,7 @@ type serviceHarness struct {
 
 // startService runs the service on an engine with the fake runner and root
 // filesystems, publishing to the shared test registry.
-func startService(t *testing.T, yaml, work, gitDir string, runner *fakeRunner, release func(context.Context, string, string) (string, error)) *serviceHarness {
+func startService(t testing.TB, yaml, work, gitDir string, runner *fakeRunner, release func(context.Context, string, string) (string, error)) *serviceHarness {
 	t.Helper()
 	reg := registrytest.Shared(t)
 	cfg, err := ParseConfig([]byte(yaml))
@@ -156,7 +156,7 @@ func (h *serviceHarness) waitPublished(since time.Time, what string) *Index {
 	return nil
 }
 
-func gitCommit(t *testing.T, dir, file, content string) string {
+func gitCommit(t testing.TB, dir, file, content string) string {
 	t.Helper()
 	os.WriteFile(filepath.Join(dir, file), []byte(content), 0o644)
 	for _, args := range [][]string{{"add", "-A"}, {"commit", "-q", "-m", "change " + file}} {
@@ -277,4 +277,35 @@ func httpMux(routes map[string]http.Handler) *http.ServeMux {
 		mux.Handle(p, h)
 	}
 	return mux
+}
+
+// BenchmarkRefreshUnchanged measures a refresh of the inputs (the opam repository's
+// head and the Debian releases) that finds them unchanged, on a service that has
+// built and published the default matrix: the inputs are read again and no job
+// runs.
+func BenchmarkRefreshUnchanged(b *testing.B) {
+	testenv.RequireCommand(b, "git", "docker-registry", "htpasswd")
+	work := b.TempDir()
+	repo := filepath.Join(b.TempDir(), "opam-repository")
+	os.MkdirAll(repo, 0o755)
+	exec.Command("git", "init", "-q", "-b", "master", repo).Run()
+	gitCommit(b, repo, "repo", "opam-version: \"2.0\"\n")
+	runner := &fakeRunner{dir: b.TempDir()}
+	var reads atomic.Int64
+	release := func(ctx context.Context, mirror, suite string) (string, error) { reads.Add(1); return "20260630", nil }
+	h := startService(b, "arches: [amd64, arm64]", work, filepath.Join(repo, ".git"), runner, release)
+	h.waitPublished(time.Now().Add(-time.Hour), "first publication")
+	builds := runner.builds.Load()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		want := reads.Load() + 2
+		h.svc.Refresh()
+		for reads.Load() < want {
+			time.Sleep(time.Millisecond)
+		}
+	}
+	b.StopTimer()
+	if n := runner.builds.Load(); n != builds {
+		b.Errorf("%d builds during unchanged refreshes", n-builds)
+	}
 }
