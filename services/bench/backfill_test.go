@@ -16,7 +16,7 @@ func TestBackfill(t *testing.T) {
 	testenv.RequireCommand(t, "git", "sh", "od")
 	ctx := context.Background()
 	work := t.TempDir()
-	git(t, work, "init", "-q", "-b", "main")
+	gitT(t, work, "init", "-q", "-b", "main")
 	var commits []string
 	for i, kiln := range []string{
 		"",                                 // c0: not benchmarked yet
@@ -30,7 +30,7 @@ func TestBackfill(t *testing.T) {
 		}
 		commits = append(commits, commitFiles(t, work, files, fmt.Sprintf("c%d", i)))
 	}
-	root := git(t, work, "rev-list", "--max-parents=0", "HEAD")
+	root := gitT(t, work, "rev-list", "--max-parents=0", "HEAD")
 	st, err := store.Open(ctx, filepath.Join(t.TempDir(), "bench.db"))
 	if err != nil {
 		t.Fatal(err)

@@ -60,11 +60,11 @@ func TestEndToEnd(t *testing.T) {
 	srv := giteatest.Start(t)
 	srv.CreateRepo(t, "ocaml-demo", false)
 	work := t.TempDir()
-	git(t, work, "init", "-q", "-b", "main")
+	gitT(t, work, "init", "-q", "-b", "main")
 	files := map[string]string{"bench.ml": benchML, "Makefile": makefile, ".kiln.yml": kilnYML, "work": "3000\n"}
 	m1 := commitFiles(t, work, files, "benchmarks")
 	m2 := commitFiles(t, work, map[string]string{"README": "demo\n"}, "readme")
-	git(t, work, "checkout", "-q", "-b", "slower-fib")
+	gitT(t, work, "checkout", "-q", "-b", "slower-fib")
 	head := commitFiles(t, work, map[string]string{"work": "3900\n"}, "fib does 30 % more work")
 	g := newGiteaBench(t, srv, work, "ocaml-demo", "slower-fib")
 	ctx := context.Background()
@@ -75,7 +75,7 @@ func TestEndToEnd(t *testing.T) {
 	}
 	checkout := func(commit string) string {
 		dir := filepath.Join(t.TempDir(), "src")
-		git(t, work, "worktree", "add", "-q", "--detach", dir, commit)
+		gitT(t, work, "worktree", "add", "-q", "--detach", dir, commit)
 		return dir
 	}
 	run := func(r store.Run, job Job) {

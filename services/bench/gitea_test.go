@@ -21,7 +21,7 @@ import (
 	"github.com/kiln-ci/kiln/services/bench/store"
 )
 
-func git(t *testing.T, dir string, args ...string) string {
+func gitT(t *testing.T, dir string, args ...string) string {
 	t.Helper()
 	cmd := exec.Command("git", args...)
 	cmd.Dir = dir
@@ -43,9 +43,9 @@ func commitFiles(t *testing.T, work string, files map[string]string, msg string)
 			t.Fatal(err)
 		}
 	}
-	git(t, work, "add", "-A")
-	git(t, work, "commit", "-q", "-m", msg)
-	return git(t, work, "rev-parse", "HEAD")
+	gitT(t, work, "add", "-A")
+	gitT(t, work, "commit", "-q", "-m", msg)
+	return gitT(t, work, "rev-parse", "HEAD")
 }
 
 // giteaBench is a Gitea repository with a pull request, and the service publishing its
@@ -63,7 +63,7 @@ type giteaBench struct {
 // publish on that Gitea.
 func newGiteaBench(t *testing.T, srv *giteatest.Server, work, name, branch string) *giteaBench {
 	t.Helper()
-	git(t, work, "push", "-q", srv.PushURL(srv.Admin, name), "main", branch)
+	gitT(t, work, "push", "-q", srv.PushURL(srv.Admin, name), "main", branch)
 	admin, err := sdk.NewClient(strings.TrimSuffix(srv.URL, "/"), sdk.SetToken(srv.Token))
 	if err != nil {
 		t.Fatal(err)
@@ -114,18 +114,18 @@ func TestGiteaPullRequest(t *testing.T) {
 	srv := giteatest.Start(t)
 	srv.CreateRepo(t, "lib", false)
 	work := t.TempDir()
-	git(t, work, "init", "-q", "-b", "main")
+	gitT(t, work, "init", "-q", "-b", "main")
 	write := func(speed string) string {
 		return commitFiles(t, work, map[string]string{"speed": speed, "bench.sh": benchScript, ".kiln.yml": "bench:\n  command: sh bench.sh\n  repeats: 5\n"}, "speed "+speed)
 	}
 	base := write("100")
-	git(t, work, "checkout", "-q", "-b", "slower")
+	gitT(t, work, "checkout", "-q", "-b", "slower")
 	head := write("130")
 	g := newGiteaBench(t, srv, work, "lib", "slower")
 	ctx := context.Background()
 	checkout := func(commit string) string {
 		dir := filepath.Join(t.TempDir(), commit[:8])
-		git(t, work, "worktree", "add", "-q", "--detach", dir, commit)
+		gitT(t, work, "worktree", "add", "-q", "--detach", dir, commit)
 		return dir
 	}
 	cfg, ok, err := ParseConfig([]byte("bench:\n  command: sh bench.sh\n  repeats: 5\n"))

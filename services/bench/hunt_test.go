@@ -28,7 +28,7 @@ func TestHuntFirstBadCommit(t *testing.T) {
 	testenv.RequireCommand(t, "git", "sh", "od")
 	ctx := context.Background()
 	work := t.TempDir()
-	git(t, work, "init", "-q", "-b", "main")
+	gitT(t, work, "init", "-q", "-b", "main")
 	var commits []string
 	for i := range 11 {
 		speed := "100"
@@ -78,7 +78,7 @@ func TestHuntFirstBadCommit(t *testing.T) {
 	t0 := time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)
 	for _, i := range []int{0, 1, 2, 3, 4, 10} {
 		dir := t.TempDir()
-		git(t, work, "worktree", "add", "-q", "--detach", filepath.Join(dir, "src"), commits[i])
+		gitT(t, work, "worktree", "add", "-q", "--detach", filepath.Join(dir, "src"), commits[i])
 		j := job
 		j.Dir = filepath.Join(dir, "src")
 		o := Run(ctx, j, nil)

@@ -1,0 +1,190 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/kiln-ci/kiln/current"
+	"github.com/kiln-ci/kiln/forge"
+	"github.com/kiln-ci/kiln/git"
+	"github.com/kiln-ci/kiln/plugins/forges"
+	"github.com/kiln-ci/kiln/services/bench/store"
+)
+
+// Runner runs a benchmark job: on this host (HostRunner) or in the builder's sandbox
+// (Sandbox).
+type Runner interface {
+	Run(ctx context.Context, job Job, log io.Writer) Outcome
+}
+
+// HostRunner runs jobs on this host with Run.
+type HostRunner struct{}
+
+// Run runs job with the package's Run.
+func (HostRunner) Run(ctx context.Context, job Job, log io.Writer) Outcome { return Run(ctx, job, log) }
+
+// Task is one benchmark to run: a ref's commit and, for a pull request, the head of
+// the branch it targets, run interleaved with it.
+type Task struct {
+	Ref  forge.Ref `json:"ref"`
+	Base string    `json:"base,omitempty"`
+}
+
+func (t Task) key() string {
+	return t.Ref.Repo.String() + " " + t.Ref.Commit + " " + t.Base
+}
+
+// Pipeline benchmarks the refs of the forges followed: each branch head and pull
+// request of a repository whose .kiln.yml opts in, as its bench section says.
+type Pipeline struct {
+	Forges  *forges.Set
+	Mirrors *git.Mirrors
+	API     *API
+	Runner  Runner
+	WorkDir string
+	// Target is the branch pull requests are run against (default main).
+	Target string
+	// CPUs is the benchmark slot of the jobs run here ("" for none).
+	CPUs string
+
+	op *current.Op[Task, int64]
+}
+
+// Tasks are the benchmarks refs ask for: every ref, a PR paired with the head of the
+// target branch of its repository (none when that branch is not followed).
+func Tasks(refs []forge.Ref, target string) []Task {
+	heads := map[forge.RepoID]string{}
+	for _, r := range refs {
+		if r.PR == 0 && r.Name == "refs/heads/"+target {
+			heads[r.Repo] = r.Commit
+		}
+	}
+	var out []Task
+	for _, r := range refs {
+		t := Task{Ref: r}
+		if r.PR > 0 {
+			t.Base = heads[r.Repo]
+		}
+		out = append(out, t)
+	}
+	return out
+}
+
+func (p *Pipeline) makeOp() {
+	if p.Target == "" {
+		p.Target = "main"
+	}
+	p.op = &current.Op[Task, int64]{
+		Name:  "bench-run",
+		Key:   Task.key,
+		Label: func(t Task) string { return "benchmark " + t.Ref.Repo.Name + " " + short(t.Ref.Commit) },
+		Run:   p.run,
+	}
+}
+
+// Term is the pipeline.
+func (p *Pipeline) Term() current.Term[current.Unit] {
+	if p.op == nil {
+		p.makeOp()
+	}
+	var all []current.AnyTerm
+	for _, src := range p.Forges.Sources() {
+		tasks := current.Map(src.Refs(), func(refs []forge.Ref) []Task { return Tasks(refs, p.Target) })
+		all = append(all, current.ListIter(tasks, Task.key, func(t current.Term[Task]) current.Term[current.Unit] {
+			return current.All(current.Do(p.op, t))
+		}))
+	}
+	return current.All(all...)
+}
+
+// Rerun runs the benchmarks of commit of repo again (a cancelled or failed run, or
+// "re-run" asked on the forge). It returns how many were started.
+func (p *Pipeline) Rerun(e *current.Engine, repo forge.RepoID, commit string) (int, error) {
+	if p.op == nil {
+		p.makeOp()
+	}
+	return p.op.Rebuild(e, func(t Task) bool { return t.Ref.Repo == repo && t.Ref.Commit == commit })
+}
+
+// errNotBenchmarked ends a task that its repository's configuration does not ask for.
+var errNotBenchmarked = errors.New("not benchmarked")
+
+func (p *Pipeline) checkout(ctx context.Context, j *current.Job, r forge.Ref, commit string) (string, error) {
+	repo, err := p.Mirrors.FetchCommit(ctx, r.Remote, commit, r.Name)
+	if err != nil {
+		return "", current.Infra(current.FailNetwork, fmt.Errorf("fetch %s: %w", short(commit), err))
+	}
+	dir := filepath.Join(p.WorkDir, "src", j.ID(), commit)
+	os.RemoveAll(dir)
+	if err := repo.Checkout(ctx, commit, dir); err != nil {
+		return "", fmt.Errorf("check out %s: %w", short(commit), err)
+	}
+	return dir, nil
+}
+
+func (p *Pipeline) run(ctx context.Context, j *current.Job, t Task) (int64, error) {
+	r := t.Ref
+	defer os.RemoveAll(filepath.Join(p.WorkDir, "src", j.ID()))
+	dir, err := p.checkout(ctx, j, r, r.Commit)
+	if err != nil {
+		return 0, err
+	}
+	data, err := os.ReadFile(filepath.Join(dir, ConfigFile))
+	if err != nil && !os.IsNotExist(err) {
+		return 0, err
+	}
+	cfg, ok, err := ParseConfig(data)
+	if err != nil {
+		return 0, err
+	}
+	branch := strings.TrimPrefix(r.Name, "refs/heads/")
+	switch {
+	case !ok:
+		j.Logf("%s has no bench section: %v", ConfigFile, errNotBenchmarked)
+		return 0, nil
+	case r.PR == 0 && !cfg.OnBranch(branch):
+		j.Logf("branch %s is not in bench.branches %v: %v", branch, cfg.Branches, errNotBenchmarked)
+		return 0, nil
+	case r.PR > 0 && cfg.PullRequests != PRAlways:
+		j.Logf("pull requests are benchmarked %s (the refs carry no labels yet): %v", cfg.PullRequests, errNotBenchmarked)
+		return 0, nil
+	}
+	job := Job{Dir: dir, Command: cfg.Command, Env: cfg.Env, Repeats: cfg.Repeats, Timeout: time.Duration(cfg.Timeout), CPUs: p.CPUs}
+	run := store.Run{Repo: r.Repo.String(), Commit: r.Commit, Env: cfg.Pool, Job: j.ID(), CommitTime: time.Now()}
+	if r.PR > 0 {
+		run.PR, run.Base = int64(r.PR), t.Base
+		if t.Base == "" {
+			j.Logf("the head of %s is not known: the PR is compared with %s's history", p.Target, p.Target)
+		} else if job.BaseDir, err = p.checkout(ctx, j, r, t.Base); err != nil {
+			return 0, err
+		}
+	} else {
+		run.Branch = branch
+	}
+	if repo, err := p.Mirrors.Repo(ctx, r.Remote); err == nil {
+		if out, err := repoDir(repo.Dir).git(ctx, "show", "-s", "--format=%cI", r.Commit); err == nil {
+			if when, err := time.Parse(time.RFC3339, strings.TrimSpace(out)); err == nil {
+				run.CommitTime = when
+			}
+		}
+	}
+	j.Logf("benchmarking %s: %s, %d repeats%s", short(r.Commit), cfg.Command, cfg.Repeats, map[bool]string{true: ", interleaved with " + short(t.Base)}[job.BaseDir != ""])
+	o := p.Runner.Run(ctx, job, j)
+	if ctx.Err() != nil {
+		return 0, ctx.Err()
+	}
+	resp, err := p.API.Record(ctx, run, o)
+	if err != nil {
+		return 0, current.Infra(current.FailDiskFull, err)
+	}
+	if o.Err != nil {
+		return resp.Run, fmt.Errorf("run %d: %w", resp.Run, o.Err)
+	}
+	return resp.Run, nil
+}
