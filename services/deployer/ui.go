@@ -168,7 +168,8 @@ const adminJS = `document.addEventListener('submit', async (e) => {
   const r = await fetch(f.action, {method: 'POST', credentials: 'same-origin',
     headers: {'X-CSRF-Token': tok, 'Content-Type': 'application/x-www-form-urlencoded'},
     body: new URLSearchParams(new FormData(f))});
-  const msg = (await r.text()).trim();
+  let msg = (await r.text()).trim();
+  try { msg = JSON.parse(msg).error || msg; } catch (_) {}
   if (r.ok) { location.reload(); } else { out.textContent = 'failed: ' + msg; }
 });
 `
@@ -227,17 +228,19 @@ func (d *Deployer) admin(w http.ResponseWriter, r *http.Request, what string, f 
 		if !errors.Is(err, ErrForbidden) {
 			status = http.StatusInternalServerError
 		}
-		http.Error(w, what+": "+err.Error(), status)
+		answer(w, status, map[string]string{"error": what + ": " + err.Error()})
 		return
 	}
 	d.log.Info("deployer: admin action", "action", what, "service", r.PathValue("service"), "from", r.RemoteAddr)
 	if err := f("admin"); err != nil {
-		http.Error(w, what+": "+err.Error(), http.StatusConflict)
+		answer(w, http.StatusConflict, map[string]string{"error": what + ": " + err.Error()})
 		return
 	}
-	if strings.Contains(r.Header.Get("Accept"), "text/html") {
-		http.Redirect(w, r, "/deployer", http.StatusSeeOther)
-		return
-	}
-	w.Write([]byte("ok\n"))
+	answer(w, http.StatusOK, map[string]string{"result": what + " done"})
+}
+
+func answer(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	json.NewEncoder(w).Encode(v)
 }
