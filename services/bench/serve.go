@@ -5,16 +5,22 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"sync"
 
 	"github.com/spf13/pflag"
 
+	"github.com/kiln-ci/kiln/builder"
+	"github.com/kiln-ci/kiln/builder/image"
+	"github.com/kiln-ci/kiln/builder/sandbox"
 	"github.com/kiln-ci/kiln/forge"
 	"github.com/kiln-ci/kiln/services/bench/detect"
 	"github.com/kiln-ci/kiln/services/bench/store"
 	"github.com/kiln-ci/kiln/services/host"
+	"github.com/kiln-ci/kiln/services/internal/matrix"
 )
 
 // ServiceKind is the benchmarking service as kiln serve runs it.
@@ -26,13 +32,62 @@ var ServiceKind = host.Kind{
 		fs.StringVar(&s.db, "bench-db", "", "the benchmark database: a postgres:// URL, or a SQLite file (default STATE/bench/bench.db)")
 		fs.StringVar(&s.target, "bench-target", "main", "the branch pull requests are compared with when not run interleaved with their base")
 		fs.Float64Var(&s.confidence, "bench-confidence", 0.99, "the confidence at which a change is reported as significant")
+		fs.StringVar(&s.runner, "bench-runner", "auto", "where benchmarks run: sandbox (the builder, with runc, on --bench-image), host, or auto (sandbox when root, runc and the image are there)")
+		fs.StringVar(&s.image, "bench-image", matrix.Debian(debianArch()).Image, "base image of sandboxed benchmarks (Debian's OCaml; make it with: kiln base debian)")
+		fs.StringVar(&s.cpus, "bench-cpus", "", "pin the benchmarks run here to these CPUs (a benchmark slot, e.g. 1)")
 		return s
 	},
 }
 
 type served struct {
-	db, target string
-	confidence float64
+	db, target, runner, image, cpus string
+	confidence                      float64
+}
+
+func debianArch() string {
+	if runtime.GOARCH == "amd64" || runtime.GOARCH == "arm64" {
+		return runtime.GOARCH
+	}
+	return "amd64"
+}
+
+// pickRunner is the runner --bench-runner asks for.
+func (s *served) pickRunner(ctx context.Context, env *host.Env) (Runner, error) {
+	if s.runner == "host" {
+		return HostRunner{}, nil
+	}
+	why := ""
+	var b *builder.Builder
+	switch {
+	case os.Geteuid() != 0:
+		why = "not running as root"
+	case env.Images == "":
+		why = "no image store"
+	default:
+		if _, err := exec.LookPath("runc"); err != nil {
+			why = "runc is not installed"
+			break
+		}
+		images, err := image.Open(env.Images)
+		if err == nil {
+			_, err = images.Resolve(ctx, s.image)
+		}
+		if err == nil {
+			b, err = builder.New(builder.Options{Root: filepath.Join(env.StateDir, "bench", "builder"), Images: images,
+				Limits: sandbox.Limits{CPUSet: s.cpus}})
+		}
+		if err != nil {
+			why = err.Error()
+		}
+	}
+	if why != "" {
+		if s.runner == "sandbox" {
+			return nil, fmt.Errorf("--bench-runner sandbox: %s", why)
+		}
+		env.Logger.Warn("benchmarks run on the host", "why_not_sandboxed", why)
+		return HostRunner{}, nil
+	}
+	return Sandbox{Builder: b, Image: s.image}, nil
 }
 
 // Start opens the database and serves the pages and the submit API.
@@ -66,10 +121,32 @@ func (s *served) Start(ctx context.Context, env *host.Env) (*host.Running, error
 		st.Close()
 		return nil, err
 	}
-	return &host.Running{
+	switch s.runner {
+	case "auto", "sandbox", "host":
+	default:
+		st.Close()
+		return nil, fmt.Errorf("--bench-runner %q: want sandbox, host or auto", s.runner)
+	}
+	running := &host.Running{
 		Routes: map[string]http.Handler{Prefix + "/": ui, Prefix + "/api/v1/runs": api},
 		Close:  func() { st.Close() },
-	}, nil
+	}
+	if env.Forges == nil || env.Forges.Empty() {
+		return running, nil // results come through the API only
+	}
+	runner, err := s.pickRunner(ctx, env)
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
+	p := &Pipeline{Forges: env.Forges, Mirrors: env.Mirrors, API: api, Runner: runner,
+		WorkDir: filepath.Join(env.StateDir, "bench", "work"), Target: s.target, CPUs: s.cpus}
+	env.Forges.OnRerun(func(ctx context.Context, repo forge.RepoID, commit string) error {
+		_, err := p.Rerun(env.Engine, repo, commit)
+		return err
+	})
+	running.Pipeline = p.Term()
+	return running, nil
 }
 
 // Forges is what the service needs of the forges: a status per check and one comment

@@ -1,0 +1,58 @@
+package bench
+
+import (
+	"context"
+	"strings"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/spf13/pflag"
+
+	"github.com/kiln-ci/kiln/current"
+	"github.com/kiln-ci/kiln/plugins/forges"
+	"github.com/kiln-ci/kiln/services/host"
+)
+
+func TestStart(t *testing.T) {
+	withGit := &forges.Set{}
+	withGit.Add("git", &forges.Git{Repos: []forges.GitRepo{{Owner: "local", Name: "lib", Remote: t.TempDir()}}})
+	cases := []struct {
+		name     string
+		args     []string
+		forges   *forges.Set
+		errSub   string
+		pipeline bool
+	}{
+		{"API and pages only without forges", nil, &forges.Set{}, "", false},
+		{"a pipeline on the forges followed", []string{"--bench-runner", "host"}, withGit, "", true},
+		{"unknown runner", []string{"--bench-runner", "cloud"}, withGit, "want sandbox, host or auto", false},
+		{"a database that cannot be opened", []string{"--bench-db", "/nonexistent/dir/bench.db"}, &forges.Set{}, "bench store", false},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			fs := pflag.NewFlagSet("serve", pflag.ContinueOnError)
+			svc := ServiceKind.Flags(fs)
+			if err := fs.Parse(c.args); err != nil {
+				t.Fatal(err)
+			}
+			env := &host.Env{StateDir: t.TempDir(), Forges: c.forges, Logger: quiet, Register: prometheus.NewRegistry()}
+			r, err := svc.Start(context.Background(), env)
+			if c.errSub != "" {
+				if err == nil || !strings.Contains(err.Error(), c.errSub) {
+					t.Fatalf("err %v, want one containing %q", err, c.errSub)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer r.Close()
+			if _, ok := r.Routes[Prefix+"/"]; !ok {
+				t.Errorf("routes %v without the pages", r.Routes)
+			}
+			if got := r.Pipeline != (current.Term[current.Unit]{}); got != c.pipeline {
+				t.Errorf("pipeline %v, want %v", got, c.pipeline)
+			}
+		})
+	}
+}
