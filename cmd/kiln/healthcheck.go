@@ -279,7 +279,7 @@ func healthCheckPlanCmd() *cobra.Command {
 				one := *cfg
 				one.Switches = []healthcheck.Switch{sw}
 				t0 := time.Now()
-				p, err := (&healthcheck.Planner{Config: &one}).Plan(ctx, 0, r, pkgs, nil)
+				p, err := (&healthcheck.Planner{Config: &one}).Plan(ctx, 0, r, pkgs)
 				if err != nil {
 					return err
 				}

@@ -59,6 +59,12 @@ type Planner struct {
 	Workers int
 	// Progress, when set, is called as switches' solves end.
 	Progress func(sw string, done, total int)
+	// Repos, when set, gives the repository a switch solves in (the followed one
+	// with the switch's extra repositories).
+	Repos func(sw Switch) (*repository.Repo, error)
+	// Changed, when not nil, limits the plan to what a change of these packages
+	// (name.version) can affect: them and the packages that depend on them.
+	Changed []string
 }
 
 // Select lists the package versions a run checks: the latest version of each name,
@@ -95,34 +101,46 @@ func SwitchPlatform(p matrix.Platform, sw Switch) solver.Platform {
 	return vars
 }
 
-// Plan solves each package of pkgs on each switch (only restrict's when not nil)
-// and returns the run's jobs and planned results. A package with no solution is not
-// available and not built.
-func (pl *Planner) Plan(ctx context.Context, run int64, repo *repository.Repo, pkgs []opam.Package, restrict map[string]bool) (*Plan, error) {
+// Plan solves each package of pkgs on each switch (only those Changed can affect,
+// when set) and returns the run's jobs and planned results. A package with no
+// solution is not available and not built.
+func (pl *Planner) Plan(ctx context.Context, run int64, repo *repository.Repo, pkgs []opam.Package) (*Plan, error) {
 	plat, err := pl.Config.platform()
 	if err != nil {
 		return nil, err
 	}
-	maint := maintainers(repo)
-	revdeps := RevdepCounts(repo)
 	out := &Plan{}
 	for _, sw := range pl.Config.Switches {
-		u := solver.NewUniverse(repo, SwitchPlatform(plat, sw))
-		jobs, na, err := pl.solveSwitch(ctx, u, sw, pkgs, restrict)
+		swRepo, swPkgs := repo, pkgs
+		if pl.Repos != nil && len(sw.Repositories) > 0 {
+			if swRepo, err = pl.Repos(sw); err != nil {
+				return nil, err
+			}
+			// pkgs are every version when there are more of them than names
+			swPkgs = Select(swRepo, len(pkgs) > len(repo.Names()))
+		}
+		var restrict map[string]bool
+		if pl.Changed != nil {
+			restrict = affected(swRepo, pl.Changed)
+		}
+		u := solver.NewUniverse(swRepo, SwitchPlatform(plat, sw))
+		jobs, na, err := pl.solveSwitch(ctx, u, sw, swPkgs, restrict)
 		if err != nil {
 			return nil, err
 		}
-		out.Jobs = append(out.Jobs, jobs...)
+		first := len(out.Results)
 		for _, j := range jobs {
-			out.Results = append(out.Results, Result{Run: run, Package: j.Package, Switch: sw.Name, State: Pending})
+			out.Results = append(out.Results, Result{Package: j.Package, Switch: sw.Name, State: Pending})
 		}
 		out.Results = append(out.Results, na...)
-	}
-	for i := range out.Results {
-		r := &out.Results[i]
-		r.Run = run
-		p, _ := opam.ParsePackage(r.Package)
-		r.Maintainers, r.Revdeps = maint[p], revdeps[p.Name]
+		out.Jobs = append(out.Jobs, jobs...)
+		maint, revdeps := maintainers(swRepo), RevdepCounts(swRepo)
+		for i := first; i < len(out.Results); i++ {
+			r := &out.Results[i]
+			r.Run = run
+			p, _ := opam.ParsePackage(r.Package)
+			r.Maintainers, r.Revdeps = maint[p], revdeps[p.Name]
+		}
 	}
 	return out, nil
 }

@@ -64,7 +64,7 @@ func TestPlan(t *testing.T) {
 		}, []string{"nosol.1"}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			p, err := (&Planner{Config: cfg}).Plan(context.Background(), 7, repo, Select(repo, c.all), nil)
+			p, err := (&Planner{Config: cfg}).Plan(context.Background(), 7, repo, Select(repo, c.all))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -95,7 +95,7 @@ func TestPlan(t *testing.T) {
 		})
 	}
 	t.Run("restricted", func(t *testing.T) {
-		p, err := (&Planner{Config: cfg}).Plan(context.Background(), 1, repo, Select(repo, false), affected(repo, []string{"x.1"}))
+		p, err := (&Planner{Config: cfg, Changed: []string{"x.1"}}).Plan(context.Background(), 1, repo, Select(repo, false))
 		if err != nil {
 			t.Fatal(err)
 		}

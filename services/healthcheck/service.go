@@ -95,14 +95,24 @@ type Planned struct {
 	Commit string `json:"commit"`
 	GitDir string `json:"git_dir"`
 	Jobs   []Job  `json:"jobs"`
+	// Extra are the switches' extra repositories at the commits the run took.
+	Extra map[string][]ExtraRepo `json:"extra,omitempty"`
+}
+
+// ExtraRepo is an opam repository a switch adds to the followed one, at a commit.
+type ExtraRepo struct {
+	Name   string `json:"name"`
+	GitDir string `json:"git_dir"`
+	Commit string `json:"commit"`
 }
 
 // BuildInput is one build of a run.
 type BuildInput struct {
-	Run    int64  `json:"run"`
-	Commit string `json:"commit"`
-	GitDir string `json:"git_dir"`
-	Job    Job    `json:"job"`
+	Run    int64       `json:"run"`
+	Commit string      `json:"commit"`
+	GitDir string      `json:"git_dir"`
+	Extra  []ExtraRepo `json:"extra,omitempty"`
+	Job    Job         `json:"job"`
 }
 
 // Built is what a build ended as.
@@ -179,7 +189,7 @@ func (s *Service) runPipeline(run current.Term[RunRef]) current.Term[current.Uni
 	inputs := current.Map(planned, func(p Planned) []BuildInput {
 		out := make([]BuildInput, len(p.Jobs))
 		for i, j := range p.Jobs {
-			out[i] = BuildInput{Run: p.Run, Commit: p.Commit, GitDir: p.GitDir, Job: j}
+			out[i] = BuildInput{Run: p.Run, Commit: p.Commit, GitDir: p.GitDir, Extra: p.Extra[j.Switch], Job: j}
 		}
 		return out
 	})
@@ -207,7 +217,12 @@ func (s *Service) refresh(ctx context.Context) error {
 // gitDir is the local git repository of the followed opam repository, fetched
 // first when it is remote.
 func (s *Service) gitDir(ctx context.Context, cfg *Config) (string, error) {
-	u := cfg.Repository.URL
+	return s.localGit(ctx, cfg.Repository.URL)
+}
+
+// localGit is a local git repository of u: u itself when it is a path, else its
+// mirror, fetched.
+func (s *Service) localGit(ctx context.Context, u string) (string, error) {
 	if p, ok := strings.CutPrefix(u, "file://"); ok {
 		u = p
 	}
@@ -415,15 +430,34 @@ func (s *Service) plan(ctx context.Context, j *current.Job, ref RunRef) (Planned
 	if err != nil {
 		return Planned{}, s.fail(ctx, r.ID, err)
 	}
-	pkgs := Select(repo, r.AllVersions)
-	var restrict map[string]bool
-	if c := r.Candidate; c != nil && c.Scope == "revdeps" {
-		restrict = affected(repo, c.Changed)
-		j.Logf("candidate %s changes %d packages: %d package versions may be affected", c.Name, len(c.Changed), len(restrict))
+	extra := map[string][]ExtraRepo{}
+	for _, sw := range r.Switches {
+		for _, spec := range sw.Repositories {
+			name, u, _ := strings.Cut(spec, "=")
+			dir, err := s.localGit(ctx, u)
+			if err != nil {
+				return Planned{}, s.fail(ctx, r.ID, fmt.Errorf("switch %s: repository %s: %w", sw.Name, name, err))
+			}
+			commit, err := repository.ResolveCommit(ctx, dir, "HEAD")
+			if err != nil {
+				return Planned{}, s.fail(ctx, r.ID, fmt.Errorf("switch %s: repository %s: %w", sw.Name, name, err))
+			}
+			extra[sw.Name] = append(extra[sw.Name], ExtraRepo{Name: name, GitDir: dir, Commit: commit})
+			j.Logf("switch %s: repository %s at %.12s", sw.Name, name, commit)
+		}
 	}
+	pkgs := Select(repo, r.AllVersions)
 	start := time.Now()
-	pl := &Planner{Config: cfg, Progress: func(sw string, done, total int) { j.Logf("%s: %d of %d solved", sw, done, total) }}
-	p, err := pl.Plan(ctx, r.ID, repo, pkgs, restrict)
+	pl := &Planner{Config: cfg, Progress: func(sw string, done, total int) { j.Logf("%s: %d of %d solved", sw, done, total) },
+		Repos: func(sw Switch) (*repository.Repo, error) {
+			merged, _, err := s.merged(ctx, repo, extra[sw.Name])
+			return merged, err
+		}}
+	if c := r.Candidate; c != nil && c.Scope == "revdeps" {
+		pl.Changed = append([]string{}, c.Changed...)
+		j.Logf("candidate %s changes %s: only they and what depends on them are built", c.Name, strings.Join(c.Changed, ", "))
+	}
+	p, err := pl.Plan(ctx, r.ID, repo, pkgs)
 	if err != nil {
 		return Planned{}, s.fail(ctx, r.ID, err)
 	}
@@ -434,7 +468,7 @@ func (s *Service) plan(ctx context.Context, j *current.Job, ref RunRef) (Planned
 	if err := s.Store.SetRunStatus(ctx, r.ID, RunRunning, ""); err != nil {
 		return Planned{}, current.Infra(current.FailDiskFull, err)
 	}
-	return Planned{Run: r.ID, Commit: r.Commit, GitDir: gitDir, Jobs: p.Jobs}, nil
+	return Planned{Run: r.ID, Commit: r.Commit, GitDir: gitDir, Jobs: p.Jobs, Extra: extra}, nil
 }
 
 // fail records that a run cannot go on and takes it out of the pipeline.
@@ -457,22 +491,52 @@ func (s *Service) fail(ctx context.Context, id int64, err error) error {
 func (s *Service) layersFor(ctx context.Context, in BuildInput) (*Layers, error) {
 	key := fmt.Sprintf("%d/%s", in.Run, in.Job.Switch)
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	if l := s.layers[key]; l != nil {
+	l := s.layers[key]
+	s.mu.Unlock()
+	if l != nil {
 		return l, nil
 	}
-	s.mu.Unlock()
 	repo, err := s.index(ctx, in.GitDir, in.Commit)
-	s.mu.Lock()
 	if err != nil {
 		return nil, err
+	}
+	repo, origin, err := s.merged(ctx, repo, in.Extra)
+	if err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if l := s.layers[key]; l != nil {
+		return l, nil // made meanwhile by another build
 	}
 	if s.layers == nil {
 		s.layers = map[string]*Layers{}
 	}
-	l := &Layers{Archives: s.Archives, Dir: filepath.Join(s.WorkDir, "layers"), GitDir: in.GitDir, Commit: in.Commit, Repo: repo}
+	l = &Layers{Archives: s.Archives, Dir: filepath.Join(s.WorkDir, "layers"), GitDir: in.GitDir, Commit: in.Commit, Repo: repo, Origin: origin}
 	s.layers[key] = l
 	return l, nil
+}
+
+// merged is repo with the packages of a switch's extra repositories, the first
+// repository's taking precedence, and where each of those comes from.
+func (s *Service) merged(ctx context.Context, repo *repository.Repo, extra []ExtraRepo) (*repository.Repo, map[opam.Package]ExtraRepo, error) {
+	if len(extra) == 0 {
+		return repo, nil, nil
+	}
+	origin := map[opam.Package]ExtraRepo{}
+	for i := len(extra) - 1; i >= 0; i-- {
+		e := extra[i]
+		x, err := s.index(ctx, e.GitDir, e.Commit)
+		if err != nil {
+			return nil, nil, fmt.Errorf("repository %s: %w", e.Name, err)
+		}
+		pkgs := x.Packages()
+		repo = repo.WithPackages(pkgs...)
+		for _, p := range pkgs {
+			origin[p.Package] = e
+		}
+	}
+	return repo, origin, nil
 }
 
 // captureFleet is the fleet of one build, its log copied to a writer as it streams.
@@ -662,6 +726,13 @@ func (s *Service) finish(ctx context.Context, j *current.Job, ref RunRef) (curre
 		return current.Unit{}, err
 	}
 	s.Metrics.runProgress(r)
+	s.mu.Lock()
+	for k := range s.layers {
+		if strings.HasPrefix(k, strconv.FormatInt(r.ID, 10)+"/") {
+			delete(s.layers, k)
+		}
+	}
+	s.mu.Unlock()
 	j.Logf("run %d done: %v", r.ID, r.Counts)
 	d, err := s.diffOf(ctx, r)
 	if err != nil {

@@ -139,14 +139,19 @@ type harness struct {
 func newHarness(t *testing.T, files map[string]string) *harness {
 	h := &harness{t: t, repo: gittest.NewRepo(t), fleet: &fakeFleet{}}
 	h.repo.Commit("packages", files)
+	extra := gittest.NewRepo(t)
+	extra.Commit("an extra repository", map[string]string{
+		"repo":                        "opam-version: \"2.0\"\n",
+		"packages/extra/extra.1/opam": fakePkg(`"lib"`, ""),
+	})
 	state := t.TempDir()
 	cfg, err := Parse("test", []byte(fmt.Sprintf(`repository: {url: %s, branch: main}
 with-test: true
 retries: 2
 switches:
   - {name: a, compiler: comp.1}
-  - {name: b, compiler: comp.2}
-`, h.repo.Dir)))
+  - {name: b, compiler: comp.2, repositories: [extra=%s]}
+`, h.repo.Dir, extra.Dir)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -263,6 +268,7 @@ func TestRuns(t *testing.T) {
 			{"a slow.1", InternalFailure, KindTimeout, 3},
 			{"a flaky.1", Good, KindNone, 2},
 			{"a chatty.1", Bad, KindBuild, 1},
+			{"b extra.1", Good, KindNone, 1},
 		} {
 			t.Run(c.key, func(t *testing.T) {
 				r, ok := res[c.key]
@@ -285,6 +291,9 @@ func TestRuns(t *testing.T) {
 					t.Errorf("%s: maintainers %v", c.key, r.Maintainers)
 				}
 			})
+		}
+		if _, ok := res["a extra.1"]; ok {
+			t.Errorf("a package of switch b's extra repository was checked on switch a")
 		}
 		if res["a lib.1"].Revdeps != 8 {
 			t.Errorf("lib has %d reverse dependencies, want 8", res["a lib.1"].Revdeps)
@@ -340,7 +349,7 @@ func TestRuns(t *testing.T) {
 	t.Run("candidate", func(t *testing.T) {
 		built := slices.Sorted(slices.Values(h.fleet.built[before:]))
 		built = slices.Compact(built)
-		want := []string{"bad.1", "chatty.1", "flaky.1", "good.1", "lib.1", "partial.1", "slow.1", "testfail.1", "user.1"}
+		want := []string{"bad.1", "chatty.1", "extra.1", "flaky.1", "good.1", "lib.1", "partial.1", "slow.1", "testfail.1", "user.1"}
 		if !slices.Equal(built, want) {
 			t.Errorf("the candidate built %v, want %v (lib and its reverse dependencies)", built, want)
 		}

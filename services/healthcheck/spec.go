@@ -59,6 +59,8 @@ type Layers struct {
 	GitDir string
 	Commit string
 	Repo   *repository.Repo
+	// Origin are the packages of a switch's extra repositories, with where they are.
+	Origin map[opam.Package]ExtraRepo
 
 	mu     sync.Mutex
 	layers map[string]opamenv.Layer
@@ -77,7 +79,11 @@ func (ls *Layers) Layer(ctx context.Context, pkg string) (opamenv.Layer, error) 
 	if !ok || rp == nil {
 		return opamenv.Layer{}, fmt.Errorf("%s is not in the repository at %.12s", pkg, ls.Commit)
 	}
-	pkgs, err := opamenv.FromRepository(ctx, ls.GitDir, ls.Commit, []*repository.Package{rp})
+	gitDir, commit := ls.GitDir, ls.Commit
+	if o, ok := ls.Origin[p]; ok {
+		gitDir, commit = o.GitDir, o.Commit
+	}
+	pkgs, err := opamenv.FromRepository(ctx, gitDir, commit, []*repository.Package{rp})
 	if err != nil {
 		return opamenv.Layer{}, err
 	}
