@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"sync"
 
 	"github.com/kiln-ci/kiln/current"
@@ -64,6 +65,27 @@ func (c *trees) get(ctx context.Context, key string, build func() (*prdiff.Resul
 	}
 }
 
+// latest returns the most recently used entry made, of those whose keys start with
+// prefix, or nil.
+func (c *trees) latest(prefix string) *prdiff.Result {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for i := len(c.order) - 1; i >= 0; i-- {
+		if !strings.HasPrefix(c.order[i], prefix) {
+			continue
+		}
+		e := c.entries[c.order[i]]
+		select {
+		case <-e.done:
+			if e.err == nil {
+				return e.res
+			}
+		default:
+		}
+	}
+	return nil
+}
+
 // put records an analysis made elsewhere.
 func (c *trees) put(key string, res *prdiff.Result) {
 	e := &treeEntry{done: make(chan struct{}), res: res}
@@ -93,10 +115,20 @@ func (c *trees) touch(key string) {
 	}
 }
 
-// baseIndex is the index of a base commit, as an analysis of the base alone.
+// baseIndex is the index of a base commit, as an analysis of the base alone: the
+// latest base's index of the repository updated to it (sharing what did not
+// change), or loaded.
 func (s *Service) baseIndex(ctx context.Context, gitDir, base string) (*prdiff.Result, error) {
 	return s.bases.get(ctx, gitDir+" "+base, func() (*prdiff.Result, error) {
-		r, err := repository.LoadGit(context.WithoutCancel(ctx), gitDir, base)
+		ctx := context.WithoutCancel(ctx)
+		var r *repository.Repo
+		var err error
+		if prev := s.bases.latest(gitDir + " "); prev != nil {
+			r, _, err = prev.Repo.Update(ctx, gitDir, base)
+		}
+		if r == nil {
+			r, err = repository.LoadGit(ctx, gitDir, base)
+		}
 		if err != nil {
 			return nil, fmt.Errorf("index of the base %s: %w", short(base), err)
 		}
