@@ -7,20 +7,13 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/kiln-ci/kiln/registry/registrytest"
 )
 
-// TestCosignVerify checks the signatures with the real cosign, when there is one:
-// $KILN_COSIGN or cosign on PATH. Debian 12 has no cosign package and .ci/install
-// does not build one, so the test skips without it, under CI too; `go install
-// github.com/sigstore/cosign/v2/cmd/cosign@v2.5.3` makes one.
+// TestCosignVerify checks the signatures with the real cosign (registrytest.Cosign).
 func TestCosignVerify(t *testing.T) {
-	bin := os.Getenv("KILN_COSIGN")
-	if bin == "" {
-		var err error
-		if bin, err = exec.LookPath("cosign"); err != nil {
-			t.Skip("no cosign binary (set KILN_COSIGN or put cosign on PATH); Verify is tested by TestSignVerify")
-		}
-	}
+	bin := registrytest.Cosign(t)
 	c, reg := client(t)
 	ctx := context.Background()
 	dir := t.TempDir()
