@@ -26,8 +26,10 @@ type Alerter interface {
 type Hunt struct {
 	Store *store.Store
 	// GitDir is a clone of the repository holding the branch's commits.
-	GitDir  string
-	Job     Job // Command, Repeats, Timeout, CPUs, Env of the probes
+	GitDir string
+	Job    Job // Command, Repeats, Timeout, CPUs, Env of the probes
+	// Runner runs the probes (default HostRunner).
+	Runner  Runner
 	Options detect.Options
 	Alert   Alerter
 	BaseURL string
@@ -85,7 +87,11 @@ func (h *Hunt) OnBranch(ctx context.Context, c Comparison) (*Found, error) {
 		defer repoDir(h.GitDir).removeWorktree(dir)
 		job := h.Job
 		job.Dir, job.BaseDir = dir, goodDir
-		o := Run(ctx, job, nil)
+		runner := h.Runner
+		if runner == nil {
+			runner = HostRunner{}
+		}
+		o := runner.Run(ctx, job, nil)
 		if o.Err != nil {
 			return false, o.Err
 		}

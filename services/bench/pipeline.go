@@ -52,6 +52,9 @@ type Pipeline struct {
 	Target string
 	// CPUs is the benchmark slot of the jobs run here ("" for none).
 	CPUs string
+	// Hunt, when set, bisects each significant regression of a branch run to its first
+	// bad commit and alerts (its Store, Alert, BaseURL and Options are used).
+	Hunt *Hunt
 
 	op *current.Op[Task, int64]
 }
@@ -183,8 +186,33 @@ func (p *Pipeline) run(ctx context.Context, j *current.Job, t Task) (int64, erro
 	if err != nil {
 		return 0, current.Infra(current.FailDiskFull, err)
 	}
+	if p.Hunt != nil && run.Branch != "" && resp.Comparison != nil {
+		if reg, _ := resp.Comparison.Significant(); reg > 0 {
+			p.hunt(ctx, j, r, job, *resp.Comparison)
+		}
+	}
 	if o.Err != nil {
 		return resp.Run, fmt.Errorf("run %d: %w", resp.Run, o.Err)
 	}
 	return resp.Run, nil
+}
+
+// hunt bisects a branch regression in the repository's mirror, logging the outcome.
+func (p *Pipeline) hunt(ctx context.Context, j *current.Job, r forge.Ref, job Job, c Comparison) {
+	repo, err := p.Mirrors.Repo(ctx, r.Remote)
+	if err != nil {
+		j.Logf("no bisection: %v", err)
+		return
+	}
+	h := *p.Hunt
+	h.GitDir, h.Job, h.Runner = repo.Dir, job, p.Runner
+	h.Job.Dir, h.Job.BaseDir = "", ""
+	j.Logf("a significant regression: bisecting it from the last good run")
+	found, err := h.OnBranch(ctx, c)
+	switch {
+	case err != nil:
+		j.Logf("bisection: %v", err)
+	case found != nil:
+		j.Logf("first bad commit %s (last good %s), %d commits probed", found.FirstBad, found.LastGood, len(found.Probed))
+	}
 }

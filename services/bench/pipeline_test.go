@@ -2,7 +2,9 @@ package bench
 
 import (
 	"context"
+	"fmt"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -14,6 +16,7 @@ import (
 	"github.com/kiln-ci/kiln/internal/testenv"
 	"github.com/kiln-ci/kiln/plugins/forges"
 	"github.com/kiln-ci/kiln/services/bench/store"
+	"github.com/kiln-ci/kiln/services/internal/notify"
 )
 
 func TestTasks(t *testing.T) {
@@ -75,8 +78,9 @@ func TestPipeline(t *testing.T) {
 	src := &forges.Git{Repos: []forges.GitRepo{{Owner: "local", Name: "lib", Remote: work}}, Every: 200 * time.Millisecond}
 	set := &forges.Set{}
 	set.Add("git", src)
+	alerts := &chanAlerter{c: make(chan notify.Message, 4)}
 	p := &Pipeline{Forges: set, Mirrors: git.NewMirrors(filepath.Join(state, "mirrors"), git.MirrorsOptions{}), API: api,
-		Runner: HostRunner{}, WorkDir: filepath.Join(state, "work")}
+		Runner: HostRunner{}, WorkDir: filepath.Join(state, "work"), Hunt: &Hunt{Store: st, Alert: alerts, Logger: quiet}}
 	done := make(chan error, 1)
 	go func() { done <- eng.Run(ctx, p.Term()) }()
 	defer func() { cancel(); <-done }()
@@ -117,14 +121,54 @@ func TestPipeline(t *testing.T) {
 			t.Errorf("runs of other: %+v", runs)
 		}
 	})
-	t.Run("re-run", func(t *testing.T) {
-		n, err := p.Rerun(eng, forge.RepoID{Forge: "git", Owner: "local", Name: "lib"}, second)
+	var latest string
+	t.Run("a regression on main is bisected and alerted", func(t *testing.T) {
+		for i := range 3 {
+			commitFiles(t, work, map[string]string{"n": fmt.Sprint(i)}, "more history")
+			src.Refresh()
+			waitRuns(t, 3+i)
+		}
+		bad := commitFiles(t, work, map[string]string{"speed": "130"}, "slower")
+		latest = commitFiles(t, work, map[string]string{"README": "x"}, "readme")
+		src.Refresh()
+		select {
+		case m := <-alerts.c:
+			if len(m.Fields) == 0 || m.Fields[0].Value != bad || !strings.Contains(m.Text, "suite/sort/time") {
+				t.Errorf("alert %+v, want the first bad commit %s", m, bad)
+			}
+		case <-time.After(2 * time.Minute):
+			t.Fatal("no alert")
+		}
+	})
+	t.Run("re-run of the head", func(t *testing.T) {
+		// Once its job (its run, then the bisection) has ended.
+		for deadline := time.Now().Add(2 * time.Minute); ; time.Sleep(100 * time.Millisecond) {
+			done, err := eng.Query(current.Query{Op: "bench-run", KeyContains: latest, States: []current.JobState{current.JobOK, current.JobFailed}})
+			if err == nil && len(done) > 0 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("the job of %s did not end: %v", latest, err)
+			}
+		}
+		n, err := p.Rerun(eng, forge.RepoID{Forge: "git", Owner: "local", Name: "lib"}, latest)
 		if err != nil || n != 1 {
 			t.Fatalf("Rerun started %d, %v", n, err)
 		}
-		runs := waitRuns(t, 3)
-		if runs[2].Commit != second {
-			t.Errorf("re-run of %s, want %s", runs[2].Commit, second)
+		runs := waitRuns(t, 7)
+		n = 0
+		for _, r := range runs {
+			if r.Commit == latest {
+				n++
+			}
+		}
+		if n != 2 {
+			t.Errorf("%d runs of %s, want 2 (the first and the re-run)", n, latest)
 		}
 	})
 }
+
+// chanAlerter hands the alerts sent to a channel.
+type chanAlerter struct{ c chan notify.Message }
+
+func (a *chanAlerter) Send(m notify.Message) bool { a.c <- m; return true }

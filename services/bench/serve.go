@@ -9,7 +9,9 @@ import (
 	"path/filepath"
 	"runtime"
 	"strconv"
+	"strings"
 	"sync"
+	"time"
 
 	"github.com/spf13/pflag"
 
@@ -21,6 +23,7 @@ import (
 	"github.com/kiln-ci/kiln/services/bench/store"
 	"github.com/kiln-ci/kiln/services/host"
 	"github.com/kiln-ci/kiln/services/internal/matrix"
+	"github.com/kiln-ci/kiln/services/internal/notify"
 )
 
 // ServiceKind is the benchmarking service as kiln serve runs it.
@@ -35,6 +38,7 @@ var ServiceKind = host.Kind{
 		fs.StringVar(&s.runner, "bench-runner", "auto", "where benchmarks run: sandbox (the builder, with runc, on --bench-image), host, or auto (sandbox when root, runc and the image are there)")
 		fs.StringVar(&s.image, "bench-image", matrix.Debian(debianArch()).Image, "base image of sandboxed benchmarks (Debian's OCaml; make it with: kiln base debian)")
 		fs.StringVar(&s.cpus, "bench-cpus", "", "pin the benchmarks run here to these CPUs (a benchmark slot, e.g. 1)")
+		fs.StringArrayVar(&s.webhooks, "bench-alert", nil, "KIND=FILE: post branch regressions, bisected to their first bad commit, to the webhook whose URL is in FILE (KIND slack or json; repeatable)")
 		return s
 	},
 }
@@ -42,6 +46,7 @@ var ServiceKind = host.Kind{
 type served struct {
 	db, target, runner, image, cpus string
 	confidence                      float64
+	webhooks                        []string
 }
 
 func debianArch() string {
@@ -141,6 +146,29 @@ func (s *served) Start(ctx context.Context, env *host.Env) (*host.Running, error
 	}
 	p := &Pipeline{Forges: env.Forges, Mirrors: env.Mirrors, API: api, Runner: runner,
 		WorkDir: filepath.Join(env.StateDir, "bench", "work"), Target: s.target, CPUs: s.cpus}
+	if len(s.webhooks) > 0 {
+		var hooks []notify.Webhook
+		for i, w := range s.webhooks {
+			kind, file, ok := strings.Cut(w, "=")
+			if !ok {
+				st.Close()
+				return nil, fmt.Errorf("--bench-alert %q: want KIND=FILE", w)
+			}
+			hooks = append(hooks, notify.Webhook{Name: fmt.Sprintf("bench-%d", i+1), Kind: notify.Kind(kind), URLFile: file})
+		}
+		n, err := notify.New(notify.Options{Webhooks: hooks, Logger: env.Logger, Register: env.Register})
+		if err != nil {
+			st.Close()
+			return nil, fmt.Errorf("--bench-alert: %w", err)
+		}
+		p.Hunt = &Hunt{Store: st, Options: o, Alert: n, BaseURL: env.BaseURL, Logger: env.Logger}
+		running.Close = func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			n.Close(ctx)
+			st.Close()
+		}
+	}
 	env.Forges.OnRerun(func(ctx context.Context, repo forge.RepoID, commit string) error {
 		_, err := p.Rerun(env.Engine, repo, commit)
 		return err

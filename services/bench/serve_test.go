@@ -2,6 +2,8 @@ package bench
 
 import (
 	"context"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -16,6 +18,8 @@ import (
 func TestStart(t *testing.T) {
 	withGit := &forges.Set{}
 	withGit.Add("git", &forges.Git{Repos: []forges.GitRepo{{Owner: "local", Name: "lib", Remote: t.TempDir()}}})
+	hookFile := filepath.Join(t.TempDir(), "hook")
+	os.WriteFile(hookFile, []byte("http://127.0.0.1:9/hook\n"), 0o600)
 	cases := []struct {
 		name     string
 		args     []string
@@ -26,6 +30,9 @@ func TestStart(t *testing.T) {
 		{"API and pages only without forges", nil, &forges.Set{}, "", false},
 		{"a pipeline on the forges followed", []string{"--bench-runner", "host"}, withGit, "", true},
 		{"unknown runner", []string{"--bench-runner", "cloud"}, withGit, "want sandbox, host or auto", false},
+		{"alerts to a webhook", []string{"--bench-runner", "host", "--bench-alert", "json=" + hookFile}, withGit, "", true},
+		{"an alert without its kind", []string{"--bench-runner", "host", "--bench-alert", hookFile}, withGit, "want KIND=FILE", false},
+		{"an alert whose URL file is missing", []string{"--bench-runner", "host", "--bench-alert", "slack=/nonexistent"}, withGit, "--bench-alert", false},
 		{"a database that cannot be opened", []string{"--bench-db", "/nonexistent/dir/bench.db"}, &forges.Set{}, "bench store", false},
 	}
 	for _, c := range cases {
