@@ -211,12 +211,45 @@ func (s *Service) jobLayer(ctx context.Context, in JobInput) (*opamenv.Layer, st
 		return nil, "", fmt.Errorf("opam layer of %s: %w", in.Job.ID(), err)
 	}
 	dir := filepath.Join(root, l.Digest)
-	if err := os.Rename(stage, dir); err != nil {
-		if _, serr := os.Stat(filepath.Join(dir, filepath.FromSlash(l.Dir))); serr != nil {
-			return nil, "", current.Infra(current.FailDiskFull, fmt.Errorf("opam layer of %s: %w", in.Job.ID(), err))
-		}
+	if err := s.layers.acquire(stage, dir); err != nil {
+		return nil, "", current.Infra(current.FailDiskFull, fmt.Errorf("opam layer of %s: %w", in.Job.ID(), err))
 	}
 	return &l, dir, nil
+}
+
+// layerUses counts the builds using each layer folder, which goes when the last one
+// ends: a build uploads its context, so only the builds in flight need theirs.
+type layerUses struct {
+	mu sync.Mutex
+	n  map[string]int
+}
+
+// acquire makes the folder stage (a prepared layer) the folder dir, unless a build
+// in flight has it already, and counts one more use of it.
+func (u *layerUses) acquire(stage, dir string) error {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.n == nil {
+		u.n = map[string]int{}
+	}
+	if u.n[dir] == 0 {
+		os.RemoveAll(dir) // left by a build that did not release it
+		if err := os.Rename(stage, dir); err != nil {
+			return err
+		}
+	}
+	u.n[dir]++
+	return nil
+}
+
+// release counts one use of dir less, and removes it after the last.
+func (u *layerUses) release(dir string) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.n[dir]--; u.n[dir] <= 0 {
+		delete(u.n, dir)
+		os.RemoveAll(dir)
+	}
 }
 
 // layerSlotsOf is how many layers are prepared at once: solving is CPU-bound.

@@ -66,6 +66,7 @@ type Service struct {
 	bases      trees // indexes of base commits
 	merged     trees // analyses of pull requests
 	layerSlots chan struct{}
+	layers     layerUses
 	latch      *latches
 	basesReady current.Term[current.Unit]
 	ops        struct {
@@ -422,6 +423,8 @@ func (s *Service) variantURL(pr PR, id string) string {
 func (s *Service) makeOps() {
 	s.planner = &Planner{Config: s.Config}
 	s.layerSlots = layerSlotsOf()
+	// The layers of builds a previous run left: each build prepares its own again.
+	os.RemoveAll(filepath.Join(s.WorkDir, "layers"))
 	s.archives = sync.OnceValues(s.openArchives)
 	s.latch = &latches{path: filepath.Join(s.WorkDir, "bases.json")}
 	if s.Metrics == nil {
@@ -644,6 +647,9 @@ func (s *Service) runJob(ctx context.Context, j *current.Job, in JobInput) error
 	l, dir, err := s.jobLayer(ctx, in)
 	if err != nil {
 		return err
+	}
+	if l != nil {
+		defer s.layers.release(dir)
 	}
 	if l == nil {
 		dir = in.Dir
