@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"sync"
 	"time"
 
 	"github.com/spf13/pflag"
@@ -35,9 +34,6 @@ var ServiceKind = host.Kind{
 type served struct {
 	config       string
 	noBaseImages bool
-	once         sync.Once
-	cfg          *Config
-	err          error
 }
 
 // savedConfig is where changes made through the admin API are kept.
@@ -45,21 +41,19 @@ func savedConfig(stateDir string) string {
 	return filepath.Join(stateDir, "healthcheck", "config.yaml")
 }
 
+// load reads the configuration: the one saved in stateDir by changes made since,
+// or the file given.
 func (c *served) load(stateDir string) (*Config, error) {
-	c.once.Do(func() {
-		if c.config == "" {
-			c.err = errors.New("the health check needs its configuration: give --health-check-config FILE (see docs/health-check.md)")
-			return
+	if c.config == "" {
+		return nil, errors.New("the health check needs its configuration: give --health-check-config FILE (see docs/health-check.md)")
+	}
+	path := c.config
+	if stateDir != "" {
+		if _, err := os.Stat(savedConfig(stateDir)); err == nil {
+			path = savedConfig(stateDir)
 		}
-		path := c.config
-		if stateDir != "" {
-			if _, err := os.Stat(savedConfig(stateDir)); err == nil {
-				path = savedConfig(stateDir)
-			}
-		}
-		c.cfg, c.err = Load(path)
-	})
-	return c.cfg, c.err
+	}
+	return Load(path)
 }
 
 // Pools is the pool of the configured platform (none while the configuration does
