@@ -204,7 +204,8 @@ func (w *world) change(t *testing.T, edit func(*Config)) {
 func (w *world) failsUntouched(t *testing.T, version, stage, why string) {
 	t.Helper()
 	staging, production := w.d.st.live("web", "staging"), w.d.st.live("web", "production")
-	was, _ := get(w.production.URL + "/")
+	wasProduction, _ := get(w.production.URL + "/")
+	wasStaging, _ := get(w.staging.URL + "/")
 	c := w.repo.commit(t, version)
 	w.d.Poll(t.Context())
 	h := lastRecords(w.d, 1)[0]
@@ -215,8 +216,8 @@ func (w *world) failsUntouched(t *testing.T, version, stage, why string) {
 	if s, p := w.d.st.live("web", "staging"), w.d.st.live("web", "production"); s.Digest != staging.Digest || p.Digest != production.Digest {
 		t.Errorf("live digests changed: staging %s → %s, production %s → %s", staging.Digest, s.Digest, production.Digest, p.Digest)
 	}
-	w.serves(t, w.production, was)
-	w.serves(t, w.staging, was)
+	w.serves(t, w.production, wasProduction)
+	w.serves(t, w.staging, wasStaging)
 }
 
 // get returns the body an HTTP GET of u answers with, or the error.
@@ -596,6 +597,26 @@ func TestEndToEnd(t *testing.T) {
 			t.Logf("swarm: broken update to the previous version serving again: %v (health deadline %v)", time.Since(start).Round(10*time.Millisecond), svc.Health.Deadline.Or(0))
 			if img, _ := r.run(ctx, nil, "docker", "service", "inspect", "--format", "{{.Spec.TaskTemplate.ContainerSpec.Image}}", "kiln-test-web"); !strings.HasSuffix(img, v2digest) {
 				t.Errorf("the service runs %s after the rollback", img)
+			}
+		}},
+		{"a proxy that fails to reload keeps its upstream file and the old instance", func(t *testing.T) {
+			w.change(t, func(c *Config) { c.Services[0].Production.Container.Proxy.Reload = []string{"sh", "-c", "echo no reload for you >&2; exit 1"} })
+			before, _ := os.ReadFile(w.production.UpstreamFile)
+			was, _ := get(w.production.URL + "/")
+			c := w.repo.commit(t, "v9")
+			w.d.Poll(ctx)
+			h := lastRecords(w.d, 1)[0]
+			if h.Commit != c || h.Stage != "production" || h.Outcome != OutcomeFailed || !strings.Contains(h.Message, "no reload for you") {
+				t.Fatalf("record %+v", h)
+			}
+			if after, _ := os.ReadFile(w.production.UpstreamFile); string(after) != string(before) {
+				t.Errorf("upstream file %q, was %q", after, before)
+			}
+			w.serves(t, w.production, was)
+			r := &runner{name: "remote", h: w.cfg.Hosts["remote"]}
+			out, err := r.run(ctx, nil, "docker", "ps", "-q", "--filter", "name="+w.cfg.Services[0].Production.Container.Name)
+			if n := len(strings.Fields(out)); err != nil || n != 1 {
+				t.Errorf("%d production instances run after the failed switch (%v)", n, err)
 			}
 		}},
 		{"a registry that refuses the push leaves every target as it was", func(t *testing.T) {

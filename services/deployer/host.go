@@ -57,6 +57,12 @@ type runner struct {
 // run runs argv on the host with stdin and returns its trimmed standard output. Docker
 // commands (argv[0] == "docker") get the host's DOCKER_HOST.
 func (r *runner) run(ctx context.Context, stdin io.Reader, argv ...string) (string, error) {
+	out, err := r.output(ctx, stdin, argv...)
+	return strings.TrimSpace(out), err
+}
+
+// output is run without trimming the output.
+func (r *runner) output(ctx context.Context, stdin io.Reader, argv ...string) (string, error) {
 	var cmd *exec.Cmd
 	if r.h.SSH == "" {
 		cmd = exec.CommandContext(ctx, argv[0], argv[1:]...)
@@ -81,7 +87,7 @@ func (r *runner) run(ctx context.Context, stdin io.Reader, argv ...string) (stri
 		r.log.Debug("deployer: host command", "host", r.name, "command", argv[0], "arg", argv[min(1, len(argv)-1)], "duration", time.Since(start), "err", err)
 	}
 	if err == nil {
-		return strings.TrimSpace(out.String()), nil
+		return out.String(), nil
 	}
 	msg := lastLines(errb.String(), 8)
 	if msg == "" {
@@ -148,9 +154,9 @@ func (r *runner) writeFile(ctx context.Context, path string, content []byte) err
 	return err
 }
 
-// readFile reads path on the host; a missing file is empty.
+// readFile reads path on the host, byte for byte; a missing file is empty.
 func (r *runner) readFile(ctx context.Context, path string) (string, error) {
-	return r.run(ctx, nil, "sh", "-c", `if [ -e "$1" ]; then cat "$1"; fi`, "sh", path)
+	return r.output(ctx, nil, "sh", "-c", `if [ -e "$1" ]; then cat "$1"; fi`, "sh", path)
 }
 
 // shellQuote makes argv one POSIX shell command line.

@@ -60,3 +60,30 @@ func TestHostErrors(t *testing.T) {
 		})
 	}
 }
+
+func TestFileRoundTrip(t *testing.T) {
+	r := &runner{name: "here"}
+	dir := t.TempDir()
+	for _, tc := range []struct {
+		name, content string
+	}{
+		{name: "trailing newline", content: "upstream web {\n    server 127.0.0.1:1;\n}\n"},
+		{name: "no trailing newline", content: "upstream web { server 127.0.0.1:1; }"},
+		{name: "blank lines around", content: "\n\nx\n\n"},
+		{name: "quotes and dollars", content: "it's $HOME `here`\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := filepath.Join(dir, strings.ReplaceAll(tc.name, " ", "-"))
+			if err := r.writeFile(t.Context(), p, []byte(tc.content)); err != nil {
+				t.Fatal(err)
+			}
+			got, err := r.readFile(t.Context(), p)
+			if err != nil || got != tc.content {
+				t.Errorf("read back %q (%v), wrote %q", got, err, tc.content)
+			}
+		})
+	}
+	if got, err := r.readFile(t.Context(), filepath.Join(dir, "absent")); err != nil || got != "" {
+		t.Errorf("a missing file reads %q, %v", got, err)
+	}
+}
