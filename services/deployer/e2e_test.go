@@ -600,7 +600,9 @@ func TestEndToEnd(t *testing.T) {
 			}
 		}},
 		{"a proxy that fails to reload keeps its upstream file and the old instance", func(t *testing.T) {
-			w.change(t, func(c *Config) { c.Services[0].Production.Container.Proxy.Reload = []string{"sh", "-c", "echo no reload for you >&2; exit 1"} })
+			w.change(t, func(c *Config) {
+				c.Services[0].Production.Container.Proxy.Reload = []string{"sh", "-c", "echo no reload for you >&2; exit 1"}
+			})
 			before, _ := os.ReadFile(w.production.UpstreamFile)
 			was, _ := get(w.production.URL + "/")
 			c := w.repo.commit(t, "v9")
