@@ -11,8 +11,10 @@ import (
 
 	"github.com/kiln-ci/kiln/builder"
 	"github.com/kiln-ci/kiln/builder/image/imagetest"
+	"github.com/kiln-ci/kiln/current"
 	"github.com/kiln-ci/kiln/forge"
 	"github.com/kiln-ci/kiln/forge/gitea/giteatest"
+	"github.com/kiln-ci/kiln/git"
 	"github.com/kiln-ci/kiln/internal/testenv"
 	"github.com/kiln-ci/kiln/services/bench/store"
 	"github.com/kiln-ci/kiln/services/internal/matrix"
@@ -42,9 +44,9 @@ let () =
 
 // TestEndToEnd: a real OCaml project whose make bench prints v3 JSON, built and
 // benchmarked in the Debian base image with Debian's OCaml: two commits on main, then a
-// PR on a real Gitea that makes fib 30 % slower and leaves sort as it was, benchmarked
-// interleaved with its base. The PR's status, its comment and the PR page flag fib
-// only.
+// PR on a real Gitea that makes fib 30 % slower and leaves sort as it was. The
+// pipeline follows the Gitea and benchmarks main's head and the PR, interleaved with
+// it, in the sandbox. The PR's status, its comment and the PR page flag fib only.
 func TestEndToEnd(t *testing.T) {
 	testenv.Short(t, "builds an OCaml project in the sandbox and runs a Gitea server")
 	testenv.RequireRoot(t)
@@ -62,52 +64,59 @@ func TestEndToEnd(t *testing.T) {
 	work := t.TempDir()
 	gitT(t, work, "init", "-q", "-b", "main")
 	files := map[string]string{"bench.ml": benchML, "Makefile": makefile, ".kiln.yml": kilnYML, "work": "3000\n"}
-	m1 := commitFiles(t, work, files, "benchmarks")
+	commitFiles(t, work, files, "benchmarks")
 	m2 := commitFiles(t, work, map[string]string{"README": "demo\n"}, "readme")
 	gitT(t, work, "checkout", "-q", "-b", "slower-fib")
 	head := commitFiles(t, work, map[string]string{"work": "3900\n"}, "fib does 30 % more work")
 	g := newGiteaBench(t, srv, work, "ocaml-demo", "slower-fib")
 	ctx := context.Background()
 	repoName := "gitea/" + srv.Admin + "/ocaml-demo"
-	cfg, _, err := ParseConfig([]byte(kilnYML))
+	// The pipeline follows the Gitea: main's head is benchmarked, then the PR, run
+	// interleaved with it, one at a time, in the sandbox.
+	state := t.TempDir()
+	eng, err := current.Open(current.Config{StateDir: filepath.Join(state, "engine"), Logger: quiet})
 	if err != nil {
 		t.Fatal(err)
 	}
-	checkout := func(commit string) string {
-		dir := filepath.Join(t.TempDir(), "src")
-		gitT(t, work, "worktree", "add", "-q", "--detach", dir, commit)
-		return dir
-	}
-	run := func(r store.Run, job Job) {
-		t.Helper()
-		job.Command, job.Repeats, job.Timeout = cfg.Command, cfg.Repeats, 5*time.Minute
-		var log strings.Builder
-		start := time.Now()
-		o := sb.Run(ctx, job, &log)
-		if o.Err != nil {
-			t.Fatalf("%s: %v\n%s", r.Commit, o.Err, log.String())
-		}
-		resp, err := g.api.Record(ctx, r, o)
+	defer eng.Close()
+	p := &Pipeline{Forges: g.set, Mirrors: git.NewMirrors(filepath.Join(state, "mirrors"), git.MirrorsOptions{}), API: g.api,
+		Runner: sb, WorkDir: filepath.Join(state, "work")}
+	runCtx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- eng.Run(runCtx, p.Term()) }()
+	defer func() { cancel(); <-done }()
+	start := time.Now()
+	for deadline := time.Now().Add(15 * time.Minute); ; time.Sleep(time.Second) {
+		runs, err := g.svc.store.Runs(ctx, store.Filter{Repo: repoName})
 		if err != nil {
 			t.Fatal(err)
 		}
-		t.Logf("%.8s: %d metrics in %s", r.Commit, resp.Metrics, time.Since(start).Round(time.Millisecond))
-		if resp.Metrics != 2 {
-			t.Fatalf("%d metrics, want 2:\n%s", resp.Metrics, log.String())
+		finished := map[string]store.Run{}
+		for _, r := range runs {
+			if r.State.Finished() {
+				finished[r.Commit] = r
+			}
+		}
+		if r, ok := finished[head]; ok && finished[m2].ID != 0 {
+			if r.State != store.Passed || finished[m2].State != store.Passed {
+				t.Fatalf("runs %+v", finished)
+			}
+			t.Logf("main's head and the PR benchmarked in %s", time.Since(start).Round(time.Second))
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("runs after 15 minutes: %+v", runs)
 		}
 	}
-	t0 := time.Now().Add(-time.Hour)
-	run(store.Run{Repo: repoName, Branch: "main", Commit: m1, CommitTime: t0}, Job{Dir: checkout(m1)})
-	run(store.Run{Repo: repoName, Branch: "main", Commit: m2, CommitTime: t0.Add(time.Minute)}, Job{Dir: checkout(m2)})
-	run(store.Run{Repo: repoName, PR: g.pr, Commit: head, Base: m2, CommitTime: t0.Add(2 * time.Minute), Env: "debian-12"},
-		Job{Dir: checkout(head), BaseDir: checkout(m2)})
-
+	if runs, _ := g.svc.store.Runs(ctx, store.Filter{Repo: repoName, Branch: "slower-fib"}); len(runs) != 0 {
+		t.Errorf("the branch slower-fib, not in bench.branches, has runs: %+v", runs)
+	}
 	t.Run("PR status flags fib only", func(t *testing.T) {
 		sts, err := g.client.Statuses(ctx, g.repo, head)
 		if err != nil {
 			t.Fatal(err)
 		}
-		st := sts["kiln-bench (debian-12)"]
+		st := sts["kiln-bench (bench)"]
 		if st.State != forge.Failed || !regexp.MustCompile(`demo/ops/fib \+[0-9.]+ %`).MatchString(st.Description) || strings.Contains(st.Description, "sort") {
 			t.Errorf("statuses %+v", sts)
 		}

@@ -56,6 +56,7 @@ type giteaBench struct {
 	pr     int64
 	svc    *testService
 	api    *API
+	set    *forges.Set // the Gitea, polled every second once followed
 }
 
 // newGiteaBench pushes work's main and branch to the Gitea repository name (made
@@ -83,10 +84,10 @@ func newGiteaBench(t *testing.T, srv *giteatest.Server, work, name, branch strin
 	if g.client, err = gitea.NewClient(context.Background(), srv.URL, srv.Token, nil); err != nil {
 		t.Fatal(err)
 	}
-	set := &forges.Set{}
-	set.Add("gitea", &forges.Gitea{Client: g.client, BaseURL: "http://ci.test", Poll: time.Hour})
+	g.set = &forges.Set{}
+	g.set.Add("gitea", &forges.Gitea{Client: g.client, BaseURL: "http://ci.test", Poll: time.Second})
 	g.svc = newTestService(t)
-	pub := &Publisher{Store: g.svc.store, Forges: set, BaseURL: "http://ci.test", Target: "main"}
+	pub := &Publisher{Store: g.svc.store, Forges: g.set, BaseURL: "http://ci.test", Target: "main"}
 	g.api, err = NewAPI(API{Store: g.svc.store, Logger: quiet, OnJudged: func(ctx context.Context, c Comparison) {
 		if err := pub.Publish(ctx, c); err != nil {
 			t.Errorf("publish: %v", err)

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/kiln-ci/kiln/current"
@@ -56,7 +57,8 @@ type Pipeline struct {
 	// bad commit and alerts (its Store, Alert, BaseURL and Options are used).
 	Hunt *Hunt
 
-	op *current.Op[Task, int64]
+	op   *current.Op[Task, int64]
+	slot sync.Mutex // one benchmark at a time on this server: none disturbs another
 }
 
 // Tasks are the benchmarks refs ask for: every ref, a PR paired with the head of the
@@ -178,7 +180,9 @@ func (p *Pipeline) run(ctx context.Context, j *current.Job, t Task) (int64, erro
 		}
 	}
 	j.Logf("benchmarking %s: %s, %d repeats%s", short(r.Commit), cfg.Command, cfg.Repeats, map[bool]string{true: ", interleaved with " + short(t.Base)}[job.BaseDir != ""])
+	p.slot.Lock()
 	o := p.Runner.Run(ctx, job, j)
+	p.slot.Unlock()
 	if ctx.Err() != nil {
 		return 0, ctx.Err()
 	}
@@ -188,7 +192,9 @@ func (p *Pipeline) run(ctx context.Context, j *current.Job, t Task) (int64, erro
 	}
 	if p.Hunt != nil && run.Branch != "" && resp.Comparison != nil {
 		if reg, _ := resp.Comparison.Significant(); reg > 0 {
+			p.slot.Lock()
 			p.hunt(ctx, j, r, job, *resp.Comparison)
+			p.slot.Unlock()
 		}
 	}
 	if o.Err != nil {
