@@ -146,3 +146,24 @@ func (s *Sources) Repository(t testing.TB, set []string) map[string]string {
 	}
 	return files
 }
+
+// SystemSet are the real packages of a switch on Debian 12's OCaml 4.13.1 (the
+// ocaml-system compiler and its base packages) and ocamlfind, whose source archive
+// the shared folder has: a small real set for end-to-end builds.
+var SystemSet = []string{"ocaml.4.13.1", "ocaml-system.4.13.1", "ocaml-config.2", "base-unix.base", "base-threads.base",
+	"base-bigarray.base", "ocamlfind.1.9.6"}
+
+// Opam is the opam file of a package a test writes: the fields opam's lint asks
+// for (its maintainer name@example.org), then body.
+func Opam(name, body string) string {
+	return `opam-version: "2.0"
+synopsis: "A package of the end-to-end test"
+description: "Written by the test."
+maintainer: "` + name + `@example.org"
+authors: "test"
+license: "MIT"
+homepage: "https://example.org/` + name + `"
+bug-reports: "https://example.org/` + name + `/issues"
+dev-repo: "git+https://example.org/` + name + `.git"
+` + body
+}
