@@ -35,10 +35,12 @@ func (f *imagesFlags) load() (*baseimages.Config, error) {
 	return baseimages.LoadConfig(f.config)
 }
 
-func init() {
+func init() { addCommand(imagesCmd()) }
+
+func imagesCmd() *cobra.Command {
 	c := &cobra.Command{Use: "images", Short: "The base images (opam and OCaml images of a distro × compiler × architecture matrix): plan, build and publish once, list what is published"}
 	c.AddCommand(imagesPlanCmd(), imagesBuildCmd(), imagesLsCmd())
-	addCommand(c)
+	return c
 }
 
 func imagesPlanCmd() *cobra.Command {

@@ -92,12 +92,12 @@ func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
 
 // Distro is what kiln knows of a distribution it can build offline.
 type Distro struct {
-	Name    string // debian-12
-	Family  string // debian
-	Version string // 12
-	Suite   string // bookworm
-	OCaml   string // full version of the distribution's compiler, 4.13.1
-	Opam    string // version of its opam package, 2.1.2
+	Name    string `json:"name"`    // debian-12
+	Family  string `json:"family"`  // debian
+	Version string `json:"version"` // 12
+	Suite   string `json:"suite"`   // bookworm
+	OCaml   string `json:"ocaml"`   // full version of the distribution's compiler, 4.13.1
+	Opam    string `json:"opam"`    // version of its opam package, 2.1.2
 }
 
 // Distros are the distributions built from the Debian mirror with mmdebstrap.
@@ -108,12 +108,12 @@ var Distros = []Distro{
 
 // Arch is an architecture the matrix can build, and the fleet pool building it.
 type Arch struct {
-	Name     string // Debian's name
-	Pool     string // fleet pool
-	OCIArch  string // OCI platform architecture
-	Variant  string // OCI platform variant
-	OptIn    bool   // emulated and slow here: only built when configured
-	OpamArch string // opam's arch variable
+	Name     string `json:"name"`              // Debian's name
+	Pool     string `json:"pool"`              // fleet pool
+	OCIArch  string `json:"oci_arch"`          // OCI platform architecture
+	Variant  string `json:"variant,omitempty"` // OCI platform variant
+	OptIn    bool   `json:"opt_in,omitempty"`  // emulated and slow here: only built when configured
+	OpamArch string `json:"opam_arch"`         // opam's arch variable
 }
 
 // Arches are the architectures the OCaml infrastructure builds for.

@@ -110,7 +110,7 @@ func TestPublishBadRegistry(t *testing.T) {
 			testenv.RequireRoot(t)
 			reg := registrytest.Start(t, registrytest.Options{DiskBytes: 3 << 20})
 			return publisher(t, reg, credentials(t, reg), "bad/full"), reg
-		}, 2 << 20, registry.ErrDiskFull, "disk full"},
+		}, 5 << 20, registry.ErrDiskFull, "disk full"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
