@@ -128,6 +128,27 @@ func (f *fakeFleet) run(ctx context.Context, j *current.Job, req fleetjob.Reques
 	return fleetjob.Result{JobID: "fake"}, nil
 }
 
+type recordNotices struct {
+	mu sync.Mutex
+	ns []Notice
+}
+
+func (r *recordNotices) Send(n Notice) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.ns = append(r.ns, n)
+	return true
+}
+
+func (r *recordNotices) last() Notice {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.ns) == 0 {
+		return Notice{}
+	}
+	return r.ns[len(r.ns)-1]
+}
+
 type harness struct {
 	t      *testing.T
 	svc    *Service
@@ -323,7 +344,15 @@ func TestRuns(t *testing.T) {
 		"packages/good/good.1/opam":       fakePkg(`"lib"`, "build-fails"),
 		"packages/partial/partial.1/opam": fakePkg(`"lib"`, ""),
 	})
+	notices := &recordNotices{}
+	h.svc.Notify = notices
 	second := h.run(RunOptions{})
+	t.Run("notified", func(t *testing.T) {
+		n := notices.last()
+		if n.Run == nil || n.Run.ID != second.ID || n.Diff == nil || n.Diff.Old != first.ID || len(n.Diff.Of(NowBroken)) != 2 {
+			t.Errorf("notice %+v", n)
+		}
+	})
 	t.Run("diff", func(t *testing.T) {
 		d, err := h.svc.diffOf(context.Background(), second)
 		if err != nil || d == nil {
