@@ -338,6 +338,13 @@ func (d *Deployer) build(ctx context.Context, cfg *Config, svc *ServiceConfig, r
 		d.publishStatus(ctx, svc, ref, commit, forge.Passed, "deployable")
 	}
 	d.log.Info("deployer: built", "service", svc.Name, "ref", ref, "commit", short(commit), "state", b.State, "duration", b.Finished.Sub(b.Started))
+	if b.State == forge.Passed && ref != "refs/heads/"+svc.Branch {
+		// Only the deployed branch's images are published; the others' layers stay in
+		// the engine's build cache. A release of the commit later builds it again.
+		if err := dockerCmd(context.WithoutCancel(ctx), &docker.Engine{Host: cfg.BuildDockerHost}, "rmi", b.Tag); err != nil {
+			d.log.Warn("deployer: removing a built image", "tag", b.Tag, "err", err)
+		}
+	}
 	d.st.putBuild(svc.Name, b)
 	d.save()
 	return b
@@ -397,6 +404,13 @@ func (d *Deployer) publishStatus(ctx context.Context, svc *ServiceConfig, ref, c
 // first when configured, then to production (at once, or when confirmed).
 func (d *Deployer) release(ctx context.Context, cfg *Config, svc *ServiceConfig, commit string, b *Build) {
 	d.st.setAttempted(svc.Name, commit)
+	if !(&docker.Engine{Host: cfg.BuildDockerHost}).ImageExists(ctx, b.Tag) {
+		// Built for another ref, or the engine lost it: build it again.
+		if b = d.build(ctx, cfg, svc, "refs/heads/"+svc.Branch, commit); b.State != forge.Passed {
+			d.finish(svc, "publish", commit, "", time.Now(), fmt.Errorf("build %s again: %s", short(commit), b.Message))
+			return
+		}
+	}
 	digest, err := d.publish(ctx, cfg, svc, b.Tag)
 	if err != nil {
 		d.finish(svc, "publish", commit, "", time.Now(), err)

@@ -646,6 +646,19 @@ func TestEndToEnd(t *testing.T) {
 			})
 			w.failsUntouched(t, "v7", "staging", "host unreachable")
 		}},
+		{"a commit built on a branch deploys when the branch is merged", func(t *testing.T) {
+			w.repo.git(t, "checkout", "-q", "-b", "next")
+			c := w.repo.commit(t, "v10")
+			w.repo.git(t, "checkout", "-q", "main")
+			w.d.Poll(ctx)
+			if b := w.d.st.build("web", c); b == nil || b.State != "passed" || (&docker.Engine{Host: w.dockerHost}).ImageExists(ctx, b.Tag) {
+				t.Fatalf("the branch's build %+v: want passed, its image removed", b)
+			}
+			w.repo.git(t, "merge", "-q", "--ff-only", "next")
+			w.d.Poll(ctx)
+			w.serves(t, w.staging, "v10")
+			w.serves(t, w.production, "v10")
+		}},
 	}
 	for _, s := range steps {
 		if !t.Run(s.name, s.run) {

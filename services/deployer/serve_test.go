@@ -1,6 +1,7 @@
 package deployer
 
 import (
+	"fmt"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -51,10 +52,21 @@ func TestServe(t *testing.T) {
 			for p, h := range r.Routes {
 				mux.Handle(p, h)
 			}
-			rec := httptest.NewRecorder()
-			mux.ServeHTTP(rec, httptest.NewRequest("GET", "/deployer", nil))
-			if rec.Code != 200 || !strings.Contains(rec.Body.String(), `id="service-web"`) {
-				t.Errorf("status page: %d %s", rec.Code, rec.Body.String())
+			commit := strings.Repeat("ab", 20)
+			os.MkdirAll(filepath.Join(env.StateDir, "deployer", "logs"), 0o755)
+			os.WriteFile(filepath.Join(env.StateDir, "deployer", "logs", "web-"+commit+".log"), []byte("Step 1/4 : FROM scratch\n"), 0o644)
+			for _, page := range []struct{ path, want string }{
+				{"/deployer", `id="service-web"`},
+				{"/deployer/status.json", `"name": "web"`},
+				{"/deployer/web/build/" + commit, "Step 1/4"},
+				{"/deployer/web/build/" + strings.Repeat("cd", 20), "404"},
+				{"/deployer/web/build/..%2f..%2fstate.json", "404"},
+			} {
+				rec := httptest.NewRecorder()
+				mux.ServeHTTP(rec, httptest.NewRequest("GET", page.path, nil))
+				if got := fmt.Sprint(rec.Code, " ", rec.Body.String()); !strings.Contains(got, page.want) {
+					t.Errorf("GET %s: %s, want %q", page.path, got, page.want)
+				}
 			}
 		})
 	}

@@ -5,7 +5,11 @@ import (
 	"encoding/json"
 	"errors"
 	"html/template"
+	"io"
 	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"time"
@@ -143,7 +147,7 @@ form{display:inline}
 {{with .LastFailure}}<p class="last-failure">Last failure: {{.Stage}} <code>{{short .Commit}}</code> {{.Outcome}} {{ago .Finished}}: <code>{{.Message}}</code></p>{{end}}
 <h3>Branches and pull requests</h3>
 <table class="refs"><tr><th>ref</th><th>commit</th><th>deployable</th></tr>
-{{range .Refs}}<tr><td>{{.Ref}}</td><td><code>{{short .Commit}}</code></td><td class="{{.State}}" title="{{.Message}}">{{.State}}</td></tr>{{end}}
+{{range .Refs}}<tr><td>{{.Ref}}</td><td><code>{{short .Commit}}</code></td><td class="{{.State}}" title="{{.Message}}">{{if or (eq .State "passed") (eq .State "failed")}}<a href="/deployer/{{$svc}}/build/{{.Commit}}">{{.State}}</a>{{else}}{{.State}}{{end}}</td></tr>{{end}}
 </table>
 <h3>History</h3>
 <table class="history"><tr><th>#</th><th>stage</th><th>kind</th><th>commit</th><th>digest</th><th>started</th><th>took</th><th>outcome</th><th></th></tr>
@@ -183,6 +187,7 @@ func (d *Deployer) Routes() map[string]http.Handler {
 			w.Header().Set("Content-Type", "text/javascript; charset=utf-8")
 			w.Write([]byte(adminJS))
 		}),
+		"GET /deployer/{service}/build/{commit}": http.HandlerFunc(d.serveBuildLog),
 		"POST /deployer/{service}/rollback": http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			d.admin(w, r, "rollback", func(by string) error {
 				return d.Rollback(context.WithoutCancel(r.Context()), r.PathValue("service"), r.FormValue("stage"), r.FormValue("digest"), by)
@@ -202,6 +207,25 @@ func (d *Deployer) serveStatus(w http.ResponseWriter, r *http.Request) {
 	if err := page.Execute(w, st); err != nil {
 		d.log.Error("deployer: status page", "err", err)
 	}
+}
+
+var hexRE = regexp.MustCompile(`^[0-9a-f]{40,64}$`)
+
+// serveBuildLog serves the log of a commit's build.
+func (d *Deployer) serveBuildLog(w http.ResponseWriter, r *http.Request) {
+	svc, commit := r.PathValue("service"), r.PathValue("commit")
+	if !nameRE.MatchString(svc) || !hexRE.MatchString(commit) {
+		http.NotFound(w, r)
+		return
+	}
+	f, err := os.Open(filepath.Join(d.o.StateDir, "logs", svc+"-"+commit+".log"))
+	if err != nil {
+		http.NotFound(w, r)
+		return
+	}
+	defer f.Close()
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	io.Copy(w, f)
 }
 
 func (d *Deployer) serveJSON(w http.ResponseWriter, r *http.Request) {
