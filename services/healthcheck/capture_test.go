@@ -81,3 +81,31 @@ func TestCapture(t *testing.T) {
 		})
 	}
 }
+
+// FuzzCapture: however a log is cut into writes, the capture reads the same lines as
+// a scan of the whole log and keeps a small log whole.
+func FuzzCapture(f *testing.F) {
+	f.Add([]byte("a\n"+markerPrefix+"build foo.1 (exit 31)\n#=== ERROR while installing bar.2 ===#\n"), uint8(3))
+	f.Add([]byte("no newline at the end"), uint8(1))
+	f.Fuzz(func(t *testing.T, log []byte, step uint8) {
+		n := int(step)%17 + 1
+		cap := &capture{}
+		for i := 0; i < len(log); i += n {
+			cap.Write(log[i:min(i+n, len(log))])
+		}
+		scan, kept, total := cap.Result()
+		if total != int64(len(log)) || !bytes.Equal(kept, log) {
+			t.Fatalf("kept %q of %q", kept, log)
+		}
+		var whole Scan
+		for _, l := range strings.Split(string(log), "\n") {
+			if len(l) > maxLine {
+				continue // read in pieces: compared only for lines of ordinary length
+			}
+			whole.Line([]byte(strings.TrimRight(l, "\r")))
+		}
+		if len(log) < maxLine && (scan.Step != whole.Step || scan.Exit != whole.Exit || len(scan.Failed) != len(whole.Failed)) {
+			t.Errorf("written in pieces of %d: %+v; whole: %+v", n, scan, whole)
+		}
+	})
+}
