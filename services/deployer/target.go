@@ -203,8 +203,10 @@ func (s *stage) deploySwarm(ctx context.Context, image string) error {
 		}
 	}
 	update := func(ctx context.Context, img string) error {
+		// The deployer's health check judges the new tasks: swarm's own monitoring period
+		// (5 s by default, after each task) is cut to 1 s.
 		_, err := s.r.run(ctx, nil, "docker", "service", "update", "--quiet", "--detach=false", "--with-registry-auth",
-			"--update-order", cmp.Or(sw.UpdateOrder, "start-first"), "--image", img, sw.Service)
+			"--update-order", cmp.Or(sw.UpdateOrder, "start-first"), "--update-monitor", "1s", "--image", img, sw.Service)
 		return err
 	}
 	if err := update(ctx, image); err != nil {
