@@ -217,7 +217,7 @@ func (pl *Planner) Plan(ctx context.Context, res *prdiff.Result) (*Plan, error) 
 // revdeps lists the reverse dependencies of pkg that can be installed with it on
 // platform plat, with plat's compiler.
 func (pl *Planner) revdeps(ctx context.Context, res *prdiff.Result, plat matrix.Platform, pkg opam.Package) ([]opam.Package, error) {
-	list, err := revdeps.CI(ctx, pl.universe(res, plat, false), pl.universe(res, plat, true), pkg)
+	list, err := revdeps.CI(ctx, pl.universe(res, plat, false), pl.universe(res, plat, true), pkg, compilerAtoms(plat)...)
 	if err != nil {
 		return nil, fmt.Errorf("reverse dependencies of %s on %s: %w", pkg, plat.Name, err)
 	}
@@ -227,11 +227,24 @@ func (pl *Planner) revdeps(ctx context.Context, res *prdiff.Result, plat matrix.
 // installable says why pkg cannot be installed on plat with its compiler ("" when
 // it can).
 func (pl *Planner) installable(ctx context.Context, res *prdiff.Result, plat matrix.Platform, pkg opam.Package) string {
-	_, err := pl.universe(res, plat, false).Solve(ctx, solver.Request{Install: []opam.Atom{exact(pkg)}, AnySolution: true})
+	_, err := pl.universe(res, plat, false).Solve(ctx, solver.Request{Install: append(compilerAtoms(plat), exact(pkg)), AnySolution: true})
 	if err == nil {
 		return ""
 	}
 	return fmt.Sprintf("cannot be installed with OCaml %s on %s", plat.Vars["ocaml:version"], plat.Name)
+}
+
+// compilerAtoms holds the packages of the platform's switch (Platform.Compiler, e.g.
+// ocaml-system.4.13.1 and ocaml.4.13.1) at their versions: what is installed must go
+// with them, as in a switch on the image's compiler.
+func compilerAtoms(plat matrix.Platform) []opam.Atom {
+	var out []opam.Atom
+	for _, c := range plat.Compiler {
+		if p, ok := opam.ParsePackage(c); ok {
+			out = append(out, exact(p))
+		}
+	}
+	return out
 }
 
 // universe returns the solver universe of the merged tree on plat (with the test

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -290,5 +291,41 @@ func TestPlannerUpdatesItsUniverses(t *testing.T) {
 	// the test dependencies, debian-12-4.13_arm64), for the first pull request.
 	if shared.made != 3 {
 		t.Errorf("the planner made %d whole universes for %d pull requests, want 3", shared.made, len(prs))
+	}
+}
+
+// TestPlanHoldsThePlatformsSwitch: on a platform whose switch is the image's
+// ocaml-system, what needs another compiler package has no jobs.
+func TestPlanHoldsThePlatformsSwitch(t *testing.T) {
+	r := newGitRepo(t)
+	files := maps.Clone(baseRepo)
+	files["ocaml-system.4.13.1"] = `conflict-class: "ocaml-core-compiler"`
+	files["ocaml-base-compiler.4.13.1"] = `conflict-class: "ocaml-core-compiler"`
+	files["native.1"] = `depends: ["lib" "ocaml-base-compiler"]`
+	base := r.commit(files)
+	r.run("checkout", "-q", "-b", "pr")
+	head := r.commit(map[string]string{
+		"lib.2":    `depends: ["ocaml"]`,
+		"native.2": `depends: ["ocaml-base-compiler"]`,
+	})
+	p := plan(t, &Planner{Config: Default()}, r, base, head)
+	ids := jobIDs(p)
+	tests := []struct {
+		job  string
+		want bool
+	}{
+		{"lib.2,compilers,4.13,revdeps,app.1", true},
+		{"lib.2,compilers,4.13,revdeps,native.1", false},
+		{"native.2,compilers,4.13,build", false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.job, func(t *testing.T) {
+			if slices.Contains(ids, tc.job) != tc.want {
+				t.Errorf("planned: %v, want %v (jobs %v)", !tc.want, tc.want, ids)
+			}
+		})
+	}
+	if !slices.ContainsFunc(p.Skipped, func(s Skip) bool { return s.Path[0] == "native.2" && strings.Contains(s.Reason, "cannot be installed") }) {
+		t.Errorf("native.2 is not skipped as not installable: %+v", p.Skipped)
 	}
 }
