@@ -148,8 +148,12 @@ func (e *Exporter) BuildAll(ctx context.Context, log io.Writer, st *image.Store,
 		if _, ok := roots[name]; ok {
 			continue
 		}
-		if _, err := st.EnsureDebian(ctx, o); err != nil {
-			return nil, fmt.Errorf("root filesystem of %s: %w", b.Name(), err)
+		// A root filesystem named by its release date is that release's: one in the
+		// store is used as it is.
+		if _, err := st.Resolve(ctx, name); err != nil || o.Name == "" {
+			if _, err := st.EnsureDebian(ctx, o); err != nil {
+				return nil, fmt.Errorf("root filesystem of %s: %w", b.Name(), err)
+			}
 		}
 		r, err := RootfsOf(ctx, st, o)
 		if err != nil {
