@@ -666,8 +666,15 @@ func (s *Service) once(ctx context.Context, j *current.Job, cfg *Config, sw Swit
 	defer os.RemoveAll(dir)
 	ls, err := layers.Context(ctx, in.Job, dir)
 	if err != nil {
-		if errors.Is(err, opamenv.ErrChecksum) {
-			fmt.Fprintf(cap, "%s%s %s (exit 31)\n%v\n", markerPrefix, stepBuild, in.Job.Package, err)
+		// A source whose checksum does not match is the package's fault, or its
+		// dependency's: the build fails there, as opam would.
+		var le *LayerError
+		if errors.As(err, &le) && errors.Is(err, opamenv.ErrChecksum) {
+			kind := stepDependency
+			if le.Package == in.Job.Package {
+				kind = stepBuild
+			}
+			fmt.Fprintf(cap, "%v\n%s%s %s (exit 31)\n", err, markerPrefix, kind, le.Package)
 			return err
 		}
 		return current.Infra(current.FailNetwork, err)

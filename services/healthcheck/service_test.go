@@ -268,7 +268,12 @@ func TestRuns(t *testing.T) {
 	if testing.Short() {
 		t.Skip("a fake build prints a gigabyte of log")
 	}
-	h := newHarness(t, testRepository())
+	upstream := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "not what the checksum says") }))
+	defer upstream.Close()
+	files := testRepository()
+	files["packages/badsum/badsum.1/opam"] = fakePkg(`"lib"`, "") + `url { src: "` + upstream.URL + `/badsum.tar.gz" checksum: "sha256=` + strings.Repeat("0", 64) + `" }` + "\n"
+	files["packages/onbadsum/onbadsum.1/opam"] = fakePkg(`"badsum"`, "")
+	h := newHarness(t, files)
 	first := h.run(RunOptions{})
 	res := h.results(first.ID)
 	t.Run("every state", func(t *testing.T) {
@@ -290,6 +295,8 @@ func TestRuns(t *testing.T) {
 			{"a flaky.1", Good, KindNone, 2},
 			{"a chatty.1", Bad, KindBuild, 1},
 			{"b extra.1", Good, KindNone, 1},
+			{"a badsum.1", Bad, KindBuild, 1},
+			{"a onbadsum.1", Partial, KindDependency, 1},
 		} {
 			t.Run(c.key, func(t *testing.T) {
 				r, ok := res[c.key]
@@ -316,8 +323,8 @@ func TestRuns(t *testing.T) {
 		if _, ok := res["a extra.1"]; ok {
 			t.Errorf("a package of switch b's extra repository was checked on switch a")
 		}
-		if res["a lib.1"].Revdeps != 8 {
-			t.Errorf("lib has %d reverse dependencies, want 8", res["a lib.1"].Revdeps)
+		if res["a lib.1"].Revdeps != 9 {
+			t.Errorf("lib has %d reverse dependencies, want 9", res["a lib.1"].Revdeps)
 		}
 		if first.Progress.Done != first.Progress.Total || first.Counts[Pending] != 0 {
 			t.Errorf("a finished run with progress %+v, counts %v", first.Progress, first.Counts)
@@ -379,6 +386,7 @@ func TestRuns(t *testing.T) {
 		built := slices.Sorted(slices.Values(h.fleet.built[before:]))
 		built = slices.Compact(built)
 		want := []string{"bad.1", "chatty.1", "extra.1", "flaky.1", "good.1", "lib.1", "partial.1", "slow.1", "testfail.1", "user.1"}
+		// badsum and onbadsum depend on lib too, but fail before the fleet
 		if !slices.Equal(built, want) {
 			t.Errorf("the candidate built %v, want %v (lib and its reverse dependencies)", built, want)
 		}

@@ -107,7 +107,7 @@ func (ls *Layers) Context(ctx context.Context, j Job, dir string) (map[string]op
 	for _, p := range j.Packages() {
 		l, err := ls.Layer(ctx, p)
 		if err != nil {
-			return nil, err
+			return nil, &LayerError{Package: p, Err: err}
 		}
 		if err := linkTree(filepath.Join(ls.Dir, filepath.FromSlash(l.Dir)), filepath.Join(dir, filepath.FromSlash(l.Dir))); err != nil {
 			return nil, fmt.Errorf("build context of %s: %w", j.Key(), err)
@@ -116,6 +116,17 @@ func (ls *Layers) Context(ctx context.Context, j Job, dir string) (map[string]op
 	}
 	return out, nil
 }
+
+// LayerError is a package's layer that could not be prepared (a source archive
+// whose checksum does not match, an unreadable opam file).
+type LayerError struct {
+	Package string
+	Err     error
+}
+
+func (e *LayerError) Error() string { return fmt.Sprintf("%s: %v", e.Package, e.Err) }
+
+func (e *LayerError) Unwrap() error { return e.Err }
 
 // linkTree makes dst a copy of src made of hard links.
 func linkTree(src, dst string) error {
