@@ -224,6 +224,26 @@ func TestServicePipeline(t *testing.T) {
 		}
 	})
 
+	t.Run("rebuild of one image from its job", func(t *testing.T) {
+		jobs, err := h.engine.Query(current.Query{Op: "baseimages-build", KeyContains: "debian-12-opam-arm64", LatestOnly: true})
+		if err != nil || len(jobs) != 1 {
+			t.Fatalf("jobs of debian-12-opam-arm64: %v, %v", jobs, err)
+		}
+		before := runner.builds.Load()
+		res, err := h.engine.Rebuild(jobs[0].ID)
+		if err != nil || res.JobID == "" {
+			t.Fatalf("rebuild: %+v, %v", res, err)
+		}
+		deadline := time.Now().Add(time.Minute)
+		for runner.builds.Load() == before && time.Now().Before(deadline) {
+			time.Sleep(20 * time.Millisecond)
+		}
+		time.Sleep(500 * time.Millisecond) // what else it would start has started by now
+		if n := runner.builds.Load() - before; n != 1 {
+			t.Errorf("%d builds after rebuilding one image, want 1", n)
+		}
+	})
+
 	t.Run("a new opam repository commit republishes everything, saying why", func(t *testing.T) {
 		second := gitCommit(t, repo, "README", "new\n")
 		t1 := time.Now()
@@ -235,8 +255,8 @@ func TestServicePipeline(t *testing.T) {
 		}
 		// Steps cached by their spec: the fake runner counts calls, which the engine
 		// made again for the new commit.
-		if n := runner.builds.Load(); n != 16 {
-			t.Errorf("%d builds, want 16", n)
+		if n := runner.builds.Load(); n != 17 {
+			t.Errorf("%d builds, want 17 (8, 1 rebuilt, 8)", n)
 		}
 	})
 
