@@ -26,6 +26,9 @@ import (
 	"github.com/kiln-ci/kiln/services/internal/notify"
 )
 
+// APIPath is the submit API's path.
+const APIPath = Prefix + "/api/v1/runs"
+
 // ServiceKind is the benchmarking service as kiln serve runs it.
 var ServiceKind = host.Kind{
 	Name: "bench",
@@ -133,8 +136,16 @@ func (s *served) Start(ctx context.Context, env *host.Env) (*host.Running, error
 		return nil, fmt.Errorf("--bench-runner %q: want sandbox, host or auto", s.runner)
 	}
 	running := &host.Running{
-		Routes: map[string]http.Handler{Prefix + "/": ui, Prefix + "/api/v1/runs": api},
+		Routes: map[string]http.Handler{Prefix + "/": ui},
 		Close:  func() { st.Close() },
+	}
+	// The submit API authenticates its callers by their repository's token, as the
+	// forges' webhooks do by their signatures: it is served beside them, outside the
+	// console's access control.
+	if env.Forges != nil {
+		env.Forges.Handle("POST "+APIPath, api)
+	} else {
+		running.Routes[APIPath] = api
 	}
 	if env.Forges == nil || env.Forges.Empty() {
 		return running, nil // results come through the API only

@@ -16,24 +16,23 @@ import (
 )
 
 func TestStart(t *testing.T) {
-	withGit := &forges.Set{}
-	withGit.Add("git", &forges.Git{Repos: []forges.GitRepo{{Owner: "local", Name: "lib", Remote: t.TempDir()}}})
+	remote := t.TempDir()
 	hookFile := filepath.Join(t.TempDir(), "hook")
 	os.WriteFile(hookFile, []byte("http://127.0.0.1:9/hook\n"), 0o600)
 	cases := []struct {
 		name     string
 		args     []string
-		forges   *forges.Set
+		git      bool // a repository followed
 		errSub   string
 		pipeline bool
 	}{
-		{"API and pages only without forges", nil, &forges.Set{}, "", false},
-		{"a pipeline on the forges followed", []string{"--bench-runner", "host"}, withGit, "", true},
-		{"unknown runner", []string{"--bench-runner", "cloud"}, withGit, "want sandbox, host or auto", false},
-		{"alerts to a webhook", []string{"--bench-runner", "host", "--bench-alert", "json=" + hookFile}, withGit, "", true},
-		{"an alert without its kind", []string{"--bench-runner", "host", "--bench-alert", hookFile}, withGit, "want KIND=FILE", false},
-		{"an alert whose URL file is missing", []string{"--bench-runner", "host", "--bench-alert", "slack=/nonexistent"}, withGit, "--bench-alert", false},
-		{"a database that cannot be opened", []string{"--bench-db", "/nonexistent/dir/bench.db"}, &forges.Set{}, "bench store", false},
+		{"API and pages only without forges", nil, false, "", false},
+		{"a pipeline on the forges followed", []string{"--bench-runner", "host"}, true, "", true},
+		{"unknown runner", []string{"--bench-runner", "cloud"}, true, "want sandbox, host or auto", false},
+		{"alerts to a webhook", []string{"--bench-runner", "host", "--bench-alert", "json=" + hookFile}, true, "", true},
+		{"an alert without its kind", []string{"--bench-runner", "host", "--bench-alert", hookFile}, true, "want KIND=FILE", false},
+		{"an alert whose URL file is missing", []string{"--bench-runner", "host", "--bench-alert", "slack=/nonexistent"}, true, "--bench-alert", false},
+		{"a database that cannot be opened", []string{"--bench-db", "/nonexistent/dir/bench.db"}, false, "bench store", false},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -42,7 +41,11 @@ func TestStart(t *testing.T) {
 			if err := fs.Parse(c.args); err != nil {
 				t.Fatal(err)
 			}
-			env := &host.Env{StateDir: t.TempDir(), Forges: c.forges, Logger: quiet, Register: prometheus.NewRegistry()}
+			set := &forges.Set{}
+			if c.git {
+				set.Add("git", &forges.Git{Repos: []forges.GitRepo{{Owner: "local", Name: "lib", Remote: remote}}})
+			}
+			env := &host.Env{StateDir: t.TempDir(), Forges: set, Logger: quiet, Register: prometheus.NewRegistry()}
 			r, err := svc.Start(context.Background(), env)
 			if c.errSub != "" {
 				if err == nil || !strings.Contains(err.Error(), c.errSub) {
@@ -56,6 +59,9 @@ func TestStart(t *testing.T) {
 			defer r.Close()
 			if _, ok := r.Routes[Prefix+"/"]; !ok {
 				t.Errorf("routes %v without the pages", r.Routes)
+			}
+			if _, ok := set.Routes()["POST "+APIPath]; !ok {
+				t.Errorf("the submit API is not beside the forges' webhooks: %v", set.Routes())
 			}
 			if got := r.Pipeline != (current.Term[current.Unit]{}); got != c.pipeline {
 				t.Errorf("pipeline %v, want %v", got, c.pipeline)
