@@ -74,8 +74,11 @@ type ServiceConfig struct {
 	// Image is the repository in the registry (name, without the registry address).
 	Image  string       `yaml:"image"`
 	Health HealthConfig `yaml:"health"`
-	// Promote is auto (default) or confirm: when staging passed, production follows
-	// at once or after an admin confirms.
+	// Promote says what follows a version that passed staging: auto (default)
+	// deploys it to production at once; confirm waits for an admin (the status page's
+	// Promote button); engine makes the promotion an engine job of level dangerous,
+	// which waits for an operator's confirmation when the engine's confirm level is
+	// below that (kiln serve --confirm), and runs at once otherwise.
 	Promote    string  `yaml:"promote"`
 	Staging    *Target `yaml:"staging,omitempty"`
 	Production Target  `yaml:"production"`
@@ -293,9 +296,9 @@ func (c *Config) check() error {
 		switch s.Promote {
 		case "":
 			s.Promote = "auto"
-		case "auto", "confirm":
+		case "auto", "confirm", "engine":
 		default:
-			bad("%s.promote: %q: want auto or confirm", where, s.Promote)
+			bad("%s.promote: %q: want auto, confirm or engine", where, s.Promote)
 		}
 		if s.Forge != "" && len(strings.Split(s.Forge, "/")) != 3 {
 			bad("%s.forge: %q: want FORGE/OWNER/NAME", where, s.Forge)

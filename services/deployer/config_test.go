@@ -78,7 +78,7 @@ func TestParseConfig(t *testing.T) {
 		{name: "bad duration", edit: func(s string) string { return strings.Replace(s, "deadline: 20s", "deadline: soon", 1) },
 			want: []string{`"soon" is not a duration`}},
 		{name: "bad promote", edit: func(s string) string { return strings.Replace(s, "promote: confirm", "promote: later", 1) },
-			want: []string{`services.web.promote: "later": want auto or confirm`}},
+			want: []string{`services.web.promote: "later": want auto, confirm or engine`}},
 		{name: "several errors at once", edit: func(s string) string {
 			return strings.Replace(strings.Replace(s, dir+"/hook", dir+"/nohook", 1), "image: ocaml/web", "", 1)
 		}, want: []string{"notify[0]: url_file: open " + dir + "/nohook", "services.web.image: missing"}},

@@ -23,6 +23,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/kiln-ci/kiln/builder/docker"
+	"github.com/kiln-ci/kiln/current"
 	"github.com/kiln-ci/kiln/forge"
 	"github.com/kiln-ci/kiln/git"
 	"github.com/kiln-ci/kiln/plugins/forges"
@@ -59,7 +60,9 @@ type Deployer struct {
 	notifier *notify.Notifier
 	st       *state
 	busy     map[string]*sync.Mutex // one operation at a time per service
-	control  string                 // SSH master connections
+	// promotions waiting for the engine's confirmation (promote: engine)
+	promotions *current.Var[[]Promotion]
+	control    string // SSH master connections
 
 	wg sync.WaitGroup
 }
@@ -130,6 +133,8 @@ func New(o Options) (*Deployer, error) {
 		os.RemoveAll(control)
 		return nil, err
 	}
+	d.promotions = current.NewVar[[]Promotion]("deployer-promotions", nil)
+	d.syncPromotions()
 	return d, nil
 }
 
@@ -421,9 +426,10 @@ func (d *Deployer) release(ctx context.Context, cfg *Config, svc *ServiceConfig,
 		if err := d.deploy(ctx, cfg, svc, "staging", commit, digest, "deploy", ""); err != nil {
 			return
 		}
-		if svc.Promote == "confirm" {
+		if svc.Promote != "auto" {
 			d.st.setPending(svc.Name, &Pending{Commit: commit, Digest: digest, Since: time.Now().UTC()})
 			d.save()
+			d.syncPromotions()
 			d.notify(notify.Message{Title: svc.Name + ": " + short(commit) + " waits for promotion to production", Severity: notify.Info,
 				Fields: []notify.Field{{Name: "digest", Value: digest}}})
 			return
@@ -602,8 +608,71 @@ func (d *Deployer) Promote(ctx context.Context, service, by string) error {
 	if p == nil {
 		return fmt.Errorf("%s: nothing waits for promotion", service)
 	}
-	d.st.setPending(service, nil)
+	return d.promote(ctx, cfg, svc, p, by)
+}
+
+// promote deploys p, which waited on staging, to production. The caller holds the
+// service's lock. The engine hears that the promotion is done only afterwards: its job
+// would be cancelled as no longer wanted.
+func (d *Deployer) promote(ctx context.Context, cfg *Config, svc *ServiceConfig, p *Pending, by string) error {
+	d.st.setPending(svc.Name, nil)
+	defer d.syncPromotions()
 	return d.deploy(ctx, cfg, svc, "production", p.Commit, p.Digest, "promote", by)
+}
+
+// Promotion is a digest waiting on staging for the engine's confirmation.
+type Promotion struct {
+	Service string `json:"service"`
+	Commit  string `json:"commit"`
+	Digest  string `json:"digest"`
+}
+
+// syncPromotions gives the engine the promotions of services promoted through it.
+func (d *Deployer) syncPromotions() {
+	cfg := d.config()
+	var ps []Promotion
+	for _, svc := range cfg.Services {
+		if p := d.st.pending(svc.Name); p != nil && svc.Promote == "engine" {
+			ps = append(ps, Promotion{Service: svc.Name, Commit: p.Commit, Digest: p.Digest})
+		}
+	}
+	d.promotions.Set(ps)
+}
+
+// Pipeline is the deployer's part of the engine's pipeline: one job per promotion of a
+// service with promote: engine, of level dangerous, so that it waits for an operator's
+// confirmation in the console when the engine's confirm level is below that.
+func (d *Deployer) Pipeline() current.Term[current.Unit] {
+	op := &current.Op[Promotion, string]{
+		Name:    "deployer-promote",
+		Publish: true,
+		Level:   current.LevelDangerous,
+		Key:     func(p Promotion) string { return p.Service + "@" + p.Digest },
+		Label:   func(p Promotion) string { return "promote " + p.Service + " " + short(p.Commit) + " to production" },
+		Run: func(ctx context.Context, j *current.Job, p Promotion) (string, error) {
+			cfg := d.config()
+			svc, err := d.service(cfg, p.Service)
+			if err != nil {
+				return "", err
+			}
+			defer d.lock(p.Service)()
+			pending := d.st.pending(p.Service)
+			if pending == nil || pending.Digest != p.Digest {
+				j.Logf("%s no longer waits for promotion: nothing to do", p.Digest)
+				return "superseded", nil
+			}
+			j.Logf("promoting %s (%s) to production", short(p.Commit), p.Digest)
+			if err := d.promote(ctx, cfg, svc, pending, "console"); err != nil {
+				return "", err
+			}
+			j.Logf("live in production")
+			return "live", nil
+		},
+	}
+	return current.ListIter(d.promotions.Term(), func(p Promotion) string { return p.Service },
+		func(p current.Term[Promotion]) current.Term[current.Unit] {
+			return current.Map(current.Do(op, p), func(string) current.Unit { return current.Unit{} })
+		})
 }
 
 // CheckHealth checks every live stage once and notifies changes.

@@ -510,6 +510,48 @@ func TestEndToEnd(t *testing.T) {
 				t.Errorf("history %+v", h)
 			}
 		}},
+		{"with promote: engine, production waits for an operator's confirmation in the engine", func(t *testing.T) {
+			e, err := current.Open(current.Config{StateDir: filepath.Join(t.TempDir(), "engine"), ConfirmLevel: current.LevelAboveAverage})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer e.Close()
+			rctx, cancel := context.WithCancel(ctx)
+			done := make(chan struct{})
+			go func() { defer close(done); e.Run(rctx, w.d.Pipeline()) }()
+			defer func() { cancel(); <-done }()
+			w.change(t, func(c *Config) { c.Services[0].Promote = "engine" })
+			was, _ := get(w.production.URL + "/")
+			c := w.repo.commit(t, "v11")
+			w.d.Poll(ctx)
+			w.serves(t, w.staging, "v11")
+			var job current.JobInfo
+			for deadline := time.Now().Add(30 * time.Second); job.ID == ""; time.Sleep(100 * time.Millisecond) {
+				for _, j := range e.Jobs() {
+					if j.Op == "deployer-promote" && j.State == current.JobWaiting {
+						job = j
+					}
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("no promotion waits for confirmation: %+v", e.Jobs())
+				}
+			}
+			w.serves(t, w.production, was)
+			if err := e.Confirm(job.ID); err != nil {
+				t.Fatal(err)
+			}
+			for deadline := time.Now().Add(time.Minute); ; time.Sleep(200 * time.Millisecond) {
+				if got, _ := get(w.production.URL + "/"); got == "v11" && lastRecords(w.d, 1)[0].Outcome != OutcomeRunning {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("production does not serve v11 after the confirmation; jobs %+v", e.Jobs())
+				}
+			}
+			if h := lastRecords(w.d, 1)[0]; h.Kind != "promote" || h.By != "console" || h.Commit != c || h.Outcome != OutcomeLive {
+				t.Errorf("history %+v", h)
+			}
+		}},
 		{"a command target gets the artifact, runs its command, and is restored when its check fails", func(t *testing.T) {
 			dest := filepath.Join(t.TempDir(), "version")
 			cfg := *w.d.config()
