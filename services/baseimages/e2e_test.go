@@ -1,8 +1,11 @@
 package baseimages
 
 import (
+	"archive/tar"
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -215,19 +218,19 @@ func TestEndToEnd(t *testing.T) {
 	t.Run("docker pull and run", func(t *testing.T) {
 		config := reg.DockerConfig(t)
 		for _, c := range []struct {
-			tag, platform, want string
+			tag, platform, cmd, want string
 		}{
-			{"debian-12-ocaml-4.13", "linux/amd64", "The OCaml toplevel, version 4.13.1 opam x86_64"},
-			{"latest", "linux/arm64", "The OCaml toplevel, version 5.3.0 opam aarch64"},
+			{"debian-12-ocaml-4.13", "linux/amd64", "ocaml -version; id -un; uname -m", "The OCaml toplevel, version 4.13.1 opam x86_64"},
+			{"latest", "linux/arm64", "ocaml -version; id -un; uname -m", "The OCaml toplevel, version 5.3.0 opam aarch64"},
+			{"debian-12-opam", "linux/amd64", "opam show -f name cppo; opam repository list --short", "cppo default"},
 		} {
 			t.Run(c.tag+" "+c.platform, func(t *testing.T) {
 				ref := pub.Repository + ":" + c.tag
 				t.Cleanup(func() { exec.Command("docker", "-H", engine.Host, "rmi", "-f", ref).Run() })
 				dockerCLI(t, engine.Host, config, "pull", "--platform", c.platform, ref)
-				out := dockerCLI(t, engine.Host, config, "run", "--rm", "--network", "none", "--platform", c.platform, ref,
-					"sh", "-c", "ocaml -version; id -un; uname -m")
+				out := dockerCLI(t, engine.Host, config, "run", "--rm", "--network", "none", "--platform", c.platform, ref, "sh", "-c", c.cmd)
 				if got := strings.Join(strings.Fields(out), " "); got != c.want {
-					t.Errorf("ocaml -version; id -un; uname -m printed %q, want %q", got, c.want)
+					t.Errorf("%s printed %q, want %q", c.cmd, got, c.want)
 				}
 			})
 		}
@@ -342,4 +345,84 @@ func dockerCLI(t *testing.T, host, config string, args ...string) string {
 		t.Fatalf("docker %s: %v\n%s", args[0], err, errb.String())
 	}
 	return strings.TrimSpace(out.String())
+}
+
+// TestRebuildFromScratchSameDigest builds the Debian 12 opam image twice from the same
+// inputs, once with the cached builder and once with an empty one (every step run
+// again): the two images have the same digest.
+func TestRebuildFromScratchSameDigest(t *testing.T) {
+	testenv.Short(t, "builds an image twice")
+	h := newHarness(t)
+	gitDir, commit := smallOpamRepository(t)
+	plan := testPlan(t, "arches: [amd64]\ndistros: [{name: debian-12}]\nocaml: []\nretired-ocaml: ['4.13']")
+	if len(plan.Builds) != 1 {
+		t.Fatalf("plan of %d builds", len(plan.Builds))
+	}
+	cached := h.make(plan, nil, gitDir, commit)
+	fresh, err := builder.New(builder.Options{Root: t.TempDir(), Images: imagetest.Store(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	exp := &Exporter{Dir: t.TempDir(), Runner: LocalRunner{Builder: fresh}}
+	again, err := exp.BuildAll(context.Background(), io.MultiWriter(&h.log, buildLog), imagetest.Store(t), plan, nil, gitDir, commit, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	name := plan.Builds[0].Name()
+	if cached[name].Digest != again[name].Digest {
+		a, err := h.exp.Image(cached[name].Digest)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := exp.Image(again[name].Digest)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Errorf("%s: %s from the cached builder, %s built again; entries that differ: %v", name, cached[name].Digest, again[name].Digest, differingEntries(t, a, b))
+	}
+}
+
+// differingEntries are the files whose header or content differ between two images'
+// layers, at most 30.
+func differingEntries(t *testing.T, a, b v1.Image) []string {
+	t.Helper()
+	sums := func(img v1.Image) map[string]string {
+		out := map[string]string{}
+		ls, err := img.Layers()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, l := range ls {
+			rc, err := l.Uncompressed()
+			if err != nil {
+				t.Fatal(err)
+			}
+			tr := tar.NewReader(rc)
+			for {
+				hdr, err := tr.Next()
+				if err != nil {
+					break
+				}
+				h := sha256.New()
+				io.Copy(h, tr)
+				out[fmt.Sprintf("%d:%s", i, hdr.Name)] = fmt.Sprintf("%o %d %d %s %x", hdr.Mode, hdr.Uid, hdr.Gid, hdr.Linkname, h.Sum(nil))
+			}
+			rc.Close()
+		}
+		return out
+	}
+	sa, sb := sums(a), sums(b)
+	var out []string
+	for k, v := range sa {
+		if sb[k] != v {
+			out = append(out, k)
+		}
+	}
+	for k := range sb {
+		if _, ok := sa[k]; !ok {
+			out = append(out, k+" (new)")
+		}
+	}
+	slices.Sort(out)
+	return out[:min(len(out), 30)]
 }

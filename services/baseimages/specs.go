@@ -81,7 +81,13 @@ func opamOps() []spec.Op {
 		spec.Workdir{Path: Home},
 		spec.Copy{Src: []string{"opam-repository"}, Dst: Home + "/opam-repository"},
 		spec.Run{Shell: "opam init -a --bare --disable-sandboxing -k local default " + Home + "/opam-repository" +
-			" && opam clean -a -c --logs && rm -rf " + Home + "/.opam/log " + Home + "/.opam/download-cache"},
+			" && opam clean -a -c --logs && rm -rf " + Home + "/.opam/log " + Home + "/.opam/download-cache" +
+			// opam keeps the repository as a tar.gz of the files as it copied them (times
+			// of the build, entries in directory order): made again sorted, with fixed
+			// times and owners, so that the same repository gives the same image.
+			" && if [ -f " + Home + "/.opam/repo/default.tar.gz ]; then d=$(mktemp -d) && tar -xzf " + Home + "/.opam/repo/default.tar.gz -C $d" +
+			" && tar --sort=name --mtime=@0 --owner=opam:1000 --group=opam:1000 --format=gnu -C $d -cf - default | gzip -n -9 > " + Home + "/.opam/repo/default.tar.gz" +
+			" && rm -rf $d; fi"},
 		root,
 	}
 }
