@@ -294,6 +294,7 @@ func healthCheckPlanCmd() *cobra.Command {
 					}
 				}
 				fmt.Fprintf(w, "%s\t%s\t%d\t%d\t%s\t%d MiB\n", sw.Name, sw.Compiler, len(p.Jobs), na, took.Round(time.Millisecond), ms.HeapInuse>>20)
+				w.Flush() // each switch as it is planned: a full plan takes long
 			}
 			var ms runtime.MemStats
 			runtime.ReadMemStats(&ms)
