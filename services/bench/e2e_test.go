@@ -3,19 +3,24 @@ package bench
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/kiln-ci/kiln/builder"
 	"github.com/kiln-ci/kiln/builder/image/imagetest"
+	"github.com/kiln-ci/kiln/builder/sandbox"
+	"github.com/kiln-ci/kiln/cluster"
+	"github.com/kiln-ci/kiln/cluster/buildrun"
 	"github.com/kiln-ci/kiln/current"
 	"github.com/kiln-ci/kiln/forge"
 	"github.com/kiln-ci/kiln/forge/gitea/giteatest"
 	"github.com/kiln-ci/kiln/git"
 	"github.com/kiln-ci/kiln/internal/testenv"
+	"github.com/kiln-ci/kiln/plugins/fleetjob"
 	"github.com/kiln-ci/kiln/services/bench/store"
 	"github.com/kiln-ci/kiln/services/internal/matrix"
 )
@@ -39,25 +44,47 @@ let () =
 {\"name\": \"sort\", \"value\": %.3f, \"units\": \"ms\", \"trend\": \"lower-is-better\"}]}]}\n" fib_ms sort_ms
 `
 	makefile = "bench: bench.exe\n\t./bench.exe\n\nbench.exe: bench.ml\n\tocamlopt -o bench.exe bench.ml\n"
-	kilnYML  = "bench:\n  command: make -s bench\n  repeats: 5\n"
+	kilnYML  = "bench:\n  command: make -s bench\n  repeats: 10\n"
 )
 
 // TestEndToEnd: a real OCaml project whose make bench prints v3 JSON, built and
 // benchmarked in the Debian base image with Debian's OCaml: two commits on main, then a
 // PR on a real Gitea that makes fib 30 % slower and leaves sort as it was. The
 // pipeline follows the Gitea and benchmarks main's head and the PR, interleaved with
-// it, in the sandbox. The PR's status, its comment and the PR page flag fib only.
+// it, on a fleet pool whose worker is a benchmark slot (its steps pinned to the last
+// CPU). The PR's status, its comment and the PR page flag fib only.
 func TestEndToEnd(t *testing.T) {
 	testenv.Short(t, "builds an OCaml project in the sandbox and runs a Gitea server")
 	testenv.RequireRoot(t)
 	testenv.RequireCommand(t, "runc", "git", "tar")
 	plat := matrix.Debian("amd64")
 	base := imagetest.DebianWith(t, *plat.Debian)
-	b, err := builder.New(builder.Options{Root: t.TempDir(), Images: imagetest.Store(t)})
+	state := t.TempDir()
+	// A fleet whose pool "bench" has one worker: a benchmark slot on the last CPU.
+	slot := fmt.Sprint(runtime.NumCPU() - 1)
+	runner, err := buildrun.New(buildrun.Options{Root: filepath.Join(state, "builder"), Images: imagetest.Store(t).Root(),
+		Limits: sandbox.Limits{CPUSet: slot}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	sb := Sandbox{Builder: b, Image: base.Ref}
+	fleet, err := cluster.StartEmbedded(context.Background(), cluster.Options{StateDir: filepath.Join(state, "fleet"), Listen: "127.0.0.1:0", Pools: []string{"bench"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(fleet.Close)
+	nc, err := cluster.Connect(context.Background(), cluster.ConnOptions{URL: fleet.URL, Name: "bench-worker"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := cluster.NewWorker(nc, cluster.WorkerOptions{Name: "slot", Pool: "bench", Capacity: 1,
+		StateDir: filepath.Join(state, "worker"), Runner: runner, HealthEvery: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wctx, stopWorker := context.WithCancel(context.Background())
+	workerDone := make(chan struct{})
+	go func() { defer close(workerDone); w.Run(wctx) }()
+	t.Cleanup(func() { stopWorker(); <-workerDone; nc.Close() })
 
 	srv := giteatest.Start(t)
 	srv.CreateRepo(t, "ocaml-demo", false)
@@ -72,15 +99,14 @@ func TestEndToEnd(t *testing.T) {
 	ctx := context.Background()
 	repoName := "gitea/" + srv.Admin + "/ocaml-demo"
 	// The pipeline follows the Gitea: main's head is benchmarked, then the PR, run
-	// interleaved with it, one at a time, in the sandbox.
-	state := t.TempDir()
-	eng, err := current.Open(current.Config{StateDir: filepath.Join(state, "engine"), Logger: quiet})
+	// interleaved with it, on the fleet's benchmark slot.
+	eng, err := current.Open(current.Config{StateDir: filepath.Join(state, "engine"), Logger: quiet, Pools: fleetjob.EnginePools()})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer eng.Close()
 	p := &Pipeline{Forges: g.set, Mirrors: git.NewMirrors(filepath.Join(state, "mirrors"), git.MirrorsOptions{}), API: g.api,
-		Runner: sb, WorkDir: filepath.Join(state, "work")}
+		Fleet: &FleetRunner{Fleet: fleet.Client, Image: base.Ref}, WorkDir: filepath.Join(state, "work")}
 	runCtx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() { done <- eng.Run(runCtx, p.Term()) }()
@@ -102,10 +128,23 @@ func TestEndToEnd(t *testing.T) {
 				t.Fatalf("runs %+v", finished)
 			}
 			t.Logf("main's head and the PR benchmarked in %s", time.Since(start).Round(time.Second))
+			if m := r.Machine; m.CPUs != slot || m.Worker != "slot" || m.CPU == "" || m.Kernel == "" {
+				t.Errorf("machine of the PR's run %+v, want the worker slot's CPU %s", m, slot)
+			}
 			break
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("runs after 15 minutes: %+v", runs)
+		}
+	}
+	// The job publishes after storing the run: wait for the job's end.
+	for deadline := time.Now().Add(time.Minute); ; time.Sleep(100 * time.Millisecond) {
+		done, err := eng.Query(current.Query{Op: "bench-run", KeyContains: head, States: []current.JobState{current.JobOK, current.JobFailed}})
+		if err == nil && len(done) > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the PR's job did not end: %v", err)
 		}
 	}
 	if runs, _ := g.svc.store.Runs(ctx, store.Filter{Repo: repoName, Branch: "slower-fib"}); len(runs) != 0 {
@@ -151,6 +190,10 @@ func TestEndToEnd(t *testing.T) {
 				t.Errorf("%s: regression %v improvement %v (%s), want regression %v", r.Key, r.Regression, r.Improvement, r.Verdict, want)
 			}
 			t.Logf("%s: PR %.1f ms, base %.1f ms, %s", r.Key, r.Value, r.Base, r.Verdict)
+		}
+		pts, _ := g.svc.store.RunPoints(ctx, page.Comparison.Run.ID)
+		for _, p := range pts {
+			t.Logf("%s %s: %v", p.Key, p.Arm, p.Value.Points())
 		}
 	})
 }

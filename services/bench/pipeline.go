@@ -53,6 +53,9 @@ type Pipeline struct {
 	Target string
 	// CPUs is the benchmark slot of the jobs run here ("" for none).
 	CPUs string
+	// Fleet, when set, runs the jobs on the fleet pool each repository's bench.pool
+	// names instead of Runner.
+	Fleet *FleetRunner
 	// Hunt, when set, bisects each significant regression of a branch run to its first
 	// bad commit and alerts (its Store, Alert, BaseURL and Options are used).
 	Hunt *Hunt
@@ -180,9 +183,18 @@ func (p *Pipeline) run(ctx context.Context, j *current.Job, t Task) (int64, erro
 		}
 	}
 	j.Logf("benchmarking %s: %s, %d repeats%s", short(r.Commit), cfg.Command, cfg.Repeats, map[bool]string{true: ", interleaved with " + short(t.Base)}[job.BaseDir != ""])
-	p.slot.Lock()
-	o := p.Runner.Run(ctx, job, j)
-	p.slot.Unlock()
+	var o Outcome
+	if p.Fleet != nil {
+		o = p.Fleet.RunJob(ctx, j, cfg.Pool, r.PR > 0, job)
+		var wait *current.AwaitError
+		if errors.As(o.Err, &wait) {
+			return 0, o.Err // queued on the fleet: the engine runs this again once it starts
+		}
+	} else {
+		p.slot.Lock()
+		o = p.Runner.Run(ctx, job, j)
+		p.slot.Unlock()
+	}
 	if ctx.Err() != nil {
 		return 0, ctx.Err()
 	}

@@ -45,6 +45,9 @@ type Outcome struct {
 	Err error
 }
 
+// defaultTimeout ends one run of a benchmark that gives no timeout.
+const defaultTimeout = time.Hour
+
 // ErrTimeout is the error of a run that did not finish within the job's timeout.
 var ErrTimeout = errors.New("the benchmark did not finish in time")
 
@@ -55,7 +58,7 @@ func Run(ctx context.Context, job Job, log io.Writer) (out Outcome) {
 		job.Repeats = 1
 	}
 	if job.Timeout <= 0 {
-		job.Timeout = time.Hour
+		job.Timeout = defaultTimeout
 	}
 	if log == nil {
 		log = io.Discard

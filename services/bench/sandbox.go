@@ -17,6 +17,7 @@ import (
 	"github.com/kiln-ci/kiln/builder"
 	"github.com/kiln-ci/kiln/builder/spec"
 	"github.com/kiln-ci/kiln/services/bench/benchfmt"
+	"github.com/kiln-ci/kiln/services/bench/store"
 )
 
 // Sandbox runs benchmark jobs in the builder's sandbox on a base image (Debian's
@@ -27,8 +28,12 @@ type Sandbox struct {
 	Image   string
 }
 
-// armMarker starts the output of one run of an arm in the step's log.
-const armMarker = "## kiln-bench repeat "
+// armMarker starts the output of one run of an arm in the step's log; machineMarker
+// starts a line of the machine's state as the step sees it.
+const (
+	armMarker     = "## kiln-bench repeat "
+	machineMarker = "## kiln-bench machine "
+)
 
 // Spec is the build spec of job, whose context holds head/ and (for a PR) base/.
 func (s Sandbox) Spec(job Job, nonce string) (*spec.Spec, error) {
@@ -47,13 +52,17 @@ func (s Sandbox) Spec(job Job, nonce string) (*spec.Spec, error) {
 	}
 	// The nonce makes every job's step new: a benchmark is never replayed from the cache.
 	script := fmt.Sprintf(`: kiln-bench %s
+echo "%scpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)"
+echo "%skernel=$(uname -r)"
+echo "%sgovernor=$(cat /sys/devices/system/cpu/cpu0/cpufreq/scaling_governor 2>/dev/null || echo none exposed)"
+echo "%scpus=$(sed -n 's/^Cpus_allowed_list:[[:space:]]*//p' /proc/self/status)"
 cmd=%s
 for i in $(seq 1 %d); do
   for arm in %s; do
     echo "%s$i/%d: $arm"
     (cd /src/$arm && %s timeout %d setarch "$(uname -m)" -R sh -c "$cmd") || { echo "kiln-bench: $arm failed in repeat $i" >&2; exit 1; }
   done
-done`, nonce, shellQuote(job.Command), job.Repeats, arms, armMarker, job.Repeats, env.String(), int(job.Timeout.Seconds()))
+done`, nonce, machineMarker, machineMarker, machineMarker, machineMarker, shellQuote(job.Command), job.Repeats, arms, armMarker, job.Repeats, env.String(), int(job.Timeout.Seconds()))
 	sp := &spec.Spec{From: s.Image, Ops: []spec.Op{
 		spec.Workdir{Path: "/src"},
 		spec.Copy{Src: []string{"."}, Dst: "/src/"},
@@ -74,48 +83,20 @@ func (s Sandbox) Run(ctx context.Context, job Job, log io.Writer) (out Outcome) 
 		job.Repeats = 1
 	}
 	if job.Timeout <= 0 {
-		job.Timeout = time.Hour
+		job.Timeout = defaultTimeout
 	}
 	if log == nil {
 		log = io.Discard
 	}
-	out = Outcome{Machine: MachineState(job.CPUs)}
-	demux := &armDemux{parsers: map[string]*benchfmt.Parser{"head": benchfmt.NewParser(benchfmt.Limits{})}}
-	if job.BaseDir != "" {
-		demux.parsers["base"] = benchfmt.NewParser(benchfmt.Limits{})
-	}
-	defer func() {
-		demux.flush()
-		out.Head = demux.parsers["head"].Close()
-		if p := demux.parsers["base"]; p != nil {
-			out.Base = p.Close()
-		}
-	}()
-	dir, err := os.MkdirTemp("", "kiln-bench-context-")
+	demux := newArmDemux(job, MachineState(job.CPUs))
+	defer func() { out = demux.outcome(out.Err) }()
+	dir, sp, err := s.prepare(ctx, job)
 	if err != nil {
 		out.Err = err
 		return out
 	}
 	defer os.RemoveAll(dir)
-	trees := map[string]string{"head": job.Dir}
-	if job.BaseDir != "" {
-		trees["base"] = job.BaseDir
-	}
-	for arm, src := range trees {
-		if b, err := exec.CommandContext(ctx, "cp", "-a", src, filepath.Join(dir, arm)).CombinedOutput(); err != nil {
-			out.Err = fmt.Errorf("copy the %s tree: %v: %s", arm, err, b)
-			return out
-		}
-		os.RemoveAll(filepath.Join(dir, arm, ".git"))
-	}
-	nonce := make([]byte, 8)
-	rand.Read(nonce)
-	sp, err := s.Spec(job, hex.EncodeToString(nonce))
-	if err != nil {
-		out.Err = err
-		return out
-	}
-	ctx, cancel := context.WithTimeout(ctx, time.Duration(job.Repeats*len(trees)+1)*job.Timeout)
+	ctx, cancel := context.WithTimeout(ctx, job.total())
 	defer cancel()
 	if _, err := s.Builder.Build(ctx, sp, builder.BuildContext{Dir: dir}, io.MultiWriter(log, demux)); err != nil {
 		out.Err = fmt.Errorf("benchmark in the sandbox: %w", err)
@@ -123,12 +104,67 @@ func (s Sandbox) Run(ctx context.Context, job Job, log io.Writer) (out Outcome) 
 	return out
 }
 
+// total bounds a whole job: every run of every arm, and one more for the build.
+func (job Job) total() time.Duration {
+	arms := 1
+	if job.BaseDir != "" {
+		arms = 2
+	}
+	return time.Duration(job.Repeats*arms+1) * job.Timeout
+}
+
+// prepare makes job's build context (head/ and base/ copied, without .git) and spec.
+func (s Sandbox) prepare(ctx context.Context, job Job) (string, *spec.Spec, error) {
+	dir, err := os.MkdirTemp("", "kiln-bench-context-")
+	if err != nil {
+		return "", nil, err
+	}
+	trees := map[string]string{"head": job.Dir}
+	if job.BaseDir != "" {
+		trees["base"] = job.BaseDir
+	}
+	for arm, src := range trees {
+		if b, err := exec.CommandContext(ctx, "cp", "-a", src, filepath.Join(dir, arm)).CombinedOutput(); err != nil {
+			os.RemoveAll(dir)
+			return "", nil, fmt.Errorf("copy the %s tree: %v: %s", arm, err, b)
+		}
+		os.RemoveAll(filepath.Join(dir, arm, ".git"))
+	}
+	nonce := make([]byte, 8)
+	rand.Read(nonce)
+	sp, err := s.Spec(job, hex.EncodeToString(nonce))
+	if err != nil {
+		os.RemoveAll(dir)
+		return "", nil, err
+	}
+	return dir, sp, nil
+}
+
 // armDemux sends each line of a step's log to the parser of the arm whose run printed
-// it, as the arm markers say.
+// it, as the arm markers say, and reads the machine's state the step printed.
 type armDemux struct {
 	parsers map[string]*benchfmt.Parser
 	current *benchfmt.Parser
 	partial []byte
+	machine store.Machine
+}
+
+func newArmDemux(job Job, m store.Machine) *armDemux {
+	d := &armDemux{parsers: map[string]*benchfmt.Parser{"head": benchfmt.NewParser(benchfmt.Limits{})}, machine: m}
+	if job.BaseDir != "" {
+		d.parsers["base"] = benchfmt.NewParser(benchfmt.Limits{})
+	}
+	return d
+}
+
+// outcome ends the parsing: what each arm printed, the machine, err.
+func (d *armDemux) outcome(err error) Outcome {
+	d.flush()
+	o := Outcome{Head: d.parsers["head"].Close(), Machine: d.machine, Err: err}
+	if p := d.parsers["base"]; p != nil {
+		o.Base = p.Close()
+	}
+	return o
 }
 
 func (d *armDemux) Write(p []byte) (int, error) {
@@ -149,6 +185,20 @@ func (d *armDemux) Write(p []byte) (int, error) {
 }
 
 func (d *armDemux) line(l []byte) {
+	if i := bytes.Index(l, []byte(machineMarker)); i >= 0 {
+		k, v, _ := strings.Cut(strings.TrimSpace(string(l[i+len(machineMarker):])), "=")
+		switch k {
+		case "cpu":
+			d.machine.CPU = v
+		case "kernel":
+			d.machine.Kernel = v
+		case "governor":
+			d.machine.Governor = v
+		case "cpus":
+			d.machine.CPUs = v
+		}
+		return
+	}
 	if i := bytes.Index(l, []byte(armMarker)); i >= 0 {
 		arm := strings.TrimSpace(string(l[i+len(armMarker):]))
 		if _, a, ok := strings.Cut(arm, ": "); ok {

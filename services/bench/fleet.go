@@ -1,0 +1,48 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/kiln-ci/kiln/current"
+	"github.com/kiln-ci/kiln/plugins/fleetjob"
+	"github.com/kiln-ci/kiln/services/bench/store"
+)
+
+// FleetRunner runs benchmark jobs on a fleet pool of benchmark slots (workers started
+// with kiln worker --bench-cpus): the sandbox's spec, as a fleet job of the engine job.
+type FleetRunner struct {
+	Fleet fleetjob.Fleet
+	Image string
+}
+
+// RunJob runs job on pool for engine job j. The worker's log is followed into j;
+// once the fleet job has ended its log is read again and parsed. A failed fleet job
+// keeps nothing of what it printed.
+func (f FleetRunner) RunJob(ctx context.Context, j *current.Job, pool string, urgent bool, job Job) Outcome {
+	if job.Repeats <= 0 {
+		job.Repeats = 1
+	}
+	if job.Timeout <= 0 {
+		job.Timeout = defaultTimeout
+	}
+	demux := newArmDemux(job, store.Machine{})
+	dir, sp, err := Sandbox{Image: f.Image}.prepare(ctx, job)
+	if err != nil {
+		return demux.outcome(err)
+	}
+	defer os.RemoveAll(dir)
+	res, err := fleetjob.Run(ctx, f.Fleet, j, fleetjob.Request{Ticket: "bench", Pool: pool, Client: "bench", Spec: sp.String(),
+		SourceDir: dir, Urgent: urgent, Timeout: job.total()})
+	if err != nil {
+		return demux.outcome(fmt.Errorf("benchmark on the fleet pool %s: %w", pool, err))
+	}
+	if _, err := f.Fleet.Log(ctx, res.JobID, 0, false, io.Writer(demux)); err != nil {
+		return demux.outcome(fmt.Errorf("read the log of fleet job %s: %w", res.JobID, err))
+	}
+	o := demux.outcome(nil)
+	o.Machine.Worker = res.Worker
+	return o
+}
