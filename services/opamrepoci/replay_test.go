@@ -46,7 +46,8 @@ const replayAllEnv = "KILN_OPAMREPOCI_REPLAY_ALL"
 // opam-repository (every merge with KILN_OPAMREPOCI_REPLAY_ALL=1, every 50th
 // otherwise): analysis, lint and job plan on the default matrix, no builds. Nothing
 // may fail but what the history cannot merge; every job must name itself, read back
-// and have a spec; no reverse dependency may be a package the pull request builds.
+// and have a spec and its opam layer (in the full replay, the first job of each kind
+// and platform); no reverse dependency may be a package the pull request builds.
 // It logs the tally of kinds, problems, lint findings and jobs, and the plan time
 // per pull request.
 func TestReplaySnapshot(t *testing.T) {
@@ -135,6 +136,7 @@ func TestReplaySnapshot(t *testing.T) {
 			}
 		}
 		checkPlan(t, m.commit, p, cfg, specs)
+		checkLayers(t, m.commit, pl, gitDir, res, p, step > 1)
 		for _, j := range p.Jobs {
 			jobKinds[j.Kind]++
 		}
@@ -188,6 +190,24 @@ func checkPlan(t *testing.T, merge string, p *Plan, cfg *Config, specs *Specs) {
 			t.Errorf("merge %.12s: job %s reads back as %+v (%v)", merge, j.ID(), back, err)
 		}
 		if _, err := specs.Spec(j); err != nil {
+			t.Errorf("merge %.12s: %v", merge, err)
+		}
+	}
+}
+
+// checkLayers checks that the jobs of a plan (all, or the first of each kind and
+// platform) have their opam layers: a solution with the platform's switch in the
+// merged tree.
+func checkLayers(t *testing.T, merge string, pl *Planner, gitDir string, res *prdiff.Result, p *Plan, all bool) {
+	t.Helper()
+	seen := map[string]bool{}
+	for _, j := range p.Jobs {
+		k := j.Platform + " " + string(j.Kind)
+		if seen[k] && !all {
+			continue
+		}
+		seen[k] = true
+		if _, err := pl.LayerRequest(context.Background(), gitDir, res, j); err != nil {
 			t.Errorf("merge %.12s: %v", merge, err)
 		}
 	}
