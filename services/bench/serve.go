@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"os"
@@ -38,7 +39,8 @@ var ServiceKind = host.Kind{
 		fs.StringVar(&s.db, "bench-db", "", "the benchmark database: a postgres:// URL, or a SQLite file (default STATE/bench/bench.db)")
 		fs.StringVar(&s.target, "bench-target", "main", "the branch pull requests are compared with when not run interleaved with their base")
 		fs.Float64Var(&s.confidence, "bench-confidence", 0.99, "the confidence at which a change is reported as significant")
-		fs.StringVar(&s.runner, "bench-runner", "auto", "where benchmarks run: sandbox (the builder, with runc, on --bench-image), host, or auto (sandbox when root, runc and the image are there)")
+		fs.StringVar(&s.runner, "bench-runner", "auto", "where benchmarks run: fleet (the pool each repository's bench.pool names, served with --bench-pool), sandbox (the builder here, with runc, on --bench-image), host, or auto (sandbox when root, runc and the image are there)")
+		fs.StringArrayVar(&s.pools, "bench-pool", []string{"bench"}, "with --bench-runner fleet: the fleet pools of benchmark slots the server's fleet serves (repeatable)")
 		fs.StringVar(&s.image, "bench-image", matrix.Debian(debianArch()).Image, "base image of sandboxed benchmarks (Debian's OCaml; make it with: kiln base debian)")
 		fs.StringVar(&s.cpus, "bench-cpus", "", "pin the benchmarks run here to these CPUs (a benchmark slot, e.g. 1)")
 		fs.StringArrayVar(&s.webhooks, "bench-alert", nil, "KIND=FILE: post branch regressions, bisected to their first bad commit, to the webhook whose URL is in FILE (KIND slack or json; repeatable)")
@@ -49,7 +51,15 @@ var ServiceKind = host.Kind{
 type served struct {
 	db, target, runner, image, cpus string
 	confidence                      float64
-	webhooks                        []string
+	webhooks, pools                 []string
+}
+
+// Pools are the fleet pools the benchmarks run on, with --bench-runner fleet.
+func (s *served) Pools() []string {
+	if s.runner == "fleet" {
+		return s.pools
+	}
+	return nil
 }
 
 func debianArch() string {
@@ -130,10 +140,10 @@ func (s *served) Start(ctx context.Context, env *host.Env) (*host.Running, error
 		return nil, err
 	}
 	switch s.runner {
-	case "auto", "sandbox", "host":
+	case "auto", "sandbox", "host", "fleet":
 	default:
 		st.Close()
-		return nil, fmt.Errorf("--bench-runner %q: want sandbox, host or auto", s.runner)
+		return nil, fmt.Errorf("--bench-runner %q: want fleet, sandbox, host or auto", s.runner)
 	}
 	running := &host.Running{
 		Routes: map[string]http.Handler{Prefix + "/": ui},
@@ -150,13 +160,18 @@ func (s *served) Start(ctx context.Context, env *host.Env) (*host.Running, error
 	if env.Forges == nil || env.Forges.Empty() {
 		return running, nil // results come through the API only
 	}
-	runner, err := s.pickRunner(ctx, env)
-	if err != nil {
+	p := &Pipeline{Forges: env.Forges, Mirrors: env.Mirrors, API: api,
+		WorkDir: filepath.Join(env.StateDir, "bench", "work"), Target: s.target, CPUs: s.cpus}
+	if s.runner == "fleet" {
+		if env.Fleet == nil {
+			st.Close()
+			return nil, errors.New("--bench-runner fleet: the server has no fleet")
+		}
+		p.Fleet = &FleetRunner{Fleet: env.Fleet, Image: s.image}
+	} else if p.Runner, err = s.pickRunner(ctx, env); err != nil {
 		st.Close()
 		return nil, err
 	}
-	p := &Pipeline{Forges: env.Forges, Mirrors: env.Mirrors, API: api, Runner: runner,
-		WorkDir: filepath.Join(env.StateDir, "bench", "work"), Target: s.target, CPUs: s.cpus}
 	if len(s.webhooks) > 0 {
 		var hooks []notify.Webhook
 		for i, w := range s.webhooks {

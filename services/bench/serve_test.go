@@ -28,7 +28,8 @@ func TestStart(t *testing.T) {
 	}{
 		{"API and pages only without forges", nil, false, "", false},
 		{"a pipeline on the forges followed", []string{"--bench-runner", "host"}, true, "", true},
-		{"unknown runner", []string{"--bench-runner", "cloud"}, true, "want sandbox, host or auto", false},
+		{"unknown runner", []string{"--bench-runner", "cloud"}, true, "want fleet, sandbox, host or auto", false},
+		{"the fleet runner needs a fleet", []string{"--bench-runner", "fleet"}, true, "the server has no fleet", false},
 		{"alerts to a webhook", []string{"--bench-runner", "host", "--bench-alert", "json=" + hookFile}, true, "", true},
 		{"an alert without its kind", []string{"--bench-runner", "host", "--bench-alert", hookFile}, true, "want KIND=FILE", false},
 		{"an alert whose URL file is missing", []string{"--bench-runner", "host", "--bench-alert", "slack=/nonexistent"}, true, "--bench-alert", false},
@@ -65,6 +66,29 @@ func TestStart(t *testing.T) {
 			}
 			if got := r.Pipeline != (current.Term[current.Unit]{}); got != c.pipeline {
 				t.Errorf("pipeline %v, want %v", got, c.pipeline)
+			}
+		})
+	}
+}
+
+func TestPools(t *testing.T) {
+	cases := []struct {
+		args []string
+		want string
+	}{
+		{nil, ""},
+		{[]string{"--bench-runner", "fleet"}, "bench"},
+		{[]string{"--bench-runner", "fleet", "--bench-pool", "bench-a", "--bench-pool", "bench-b"}, "bench-a bench-b"},
+	}
+	for _, c := range cases {
+		t.Run(strings.Join(c.args, " "), func(t *testing.T) {
+			fs := pflag.NewFlagSet("serve", pflag.ContinueOnError)
+			svc := ServiceKind.Flags(fs)
+			if err := fs.Parse(c.args); err != nil {
+				t.Fatal(err)
+			}
+			if got := strings.Join(host.Pools([]host.Service{svc}), " "); got != c.want {
+				t.Errorf("pools %q, want %q", got, c.want)
 			}
 		})
 	}
