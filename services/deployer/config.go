@@ -54,6 +54,10 @@ type Host struct {
 	KnownHostsFile string `yaml:"known_hosts_file"`
 	// DockerHost is the engine's address on that machine (DOCKER_HOST); empty is the default.
 	DockerHost string `yaml:"docker_host"`
+	// DockerConfig is the docker client's folder there (DOCKER_CONFIG), where docker
+	// login keeps the registry credentials; empty is the user's ~/.docker, or for this
+	// machine the deployer's own folder in its state dir.
+	DockerConfig string `yaml:"docker_config"`
 	// Address is how kiln reaches the host's published ports for health checks
 	// (default 127.0.0.1 for this machine, the SSH host name otherwise).
 	Address string `yaml:"address"`

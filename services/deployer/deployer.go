@@ -227,6 +227,23 @@ func (d *Deployer) Close() {
 	n.Close(ctx)
 }
 
+// dockerConfig is the docker client folder of the deployer's commands on this machine.
+func (d *Deployer) dockerConfig() string { return filepath.Join(d.o.StateDir, "docker") }
+
+// buildEngine is the engine images are built with, with the deployer's client folder.
+func (d *Deployer) buildEngine(cfg *Config) *docker.Engine {
+	return &docker.Engine{Host: cfg.BuildDockerHost, Env: []string{"DOCKER_CONFIG=" + d.dockerConfig()}}
+}
+
+// host is a configured host, this machine's with the deployer's docker client folder.
+func (d *Deployer) host(cfg *Config, name string) Host {
+	h := cfg.Hosts[name]
+	if h.SSH == "" && h.DockerConfig == "" {
+		h.DockerConfig = d.dockerConfig()
+	}
+	return h
+}
+
 // closeMasters ends the SSH master connections to the hosts of cfg.
 func (d *Deployer) closeMasters(cfg *Config) {
 	for name, h := range cfg.Hosts {
@@ -346,7 +363,7 @@ func (d *Deployer) build(ctx context.Context, cfg *Config, svc *ServiceConfig, r
 	if b.State == forge.Passed && ref != "refs/heads/"+svc.Branch {
 		// Only the deployed branch's images are published; the others' layers stay in
 		// the engine's build cache. A release of the commit later builds it again.
-		if err := dockerCmd(context.WithoutCancel(ctx), &docker.Engine{Host: cfg.BuildDockerHost}, "rmi", b.Tag); err != nil {
+		if err := dockerCmd(context.WithoutCancel(ctx), d.buildEngine(cfg), "rmi", b.Tag); err != nil {
 			d.log.Warn("deployer: removing a built image", "tag", b.Tag, "err", err)
 		}
 	}
@@ -386,7 +403,7 @@ func (d *Deployer) buildImage(ctx context.Context, cfg *Config, svc *ServiceConf
 	for _, k := range sortedKeys(svc.BuildArgs) {
 		extra = append(extra, "--build-arg", k+"="+svc.BuildArgs[k])
 	}
-	e := &docker.Engine{Host: cfg.BuildDockerHost}
+	e := d.buildEngine(cfg)
 	return e.BuildDockerfile(ctx, string(df), ctxDir, tag, logf, extra...)
 }
 
@@ -409,7 +426,7 @@ func (d *Deployer) publishStatus(ctx context.Context, svc *ServiceConfig, ref, c
 // first when configured, then to production (at once, or when confirmed).
 func (d *Deployer) release(ctx context.Context, cfg *Config, svc *ServiceConfig, commit string, b *Build) {
 	d.st.setAttempted(svc.Name, commit)
-	if !(&docker.Engine{Host: cfg.BuildDockerHost}).ImageExists(ctx, b.Tag) {
+	if !d.buildEngine(cfg).ImageExists(ctx, b.Tag) {
 		// Built for another ref, or the engine lost it: build it again.
 		if b = d.build(ctx, cfg, svc, "refs/heads/"+svc.Branch, commit); b.State != forge.Passed {
 			d.finish(svc, "publish", commit, "", time.Now(), fmt.Errorf("build %s again: %s", short(commit), b.Message))
@@ -444,7 +461,7 @@ func (d *Deployer) publish(ctx context.Context, cfg *Config, svc *ServiceConfig,
 	if err != nil {
 		return "", err
 	}
-	e := &docker.Engine{Host: cfg.BuildDockerHost}
+	e := d.buildEngine(cfg)
 	dir, err := os.MkdirTemp(d.o.StateDir, "image-")
 	if err != nil {
 		return "", err
@@ -483,12 +500,12 @@ func (d *Deployer) stageOf(cfg *Config, svc *ServiceConfig, name string) (*stage
 	} else if name != "production" {
 		return nil, fmt.Errorf("no stage %q (staging or production)", name)
 	}
-	r := &runner{name: t.Host, h: cfg.Hosts[t.Host], log: d.log, control: d.control}
+	r := &runner{name: t.Host, h: d.host(cfg, t.Host), log: d.log, control: d.control}
 	s := &stage{name: name, t: t, r: r, health: svc.Health,
 		logf: func(format string, args ...any) {
 			d.log.Info("deployer: "+fmt.Sprintf(format, args...), "service", svc.Name, "stage", name)
 		},
-		build: &runner{name: "build", h: Host{DockerHost: cfg.BuildDockerHost}, log: d.log},
+		build: &runner{name: "build", h: Host{DockerHost: cfg.BuildDockerHost, DockerConfig: d.dockerConfig()}, log: d.log},
 		tmp:   d.o.StateDir,
 	}
 	if cfg.Registry.CredentialsFile != "" {

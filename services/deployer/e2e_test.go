@@ -128,8 +128,10 @@ func newWorld(t testing.TB) *world {
 		Poll: Duration(time.Hour), HealthEvery: Duration(time.Hour), AdminTokenFile: filepath.Join(dir, "admin"),
 		BuildDockerHost: engine.Host,
 		Registry:        RegistryConfig{Address: reg.Addr, CredentialsFile: reg.CredentialsFile, Insecure: true},
+		// The remote docker client's own folder: docker login keeps the test registry's
+		// credentials there, not in root's ~/.docker.
 		Hosts: map[string]Host{"remote": {SSH: "root@" + w.ssh.Addr, KeyFile: w.ssh.KeyFile, KnownHostsFile: w.ssh.KnownHosts,
-			DockerHost: engine.Host}},
+			DockerHost: engine.Host, DockerConfig: filepath.Join(dir, "docker-client")}},
 		Notify: []notify.Webhook{{Name: "test", Kind: notify.JSON, URLFile: filepath.Join(dir, "hook")}},
 		Services: []ServiceConfig{{Name: "web", Repo: w.repo.Dir, Branch: "main", Image: "deployer-test/web-" + suffix, Forge: "test/me/web",
 			Health:  HealthConfig{Path: "/health", Expect: "ok", Deadline: Duration(8 * time.Second)},

@@ -67,13 +67,13 @@ func (r *runner) output(ctx context.Context, stdin io.Reader, argv ...string) (s
 	if r.h.SSH == "" {
 		cmd = exec.CommandContext(ctx, argv[0], argv[1:]...)
 		cmd.Env = os.Environ()
-		if argv[0] == "docker" && r.h.DockerHost != "" {
-			cmd.Env = append(cmd.Env, "DOCKER_HOST="+r.h.DockerHost)
+		if argv[0] == "docker" {
+			cmd.Env = append(cmd.Env, r.h.dockerEnv()...)
 		}
 	} else {
 		remote := argv
-		if argv[0] == "docker" && r.h.DockerHost != "" {
-			remote = append([]string{"env", "DOCKER_HOST=" + r.h.DockerHost}, argv...)
+		if env := r.h.dockerEnv(); argv[0] == "docker" && len(env) > 0 {
+			remote = append(append([]string{"env"}, env...), argv...)
 		}
 		cmd = exec.CommandContext(ctx, "ssh", append(r.sshArgs(), "--", shellQuote(remote))...)
 	}
@@ -157,6 +157,18 @@ func (r *runner) writeFile(ctx context.Context, path string, content []byte) err
 // readFile reads path on the host, byte for byte; a missing file is empty.
 func (r *runner) readFile(ctx context.Context, path string) (string, error) {
 	return r.output(ctx, nil, "sh", "-c", `if [ -e "$1" ]; then cat "$1"; fi`, "sh", path)
+}
+
+// dockerEnv is the environment of the host's docker commands.
+func (h Host) dockerEnv() []string {
+	var env []string
+	if h.DockerHost != "" {
+		env = append(env, "DOCKER_HOST="+h.DockerHost)
+	}
+	if h.DockerConfig != "" {
+		env = append(env, "DOCKER_CONFIG="+h.DockerConfig)
+	}
+	return env
 }
 
 // shellQuote makes argv one POSIX shell command line.

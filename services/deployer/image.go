@@ -21,6 +21,7 @@ func dockerCmd(ctx context.Context, e *docker.Engine, args ...string) error {
 	if e.Host != "" {
 		cmd.Env = append(cmd.Env, "DOCKER_HOST="+e.Host)
 	}
+	cmd.Env = append(cmd.Env, e.Env...)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("docker %s: %v: %s", args[0], err, lastLines(string(out), 5))
 	}
