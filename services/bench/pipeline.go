@@ -217,6 +217,10 @@ func (p *Pipeline) run(ctx context.Context, j *current.Job, t Task) (int64, erro
 
 // hunt bisects a branch regression in the repository's mirror, logging the outcome.
 func (p *Pipeline) hunt(ctx context.Context, j *current.Job, r forge.Ref, job Job, c Comparison) {
+	if p.Runner == nil {
+		j.Logf("a significant regression; its bisection runs probes on this server, not on the fleet: not bisected")
+		return
+	}
 	repo, err := p.Mirrors.Repo(ctx, r.Remote)
 	if err != nil {
 		j.Logf("no bisection: %v", err)
