@@ -27,6 +27,9 @@ type Config struct {
 	Lint             LintConfig        `yaml:"lint" json:"lint"`
 	// TestCommands run after the build and tests of every platform variant, in order.
 	TestCommands []string `yaml:"test-commands" json:"test_commands,omitempty"`
+	// Bench is the benchmarking service's section of the same file; that service
+	// reads and checks it, ocaml-ci accepts it as it is.
+	Bench yaml.Node `yaml:"bench" json:"-"`
 }
 
 // PlatformSelection changes the server's platform matrix for one repository.

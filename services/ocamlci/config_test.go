@@ -18,6 +18,8 @@ lint:
   fmt: false
 test-commands:
   - dune build @slow
+bench:
+  command: make bench
 `))
 	if err != nil {
 		t.Fatal(err)
