@@ -13,6 +13,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/kiln-ci/kiln/opam"
 	"github.com/kiln-ci/kiln/opam/repository"
 	"github.com/kiln-ci/kiln/services/healthcheck"
 )
@@ -243,6 +244,7 @@ func healthCheckChange(cmd *cobra.Command, path string, body any) error {
 func healthCheckPlanCmd() *cobra.Command {
 	var repo, config, rev string
 	var all bool
+	var sample int
 	c := &cobra.Command{
 		Use:   "plan",
 		Short: "Solve every package on every switch of a configuration and print counts, time and memory, without building",
@@ -270,6 +272,9 @@ func healthCheckPlanCmd() *cobra.Command {
 			}
 			loaded := time.Since(start)
 			pkgs := healthcheck.Select(r, all || cfg.Versions == "all")
+			if sample > 1 {
+				pkgs = sampleNames(pkgs, sample)
+			}
 			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
 			fmt.Fprintf(w, "repository %.12s: %d package versions loaded in %s; %d selected (%s)\n\n",
 				commit, r.Len(), loaded.Round(time.Millisecond), len(pkgs), map[bool]string{true: "all versions", false: "latest versions"}[all || cfg.Versions == "all"])
@@ -306,5 +311,23 @@ func healthCheckPlanCmd() *cobra.Command {
 	c.Flags().StringVar(&config, "config", "health-check.yaml", "the health check's configuration (see docs/health-check.md)")
 	c.Flags().StringVar(&rev, "rev", "", "the commit or branch to plan (default: the configuration's branch)")
 	c.Flags().BoolVar(&all, "all", false, "every version of each package, whatever the configuration says")
+	c.Flags().IntVar(&sample, "sample", 0, "plan the versions of one package name in N only (the 1st, the N+1th, … by name), for an estimate")
 	return c
+}
+
+// sampleNames keeps the versions of one package name in n.
+func sampleNames(pkgs []opam.Package, n int) []opam.Package {
+	var out []opam.Package
+	i := -1
+	var last opam.PackageName
+	for _, p := range pkgs {
+		if p.Name != last {
+			last = p.Name
+			i++
+		}
+		if i%n == 0 {
+			out = append(out, p)
+		}
+	}
+	return out
 }
