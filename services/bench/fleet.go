@@ -16,6 +16,8 @@ import (
 type FleetRunner struct {
 	Fleet fleetjob.Fleet
 	Image string
+	// Deps, when set, installs the opam dependencies first, as Sandbox.Deps.
+	Deps *Deps
 }
 
 // RunJob runs job on pool for engine job j. The worker's log is followed into j;
@@ -29,7 +31,7 @@ func (f FleetRunner) RunJob(ctx context.Context, j *current.Job, pool string, ur
 		job.Timeout = defaultTimeout
 	}
 	demux := newArmDemux(job, store.Machine{})
-	dir, sp, err := Sandbox{Image: f.Image}.prepare(ctx, job)
+	dir, sp, err := Sandbox{Image: f.Image, Deps: f.Deps}.prepare(ctx, job, j)
 	if err != nil {
 		return demux.outcome(err)
 	}

@@ -18,6 +18,7 @@ import (
 	"github.com/kiln-ci/kiln/builder/spec"
 	"github.com/kiln-ci/kiln/services/bench/benchfmt"
 	"github.com/kiln-ci/kiln/services/bench/store"
+	"github.com/kiln-ci/kiln/services/internal/opamenv"
 )
 
 // Sandbox runs benchmark jobs in the builder's sandbox on a base image (Debian's
@@ -26,6 +27,9 @@ import (
 type Sandbox struct {
 	Builder *builder.Builder
 	Image   string
+	// Deps, when set, installs the opam dependencies of the head's opam files in a
+	// layer of their own, before the benchmark's step.
+	Deps *Deps
 }
 
 // armMarker starts the output of one run of an arm in the step's log; machineMarker
@@ -35,8 +39,9 @@ const (
 	machineMarker = "## kiln-bench machine "
 )
 
-// Spec is the build spec of job, whose context holds head/ and (for a PR) base/.
-func (s Sandbox) Spec(job Job, nonce string) (*spec.Spec, error) {
+// Spec is the build spec of job, whose context holds head/ and (for a PR) base/, and
+// the opam layer deps (nil: none) installs first.
+func (s Sandbox) Spec(job Job, nonce string, deps *opamenv.Layer) (*spec.Spec, error) {
 	var env strings.Builder
 	keys := make([]string, 0, len(job.Env))
 	for k := range job.Env {
@@ -63,11 +68,14 @@ for i in $(seq 1 %d); do
     (cd /src/$arm && %s timeout %d setarch "$(uname -m)" -R sh -c "$cmd") || { echo "kiln-bench: $arm failed in repeat $i" >&2; exit 1; }
   done
 done`, nonce, machineMarker, machineMarker, machineMarker, machineMarker, shellQuote(job.Command), job.Repeats, arms, armMarker, job.Repeats, env.String(), int(job.Timeout.Seconds()))
-	sp := &spec.Spec{From: s.Image, Ops: []spec.Op{
+	sp := &spec.Spec{From: s.Image}
+	if deps != nil {
+		sp.Ops = append(deps.Setup(), deps.InstallOp())
+	}
+	sp.Ops = append(sp.Ops,
 		spec.Workdir{Path: "/src"},
-		spec.Copy{Src: []string{"."}, Dst: "/src/"},
-		spec.Run{Shell: script},
-	}}
+		spec.Copy{Src: []string{"."}, Dst: "/src/", Exclude: []string{opamenv.ContextDir}},
+		spec.Run{Shell: script})
 	if err := sp.Validate(); err != nil {
 		return nil, fmt.Errorf("bench spec: %w", err)
 	}
@@ -90,7 +98,7 @@ func (s Sandbox) Run(ctx context.Context, job Job, log io.Writer) (out Outcome) 
 	}
 	demux := newArmDemux(job, MachineState(job.CPUs))
 	defer func() { out = demux.outcome(out.Err) }()
-	dir, sp, err := s.prepare(ctx, job)
+	dir, sp, err := s.prepare(ctx, job, log)
 	if err != nil {
 		out.Err = err
 		return out
@@ -113,8 +121,9 @@ func (job Job) total() time.Duration {
 	return time.Duration(job.Repeats*arms+1) * job.Timeout
 }
 
-// prepare makes job's build context (head/ and base/ copied, without .git) and spec.
-func (s Sandbox) prepare(ctx context.Context, job Job) (string, *spec.Spec, error) {
+// prepare makes job's build context (head/ and base/ copied, without .git; the opam
+// layer of the head's dependencies with Deps) and spec.
+func (s Sandbox) prepare(ctx context.Context, job Job, log io.Writer) (string, *spec.Spec, error) {
 	dir, err := os.MkdirTemp("", "kiln-bench-context-")
 	if err != nil {
 		return "", nil, err
@@ -130,9 +139,16 @@ func (s Sandbox) prepare(ctx context.Context, job Job) (string, *spec.Spec, erro
 		}
 		os.RemoveAll(filepath.Join(dir, arm, ".git"))
 	}
+	var layer *opamenv.Layer
+	if s.Deps != nil {
+		if layer, err = s.Deps.Layer(ctx, dir, filepath.Join(dir, "head"), log); err != nil {
+			os.RemoveAll(dir)
+			return "", nil, fmt.Errorf("the opam layer of the dependencies: %w", err)
+		}
+	}
 	nonce := make([]byte, 8)
 	rand.Read(nonce)
-	sp, err := s.Spec(job, hex.EncodeToString(nonce))
+	sp, err := s.Spec(job, hex.EncodeToString(nonce), layer)
 	if err != nil {
 		os.RemoveAll(dir)
 		return "", nil, err

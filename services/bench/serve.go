@@ -25,6 +25,8 @@ import (
 	"github.com/kiln-ci/kiln/services/host"
 	"github.com/kiln-ci/kiln/services/internal/matrix"
 	"github.com/kiln-ci/kiln/services/internal/notify"
+	"github.com/kiln-ci/kiln/services/internal/opamenv"
+	"github.com/kiln-ci/kiln/services/internal/opamrepo"
 )
 
 // APIPath is the submit API's path.
@@ -43,6 +45,8 @@ var ServiceKind = host.Kind{
 		fs.StringArrayVar(&s.pools, "bench-pool", []string{"bench"}, "with --bench-runner fleet: the fleet pools of benchmark slots the server's fleet serves (repeatable)")
 		fs.StringVar(&s.image, "bench-image", matrix.Debian(debianArch()).Image, "base image of sandboxed benchmarks (Debian's OCaml; make it with: kiln base debian)")
 		fs.StringVar(&s.cpus, "bench-cpus", "", "pin the benchmarks run here to these CPUs (a benchmark slot, e.g. 1)")
+		fs.StringVar(&s.opamRepo, "bench-opam-repository", "", "git directory of an opam-repository clone: the dependencies of a benchmarked project's opam files are installed from it in a cached layer before the benchmark (sandbox and fleet runners)")
+		fs.StringVar(&s.opamBranch, "bench-opam-branch", "master", "branch of --bench-opam-repository followed")
 		fs.StringArrayVar(&s.webhooks, "bench-alert", nil, "KIND=FILE: post branch regressions, bisected to their first bad commit, to the webhook whose URL is in FILE (KIND slack or json; repeatable)")
 		return s
 	},
@@ -50,6 +54,7 @@ var ServiceKind = host.Kind{
 
 type served struct {
 	db, target, runner, image, cpus string
+	opamRepo, opamBranch            string
 	confidence                      float64
 	webhooks, pools                 []string
 }
@@ -67,6 +72,22 @@ func debianArch() string {
 		return runtime.GOARCH
 	}
 	return "amd64"
+}
+
+// deps installs the benchmarked projects' opam dependencies from --bench-opam-repository;
+// nil without it.
+func (s *served) deps(env *host.Env) (*Deps, error) {
+	if s.opamRepo == "" {
+		return nil, nil
+	}
+	archives, err := opamenv.NewArchives(filepath.Join(env.StateDir, "bench", "opam-archives"),
+		opamenv.ArchivesOptions{Logger: env.Logger, Register: env.Register})
+	if err != nil {
+		return nil, fmt.Errorf("--bench-opam-repository: %w", err)
+	}
+	plat := matrix.Debian(debianArch())
+	plat.Image = s.image
+	return &Deps{Opam: &opamrepo.Repository{GitDir: s.opamRepo, Branch: s.opamBranch}, Archives: archives, Platform: plat}, nil
 }
 
 // pickRunner is the runner --bench-runner asks for.
@@ -105,7 +126,11 @@ func (s *served) pickRunner(ctx context.Context, env *host.Env) (Runner, error) 
 		env.Logger.Warn("benchmarks run on the host", "why_not_sandboxed", why)
 		return HostRunner{}, nil
 	}
-	return Sandbox{Builder: b, Image: s.image}, nil
+	deps, err := s.deps(env)
+	if err != nil {
+		return nil, err
+	}
+	return Sandbox{Builder: b, Image: s.image, Deps: deps}, nil
 }
 
 // Start opens the database and serves the pages and the submit API.
@@ -167,7 +192,12 @@ func (s *served) Start(ctx context.Context, env *host.Env) (*host.Running, error
 			st.Close()
 			return nil, errors.New("--bench-runner fleet: the server has no fleet")
 		}
-		p.Fleet = &FleetRunner{Fleet: env.Fleet, Image: s.image}
+		deps, err := s.deps(env)
+		if err != nil {
+			st.Close()
+			return nil, err
+		}
+		p.Fleet = &FleetRunner{Fleet: env.Fleet, Image: s.image, Deps: deps}
 	} else if p.Runner, err = s.pickRunner(ctx, env); err != nil {
 		st.Close()
 		return nil, err
