@@ -4,10 +4,8 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/url"
 	"path/filepath"
-	"strconv"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -130,23 +128,30 @@ func StartNATS(stateDir, listen string, auth *NATSAuth, log *slog.Logger) (*serv
 	if listen == "" {
 		listen = "127.0.0.1:4222"
 	}
-	host, portS, err := net.SplitHostPort(listen)
+	host, port, err := splitHostPort("listen", listen)
 	if err != nil {
-		return nil, fmt.Errorf("embedded NATS: listen address %q: %w", listen, err)
-	}
-	port, err := strconv.Atoi(portS)
-	if err != nil {
-		return nil, fmt.Errorf("embedded NATS: listen port %q: %w", portS, err)
-	}
-	if port == 0 {
-		port = server.RANDOM_PORT
+		return nil, fmt.Errorf("embedded NATS: %w", err)
 	}
 	storeDir := filepath.Join(stateDir, "nats")
 	if err := checkStore(storeDir, log); err != nil {
 		return nil, err
 	}
-	opts := &server.Options{
-		ServerName:         "kiln",
+	opts := natsOptions("kiln", host, port, storeDir)
+	if auth != nil {
+		opts.CustomClientAuthentication = auth
+	}
+	srv, err := runNATS(opts, log)
+	if err != nil {
+		return nil, fmt.Errorf("embedded NATS on %s: %w", listen, err)
+	}
+	log.Info("embedded NATS started", "url", srv.ClientURL(), "store", opts.StoreDir)
+	return srv, nil
+}
+
+// natsOptions are the settings of every NATS server kiln runs: JetStream on in storeDir.
+func natsOptions(name, host string, port int, storeDir string) *server.Options {
+	return &server.Options{
+		ServerName:         name,
 		Host:               host,
 		Port:               port,
 		JetStream:          true,
@@ -159,20 +164,20 @@ func StartNATS(stateDir, listen string, auth *NATSAuth, log *slog.Logger) (*serv
 		// fleet's size, not a default of 1,000, bounds them.
 		JetStreamLimits: server.JSLimitOpts{DefaultMaxConsumers: -1},
 	}
-	if auth != nil {
-		opts.CustomClientAuthentication = auth
-	}
+}
+
+// runNATS starts a NATS server and waits until it takes clients.
+func runNATS(opts *server.Options, log *slog.Logger) (*server.Server, error) {
 	srv, err := server.NewServer(opts)
 	if err != nil {
-		return nil, fmt.Errorf("embedded NATS: %w", err)
+		return nil, err
 	}
 	srv.SetLoggerV2(natsLog{log.With("part", "nats")}, false, false, false)
 	go srv.Start()
 	if !srv.ReadyForConnections(15 * time.Second) {
 		srv.Shutdown()
-		return nil, fmt.Errorf("embedded NATS on %s did not start within 15s (store %s)", listen, storeDir)
+		return nil, fmt.Errorf("did not start within 15s (store %s)", opts.StoreDir)
 	}
-	log.Info("embedded NATS started", "url", srv.ClientURL(), "store", opts.StoreDir)
 	return srv, nil
 }
 

@@ -174,29 +174,7 @@ func TestFleetSchedulerRestartLosesNothing(t *testing.T) {
 			t.Logf("job %d ran %d times: %v", i, j.Attempt, j.History)
 		}
 	}
-	// no job ran twice at once: per job, starts and ends alternate
-	b, err := os.ReadFile(trace)
-	if err != nil {
-		t.Fatal(err)
-	}
-	open := map[string]bool{}
-	runs := map[string]int{}
-	for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
-		what, id, _ := strings.Cut(line, " ")
-		switch what {
-		case "start":
-			if open[id] {
-				t.Fatalf("job %s started again while running:\n%s", id, b)
-			}
-			open[id] = true
-			runs[id]++
-		case "end":
-			open[id] = false
-		}
-	}
-	if len(runs) != len(ids) {
-		t.Fatalf("%d jobs ran, want %d", len(runs), len(ids))
-	}
+	checkTrace(t, trace, len(ids))
 }
 
 func TestFleetPauseWithDrain(t *testing.T) {

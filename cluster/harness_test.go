@@ -258,3 +258,32 @@ func processRuns(pid int) bool {
 	i := strings.LastIndexByte(string(b), ')')
 	return i < 0 || i+2 >= len(b) || b[i+2] != 'Z'
 }
+
+// checkTrace reads a trace of "start ID" and "end ID" lines written by jobs and fails
+// when a job started again while it ran or when not n jobs ran; it returns the runs per job.
+func checkTrace(t *testing.T, trace string, n int) map[string]int {
+	t.Helper()
+	b, err := os.ReadFile(trace)
+	if err != nil {
+		t.Fatal(err)
+	}
+	open := map[string]bool{}
+	runs := map[string]int{}
+	for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		what, id, _ := strings.Cut(line, " ")
+		switch what {
+		case "start":
+			if open[id] {
+				t.Fatalf("job %s started again while running:\n%s", id, b)
+			}
+			open[id] = true
+			runs[id]++
+		case "end":
+			open[id] = false
+		}
+	}
+	if len(runs) != n {
+		t.Fatalf("%d jobs ran, want %d", len(runs), n)
+	}
+	return runs
+}

@@ -23,6 +23,16 @@ type SchedulerOptions struct {
 	Policy      Policy   // zero fields take DefaultPolicy's values
 	Logger      *slog.Logger
 	Registry    prometheus.Registerer // metrics go here when set
+	// Replicas is how many NATS nodes keep each of the fleet's streams and buckets:
+	// 1 (the default) on a single node, 3 on a 3-node cluster.
+	Replicas int
+	// LeaderLease is how long a scheduler of StartHA leads without renewing its lease
+	// (default 10s); a standby takes over at most this long after the leader dies.
+	LeaderLease time.Duration
+	// ID names this scheduler in the leader lease (default host name and process id).
+	ID string
+
+	metrics *schedMetrics // kept across the terms of a StartHA scheduler
 }
 
 // Scheduler queues jobs per pool and places them on workers. Its state lives in JetStream,
@@ -75,23 +85,29 @@ func (o *SchedulerOptions) fill() {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
+	if o.Replicas <= 0 {
+		o.Replicas = 1
+	}
+	if o.LeaderLease <= 0 {
+		o.LeaderLease = 10 * time.Second
+	}
 }
 
 // ensureStreams creates the fleet's JetStream streams and buckets when missing.
-func ensureStreams(ctx context.Context, js jetstream.JetStream) (jobs, state jetstream.KeyValue, err error) {
-	jobs, err = js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: bucketJobs, History: 1, TTL: 30 * 24 * time.Hour, Storage: jetstream.FileStorage})
+func ensureStreams(ctx context.Context, js jetstream.JetStream, replicas int) (jobs, state jetstream.KeyValue, err error) {
+	jobs, err = js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: bucketJobs, History: 1, TTL: 30 * 24 * time.Hour, Storage: jetstream.FileStorage, Replicas: replicas})
 	if err != nil {
 		return nil, nil, fmt.Errorf("bucket %s: %w", bucketJobs, err)
 	}
-	state, err = js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: bucketState, History: 1, Storage: jetstream.FileStorage})
+	state, err = js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: bucketState, History: 1, Storage: jetstream.FileStorage, Replicas: replicas})
 	if err != nil {
 		return nil, nil, fmt.Errorf("bucket %s: %w", bucketState, err)
 	}
 	if _, err = js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{Name: streamLogs, Subjects: []string{subjLog + "*"},
-		MaxAge: 14 * 24 * time.Hour, Storage: jetstream.FileStorage, MaxMsgSize: maxMessageSize}); err != nil {
+		MaxAge: 14 * 24 * time.Hour, Storage: jetstream.FileStorage, MaxMsgSize: maxMessageSize, Replicas: replicas}); err != nil {
 		return nil, nil, fmt.Errorf("stream %s: %w", streamLogs, err)
 	}
-	if _, err = js.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{Bucket: bucketSources, MaxBytes: -1, TTL: 30 * 24 * time.Hour, Storage: jetstream.FileStorage}); err != nil {
+	if _, err = js.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{Bucket: bucketSources, MaxBytes: -1, TTL: 30 * 24 * time.Hour, Storage: jetstream.FileStorage, Replicas: replicas}); err != nil {
 		return nil, nil, fmt.Errorf("object store %s: %w", bucketSources, err)
 	}
 	return jobs, state, nil
@@ -109,6 +125,9 @@ func StartScheduler(ctx context.Context, nc *nats.Conn, opts SchedulerOptions) (
 			return nil, fmt.Errorf("scheduler: %q is not a pool name", p)
 		}
 	}
+	if opts.metrics == nil {
+		opts.metrics = newSchedMetrics(opts.Registry)
+	}
 	if m, err := nc.Request(subjAPI+"pools", []byte("{}"), time.Second); err == nil && len(m.Data) > 0 {
 		return nil, errors.New("scheduler: another scheduler already serves this NATS account")
 	}
@@ -116,12 +135,12 @@ func StartScheduler(ctx context.Context, nc *nats.Conn, opts SchedulerOptions) (
 	if err != nil {
 		return nil, fmt.Errorf("jetstream: %w", err)
 	}
-	jobs, state, err := ensureStreams(ctx, js)
+	jobs, state, err := ensureStreams(ctx, js, opts.Replicas)
 	if err != nil {
 		return nil, err
 	}
 	s := &Scheduler{opts: opts, nc: nc, js: js, jobs: jobs, kv: state, log: opts.Logger.With("part", "scheduler"),
-		ops: make(chan func(), 1024), ctl: make(chan func(), 1024), dirty: map[string]*Job{}, pending: map[string][]chan error{}, m: newSchedMetrics(opts.Registry), sem: make(chan struct{}, 8192), stopped: make(chan struct{})}
+		ops: make(chan func(), 1024), ctl: make(chan func(), 1024), dirty: map[string]*Job{}, pending: map[string][]chan error{}, m: opts.metrics, sem: make(chan struct{}, 8192), stopped: make(chan struct{})}
 	s.c = newCore(opts.Policy, opts.Pools, time.Now, hooks{
 		assign:   s.sendAssign,
 		cancel:   s.sendCancel,

@@ -1,0 +1,220 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// bucketLeader holds the scheduler leader lease: key keyLeader, whose value names the leader.
+const (
+	bucketLeader = "KILN_FLEET_LEADER"
+	keyLeader    = "scheduler"
+)
+
+type leaderMetrics struct {
+	leader      prometheus.Gauge
+	changes     prometheus.Counter
+	renewFailed prometheus.Counter
+}
+
+func newLeaderMetrics(reg prometheus.Registerer) *leaderMetrics {
+	m := &leaderMetrics{
+		leader:      prometheus.NewGauge(prometheus.GaugeOpts{Name: "kiln_cluster_scheduler_leader", Help: "1 while this scheduler holds the leader lease, else 0."}),
+		changes:     prometheus.NewCounter(prometheus.CounterOpts{Name: "kiln_cluster_scheduler_leader_changes_total", Help: "Times this scheduler took or gave up the lead."}),
+		renewFailed: prometheus.NewCounter(prometheus.CounterOpts{Name: "kiln_cluster_scheduler_lease_renewals_failed_total", Help: "Leader lease renewals that failed."}),
+	}
+	if reg != nil {
+		for _, c := range []prometheus.Collector{m.leader, m.changes, m.renewFailed} {
+			_ = reg.Register(c)
+		}
+	}
+	return m
+}
+
+// HAScheduler is one of several schedulers of a fleet: it runs a Scheduler while it holds
+// the leader lease (a key in the JetStream bucket KILN_FLEET_LEADER, created and renewed
+// with revision checks, that lapses after SchedulerOptions.LeaderLease) and stands by
+// otherwise.
+type HAScheduler struct {
+	opts   SchedulerOptions
+	nc     *nats.Conn
+	kv     jetstream.KeyValue
+	log    *slog.Logger
+	m      *leaderMetrics
+	cancel context.CancelFunc
+	done   chan struct{}
+
+	mu      sync.Mutex
+	current *Scheduler // non-nil while leading
+}
+
+// LeaderInfo says which scheduler holds the lead.
+type LeaderInfo struct {
+	ID       string    `json:"id"`
+	Revision uint64    `json:"revision"`
+	Renewed  time.Time `json:"renewed"`
+}
+
+func leaderBucket(ctx context.Context, js jetstream.JetStream, lease time.Duration, replicas int) (jetstream.KeyValue, error) {
+	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: bucketLeader, History: 1, TTL: lease, Storage: jetstream.FileStorage, Replicas: replicas})
+	if err != nil {
+		return nil, fmt.Errorf("bucket %s: %w", bucketLeader, err)
+	}
+	return kv, nil
+}
+
+// CurrentLeader reads the leader lease; ok is false when no scheduler leads.
+func CurrentLeader(ctx context.Context, nc *nats.Conn) (info LeaderInfo, ok bool, err error) {
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return info, false, fmt.Errorf("jetstream: %w", err)
+	}
+	kv, err := js.KeyValue(ctx, bucketLeader)
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		return info, false, nil
+	} else if err != nil {
+		return info, false, fmt.Errorf("bucket %s: %w", bucketLeader, err)
+	}
+	e, err := kv.Get(ctx, keyLeader)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return info, false, nil
+	} else if err != nil {
+		return info, false, fmt.Errorf("read leader lease: %w", err)
+	}
+	return LeaderInfo{ID: string(e.Value()), Revision: e.Revision(), Renewed: e.Created()}, true, nil
+}
+
+// StartHA starts a scheduler that leads while it holds the lease and stands by otherwise,
+// until ctx ends or Stop is called.
+func StartHA(ctx context.Context, nc *nats.Conn, opts SchedulerOptions) (*HAScheduler, error) {
+	opts.fill()
+	if opts.ID == "" {
+		host, _ := os.Hostname()
+		opts.ID = fmt.Sprintf("%s-%d-%s", host, os.Getpid(), newID()[:6])
+	}
+	opts.metrics = newSchedMetrics(opts.Registry)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, fmt.Errorf("jetstream: %w", err)
+	}
+	kv, err := leaderBucket(ctx, js, opts.LeaderLease, opts.Replicas)
+	if err != nil {
+		return nil, err
+	}
+	rctx, cancel := context.WithCancel(ctx)
+	h := &HAScheduler{opts: opts, nc: nc, kv: kv, log: opts.Logger.With("part", "scheduler", "id", opts.ID), m: newLeaderMetrics(opts.Registry), cancel: cancel, done: make(chan struct{})}
+	go h.run(rctx)
+	return h, nil
+}
+
+// ID is the name this scheduler leads under.
+func (h *HAScheduler) ID() string { return h.opts.ID }
+
+// Leading says whether this scheduler holds the lead now.
+func (h *HAScheduler) Leading() bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.current != nil
+}
+
+// Stop steps down (releasing the lease, so a standby takes over at once) and stops.
+func (h *HAScheduler) Stop() {
+	h.cancel()
+	<-h.done
+}
+
+func (h *HAScheduler) run(ctx context.Context) {
+	defer close(h.done)
+	lease := h.opts.LeaderLease
+	every := lease / 4
+	var rev uint64
+	var deadline time.Time // the lead must end before this unless renewed
+	t := time.NewTimer(0)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			if h.Leading() {
+				h.stepDown("stopped")
+				dctx, cancel := context.WithTimeout(context.Background(), time.Second)
+				if err := h.kv.Delete(dctx, keyLeader, jetstream.LastRevision(rev)); err != nil {
+					h.log.Warn("leader lease not released; a standby takes over when it lapses", "err", err)
+				}
+				cancel()
+			}
+			return
+		case <-t.C:
+		}
+		sent := time.Now()
+		if !h.Leading() {
+			r, err := h.kv.Create(ctx, keyLeader, []byte(h.opts.ID))
+			if err == nil {
+				rev, deadline = r, sent.Add(lease-every)
+				if err := h.lead(ctx); err != nil {
+					h.log.Error("scheduler could not start; lease given back", "err", err)
+					_ = h.kv.Delete(ctx, keyLeader, jetstream.LastRevision(rev))
+				}
+			} else if !errors.Is(err, jetstream.ErrKeyExists) && ctx.Err() == nil {
+				h.log.Warn("leader lease unreadable", "err", err)
+			}
+			t.Reset(every)
+			continue
+		}
+		r, err := h.kv.Update(ctx, keyLeader, []byte(h.opts.ID), rev)
+		switch {
+		case err == nil:
+			rev, deadline = r, sent.Add(lease-every)
+		case errors.Is(err, jetstream.ErrKeyRevisionMismatch) || errors.Is(err, jetstream.ErrKeyNotFound):
+			h.m.renewFailed.Inc()
+			h.stepDown("the lease was taken or lapsed")
+		default:
+			h.m.renewFailed.Inc()
+			if time.Now().After(deadline) {
+				h.stepDown(fmt.Sprintf("lease not renewed in time: %v", err))
+			} else {
+				h.log.Warn("leader lease renewal failed; retrying", "err", err)
+			}
+		}
+		t.Reset(min(every, max(time.Until(deadline), 10*time.Millisecond)))
+	}
+}
+
+// lead starts the scheduler, which resumes from the state in JetStream.
+func (h *HAScheduler) lead(ctx context.Context) error {
+	start := time.Now()
+	s, err := StartScheduler(ctx, h.nc, h.opts)
+	if err != nil {
+		return err
+	}
+	h.mu.Lock()
+	h.current = s
+	h.mu.Unlock()
+	h.m.leader.Set(1)
+	h.m.changes.Inc()
+	h.log.Info("scheduler leads", "took", time.Since(start).Round(time.Millisecond))
+	return nil
+}
+
+// stepDown stops the scheduler; its state is stored before Stop returns.
+func (h *HAScheduler) stepDown(why string) {
+	h.mu.Lock()
+	s := h.current
+	h.current = nil
+	h.mu.Unlock()
+	if s == nil {
+		return
+	}
+	s.Stop()
+	h.m.leader.Set(0)
+	h.m.changes.Inc()
+	h.log.Warn("scheduler stands by", "reason", why)
+}
