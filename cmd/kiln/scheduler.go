@@ -93,7 +93,9 @@ func init() {
 	var pools []string
 	var token, stateDir, listen, metrics string
 	var embed bool
-	var lease time.Duration
+	var lease, leaderLease time.Duration
+	var replicas int
+	var id string
 	c := &cobra.Command{
 		Use:   "scheduler",
 		Short: "Run the build scheduler alone (kiln serve embeds it)",
@@ -101,9 +103,10 @@ func init() {
 data in --state-dir/nats, loopback only unless --listen says otherwise) that admits only
 workers presenting the worker token and clients (kiln admin) presenting the client token
 (--nats-token); either, when not given, is made at the first start and kept in
---state-dir/auth. Otherwise it connects to --nats. Its state lives in JetStream, so a
-restart (or a replacement on another machine) loses no job; run exactly one scheduler per
-NATS account.`,
+--state-dir/auth. Otherwise it connects to --nats (several URLs, comma-separated, for a
+NATS cluster). Its state lives in JetStream, so a restart (or a replacement on another
+machine) loses no job. With --nats several schedulers may run: one leads by a lease in
+JetStream (--leader-lease), the others stand by and take over when it lapses.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
@@ -140,10 +143,12 @@ NATS account.`,
 				return err
 			}
 			defer nc.Close()
-			s, err := cluster.StartScheduler(ctx, nc, cluster.SchedulerOptions{Pools: pools, WorkerToken: tok, Policy: policy, Registry: reg})
+			s, err := cluster.StartHA(ctx, nc, cluster.SchedulerOptions{Pools: pools, WorkerToken: tok, Policy: policy, Registry: reg,
+				Replicas: replicas, LeaderLease: leaderLease, ID: id})
 			if err != nil {
 				return err
 			}
+			fmt.Fprintln(cmd.OutOrStdout(), "scheduler", s.ID(), "started; it leads while it holds the lease, else stands by")
 			<-ctx.Done()
 			s.Stop()
 			return nil
@@ -157,5 +162,8 @@ NATS account.`,
 	c.Flags().StringVar(&listen, "listen", "127.0.0.1:4222", "embedded NATS listen address")
 	c.Flags().StringVar(&metrics, "metrics", "", "serve Prometheus metrics on this address (e.g. 127.0.0.1:9101)")
 	c.Flags().DurationVar(&lease, "lease", 30*time.Second, "job lease; a worker silent this long loses its jobs")
+	c.Flags().IntVar(&replicas, "replicas", 1, "NATS nodes that keep each of the fleet's streams and buckets (3 on a 3-node cluster)")
+	c.Flags().DurationVar(&leaderLease, "leader-lease", 10*time.Second, "a leading scheduler that cannot renew its lease this long is replaced by a standby")
+	c.Flags().StringVar(&id, "id", "", "this scheduler's name in the leader lease (default host name and process id)")
 	addCommand(c)
 }
