@@ -49,6 +49,11 @@ func (r *run) runStep(ctx context.Context, parent, step string, op spec.Run, st 
 		inputs = append(inputs, "secret", s.ID, target)
 		secrets = append(secrets, sandbox.Secret{Target: target, Value: v})
 	}
+	var tmpfs []string
+	for _, d := range op.Tmpfs {
+		tmpfs = append(tmpfs, inside(st.workdir, d))
+		inputs = append(inputs, "tmpfs", tmpfs[len(tmpfs)-1])
+	}
 	if len(op.Secrets) > 0 {
 		// Logs of such steps stored before redaction may hold secret values: never
 		// replay them.
@@ -80,6 +85,7 @@ func (r *run) runStep(ctx context.Context, parent, step string, op spec.Run, st 
 			GID:         uint32(st.gid),
 			HostNetwork: op.HostNetwork(),
 			Secrets:     secrets,
+			Tmpfs:       tmpfs,
 			Limits:      r.b.opts.Limits,
 			Timeout:     r.b.opts.StepTimeout,
 		}

@@ -436,6 +436,9 @@ func (r *Runc) spec(cfg Config, cgroupsPath string, extra []specs.Mount) *specs.
 		sp.Mounts = append(sp.Mounts, specs.Mount{Destination: m.Target, Type: "bind", Source: m.Source, Options: opts})
 	}
 	sp.Mounts = append(sp.Mounts, extra...)
+	for _, d := range cfg.Tmpfs {
+		sp.Mounts = append(sp.Mounts, specs.Mount{Destination: d, Type: "tmpfs", Source: "tmpfs", Options: []string{"nosuid", "nodev", "mode=1777"}})
+	}
 	res := sp.Linux.Resources
 	if cfg.Limits.Pids > 0 {
 		res.Pids = &specs.LinuxPids{Limit: &cfg.Limits.Pids}

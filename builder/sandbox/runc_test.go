@@ -178,6 +178,21 @@ func TestRunc(t *testing.T) {
 		}
 	})
 
+	t.Run("tmpfs", func(t *testing.T) {
+		cfg := sh(root, "stat -f -c %T /bench; echo data > /bench/f && cat /bench/f")
+		cfg.Tmpfs = []string{"/bench"}
+		var out testenv.Buffer
+		if _, err := r.Run(ctx, cfg, &out); err != nil {
+			t.Fatal(err, out.String())
+		}
+		if got := strings.Fields(out.String()); len(got) != 2 || got[0] != "tmpfs" || got[1] != "data" {
+			t.Errorf("output %q, want tmpfs and the file written there", out.String())
+		}
+		if _, err := os.Stat(filepath.Join(root, "bench", "f")); err == nil {
+			t.Error("the file written in the tmpfs is in the root filesystem")
+		}
+	})
+
 	t.Run("secrets and caches", func(t *testing.T) {
 		cache := t.TempDir()
 		cfg := sh(root, "cat /run/secrets/token; echo data > /cache/f; id -u")

@@ -27,7 +27,10 @@ type Config struct {
 	Mounts []Mount
 	// Secrets are files made for this run only, on a tmpfs, mounted read-only.
 	Secrets []Secret
-	Limits  Limits
+	// Tmpfs are directories (absolute, inside the sandbox) that are empty in-memory
+	// file systems for this run only.
+	Tmpfs  []string
+	Limits Limits
 	// Timeout ends the command after this long (0: no limit but the context's).
 	Timeout time.Duration
 }

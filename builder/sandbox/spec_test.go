@@ -2,6 +2,7 @@ package sandbox
 
 import (
 	"slices"
+	"strings"
 	"testing"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
@@ -47,6 +48,31 @@ func TestSpecIsolation(t *testing.T) {
 						}
 					}
 				}
+			}
+		})
+	}
+}
+
+func TestSpecTmpfs(t *testing.T) {
+	tests := []struct {
+		name  string
+		tmpfs []string
+	}{
+		{name: "none"},
+		{name: "a work dir", tmpfs: []string{"/bench"}},
+		{name: "two", tmpfs: []string{"/bench", "/tmp"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			sp := (&Runc{}).spec(Config{Rootfs: "/x", Args: []string{"true"}, Tmpfs: tt.tmpfs}, "/kiln/t", nil)
+			var got []string
+			for _, m := range sp.Mounts {
+				if m.Type == "tmpfs" && m.Source == "tmpfs" && m.Destination != "/dev" {
+					got = append(got, m.Destination)
+				}
+			}
+			if strings.Join(got, " ") != strings.Join(tt.tmpfs, " ") {
+				t.Errorf("tmpfs mounts %q, want %q", got, tt.tmpfs)
 			}
 		})
 	}

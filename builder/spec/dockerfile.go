@@ -49,7 +49,7 @@ func (s *Spec) needsBuildKit() bool {
 		}
 	}
 	for _, op := range s.Ops {
-		if r, ok := op.(Run); ok && (len(r.Cache) > 0 || len(r.Secrets) > 0 || !r.HostNetwork()) {
+		if r, ok := op.(Run); ok && (len(r.Cache) > 0 || len(r.Secrets) > 0 || len(r.Tmpfs) > 0 || !r.HostNetwork()) {
 			return true
 		}
 	}
@@ -227,6 +227,9 @@ func (r *renderer) run(b *strings.Builder, o Run, shell []string, user User) {
 		for _, m := range o.Cache {
 			fmt.Fprintf(b, "# BuildKit only: cache %s at %s is a plain directory here\n", quoteAtom(m.ID), quoteAtom(m.Target))
 		}
+		for _, d := range o.Tmpfs {
+			fmt.Fprintf(b, "# BuildKit only: tmpfs at %s is a plain directory here\n", quoteAtom(d))
+		}
 	}
 	b.WriteString("RUN ")
 	if r.opts.BuildKit {
@@ -235,6 +238,9 @@ func (r *renderer) run(b *strings.Builder, o Run, shell []string, user User) {
 		}
 		for _, m := range o.Cache {
 			b.WriteString(mountFlag("cache", m.ID, m.Target, user, m.BuildkitOptions))
+		}
+		for _, d := range o.Tmpfs {
+			b.WriteString(mountFlag("tmpfs", "", d, User{}, nil))
 		}
 		if o.HostNetwork() {
 			b.WriteString("--network=host ")
@@ -255,6 +261,9 @@ func (r *renderer) run(b *strings.Builder, o Run, shell []string, user User) {
 // and escapes of each value.
 func mountFlag(kind, id, target string, user User, extra []Option) string {
 	fields := []string{"type=" + kind, "id=" + dockerWord(id), "target=" + dockerWord(target)}
+	if id == "" {
+		fields = slices.Delete(fields, 1, 2)
+	}
 	if user.Name == "" && !user.IsRoot() {
 		fields = append(fields, "uid="+strconv.Itoa(user.UID), "gid="+strconv.Itoa(user.GID))
 	}

@@ -238,7 +238,7 @@ func (d *decoder) user(x *sexp, args []*sexp) (Op, error) {
 }
 
 func (d *decoder) run(x *sexp, args []*sexp) (Op, error) {
-	f, err := d.fields(x, args, "run", "cache", "network", "secrets", "shell")
+	f, err := d.fields(x, args, "run", "cache", "network", "secrets", "tmpfs", "shell")
 	if err != nil {
 		return nil, err
 	}
@@ -271,6 +271,11 @@ func (d *decoder) run(x *sexp, args []*sexp) (Op, error) {
 				return nil, err
 			}
 			r.Secrets = append(r.Secrets, Secret{ID: id, Target: target, BuildkitOptions: opts})
+		}
+	}
+	if t, ok := f["tmpfs"]; ok {
+		if r.Tmpfs, err = d.atoms(t.list[1:], "tmpfs"); err != nil {
+			return nil, err
 		}
 	}
 	return r, nil

@@ -146,6 +146,9 @@ func opSexp(op Op) *sexp {
 			}
 			x.list = append(x.list, c)
 		}
+		if len(o.Tmpfs) > 0 {
+			x.list = append(x.list, list(append([]*sexp{atom("tmpfs")}, atoms(o.Tmpfs)...)...))
+		}
 		x.list = append(x.list, list(atom("shell"), atom(o.Shell)))
 		return x
 	case Copy:

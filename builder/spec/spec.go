@@ -44,7 +44,7 @@ type Workdir struct{ Path string }
 // command runs as ARG… CMD.
 type Shell struct{ Args []string }
 
-// Run is (run (cache …) (network …) (secrets …) (shell CMD)).
+// Run is (run (cache …) (network …) (secrets …) (tmpfs PATH …) (shell CMD)).
 type Run struct {
 	// Shell is the command, given to the current shell as its last argument.
 	Shell string
@@ -55,6 +55,9 @@ type Run struct {
 	Network []string
 	// Secrets lists secrets mounted read-only as files for the step only.
 	Secrets []Secret
+	// Tmpfs lists directories that are empty in-memory file systems for the step
+	// only; nothing written there is kept.
+	Tmpfs []string
 }
 
 // Cache is one (NAME (target PATH)) entry of (cache …): a persistent directory shared
