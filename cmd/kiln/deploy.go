@@ -1,7 +1,6 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -41,21 +40,20 @@ func deployCommand() *cobra.Command {
 	pf.StringVar(&ctlOpts.token, "token", os.Getenv("KILN_TOKEN"), "console bearer token, as printed by: kiln ctl login (env KILN_TOKEN)")
 	pf.StringVar(&ctlOpts.user, "user", "", "log in to the console as this user; the password comes from KILN_PASSWORD or the terminal")
 	pf.BoolVar(&ctlOpts.json, "json", false, "print the server's JSON answers as they are")
-	pf.StringVar(&tokenFile, "admin-token-file", "", "file holding the deployer's admin token (rollback, promote)")
+	pf.StringVar(&tokenFile, "admin-token-file", "", "file holding the deployer's admin token, when its configuration sets one (rollback, promote need the console's admin role, and this token then)")
 
 	admin := func(cmd *cobra.Command, path string, q url.Values) error {
-		if tokenFile == "" {
-			return errors.New("--admin-token-file: missing (rollbacks and promotions need the deployer's admin token)")
-		}
-		b, err := os.ReadFile(tokenFile)
-		if err != nil {
-			return fmt.Errorf("--admin-token-file: %w", err)
-		}
 		cl, err := newCtlClient(cmd)
 		if err != nil {
 			return err
 		}
-		cl.http.Transport = deployerToken{token: strings.TrimSpace(string(b)), base: http.DefaultTransport}
+		if tokenFile != "" {
+			b, err := os.ReadFile(tokenFile)
+			if err != nil {
+				return fmt.Errorf("--admin-token-file: %w", err)
+			}
+			cl.http.Transport = deployerToken{token: strings.TrimSpace(string(b)), base: http.DefaultTransport}
+		}
 		var res struct {
 			Result string `json:"result"`
 		}

@@ -24,7 +24,8 @@ type Config struct {
 	Poll Duration `yaml:"poll"`
 	// HealthEvery is how often live targets are health-checked (default 30s).
 	HealthEvery Duration `yaml:"health_every"`
-	// AdminTokenFile holds the token that rollbacks and promotions need.
+	// AdminTokenFile, when set, holds a token that rollbacks and promotions need besides
+	// the console's admin role.
 	AdminTokenFile string `yaml:"admin_token_file"`
 	// BuildDockerHost is the Docker engine images are built with (default docker's own).
 	BuildDockerHost string           `yaml:"build_docker_host"`

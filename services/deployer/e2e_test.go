@@ -711,10 +711,13 @@ func TestEndToEnd(t *testing.T) {
 	}
 }
 
-// routesMux serves the deployer's routes alone, as the console would mount them.
+// routesMux serves the deployer's routes alone, without the console (and its admin check).
 func routesMux(d *Deployer) *http.ServeMux {
 	mux := http.NewServeMux()
 	for p, h := range d.Routes() {
+		mux.Handle(p, h)
+	}
+	for p, h := range d.AdminRoutes() {
 		mux.Handle(p, h)
 	}
 	return mux

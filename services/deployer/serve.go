@@ -39,7 +39,7 @@ func (s *served) Start(ctx context.Context, env *host.Env) (*host.Running, error
 		defer close(done)
 		d.Run(rctx)
 	}()
-	return &host.Running{Pipeline: d.Pipeline(), Routes: d.Routes(), Close: func() {
+	return &host.Running{Pipeline: d.Pipeline(), Routes: d.Routes(), AdminRoutes: d.AdminRoutes(), Close: func() {
 		cancel()
 		<-done
 		d.Close()

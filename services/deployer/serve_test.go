@@ -48,6 +48,11 @@ func TestServe(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer r.Close()
+			for _, p := range []string{"POST /deployer/{service}/rollback", "POST /deployer/{service}/promote"} {
+				if r.AdminRoutes[p] == nil || r.Routes[p] != nil {
+					t.Errorf("%s is not an admin route", p)
+				}
+			}
 			mux := http.NewServeMux()
 			for p, h := range r.Routes {
 				mux.Handle(p, h)

@@ -143,7 +143,7 @@ form{display:inline}
 {{else}}<td colspan="4">nothing deployed</td>{{end}}</tr>
 {{end}}</table>
 {{with .Pending}}<p class="pending">{{short .Commit}} passed staging and waits for promotion ({{.Digest}}).
-<form data-admin method="post" action="/deployer/{{$svc}}/promote"><input type="password" name="token" placeholder="admin token" size="10"><button>Promote to production</button></form></p>{{end}}
+<form data-admin method="post" action="/deployer/{{$svc}}/promote"><input type="password" name="token" placeholder="admin token, if set" size="10"><button>Promote to production</button></form></p>{{end}}
 {{with .LastFailure}}<p class="last-failure">Last failure: {{.Stage}} <code>{{short .Commit}}</code> {{.Outcome}} {{ago .Finished}}: <code>{{.Message}}</code></p>{{end}}
 <h3>Branches and pull requests</h3>
 <table class="refs"><tr><th>ref</th><th>commit</th><th>deployable</th></tr>
@@ -153,7 +153,7 @@ form{display:inline}
 <table class="history"><tr><th>#</th><th>stage</th><th>kind</th><th>commit</th><th>digest</th><th>started</th><th>took</th><th>outcome</th><th></th></tr>
 {{range .History}}<tr class="record" data-outcome="{{.Outcome}}"><td>{{.ID}}</td><td>{{.Stage}}</td><td>{{.Kind}}{{with .By}} by {{.}}{{end}}</td><td><code>{{short .Commit}}</code></td><td><code>{{.Digest}}</code></td>
 <td>{{.Started.Format "2006-01-02 15:04:05"}}</td><td>{{dur .}}</td><td class="{{.Outcome}}" title="{{.Message}}">{{.Outcome}}</td>
-<td>{{if and .Digest (or (eq .Outcome "live") (eq .Outcome "replaced"))}}<form data-admin method="post" action="/deployer/{{.Service}}/rollback"><input type="hidden" name="stage" value="{{.Stage}}"><input type="hidden" name="digest" value="{{.Digest}}"><input type="password" name="token" placeholder="admin token" size="10"><button>Roll back to this</button></form>{{end}}</td></tr>{{end}}
+<td>{{if and .Digest (or (eq .Outcome "live") (eq .Outcome "replaced"))}}<form data-admin method="post" action="/deployer/{{.Service}}/rollback"><input type="hidden" name="stage" value="{{.Stage}}"><input type="hidden" name="digest" value="{{.Digest}}"><input type="password" name="token" placeholder="admin token, if set" size="10"><button>Roll back to this</button></form>{{end}}</td></tr>{{end}}
 </table></section>
 {{end}}
 </body></html>
@@ -178,7 +178,7 @@ const adminJS = `document.addEventListener('submit', async (e) => {
 });
 `
 
-// Routes are the deployer's pages: the status page and its JSON, and the admin actions.
+// Routes are the deployer's pages: the status page, its JSON and the build logs.
 func (d *Deployer) Routes() map[string]http.Handler {
 	return map[string]http.Handler{
 		"GET /deployer":             http.HandlerFunc(d.serveStatus),
@@ -188,6 +188,13 @@ func (d *Deployer) Routes() map[string]http.Handler {
 			w.Write([]byte(adminJS))
 		}),
 		"GET /deployer/{service}/build/{commit}": http.HandlerFunc(d.serveBuildLog),
+	}
+}
+
+// AdminRoutes are the admin actions, for the console to let only its admins use; when
+// admin_token_file is configured they need its token as well.
+func (d *Deployer) AdminRoutes() map[string]http.Handler {
+	return map[string]http.Handler{
 		"POST /deployer/{service}/rollback": http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			d.admin(w, r, "rollback", func(by string) error {
 				return d.Rollback(context.WithoutCancel(r.Context()), r.PathValue("service"), r.FormValue("stage"), r.FormValue("digest"), by)
