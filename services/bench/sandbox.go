@@ -23,7 +23,7 @@ import (
 
 // Sandbox runs benchmark jobs in the builder's sandbox on a base image (Debian's
 // OCaml in the default one): both trees copied in, then one step that runs the base
-// and the head alternately, each under setarch -R.
+// and the head alternately, each under setarch -R, in a tmpfs work dir.
 type Sandbox struct {
 	Builder *builder.Builder
 	Image   string
@@ -38,6 +38,10 @@ const (
 	armMarker     = "## kiln-bench repeat "
 	machineMarker = "## kiln-bench machine "
 )
+
+// workDir is the benchmark step's work dir, an in-memory file system the trees are
+// copied to, so that the disk's latency is not measured.
+const workDir = "/bench"
 
 // Spec is the build spec of job, whose context holds head/ and (for a PR) base/, and
 // the opam layer deps (nil: none) installs first.
@@ -61,13 +65,14 @@ echo "%scpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)
 echo "%skernel=$(uname -r)"
 echo "%sgovernor=$(cat /sys/devices/system/cpu/cpu0/cpufreq/scaling_governor 2>/dev/null || echo none exposed)"
 echo "%scpus=$(sed -n 's/^Cpus_allowed_list:[[:space:]]*//p' /proc/self/status)"
+cp -a /src/. %s/
 cmd=%s
 for i in $(seq 1 %d); do
   for arm in %s; do
     echo "%s$i/%d: $arm"
-    (cd /src/$arm && %s timeout %d setarch "$(uname -m)" -R sh -c "$cmd") || { echo "kiln-bench: $arm failed in repeat $i" >&2; exit 1; }
+    (cd %s/$arm && %s timeout %d setarch "$(uname -m)" -R sh -c "$cmd") || { echo "kiln-bench: $arm failed in repeat $i" >&2; exit 1; }
   done
-done`, nonce, machineMarker, machineMarker, machineMarker, machineMarker, shellQuote(job.Command), job.Repeats, arms, armMarker, job.Repeats, env.String(), int(job.Timeout.Seconds()))
+done`, nonce, machineMarker, machineMarker, machineMarker, machineMarker, workDir, shellQuote(job.Command), job.Repeats, arms, armMarker, job.Repeats, workDir, env.String(), int(job.Timeout.Seconds()))
 	sp := &spec.Spec{From: s.Image}
 	if deps != nil {
 		sp.Ops = append(deps.Setup(), deps.InstallOp())
@@ -75,7 +80,7 @@ done`, nonce, machineMarker, machineMarker, machineMarker, machineMarker, shellQ
 	sp.Ops = append(sp.Ops,
 		spec.Workdir{Path: "/src"},
 		spec.Copy{Src: []string{"."}, Dst: "/src/", Exclude: []string{opamenv.ContextDir}},
-		spec.Run{Shell: script})
+		spec.Run{Shell: script, Tmpfs: []string{workDir}})
 	if err := sp.Validate(); err != nil {
 		return nil, fmt.Errorf("bench spec: %w", err)
 	}
