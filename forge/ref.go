@@ -20,9 +20,11 @@ type Ref struct {
 	// Name is the git ref: refs/heads/main, refs/pull/4/head.
 	Name string `json:"name"`
 	// PR is the pull-request number, 0 for a branch.
-	PR     int    `json:"pr,omitempty"`
-	Title  string `json:"title,omitempty"`
-	Commit string `json:"commit"`
+	PR    int    `json:"pr,omitempty"`
+	Title string `json:"title,omitempty"`
+	// Labels are the pull request's labels, where the forge gives them.
+	Labels []string `json:"labels,omitempty"`
+	Commit string   `json:"commit"`
 	// Remote is the URL (or local path) the commit is fetched from.
 	Remote string `json:"remote"`
 }

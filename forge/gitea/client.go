@@ -116,6 +116,7 @@ type Ref struct {
 	Title  string
 	Base   string
 	Author string
+	Labels []string // the pull request's labels
 }
 
 // Refs lists the branches and open pull requests of repo updated at or after cutoff (the
@@ -158,6 +159,9 @@ func (c *Client) Refs(ctx context.Context, repo Repo, cutoff time.Time) ([]Ref, 
 			}
 			if pr.Poster != nil {
 				r.Author = pr.Poster.UserName
+			}
+			for _, l := range pr.Labels {
+				r.Labels = append(r.Labels, l.Name)
 			}
 			if pr.Updated != nil {
 				r.Date = *pr.Updated

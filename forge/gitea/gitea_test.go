@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -178,6 +179,14 @@ func TestGiteaWebhooksAndStatuses(t *testing.T) {
 		t.Errorf("status of the PR's head = %+v", st)
 	}
 
+	label, _, err := admin.CreateLabel(repo.Owner, repo.Name, sdk.CreateLabelOption{Name: "benchmark", Color: "#00aabb"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := admin.AddIssueLabels(repo.Owner, repo.Name, pr.Index, sdk.IssueLabelsOption{Labels: []int64{label.ID}}); err != nil {
+		t.Fatal(err)
+	}
+
 	refs, err := c.Refs(ctx, repo, time.Time{})
 	if err != nil {
 		t.Fatal(err)
@@ -190,7 +199,8 @@ func TestGiteaWebhooksAndStatuses(t *testing.T) {
 	if strings.Join(names, " ") != strings.Join(want, " ") {
 		t.Fatalf("refs = %v, want %v", names, want)
 	}
-	if refs[2].PR != 1 || refs[2].Title != "Fix it" || refs[2].Author != s.Admin || refs[2].Base != "main" {
+	if refs[2].PR != 1 || refs[2].Title != "Fix it" || refs[2].Author != s.Admin || refs[2].Base != "main" ||
+		!slices.Equal(refs[2].Labels, []string{"benchmark"}) {
 		t.Errorf("PR ref = %+v", refs[2])
 	}
 	if refs, _ := c.Refs(ctx, repo, time.Now().Add(time.Hour)); len(refs) != 1 || refs[0].Name != "refs/heads/main" {

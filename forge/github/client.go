@@ -260,6 +260,7 @@ type Ref struct {
 	Title  string    // the pull request's title
 	Base   string    // the pull request's base branch
 	Author string    // the pull request's author
+	Labels []string  // the pull request's labels
 }
 
 // Refs lists the branches and open pull requests of repo whose head commit is newer than
@@ -298,8 +299,12 @@ func (c *Client) refs(ctx context.Context, repo Repo, def string, cutoff time.Ti
 		if err != nil {
 			return nil, fmt.Errorf("pull requests of %s: %w", repo, apiError(err))
 		}
-		refs = append(refs, Ref{Repo: repo, Name: fmt.Sprintf("refs/pull/%d/head", pr.GetNumber()), Commit: pr.GetHead().GetSHA(),
-			PR: pr.GetNumber(), Title: pr.GetTitle(), Base: pr.GetBase().GetRef(), Author: pr.GetUser().GetLogin()})
+		r := Ref{Repo: repo, Name: fmt.Sprintf("refs/pull/%d/head", pr.GetNumber()), Commit: pr.GetHead().GetSHA(),
+			PR: pr.GetNumber(), Title: pr.GetTitle(), Base: pr.GetBase().GetRef(), Author: pr.GetUser().GetLogin()}
+		for _, l := range pr.Labels {
+			r.Labels = append(r.Labels, l.GetName())
+		}
+		refs = append(refs, r)
 	}
 	kept := refs[:0]
 	for _, r := range refs {

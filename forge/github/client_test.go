@@ -34,7 +34,7 @@ func newStandIn(t *testing.T) *githubtest.API {
 	api.SetRepo(githubtest.Repo{Owner: "octo-org", Name: "dune", Private: true, Installation: 42,
 		Branches: map[string]string{"main": shaMain, "old": shaOld, "new": shaNew},
 		PRs: []githubtest.PR{
-			{Number: 7, Title: "Fix the build", HeadSHA: shaPR, HeadRef: "fix", Base: "main", Author: "alice"},
+			{Number: 7, Title: "Fix the build", HeadSHA: shaPR, HeadRef: "fix", Base: "main", Author: "alice", Labels: []string{"benchmark", "ci"}},
 			{Number: 3, Title: "Forgotten", HeadSHA: shaStalePR, HeadRef: "old-idea", Base: "main", Author: "bob"},
 		},
 		CommitDates: map[string]time.Time{shaMain: day("2020-01-01"), shaOld: day("2021-01-01"), shaNew: day("2026-11-01"),
@@ -91,7 +91,8 @@ func TestInstallationsReposAndRefs(t *testing.T) {
 	if want := []string{"refs/heads/main=a", "refs/heads/new=c", "refs/pull/7/head=d"}; !reflect.DeepEqual(names, want) {
 		t.Fatalf("refs = %v, want %v", names, want)
 	}
-	if pr := refs[2]; pr.PR != 7 || pr.Title != "Fix the build" || pr.Base != "main" || pr.Author != "alice" || !pr.Date.Equal(day("2026-11-20")) {
+	if pr := refs[2]; pr.PR != 7 || pr.Title != "Fix the build" || pr.Base != "main" || pr.Author != "alice" || !pr.Date.Equal(day("2026-11-20")) ||
+		!reflect.DeepEqual(pr.Labels, []string{"benchmark", "ci"}) {
 		t.Errorf("PR ref = %+v", pr)
 	}
 	tok, err := c.Token(ctx)

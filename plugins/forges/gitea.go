@@ -76,7 +76,7 @@ func (g *Gitea) ListRefs(ctx context.Context) ([]forge.Ref, error) {
 		}
 		for _, r := range rs {
 			refs = append(refs, forge.Ref{Repo: forge.RepoID{Forge: "gitea", Owner: ri.Repo.Owner, Name: ri.Repo.Name},
-				Name: r.Name, PR: r.PR, Title: r.Title, Commit: r.Commit, Remote: ri.CloneURL})
+				Name: r.Name, PR: r.PR, Title: r.Title, Labels: r.Labels, Commit: r.Commit, Remote: ri.CloneURL})
 		}
 	}
 	sortRefs(refs)

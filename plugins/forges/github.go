@@ -231,7 +231,7 @@ func refsOf(ri github.RepoInfo, remote string, rs []github.Ref) []forge.Ref {
 	for _, r := range rs {
 		out = append(out, forge.Ref{
 			Repo: forge.RepoID{Forge: "github", Owner: ri.Repo.Owner, Name: ri.Repo.Name},
-			Name: r.Name, PR: r.PR, Title: r.Title, Commit: r.Commit, Remote: remote,
+			Name: r.Name, PR: r.PR, Title: r.Title, Labels: r.Labels, Commit: r.Commit, Remote: remote,
 		})
 	}
 	return out

@@ -54,6 +54,7 @@ type PR struct {
 	HeadRef string
 	Base    string
 	Author  string
+	Labels  []string
 }
 
 // Repo is the state of one repository.
@@ -446,8 +447,12 @@ func (a *API) serve(w http.ResponseWriter, req *http.Request) {
 	case req.Method == "GET" && len(rest) == 1 && rest[0] == "pulls":
 		var out []any
 		for _, pr := range r.PRs {
+			labels := []map[string]any{}
+			for _, l := range pr.Labels {
+				labels = append(labels, map[string]any{"name": l})
+			}
 			out = append(out, map[string]any{"number": pr.Number, "title": pr.Title, "state": "open", "user": map[string]any{"login": pr.Author},
-				"head": map[string]any{"sha": pr.HeadSHA, "ref": pr.HeadRef}, "base": map[string]any{"ref": pr.Base}})
+				"head": map[string]any{"sha": pr.HeadSHA, "ref": pr.HeadRef}, "base": map[string]any{"ref": pr.Base}, "labels": labels})
 		}
 		reply(w, 200, out)
 	case req.Method == "GET" && len(rest) == 2 && rest[0] == "commits":
