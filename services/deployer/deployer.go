@@ -461,17 +461,7 @@ func (d *Deployer) publish(ctx context.Context, cfg *Config, svc *ServiceConfig,
 	if err != nil {
 		return "", err
 	}
-	e := d.buildEngine(cfg)
-	dir, err := os.MkdirTemp(d.o.StateDir, "image-")
-	if err != nil {
-		return "", err
-	}
-	defer os.RemoveAll(dir)
-	img, err := savedImage(ctx, e, tag, filepath.Join(dir, "image.tar"))
-	if err != nil {
-		return "", err
-	}
-	h, err := c.Push(ctx, cfg.Registry.Address+"/"+svc.Image, img)
+	h, err := c.PushFromEngine(ctx, d.buildEngine(cfg), tag, cfg.Registry.Address+"/"+svc.Image)
 	if err != nil {
 		return "", fmt.Errorf("push %s: %w", svc.Image, err)
 	}

@@ -7,10 +7,6 @@ import (
 	"os/exec"
 	"path/filepath"
 
-	"github.com/google/go-containerregistry/pkg/name"
-	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/google/go-containerregistry/pkg/v1/tarball"
-
 	"github.com/kiln-ci/kiln/builder/docker"
 )
 
@@ -26,23 +22,6 @@ func dockerCmd(ctx context.Context, e *docker.Engine, args ...string) error {
 		return fmt.Errorf("docker %s: %v: %s", args[0], err, lastLines(string(out), 5))
 	}
 	return nil
-}
-
-// savedImage saves the engine's image tag to file (docker save) and opens it as an
-// image to push.
-func savedImage(ctx context.Context, e *docker.Engine, tag, file string) (v1.Image, error) {
-	if err := dockerCmd(ctx, e, "save", "-o", file, tag); err != nil {
-		return nil, fmt.Errorf("save %s: %w", tag, err)
-	}
-	t, err := name.NewTag(tag)
-	if err != nil {
-		return nil, err
-	}
-	img, err := tarball.ImageFromPath(file, &t)
-	if err != nil {
-		return nil, fmt.Errorf("read the saved image %s: %w", tag, err)
-	}
-	return img, nil
 }
 
 // extractArtifact copies path out of image, pulled on the build engine r when
