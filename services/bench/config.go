@@ -2,14 +2,17 @@ package bench
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"regexp"
 	"slices"
 	"strings"
 	"time"
 
+	"github.com/robfig/cron/v3"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -38,8 +41,8 @@ type Config struct {
 	PullRequests PRPolicy `yaml:"pull-requests" json:"pull_requests"`
 	// Label marks the PRs benchmarked when PullRequests is label (default benchmark).
 	Label string `yaml:"label" json:"label,omitempty"`
-	// Schedule runs the branches' heads again this often, even unchanged (0: never).
-	Schedule Duration `yaml:"schedule" json:"schedule,omitempty"`
+	// Schedule runs the branches' heads again, even unchanged (zero: never).
+	Schedule Schedule `yaml:"schedule" json:"schedule"`
 	// Env is added to the benchmark's environment.
 	Env map[string]string `yaml:"env" json:"env,omitempty"`
 	// Pool is the fleet pool of benchmark slots (default bench).
@@ -62,6 +65,53 @@ func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
 	}
 	*d = Duration(v)
 	return nil
+}
+
+// Schedule is when the branches' heads are benchmarked again: every so long ("24h") or
+// at the times of a cron expression ("0 3 * * *", "@daily"), in UTC.
+type Schedule struct {
+	Spec  string // "@every 24h0m0s" for a duration, else the cron expression
+	sched cron.Schedule
+}
+
+// UnmarshalYAML reads a duration or a cron expression.
+func (s *Schedule) UnmarshalYAML(n *yaml.Node) error {
+	spec := n.Value
+	if d, err := time.ParseDuration(n.Value); err == nil {
+		if d <= 0 {
+			return fmt.Errorf("schedule %q is not a positive duration", n.Value)
+		}
+		spec = "@every " + d.String()
+	}
+	sched, err := cron.ParseStandard(spec)
+	if err != nil {
+		return fmt.Errorf("schedule %q is neither a duration such as 24h nor a cron expression such as \"0 3 * * *\": %v", n.Value, err)
+	}
+	*s = Schedule{Spec: spec, sched: sched}
+	return nil
+}
+
+// MarshalJSON writes the schedule's spec.
+func (s Schedule) MarshalJSON() ([]byte, error) { return json.Marshal(s.Spec) }
+
+// Next is the first time the schedule is due after t; zero for no schedule.
+func (s Schedule) Next(t time.Time) time.Time {
+	if s.sched == nil {
+		return time.Time{}
+	}
+	return s.sched.Next(t.UTC())
+}
+
+// shortestGap is the shortest time between the schedule's next 50 activations.
+func (s Schedule) shortestGap() time.Duration {
+	t := s.Next(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+	gap := time.Duration(math.MaxInt64)
+	for range 50 {
+		n := s.Next(t)
+		gap = min(gap, n.Sub(t))
+		t = n
+	}
+	return gap
 }
 
 // ConfigError is a problem in the bench section, at a line of .kiln.yml when known.
@@ -170,8 +220,10 @@ func (c Config) validate() error {
 			return &ConfigError{Msg: fmt.Sprintf("env: %q is not a variable name", k)}
 		}
 	}
-	if s := time.Duration(c.Schedule); s != 0 && s < time.Hour {
-		return &ConfigError{Msg: fmt.Sprintf("schedule is %s; at least 1h", s)}
+	if c.Schedule.sched != nil {
+		if g := c.Schedule.shortestGap(); g < time.Hour {
+			return &ConfigError{Msg: fmt.Sprintf("schedule %q runs every %s; at least 1h apart", c.Schedule.Spec, g)}
+		}
 	}
 	return nil
 }

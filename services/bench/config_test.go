@@ -33,7 +33,7 @@ bench:
   timeout: 20m
 `, ok: true, check: func(c Config) bool {
 			return c.Command == "dune exec bench/main.exe" && c.OnBranch("release") && c.Label == "benchmark" &&
-				c.Wants([]string{"benchmark"}) && !c.Wants(nil) && time.Duration(c.Schedule) == 24*time.Hour &&
+				c.Wants([]string{"benchmark"}) && !c.Wants(nil) && c.Schedule.Spec == "@every 24h0m0s" &&
 				c.Env["OCAMLRUNPARAM"] == "s=4M" && c.Repeats == 10 && time.Duration(c.Timeout) == 20*time.Minute
 		}},
 		{name: "unknown setting names its line", in: "bench:\n  command: x\n  repeat: 3\n", errSub: ".kiln.yml:3: bench: unknown setting \"repeat\""},
@@ -41,6 +41,15 @@ bench:
 		{name: "too many repeats", in: "bench:\n  repeats: 500\n", errSub: "not 1 to 50"},
 		{name: "bad duration", in: "bench:\n  timeout: soon\n", errSub: "not a duration"},
 		{name: "schedule too often", in: "bench:\n  schedule: 5m\n", errSub: "at least 1h"},
+		{name: "cron schedule", in: "bench:\n  schedule: \"30 3 * * 1-5\"\n", ok: true, check: func(c Config) bool {
+			return c.Schedule.Next(time.Date(2026, 12, 4, 12, 0, 0, 0, time.UTC)).Equal(time.Date(2026, 12, 7, 3, 30, 0, 0, time.UTC))
+		}},
+		{name: "cron descriptor", in: "bench:\n  schedule: \"@daily\"\n", ok: true, check: func(c Config) bool {
+			return c.Schedule.Next(time.Date(2026, 12, 4, 12, 0, 0, 0, time.UTC)).Equal(time.Date(2026, 12, 5, 0, 0, 0, 0, time.UTC))
+		}},
+		{name: "cron schedule too often", in: "bench:\n  schedule: \"*/10 * * * *\"\n", errSub: "at least 1h apart"},
+		{name: "neither duration nor cron", in: "bench:\n  schedule: nightly\n", errSub: "neither a duration"},
+		{name: "no schedule", in: "bench:\n", ok: true, check: func(c Config) bool { return c.Schedule.Next(time.Now()).IsZero() }},
 		{name: "bad env name", in: "bench:\n  env: {\"A B\": x}\n", errSub: "not a variable name"},
 		{name: "not a mapping", in: "bench: [1]\n", errSub: "not a mapping"},
 		{name: "malformed YAML", in: "bench:\n  command: [\n", errSub: "bench:"},

@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -37,8 +38,14 @@ type Task struct {
 	Base string    `json:"base,omitempty"`
 }
 
+// key is the task's job key: a PR's labels are in it, so that a label added or removed
+// runs the PR's benchmark again (or for the first time, with pull-requests: label).
 func (t Task) key() string {
-	return t.Ref.Repo.String() + " " + t.Ref.Commit + " " + t.Base
+	k := t.Ref.Repo.String() + " " + t.Ref.Commit + " " + t.Base
+	if len(t.Ref.Labels) > 0 {
+		k += " labels=" + strings.Join(slices.Sorted(slices.Values(t.Ref.Labels)), ",")
+	}
+	return k
 }
 
 // Pipeline benchmarks the refs of the forges followed: each branch head and pull
@@ -62,6 +69,9 @@ type Pipeline struct {
 
 	op   *current.Op[Task, int64]
 	slot sync.Mutex // one benchmark at a time on this server: none disturbs another
+
+	schedMu   sync.Mutex
+	schedules map[string]*scheduled // by ref key
 }
 
 // Tasks are the benchmarks refs ask for: every ref, a PR paired with the head of the
@@ -152,16 +162,12 @@ func (p *Pipeline) run(ctx context.Context, j *current.Job, t Task) (int64, erro
 		return 0, err
 	}
 	branch := strings.TrimPrefix(r.Name, "refs/heads/")
-	switch {
-	case !ok:
-		j.Logf("%s has no bench section: %v", ConfigFile, errNotBenchmarked)
+	if why := notBenchmarked(cfg, ok, r); why != "" {
+		j.Logf("%s: %v", why, errNotBenchmarked)
 		return 0, nil
-	case r.PR == 0 && !cfg.OnBranch(branch):
-		j.Logf("branch %s is not in bench.branches %v: %v", branch, cfg.Branches, errNotBenchmarked)
-		return 0, nil
-	case r.PR > 0 && cfg.PullRequests != PRAlways:
-		j.Logf("pull requests are benchmarked %s (the refs carry no labels yet): %v", cfg.PullRequests, errNotBenchmarked)
-		return 0, nil
+	}
+	if r.PR == 0 {
+		p.noteSchedule(r, cfg, time.Now())
 	}
 	job := Job{Dir: dir, Command: cfg.Command, Env: cfg.Env, Repeats: cfg.Repeats, Timeout: time.Duration(cfg.Timeout), CPUs: p.CPUs}
 	run := store.Run{Repo: r.Repo.String(), Commit: r.Commit, Env: cfg.Pool, Job: j.ID(), CommitTime: time.Now()}
@@ -213,6 +219,20 @@ func (p *Pipeline) run(ctx context.Context, j *current.Job, t Task) (int64, erro
 		return resp.Run, fmt.Errorf("run %d: %w", resp.Run, o.Err)
 	}
 	return resp.Run, nil
+}
+
+// notBenchmarked says why ref r is not benchmarked by the bench section cfg (ok: there
+// is one); "" when it is.
+func notBenchmarked(cfg Config, ok bool, r forge.Ref) string {
+	switch branch := r.Branch(); {
+	case !ok:
+		return ConfigFile + " has no bench section"
+	case r.PR == 0 && !cfg.OnBranch(branch):
+		return fmt.Sprintf("branch %s is not in bench.branches %v", branch, cfg.Branches)
+	case r.PR > 0 && !cfg.Wants(r.Labels):
+		return fmt.Sprintf("pull requests are benchmarked %s (label %q; this one has %q)", cfg.PullRequests, cfg.Label, r.Labels)
+	}
+	return ""
 }
 
 // hunt bisects a branch regression in the repository's mirror, logging the outcome.

@@ -166,9 +166,134 @@ func TestPipeline(t *testing.T) {
 			t.Errorf("%d runs of %s, want 2 (the first and the re-run)", n, latest)
 		}
 	})
+	t.Run("a scheduled run of main's head", func(t *testing.T) {
+		scheduledHead := commitFiles(t, work, map[string]string{ConfigFile: "bench:\n  command: sh bench.sh\n  repeats: 3\n  schedule: 1h\n"}, "nightly")
+		src.Refresh()
+		runs := waitRuns(t, 8)
+		for deadline := time.Now().Add(2 * time.Minute); ; time.Sleep(100 * time.Millisecond) {
+			done, err := eng.Query(current.Query{Op: "bench-run", KeyContains: scheduledHead, States: []current.JobState{current.JobOK, current.JobFailed}})
+			if err == nil && len(done) > 0 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("the job of %s did not end: %v", scheduledHead, err)
+			}
+		}
+		p.runDue(eng, time.Now().Add(30*time.Minute), quiet)
+		p.runDue(eng, time.Now().Add(61*time.Minute), quiet)
+		runs = waitRuns(t, len(runs)+1)
+		if last := runs[len(runs)-1]; last.Commit != scheduledHead || runs[len(runs)-2].Commit != scheduledHead {
+			t.Errorf("the last runs are of %s and %s, want two of %s", runs[len(runs)-2].Commit, last.Commit, scheduledHead)
+		}
+	})
 }
 
 // chanAlerter hands the alerts sent to a channel.
 type chanAlerter struct{ c chan notify.Message }
 
 func (a *chanAlerter) Send(m notify.Message) bool { a.c <- m; return true }
+
+func TestTaskKeyLabels(t *testing.T) {
+	repo := forge.RepoID{Forge: "gitea", Owner: "o", Name: "lib"}
+	pr := func(labels ...string) Task {
+		return Task{Ref: forge.Ref{Repo: repo, Name: "refs/pull/3/head", PR: 3, Commit: "p", Labels: labels}, Base: "m"}
+	}
+	cases := []struct {
+		name string
+		a, b Task
+		same bool
+	}{
+		{"the same labels in another order", pr("benchmark", "ci"), pr("ci", "benchmark"), true},
+		{"a label added runs the PR again", pr(), pr("benchmark"), false},
+		{"a label removed runs it again", pr("benchmark", "ci"), pr("ci"), false},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			if got := c.a.key() == c.b.key(); got != c.same {
+				t.Errorf("keys %q and %q: same %v, want %v", c.a.key(), c.b.key(), got, c.same)
+			}
+		})
+	}
+}
+
+func TestScheduleDue(t *testing.T) {
+	cfg := func(s string) Config {
+		c, _, err := ParseConfig([]byte("bench:\n  schedule: \"" + s + "\"\n"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	repo := forge.RepoID{Forge: "git", Owner: "local", Name: "lib"}
+	main1 := forge.Ref{Repo: repo, Name: "refs/heads/main", Commit: "a"}
+	main2 := forge.Ref{Repo: repo, Name: "refs/heads/main", Commit: "b"}
+	t0 := time.Date(2026, 12, 3, 12, 0, 0, 0, time.UTC)
+	p := &Pipeline{}
+	steps := []struct {
+		name string
+		note *forge.Ref // noted at now with config
+		cfg  Config
+		now  time.Time
+		want []string // commits due at now
+	}{
+		{name: "noted every 2h", note: &main1, cfg: cfg("2h"), now: t0},
+		{name: "not due after 1h", now: t0.Add(time.Hour)},
+		{name: "due after 2h", now: t0.Add(2 * time.Hour), want: []string{"a"}},
+		{name: "not due again at once", now: t0.Add(2*time.Hour + time.Minute)},
+		{name: "the same head noted again keeps its time", note: &main1, cfg: cfg("2h"), now: t0.Add(3 * time.Hour)},
+		{name: "due 2h after the last run", now: t0.Add(4 * time.Hour), want: []string{"a"}},
+		{name: "a new head counts from its run", note: &main2, cfg: cfg("2h"), now: t0.Add(5 * time.Hour)},
+		{name: "not due at the old head's time", now: t0.Add(6 * time.Hour)},
+		{name: "the new head is due", now: t0.Add(7 * time.Hour), want: []string{"b"}},
+		{name: "a cron expression", note: &main2, cfg: cfg("0 3 * * *"), now: t0.Add(8 * time.Hour)},
+		{name: "due at 3:00", now: time.Date(2026, 12, 4, 3, 0, 0, 0, time.UTC), want: []string{"b"}},
+		{name: "the schedule removed", note: &main2, cfg: Config{}, now: time.Date(2026, 12, 4, 4, 0, 0, 0, time.UTC)},
+		{name: "never due", now: time.Date(2026, 12, 9, 3, 0, 0, 0, time.UTC)},
+	}
+	for _, s := range steps {
+		t.Run(s.name, func(t *testing.T) {
+			if s.note != nil {
+				p.noteSchedule(*s.note, s.cfg, s.now)
+			}
+			var got []string
+			for _, r := range p.due(s.now) {
+				got = append(got, r.Commit)
+			}
+			if strings.Join(got, " ") != strings.Join(s.want, " ") {
+				t.Errorf("due at %s: %v, want %v", s.now, got, s.want)
+			}
+		})
+	}
+}
+
+func TestNotBenchmarked(t *testing.T) {
+	parse := func(s string) Config {
+		c, _, err := ParseConfig([]byte(s))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	always, label, never := parse("bench:\n"), parse("bench:\n  pull-requests: label\n"), parse("bench:\n  pull-requests: never\n")
+	pr := func(labels ...string) forge.Ref { return forge.Ref{Name: "refs/pull/3/head", PR: 3, Labels: labels} }
+	cases := []struct {
+		name    string
+		cfg     Config
+		ref     forge.Ref
+		skipped bool
+	}{
+		{"a PR, always", always, pr(), false},
+		{"a PR with the label", label, pr("ci", "benchmark"), false},
+		{"a PR without the label", label, pr("ci"), true},
+		{"a PR with the label, never", never, pr("benchmark"), true},
+		{"main", always, forge.Ref{Name: "refs/heads/main"}, false},
+		{"a branch not listed", always, forge.Ref{Name: "refs/heads/dev"}, true},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			if why := notBenchmarked(c.cfg, true, c.ref); (why != "") != c.skipped {
+				t.Errorf("not benchmarked because %q, want skipped %v", why, c.skipped)
+			}
+		})
+	}
+}

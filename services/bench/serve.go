@@ -230,6 +230,12 @@ func (s *served) Start(ctx context.Context, env *host.Env) (*host.Running, error
 		return err
 	})
 	running.Pipeline = p.Term()
+	// The schedules of the repositories' bench sections, looked at every minute.
+	schedCtx, stopSched := context.WithCancel(context.Background())
+	schedDone := make(chan struct{})
+	go func() { defer close(schedDone); p.Schedule(schedCtx, env.Engine, time.Minute, env.Logger) }()
+	closeRest := running.Close
+	running.Close = func() { stopSched(); <-schedDone; closeRest() }
 	return running, nil
 }
 
