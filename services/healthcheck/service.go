@@ -726,6 +726,19 @@ func (s *Service) finish(ctx context.Context, j *current.Job, ref RunRef) (curre
 	if err != nil {
 		return current.Unit{}, err
 	}
+	d, err := s.diffOf(ctx, r)
+	if err != nil {
+		return current.Unit{}, err
+	}
+	if d != nil {
+		j.Logf("against run %d: %v", d.Old, d.Count())
+	}
+	// Told before the run is marked done, so that a run seen done has been told.
+	if s.Notify != nil {
+		done := *r
+		done.Status, done.Finished = RunDone, time.Now().UTC()
+		s.Notify.Send(Notice{Run: &done, Diff: d, URL: strings.TrimRight(s.BaseURL, "/") + s.Prefix + "/run/" + strconv.FormatInt(r.ID, 10)})
+	}
 	if err := s.Store.SetRunStatus(ctx, r.ID, RunDone, ""); err != nil {
 		return current.Unit{}, current.Infra(current.FailDiskFull, err)
 	}
@@ -741,16 +754,6 @@ func (s *Service) finish(ctx context.Context, j *current.Job, ref RunRef) (curre
 	}
 	s.mu.Unlock()
 	j.Logf("run %d done: %v", r.ID, r.Counts)
-	d, err := s.diffOf(ctx, r)
-	if err != nil {
-		return current.Unit{}, err
-	}
-	if d != nil {
-		j.Logf("against run %d: %v", d.Old, d.Count())
-	}
-	if s.Notify != nil {
-		s.Notify.Send(Notice{Run: r, Diff: d, URL: strings.TrimRight(s.BaseURL, "/") + s.Prefix + "/run/" + strconv.FormatInt(r.ID, 10)})
-	}
 	if err := s.prune(ctx, j); err != nil {
 		j.Logf("pruning old runs: %v", err)
 	}

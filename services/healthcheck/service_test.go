@@ -133,7 +133,9 @@ type recordNotices struct {
 	ns []Notice
 }
 
+// Send takes its time, as a notifier may: a run seen done must have been told.
 func (r *recordNotices) Send(n Notice) bool {
+	time.Sleep(100 * time.Millisecond)
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.ns = append(r.ns, n)
@@ -356,7 +358,7 @@ func TestRuns(t *testing.T) {
 	second := h.run(RunOptions{})
 	t.Run("notified", func(t *testing.T) {
 		n := notices.last()
-		if n.Run == nil || n.Run.ID != second.ID || n.Diff == nil || n.Diff.Old != first.ID || len(n.Diff.Of(NowBroken)) != 2 {
+		if n.Run == nil || n.Run.ID != second.ID || n.Run.Status != RunDone || n.Diff == nil || n.Diff.Old != first.ID || len(n.Diff.Of(NowBroken)) != 2 {
 			t.Errorf("notice %+v", n)
 		}
 	})
