@@ -142,15 +142,7 @@ func TestPipeline(t *testing.T) {
 	})
 	t.Run("re-run of the head", func(t *testing.T) {
 		// Once its job (its run, then the bisection) has ended.
-		for deadline := time.Now().Add(2 * time.Minute); ; time.Sleep(100 * time.Millisecond) {
-			done, err := eng.Query(current.Query{Op: "bench-run", KeyContains: latest, States: []current.JobState{current.JobOK, current.JobFailed}})
-			if err == nil && len(done) > 0 {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("the job of %s did not end: %v", latest, err)
-			}
-		}
+		waitJobEnded(t, eng, latest)
 		n, err := p.Rerun(eng, forge.RepoID{Forge: "git", Owner: "local", Name: "lib"}, latest)
 		if err != nil || n != 1 {
 			t.Fatalf("Rerun started %d, %v", n, err)
@@ -170,15 +162,7 @@ func TestPipeline(t *testing.T) {
 		scheduledHead := commitFiles(t, work, map[string]string{ConfigFile: "bench:\n  command: sh bench.sh\n  repeats: 3\n  schedule: 1h\n"}, "nightly")
 		src.Refresh()
 		runs := waitRuns(t, 8)
-		for deadline := time.Now().Add(2 * time.Minute); ; time.Sleep(100 * time.Millisecond) {
-			done, err := eng.Query(current.Query{Op: "bench-run", KeyContains: scheduledHead, States: []current.JobState{current.JobOK, current.JobFailed}})
-			if err == nil && len(done) > 0 {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("the job of %s did not end: %v", scheduledHead, err)
-			}
-		}
+		waitJobEnded(t, eng, scheduledHead)
 		p.runDue(eng, time.Now().Add(30*time.Minute), quiet)
 		p.runDue(eng, time.Now().Add(61*time.Minute), quiet)
 		runs = waitRuns(t, len(runs)+1)
@@ -186,6 +170,20 @@ func TestPipeline(t *testing.T) {
 			t.Errorf("the last runs are of %s and %s, want two of %s", runs[len(runs)-2].Commit, last.Commit, scheduledHead)
 		}
 	})
+}
+
+// waitJobEnded waits for the end of the benchmark job of commit.
+func waitJobEnded(t *testing.T, eng *current.Engine, commit string) {
+	t.Helper()
+	for deadline := time.Now().Add(2 * time.Minute); ; time.Sleep(100 * time.Millisecond) {
+		done, err := eng.Query(current.Query{Op: "bench-run", KeyContains: commit, States: []current.JobState{current.JobOK, current.JobFailed}})
+		if err == nil && len(done) > 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the job of %s did not end: %v", commit, err)
+		}
+	}
 }
 
 // chanAlerter hands the alerts sent to a channel.
