@@ -187,12 +187,24 @@ func (w *Worker) Run(ctx context.Context) error {
 	}
 }
 
-func (w *Worker) running() []JobRef {
+func (w *Worker) running() []JobRef { return w.refs(false) }
+
+// held is running plus the runs whose completion the scheduler has not taken yet: a new
+// scheduler told of them keeps them here until the completion arrives, instead of
+// running them again.
+func (w *Worker) held() []JobRef { return w.refs(true) }
+
+func (w *Worker) refs(withDone bool) []JobRef {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	refs := make([]JobRef, 0, len(w.runs))
 	for _, r := range w.runs {
 		refs = append(refs, r.ref)
+	}
+	if withDone {
+		for _, d := range w.done {
+			refs = append(refs, d.JobRef)
+		}
 	}
 	sort.Slice(refs, func(a, b int) bool { return refs[a].ID < refs[b].ID })
 	return refs
@@ -218,7 +230,7 @@ func (w *Worker) hello(ctx context.Context) error {
 		var rep helloReply
 		sent := time.Now()
 		err := w.request(ctx, subjHello, helloMsg{WorkerSpec: WorkerSpec{Name: w.o.Name, Pool: w.o.Pool, Capacity: w.o.Capacity, Labels: w.o.Labels},
-			Token: w.o.Token, Running: w.running()}, 5*time.Second, &rep)
+			Token: w.o.Token, Running: w.held()}, 5*time.Second, &rep)
 		if err == nil {
 			w.mu.Lock()
 			w.session, w.leaseTTL, w.lastRenew = rep.Session, time.Duration(rep.LeaseTTL), sent
