@@ -133,30 +133,39 @@ func (c *Client) Cancel(ctx context.Context, id string) error {
 // wrote. With follow it keeps going until the job ends; otherwise it stops at what is
 // stored now.
 func (c *Client) Log(ctx context.Context, id string, offset int64, follow bool, w io.Writer) (int64, error) {
-	cons, err := c.js.OrderedConsumer(ctx, streamLogs, jetstream.OrderedConsumerConfig{FilterSubjects: []string{subjLog + id}})
+	// without follow, read up to the log's last message when called: a fetch that does not
+	// wait may come back empty from a clustered stream while messages are there
+	var last uint64
+	var err error
+	if !follow {
+		var rm *jetstream.RawStreamMsg
+		err = retryTransient(ctx, func() error {
+			st, err := c.js.Stream(ctx, streamLogs)
+			if err == nil {
+				rm, err = st.GetLastMsgForSubject(ctx, subjLog+id)
+			}
+			return err
+		})
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			return offset, nil
+		} else if err != nil {
+			return offset, fmt.Errorf("log of %s: %w", id, err)
+		}
+		last = rm.Sequence
+	}
+	var cons jetstream.Consumer
+	err = retryTransient(ctx, func() (err error) {
+		cons, err = c.js.OrderedConsumer(ctx, streamLogs, jetstream.OrderedConsumerConfig{FilterSubjects: []string{subjLog + id}})
+		return err
+	})
 	if err != nil {
 		return offset, fmt.Errorf("log of %s: %w", id, err)
 	}
 	var pos int64
 	for {
-		var m jetstream.Msg
-		if follow {
-			m, err = cons.Next(jetstream.FetchMaxWait(time.Second))
-		} else {
-			batch, ferr := cons.FetchNoWait(1)
-			if ferr != nil {
-				return pos, fmt.Errorf("log of %s: %w", id, ferr)
-			}
-			var got bool
-			for bm := range batch.Messages() {
-				m, got = bm, true
-			}
-			if !got {
-				return max(pos, offset), nil
-			}
-		}
+		m, err := cons.Next(jetstream.FetchMaxWait(time.Second))
 		if err != nil {
-			if errors.Is(err, jetstream.ErrMsgNotFound) || errors.Is(err, nats.ErrTimeout) || errors.Is(err, context.DeadlineExceeded) {
+			if errors.Is(err, jetstream.ErrMsgNotFound) || transient(err) {
 				if ctx.Err() != nil {
 					return max(pos, offset), ctx.Err()
 				}
@@ -176,7 +185,37 @@ func (c *Client) Log(ctx context.Context, id string, offset int64, follow bool, 
 			}
 		}
 		pos = end
+		if !follow && isLast(m, last) {
+			return max(pos, offset), nil
+		}
 	}
+}
+
+// retryTransient runs f again while it fails because JetStream has no leader to answer
+// (a NATS node was lost and the cluster elects another), until ctx ends.
+func retryTransient(ctx context.Context, f func() error) error {
+	for {
+		err := f()
+		if !transient(err) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+// transient says whether err may pass once JetStream has a leader again.
+func transient(err error) bool {
+	return errors.Is(err, nats.ErrNoResponders) || errors.Is(err, nats.ErrTimeout) || errors.Is(err, context.DeadlineExceeded)
+}
+
+// isLast says whether m is at or past the stream sequence last.
+func isLast(m jetstream.Msg, last uint64) bool {
+	meta, err := m.Metadata()
+	return err == nil && meta.Sequence.Stream >= last
 }
 
 // Pools lists the pools with their workers and queues.
