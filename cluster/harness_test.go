@@ -124,18 +124,26 @@ func (tf *testFleet) worker(name, pool string, capacity int, extra ...string) *w
 
 func (tf *testFleet) startProc(name, bin string, args ...string) *workerProc {
 	tf.t.Helper()
+	w := startProcess(tf.t, name, bin, args...)
+	tf.workers[name+fmt.Sprint(len(tf.workers))] = w
+	return w
+}
+
+// startProcess runs a kiln process in a process group of its own; its output is logged
+// when the test fails. The caller stops it.
+func startProcess(t *testing.T, name, bin string, args ...string) *workerProc {
+	t.Helper()
 	w := &workerProc{name: name, out: &testenv.Buffer{}, done: make(chan error, 1)}
 	w.cmd = exec.Command(bin, args...)
 	w.cmd.Stdout, w.cmd.Stderr = w.out, w.out
 	w.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := w.cmd.Start(); err != nil {
-		tf.t.Fatal(err)
+		t.Fatal(err)
 	}
 	go func() { w.done <- w.cmd.Wait() }()
-	tf.workers[name+fmt.Sprint(len(tf.workers))] = w
-	tf.t.Cleanup(func() {
-		if tf.t.Failed() {
-			tf.t.Logf("output of worker %s:\n%s", name, w.out.String())
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("output of %s:\n%s", name, w.out.String())
 		}
 	})
 	return w

@@ -47,7 +47,8 @@ func newLeaderMetrics(reg prometheus.Registerer) *leaderMetrics {
 type HAScheduler struct {
 	opts   SchedulerOptions
 	nc     *nats.Conn
-	kv     jetstream.KeyValue
+	js     jetstream.JetStream
+	kv     jetstream.KeyValue // nil until the bucket is made
 	log    *slog.Logger
 	m      *leaderMetrics
 	cancel context.CancelFunc
@@ -106,12 +107,8 @@ func StartHA(ctx context.Context, nc *nats.Conn, opts SchedulerOptions) (*HASche
 	if err != nil {
 		return nil, fmt.Errorf("jetstream: %w", err)
 	}
-	kv, err := leaderBucket(ctx, js, opts.LeaderLease, opts.Replicas)
-	if err != nil {
-		return nil, err
-	}
 	rctx, cancel := context.WithCancel(ctx)
-	h := &HAScheduler{opts: opts, nc: nc, kv: kv, log: opts.Logger.With("part", "scheduler", "id", opts.ID), m: newLeaderMetrics(opts.Registry), cancel: cancel, done: make(chan struct{})}
+	h := &HAScheduler{opts: opts, nc: nc, js: js, log: opts.Logger.With("part", "scheduler", "id", opts.ID), m: newLeaderMetrics(opts.Registry), cancel: cancel, done: make(chan struct{})}
 	go h.run(rctx)
 	return h, nil
 }
@@ -153,6 +150,18 @@ func (h *HAScheduler) run(ctx context.Context) {
 			}
 			return
 		case <-t.C:
+		}
+		if h.kv == nil {
+			// schedulers starting together may race to make the bucket: try again
+			kv, err := leaderBucket(ctx, h.js, lease, h.opts.Replicas)
+			if err != nil {
+				if ctx.Err() == nil {
+					h.log.Warn("leader lease bucket not ready; retrying", "err", err)
+				}
+				t.Reset(every)
+				continue
+			}
+			h.kv = kv
 		}
 		sent := time.Now()
 		if !h.Leading() {
