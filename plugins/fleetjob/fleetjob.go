@@ -74,8 +74,9 @@ type Result struct {
 }
 
 // Run runs req on the fleet for engine job j, writing the build's log to j. A failed
-// build returns an error carrying its failing lines (current.LinesOf); a failure of
-// the infrastructure one of kind current.FailWorkerLost, FailNetwork or FailCancelled.
+// build returns an error carrying its failing lines (current.LinesOf), with a Result
+// naming the fleet job and its worker; a failure of the infrastructure one of kind
+// current.FailWorkerLost, FailNetwork or FailCancelled.
 func Run(ctx context.Context, fleet Fleet, j *current.Job, req Request) (Result, error) {
 	if err := ctx.Err(); err != nil {
 		// Woken because the job ended while its fleet job was queued: the wait set up
@@ -151,7 +152,8 @@ func Run(ctx context.Context, fleet Fleet, j *current.Job, req Request) (Result,
 			Queued: finished.Submitted, Started: finished.Started, Finished: time.Now()}
 		return res, nil
 	case cluster.OutcomeFailed:
-		return Result{}, current.WithLines(errors.New(r.Message), FailingLines(tail.lines()))
+		// The fleet job is named, so that its log can be read again.
+		return Result{JobID: job.ID, Worker: r.Worker, Attempts: r.Attempts}, current.WithLines(errors.New(r.Message), FailingLines(tail.lines()))
 	case cluster.OutcomeCancelled:
 		return Result{}, current.Infra(current.FailCancelled, fmt.Errorf("cancelled on the fleet: %s", r.Message))
 	default:

@@ -21,8 +21,8 @@ type FleetRunner struct {
 }
 
 // RunJob runs job on pool for engine job j. The worker's log is followed into j;
-// once the fleet job has ended its log is read again and parsed. A failed fleet job
-// keeps nothing of what it printed.
+// once the fleet job has ended its log is read again and parsed, also when it failed:
+// the results printed before the failure are kept.
 func (f FleetRunner) RunJob(ctx context.Context, j *current.Job, pool string, urgent bool, job Job) Outcome {
 	if job.Repeats <= 0 {
 		job.Repeats = 1
@@ -39,12 +39,14 @@ func (f FleetRunner) RunJob(ctx context.Context, j *current.Job, pool string, ur
 	res, err := fleetjob.Run(ctx, f.Fleet, j, fleetjob.Request{Ticket: "bench", Pool: pool, Client: "bench", Spec: sp.String(),
 		SourceDir: dir, Urgent: urgent, Timeout: job.total()})
 	if err != nil {
-		return demux.outcome(fmt.Errorf("benchmark on the fleet pool %s: %w", pool, err))
+		err = fmt.Errorf("benchmark on the fleet pool %s: %w", pool, err)
 	}
-	if _, err := f.Fleet.Log(ctx, res.JobID, 0, false, io.Writer(demux)); err != nil {
-		return demux.outcome(fmt.Errorf("read the log of fleet job %s: %w", res.JobID, err))
+	if res.JobID != "" {
+		if _, lerr := f.Fleet.Log(ctx, res.JobID, 0, false, io.Writer(demux)); lerr != nil && err == nil {
+			err = fmt.Errorf("read the log of fleet job %s: %w", res.JobID, lerr)
+		}
 	}
-	o := demux.outcome(nil)
+	o := demux.outcome(err)
 	o.Machine.Worker = res.Worker
 	return o
 }

@@ -1,0 +1,103 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/kiln-ci/kiln/cluster"
+	"github.com/kiln-ci/kiln/current"
+	"github.com/kiln-ci/kiln/services/bench/benchfmt"
+)
+
+// cannedFleet runs every job at once to the outcome given, its log being log.
+type cannedFleet struct {
+	outcome cluster.Outcome
+	log     string
+}
+
+func (f *cannedFleet) PutSource(context.Context, string) (string, error) { return "src", nil }
+func (f *cannedFleet) Submit(_ context.Context, r cluster.Request) (*cluster.Job, error) {
+	return &cluster.Job{Request: cluster.Request{ID: "fleet-1", Pool: r.Pool}, State: cluster.StateRunning, Worker: "slot"}, nil
+}
+func (f *cannedFleet) Log(_ context.Context, _ string, _ int64, _ bool, w io.Writer) (int64, error) {
+	n, err := io.WriteString(w, f.log)
+	return int64(n), err
+}
+func (f *cannedFleet) Wait(context.Context, string) (*cluster.Job, error) {
+	return &cluster.Job{Request: cluster.Request{ID: "fleet-1"}, State: cluster.StateDone, Worker: "slot",
+		Result: &cluster.Result{Outcome: f.outcome, Message: "exit status 1", Worker: "slot", Attempts: 1}}, nil
+}
+func (f *cannedFleet) WaitStarted(context.Context, string) (*cluster.Job, error) {
+	return &cluster.Job{Request: cluster.Request{ID: "fleet-1"}, State: cluster.StateRunning}, nil
+}
+func (f *cannedFleet) Cancel(context.Context, string) error { return nil }
+func (f *cannedFleet) Notify(context.Context, string, func(*cluster.Job) bool, func()) (func(), error) {
+	return nil, errors.New("no notifications")
+}
+
+// TestFleetPartialResults: the metrics a fleet job printed are kept, also when the job
+// failed after printing them.
+func TestFleetPartialResults(t *testing.T) {
+	result := func(v string) string {
+		return `{"name": "s", "results": [{"name": "t", "metrics": [{"name": "m", "value": ` + v + `}]}]}` + "\n"
+	}
+	log := machineMarker + "cpu=Test CPU\n" + armMarker + "1/2: base\n" + result("10") + armMarker + "1/2: head\n" + result("12") +
+		armMarker + "2/2: base\n" + result("11")
+	cases := []struct {
+		name    string
+		outcome cluster.Outcome
+		log     string
+		wantErr bool
+	}{
+		{"passed", cluster.OutcomeOK, log + armMarker + "2/2: head\n" + result("13"), false},
+		{"failed in the last run", cluster.OutcomeFailed, log + armMarker + "2/2: head\nkiln-bench: head failed in repeat 2\n", true},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			eng, err := current.Open(current.Config{StateDir: filepath.Join(t.TempDir(), "engine"), Logger: quiet})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer eng.Close()
+			f := FleetRunner{Fleet: &cannedFleet{outcome: c.outcome, log: c.log}, Image: "debian"}
+			outcomes := make(chan Outcome, 1)
+			op := &current.Op[string, int]{Name: "bench-fleet-test", Run: func(ctx context.Context, j *current.Job, _ string) (int, error) {
+				o := f.RunJob(ctx, j, "bench", false, Job{Dir: t.TempDir(), BaseDir: t.TempDir(), Command: "true", Repeats: 2, Timeout: time.Minute})
+				outcomes <- o
+				return 0, nil
+			}}
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan error, 1)
+			go func() { done <- eng.Run(ctx, current.Catch(current.Do(op, current.Return(c.name)))) }()
+			defer func() { cancel(); <-done }()
+			var o Outcome
+			select {
+			case o = <-outcomes:
+			case <-time.After(time.Minute):
+				t.Fatal("the job did not run")
+			}
+			if (o.Err != nil) != c.wantErr {
+				t.Errorf("error %v, want one: %v", o.Err, c.wantErr)
+			}
+			base, _ := o.Base.Find("s", "t", "m")
+			head, _ := o.Head.Find("s", "t", "m")
+			wantHead := "[12]"
+			if !c.wantErr {
+				wantHead = "[12 13]"
+			}
+			if got := fmtSamples(base) + " " + fmtSamples(head); got != "[10 11] "+wantHead {
+				t.Errorf("base and head %s, want [10 11] %s", got, wantHead)
+			}
+			if o.Machine.CPU != "Test CPU" || o.Machine.Worker != "slot" {
+				t.Errorf("machine %+v, want the CPU printed and the worker", o.Machine)
+			}
+		})
+	}
+}
+
+func fmtSamples(m benchfmt.Metric) string { return fmt.Sprint(m.Value.Samples) }
