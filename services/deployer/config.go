@@ -24,6 +24,9 @@ type Config struct {
 	Poll Duration `yaml:"poll"`
 	// HealthEvery is how often live targets are health-checked (default 30s).
 	HealthEvery Duration `yaml:"health_every"`
+	// Retry says how deploys and pushes that meet an infrastructure failure (a host,
+	// its engine or the registry unreachable) are tried again.
+	Retry RetryConfig `yaml:"retry"`
 	// AdminTokenFile, when set, holds a token that rollbacks and promotions need besides
 	// the console's admin role.
 	AdminTokenFile string `yaml:"admin_token_file"`
@@ -33,6 +36,15 @@ type Config struct {
 	Hosts           map[string]Host  `yaml:"hosts"`
 	Notify          []notify.Webhook `yaml:"notify"`
 	Services        []ServiceConfig  `yaml:"services"`
+}
+
+// RetryConfig bounds the automatic retries of infrastructure failures.
+type RetryConfig struct {
+	// Attempts is how many times in all (default 4; 1 does not retry).
+	Attempts int `yaml:"attempts"`
+	// Backoff is the wait before the first retry, doubled before each next one
+	// (default 10s).
+	Backoff Duration `yaml:"backoff"`
 }
 
 // RegistryConfig is where images are published.
@@ -229,6 +241,9 @@ func (c *Config) check() error {
 		f.Close()
 	}
 	secret("admin_token_file", c.AdminTokenFile)
+	if c.Retry.Attempts < 0 || c.Retry.Attempts > 20 {
+		bad("retry.attempts: %d is not between 1 and 20", c.Retry.Attempts)
+	}
 	if c.Registry.Address == "" {
 		bad("registry.address: missing")
 	}

@@ -75,6 +75,8 @@ func TestParseConfig(t *testing.T) {
 			return strings.Replace(s, "swarm: {service: web, url: \"http://127.0.0.1:80\"}", "compose: {}", 1)
 		},
 			want: []string{"compose targets are not supported"}},
+		{name: "retry attempts out of range", edit: func(s string) string { return "retry: {attempts: 50, backoff: 1s}\n" + s },
+			want: []string{"retry.attempts: 50 is not between 1 and 20"}},
 		{name: "bad duration", edit: func(s string) string { return strings.Replace(s, "deadline: 20s", "deadline: soon", 1) },
 			want: []string{`"soon" is not a duration`}},
 		{name: "bad promote", edit: func(s string) string { return strings.Replace(s, "promote: confirm", "promote: later", 1) },

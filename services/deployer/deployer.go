@@ -7,6 +7,7 @@
 package deployer
 
 import (
+	"cmp"
 	"context"
 	"crypto/subtle"
 	"errors"
@@ -72,6 +73,7 @@ type metrics struct {
 	duration *prometheus.HistogramVec
 	healthy  *prometheus.GaugeVec
 	reloads  *prometheus.CounterVec
+	retries  *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -93,9 +95,13 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "kiln_deployer_config_reloads_total",
 			Help: "Configuration reloads by result (ok, invalid).",
 		}, []string{"result"}),
+		retries: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "kiln_deployer_retries_total",
+			Help: "Deploys and pushes tried again after an infrastructure failure, by service, stage and kind of failure.",
+		}, []string{"service", "stage", "kind"}),
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.deploys, m.duration, m.healthy, m.reloads} {
+		for _, c := range []prometheus.Collector{m.deploys, m.duration, m.healthy, m.reloads, m.retries} {
 			if err := reg.Register(c); err != nil {
 				return nil, fmt.Errorf("deployer metrics: %w", err)
 			}
@@ -433,9 +439,14 @@ func (d *Deployer) release(ctx context.Context, cfg *Config, svc *ServiceConfig,
 			return
 		}
 	}
-	digest, err := d.publish(ctx, cfg, svc, b.Tag)
+	var digest string
+	start := time.Now()
+	err := d.retry(ctx, cfg, svc, "publish", 0, func() (err error) {
+		digest, err = d.publish(ctx, cfg, svc, b.Tag)
+		return err
+	})
 	if err != nil {
-		d.finish(svc, "publish", commit, "", time.Now(), err)
+		d.finish(svc, "publish", commit, "", start, err)
 		return
 	}
 	d.st.setPublished(svc.Name, commit, digest)
@@ -522,9 +533,38 @@ func (d *Deployer) deploy(ctx context.Context, cfg *Config, svc *ServiceConfig, 
 	d.save()
 	image := cfg.Registry.Address + "/" + svc.Image + "@" + digest
 	d.log.Info("deployer: deploying", "service", svc.Name, "stage", stageName, "commit", short(commit), "digest", digest, "kind", kind)
-	err = s.deploy(ctx, image)
+	err = d.retry(ctx, cfg, svc, stageName, rec, func() error { return s.deploy(ctx, image) })
 	d.finishRecord(svc, rec, start, err)
 	return err
+}
+
+// retry runs do, and runs it again after an infrastructure failure, with a backoff
+// doubled each time, up to the configured attempts. Each retry is recorded in the
+// record rec (when not 0), logged and counted. The final error names the failure as the
+// infrastructure's and says how many attempts were made.
+func (d *Deployer) retry(ctx context.Context, cfg *Config, svc *ServiceConfig, stageName string, rec int, do func() error) error {
+	attempts, wait := cmp.Or(cfg.Retry.Attempts, 4), cfg.Retry.Backoff.Or(10*time.Second)
+	for attempt := 1; ; attempt++ {
+		err := do()
+		kind := infrastructure(err)
+		if kind == "" {
+			return err
+		}
+		if attempt >= attempts || ctx.Err() != nil {
+			return fmt.Errorf("infrastructure failure (%s), %d attempts: %w", kind, attempt, err)
+		}
+		msg := fmt.Sprintf("attempt %d of %d failed (%s): %v; trying again in %s", attempt, attempts, kind, err, wait)
+		d.log.Warn("deployer: "+msg, "service", svc.Name, "stage", stageName)
+		d.m.retries.WithLabelValues(svc.Name, stageName, kind).Inc()
+		if rec != 0 {
+			d.st.retrying(rec, attempt, kind, msg)
+			d.save()
+		}
+		if !sleep(ctx, wait) {
+			return fmt.Errorf("infrastructure failure (%s), %d attempts, then cancelled: %w", kind, attempt, err)
+		}
+		wait *= 2
+	}
 }
 
 // finish records a failure before any target was touched (publishing).
@@ -543,7 +583,7 @@ func (d *Deployer) finishRecord(svc *ServiceConfig, id int, start time.Time, err
 	default:
 		outcome, sev, msg = OutcomeFailed, notify.Error, err.Error()
 	}
-	rec := d.st.end(id, outcome, msg)
+	rec := d.st.end(id, outcome, msg, infrastructure(err))
 	d.save()
 	d.m.deploys.WithLabelValues(svc.Name, rec.Stage, outcome).Inc()
 	if rec.Stage == "staging" || rec.Stage == "production" {

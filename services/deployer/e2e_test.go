@@ -126,6 +126,7 @@ func newWorld(t testing.TB) *world {
 	staging := target("staging", w.staging)
 	w.cfg = &Config{
 		Poll: Duration(time.Hour), HealthEvery: Duration(time.Hour), AdminTokenFile: filepath.Join(dir, "admin"),
+		Retry:           RetryConfig{Attempts: 3, Backoff: Duration(50 * time.Millisecond)},
 		BuildDockerHost: engine.Host,
 		Registry:        RegistryConfig{Address: reg.Addr, CredentialsFile: reg.CredentialsFile, Insecure: true},
 		// The remote docker client's own folder: docker login keeps the test registry's
@@ -203,7 +204,7 @@ func (w *world) change(t *testing.T, edit func(*Config)) {
 
 // failsUntouched commits version, polls, and checks that the deploy failed at stage
 // with a message saying why while both stages kept what they served.
-func (w *world) failsUntouched(t *testing.T, version, stage, why string) {
+func (w *world) failsUntouched(t *testing.T, version, stage, why string) Record {
 	t.Helper()
 	staging, production := w.d.st.live("web", "staging"), w.d.st.live("web", "production")
 	wasProduction, _ := get(w.production.URL + "/")
@@ -220,6 +221,7 @@ func (w *world) failsUntouched(t *testing.T, version, stage, why string) {
 	}
 	w.serves(t, w.production, wasProduction)
 	w.serves(t, w.staging, wasStaging)
+	return h
 }
 
 // get returns the body an HTTP GET of u answers with, or the error.
@@ -688,7 +690,17 @@ func TestEndToEnd(t *testing.T) {
 				h.SSH = "root@" + testenv.FreeAddr(t)
 				c.Hosts["remote"] = h
 			})
-			w.failsUntouched(t, "v7", "staging", "host unreachable")
+			h := w.failsUntouched(t, "v7", "staging", "host unreachable")
+			if h.Infrastructure != "host-unreachable" || h.Attempts != 3 {
+				t.Errorf("record %+v: want an infrastructure failure (host-unreachable) after 3 attempts", h)
+			}
+		}},
+		{"a registry that is down: the push is tried again, then fails as the infrastructure's", func(t *testing.T) {
+			w.change(t, func(c *Config) { c.Registry = RegistryConfig{Address: testenv.FreeAddr(t), Insecure: true} })
+			h := w.failsUntouched(t, "v7b", "publish", "infrastructure failure (registry-unreachable), 3 attempts")
+			if h.Infrastructure != "registry-unreachable" {
+				t.Errorf("record %+v: want an infrastructure failure (registry-unreachable)", h)
+			}
 		}},
 		{"a commit built on a branch deploys when the branch is merged", func(t *testing.T) {
 			w.repo.git(t, "checkout", "-q", "-b", "next")

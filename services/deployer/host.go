@@ -13,6 +13,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/kiln-ci/kiln/registry"
 )
 
 // The kinds of failure reaching a host; test them with errors.Is.
@@ -25,7 +27,40 @@ var (
 	ErrUnreachable = errors.New("host unreachable")
 	// ErrSSHAuth is a host that refused the key.
 	ErrSSHAuth = errors.New("ssh authentication refused")
+	// ErrRegistryUnreachable is a registry a host's engine could not reach (down,
+	// refusing connections, or answering 502/503).
+	ErrRegistryUnreachable = errors.New("registry unreachable")
+	// ErrEngineUnreachable is a host's Docker engine that does not answer.
+	ErrEngineUnreachable = errors.New("docker engine unreachable")
 )
+
+// infrastructure names the kind of an infrastructure failure (one that a later
+// attempt may not meet), or returns "" for a failure of the work itself.
+func infrastructure(err error) string {
+	switch {
+	case errors.Is(err, ErrUnreachable):
+		return "host-unreachable"
+	case errors.Is(err, ErrRegistryUnreachable), errors.Is(err, registry.ErrUnreachable):
+		return "registry-unreachable"
+	case errors.Is(err, ErrEngineUnreachable):
+		return "engine-unreachable"
+	}
+	return ""
+}
+
+// dockerError names the kind of a failed docker command from its message.
+func dockerError(msg string) error {
+	switch {
+	case strings.Contains(msg, "Cannot connect to the Docker daemon"), strings.Contains(msg, "Is the docker daemon running"):
+		return ErrEngineUnreachable
+	case strings.Contains(msg, "connection refused"), strings.Contains(msg, "no such host"),
+		strings.Contains(msg, "i/o timeout"), strings.Contains(msg, "TLS handshake timeout"),
+		strings.Contains(msg, "502 Bad Gateway"), strings.Contains(msg, "503 Service Unavailable"),
+		strings.Contains(msg, "connection reset by peer"):
+		return ErrRegistryUnreachable
+	}
+	return nil
+}
 
 // HostError is a failed command on a host, with the kind of failure.
 type HostError struct {
@@ -97,7 +132,11 @@ func (r *runner) output(ctx context.Context, stdin io.Reader, argv ...string) (s
 	if r.h.SSH != "" && errors.As(err, &ee) && ee.ExitCode() == 255 {
 		return "", r.sshError(msg)
 	}
-	return "", &HostError{Host: r.name, Msg: fmt.Sprintf("%s: %s", argv[0], msg)}
+	e := &HostError{Host: r.name, Msg: fmt.Sprintf("%s: %s", argv[0], msg)}
+	if argv[0] == "docker" {
+		e.Kind = dockerError(msg)
+	}
+	return "", e
 }
 
 func (r *runner) sshArgs() []string {

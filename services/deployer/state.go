@@ -34,6 +34,11 @@ type Record struct {
 	Finished time.Time `json:"finished,omitzero"`
 	Outcome  string    `json:"outcome"`
 	Message  string    `json:"message,omitempty"`
+	// Attempts is how many times the deploy was tried (more than one after
+	// infrastructure failures); Infrastructure names such a failure's kind
+	// (host-unreachable, registry-unreachable, engine-unreachable).
+	Attempts       int    `json:"attempts,omitempty"`
+	Infrastructure string `json:"infrastructure,omitempty"`
 }
 
 // Build is one commit built for deployability.
@@ -223,12 +228,24 @@ func (st *state) begin(r Record) int {
 	return r.ID
 }
 
-// end finishes a record; a live outcome makes it the stage's live version.
-func (st *state) end(id int, outcome, msg string) Record {
+// retrying records that the attempt of a running deploy failed for the
+// infrastructure's sake (kind) and that it is tried again.
+func (st *state) retrying(id, attempt int, kind, msg string) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	r := &st.H[id-1]
+	r.Attempts, r.Infrastructure, r.Message = attempt+1, kind, msg
+}
+
+// end finishes a record (infra: the kind of an infrastructure failure, or ""); a live outcome makes it the stage's live version.
+func (st *state) end(id int, outcome, msg, infra string) Record {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	r := &st.H[id-1]
 	r.Finished, r.Outcome, r.Message = time.Now().UTC(), outcome, msg
+	if infra != "" {
+		r.Infrastructure = infra
+	}
 	if outcome == OutcomeLive {
 		for i := range st.H {
 			o := &st.H[i]

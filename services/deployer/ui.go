@@ -152,7 +152,7 @@ form{display:inline}
 <h3>History</h3>
 <table class="history"><tr><th>#</th><th>stage</th><th>kind</th><th>commit</th><th>digest</th><th>started</th><th>took</th><th>outcome</th><th></th></tr>
 {{range .History}}<tr class="record" data-outcome="{{.Outcome}}"><td>{{.ID}}</td><td>{{.Stage}}</td><td>{{.Kind}}{{with .By}} by {{.}}{{end}}</td><td><code>{{short .Commit}}</code></td><td><code>{{.Digest}}</code></td>
-<td>{{.Started.Format "2006-01-02 15:04:05"}}</td><td>{{dur .}}</td><td class="{{.Outcome}}" title="{{.Message}}">{{.Outcome}}</td>
+<td>{{.Started.Format "2006-01-02 15:04:05"}}</td><td>{{dur .}}</td><td class="{{.Outcome}}" title="{{.Message}}">{{.Outcome}}{{with .Infrastructure}} <span class="infra">({{.}}{{end}}{{if gt .Attempts 1}}, {{.Attempts}} attempts{{end}}{{if .Infrastructure}})</span>{{end}}</td>
 <td>{{if and .Digest (or (eq .Outcome "live") (eq .Outcome "replaced"))}}<form data-admin method="post" action="/deployer/{{.Service}}/rollback"><input type="hidden" name="stage" value="{{.Stage}}"><input type="hidden" name="digest" value="{{.Digest}}"><input type="password" name="token" placeholder="admin token, if set" size="10"><button>Roll back to this</button></form>{{end}}</td></tr>{{end}}
 </table></section>
 {{end}}
