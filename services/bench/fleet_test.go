@@ -5,7 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os/exec"
 	"path/filepath"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -59,28 +62,11 @@ func TestFleetPartialResults(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			eng, err := current.Open(current.Config{StateDir: filepath.Join(t.TempDir(), "engine"), Logger: quiet})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer eng.Close()
 			f := FleetRunner{Fleet: &cannedFleet{outcome: c.outcome, log: c.log}, Image: "debian"}
-			outcomes := make(chan Outcome, 1)
-			op := &current.Op[string, int]{Name: "bench-fleet-test", Run: func(ctx context.Context, j *current.Job, _ string) (int, error) {
-				o := f.RunJob(ctx, j, "bench", false, Job{Dir: t.TempDir(), BaseDir: t.TempDir(), Command: "true", Repeats: 2, Timeout: time.Minute})
-				outcomes <- o
-				return 0, nil
-			}}
-			ctx, cancel := context.WithCancel(context.Background())
-			done := make(chan error, 1)
-			go func() { done <- eng.Run(ctx, current.Catch(current.Do(op, current.Return(c.name)))) }()
-			defer func() { cancel(); <-done }()
 			var o Outcome
-			select {
-			case o = <-outcomes:
-			case <-time.After(time.Minute):
-				t.Fatal("the job did not run")
-			}
+			inJob(t, func(ctx context.Context, j *current.Job) {
+				o = f.RunJob(ctx, j, "bench", false, Job{Dir: t.TempDir(), BaseDir: t.TempDir(), Command: "true", Repeats: 2, Timeout: time.Minute})
+			})
 			if (o.Err != nil) != c.wantErr {
 				t.Errorf("error %v, want one: %v", o.Err, c.wantErr)
 			}
@@ -101,3 +87,87 @@ func TestFleetPartialResults(t *testing.T) {
 }
 
 func fmtSamples(m benchfmt.Metric) string { return fmt.Sprint(m.Value.Samples) }
+
+// inJob runs f in an engine job and waits for it.
+func inJob(t *testing.T, f func(ctx context.Context, j *current.Job)) {
+	t.Helper()
+	eng, err := current.Open(current.Config{StateDir: filepath.Join(t.TempDir(), "engine"), Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer eng.Close()
+	ran := make(chan struct{})
+	op := &current.Op[string, int]{Name: "bench-test", Run: func(ctx context.Context, j *current.Job, _ string) (int, error) {
+		defer close(ran)
+		f(ctx, j)
+		return 0, nil
+	}}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- eng.Run(ctx, current.Catch(current.Do(op, current.Return(t.Name())))) }()
+	defer func() { cancel(); <-done }()
+	select {
+	case <-ran:
+	case <-time.After(5 * time.Minute):
+		t.Fatal("the engine job did not run")
+	}
+}
+
+// hostFleet runs each job submitted at once on this host: command in the uploaded
+// head/ and base/ trees, alternately, printed with the sandbox's arm markers.
+type hostFleet struct {
+	cannedFleet
+	command string
+	repeats int
+
+	mu      sync.Mutex
+	sources map[string]string // source id → dir
+	logs    map[string]string // job id → its log
+	jobs    int
+}
+
+func (f *hostFleet) PutSource(_ context.Context, dir string) (string, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.sources == nil {
+		f.sources, f.logs = map[string]string{}, map[string]string{}
+	}
+	id := fmt.Sprintf("src-%d", len(f.sources))
+	f.sources[id] = dir
+	return id, nil
+}
+
+func (f *hostFleet) Submit(ctx context.Context, r cluster.Request) (*cluster.Job, error) {
+	f.mu.Lock()
+	dir := f.sources[r.Source]
+	_, seen := f.logs[r.ID]
+	f.mu.Unlock()
+	if !seen {
+		var log strings.Builder
+		for i := 1; i <= f.repeats; i++ {
+			for _, arm := range []string{"base", "head"} {
+				fmt.Fprintf(&log, "%s%d/%d: %s\n", armMarker, i, f.repeats, arm)
+				cmd := exec.CommandContext(ctx, "sh", "-c", f.command)
+				cmd.Dir = filepath.Join(dir, arm)
+				out, err := cmd.CombinedOutput()
+				if err != nil {
+					return nil, fmt.Errorf("%s in %s: %v: %s", f.command, cmd.Dir, err, out)
+				}
+				log.Write(out)
+			}
+		}
+		f.mu.Lock()
+		f.logs[r.ID] = log.String()
+		f.jobs++
+		f.mu.Unlock()
+	}
+	return &cluster.Job{Request: r, State: cluster.StateRunning, Worker: "slot"}, nil
+}
+
+func (f *hostFleet) Log(_ context.Context, id string, _ int64, _ bool, w io.Writer) (int64, error) {
+	f.mu.Lock()
+	log := f.logs[id]
+	f.mu.Unlock()
+	n, err := io.WriteString(w, log)
+	return int64(n), err
+}

@@ -15,6 +15,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/kiln-ci/kiln/cluster"
+	"github.com/kiln-ci/kiln/current"
 	"github.com/kiln-ci/kiln/internal/testenv"
 	"github.com/kiln-ci/kiln/services/bench/store"
 	"github.com/kiln-ci/kiln/services/internal/notify"
@@ -26,6 +28,18 @@ import (
 // alert to a JSON webhook.
 func TestHuntFirstBadCommit(t *testing.T) {
 	testenv.RequireCommand(t, "git", "sh", "od")
+	for _, tc := range []struct {
+		name  string
+		fleet bool // the probes run on a fleet pool
+	}{
+		{name: "on this host"},
+		{name: "on the fleet", fleet: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) { huntFirstBadCommit(t, tc.fleet) })
+	}
+}
+
+func huntFirstBadCommit(t *testing.T, fleet bool) {
 	ctx := context.Background()
 	work := t.TempDir()
 	gitT(t, work, "init", "-q", "-b", "main")
@@ -76,17 +90,35 @@ func TestHuntFirstBadCommit(t *testing.T) {
 		t.Fatal(err)
 	}
 	t0 := time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)
-	for _, i := range []int{0, 1, 2, 3, 4, 10} {
-		dir := t.TempDir()
-		gitT(t, work, "worktree", "add", "-q", "--detach", filepath.Join(dir, "src"), commits[i])
-		j := job
-		j.Dir = filepath.Join(dir, "src")
-		o := Run(ctx, j, nil)
-		if o.Err != nil {
-			t.Fatal(o.Err)
+	record := func(ctx context.Context) {
+		for _, i := range []int{0, 1, 2, 3, 4, 10} {
+			dir := t.TempDir()
+			gitT(t, work, "worktree", "add", "-q", "--detach", filepath.Join(dir, "src"), commits[i])
+			j := job
+			j.Dir = filepath.Join(dir, "src")
+			o := Run(ctx, j, nil)
+			if o.Err != nil {
+				t.Error(o.Err)
+				return
+			}
+			if _, err := api.Record(ctx, store.Run{Repo: "git/local/lib", Branch: "main", Commit: commits[i], CommitTime: t0.Add(time.Duration(i) * time.Hour)}, o); err != nil {
+				t.Error(err)
+				return
+			}
 		}
-		if _, err := api.Record(ctx, store.Run{Repo: "git/local/lib", Branch: "main", Commit: commits[i], CommitTime: t0.Add(time.Duration(i) * time.Hour)}, o); err != nil {
-			t.Fatal(err)
+	}
+	if !fleet {
+		record(ctx)
+	} else {
+		// The runs are recorded, and the regression hunted, by an engine job whose
+		// probes are fleet jobs.
+		hf := &hostFleet{cannedFleet: cannedFleet{outcome: cluster.OutcomeOK}, command: job.Command, repeats: job.Repeats}
+		inJob(t, func(ctx context.Context, j *current.Job) {
+			hunt.Runner = &fleetProbes{f: FleetRunner{Fleet: hf, Image: "debian"}, j: j, pool: "bench"}
+			record(ctx)
+		})
+		if hf.jobs == 0 || hf.jobs != len(found.Probed) {
+			t.Errorf("%d fleet jobs for %d probes", hf.jobs, len(found.Probed))
 		}
 	}
 	t.Run("first bad commit", func(t *testing.T) {

@@ -211,7 +211,7 @@ func (p *Pipeline) run(ctx context.Context, j *current.Job, t Task) (int64, erro
 	if p.Hunt != nil && run.Branch != "" && resp.Comparison != nil {
 		if reg, _ := resp.Comparison.Significant(); reg > 0 {
 			p.slot.Lock()
-			p.hunt(ctx, j, r, job, *resp.Comparison)
+			p.hunt(ctx, j, r, cfg.Pool, job, *resp.Comparison)
 			p.slot.Unlock()
 		}
 	}
@@ -235,11 +235,12 @@ func notBenchmarked(cfg Config, ok bool, r forge.Ref) string {
 	return ""
 }
 
-// hunt bisects a branch regression in the repository's mirror, logging the outcome.
-func (p *Pipeline) hunt(ctx context.Context, j *current.Job, r forge.Ref, job Job, c Comparison) {
-	if p.Runner == nil {
-		j.Logf("a significant regression; its bisection runs probes on this server, not on the fleet: not bisected")
-		return
+// hunt bisects a branch regression in the repository's mirror, logging the outcome;
+// with the fleet, the probes run on pool.
+func (p *Pipeline) hunt(ctx context.Context, j *current.Job, r forge.Ref, pool string, job Job, c Comparison) {
+	runner := p.Runner
+	if p.Fleet != nil {
+		runner = &fleetProbes{f: *p.Fleet, j: j, pool: pool}
 	}
 	repo, err := p.Mirrors.Repo(ctx, r.Remote)
 	if err != nil {
@@ -247,7 +248,7 @@ func (p *Pipeline) hunt(ctx context.Context, j *current.Job, r forge.Ref, job Jo
 		return
 	}
 	h := *p.Hunt
-	h.GitDir, h.Job, h.Runner = repo.Dir, job, p.Runner
+	h.GitDir, h.Job, h.Runner = repo.Dir, job, runner
 	h.Job.Dir, h.Job.BaseDir = "", ""
 	j.Logf("a significant regression: bisecting it from the last good run")
 	found, err := h.OnBranch(ctx, c)
