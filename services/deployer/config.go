@@ -120,7 +120,7 @@ type Target struct {
 	Container *ContainerTarget `yaml:"container,omitempty"`
 	Swarm     *SwarmTarget     `yaml:"swarm,omitempty"`
 	Command   *CommandTarget   `yaml:"command,omitempty"`
-	Compose   *struct{}        `yaml:"compose,omitempty"`
+	Compose   *ComposeTarget   `yaml:"compose,omitempty"`
 }
 
 // ContainerTarget is a plain container replaced in place behind a reverse proxy: the
@@ -161,6 +161,21 @@ type SwarmTarget struct {
 	// UpdateOrder is start-first (default: the new task starts before the old one
 	// stops) or stop-first (for services on the host network, whose tasks share a port).
 	UpdateOrder string `yaml:"update_order"`
+}
+
+// ComposeTarget is a service of a docker-compose project on the host: its image is set
+// in an override file beside the project's file (FILE without its extension, plus
+// .kiln.yml), and the service is recreated.
+type ComposeTarget struct {
+	// File is the project's compose file on the host.
+	File string `yaml:"file"`
+	// Project is the project name (docker-compose -p; default: docker-compose's, the
+	// file's folder name).
+	Project string `yaml:"project"`
+	// Service is the compose service that runs the image.
+	Service string `yaml:"service"`
+	// URL is where the service answers for its health check.
+	URL string `yaml:"url"`
 }
 
 // CommandTarget copies a file out of the image to the host and runs a command there.
@@ -339,9 +354,12 @@ func (c *Config) checkTarget(where string, t *Target, bad func(string, ...any)) 
 		bad("%s.host: %q is not one of hosts", where, t.Host)
 	}
 	n := 0
-	if t.Compose != nil {
-		bad("%s.compose: compose targets are not supported (docker-compose is not available); use container or swarm", where)
+	if ct := t.Compose; ct != nil {
 		n++
+		if !strings.HasPrefix(ct.File, "/") || ct.Service == "" {
+			bad("%s.compose: file (an absolute path) and service are needed", where)
+		}
+		checkURL(where+".compose.url", ct.URL, bad)
 	}
 	if ct := t.Container; ct != nil {
 		n++
@@ -383,7 +401,7 @@ func (c *Config) checkTarget(where string, t *Target, bad func(string, ...any)) 
 		}
 	}
 	if n != 1 {
-		bad("%s: want exactly one of container, swarm or command", where)
+		bad("%s: want exactly one of container, swarm, compose or command", where)
 	}
 }
 

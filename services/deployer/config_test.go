@@ -70,11 +70,14 @@ func TestParseConfig(t *testing.T) {
 			want: []string{`services.web.production.host: "web2" is not one of hosts`}},
 		{name: "two methods", edit: func(s string) string {
 			return strings.Replace(s, "swarm: {service: web", "command: {artifact: /a, dest: /b, run: [true]}\n      swarm: {service: web", 1)
-		}, want: []string{"services.web.production: want exactly one of container, swarm or command"}},
+		}, want: []string{"services.web.production: want exactly one of container, swarm, compose or command"}},
 		{name: "compose", edit: func(s string) string {
-			return strings.Replace(s, "swarm: {service: web, url: \"http://127.0.0.1:80\"}", "compose: {}", 1)
+			return strings.Replace(s, "swarm: {service: web, url: \"http://127.0.0.1:80\"}", "compose: {file: /srv/web/docker-compose.yml, service: web, url: \"http://127.0.0.1:80\"}", 1)
+		}},
+		{name: "compose without a file", edit: func(s string) string {
+			return strings.Replace(s, "swarm: {service: web, url: \"http://127.0.0.1:80\"}", "compose: {service: web, url: \"http://127.0.0.1:80\"}", 1)
 		},
-			want: []string{"compose targets are not supported"}},
+			want: []string{"services.web.production.compose: file (an absolute path) and service are needed"}},
 		{name: "retry attempts out of range", edit: func(s string) string { return "retry: {attempts: 50, backoff: 1s}\n" + s },
 			want: []string{"retry.attempts: 50 is not between 1 and 20"}},
 		{name: "bad duration", edit: func(s string) string { return strings.Replace(s, "deadline: 20s", "deadline: soon", 1) },

@@ -769,6 +769,8 @@ func (s *stage) liveURL() string {
 		return strings.TrimSuffix(s.t.Swarm.URL, "/") + s.health.Path
 	case s.t.Command != nil:
 		return strings.TrimSuffix(s.t.Command.URL, "/") + s.health.Path
+	case s.t.Compose != nil:
+		return strings.TrimSuffix(s.t.Compose.URL, "/") + s.health.Path
 	}
 	return ""
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"maps"
@@ -222,6 +223,22 @@ func (w *world) failsUntouched(t *testing.T, version, stage, why string) Record 
 	w.serves(t, w.production, wasProduction)
 	w.serves(t, w.staging, wasStaging)
 	return h
+}
+
+// waitServes waits up to a minute for url to answer want.
+func waitServes(t *testing.T, url, want string) {
+	t.Helper()
+	start := time.Now()
+	for {
+		got, err := get(url + "/")
+		if got == want {
+			return
+		}
+		if time.Since(start) > time.Minute {
+			t.Fatalf("%s answers %q (%v), want %q", url, got, err, want)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
 
 // get returns the body an HTTP GET of u answers with, or the error.
@@ -643,6 +660,50 @@ func TestEndToEnd(t *testing.T) {
 			t.Logf("swarm: broken update to the previous version serving again: %v (health deadline %v)", time.Since(start).Round(10*time.Millisecond), svc.Health.Deadline.Or(0))
 			if img, _ := r.run(ctx, nil, "docker", "service", "inspect", "--format", "{{.Spec.TaskTemplate.ContainerSpec.Image}}", "kiln-test-web"); !strings.HasSuffix(img, v2digest) {
 				t.Errorf("the service runs %s after the rollback", img)
+			}
+		}},
+		{"a compose service is updated, and restored when its health check fails", func(t *testing.T) {
+			testenv.RequireCommand(t, "docker-compose")
+			cfg := *w.d.config()
+			r := &runner{name: "remote", h: w.d.host(&cfg, "remote"), control: w.d.control}
+			url := "http://" + testenv.FreeAddr(t)
+			_, port, _ := net.SplitHostPort(strings.TrimPrefix(url, "http://"))
+			file := filepath.Join(t.TempDir(), "docker-compose.yml")
+			project := fmt.Sprintf("version: \"3.7\"\nservices:\n  web:\n    image: %s\n    network_mode: host\n    environment:\n      PORT: \"%s\"\n", w.image(v1digest), port)
+			if err := os.WriteFile(file, []byte(project), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			svc := cfg.Services[0]
+			svc.Health.Deadline = Duration(5 * time.Second)
+			svc.Production = Target{Host: "remote", Compose: &ComposeTarget{File: file, Project: "kiln-test-compose", Service: "web", URL: url}}
+			s, err := w.d.stageOf(&cfg, &svc, "production")
+			if err != nil {
+				t.Fatal(err)
+			}
+			compose := []string{"docker-compose", "--ansi", "never", "-f", file, "-p", "kiln-test-compose"}
+			if err := s.login(ctx, r); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := r.run(ctx, nil, append(compose, "up", "-d")...); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { r.run(context.Background(), nil, append(compose, "down")...) })
+			waitServes(t, url, "v1")
+			start := time.Now()
+			if err := s.deploy(ctx, w.image(v2digest)); err != nil {
+				t.Fatal(err)
+			}
+			t.Logf("compose update to live: %v", time.Since(start).Round(10*time.Millisecond))
+			if got, err := get(url + "/"); got != "v2" {
+				t.Fatalf("the service answers %q (%v)", got, err)
+			}
+			var he *HealthError
+			if err := s.deploy(ctx, w.image(w.brokenDigest(t))); !errors.As(err, &he) || he.Restore != nil {
+				t.Fatalf("deploy of the broken version: %v", err)
+			}
+			waitServes(t, url, "v2")
+			if o, _ := os.ReadFile(svc.Production.Compose.overrideFile()); !strings.Contains(string(o), v2digest) {
+				t.Errorf("override file after the rollback:\n%s", o)
 			}
 		}},
 		{"a proxy that fails to reload keeps its upstream file and the old instance", func(t *testing.T) {

@@ -102,12 +102,12 @@ func (r *runner) output(ctx context.Context, stdin io.Reader, argv ...string) (s
 	if r.h.SSH == "" {
 		cmd = exec.CommandContext(ctx, argv[0], argv[1:]...)
 		cmd.Env = os.Environ()
-		if argv[0] == "docker" {
+		if isDocker(argv[0]) {
 			cmd.Env = append(cmd.Env, r.h.dockerEnv()...)
 		}
 	} else {
 		remote := argv
-		if env := r.h.dockerEnv(); argv[0] == "docker" && len(env) > 0 {
+		if env := r.h.dockerEnv(); isDocker(argv[0]) && len(env) > 0 {
 			remote = append(append([]string{"env"}, env...), argv...)
 		}
 		cmd = exec.CommandContext(ctx, "ssh", append(r.sshArgs(), "--", shellQuote(remote))...)
@@ -133,7 +133,7 @@ func (r *runner) output(ctx context.Context, stdin io.Reader, argv ...string) (s
 		return "", r.sshError(msg)
 	}
 	e := &HostError{Host: r.name, Msg: fmt.Sprintf("%s: %s", argv[0], msg)}
-	if argv[0] == "docker" {
+	if isDocker(argv[0]) {
 		e.Kind = dockerError(msg)
 	}
 	return "", e
@@ -197,6 +197,10 @@ func (r *runner) writeFile(ctx context.Context, path string, content []byte) err
 func (r *runner) readFile(ctx context.Context, path string) (string, error) {
 	return r.output(ctx, nil, "sh", "-c", `if [ -e "$1" ]; then cat "$1"; fi`, "sh", path)
 }
+
+// isDocker reports whether a command is a docker client (docker, docker-compose), which
+// gets the host's DOCKER_HOST and DOCKER_CONFIG.
+func isDocker(cmd string) bool { return cmd == "docker" || cmd == "docker-compose" }
 
 // dockerEnv is the environment of the host's docker commands.
 func (h Host) dockerEnv() []string {

@@ -58,6 +58,8 @@ func (s *stage) deploy(ctx context.Context, image string) error {
 		return s.deploySwarm(ctx, image)
 	case s.t.Command != nil:
 		return s.deployCommand(ctx, image)
+	case s.t.Compose != nil:
+		return s.deployCompose(ctx, image)
 	}
 	return errors.New("no deploy method")
 }
