@@ -76,17 +76,53 @@ func (w *simWorker) start(t testing.TB, capacity int) {
 //     reported is the dispatch rate and the CPU time of the whole system (NATS server,
 //     scheduler, workers, clients: one process) per job.
 //
-// KILN_BENCH_JOBS and KILN_BENCH_WORKERS scale it.
+// KILN_BENCH_JOBS and KILN_BENCH_WORKERS scale it. It runs on the single embedded node
+// and on a 3-node NATS cluster with every stream and bucket replicated 3 times.
 func BenchmarkDispatch(b *testing.B) {
+	policy := Policy{LeaseTTL: 5 * time.Minute, DefaultCost: time.Second}
+	pools := []string{"linux-x86_64"}
+	b.Run("embedded", func(b *testing.B) {
+		benchDispatch(b, func(ctx context.Context) benchFleet {
+			f, err := StartEmbedded(ctx, Options{StateDir: b.TempDir(), Listen: "127.0.0.1:0", Pools: pools, Policy: policy})
+			if err != nil {
+				b.Fatal(err)
+			}
+			return benchFleet{client: f.Client, conn: ConnOptions{URL: f.URL}, close: f.Close}
+		})
+	})
+	b.Run("cluster-3", func(b *testing.B) {
+		benchDispatch(b, func(ctx context.Context) benchFleet {
+			c := startNATSCluster(b, 3)
+			h, err := StartHA(ctx, c.connect("scheduler"), SchedulerOptions{Pools: pools, Policy: policy, Replicas: 3})
+			if err != nil {
+				b.Fatal(err)
+			}
+			for !h.Leading() {
+				time.Sleep(10 * time.Millisecond)
+			}
+			cl, err := NewClient(c.connect("client"))
+			if err != nil {
+				b.Fatal(err)
+			}
+			return benchFleet{client: cl, conn: ConnOptions{URL: c.urls(), Token: c.token}, close: func() { cl.Close(); h.Stop() }}
+		})
+	})
+}
+
+// benchFleet is a running fleet to benchmark: a client, how simulated workers connect, and
+// how to stop it.
+type benchFleet struct {
+	client *Client
+	conn   ConnOptions
+	close  func()
+}
+
+func benchDispatch(b *testing.B, start func(context.Context) benchFleet) {
 	nJobs := benchEnvInt("KILN_BENCH_JOBS", 100000)
 	nWorkers := benchEnvInt("KILN_BENCH_WORKERS", 200)
 	for b.Loop() {
 		ctx, cancel := context.WithCancel(context.Background())
-		f, err := StartEmbedded(ctx, Options{StateDir: b.TempDir(), Listen: "127.0.0.1:0", Pools: []string{"linux-x86_64"},
-			Policy: Policy{LeaseTTL: 5 * time.Minute, DefaultCost: time.Second}})
-		if err != nil {
-			b.Fatal(err)
-		}
+		f := start(ctx)
 		t0 := time.Now()
 		var next atomic.Int64
 		var wg sync.WaitGroup
@@ -100,7 +136,7 @@ func BenchmarkDispatch(b *testing.B) {
 						return
 					}
 					r := Request{ID: fmt.Sprintf("bg-%07d", i), Pool: "linux-x86_64", Client: fmt.Sprint("c", i%4), Spec: "true", CacheHint: fmt.Sprint("h", i%500)}
-					if _, err := f.Client.Submit(ctx, r); err != nil {
+					if _, err := f.client.Submit(ctx, r); err != nil {
 						b.Error(err)
 						return
 					}
@@ -125,7 +161,9 @@ func BenchmarkDispatch(b *testing.B) {
 		}
 		var conns []*nats.Conn
 		for i := range 8 {
-			nc, err := Connect(ctx, ConnOptions{URL: f.URL, Name: fmt.Sprint("sim", i)})
+			o := f.conn
+			o.Name = fmt.Sprint("sim", i)
+			nc, err := Connect(ctx, o)
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -142,7 +180,7 @@ func BenchmarkDispatch(b *testing.B) {
 		for i := range 500 {
 			id := fmt.Sprintf("probe-%06d", i)
 			probeSent.Store(id, time.Now())
-			if _, err := f.Client.Submit(ctx, Request{ID: id, Pool: "linux-x86_64", Client: "probe", Spec: "true", Urgent: true}); err != nil {
+			if _, err := f.client.Submit(ctx, Request{ID: id, Pool: "linux-x86_64", Client: "probe", Spec: "true", Urgent: true}); err != nil {
 				b.Fatal(err)
 			}
 			time.Sleep(20 * time.Millisecond)
@@ -174,7 +212,7 @@ func BenchmarkDispatch(b *testing.B) {
 		for _, nc := range conns {
 			nc.Close()
 		}
-		f.Close()
+		f.close()
 		cancel()
 	}
 }

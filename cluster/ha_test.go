@@ -16,13 +16,13 @@ import (
 
 // natsCluster is a NATS cluster of in-process nodes, each with its own ports and store.
 type natsCluster struct {
-	t     *testing.T
+	t     testing.TB
 	token string
 	nodes []*server.Server
 	addrs []string
 }
 
-func startNATSCluster(t *testing.T, n int) *natsCluster {
+func startNATSCluster(t testing.TB, n int) *natsCluster {
 	t.Helper()
 	c := &natsCluster{t: t, token: "cluster-secret"}
 	routes := make([]string, n)
@@ -299,4 +299,58 @@ func TestHAFleetSurvivesNodeAndLeaderLoss(t *testing.T) {
 	}
 	t.Logf("%d jobs ok, %d re-run after a loss; recovery after losing the NATS node %s, the leading scheduler (%s) %s",
 		jobs, reruns, recovery["NATS node"].Round(time.Millisecond), oldLeader, recovery["leading scheduler"].Round(time.Millisecond))
+}
+
+func TestClusterInfoShowsLeaderAndReplicas(t *testing.T) {
+	testenv.Short(t, "runs a 3-node NATS cluster")
+	c := startNATSCluster(t, 3)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	h, err := StartHA(ctx, c.connect("scheduler"), SchedulerOptions{Pools: DefaultPools, Replicas: 3, LeaderLease: time.Second, ID: "the-leader"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Stop()
+	waitUntil(t, "the scheduler leads", 20*time.Second, h.Leading)
+	cl, err := NewClient(c.connect("admin"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	for _, tc := range []struct {
+		name    string
+		before  func()
+		offline int // followers shown offline or behind, over all streams, at least
+	}{
+		{"all nodes up", func() {}, 0},
+		{"a node lost", func() { c.nodes[2].Shutdown() }, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.before()
+			var ci *ClusterInfo
+			waitUntil(t, "the cluster state", 30*time.Second, func() bool {
+				cctx, ccancel := context.WithTimeout(ctx, 5*time.Second)
+				defer ccancel()
+				ci, err = cl.ClusterInfo(cctx)
+				if err != nil || ci.Scheduler == nil || len(ci.Streams) != 5 {
+					return false
+				}
+				down := 0
+				for _, s := range ci.Streams {
+					if s.Leader == "" || len(s.Replicas) != 2 {
+						return false
+					}
+					for _, r := range s.Replicas {
+						if r.Offline || !r.Current {
+							down++
+						}
+					}
+				}
+				return down >= tc.offline
+			})
+			if ci.Scheduler.ID != "the-leader" {
+				t.Fatalf("scheduler leader %q, want the-leader", ci.Scheduler.ID)
+			}
+		})
+	}
 }

@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
+	"slices"
 	"sync"
 	"time"
 
@@ -226,4 +228,59 @@ func (h *HAScheduler) stepDown(why string) {
 	h.m.leader.Set(0)
 	h.m.changes.Inc()
 	h.log.Warn("scheduler stands by", "reason", why)
+}
+
+// ClusterInfo is how the fleet's state is kept on a NATS cluster: which scheduler leads and,
+// per stream, which node leads it and how far each replica lags.
+type ClusterInfo struct {
+	Scheduler *LeaderInfo  `json:"scheduler,omitempty"` // nil when no scheduler leads
+	Streams   []StreamInfo `json:"streams"`
+}
+
+// StreamInfo is one of the fleet's streams on the cluster.
+type StreamInfo struct {
+	Name     string        `json:"name"`
+	Cluster  string        `json:"cluster,omitempty"`
+	Leader   string        `json:"leader,omitempty"`
+	Replicas []ReplicaInfo `json:"replicas,omitempty"` // the followers
+	Messages uint64        `json:"messages"`
+}
+
+// ReplicaInfo is a follower of a stream: Lag is how many operations it is behind the leader.
+type ReplicaInfo struct {
+	Node    string        `json:"node"`
+	Current bool          `json:"current"`
+	Offline bool          `json:"offline,omitempty"`
+	Lag     uint64        `json:"lag"`
+	Active  time.Duration `json:"active"` // since it was last heard from
+}
+
+// ClusterInfo reports the scheduler leader and the replication of the fleet's streams.
+func (c *Client) ClusterInfo(ctx context.Context) (*ClusterInfo, error) {
+	out := &ClusterInfo{}
+	info, ok, err := CurrentLeader(ctx, c.nc)
+	if err != nil {
+		return nil, err
+	}
+	if ok {
+		out.Scheduler = &info
+	}
+	for _, name := range append(slices.Sorted(maps.Keys(fleetStreams)), "KV_"+bucketLeader) {
+		st, err := c.js.Stream(ctx, name)
+		if errors.Is(err, jetstream.ErrStreamNotFound) {
+			continue
+		} else if err != nil {
+			return nil, fmt.Errorf("stream %s: %w", name, err)
+		}
+		si := st.CachedInfo()
+		s := StreamInfo{Name: name, Messages: si.State.Msgs}
+		if cl := si.Cluster; cl != nil {
+			s.Cluster, s.Leader = cl.Name, cl.Leader
+			for _, p := range cl.Replicas {
+				s.Replicas = append(s.Replicas, ReplicaInfo{Node: p.Name, Current: p.Current, Offline: p.Offline, Lag: p.Lag, Active: p.Active})
+			}
+		}
+		out.Streams = append(out.Streams, s)
+	}
+	return out, nil
 }
