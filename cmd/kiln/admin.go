@@ -51,6 +51,23 @@ func init() {
 	}
 
 	admin.AddCommand(&cobra.Command{
+		Use: "cluster", Short: "Show which scheduler leads, and the NATS nodes keeping each stream of the fleet with their lag", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return withClient(cmd, func(ctx context.Context, c *cluster.Client) error {
+				ctx, cancel := short(ctx)
+				defer cancel()
+				ci, err := c.ClusterInfo(ctx)
+				if err != nil {
+					return err
+				}
+				if asJSON {
+					return printJSON(cmd.OutOrStdout(), ci)
+				}
+				return printClusterInfo(cmd.OutOrStdout(), ci, time.Now())
+			})
+		},
+	})
+	admin.AddCommand(&cobra.Command{
 		Use: "pools", Short: "List pools with workers, capacity, running and queued jobs", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return withClient(cmd, func(ctx context.Context, c *cluster.Client) error {
