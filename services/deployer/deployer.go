@@ -555,6 +555,9 @@ func (d *Deployer) retry(ctx context.Context, cfg *Config, svc *ServiceConfig, s
 		}
 		msg := fmt.Sprintf("attempt %d of %d failed (%s): %v; trying again in %s", attempt, attempts, kind, err, wait)
 		d.log.Warn("deployer: "+msg, "service", svc.Name, "stage", stageName)
+		if logf := jobLogOf(ctx); logf != nil {
+			logf("%s %s: %s", svc.Name, stageName, msg)
+		}
 		d.m.retries.WithLabelValues(svc.Name, stageName, kind).Inc()
 		if rec != 0 {
 			d.st.retrying(rec, attempt, kind, msg)
@@ -710,7 +713,7 @@ func (d *Deployer) Pipeline() current.Term[current.Unit] {
 				return "superseded", nil
 			}
 			j.Logf("promoting %s (%s) to production", short(p.Commit), p.Digest)
-			if err := d.promote(ctx, cfg, svc, pending, "console"); err != nil {
+			if err := d.promote(withJobLog(ctx, j.Logf), cfg, svc, pending, "console"); err != nil {
 				return "", err
 			}
 			j.Logf("live in production")
@@ -721,6 +724,19 @@ func (d *Deployer) Pipeline() current.Term[current.Unit] {
 		func(p current.Term[Promotion]) current.Term[current.Unit] {
 			return current.Map(current.Do(op, p), func(string) current.Unit { return current.Unit{} })
 		})
+}
+
+type jobLogKey struct{}
+
+// withJobLog gives ctx the log of the engine job an operation runs in.
+func withJobLog(ctx context.Context, logf func(string, ...any)) context.Context {
+	return context.WithValue(ctx, jobLogKey{}, logf)
+}
+
+// jobLogOf is the log of the engine job ctx runs in, or nil.
+func jobLogOf(ctx context.Context) func(string, ...any) {
+	f, _ := ctx.Value(jobLogKey{}).(func(string, ...any))
+	return f
 }
 
 // CheckHealth checks every live stage once and notifies changes.

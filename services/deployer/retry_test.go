@@ -61,7 +61,9 @@ func TestRetry(t *testing.T) {
 			svc := &cfg.Services[0]
 			rec := d.st.begin(Record{Service: svc.Name, Stage: "production", Kind: "deploy"})
 			calls := 0
-			err := d.retry(context.Background(), cfg, svc, "production", rec, func() error {
+			var jobLog []string
+			ctx := withJobLog(context.Background(), func(format string, args ...any) { jobLog = append(jobLog, fmt.Sprintf(format, args...)) })
+			err := d.retry(ctx, cfg, svc, "production", rec, func() error {
 				calls++
 				if calls <= len(tc.errs) {
 					return tc.errs[calls-1]
@@ -73,6 +75,9 @@ func TestRetry(t *testing.T) {
 			}
 			if tc.wantErr == "" && err != nil || tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)) {
 				t.Fatalf("error %v, want %q", err, tc.wantErr)
+			}
+			if len(jobLog) != tc.wantCalls-1 || len(jobLog) > 0 && !strings.Contains(jobLog[0], "attempt 1 of 3 failed ("+tc.wantInfra+")") {
+				t.Errorf("the engine job's log: %q", jobLog)
 			}
 			r := d.st.history(svc.Name)[0]
 			if r.Infrastructure != tc.wantInfra || tc.wantInfra != "" && r.Attempts != min(tc.wantCalls, 3) {
