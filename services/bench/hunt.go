@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"math"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -46,10 +47,12 @@ type Found struct {
 // is from the branch's previous passed run to c's commit.
 func (h *Hunt) OnBranch(ctx context.Context, c Comparison) (*Found, error) {
 	var keys []store.Key
+	var changes []float64 // the regression of each key
 	var names []string
 	for _, r := range c.Rows {
 		if r.Regression {
 			keys = append(keys, r.Key)
+			changes = append(changes, r.Verdict.Change)
 			names = append(names, fmt.Sprintf("%s %+.1f %%", r.Key, 100*r.Verdict.Change))
 		}
 	}
@@ -95,13 +98,17 @@ func (h *Hunt) OnBranch(ctx context.Context, c Comparison) (*Found, error) {
 		if o.Err != nil {
 			return false, o.Err
 		}
-		for _, k := range keys {
+		for i, k := range keys {
 			hm, ok1 := o.Head.Find(k.Benchmark, k.Test, k.Name)
 			bm, ok2 := o.Base.Find(k.Benchmark, k.Test, k.Name)
 			if !ok1 || !ok2 {
 				continue
 			}
-			if detect.Interleaved(bm.Value.Points(), hm.Value.Points(), detect.Noise{}, h.Options).Regression(hm.Trend) {
+			// A commit is bad when it carries most of the regression hunted, not
+			// when it differs from the good one by any significant amount: a
+			// small earlier change is not the regression's first bad commit.
+			v := detect.Interleaved(bm.Value.Points(), hm.Value.Points(), detect.Noise{}, h.Options)
+			if v.Regression(hm.Trend) && math.Abs(v.Change) >= math.Abs(changes[i])/2 {
 				return true, nil
 			}
 		}
