@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // natsCluster is a NATS cluster of in-process nodes, each with its own ports and store.
@@ -150,9 +151,12 @@ func TestHALeaderTakeover(t *testing.T) {
 			defer cancel()
 			var hs []*HAScheduler
 			var conns []*nats.Conn
+			var regs []*prometheus.Registry
 			for i := range 2 {
 				nc := c.connect(fmt.Sprintf("s%d", i))
-				h, err := StartHA(ctx, nc, SchedulerOptions{Pools: DefaultPools, Replicas: 3, LeaderLease: lease, ID: fmt.Sprintf("s%d", i), Policy: testPolicyFast()})
+				reg := prometheus.NewRegistry()
+				regs = append(regs, reg)
+				h, err := StartHA(ctx, nc, SchedulerOptions{Pools: DefaultPools, Replicas: 3, LeaderLease: lease, ID: fmt.Sprintf("s%d", i), Policy: testPolicyFast(), Registry: reg})
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -188,6 +192,11 @@ func TestHALeaderTakeover(t *testing.T) {
 			t.Logf("takeover after %s (lease %s)", took.Round(time.Millisecond), lease)
 			if hs[old].Leading() {
 				t.Fatal("the old leader still leads")
+			}
+			for i, want := range map[int]float64{old: 0, 1 - old: 1} {
+				if got := gaugeValue(t, regs[i], "kiln_cluster_scheduler_leader"); got != want {
+					t.Errorf("scheduler %d: kiln_cluster_scheduler_leader = %v, want %v", i, got, want)
+				}
 			}
 		})
 	}
@@ -350,6 +359,50 @@ func TestClusterInfoShowsLeaderAndReplicas(t *testing.T) {
 			})
 			if ci.Scheduler.ID != "the-leader" {
 				t.Fatalf("scheduler leader %q, want the-leader", ci.Scheduler.ID)
+			}
+		})
+	}
+}
+
+func gaugeValue(t *testing.T, reg *prometheus.Registry, name string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name && len(mf.GetMetric()) == 1 {
+			return mf.GetMetric()[0].GetGauge().GetValue()
+		}
+	}
+	t.Fatalf("no metric %s", name)
+	return 0
+}
+
+func TestStartNodeRefusesBadOptions(t *testing.T) {
+	good := NodeOptions{Name: "n1", StoreDir: t.TempDir(), Listen: "127.0.0.1:0", Cluster: "c", ClusterListen: "127.0.0.1:0"}
+	for _, tc := range []struct {
+		name   string
+		change func(*NodeOptions)
+		want   string
+	}{
+		{"no name", func(o *NodeOptions) { o.Name = "" }, "no name"},
+		{"no store", func(o *NodeOptions) { o.StoreDir = "" }, "no store folder"},
+		{"no cluster name", func(o *NodeOptions) { o.Cluster = "" }, "no cluster name"},
+		{"bad client address", func(o *NodeOptions) { o.Listen = "4222" }, `client address "4222"`},
+		{"bad cluster port", func(o *NodeOptions) { o.ClusterListen = "127.0.0.1:x" }, `cluster port "x"`},
+		{"bad route", func(o *NodeOptions) { o.Routes = []string{"10.0.0.2"} }, `route "10.0.0.2"`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			o := good
+			tc.change(&o)
+			srv, err := StartNode(o)
+			if err == nil {
+				srv.Shutdown()
+				t.Fatal("started")
+			}
+			if !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("error %q does not say %q", err, tc.want)
 			}
 		})
 	}
