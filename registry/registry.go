@@ -179,7 +179,13 @@ func (c *Client) fail(op string, repo name.Repository, err error) error {
 		outcome = outcomeName(re.Kind)
 	}
 	c.ops.WithLabelValues(op, outcome).Inc()
-	c.log.Warn("registry operation failed", "op", op, "registry", re.Registry, "repository", re.Repository, "err", err)
+	// Not found is the answer callers ask for when they check whether something is
+	// there already; it is counted, and the caller decides whether it is a problem.
+	level := slog.LevelWarn
+	if re.Kind == ErrNotFound {
+		level = slog.LevelDebug
+	}
+	c.log.Log(context.Background(), level, "registry operation failed", "op", op, "registry", re.Registry, "repository", re.Repository, "err", err)
 	return err
 }
 
