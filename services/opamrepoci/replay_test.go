@@ -39,6 +39,15 @@ func snapshotMerges(t testing.TB, gitDir string) []snapshotMerge {
 	return ms
 }
 
+// malformedMerges are the merges of the snapshot whose pull requests bring opam
+// files opam itself does not parse (opam 2.1's lint: "File format error" at the same
+// place), fixed by later commits: their analysis fails with malformed-opam, as
+// opam-repository CI's would have.
+var malformedMerges = map[string]string{
+	"2d0f6bf9cab2": `ocaml-variants.5.4.1+lrgrep: "flags: compiler avoid-version" (fixed by ef36dbff)`,
+	"2a5379e7d418": `jext.0.1.0: "{>= "1.2.0"} & {< "3.0.0" }" (fixed by 9b9223c9)`,
+}
+
 // replayAllEnv, set to 1, replays every merge of the snapshot; otherwise a sample.
 const replayAllEnv = "KILN_OPAMREPOCI_REPLAY_ALL"
 
@@ -121,7 +130,8 @@ func TestReplaySnapshot(t *testing.T) {
 		planned++
 		for _, pr := range res.Problems {
 			problems[pr.Reason]++
-			if pr.Reason != prdiff.NoMergeBase && pr.Reason != prdiff.UnexpectedPath {
+			expected := pr.Reason == prdiff.MalformedOpam && malformedMerges[m.commit[:12]] != ""
+			if pr.Reason != prdiff.NoMergeBase && pr.Reason != prdiff.UnexpectedPath && !expected {
 				t.Errorf("merge %s: %s", m.commit, pr)
 			}
 		}
