@@ -3,6 +3,7 @@ package cluster
 import (
 	"context"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -403,6 +404,64 @@ func TestStartNodeRefusesBadOptions(t *testing.T) {
 			}
 			if !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("error %q does not say %q", err, tc.want)
+			}
+		})
+	}
+}
+
+// A run that ends while no scheduler answers is reported to the next one, which must take
+// the completion rather than run the job again.
+func TestSchedulerChangeKeepsUndeliveredCompletion(t *testing.T) {
+	tf := newTestFleet(t, Options{})
+	startInProcessWorker(t, tf, "w1")
+	mark := filepath.Join(t.TempDir(), "mark")
+	j := tf.submit(Request{Spec: "sleep 0.5; touch " + mark})
+	if _, err := tf.f.Client.WaitStarted(tf.ctx, j.ID); err != nil {
+		t.Fatal(err)
+	}
+	tf.f.Scheduler.Stop()
+	tf.waitFor("the run to end", 10*time.Second, func() bool { return fileExists(mark) })
+	time.Sleep(300 * time.Millisecond) // the worker tries to report it, and no scheduler answers
+	s, err := StartScheduler(tf.ctx, tf.f.nc, SchedulerOptions{Pools: DefaultPools, Policy: tf.opts.Policy})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tf.f.Scheduler = s
+	done := tf.wait(j.ID)
+	if done.Result.Outcome != OutcomeOK || done.Attempt != 1 {
+		t.Fatalf("outcome %s after %d attempts, want ok after 1: %v", done.Result.Outcome, done.Attempt, done.History)
+	}
+}
+
+func fileExists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
+}
+
+// After a scheduler change, a worker may report a run before it joins the new scheduler:
+// the run's attempt is the fence, so the completion is taken when it matches the record.
+func TestCompletionFromWorkerNotYetJoined(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		worker   string
+		attempt  int
+		accepted bool
+	}{
+		{"the run on record", "w1", 1, true},
+		{"an older attempt", "w1", 0, false},
+		{"another worker", "w2", 1, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			clk := newClock()
+			c := newCore(DefaultPolicy(), []string{"p"}, clk.now, hooks{})
+			c.restore([]*Job{{Request: Request{ID: "j1", Pool: "p", Client: "c", Spec: "x"}, State: StateRunning, Worker: "w1", Attempt: 1,
+				Submitted: clk.now(), Started: clk.now(), LeaseUntil: clk.now().Add(time.Minute)}})
+			ok, why := c.complete(tc.worker, "a session of the last scheduler", JobRef{"j1", tc.attempt}, Result{Outcome: OutcomeOK})
+			if ok != tc.accepted {
+				t.Fatalf("accepted %v (%s), want %v", ok, why, tc.accepted)
+			}
+			if want := map[bool]JobState{true: StateDone, false: StateRunning}[tc.accepted]; c.jobs["j1"].State != want {
+				t.Fatalf("job %s, want %s", c.jobs["j1"].State, want)
 			}
 		})
 	}
