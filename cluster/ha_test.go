@@ -316,7 +316,8 @@ func TestClusterInfoShowsLeaderAndReplicas(t *testing.T) {
 	c := startNATSCluster(t, 3)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	h, err := StartHA(ctx, c.connect("scheduler"), SchedulerOptions{Pools: DefaultPools, Replicas: 3, LeaderLease: time.Second, ID: "the-leader"})
+	reg := prometheus.NewRegistry()
+	h, err := StartHA(ctx, c.connect("scheduler"), SchedulerOptions{Pools: DefaultPools, Replicas: 3, LeaderLease: time.Second, ID: "the-leader", Registry: reg})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -358,6 +359,11 @@ func TestClusterInfoShowsLeaderAndReplicas(t *testing.T) {
 				}
 				return down >= tc.offline
 			})
+			if tc.offline == 0 {
+				if got := gaugeValue(t, reg, "kiln_cluster_stream_replica_current"); got != 1 {
+					t.Errorf("kiln_cluster_stream_replica_current = %v, want 1", got)
+				}
+			}
 			if ci.Scheduler.ID != "the-leader" {
 				t.Fatalf("scheduler leader %q, want the-leader", ci.Scheduler.ID)
 			}
@@ -365,6 +371,7 @@ func TestClusterInfoShowsLeaderAndReplicas(t *testing.T) {
 	}
 }
 
+// gaugeValue is the least value of the gauge's series.
 func gaugeValue(t *testing.T, reg *prometheus.Registry, name string) float64 {
 	t.Helper()
 	mfs, err := reg.Gather()
@@ -372,8 +379,12 @@ func gaugeValue(t *testing.T, reg *prometheus.Registry, name string) float64 {
 		t.Fatal(err)
 	}
 	for _, mf := range mfs {
-		if mf.GetName() == name && len(mf.GetMetric()) == 1 {
-			return mf.GetMetric()[0].GetGauge().GetValue()
+		if mf.GetName() == name && len(mf.GetMetric()) > 0 {
+			least := mf.GetMetric()[0].GetGauge().GetValue()
+			for _, m := range mf.GetMetric() {
+				least = min(least, m.GetGauge().GetValue())
+			}
+			return least
 		}
 	}
 	t.Fatalf("no metric %s", name)

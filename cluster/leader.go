@@ -109,6 +109,9 @@ func StartHA(ctx context.Context, nc *nats.Conn, opts SchedulerOptions) (*HASche
 	if err != nil {
 		return nil, fmt.Errorf("jetstream: %w", err)
 	}
+	if opts.Registry != nil {
+		_ = opts.Registry.Register(newReplicationCollector(nc, js))
+	}
 	rctx, cancel := context.WithCancel(ctx)
 	h := &HAScheduler{opts: opts, nc: nc, js: js, log: opts.Logger.With("part", "scheduler", "id", opts.ID), m: newLeaderMetrics(opts.Registry), cancel: cancel, done: make(chan struct{})}
 	go h.run(rctx)
@@ -257,8 +260,12 @@ type ReplicaInfo struct {
 
 // ClusterInfo reports the scheduler leader and the replication of the fleet's streams.
 func (c *Client) ClusterInfo(ctx context.Context) (*ClusterInfo, error) {
+	return clusterInfo(ctx, c.nc, c.js)
+}
+
+func clusterInfo(ctx context.Context, nc *nats.Conn, js jetstream.JetStream) (*ClusterInfo, error) {
 	out := &ClusterInfo{}
-	info, ok, err := CurrentLeader(ctx, c.nc)
+	info, ok, err := CurrentLeader(ctx, nc)
 	if err != nil {
 		return nil, err
 	}
@@ -266,7 +273,7 @@ func (c *Client) ClusterInfo(ctx context.Context) (*ClusterInfo, error) {
 		out.Scheduler = &info
 	}
 	for _, name := range append(slices.Sorted(maps.Keys(fleetStreams)), "KV_"+bucketLeader) {
-		st, err := c.js.Stream(ctx, name)
+		st, err := js.Stream(ctx, name)
 		if errors.Is(err, jetstream.ErrStreamNotFound) {
 			continue
 		} else if err != nil {
@@ -283,4 +290,49 @@ func (c *Client) ClusterInfo(ctx context.Context) (*ClusterInfo, error) {
 		out.Streams = append(out.Streams, s)
 	}
 	return out, nil
+}
+
+// replicationCollector reports, at each scrape, the replication of the fleet's streams
+// as the cluster tells it.
+type replicationCollector struct {
+	nc               *nats.Conn
+	js               jetstream.JetStream
+	lag, current, ld *prometheus.Desc
+}
+
+func newReplicationCollector(nc *nats.Conn, js jetstream.JetStream) *replicationCollector {
+	labels := []string{"stream", "node"}
+	return &replicationCollector{nc: nc, js: js,
+		lag:     prometheus.NewDesc("kiln_cluster_stream_replica_lag_operations", "Operations a follower of a fleet stream is behind its leader.", labels, nil),
+		current: prometheus.NewDesc("kiln_cluster_stream_replica_current", "1 when a follower of a fleet stream is current, else 0.", labels, nil),
+		ld:      prometheus.NewDesc("kiln_cluster_stream_leader", "1 for the node that leads a fleet stream.", labels, nil),
+	}
+}
+
+func (r *replicationCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- r.lag
+	ch <- r.current
+	ch <- r.ld
+}
+
+func (r *replicationCollector) Collect(ch chan<- prometheus.Metric) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	ci, err := clusterInfo(ctx, r.nc, r.js)
+	if err != nil {
+		return
+	}
+	for _, s := range ci.Streams {
+		if s.Leader != "" {
+			ch <- prometheus.MustNewConstMetric(r.ld, prometheus.GaugeValue, 1, s.Name, s.Leader)
+		}
+		for _, p := range s.Replicas {
+			cur := 0.0
+			if p.Current && !p.Offline {
+				cur = 1
+			}
+			ch <- prometheus.MustNewConstMetric(r.lag, prometheus.GaugeValue, float64(p.Lag), s.Name, p.Node)
+			ch <- prometheus.MustNewConstMetric(r.current, prometheus.GaugeValue, cur, s.Name, p.Node)
+		}
+	}
 }
