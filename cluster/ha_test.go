@@ -3,6 +3,7 @@ package cluster
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -473,6 +474,66 @@ func TestCompletionFromWorkerNotYetJoined(t *testing.T) {
 			}
 			if want := map[bool]JobState{true: StateDone, false: StateRunning}[tc.accepted]; c.jobs["j1"].State != want {
 				t.Fatalf("job %s, want %s", c.jobs["j1"].State, want)
+			}
+		})
+	}
+}
+
+// A chunk of job log that JetStream cannot store at first (here: the logs stream is not
+// there yet, as while a stream leader is elected) is sent again until it is stored.
+func TestLogWriterRetriesUntilStored(t *testing.T) {
+	srv, err := StartNATS(t.TempDir(), "127.0.0.1:0", nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Shutdown()
+	nc, err := Connect(context.Background(), ConnOptions{URL: srv.ClientURL(), Name: "test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name  string
+		delay time.Duration // before the stream exists
+	}{
+		{"stream there", 0},
+		{"stream late", 500 * time.Millisecond},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_ = js.DeleteStream(context.Background(), streamLogs)
+			made := make(chan error, 1)
+			go func() {
+				time.Sleep(tc.delay)
+				_, _, err := ensureStreams(context.Background(), js, 1)
+				made <- err
+			}()
+			if tc.delay == 0 {
+				if err := <-made; err != nil {
+					t.Fatal(err)
+				}
+			}
+			lw := newLogWriter(js, "job-"+strings.ReplaceAll(tc.name, " ", "-"), 1, slog.Default())
+			_, _ = lw.Write([]byte("line 1\n"))
+			lw.Close()
+			if tc.delay > 0 {
+				if err := <-made; err != nil {
+					t.Fatal(err)
+				}
+			}
+			st, err := js.Stream(context.Background(), streamLogs)
+			if err != nil {
+				t.Fatal(err)
+			}
+			m, err := st.GetLastMsgForSubject(context.Background(), subjLog+lw.id)
+			if err != nil {
+				t.Fatalf("log not stored: %v", err)
+			}
+			if string(m.Data) != "line 1\n" {
+				t.Fatalf("stored %q", m.Data)
 			}
 		})
 	}

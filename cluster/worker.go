@@ -355,7 +355,7 @@ func (w *Worker) onMessage(ctx context.Context, m *nats.Msg) {
 func (w *Worker) execute(ctx context.Context, cancel context.CancelCauseFunc, j *Job) {
 	defer w.wg.Done()
 	start := time.Now()
-	lw := newLogWriter(w.js, j.ID, j.Attempt)
+	lw := newLogWriter(w.js, j.ID, j.Attempt, w.log)
 	fmt.Fprintf(lw, "--- worker %s: job %s attempt %d ---\n", w.o.Name, j.ID, j.Attempt)
 	w.log.Info("job started", "job", j.ID, "attempt", j.Attempt, "client", j.Client)
 	rctx := ctx
@@ -643,11 +643,12 @@ type logWriter struct {
 	mu      sync.Mutex
 	buf     []byte
 	timer   *time.Timer
-	futures []jetstream.PubAckFuture
+	seq     int
+	log     *slog.Logger
 }
 
-func newLogWriter(js jetstream.JetStream, id string, attempt int) *logWriter {
-	return &logWriter{js: js, id: id, attempt: attempt}
+func newLogWriter(js jetstream.JetStream, id string, attempt int, log *slog.Logger) *logWriter {
+	return &logWriter{js: js, id: id, attempt: attempt, log: log}
 }
 
 func (l *logWriter) Write(p []byte) (int, error) {
@@ -666,6 +667,13 @@ func (l *logWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
+// logStoreWait bounds how long a chunk of log is retried while JetStream cannot store it
+// (a NATS node lost, a stream leader being elected).
+var logStoreWait = 30 * time.Second
+
+// flushLocked stores the buffered log and waits for JetStream's acknowledgement, sending
+// again until it comes: chunks stay in order, and the message id makes a chunk that was
+// stored but not acknowledged count once.
 func (l *logWriter) flushLocked() {
 	if l.timer != nil {
 		l.timer.Stop()
@@ -678,24 +686,29 @@ func (l *logWriter) flushLocked() {
 	m.Data = l.buf
 	m.Header.Set(hdrAttempt, itoa(l.attempt))
 	l.buf = nil
-	if f, err := l.js.PublishMsgAsync(m); err == nil {
-		l.futures = append(l.futures, f)
+	l.seq++
+	msgID := fmt.Sprintf("%s.%d.%d", l.id, l.attempt, l.seq)
+	ctx, cancel := context.WithTimeout(context.Background(), logStoreWait)
+	defer cancel()
+	for {
+		pctx, pcancel := context.WithTimeout(ctx, 5*time.Second)
+		_, err := l.js.PublishMsg(pctx, m, jetstream.WithMsgID(msgID))
+		pcancel()
+		if err == nil {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			l.log.Warn("job log not stored; part of it is lost", "job", l.id, "attempt", l.attempt, "err", err)
+			return
+		case <-time.After(100 * time.Millisecond):
+		}
 	}
 }
 
-// Close sends what is buffered and waits (briefly) until the log is stored.
+// Close sends what is buffered and waits until it is stored.
 func (l *logWriter) Close() {
 	l.mu.Lock()
+	defer l.mu.Unlock()
 	l.flushLocked()
-	fs := l.futures
-	l.mu.Unlock()
-	deadline := time.After(5 * time.Second)
-	for _, f := range fs {
-		select {
-		case <-f.Ok():
-		case <-f.Err():
-		case <-deadline:
-			return
-		}
-	}
 }
