@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -238,6 +239,44 @@ func TestDiskFull(t *testing.T) {
 	}
 	if !strings.Contains(err.Error(), "registry "+reg.Addr+", repository full/a") {
 		t.Errorf("error %q does not name the registry and repository", err)
+	}
+}
+
+// TestDiskFullNotRetried: a registry whose storage broke on a full disk answers
+// later requests with bare 500s; the push reports the first answer, which says
+// why, after one upload.
+func TestDiskFullNotRetried(t *testing.T) {
+	var uploads atomic.Int32
+	broken := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch {
+		case r.URL.Path == "/v2/":
+			w.WriteHeader(http.StatusOK)
+		case r.Method == http.MethodHead:
+			if uploads.Load() > 0 {
+				w.WriteHeader(http.StatusInternalServerError)
+				return
+			}
+			w.WriteHeader(http.StatusNotFound)
+		case r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, "/blobs/uploads/"):
+			uploads.Add(1)
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusInternalServerError)
+			w.Write([]byte(`{"errors":[{"code":"UNKNOWN","message":"unknown error","detail":"write /var/lib/registry/x: no space left on device"}]}`))
+		default:
+			w.WriteHeader(http.StatusNotFound)
+		}
+	}))
+	defer broken.Close()
+	c, err := New(Options{Insecure: true, Jobs: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = c.Push(context.Background(), strings.TrimPrefix(broken.URL, "http://")+"/full/a", randomImage(t))
+	if !errors.Is(err, ErrDiskFull) {
+		t.Errorf("Push = %v, want ErrDiskFull", err)
+	}
+	if n := uploads.Load(); n != 1 {
+		t.Errorf("%d uploads started, want 1", n)
 	}
 }
 

@@ -12,14 +12,17 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"strings"
 	"sync/atomic"
+	"syscall"
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -124,7 +127,7 @@ func register[T prometheus.Collector](r prometheus.Registerer, m T) (T, error) {
 func (c *Client) Uploaded() int64 { return c.counting.n.Load() }
 
 func (c *Client) remote(ctx context.Context) []remote.Option {
-	opts := []remote.Option{remote.WithContext(ctx), remote.WithTransport(c.counting)}
+	opts := []remote.Option{remote.WithContext(ctx), remote.WithTransport(c.counting), remote.WithRetryStatusCodes(retryStatusCodes...), remote.WithRetryPredicate(retryable)}
 	if c.o.Credentials != (Credentials{}) {
 		opts = append(opts, remote.WithAuth(&authn.Basic{Username: c.o.Credentials.Username, Password: c.o.Credentials.Password}))
 	} else {
@@ -134,6 +137,31 @@ func (c *Client) remote(ctx context.Context) []remote.Option {
 		opts = append(opts, remote.WithJobs(c.o.Jobs))
 	}
 	return opts
+}
+
+// retryStatusCodes are the answers worth asking again: timeouts, rate limits and
+// proxies that could not reach the registry. A 500 is the registry's own failure
+// (a full disk among them); asked again, it answers with a later failure, a HEAD
+// without a body, in place of the first one that said why.
+var retryStatusCodes = []int{
+	http.StatusRequestTimeout,
+	http.StatusTooManyRequests,
+	http.StatusBadGateway,
+	http.StatusServiceUnavailable,
+	http.StatusGatewayTimeout,
+}
+
+// retryable tells whether a failed request is worth sending again: a network
+// failure or a temporary answer, but not a 500 (see retryStatusCodes).
+func retryable(err error) bool {
+	var te *transport.Error
+	if errors.As(err, &te) {
+		return te.StatusCode != http.StatusInternalServerError && te.Temporary()
+	}
+	var tmp interface{ Temporary() bool }
+	return errors.As(err, &tmp) && tmp.Temporary() ||
+		errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) ||
+		errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, net.ErrClosed)
 }
 
 func (c *Client) nameOpts() []name.Option {
