@@ -120,6 +120,9 @@ func TestPublishBadRegistry(t *testing.T) {
 			defer cancel()
 			_, err := pub.Publish(ctx, io.Discard, p, builds, nil)
 			if !errors.Is(err, c.kind) || !strings.Contains(err.Error(), c.want) {
+				if reg != nil {
+					t.Logf("registry log:\n%s", reg.Log())
+				}
 				t.Fatalf("error %v, want %v", err, c.kind)
 			}
 			if !strings.Contains(err.Error(), "debian-12") {
