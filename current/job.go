@@ -313,7 +313,7 @@ func (e *Engine) runJob(j *runningJob) {
 				return
 			}
 			kind = j.classify(err)
-			if !kind.retryable() || kind == FailInterrupted || r.Attempts > e.cfg.MaxRetries {
+			if !kind.retryable() || kind == FailInterrupted || j.def.noRetry || r.Attempts > e.cfg.MaxRetries {
 				break
 			}
 			delay := e.retryDelay(r.Attempts)

@@ -36,6 +36,9 @@ type Op[In, Out any] struct {
 	Level Level
 	// Timeout bounds one attempt (zero: none).
 	Timeout time.Duration
+	// NoRetry keeps the engine from retrying infrastructure failures of the jobs (for
+	// operations that retry by themselves); the failure keeps its kind.
+	NoRetry bool
 	// ValidFor makes results expire after this long, so they are rebuilt (zero: never).
 	ValidFor time.Duration
 	// Jitter is the fraction of ValidFor by which expiries are spread (default 0.1).
@@ -51,6 +54,7 @@ type opDef struct {
 	pool     string
 	level    Level
 	timeout  time.Duration
+	noRetry  bool
 	validFor time.Duration
 	jitter   float64
 	encode   func(in any) (key, label string, inJSON []byte, err error)
@@ -63,7 +67,7 @@ func (op *Op[In, Out]) def() *opDef {
 	op.once.Do(func() {
 		d := &opDef{
 			name: op.Name, publish: op.Publish, pool: op.Pool, level: op.Level,
-			timeout: op.Timeout, validFor: op.ValidFor, jitter: op.Jitter,
+			timeout: op.Timeout, noRetry: op.NoRetry, validFor: op.ValidFor, jitter: op.Jitter,
 		}
 		if d.level == 0 {
 			d.level = LevelHarmless

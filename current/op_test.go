@@ -255,6 +255,11 @@ func TestInfrastructureFailuresRetry(t *testing.T) {
 		hopeless.Add(1)
 		return "", Infra(FailWorkerLost, errors.New("worker vanished"))
 	}}
+	var own atomic.Int64
+	selfRetrying := &Op[string, string]{Name: "self-retrying", NoRetry: true, Run: func(ctx context.Context, j *Job, in string) (string, error) {
+		own.Add(1)
+		return "", Infra("host-unreachable", errors.New("host down after its own retries"))
+	}}
 	var work atomic.Int64
 	broken := &Op[string, string]{Name: "broken", Run: func(ctx context.Context, j *Job, in string) (string, error) {
 		work.Add(1)
@@ -264,10 +269,10 @@ func TestInfrastructureFailuresRetry(t *testing.T) {
 		<-ctx.Done()
 		return "", ctx.Err()
 	}}
-	running(t, e, All(Catch(Do(flaky, Return("a"))), Catch(Do(lost, Return("b"))), Catch(Do(broken, Return("c"))), Catch(Do(slow, Return("d")))))
+	running(t, e, All(Catch(Do(flaky, Return("a"))), Catch(Do(lost, Return("b"))), Catch(Do(broken, Return("c"))), Catch(Do(slow, Return("d"))), Catch(Do(selfRetrying, Return("e")))))
 	eventually(t, "all final", func() bool {
 		r, _ := e.Query(Query{States: []JobState{JobOK, JobFailed}})
-		return len(r) == 4
+		return len(r) == 5
 	})
 	get := func(op string) JobInfo {
 		r, _ := e.Query(Query{Op: op})
@@ -278,6 +283,9 @@ func TestInfrastructureFailuresRetry(t *testing.T) {
 	}
 	if j := get("lost"); j.State != JobFailed || j.FailureKind != FailWorkerLost || hopeless.Load() != 3 {
 		t.Fatalf("lost: %+v runs %d", j, hopeless.Load())
+	}
+	if j := get("self-retrying"); j.State != JobFailed || j.FailureKind != "host-unreachable" || j.Attempts != 1 || own.Load() != 1 {
+		t.Fatalf("self-retrying (NoRetry): %+v runs %d", j, own.Load())
 	}
 	if j := get("broken"); j.FailureKind != FailWork || work.Load() != 1 {
 		t.Fatalf("broken: %+v runs %d", j, work.Load())
