@@ -5,6 +5,7 @@
 package cluster
 
 import (
+	"encoding/json"
 	"fmt"
 	"strings"
 	"time"
@@ -95,6 +96,9 @@ type Result struct {
 	Attempts int      `json:"attempts"`
 	Duration Duration `json:"duration"`
 	Final    bool     `json:"final,omitempty"` // an infrastructure failure that another try would repeat (a timeout)
+	// Output is the typed result of a runner that has one (an OutputRunner), as JSON:
+	// for example the store paths of a Nix build, or why it failed.
+	Output json.RawMessage `json:"output,omitempty"`
 }
 
 // Event is one line of a job's history, shown to users ("worker lost, retried").

@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -28,6 +29,14 @@ type Task struct {
 // promptly, killing what it started, when ctx ends.
 type Runner interface {
 	Run(ctx context.Context, t Task, log io.Writer) (snapshot string, err error)
+}
+
+// OutputRunner is a Runner whose runs also return a typed result, as JSON, kept in
+// the job's Result.Output whether the run succeeded or failed. A worker calls RunOutput
+// instead of Run.
+type OutputRunner interface {
+	Runner
+	RunOutput(ctx context.Context, t Task, log io.Writer) (snapshot string, output json.RawMessage, err error)
 }
 
 // HealthChecker is a Runner that can tell whether it can build at all; a worker whose

@@ -364,8 +364,8 @@ func (w *Worker) execute(ctx context.Context, cancel context.CancelCauseFunc, j 
 		rctx, c = context.WithTimeout(ctx, time.Duration(j.Timeout))
 		defer c()
 	}
-	snap, err := w.runOne(rctx, j, lw)
-	res := Result{Outcome: OutcomeOK, Snapshot: snap, Worker: w.o.Name, Duration: Duration(time.Since(start))}
+	snap, out, err := w.runOne(rctx, j, lw)
+	res := Result{Outcome: OutcomeOK, Snapshot: snap, Output: out, Worker: w.o.Name, Duration: Duration(time.Since(start))}
 	switch {
 	case context.Cause(ctx) != nil && ctx.Err() != nil:
 		cause := context.Cause(ctx)
@@ -398,12 +398,12 @@ func (w *Worker) execute(ctx context.Context, cancel context.CancelCauseFunc, j 
 	}
 }
 
-func (w *Worker) runOne(ctx context.Context, j *Job, log io.Writer) (string, error) {
+func (w *Worker) runOne(ctx context.Context, j *Job, log io.Writer) (string, json.RawMessage, error) {
 	t := Task{ID: j.ID, Attempt: j.Attempt, Pool: j.Pool, Spec: j.Spec, CacheHint: j.CacheHint}
 	if j.Source != "" {
 		dir, err := w.source(ctx, j.Source)
 		if err != nil {
-			return "", Infrastructure(err)
+			return "", nil, Infrastructure(err)
 		}
 		t.Context = dir
 	}
@@ -411,16 +411,20 @@ func (w *Worker) runOne(ctx context.Context, j *Job, log io.Writer) (string, err
 		t.Secrets = map[string][]byte{}
 		for _, name := range j.Secrets {
 			if w.o.SecretsDir == "" {
-				return "", Infrastructure(fmt.Errorf("secret %q: this worker has no secrets folder", name))
+				return "", nil, Infrastructure(fmt.Errorf("secret %q: this worker has no secrets folder", name))
 			}
 			b, err := os.ReadFile(filepath.Join(w.o.SecretsDir, name))
 			if err != nil {
-				return "", Infrastructure(fmt.Errorf("secret %q: %w", name, err))
+				return "", nil, Infrastructure(fmt.Errorf("secret %q: %w", name, err))
 			}
 			t.Secrets[name] = b
 		}
 	}
-	return w.o.Runner.Run(ctx, t, log)
+	if or, ok := w.o.Runner.(OutputRunner); ok {
+		return or.RunOutput(ctx, t, log)
+	}
+	snap, err := w.o.Runner.Run(ctx, t, log)
+	return snap, nil, err
 }
 
 // sourceStall is how long a read of a source tree from the object store may go without

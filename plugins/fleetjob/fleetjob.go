@@ -11,6 +11,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -71,6 +72,8 @@ type Result struct {
 	Queued   time.Time `json:"queued"`
 	Started  time.Time `json:"started,omitzero"`
 	Finished time.Time `json:"finished"`
+	// Output is the runner's typed result (cluster.Result.Output), of failed builds too.
+	Output json.RawMessage `json:"output,omitempty"`
 }
 
 // Run runs req on the fleet for engine job j, writing the build's log to j. A failed
@@ -149,11 +152,11 @@ func Run(ctx context.Context, fleet Fleet, j *current.Job, req Request) (Result,
 	switch r.Outcome {
 	case cluster.OutcomeOK:
 		res := Result{JobID: job.ID, Snapshot: r.Snapshot, Worker: r.Worker, Attempts: r.Attempts,
-			Queued: finished.Submitted, Started: finished.Started, Finished: time.Now()}
+			Queued: finished.Submitted, Started: finished.Started, Finished: time.Now(), Output: r.Output}
 		return res, nil
 	case cluster.OutcomeFailed:
 		// The fleet job is named, so that its log can be read again.
-		return Result{JobID: job.ID, Worker: r.Worker, Attempts: r.Attempts}, current.WithLines(errors.New(r.Message), FailingLines(tail.lines()))
+		return Result{JobID: job.ID, Worker: r.Worker, Attempts: r.Attempts, Output: r.Output}, current.WithLines(errors.New(r.Message), FailingLines(tail.lines()))
 	case cluster.OutcomeCancelled:
 		return Result{}, current.Infra(current.FailCancelled, fmt.Errorf("cancelled on the fleet: %s", r.Message))
 	default:
