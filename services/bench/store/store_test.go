@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kiln-ci/kiln/internal/pgtest"
+	"github.com/kiln-ci/kiln/internal/database/databasetest"
 	"github.com/kiln-ci/kiln/services/bench/benchfmt"
 )
 
@@ -214,7 +214,7 @@ func TestStore(t *testing.T) {
 		target func(t *testing.T) string
 	}{
 		{"sqlite", func(t *testing.T) string { return filepath.Join(t.TempDir(), "bench.db") }},
-		{"postgres", func(t *testing.T) string { return pgtest.Start(t).NewDatabase(t) }},
+		{"postgres", func(t *testing.T) string { return databasetest.Postgres(t) }},
 	}
 	answers := map[string]string{}
 	for _, b := range backends {
@@ -240,19 +240,5 @@ func TestStore(t *testing.T) {
 	}
 	if len(answers) == 2 && answers["sqlite"] != answers["postgres"] {
 		t.Errorf("SQLite and PostgreSQL answer differently:\nsqlite:\n%s\npostgres:\n%s", answers["sqlite"], answers["postgres"])
-	}
-}
-
-func TestRedact(t *testing.T) {
-	for _, c := range []struct{ in, want string }{
-		{"postgres://u:secret@h/db", "postgres://u:***@h/db"},
-		{"postgres://u@h/db", "postgres://u@h/db"},
-		{"/var/bench.db", "/var/bench.db"},
-	} {
-		t.Run(c.in, func(t *testing.T) {
-			if got := redact(c.in); got != c.want {
-				t.Errorf("redact = %q, want %q", got, c.want)
-			}
-		})
 	}
 }
