@@ -8,6 +8,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/kiln-ci/kiln/git/gittest"
 	"github.com/kiln-ci/kiln/internal/testenv"
 	"github.com/kiln-ci/kiln/services/bench/store"
 )
@@ -15,8 +16,7 @@ import (
 func TestBackfill(t *testing.T) {
 	testenv.RequireCommand(t, "git", "sh", "od")
 	ctx := context.Background()
-	work := t.TempDir()
-	gitT(t, work, "init", "-q", "-b", "main")
+	work := gittest.NewRepo(t)
 	var commits []string
 	for i, kiln := range []string{
 		"",                                 // c0: not benchmarked yet
@@ -28,9 +28,9 @@ func TestBackfill(t *testing.T) {
 		if kiln != "" {
 			files[".kiln.yml"] = kiln
 		}
-		commits = append(commits, commitFiles(t, work, files, fmt.Sprintf("c%d", i)))
+		commits = append(commits, work.Commit(fmt.Sprintf("c%d", i), files))
 	}
-	root := gitT(t, work, "rev-list", "--max-parents=0", "HEAD")
+	root := work.Git("rev-list", "--max-parents=0", "HEAD")
 	st, err := store.Open(ctx, filepath.Join(t.TempDir(), "bench.db"))
 	if err != nil {
 		t.Fatal(err)
@@ -40,7 +40,7 @@ func TestBackfill(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b := &Backfill{API: api, GitDir: work, Repo: "git/local/lib", Branch: "main"}
+	b := &Backfill{API: api, GitDir: work.Dir, Repo: "git/local/lib", Branch: "main"}
 	cases := []struct {
 		name                          string
 		rng                           string

@@ -19,6 +19,7 @@ import (
 	"github.com/kiln-ci/kiln/forge"
 	"github.com/kiln-ci/kiln/forge/gitea/giteatest"
 	"github.com/kiln-ci/kiln/git"
+	"github.com/kiln-ci/kiln/git/gittest"
 	"github.com/kiln-ci/kiln/internal/testenv"
 	"github.com/kiln-ci/kiln/plugins/fleetjob"
 	"github.com/kiln-ci/kiln/services/bench/store"
@@ -88,13 +89,12 @@ func TestEndToEnd(t *testing.T) {
 
 	srv := giteatest.Start(t)
 	srv.CreateRepo(t, "ocaml-demo", false)
-	work := t.TempDir()
-	gitT(t, work, "init", "-q", "-b", "main")
+	work := gittest.NewRepo(t)
 	files := map[string]string{"bench.ml": benchML, "Makefile": makefile, ".kiln.yml": kilnYML, "work": "3000\n"}
-	commitFiles(t, work, files, "benchmarks")
-	m2 := commitFiles(t, work, map[string]string{"README": "demo\n"}, "readme")
-	gitT(t, work, "checkout", "-q", "-b", "slower-fib")
-	head := commitFiles(t, work, map[string]string{"work": "3900\n"}, "fib does 30 % more work")
+	work.Commit("benchmarks", files)
+	m2 := work.Commit("readme", map[string]string{"README": "demo\n"})
+	work.Git("checkout", "-q", "-b", "slower-fib")
+	head := work.Commit("fib does 30 % more work", map[string]string{"work": "3900\n"})
 	g := newGiteaBench(t, srv, work, "ocaml-demo", "slower-fib")
 	ctx := context.Background()
 	repoName := "gitea/" + srv.Admin + "/ocaml-demo"

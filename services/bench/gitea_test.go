@@ -2,8 +2,6 @@ package bench
 
 import (
 	"context"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -16,37 +14,11 @@ import (
 	"github.com/kiln-ci/kiln/forge"
 	"github.com/kiln-ci/kiln/forge/gitea"
 	"github.com/kiln-ci/kiln/forge/gitea/giteatest"
+	"github.com/kiln-ci/kiln/git/gittest"
 	"github.com/kiln-ci/kiln/internal/testenv"
 	"github.com/kiln-ci/kiln/plugins/forges"
 	"github.com/kiln-ci/kiln/services/bench/store"
 )
-
-func gitT(t *testing.T, dir string, args ...string) string {
-	t.Helper()
-	cmd := exec.Command("git", args...)
-	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), "GIT_AUTHOR_NAME=dev", "GIT_AUTHOR_EMAIL=dev@example.org",
-		"GIT_COMMITTER_NAME=dev", "GIT_COMMITTER_EMAIL=dev@example.org")
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		t.Fatalf("git %v: %v\n%s", args, err, out)
-	}
-	return strings.TrimSpace(string(out))
-}
-
-// commitFiles writes files into the work tree work and commits them, returning the
-// commit.
-func commitFiles(t *testing.T, work string, files map[string]string, msg string) string {
-	t.Helper()
-	for name, content := range files {
-		if err := os.WriteFile(filepath.Join(work, name), []byte(content), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	gitT(t, work, "add", "-A")
-	gitT(t, work, "commit", "-q", "-m", msg)
-	return gitT(t, work, "rev-parse", "HEAD")
-}
 
 // giteaBench is a Gitea repository with a pull request, and the service publishing its
 // judgements there.
@@ -62,9 +34,9 @@ type giteaBench struct {
 // newGiteaBench pushes work's main and branch to the Gitea repository name (made
 // already), opens a pull request of branch into main, and returns the service wired to
 // publish on that Gitea.
-func newGiteaBench(t *testing.T, srv *giteatest.Server, work, name, branch string) *giteaBench {
+func newGiteaBench(t *testing.T, srv *giteatest.Server, work *gittest.Repo, name, branch string) *giteaBench {
 	t.Helper()
-	gitT(t, work, "push", "-q", srv.PushURL(srv.Admin, name), "main", branch)
+	work.Git("push", "-q", srv.PushURL(srv.Admin, name), "main", branch)
 	admin, err := sdk.NewClient(strings.TrimSuffix(srv.URL, "/"), sdk.SetToken(srv.Token))
 	if err != nil {
 		t.Fatal(err)
@@ -114,19 +86,18 @@ func TestGiteaPullRequest(t *testing.T) {
 	testenv.RequireCommand(t, "git", "sh", "od")
 	srv := giteatest.Start(t)
 	srv.CreateRepo(t, "lib", false)
-	work := t.TempDir()
-	gitT(t, work, "init", "-q", "-b", "main")
+	work := gittest.NewRepo(t)
 	write := func(speed string) string {
-		return commitFiles(t, work, map[string]string{"speed": speed, "bench.sh": benchScript, ".kiln.yml": "bench:\n  command: sh bench.sh\n  repeats: 5\n"}, "speed "+speed)
+		return work.Commit("speed "+speed, map[string]string{"speed": speed, "bench.sh": benchScript, ".kiln.yml": "bench:\n  command: sh bench.sh\n  repeats: 5\n"})
 	}
 	base := write("100")
-	gitT(t, work, "checkout", "-q", "-b", "slower")
+	work.Git("checkout", "-q", "-b", "slower")
 	head := write("130")
 	g := newGiteaBench(t, srv, work, "lib", "slower")
 	ctx := context.Background()
 	checkout := func(commit string) string {
 		dir := filepath.Join(t.TempDir(), commit[:8])
-		gitT(t, work, "worktree", "add", "-q", "--detach", dir, commit)
+		work.Git("worktree", "add", "-q", "--detach", dir, commit)
 		return dir
 	}
 	cfg, ok, err := ParseConfig([]byte("bench:\n  command: sh bench.sh\n  repeats: 5\n"))

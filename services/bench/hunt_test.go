@@ -17,6 +17,7 @@ import (
 
 	"github.com/kiln-ci/kiln/cluster"
 	"github.com/kiln-ci/kiln/current"
+	"github.com/kiln-ci/kiln/git/gittest"
 	"github.com/kiln-ci/kiln/internal/testenv"
 	"github.com/kiln-ci/kiln/services/bench/store"
 	"github.com/kiln-ci/kiln/services/internal/notify"
@@ -41,8 +42,7 @@ func TestHuntFirstBadCommit(t *testing.T) {
 
 func huntFirstBadCommit(t *testing.T, fleet bool) {
 	ctx := context.Background()
-	work := t.TempDir()
-	gitT(t, work, "init", "-q", "-b", "main")
+	work := gittest.NewRepo(t)
 	var commits []string
 	for i := range 11 {
 		// c5 and c6 are 1 % slower, a small change the probes can tell but that is
@@ -54,7 +54,7 @@ func huntFirstBadCommit(t *testing.T, fleet bool) {
 		case i >= 5:
 			speed = "101"
 		}
-		commits = append(commits, commitFiles(t, work, map[string]string{"speed": speed, "bench.sh": benchScript, "n": fmt.Sprint(i)}, fmt.Sprintf("c%d", i)))
+		commits = append(commits, work.Commit(fmt.Sprintf("c%d", i), map[string]string{"speed": speed, "bench.sh": benchScript, "n": fmt.Sprint(i)}))
 	}
 
 	got := make(chan notify.Message, 4)
@@ -80,7 +80,7 @@ func huntFirstBadCommit(t *testing.T, fleet bool) {
 	}
 	defer st.Close()
 	job := Job{Command: "sh bench.sh", Repeats: 5, Timeout: time.Minute}
-	hunt := &Hunt{Store: st, GitDir: work, Job: job, Alert: n, BaseURL: "http://ci.test", Logger: quiet}
+	hunt := &Hunt{Store: st, GitDir: work.Dir, Job: job, Alert: n, BaseURL: "http://ci.test", Logger: quiet}
 	var found *Found
 	api, err := NewAPI(API{Store: st, Logger: quiet, OnJudged: func(ctx context.Context, c Comparison) {
 		f, err := hunt.OnBranch(ctx, c)
@@ -98,7 +98,7 @@ func huntFirstBadCommit(t *testing.T, fleet bool) {
 	record := func(ctx context.Context) {
 		for _, i := range []int{0, 1, 2, 3, 4, 10} {
 			dir := t.TempDir()
-			gitT(t, work, "worktree", "add", "-q", "--detach", filepath.Join(dir, "src"), commits[i])
+			work.Git("worktree", "add", "-q", "--detach", filepath.Join(dir, "src"), commits[i])
 			j := job
 			j.Dir = filepath.Join(dir, "src")
 			o := Run(ctx, j, nil)

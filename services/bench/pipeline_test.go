@@ -13,6 +13,7 @@ import (
 	"github.com/kiln-ci/kiln/current"
 	"github.com/kiln-ci/kiln/forge"
 	"github.com/kiln-ci/kiln/git"
+	"github.com/kiln-ci/kiln/git/gittest"
 	"github.com/kiln-ci/kiln/internal/testenv"
 	"github.com/kiln-ci/kiln/plugins/forges"
 	"github.com/kiln-ci/kiln/services/bench/store"
@@ -52,13 +53,12 @@ func TestPipeline(t *testing.T) {
 	testenv.RequireCommand(t, "git", "sh", "od")
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	work := t.TempDir()
-	gitT(t, work, "init", "-q", "-b", "main")
+	work := gittest.NewRepo(t)
 	files := map[string]string{"speed": "100", "bench.sh": benchScript, ConfigFile: "bench:\n  command: sh bench.sh\n  repeats: 3\n"}
-	first := commitFiles(t, work, files, "one")
-	gitT(t, work, "checkout", "-q", "-b", "other")
-	commitFiles(t, work, map[string]string{"n": "1"}, "other")
-	gitT(t, work, "checkout", "-q", "main")
+	first := work.Commit("one", files)
+	work.Git("checkout", "-q", "-b", "other")
+	work.Commit("other", map[string]string{"n": "1"})
+	work.Git("checkout", "-q", "main")
 
 	state := t.TempDir()
 	eng, err := current.Open(current.Config{StateDir: filepath.Join(state, "engine"), Logger: quiet})
@@ -75,7 +75,7 @@ func TestPipeline(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	src := &forges.Git{Repos: []forges.GitRepo{{Owner: "local", Name: "lib", Remote: work}}, Every: 200 * time.Millisecond}
+	src := &forges.Git{Repos: []forges.GitRepo{{Owner: "local", Name: "lib", Remote: work.Dir}}, Every: 200 * time.Millisecond}
 	set := &forges.Set{}
 	set.Add("git", src)
 	alerts := &chanAlerter{c: make(chan notify.Message, 4)}
@@ -108,7 +108,7 @@ func TestPipeline(t *testing.T) {
 	})
 	var second string
 	t.Run("a new commit on main", func(t *testing.T) {
-		second = commitFiles(t, work, map[string]string{"speed": "101"}, "two")
+		second = work.Commit("two", map[string]string{"speed": "101"})
 		src.Refresh()
 		runs := waitRuns(t, 2)
 		if runs[1].Commit != second {
@@ -124,12 +124,12 @@ func TestPipeline(t *testing.T) {
 	var latest string
 	t.Run("a regression on main is bisected and alerted", func(t *testing.T) {
 		for i := range 3 {
-			commitFiles(t, work, map[string]string{"n": fmt.Sprint(i)}, "more history")
+			work.Commit("more history", map[string]string{"n": fmt.Sprint(i)})
 			src.Refresh()
 			waitRuns(t, 3+i)
 		}
-		bad := commitFiles(t, work, map[string]string{"speed": "130"}, "slower")
-		latest = commitFiles(t, work, map[string]string{"README": "x"}, "readme")
+		bad := work.Commit("slower", map[string]string{"speed": "130"})
+		latest = work.Commit("readme", map[string]string{"README": "x"})
 		src.Refresh()
 		select {
 		case m := <-alerts.c:
@@ -159,7 +159,7 @@ func TestPipeline(t *testing.T) {
 		}
 	})
 	t.Run("a scheduled run of main's head", func(t *testing.T) {
-		scheduledHead := commitFiles(t, work, map[string]string{ConfigFile: "bench:\n  command: sh bench.sh\n  repeats: 3\n  schedule: 1h\n"}, "nightly")
+		scheduledHead := work.Commit("nightly", map[string]string{ConfigFile: "bench:\n  command: sh bench.sh\n  repeats: 3\n  schedule: 1h\n"})
 		src.Refresh()
 		runs := waitRuns(t, 8)
 		waitJobEnded(t, eng, scheduledHead)
