@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -46,6 +47,8 @@ type Inputs struct {
 	Recipe   string `json:"recipe"`
 	// Spec is the digest of the builder spec.
 	Spec string `json:"spec"`
+	// Packages are the Debian packages the configuration adds to a compiler image.
+	Packages []string `json:"packages,omitempty"`
 }
 
 // Moved names the inputs that differ between two builds (empty when none does).
@@ -61,7 +64,11 @@ func (in Inputs) Moved(old Inputs) []string {
 	} else if in.RootfsID != old.RootfsID {
 		out = append(out, fmt.Sprintf("Debian root filesystem %s -> %s", short(strings.TrimPrefix(old.RootfsID, "sha256:")), short(strings.TrimPrefix(in.RootfsID, "sha256:"))))
 	}
-	if in.Spec != old.Spec && in.Recipe == old.Recipe {
+	packages := !slices.Equal(in.Packages, old.Packages)
+	if packages {
+		out = append(out, fmt.Sprintf("packages [%s] -> [%s]", strings.Join(old.Packages, " "), strings.Join(in.Packages, " ")))
+	}
+	if in.Spec != old.Spec && in.Recipe == old.Recipe && !packages {
 		out = append(out, "build spec")
 	}
 	return out

@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"regexp"
 	"slices"
 	"sort"
 	"strings"
@@ -41,6 +42,9 @@ type Config struct {
 	Refresh Duration `yaml:"refresh"`
 	// Latest names the distribution family the "latest" tag follows (default the first).
 	Latest string `yaml:"latest"`
+	// Packages are Debian packages added to every compiler image (e.g. ocaml-dune,
+	// ocaml-findlib), besides the compiler.
+	Packages []string `yaml:"packages"`
 }
 
 // RegistryConfig says where and how to publish.
@@ -75,6 +79,9 @@ type DistroConfig struct {
 	Snapshot string `yaml:"snapshot"`
 	// Retired distributions are no longer built; their tags stay, deprecated.
 	Retired bool `yaml:"retired"`
+	// Packages are Debian packages added to this distribution's compiler images,
+	// besides the configuration's packages.
+	Packages []string `yaml:"packages"`
 }
 
 // Duration is a time.Duration written as Go writes one ("168h").
@@ -200,6 +207,10 @@ func (c *Config) Check() error {
 			}
 		}
 	}
+	checkPackages("packages", c.Packages, bad)
+	for i, d := range c.Distros {
+		checkPackages(fmt.Sprintf("distros[%d].packages", i), d.Packages, bad)
+	}
 	for i, a := range c.Arches {
 		if _, ok := LookupArch(a); !ok {
 			bad(fmt.Sprintf("arches[%d]", i), "unknown architecture %q (known: %s)", a, strings.Join(archNames(), ", "))
@@ -240,6 +251,30 @@ func (c *Config) Check() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// debianPackageName is what Debian's policy allows as a package name.
+var debianPackageName = regexp.MustCompile(`^[a-z0-9][a-z0-9+.-]+$`)
+
+func checkPackages(field string, pkgs []string, bad func(field, format string, args ...any)) {
+	for i, p := range pkgs {
+		if !debianPackageName.MatchString(p) {
+			bad(fmt.Sprintf("%s[%d]", field, i), "%q is not a Debian package name", p)
+		}
+	}
+}
+
+// compilerPackages are the packages the configuration adds to the compiler images of
+// distribution dc, sorted, each once, without those every compiler image has.
+func (c *Config) compilerPackages(dc DistroConfig) []string {
+	var out []string
+	for _, p := range append(slices.Clone(c.Packages), dc.Packages...) {
+		if !slices.Contains(CompilerPackages, p) {
+			out = append(out, p)
+		}
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
 }
 
 // LookupDistro finds a distribution kiln can build.

@@ -21,6 +21,8 @@ func TestParseConfigErrors(t *testing.T) {
 		{"unknown field", "distro: [debian-12]", "field distro not found"},
 		{"credentials without repository", "registry: {credentials-file: /p}", "registry.repository: credentials or a signing key given without a repository"},
 		{"retired not a version", "retired-ocaml: [old]", `retired-ocaml[0]: "old" is not X.Y`},
+		{"package with a space", "packages: [ocaml-dune, 'ocaml findlib']", `packages[1]: "ocaml findlib" is not a Debian package name`},
+		{"distro package with a shell word", "distros: [{name: debian-12, packages: ['x;rm']}]", `distros[0].packages[0]: "x;rm" is not a Debian package name`},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -104,11 +106,7 @@ func TestPlanTags(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			cfg, err := ParseConfig([]byte(c.yaml))
-			if err != nil {
-				t.Fatal(err)
-			}
-			p := cfg.Plan()
+			p := testPlan(t, c.yaml)
 			var builds, tags []string
 			for _, b := range p.Builds {
 				builds = append(builds, b.Name())

@@ -15,6 +15,9 @@ type Image struct {
 	OCaml string `json:"ocaml,omitempty"`
 	// Opam is the version of opam in the image.
 	Opam string `json:"opam"`
+	// Packages are the Debian packages a compiler image has besides the compiler
+	// (configured; empty for the opam image).
+	Packages []string `json:"packages,omitempty"`
 	// Config is the distribution's configuration (mirror, snapshot date).
 	Config DistroConfig `json:"-"`
 	// Deprecated says why a retired image is no longer built ("" when it is).
@@ -86,6 +89,7 @@ func (c *Config) Plan() Plan {
 		if c.wants(c.OCaml, d.OCaml) || slices.Contains(c.Retired, majorMinor(d.OCaml)) {
 			img := opamImg
 			img.OCaml = d.OCaml
+			img.Packages = c.compilerPackages(dc)
 			if img.Deprecated == "" && slices.Contains(c.Retired, majorMinor(d.OCaml)) {
 				img.Deprecated = "OCaml " + majorMinor(d.OCaml) + " is retired"
 			}

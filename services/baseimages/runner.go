@@ -92,7 +92,7 @@ func RootfsOf(ctx context.Context, st *image.Store, o image.DebianOptions) (Root
 // result (parent). An export already made of the same snapshot is reused.
 func (e *Exporter) Make(ctx context.Context, log io.Writer, b Build, rfs Rootfs, cdir, commit string, date time.Time, parent *Built) (Built, error) {
 	_, full := b.Specs(rfs.Name)
-	in := Inputs{OpamCommit: commit, OpamDate: date, Rootfs: rfs.Name, RootfsID: rfs.ID, Recipe: rfs.Recipe, Spec: SpecDigest(full)}
+	in := Inputs{OpamCommit: commit, OpamDate: date, Rootfs: rfs.Name, RootfsID: rfs.ID, Recipe: rfs.Recipe, Spec: SpecDigest(full), Packages: b.Image.Packages}
 	fmt.Fprintf(log, "building %s on %s from %s (%s), opam repository %s\n", b.Name(), b.Arch.Pool, rfs.Name, short(trimAlgo(rfs.ID)), short(commit))
 	snap, err := e.Runner.Build(ctx, log, b.Arch.Pool, full, cdir)
 	if err != nil {

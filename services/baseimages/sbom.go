@@ -100,6 +100,9 @@ func provenance(b Build, out Built) (json.RawMessage, error) {
 			"kiln-builder-spec":                out.Inputs.Spec,
 		},
 	}
+	if len(out.Inputs.Packages) > 0 {
+		p.Parameters["packages"] = strings.Join(out.Inputs.Packages, " ")
+	}
 	data, err := p.InToto()
 	return data, err
 }

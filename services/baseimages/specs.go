@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/kiln-ci/kiln/builder/image"
@@ -92,12 +93,16 @@ func opamOps() []spec.Op {
 	}
 }
 
-// compilerOps install the distribution's OCaml.
+// compilerOps install the distribution's OCaml and the image's packages.
 func compilerOps(im Image) []spec.Op {
+	text := "compiler image: the distribution's OCaml " + im.OCaml
+	if len(im.Packages) > 0 {
+		text += ", with " + strings.Join(im.Packages, " ")
+	}
 	return []spec.Op{
-		spec.Comment{Text: "compiler image: the distribution's OCaml " + im.OCaml},
+		spec.Comment{Text: text},
 		spec.Run{Network: []string{"host"}, Shell: "apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -q -y --no-install-recommends " +
-			strings.Join(CompilerPackages, " ") + " && v=$(ocamlc -version) && test \"$v\" = " + im.OCaml +
+			strings.Join(append(slices.Clone(CompilerPackages), im.Packages...), " ") + " && v=$(ocamlc -version) && test \"$v\" = " + im.OCaml +
 			" && apt-get clean && rm -rf /var/lib/apt/lists/* /var/log/apt /var/log/dpkg.log /var/log/alternatives.log /var/cache/ldconfig/aux-cache /var/cache/debconf/*-old"},
 	}
 }
