@@ -88,6 +88,42 @@ func Default() []Platform {
 	return []Platform{Debian("amd64"), Debian("arm64")}
 }
 
+// WithImage is p built from the base image ref, a registry reference such as a tag
+// the base-images service publishes (REGISTRY/ocaml/opam:debian-12-ocaml-4.13),
+// instead of a Debian root filesystem made locally. The builder pulls the host's
+// architecture of a multi-architecture tag: an emulated platform names its own
+// architecture's image (its per-architecture tag or digest).
+func (p Platform) WithImage(ref string) Platform {
+	p.Image, p.Debian = ref, nil
+	return p
+}
+
+// WithImages gives the platforms named in images (platform name → image reference)
+// those base images (see WithImage); a name that is not a platform of ps is an error.
+func WithImages(ps []Platform, images map[string]string) ([]Platform, error) {
+	out := make([]Platform, len(ps))
+	used := map[string]bool{}
+	for i, p := range ps {
+		out[i] = p
+		if ref, ok := images[p.Name]; ok {
+			if ref == "" {
+				return nil, fmt.Errorf("platform %s: empty image reference", p.Name)
+			}
+			out[i], used[p.Name] = p.WithImage(ref), true
+		}
+	}
+	for name := range images {
+		if !used[name] {
+			names := make([]string, len(ps))
+			for i, p := range ps {
+				names[i] = p.Name
+			}
+			return nil, fmt.Errorf("image for platform %q: no such platform (platforms: %s)", name, strings.Join(names, ", "))
+		}
+	}
+	return out, nil
+}
+
 // Pools are the fleet pools of the platforms, each once, in order.
 func Pools(ps []Platform) []string {
 	var out []string
