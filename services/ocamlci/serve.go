@@ -27,6 +27,7 @@ var ServiceKind = host.Kind{
 		fs.StringVar(&s.opamBranch, "opam-branch", "master", "branch of --opam-repository followed")
 		fs.BoolVar(&s.noArm64, "no-arm64", false, "leave out the emulated arm64 platform")
 		fs.BoolVar(&s.noBaseImages, "no-base-images", false, "do not make the platforms' Debian base images in the state dir (the workers have them)")
+		fs.StringToStringVar(&s.images, "platform-image", nil, "PLATFORM=REF: build the platform on a registry image (e.g. debian-12-4.13_amd64=REGISTRY/ocaml/opam:debian-12-ocaml-4.13, a tag of the base-images service) instead of a Debian base made locally")
 		return s
 	},
 }
@@ -35,6 +36,7 @@ var ServiceKind = host.Kind{
 type served struct {
 	opamRepo, opamBranch  string
 	noArm64, noBaseImages bool
+	images                map[string]string // platform name → image reference
 }
 
 func (c *served) platforms() []matrix.Platform {
@@ -54,13 +56,17 @@ func (c *served) Start(ctx context.Context, env *host.Env) (*host.Running, error
 	if env.Fleet == nil {
 		return nil, fmt.Errorf("ocaml-ci builds on a fleet, and the host has none")
 	}
+	platforms, err := matrix.WithImages(c.platforms(), c.images)
+	if err != nil {
+		return nil, fmt.Errorf("--platform-image: %w", err)
+	}
 	idx, err := results.OpenIndex(filepath.Join(env.StateDir, "ocamlci.db"))
 	if err != nil {
 		return nil, err
 	}
 	svc := &Service{
 		Forges: env.Forges, Fleet: env.Fleet, Mirrors: env.Mirrors, WorkDir: filepath.Join(env.StateDir, "ocamlci"),
-		Platforms: c.platforms(), Index: idx, Images: env.Images, BaseURL: env.BaseURL, Logger: env.Logger,
+		Platforms: platforms, Index: idx, Images: env.Images, BaseURL: env.BaseURL, Logger: env.Logger,
 	}
 	if c.noBaseImages {
 		svc.Images = ""
