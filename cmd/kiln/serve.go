@@ -142,6 +142,20 @@ On first start the local admin password is made, printed once, and stored hashed
 			return fmt.Errorf("--worker-token: %w", err)
 		}
 
+		consoleReg := prometheus.NewRegistry()
+		sb, ln, err := standbyUntilActive(ctx, ln, databaseFlag(cmd), names, standbyID(o.baseURL, ln), log, consoleReg)
+		if err != nil && ctx.Err() != nil {
+			return nil // stopped while standing by
+		} else if err != nil {
+			return err
+		}
+		defer ln.Close()
+		if sb != nil {
+			defer sb.Close()
+		}
+		ctx, stopLost := untilLost(ctx, sb)
+		defer stopLost()
+
 		eng, err := current.Open(current.Config{
 			StateDir: o.stateDir, ConfirmLevel: level, AutoRelease: o.autoRelease,
 			LogMaxAge: o.logMaxAge, LogMaxBytes: o.logMaxBytes, DefaultPoolSlots: o.slots, Logger: log,
@@ -156,7 +170,6 @@ On first start the local admin password is made, printed once, and stored hashed
 		if baseURL == "" {
 			baseURL = "http://" + ln.Addr().String()
 		}
-		consoleReg := prometheus.NewRegistry()
 		set, err := ff.open(ctx, log, baseURL, consoleReg)
 		if err != nil {
 			return err
@@ -213,6 +226,7 @@ On first start the local admin password is made, printed once, and stored hashed
 			}
 			srv.Mount(r.Pattern, min, r.Handler)
 		}
+		srv.Mount("GET /healthz", web.RoleNone, activeHealthz(sb))
 		if fleet != nil {
 			srv.Mount("/api/fleet/", web.RoleViewer, http.StripPrefix("/api/fleet", cluster.Handler(fleet.Client)))
 		}
@@ -230,6 +244,9 @@ On first start the local admin password is made, printed once, and stored hashed
 		hs.Shutdown(shutCtx)
 		if err := <-httpDone; err != nil && !errors.Is(err, http.ErrServerClosed) {
 			return fmt.Errorf("console: %w", err)
+		}
+		if sb != nil && sb.Err() != nil {
+			return sb.Err()
 		}
 		if runErr != nil && !errors.Is(runErr, context.Canceled) {
 			return runErr
