@@ -2,7 +2,6 @@ package results
 
 import (
 	"context"
-	"path/filepath"
 	"testing"
 
 	"github.com/kiln-ci/kiln/forge"
@@ -11,11 +10,10 @@ import (
 // A commit's status says last whether a variant's failure fails the commit: a
 // service learns it after the build (opam-repo-ci: the failure happens on master too).
 func TestSetCommitUpdatesExperimental(t *testing.T) {
-	idx, err := OpenIndex(filepath.Join(t.TempDir(), "index.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { idx.Close() })
+	eachBackend(t, testSetCommitUpdatesExperimental)
+}
+
+func testSetCommitUpdatesExperimental(t *testing.T, idx *Index) {
 	ctx := context.Background()
 	repo := forge.RepoID{Forge: "git", Owner: "o", Name: "r"}
 	for _, tc := range []struct {

@@ -2,7 +2,6 @@ package results
 
 import (
 	"context"
-	"path/filepath"
 	"strings"
 	"testing"
 
@@ -24,33 +23,31 @@ func TestSuperseded(t *testing.T) {
 		{"another forge's source says nothing of this one's", LiveOf([]forge.RepoID{b}, []string{c1}), nil},
 	}
 	for _, c := range cases {
-		t.Run(c.name, func(t *testing.T) {
-			idx, err := OpenIndex(filepath.Join(t.TempDir(), "index.db"))
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer idx.Close()
-			// c1 runs, c2 failed with a variant still queued, c3 passed.
-			for commit, vs := range map[string][]forge.Variant{
-				c1: {{Name: "v", State: forge.Running}},
-				c2: {{Name: "v", State: forge.Failed}, {Name: "w", State: forge.Queued}},
-				c3: {{Name: "v", State: forge.Passed}},
-			} {
-				if err := idx.SetCommit(ctx, a, commit, forge.Summarise(vs), vs); err != nil {
+		for _, b := range backends {
+			t.Run(string(b)+"/"+c.name, func(t *testing.T) {
+				idx := newIndex(t, b)
+				// c1 runs, c2 failed with a variant still queued, c3 passed.
+				for commit, vs := range map[string][]forge.Variant{
+					c1: {{Name: "v", State: forge.Running}},
+					c2: {{Name: "v", State: forge.Failed}, {Name: "w", State: forge.Queued}},
+					c3: {{Name: "v", State: forge.Passed}},
+				} {
+					if err := idx.SetCommit(ctx, a, commit, forge.Summarise(vs), vs); err != nil {
+						t.Fatal(err)
+					}
+				}
+				got, err := idx.Superseded(ctx, c.live)
+				if err != nil {
 					t.Fatal(err)
 				}
-			}
-			got, err := idx.Superseded(ctx, c.live)
-			if err != nil {
-				t.Fatal(err)
-			}
-			var names []string
-			for _, r := range got {
-				names = append(names, r.Repo.String()+" "+r.Commit)
-			}
-			if strings.Join(names, "\n") != strings.Join(c.want, "\n") {
-				t.Errorf("superseded:\n%s\nwant:\n%s", strings.Join(names, "\n"), strings.Join(c.want, "\n"))
-			}
-		})
+				var names []string
+				for _, r := range got {
+					names = append(names, r.Repo.String()+" "+r.Commit)
+				}
+				if strings.Join(names, "\n") != strings.Join(c.want, "\n") {
+					t.Errorf("superseded:\n%s\nwant:\n%s", strings.Join(names, "\n"), strings.Join(c.want, "\n"))
+				}
+			})
+		}
 	}
 }

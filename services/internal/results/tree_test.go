@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"net/http/httptest"
-	"path/filepath"
 	"strings"
 	"testing"
 
@@ -57,11 +56,10 @@ func TestVariantTree(t *testing.T) {
 }
 
 func TestPrefixedTreeUI(t *testing.T) {
-	idx, err := OpenIndex(filepath.Join(t.TempDir(), "index.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { idx.Close() })
+	eachBackend(t, testPrefixedTreeUI)
+}
+
+func testPrefixedTreeUI(t *testing.T, idx *Index) {
 	u, err := NewUI(idx, nil, nil, Options{Prefix: "/opam-repo-ci/", Tree: true})
 	if err != nil {
 		t.Fatal(err)

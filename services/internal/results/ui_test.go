@@ -6,7 +6,6 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -14,20 +13,15 @@ import (
 	"github.com/kiln-ci/kiln/forge"
 )
 
-func testUI(t *testing.T) (*httptest.Server, *Index) {
+func testUI(t *testing.T, idx *Index) *httptest.Server {
 	t.Helper()
-	idx, err := OpenIndex(filepath.Join(t.TempDir(), "ocamlci.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { idx.Close() })
 	u, err := NewUI(idx, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	srv := httptest.NewServer(u)
 	t.Cleanup(srv.Close)
-	return srv, idx
+	return srv
 }
 
 func get(t *testing.T, url string) (int, string) {
@@ -42,7 +36,11 @@ func get(t *testing.T, url string) (int, string) {
 }
 
 func TestUIPagesFollowTheURLScheme(t *testing.T) {
-	srv, idx := testUI(t)
+	eachBackend(t, testUIPagesFollowTheURLScheme)
+}
+
+func testUIPagesFollowTheURLScheme(t *testing.T, idx *Index) {
+	srv := testUI(t, idx)
 	ctx := context.Background()
 	repo := forge.RepoID{Forge: "github", Owner: "ocaml", Name: "dune"}
 	main := forge.Ref{Repo: repo, Name: "refs/heads/main", Commit: "aaaa1111aaaa1111"}
@@ -106,7 +104,10 @@ func TestUIPagesFollowTheURLScheme(t *testing.T) {
 }
 
 func TestIndexDropsVariantsNoLongerPlanned(t *testing.T) {
-	_, idx := testUI(t)
+	eachBackend(t, testIndexDropsVariantsNoLongerPlanned)
+}
+
+func testIndexDropsVariantsNoLongerPlanned(t *testing.T, idx *Index) {
 	ctx := context.Background()
 	ref := forge.Ref{Repo: forge.RepoID{Forge: "git", Owner: "o", Name: "r"}, Name: "refs/heads/main", Commit: "c1"}
 	running := []forge.Variant{{Name: AnalysisVariant, State: forge.Running}}
