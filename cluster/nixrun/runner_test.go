@@ -1,0 +1,241 @@
+package nixrun_test
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/kiln-ci/kiln/cluster"
+	"github.com/kiln-ci/kiln/cluster/nixrun"
+	"github.com/kiln-ci/kiln/cluster/nixrun/nixtest"
+	"github.com/kiln-ci/kiln/internal/testenv"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+const pool = "linux-x86_64-nix"
+
+func writeTree(t *testing.T, files map[string]string) string {
+	t.Helper()
+	dir := t.TempDir()
+	for rel, content := range files {
+		if err := os.WriteFile(filepath.Join(dir, rel), []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir
+}
+
+func with(files map[string]string, rel, content string) map[string]string {
+	out := map[string]string{}
+	for k, v := range files {
+		out[k] = v
+	}
+	out[rel] = content
+	return out
+}
+
+// newRunner is a runner with its store in dir and the store budget given, and the
+// registry of its metrics; it skips t where Nix cannot run.
+func newRunner(t *testing.T, dir string, budget int64) (*nixrun.Runner, *prometheus.Registry) {
+	t.Helper()
+	nixtest.Require(t)
+	o := nixtest.Options(dir)
+	reg := prometheus.NewRegistry()
+	o.Registry, o.Budget = reg, budget
+	r, err := nixrun.New(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r, reg
+}
+
+// TestFleetBuildsNixExpressions runs Nix jobs on a Nix worker of an embedded fleet,
+// offline: the OCaml program builds from default.nix and from the flake, and the
+// project's failures come back typed, with their error lines.
+func TestFleetBuildsNixExpressions(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	dir := t.TempDir()
+	r, reg := newRunner(t, dir, 0)
+	f, err := cluster.StartEmbedded(ctx, cluster.Options{StateDir: filepath.Join(dir, "fleet"), Listen: "127.0.0.1:0", Pools: []string{pool}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(f.Close)
+	nixtest.StartWorker(t, f, pool, r)
+
+	good := nixtest.Project("Hello from Nix")
+	cases := []struct {
+		name    string
+		files   map[string]string
+		greets  string // the program built prints this
+		spec    nixrun.Spec
+		kind    nixrun.FailureKind // "": the build succeeds
+		lines   []string           // in the failure's lines
+		message string             // in the job's message
+	}{
+		{name: "attribute of default.nix", files: good, greets: "Hello from Nix", spec: nixrun.Spec{Attr: "hello"}},
+		{name: "flake output", files: nixtest.Project("Hello from a flake"), greets: "Hello from a flake", spec: nixrun.Spec{Flake: "hello", Impure: true}},
+		{name: "missing attribute", files: good, spec: nixrun.Spec{Attr: "nope"}, kind: nixrun.FailEvaluation,
+			lines: []string{"error: attribute 'nope' in selection path 'nope' not found"}, message: "nix evaluation failed: attribute 'nope'"},
+		{name: "syntax error", files: with(good, "default.nix", "{ hello = 1 +; }\n"), spec: nixrun.Spec{Attr: "hello"}, kind: nixrun.FailEvaluation,
+			lines: []string{"error: syntax error, unexpected ';'", "1| { hello = 1 +; }"}},
+		{name: "OCaml type error", files: with(good, "hello.ml", "let () = print_endline 42\n"), spec: nixrun.Spec{Attr: "hello"}, kind: nixrun.FailBuild,
+			lines:   []string{`File "hello.ml", line 1, characters 23-25:`, "Error: This expression has type int but an expression was expected of type", "error: builder for '/nix/store/"},
+			message: "nix build failed: builder for"},
+	}
+	ids := make([]string, len(cases))
+	for i, c := range cases {
+		digest, err := f.Client.PutSource(ctx, writeTree(t, c.files))
+		if err != nil {
+			t.Fatal(err)
+		}
+		job, err := f.Client.Submit(ctx, cluster.Request{Pool: pool, Client: "test", Spec: c.spec.Encode(), Source: digest, CacheHint: "nix hello", Urgent: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids[i] = job.ID
+	}
+	for i, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			job, err := f.Client.Wait(ctx, ids[i])
+			if err != nil {
+				t.Fatal(err)
+			}
+			var log bytes.Buffer
+			if _, err := f.Client.Log(ctx, ids[i], 0, false, &log); err != nil {
+				t.Fatal(err)
+			}
+			res := job.Result
+			out, err := nixrun.DecodeOutput(res.Output)
+			if err != nil {
+				t.Fatalf("%s (%s): %v\n%s", res.Outcome, res.Message, err, log.String())
+			}
+			if c.kind == "" {
+				checkBuilt(t, dir, res, out, c.greets, log.String())
+				return
+			}
+			if res.Outcome != cluster.OutcomeFailed || out.Failure == nil || out.Failure.Kind != c.kind {
+				t.Fatalf("%s (%s), output %+v; want a failed %s\n%s", res.Outcome, res.Message, out, c.kind, log.String())
+			}
+			got := strings.Join(out.Failure.Lines, "\n")
+			for _, want := range c.lines {
+				if !strings.Contains(got, want) {
+					t.Errorf("failure lines lack %q:\n%s", want, got)
+				}
+			}
+			if !strings.Contains(res.Message, c.message) {
+				t.Errorf("message %q lacks %q", res.Message, c.message)
+			}
+		})
+	}
+	m := testenv.Metrics(t, reg)
+	for k, want := range map[string]float64{`kiln_nix_runs_total{result=ok}`: 2, `kiln_nix_runs_total{result=evaluation}`: 2, `kiln_nix_runs_total{result=build}`: 1} {
+		if m[k] != want {
+			t.Errorf("%s = %v, want %v", k, m[k], want)
+		}
+	}
+}
+
+// checkBuilt checks a successful job: its output path is in the store and runs, and
+// its closure is measured.
+func checkBuilt(t *testing.T, dir string, res *cluster.Result, out *nixrun.Output, greeting, log string) {
+	t.Helper()
+	if res.Outcome != cluster.OutcomeOK || len(out.Paths) != 1 || !strings.HasPrefix(out.Paths[0], "/nix/store/") || res.Snapshot != out.Paths[0] {
+		t.Fatalf("%s (%s), output %+v, snapshot %q\n%s", res.Outcome, res.Message, out, res.Snapshot, log)
+	}
+	bin := filepath.Join(dir, "store", out.Paths[0], "bin", "hello")
+	st, err := os.Stat(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out.ClosurePaths != 1 || out.ClosureSize < st.Size() {
+		t.Errorf("closure of %d paths, %d bytes; want the output alone, at least the program's %d bytes", out.ClosurePaths, out.ClosureSize, st.Size())
+	}
+	ran, err := exec.Command(bin).Output()
+	if err != nil || strings.TrimSpace(string(ran)) != greeting {
+		t.Errorf("%s: %q, %v; want %q", bin, ran, err, greeting)
+	}
+	if !strings.Contains(log, greeting+"\n") || !strings.Contains(log, "nix: closure of 1 store paths") {
+		t.Errorf("log lacks the program's run in the sandbox or the closure:\n%s", log)
+	}
+}
+
+// TestInfrastructureFailures checks that Nix failing for the machine's sake is not the
+// project's failure, and that the health check sees it.
+func TestInfrastructureFailures(t *testing.T) {
+	nixtest.Require(t)
+	src := writeTree(t, nixtest.Project("Hello"))
+	cases := []struct {
+		name    string
+		prepare func(t *testing.T, o *nixrun.Options)
+		want    string
+	}{
+		{name: "damaged store database", want: "SQLite", prepare: func(t *testing.T, o *nixrun.Options) {
+			db := filepath.Join(o.Store, "nix", "var", "nix", "db")
+			if err := os.MkdirAll(db, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(filepath.Join(db, "db.sqlite"), []byte("not a database\n"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		{name: "sandbox path missing on the worker", want: "getting attributes of path '/nonexistent-kiln-test'", prepare: func(t *testing.T, o *nixrun.Options) {
+			o.SandboxPaths = append(append([]string{}, o.SandboxPaths...), "/nonexistent-kiln-test")
+		}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+			defer cancel()
+			o := nixtest.Options(t.TempDir())
+			c.prepare(t, &o)
+			r, err := nixrun.New(o)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var log bytes.Buffer
+			_, out, err := r.RunOutput(ctx, cluster.Task{ID: "j1", Spec: nixrun.Spec{Attr: "hello"}.Encode(), Context: src}, &log)
+			if !cluster.IsInfrastructure(err) || out != nil || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("error %v (output %s); want an infrastructure error naming %q\n%s", err, out, c.want, log.String())
+			}
+			if err := r.Health(ctx); err == nil {
+				t.Errorf("health check passes")
+			}
+		})
+	}
+}
+
+// TestPruneCollectsEndedBuilds builds, then prunes a store over its budget: the
+// output of the ended build goes, and the bytes freed are counted.
+func TestPruneCollectsEndedBuilds(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	dir := t.TempDir()
+	r, reg := newRunner(t, dir, 1)
+	if err := r.Health(ctx); err != nil {
+		t.Fatalf("health: %v", err)
+	}
+	var log bytes.Buffer
+	snap, _, err := r.RunOutput(ctx, cluster.Task{ID: "j1", Spec: nixrun.Spec{Attr: "hello"}.Encode(), Context: writeTree(t, nixtest.Project("Hello"))}, &log)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, log.String())
+	}
+	if _, err := os.Stat(filepath.Join(dir, "store", snap)); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Prune(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "store", snap)); !os.IsNotExist(err) {
+		t.Errorf("%s is still in the store after a collection down to 1 byte: %v", snap, err)
+	}
+	if freed := testenv.Metrics(t, reg)["kiln_nix_gc_freed_bytes_total{}"]; freed <= 0 {
+		t.Errorf("kiln_nix_gc_freed_bytes_total = %v", freed)
+	}
+}
