@@ -258,6 +258,17 @@ type ReplicaInfo struct {
 	Active  time.Duration `json:"active"` // since it was last heard from
 }
 
+// State is the follower's state as shown to people: "current", "catching up" or "offline".
+func (r ReplicaInfo) State() string {
+	switch {
+	case r.Offline:
+		return "offline"
+	case !r.Current:
+		return "catching up"
+	}
+	return "current"
+}
+
 // ClusterInfo reports the scheduler leader and the replication of the fleet's streams.
 func (c *Client) ClusterInfo(ctx context.Context) (*ClusterInfo, error) {
 	return clusterInfo(ctx, c.nc, c.js)

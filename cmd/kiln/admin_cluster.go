@@ -29,14 +29,7 @@ func printClusterInfo(w io.Writer, ci *cluster.ClusterInfo, now time.Time) error
 		}
 		fmt.Fprintf(tw, "%s\t%s\tleader\tcurrent\t0\t-\t%d\n", s.Name, leader, s.Messages)
 		for _, r := range s.Replicas {
-			state := "current"
-			switch {
-			case r.Offline:
-				state = "offline"
-			case !r.Current:
-				state = "catching up"
-			}
-			fmt.Fprintf(tw, "%s\t%s\tfollower\t%s\t%d\t%s ago\t\n", s.Name, r.Node, state, r.Lag, r.Active.Round(time.Millisecond))
+			fmt.Fprintf(tw, "%s\t%s\tfollower\t%s\t%d\t%s ago\t\n", s.Name, r.Node, r.State(), r.Lag, r.Active.Round(time.Millisecond))
 		}
 	}
 	return tw.Flush()
