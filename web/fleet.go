@@ -25,6 +25,14 @@ type Fleet interface {
 
 var _ Fleet = (*cluster.Client)(nil)
 
+// clusterFleet is a Fleet that can say how NATS keeps it: which scheduler leads, and
+// each stream's leader node and followers.
+type clusterFleet interface {
+	ClusterInfo(ctx context.Context) (*cluster.ClusterInfo, error)
+}
+
+var _ clusterFleet = (*cluster.Client)(nil)
+
 // defaultQueueLimit and maxQueueLimit bound how many queued jobs of each pool /fleet lists.
 const (
 	defaultQueueLimit = 100
@@ -39,6 +47,9 @@ type fleetView struct {
 	Pools    []cluster.PoolInfo   `json:"pools"`
 	Workers  []cluster.WorkerInfo `json:"workers"`
 	Queues   []cluster.QueueInfo  `json:"queues"`
+	// Cluster is the scheduler leader and the streams' replication, as kiln admin cluster shows them.
+	Cluster      *cluster.ClusterInfo `json:"cluster,omitempty"`
+	ClusterError string               `json:"cluster_error,omitempty"`
 }
 
 // fleetErr turns a failure to reach the fleet into a 502 naming what was asked.
@@ -95,6 +106,14 @@ func (s *Server) fleetPage(w http.ResponseWriter, r *http.Request, c *reqCtx) er
 			}
 			qi.Running, qi.Queued = nonNil(qi.Running), nonNil(qi.Queued)
 			v.Queues = append(v.Queues, *qi)
+		}
+		if cf, ok := s.fleet.(clusterFleet); ok {
+			// The pools and queues are worth showing when the cluster's state cannot be read.
+			if ci, err := cf.ClusterInfo(ctx); err != nil {
+				v.ClusterError = err.Error()
+			} else {
+				v.Cluster = ci
+			}
 		}
 	}
 	if c.api {
@@ -171,3 +190,11 @@ func (fleetView) In(t time.Time) string {
 	}
 	return "in " + d.String()
 }
+
+// Clustered reports whether the fleet's streams are replicated on a NATS cluster.
+func (v fleetView) Clustered() bool {
+	return v.Cluster != nil && slices.ContainsFunc(v.Cluster.Streams, func(s cluster.StreamInfo) bool { return len(s.Replicas) > 0 })
+}
+
+// Since shows a duration to the millisecond.
+func (fleetView) Since(d time.Duration) string { return d.Round(time.Millisecond).String() + " ago" }
