@@ -2,12 +2,17 @@ package testenv
 
 import (
 	"fmt"
+	"math"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"sync"
+	"syscall"
 	"testing"
+	"time"
 )
 
 var kiln struct {
@@ -17,14 +22,16 @@ var kiln struct {
 }
 
 // KilnBinary builds the kiln command once per test process and returns its path. The
-// binary lives in a temporary folder that is not removed, so tests that start kiln
-// processes share it.
+// binary lives in a temporary folder named after the test process, so tests that
+// start kiln processes share it; folders of test processes that have ended are
+// removed by the next build.
 func KilnBinary(t testing.TB) string {
 	t.Helper()
 	Short(t, "builds the kiln binary")
 	kiln.once.Do(func() {
-		dir, err := os.MkdirTemp("", "kiln-test-bin-")
-		if err != nil {
+		removeStaleBinaries()
+		dir := filepath.Join(os.TempDir(), fmt.Sprintf("kiln-test-bin-%d", os.Getpid()))
+		if err := os.MkdirAll(dir, 0o755); err != nil {
 			kiln.err = err
 			return
 		}
@@ -39,6 +46,25 @@ func KilnBinary(t testing.TB) string {
 		t.Fatal(kiln.err)
 	}
 	return kiln.path
+}
+
+// removeStaleBinaries removes the binary folders of test processes that have ended
+// and are more than an hour old (a process id can be reused).
+func removeStaleBinaries() {
+	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), "kiln-test-bin-*"))
+	for _, dir := range dirs {
+		pid, err := strconv.Atoi(strings.TrimPrefix(filepath.Base(dir), "kiln-test-bin-"))
+		if err != nil || pid == os.Getpid() {
+			continue
+		}
+		if fi, err := os.Stat(dir); err != nil || time.Since(fi.ModTime()) < time.Hour {
+			continue
+		}
+		if pid > 0 && pid <= math.MaxInt32 && syscall.Kill(pid, 0) != syscall.ESRCH {
+			continue
+		}
+		os.RemoveAll(dir)
+	}
 }
 
 // FreeAddr returns a loopback address with a port that was free a moment ago.
