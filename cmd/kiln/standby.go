@@ -16,13 +16,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/pflag"
 
+	"github.com/kiln-ci/kiln/internal/database"
 	"github.com/kiln-ci/kiln/services/host"
 )
-
-// onPostgres reports whether a --database value names a PostgreSQL server.
-func onPostgres(database string) bool {
-	return strings.HasPrefix(database, "postgres://") || strings.HasPrefix(database, "postgresql://")
-}
 
 // standbyPage is what a standing-by serve process shows on every path but /healthz and /metrics.
 var standbyPage = template.Must(template.New("standby").Parse(`<!doctype html>
@@ -111,15 +107,15 @@ func standbyID(baseURL string, ln net.Listener) string {
 	return h + " " + ln.Addr().String()
 }
 
-// standbyUntilActive waits, when database is a PostgreSQL URL, until this process holds
+// standbyUntilActive waits, when dbURL is a PostgreSQL URL, until this process holds
 // its services' lock, answering on ln meanwhile with a standby page and a 503 /healthz
 // naming the active process. It returns the lock (nil without PostgreSQL) and the
 // listener for the console: ln, or a new one on the same address after standing by.
-func standbyUntilActive(ctx context.Context, ln net.Listener, database string, services []string, id string, log *slog.Logger, reg *prometheus.Registry) (*host.Standby, net.Listener, error) {
-	if !onPostgres(database) {
+func standbyUntilActive(ctx context.Context, ln net.Listener, dbURL string, services []string, id string, log *slog.Logger, reg *prometheus.Registry) (*host.Standby, net.Listener, error) {
+	if !database.IsPostgres(dbURL) {
 		return nil, ln, nil
 	}
-	sb, err := host.OpenStandby(ctx, host.StandbyOptions{Database: database, Services: services, ID: id, Logger: log, Register: reg})
+	sb, err := host.OpenStandby(ctx, host.StandbyOptions{Database: dbURL, Services: services, ID: id, Logger: log, Register: reg})
 	if err != nil {
 		return nil, nil, err
 	}

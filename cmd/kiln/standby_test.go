@@ -17,25 +17,6 @@ import (
 	"github.com/kiln-ci/kiln/services/host"
 )
 
-func TestOnPostgres(t *testing.T) {
-	for _, tc := range []struct {
-		database string
-		want     bool
-	}{
-		{"", false},
-		{"var/engine.db", false},
-		{"postgres://kiln@db/kiln", true},
-		{"postgresql://kiln@db/kiln?sslmode=disable", true},
-		{"sqlite://postgres", false},
-	} {
-		t.Run(tc.database, func(t *testing.T) {
-			if got := onPostgres(tc.database); got != tc.want {
-				t.Fatalf("onPostgres(%q) = %v, want %v", tc.database, got, tc.want)
-			}
-		})
-	}
-}
-
 func get(t *testing.T, url string) (int, string) {
 	t.Helper()
 	c := &http.Client{Timeout: 30 * time.Second}
