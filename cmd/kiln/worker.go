@@ -15,8 +15,10 @@ import (
 	"github.com/kiln-ci/kiln/builder/sandbox"
 	"github.com/kiln-ci/kiln/cluster"
 	"github.com/kiln-ci/kiln/cluster/buildrun"
+	"github.com/kiln-ci/kiln/cluster/nixrun"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 )
 
 func init() {
@@ -29,6 +31,7 @@ func init() {
 	var stepCPUs float64
 	var stepPids int64
 	var benchCPUs string
+	var nix nixFlags
 	c := &cobra.Command{
 		Use:   "worker",
 		Short: "Run a build worker: connect out to the fleet and run jobs of one pool",
@@ -52,6 +55,7 @@ func init() {
 				o.Name, _ = os.Hostname()
 			}
 			o.StateDir, _ = filepath.Abs(o.StateDir)
+			reg := prometheus.NewRegistry()
 			switch runner {
 			case "shell":
 				o.Runner = &cluster.ShellRunner{WorkDir: filepath.Join(o.StateDir, "work"), Shell: shell}
@@ -72,10 +76,13 @@ func init() {
 					return err
 				}
 				o.Runner = r
+			case "nix":
+				if o.Runner, err = nix.runner(filepath.Join(o.StateDir, "nix"), budget, reg); err != nil {
+					return err
+				}
 			default:
-				return fmt.Errorf("--runner %q: want builder or shell", runner)
+				return fmt.Errorf("--runner %q: want builder, shell or nix", runner)
 			}
-			reg := prometheus.NewRegistry()
 			o.Registry = reg
 			serveMetrics(ctx, metrics, reg)
 			nc, err := nf.connect(ctx, "kiln-worker-"+o.Name, o.Token)
@@ -107,16 +114,17 @@ func init() {
 	f.StringVar(&token, "token", os.Getenv("KILN_WORKER_TOKEN"), "the scheduler's worker token (@FILE reads a file; env KILN_WORKER_TOKEN); also the NATS token unless --nats-token or --nats-creds is given")
 	f.StringVar(&o.StateDir, "state-dir", "var/worker", "worker state: source cache, builder store, work folders")
 	f.StringVar(&o.SecretsDir, "secrets-dir", "", "folder whose files are the secrets jobs may reference by name")
-	f.StringVar(&runner, "runner", "builder", "how jobs run: builder (sandboxed builder spec) or shell (spec text is a /bin/sh script)")
+	f.StringVar(&runner, "runner", "builder", "how jobs run: builder (sandboxed builder spec), shell (spec text is a /bin/sh script) or nix (Nix expressions of the source tree, docs/nix.md)")
 	f.StringVar(&shell, "shell", "", "shell runner: shell binary (default /bin/sh)")
 	f.StringVar(&images, "images", "", "builder runner: base image store folder (default STATE-DIR/builder/images)")
 	f.StringVar(&healthBase, "health-base", "", "builder runner: image the health check builds on (e.g. kiln/debian:bookworm); empty checks the store only")
-	f.Int64Var(&budget, "store-budget", 0, "builder runner: snapshot store size kept by pruning, in bytes (0: prune for free space only)")
+	f.Int64Var(&budget, "store-budget", 0, "builder and nix runners: store size kept by pruning, in bytes (0: prune for free space only)")
 	f.StringVar(&stepMemory, "memory", "", "builder runner: memory limit of each step, e.g. 4G (default: the builder's default divided by --capacity)")
 	f.Float64Var(&stepCPUs, "cpus", 0, "builder runner: CPU limit of each step, in CPUs (default: the machine's CPUs divided by --capacity, at least 1)")
 	f.StringVar(&benchCPUs, "bench-cpus", "", "builder runner: a benchmark slot: every step pinned to these CPUs (e.g. 1 or 2,3), one job at a time; keep builds off them")
 	f.Int64Var(&stepPids, "pids", 0, "builder runner: process limit of each step (default 4096)")
 	f.StringVar(&stepDisk, "disk", "", "builder runner: disk budget of each step, e.g. 20G (default: a quarter of the store's file system, at most 16G)")
+	nix.add(f)
 	f.DurationVar(&o.HealthEvery, "health-every", time.Minute, "how often the health check runs")
 	f.StringVar(&o.HealthCommand, "health-command", "", "extra health check (/bin/sh -c); failing pauses the worker")
 	f.DurationVar(&o.PruneEvery, "prune-every", time.Hour, "how often the store and source cache are pruned")
@@ -157,4 +165,36 @@ func benchSlotLimits(cpus string, lim sandbox.Limits) (sandbox.Limits, error) {
 	}
 	lim.CPUSet, lim.CPUs = cpus, 0
 	return lim, nil
+}
+
+// nixFlags configure the nix runner.
+type nixFlags struct {
+	store, minFree, usersGroup string
+	sandboxPaths, options      []string
+}
+
+func (n *nixFlags) add(f *pflag.FlagSet) {
+	f.StringVar(&n.store, "nix-store", "", "nix runner: folder of a Nix store of the worker's own (default the system store, /nix/store)")
+	f.StringArrayVar(&n.sandboxPaths, "nix-sandbox-path", nil, "nix runner: host path shown to builders, PATH or INSIDE=HOST (repeatable; e.g. /usr and /bin=/usr/bin for the host's OCaml)")
+	f.StringArrayVar(&n.options, "nix-option", nil, "nix runner: Nix setting NAME=VALUE (repeatable; e.g. substituters= on a machine without network)")
+	f.StringVar(&n.usersGroup, "nix-build-users-group", "", "nix runner: group of Nix's build users (default none: builds run as the worker's user, in the sandbox)")
+	f.StringVar(&n.minFree, "nix-min-free", "", "nix runner: free space kept on the store's file system by garbage collection, e.g. 10G (default none)")
+}
+
+// runner is the nix runner the flags describe, working in dir.
+func (n *nixFlags) runner(dir string, budget int64, reg prometheus.Registerer) (*nixrun.Runner, error) {
+	minFree, err := parseSize(n.minFree)
+	if err != nil {
+		return nil, fmt.Errorf("--nix-min-free: %w", err)
+	}
+	settings := map[string]string{}
+	for _, kv := range n.options {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok || k == "" {
+			return nil, fmt.Errorf("--nix-option %q: want NAME=VALUE", kv)
+		}
+		settings[k] = v
+	}
+	return nixrun.New(nixrun.Options{WorkDir: dir, Store: n.store, SandboxPaths: n.sandboxPaths, Settings: settings,
+		BuildUsersGroup: n.usersGroup, MinFree: minFree, Budget: budget, Registry: reg})
 }
