@@ -12,6 +12,7 @@ import (
 	"crypto/subtle"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -46,6 +47,10 @@ type Options struct {
 	Logger  *slog.Logger
 	// Register receives the deployer's metrics.
 	Register prometheus.Registerer
+	// Jobs makes every build, push, deploy, rollback and periodic health check an
+	// engine job, shown in the console with its log. The engine must run Pipeline:
+	// until it does, these steps wait.
+	Jobs bool
 }
 
 // Deployer deploys the services of its configuration.
@@ -63,6 +68,7 @@ type Deployer struct {
 	busy     map[string]*sync.Mutex // one operation at a time per service
 	// promotions waiting for the engine's confirmation (promote: engine)
 	promotions *current.Var[[]Promotion]
+	steps      *steps
 	control    string // SSH master connections
 
 	wg sync.WaitGroup
@@ -130,7 +136,8 @@ func New(o Options) (*Deployer, error) {
 	if err != nil {
 		return nil, err
 	}
-	d := &Deployer{o: o, log: o.Logger, m: m, busy: map[string]*sync.Mutex{}, control: control}
+	d := &Deployer{o: o, log: o.Logger, m: m, busy: map[string]*sync.Mutex{}, control: control, steps: newSteps()}
+	d.steps.on = o.Jobs
 	if d.st, err = loadState(filepath.Join(o.StateDir, "state.json")); err != nil {
 		os.RemoveAll(control)
 		return nil, err
@@ -353,7 +360,10 @@ func (d *Deployer) build(ctx context.Context, cfg *Config, svc *ServiceConfig, r
 	b := &Build{Commit: commit, Ref: ref, Started: time.Now().UTC(), State: forge.Running, Tag: localTag(svc.Name, commit)}
 	d.publishStatus(ctx, svc, ref, commit, forge.Running, "building")
 	logPath := filepath.Join(d.o.StateDir, "logs", svc.Name+"-"+commit+".log")
-	err := d.buildImage(ctx, cfg, svc, commit, b.Tag, logPath)
+	job, err := d.inJob(ctx, OpBuild, svc.Name, fmt.Sprintf("build %s %s (%s)", svc.Name, short(commit), ref), func(ctx context.Context, log io.Writer) error {
+		return d.buildImage(ctx, cfg, svc, commit, b.Tag, logPath, log)
+	})
+	b.Job = job
 	b.Finished = time.Now().UTC()
 	if err != nil {
 		if ctx.Err() != nil {
@@ -378,7 +388,8 @@ func (d *Deployer) build(ctx context.Context, cfg *Config, svc *ServiceConfig, r
 	return b
 }
 
-func (d *Deployer) buildImage(ctx context.Context, cfg *Config, svc *ServiceConfig, commit, tag, logPath string) error {
+// buildImage builds commit's image as tag, its log written to logPath and to log.
+func (d *Deployer) buildImage(ctx context.Context, cfg *Config, svc *ServiceConfig, commit, tag, logPath string, log io.Writer) error {
 	repo, err := d.o.Mirrors.FetchCommit(ctx, svc.Repo, commit)
 	if err != nil {
 		return fmt.Errorf("fetch %s: %w", short(commit), err)
@@ -410,7 +421,7 @@ func (d *Deployer) buildImage(ctx context.Context, cfg *Config, svc *ServiceConf
 		extra = append(extra, "--build-arg", k+"="+svc.BuildArgs[k])
 	}
 	e := d.buildEngine(cfg)
-	return e.BuildDockerfile(ctx, string(df), ctxDir, tag, logf, extra...)
+	return e.BuildDockerfile(ctx, string(df), ctxDir, tag, io.MultiWriter(logf, log), extra...)
 }
 
 func (d *Deployer) publishStatus(ctx context.Context, svc *ServiceConfig, ref, commit string, st forge.State, msg string) {
@@ -435,21 +446,28 @@ func (d *Deployer) release(ctx context.Context, cfg *Config, svc *ServiceConfig,
 	if !d.buildEngine(cfg).ImageExists(ctx, b.Tag) {
 		// Built for another ref, or the engine lost it: build it again.
 		if b = d.build(ctx, cfg, svc, "refs/heads/"+svc.Branch, commit); b.State != forge.Passed {
-			d.finish(svc, "publish", commit, "", time.Now(), fmt.Errorf("build %s again: %s", short(commit), b.Message))
+			d.finish(svc, "publish", commit, "", b.Job, time.Now(), fmt.Errorf("build %s again: %s", short(commit), b.Message))
 			return
 		}
 	}
 	var digest string
 	start := time.Now()
-	err := d.retry(ctx, cfg, svc, "publish", 0, func() (err error) {
-		digest, err = d.publish(ctx, cfg, svc, b.Tag)
+	job, err := d.inJob(ctx, OpPush, svc.Name, fmt.Sprintf("push %s %s", svc.Name, short(commit)), func(ctx context.Context, log io.Writer) error {
+		fmt.Fprintf(log, "pushing %s to %s/%s\n", b.Tag, cfg.Registry.Address, svc.Image)
+		err := d.retry(ctx, cfg, svc, "publish", 0, func() (err error) {
+			digest, err = d.publish(ctx, cfg, svc, b.Tag)
+			return err
+		})
+		if err == nil {
+			fmt.Fprintf(log, "pushed %s\n", digest)
+		}
 		return err
 	})
 	if err != nil {
-		d.finish(svc, "publish", commit, "", start, err)
+		d.finish(svc, "publish", commit, "", job, start, err)
 		return
 	}
-	d.st.setPublished(svc.Name, commit, digest)
+	d.st.setPublished(svc.Name, commit, digest, job)
 	if svc.Staging != nil {
 		if err := d.deploy(ctx, cfg, svc, "staging", commit, digest, "deploy", ""); err != nil {
 			return
@@ -532,8 +550,28 @@ func (d *Deployer) deploy(ctx context.Context, cfg *Config, svc *ServiceConfig, 
 	rec := d.st.begin(Record{Service: svc.Name, Stage: stageName, Kind: kind, Commit: commit, Digest: digest, By: by, Started: start.UTC()})
 	d.save()
 	image := cfg.Registry.Address + "/" + svc.Image + "@" + digest
-	d.log.Info("deployer: deploying", "service", svc.Name, "stage", stageName, "commit", short(commit), "digest", digest, "kind", kind)
-	err = d.retry(ctx, cfg, svc, stageName, rec, func() error { return s.deploy(ctx, image) })
+	op := OpDeploy
+	if kind == "rollback" {
+		op = OpRollback
+	}
+	_, err = d.inJob(ctx, op, svc.Name, fmt.Sprintf("%s %s %s to %s", kind, svc.Name, short(commit), stageName), func(ctx context.Context, log io.Writer) error {
+		if j := jobOf(ctx); j != nil {
+			d.st.setJob(rec, j.id)
+			d.save()
+		}
+		d.log.Info("deployer: deploying", "service", svc.Name, "stage", stageName, "commit", short(commit), "digest", digest, "kind", kind)
+		fmt.Fprintf(log, "deploying %s (commit %s) to %s on host %s (%s)\n", image, short(commit), stageName, s.t.Host, s.t.mode())
+		logf := s.logf
+		s.logf = func(format string, args ...any) {
+			logf(format, args...)
+			fmt.Fprintf(log, format+"\n", args...)
+		}
+		err := d.retry(ctx, cfg, svc, stageName, rec, func() error { return s.deploy(ctx, image) })
+		if err == nil {
+			fmt.Fprintf(log, "live on %s\n", stageName)
+		}
+		return err
+	})
 	d.finishRecord(svc, rec, start, err)
 	return err
 }
@@ -555,9 +593,7 @@ func (d *Deployer) retry(ctx context.Context, cfg *Config, svc *ServiceConfig, s
 		}
 		msg := fmt.Sprintf("attempt %d of %d failed (%s): %v; trying again in %s", attempt, attempts, kind, err, wait)
 		d.log.Warn("deployer: "+msg, "service", svc.Name, "stage", stageName)
-		if logf := jobLogOf(ctx); logf != nil {
-			logf("%s %s: %s", svc.Name, stageName, msg)
-		}
+		jobLogf(ctx, "%s %s: %s", svc.Name, stageName, msg)
 		d.m.retries.WithLabelValues(svc.Name, stageName, kind).Inc()
 		if rec != 0 {
 			d.st.retrying(rec, attempt, kind, msg)
@@ -571,8 +607,8 @@ func (d *Deployer) retry(ctx context.Context, cfg *Config, svc *ServiceConfig, s
 }
 
 // finish records a failure before any target was touched (publishing).
-func (d *Deployer) finish(svc *ServiceConfig, what, commit, digest string, start time.Time, err error) {
-	rec := d.st.begin(Record{Service: svc.Name, Stage: what, Kind: "deploy", Commit: commit, Digest: digest, Started: start.UTC()})
+func (d *Deployer) finish(svc *ServiceConfig, what, commit, digest, job string, start time.Time, err error) {
+	rec := d.st.begin(Record{Service: svc.Name, Stage: what, Kind: "deploy", Commit: commit, Digest: digest, Job: job, Started: start.UTC()})
 	d.finishRecord(svc, rec, start, err)
 }
 
@@ -690,12 +726,13 @@ func (d *Deployer) syncPromotions() {
 	d.promotions.Set(ps)
 }
 
-// Pipeline is the deployer's part of the engine's pipeline: one job per promotion of a
-// service with promote: engine, of level dangerous, so that it waits for an operator's
-// confirmation in the console when the engine's confirm level is below that.
+// Pipeline is the deployer's part of the engine's pipeline: the jobs of its steps
+// (with Options.Jobs), and one job per promotion of a service with promote: engine, of
+// level dangerous, so that it waits for an operator's confirmation in the console when
+// the engine's confirm level is below that.
 func (d *Deployer) Pipeline() current.Term[current.Unit] {
 	op := &current.Op[Promotion, string]{
-		Name:    "deployer-promote",
+		Name:    OpPromote,
 		Publish: true,
 		Level:   current.LevelDangerous,
 		Key:     func(p Promotion) string { return p.Service + "@" + p.Digest },
@@ -713,30 +750,18 @@ func (d *Deployer) Pipeline() current.Term[current.Unit] {
 				return "superseded", nil
 			}
 			j.Logf("promoting %s (%s) to production", short(p.Commit), p.Digest)
-			if err := d.promote(withJobLog(ctx, j.Logf), cfg, svc, pending, "console"); err != nil {
+			if err := d.promote(withJob(ctx, j.ID(), j), cfg, svc, pending, "console"); err != nil {
 				return "", err
 			}
 			j.Logf("live in production")
 			return "live", nil
 		},
 	}
-	return current.ListIter(d.promotions.Term(), func(p Promotion) string { return p.Service },
+	promotions := current.ListIter(d.promotions.Term(), func(p Promotion) string { return p.Service },
 		func(p current.Term[Promotion]) current.Term[current.Unit] {
 			return current.Map(current.Do(op, p), func(string) current.Unit { return current.Unit{} })
 		})
-}
-
-type jobLogKey struct{}
-
-// withJobLog gives ctx the log of the engine job an operation runs in.
-func withJobLog(ctx context.Context, logf func(string, ...any)) context.Context {
-	return context.WithValue(ctx, jobLogKey{}, logf)
-}
-
-// jobLogOf is the log of the engine job ctx runs in, or nil.
-func jobLogOf(ctx context.Context) func(string, ...any) {
-	f, _ := ctx.Value(jobLogKey{}).(func(string, ...any))
-	return f
+	return current.All(promotions, d.stepsPipeline())
 }
 
 // CheckHealth checks every live stage once and notifies changes.
@@ -753,11 +778,20 @@ func (d *Deployer) CheckHealth(ctx context.Context) {
 			if err != nil {
 				continue
 			}
-			out, ok := s.checkOnce(ctx, s.liveURL())
+			var out string
+			var ok bool
+			job, _ := d.inJob(ctx, OpHealth, svc.Name, fmt.Sprintf("check %s %s (%s)", svc.Name, name, short(live.Commit)), func(ctx context.Context, log io.Writer) error {
+				out, ok = s.checkOnce(ctx, s.liveURL())
+				fmt.Fprintln(log, out)
+				if !ok {
+					return errors.New("unhealthy: " + firstLine(out))
+				}
+				return nil
+			})
 			if ctx.Err() != nil {
 				return
 			}
-			changed := d.st.setHealth(svc.Name, name, ok, out)
+			changed := d.st.setHealth(svc.Name, name, ok, out, job)
 			v := 0.0
 			if ok {
 				v = 1

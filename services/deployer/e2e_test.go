@@ -32,6 +32,7 @@ import (
 	"github.com/kiln-ci/kiln/plugins/forges"
 	"github.com/kiln-ci/kiln/registry/registrytest"
 	"github.com/kiln-ci/kiln/services/internal/notify"
+	"github.com/kiln-ci/kiln/web"
 )
 
 // world is everything an end-to-end test deploys with: a Docker engine behind sshd on
@@ -51,6 +52,8 @@ type world struct {
 	hooks      *hookLog
 	logs       *testenv.Buffer
 	statuses   *statuses
+	engine     *current.Engine
+	console    string // the console's URL, serving the engine's job pages
 }
 
 // statuses is a forge that keeps the statuses published to it.
@@ -148,12 +151,87 @@ func newWorld(t testing.TB) *world {
 	fs := &forges.Set{}
 	fs.Add("test", w.statuses)
 	w.d, err = New(Options{ConfigFile: w.cfgFile, Forges: fs, StateDir: filepath.Join(dir, "state"), Register: w.reg,
-		Logger: slog.New(slog.NewTextHandler(w.logs, &slog.HandlerOptions{Level: slog.LevelDebug})), BaseURL: "http://kiln.example.org"})
+		Logger: slog.New(slog.NewTextHandler(w.logs, &slog.HandlerOptions{Level: slog.LevelDebug})), BaseURL: "http://kiln.example.org", Jobs: true})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(w.d.Close)
+	w.engine, w.console = startEngine(t, w.d, dir)
 	return w
+}
+
+// startEngine runs the deployer's pipeline in an engine, and the console on it, until
+// the test ends.
+func startEngine(t testing.TB, d *Deployer, dir string) (*current.Engine, string) {
+	t.Helper()
+	e, err := current.Open(current.Config{StateDir: filepath.Join(dir, "engine"), Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); e.Run(ctx, d.Pipeline()) }()
+	t.Cleanup(func() { cancel(); <-done; e.Close() })
+	auth, _, err := web.OpenAuth(web.AuthOptions{Dir: filepath.Join(dir, "console"), Anonymous: web.RoleViewer})
+	if err != nil {
+		t.Fatal(err)
+	}
+	console, err := web.New(web.Options{Engine: web.CurrentEngine{E: e}, Auth: auth, Logger: slog.New(slog.DiscardHandler),
+		Gatherer: prometheus.NewRegistry(), Register: prometheus.NewRegistry()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(console)
+	t.Cleanup(srv.Close)
+	return e, srv.URL
+}
+
+// jobOf is the engine's job id, whose state and failure kind must be as given.
+func (w *world) job(t *testing.T, id string, state current.JobState, kind current.FailureKind) current.JobInfo {
+	t.Helper()
+	if id == "" {
+		t.Fatal("no engine job recorded")
+	}
+	j, err := w.engine.Job(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if j.State != state || j.FailureKind != kind {
+		t.Errorf("job %s (%s %s): %s, failure kind %q (%s); want %s, %q", id, j.Op, j.Label, j.State, j.FailureKind, j.Message, state, kind)
+	}
+	return j.JobInfo
+}
+
+// jobPage reads a job's page and its log from the console; the log must hold each of want.
+func (w *world) jobPage(t *testing.T, id string, want ...string) {
+	t.Helper()
+	page, err := getPage(w.console + "/job/" + id)
+	if err != nil || !strings.Contains(page, id) {
+		t.Fatalf("console page of job %s: %v\n%s", id, err, page)
+	}
+	log, err := getPage(w.console + "/job/" + id + "/log")
+	if err != nil {
+		t.Fatalf("console log of job %s: %v", id, err)
+	}
+	for _, s := range want {
+		if !strings.Contains(log, s) {
+			t.Errorf("the log of job %s lacks %q:\n%s", id, s, log)
+		}
+	}
+}
+
+// getPage returns the body of a GET of u that answers 200.
+func getPage(u string) (string, error) {
+	resp, err := (&http.Client{Timeout: 30 * time.Second}).Get(u)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err == nil && resp.StatusCode != 200 {
+		err = fmt.Errorf("GET %s: %s", u, resp.Status)
+	}
+	return string(b), err
 }
 
 func (w *world) writeConfig(t testing.TB) {
@@ -331,6 +409,43 @@ func TestEndToEnd(t *testing.T) {
 			}
 			v1digest = h[0].Digest
 		}},
+		{"its build, push, deploys and checks are engine jobs, with their logs on the console's job pages", func(t *testing.T) {
+			h := lastRecords(w.d, 2)
+			b := w.d.st.build("web", h[0].Commit)
+			for _, c := range []struct {
+				name, id, op string
+				log          []string
+			}{
+				{"build", b.Job, OpBuild, []string{"build web " + short(b.Commit), "FROM scratch"}},
+				{"push", b.PushJob, OpPush, []string{"pushed " + h[0].Digest}},
+				{"deploy to staging", h[1].Job, OpDeploy, []string{"deploying", "health check passed", "live on staging"}},
+				{"promotion to production", h[0].Job, OpDeploy, []string{"deploying", "health check passed", "live on production"}},
+			} {
+				t.Run(c.name, func(t *testing.T) {
+					if j := w.job(t, c.id, current.JobOK, ""); j.Op != c.op {
+						t.Errorf("job %s is an %s job, want %s", c.id, j.Op, c.op)
+					}
+					w.jobPage(t, c.id, c.log...)
+				})
+			}
+			w.d.CheckHealth(ctx)
+			live := w.d.st.live("web", "production")
+			if j := w.job(t, live.CheckJob, current.JobOK, ""); j.Op != OpHealth {
+				t.Errorf("the periodic check is an %s job", j.Op)
+			}
+			w.jobPage(t, live.CheckJob, "GET "+w.production.URL+"/health: 200 OK")
+			srv := httptest.NewServer(routesMux(w.d))
+			defer srv.Close()
+			page, err := getPage(srv.URL + "/deployer")
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, id := range []string{b.Job, h[0].Job, h[1].Job, live.CheckJob} {
+				if !strings.Contains(page, `href="/job/`+id+`"`) {
+					t.Errorf("the status page does not link to job %s", id)
+				}
+			}
+		}},
 		{"the next commit goes live with the same digest on both stages", func(t *testing.T) {
 			c := w.repo.commit(t, "v2")
 			l := startLoad("", w.production.URL+"/") // counts nothing; keeps requests in flight through the switch
@@ -364,6 +479,8 @@ func TestEndToEnd(t *testing.T) {
 			}
 			w.serves(t, w.staging, "v2")
 			w.serves(t, w.production, "v2")
+			w.job(t, h[0].Job, current.JobFailed, current.FailWork)
+			w.jobPage(t, h[0].Job, "health check failed", "broken on purpose")
 			if got := testenv.Metrics(t, w.reg)["kiln_deployer_deploys_total{outcome=rolled-back,service=web,stage=staging}"]; got != 1 {
 				t.Errorf("rolled-back deploys counted %v", got)
 			}
@@ -426,8 +543,12 @@ func TestEndToEnd(t *testing.T) {
 			}
 			t.Logf("admin rollback: %v", time.Since(start).Round(10*time.Millisecond))
 			w.serves(t, w.production, "v1")
-			if h := lastRecords(w.d, 1)[0]; h.Kind != "rollback" || h.Digest != v1digest || h.Outcome != OutcomeLive {
+			h := lastRecords(w.d, 1)[0]
+			if h.Kind != "rollback" || h.Digest != v1digest || h.Outcome != OutcomeLive {
 				t.Errorf("history %+v", h)
+			}
+			if j := w.job(t, h.Job, current.JobOK, ""); j.Op != OpRollback {
+				t.Errorf("the rollback is an %s job", j.Op)
 			}
 		}},
 		{"the periodic check notices a dead production and its recovery", func(t *testing.T) {
@@ -532,15 +653,11 @@ func TestEndToEnd(t *testing.T) {
 			}
 		}},
 		{"with promote: engine, production waits for an operator's confirmation in the engine", func(t *testing.T) {
-			e, err := current.Open(current.Config{StateDir: filepath.Join(t.TempDir(), "engine"), ConfirmLevel: current.LevelAboveAverage})
-			if err != nil {
+			e := w.engine
+			if err := e.SetConfirmLevel(current.LevelAboveAverage); err != nil {
 				t.Fatal(err)
 			}
-			defer e.Close()
-			rctx, cancel := context.WithCancel(ctx)
-			done := make(chan struct{})
-			go func() { defer close(done); e.Run(rctx, w.d.Pipeline()) }()
-			defer func() { cancel(); <-done }()
+			t.Cleanup(func() { e.SetConfirmLevel(current.LevelDangerous) })
 			w.change(t, func(c *Config) { c.Services[0].Promote = "engine" })
 			was, _ := get(w.production.URL + "/")
 			c := w.repo.commit(t, "v11")
@@ -569,9 +686,11 @@ func TestEndToEnd(t *testing.T) {
 					t.Fatalf("production does not serve v11 after the confirmation; jobs %+v", e.Jobs())
 				}
 			}
-			if h := lastRecords(w.d, 1)[0]; h.Kind != "promote" || h.By != "console" || h.Commit != c || h.Outcome != OutcomeLive {
-				t.Errorf("history %+v", h)
+			h := lastRecords(w.d, 1)[0]
+			if h.Kind != "promote" || h.By != "console" || h.Commit != c || h.Outcome != OutcomeLive || h.Job != job.ID {
+				t.Errorf("history %+v; the promotion's job %s", h, job.ID)
 			}
+			w.jobPage(t, job.ID, "promoting", "deploying", "live on production")
 		}},
 		{"a command target gets the artifact, runs its command, and is restored when its check fails", func(t *testing.T) {
 			dest := filepath.Join(t.TempDir(), "version")
@@ -755,12 +874,17 @@ func TestEndToEnd(t *testing.T) {
 			if h.Infrastructure != "host-unreachable" || h.Attempts != 3 {
 				t.Errorf("record %+v: want an infrastructure failure (host-unreachable) after 3 attempts", h)
 			}
+			w.job(t, h.Job, current.JobFailed, "host-unreachable")
+			w.jobPage(t, h.Job, "attempt 1 of 3 failed (host-unreachable)", "attempt 2 of 3 failed (host-unreachable)")
 		}},
 		{"a registry that is down: the push is tried again, then fails as the infrastructure's", func(t *testing.T) {
 			w.change(t, func(c *Config) { c.Registry = RegistryConfig{Address: testenv.FreeAddr(t), Insecure: true} })
 			h := w.failsUntouched(t, "v7b", "publish", "infrastructure failure (registry-unreachable), 3 attempts")
 			if h.Infrastructure != "registry-unreachable" {
 				t.Errorf("record %+v: want an infrastructure failure (registry-unreachable)", h)
+			}
+			if j := w.job(t, h.Job, current.JobFailed, "registry-unreachable"); j.Op != OpPush {
+				t.Errorf("the failed push is an %s job", j.Op)
 			}
 		}},
 		{"a commit built on a branch deploys when the branch is merged", func(t *testing.T) {

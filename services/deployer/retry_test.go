@@ -62,7 +62,7 @@ func TestRetry(t *testing.T) {
 			rec := d.st.begin(Record{Service: svc.Name, Stage: "production", Kind: "deploy"})
 			calls := 0
 			var jobLog []string
-			ctx := withJobLog(context.Background(), func(format string, args ...any) { jobLog = append(jobLog, fmt.Sprintf(format, args...)) })
+			ctx := withJob(context.Background(), "job", writerFunc(func(p []byte) { jobLog = append(jobLog, string(p)) }))
 			err := d.retry(ctx, cfg, svc, "production", rec, func() error {
 				calls++
 				if calls <= len(tc.errs) {
@@ -124,3 +124,8 @@ func TestDockerError(t *testing.T) {
 		})
 	}
 }
+
+// writerFunc is an io.Writer calling a function with each write.
+type writerFunc func(p []byte)
+
+func (f writerFunc) Write(p []byte) (int, error) { f(p); return len(p), nil }

@@ -29,7 +29,7 @@ func (s *served) Start(ctx context.Context, env *host.Env) (*host.Running, error
 		return nil, errors.New("--deployer-config: missing (the deployer has nothing to deploy without it)")
 	}
 	d, err := New(Options{ConfigFile: s.config, StateDir: filepath.Join(env.StateDir, "deployer"), Mirrors: env.Mirrors,
-		Forges: env.Forges, BaseURL: env.BaseURL, Logger: env.Logger, Register: env.Register})
+		Forges: env.Forges, BaseURL: env.BaseURL, Logger: env.Logger, Register: env.Register, Jobs: true})
 	if err != nil {
 		return nil, err
 	}

@@ -39,6 +39,8 @@ type Record struct {
 	// (host-unreachable, registry-unreachable, engine-unreachable).
 	Attempts       int    `json:"attempts,omitempty"`
 	Infrastructure string `json:"infrastructure,omitempty"`
+	// Job is the engine job of the deploy (or of the push that failed), with its log.
+	Job string `json:"job,omitempty"`
 }
 
 // Build is one commit built for deployability.
@@ -51,6 +53,9 @@ type Build struct {
 	Digest   string      `json:"digest,omitempty"`
 	Started  time.Time   `json:"started"`
 	Finished time.Time   `json:"finished,omitzero"`
+	// Job and PushJob are the engine jobs of the build and of its push.
+	Job     string `json:"job,omitempty"`
+	PushJob string `json:"push_job,omitempty"`
 }
 
 // Live is what runs on one stage now.
@@ -61,6 +66,8 @@ type Live struct {
 	Healthy   bool      `json:"healthy"`
 	CheckedAt time.Time `json:"checked_at,omitzero"`
 	Check     string    `json:"check,omitempty"`
+	// CheckJob is the engine job of the last periodic check.
+	CheckJob string `json:"check_job,omitempty"`
 }
 
 // Pending is a digest that passed staging and waits for confirmation.
@@ -163,11 +170,11 @@ func (st *state) setAttempted(service, commit string) {
 	st.svc(service).Attempted = commit
 }
 
-func (st *state) setPublished(service, commit, digest string) {
+func (st *state) setPublished(service, commit, digest, job string) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	if b := st.svc(service).Builds[commit]; b != nil {
-		b.Digest = digest
+		b.Digest, b.PushJob = digest, job
 	}
 }
 
@@ -194,7 +201,7 @@ func (st *state) live(service, stage string) *Live {
 }
 
 // setHealth records a check of a live stage and reports whether its health changed.
-func (st *state) setHealth(service, stage string, ok bool, out string) bool {
+func (st *state) setHealth(service, stage string, ok bool, out, job string) bool {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	l := st.svc(service).Live[stage]
@@ -202,7 +209,7 @@ func (st *state) setHealth(service, stage string, ok bool, out string) bool {
 		return false
 	}
 	changed := l.Healthy != ok
-	l.Healthy, l.CheckedAt, l.Check = ok, time.Now().UTC(), out
+	l.Healthy, l.CheckedAt, l.Check, l.CheckJob = ok, time.Now().UTC(), out, job
 	return changed
 }
 
@@ -226,6 +233,13 @@ func (st *state) begin(r Record) int {
 	r.Outcome = OutcomeRunning
 	st.H = append(st.H, r)
 	return r.ID
+}
+
+// setJob records the engine job of a running deploy.
+func (st *state) setJob(id int, job string) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	st.H[id-1].Job = job
 }
 
 // retrying records that the attempt of a running deploy failed for the

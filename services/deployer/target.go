@@ -279,9 +279,11 @@ func (s *stage) check(ctx context.Context, url string, deadline time.Duration) (
 		var ok bool
 		out, ok = s.checkOnce(ctx, url)
 		if ok {
+			s.logf("health check passed: %s", out)
 			return out, true
 		}
 		if !sleep(ctx, 300*time.Millisecond) {
+			s.logf("health check failed within %s: %s", deadline, out)
 			return out, false
 		}
 	}

@@ -47,6 +47,8 @@ type RefStatus struct {
 	Commit  string `json:"commit"`
 	State   string `json:"state"`
 	Message string `json:"message,omitempty"`
+	// Job is the engine job of the commit's build.
+	Job string `json:"job,omitempty"`
 }
 
 // Status returns the state of every configured service.
@@ -85,7 +87,7 @@ func (d *Deployer) Status() Status {
 		for ref, commit := range snap.Refs {
 			rs := RefStatus{Ref: ref, Commit: commit, State: "queued"}
 			if b := snap.Builds[commit]; b != nil {
-				rs.State, rs.Message = string(b.State), firstLine(b.Message)
+				rs.State, rs.Message, rs.Job = string(b.State), firstLine(b.Message), b.Job
 			}
 			ss.Refs = append(ss.Refs, rs)
 		}
@@ -139,7 +141,7 @@ form{display:inline}
 <table class="stages"><tr><th>stage</th><th>where</th><th>live commit</th><th>digest</th><th>deployed</th><th>health now</th></tr>
 {{range .Stages}}<tr class="stage" data-stage="{{.Name}}"><td>{{.Name}}</td><td>{{.Host}} ({{.Mode}})</td>
 {{with .Live}}<td><code class="commit">{{short .Commit}}</code></td><td><code class="digest">{{.Digest}}</code></td><td>{{ago .Since}}</td>
-<td class="health {{if .Healthy}}healthy{{else}}unhealthy{{end}}" title="{{.Check}}">{{if .Healthy}}healthy{{else}}unhealthy{{end}} (checked {{ago .CheckedAt}})</td>
+<td class="health {{if .Healthy}}healthy{{else}}unhealthy{{end}}" title="{{.Check}}">{{if .Healthy}}healthy{{else}}unhealthy{{end}} (checked {{ago .CheckedAt}}{{with .CheckJob}}, <a class="job" href="/job/{{.}}">job</a>{{end}})</td>
 {{else}}<td colspan="4">nothing deployed</td>{{end}}</tr>
 {{end}}</table>
 {{with .Pending}}<p class="pending">{{short .Commit}} passed staging and waits for promotion ({{.Digest}}).
@@ -147,12 +149,12 @@ form{display:inline}
 {{with .LastFailure}}<p class="last-failure">Last failure: {{.Stage}} <code>{{short .Commit}}</code> {{.Outcome}} {{ago .Finished}}: <code>{{.Message}}</code></p>{{end}}
 <h3>Branches and pull requests</h3>
 <table class="refs"><tr><th>ref</th><th>commit</th><th>deployable</th></tr>
-{{range .Refs}}<tr><td>{{.Ref}}</td><td><code>{{short .Commit}}</code></td><td class="{{.State}}" title="{{.Message}}">{{if or (eq .State "passed") (eq .State "failed")}}<a href="/deployer/{{$svc}}/build/{{.Commit}}">{{.State}}</a>{{else}}{{.State}}{{end}}</td></tr>{{end}}
+{{range .Refs}}<tr><td>{{.Ref}}</td><td><code>{{short .Commit}}</code></td><td class="{{.State}}" title="{{.Message}}">{{if or (eq .State "passed") (eq .State "failed")}}<a href="{{if .Job}}/job/{{.Job}}{{else}}/deployer/{{$svc}}/build/{{.Commit}}{{end}}">{{.State}}</a>{{else}}{{.State}}{{end}}</td></tr>{{end}}
 </table>
 <h3>History</h3>
 <table class="history"><tr><th>#</th><th>stage</th><th>kind</th><th>commit</th><th>digest</th><th>started</th><th>took</th><th>outcome</th><th></th></tr>
 {{range .History}}<tr class="record" data-outcome="{{.Outcome}}"><td>{{.ID}}</td><td>{{.Stage}}</td><td>{{.Kind}}{{with .By}} by {{.}}{{end}}</td><td><code>{{short .Commit}}</code></td><td><code>{{.Digest}}</code></td>
-<td>{{.Started.Format "2006-01-02 15:04:05"}}</td><td>{{dur .}}</td><td class="{{.Outcome}}" title="{{.Message}}">{{.Outcome}}{{with .Infrastructure}} <span class="infra">({{.}}{{end}}{{if gt .Attempts 1}}, {{.Attempts}} attempts{{end}}{{if .Infrastructure}})</span>{{end}}</td>
+<td>{{.Started.Format "2006-01-02 15:04:05"}}</td><td>{{dur .}}</td><td class="{{.Outcome}}" title="{{.Message}}">{{if .Job}}<a class="job" href="/job/{{.Job}}">{{.Outcome}}</a>{{else}}{{.Outcome}}{{end}}{{with .Infrastructure}} <span class="infra">({{.}}{{end}}{{if gt .Attempts 1}}, {{.Attempts}} attempts{{end}}{{if .Infrastructure}})</span>{{end}}</td>
 <td>{{if and .Digest (or (eq .Outcome "live") (eq .Outcome "replaced"))}}<form data-admin method="post" action="/deployer/{{.Service}}/rollback"><input type="hidden" name="stage" value="{{.Stage}}"><input type="hidden" name="digest" value="{{.Digest}}"><input type="password" name="token" placeholder="admin token, if set" size="10"><button>Roll back to this</button></form>{{end}}</td></tr>{{end}}
 </table></section>
 {{end}}
