@@ -301,6 +301,13 @@ func (r *Runner) step(ctx context.Context, name, dir string, args []string, log 
 		return stepResult{}, ctx.Err()
 	}
 	lines := tail.lines()
+	if dir != "" {
+		// The worker's copy of the tree means nothing to the project: name its files
+		// as in the repository.
+		for i, l := range lines {
+			lines[i] = strings.ReplaceAll(l, dir+"/", "")
+		}
+	}
 	var exit *exec.ExitError
 	if !errors.As(err, &exit) {
 		return stepResult{}, cluster.Infrastructure(fmt.Errorf("%s: %w", name, err))

@@ -84,7 +84,7 @@ func TestFleetBuildsNixExpressions(t *testing.T) {
 		{name: "missing attribute", files: good, spec: nixrun.Spec{Attr: "nope"}, kind: nixrun.FailEvaluation,
 			lines: []string{"error: attribute 'nope' in selection path 'nope' not found"}, message: "nix evaluation failed: attribute 'nope'"},
 		{name: "syntax error", files: with(good, "default.nix", "{ hello = 1 +; }\n"), spec: nixrun.Spec{Attr: "hello"}, kind: nixrun.FailEvaluation,
-			lines: []string{"error: syntax error, unexpected ';'", "1| { hello = 1 +; }"}},
+			lines: []string{"error: syntax error, unexpected ';'", "at default.nix:1:14:", "1| { hello = 1 +; }"}},
 		{name: "OCaml type error", files: with(good, "hello.ml", "let () = print_endline 42\n"), spec: nixrun.Spec{Attr: "hello"}, kind: nixrun.FailBuild,
 			lines:   []string{`File "hello.ml", line 1, characters 23-25:`, "Error: This expression has type int but an expression was expected of type", "error: builder for '/nix/store/"},
 			message: "nix build failed: builder for"},

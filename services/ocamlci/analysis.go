@@ -186,6 +186,14 @@ func (s *Service) plan(ctx context.Context, in AnalysisInput, logf func(string, 
 	if len(a.MonorepoLocks) > 0 {
 		logf("opam-monorepo lock files: %s", strings.Join(a.MonorepoLocks, ", "))
 	}
+	nix, err := nixVariant(in.Checkout.Dir, a, s.NixPool)
+	if err != nil {
+		return Plan{}, err
+	}
+	if len(a.OpamFiles) == 0 && nix != nil {
+		logf("variant %s", nix.Name)
+		return Plan{Analysis: a, Variants: []Variant{*nix}}, nil
+	}
 	if len(a.OpamFiles) == 0 {
 		return Plan{}, errors.New("no opam files found (looked for *.opam and */opam up to two folders down, skipping test* folders)")
 	}
@@ -267,6 +275,9 @@ func (s *Service) plan(ctx context.Context, in AnalysisInput, logf func(string, 
 	}
 	for _, rel := range sortedKeys(a.OpamFiles) {
 		plan.Findings = append(plan.Findings, lint.LintProjectFile(rel, a.OpamFiles[rel])...)
+	}
+	if nix != nil {
+		plan.Variants = append(plan.Variants, *nix)
 	}
 	for _, v := range plan.Variants {
 		logf("variant %s", v.Name)

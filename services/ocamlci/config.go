@@ -27,6 +27,9 @@ type Config struct {
 	Lint             LintConfig        `yaml:"lint" json:"lint"`
 	// TestCommands run after the build and tests of every platform variant, in order.
 	TestCommands []string `yaml:"test-commands" json:"test_commands,omitempty"`
+	// Nix asks for a Nix variant: the repository's own Nix expression built on the
+	// fleet's Nix pool (docs/nix.md).
+	Nix *NixConfig `yaml:"nix" json:"nix,omitempty"`
 	// Bench is the benchmarking service's section of the same file; that service
 	// reads and checks it, ocaml-ci accepts it as it is.
 	Bench yaml.Node `yaml:"bench" json:"-"`
@@ -136,6 +139,9 @@ func (c Config) validate() error {
 			return &ConfigError{Msg: fmt.Sprintf("opam-repositories[%d] (%s): url is missing", i, r.Name)}
 		}
 		seen[r.Name] = true
+	}
+	if err := c.Nix.validate(); err != nil {
+		return err
 	}
 	for i, cmd := range c.TestCommands {
 		if strings.TrimSpace(cmd) == "" {

@@ -128,6 +128,18 @@ func startCIWith(t *testing.T, repoDir string, platforms []matrix.Platform, o ha
 		t.Cleanup(func() { cancel(); <-done; nc.Close() })
 	}
 
+	return runCI(t, ctx, fleet, repoDir, state, o.retries, func(svc *Service) {
+		svc.Platforms, svc.Images = platforms, imagetest.Store(t).Root()
+		if o.configure != nil {
+			o.configure(svc)
+		}
+	})
+}
+
+// runCI runs the service, with a real engine, on fleet, following repoDir (polled as
+// git), with its state in state, until the test ends; configure sets what varies.
+func runCI(t *testing.T, ctx context.Context, fleet *cluster.Fleet, repoDir, state string, retries int, configure func(*Service)) *ciHarness {
+	t.Helper()
 	idx, err := results.OpenIndex(filepath.Join(state, "ocamlci.db"))
 	if err != nil {
 		t.Fatal(err)
@@ -135,25 +147,22 @@ func startCIWith(t *testing.T, repoDir string, platforms []matrix.Platform, o ha
 	t.Cleanup(func() { idx.Close() })
 	src := &forges.Git{Repos: []forges.GitRepo{{Owner: "local", Name: "hello", Remote: repoDir}}, Every: 300 * time.Millisecond}
 	svc := &Service{
-		Forges:    forgeSet("git", src),
-		Fleet:     fleet.Client,
-		Mirrors:   git.NewMirrors(filepath.Join(state, "mirrors"), git.MirrorsOptions{}),
-		WorkDir:   filepath.Join(state, "work"),
-		Platforms: platforms,
-		Index:     idx,
-		Images:    imagetest.Store(t).Root(),
-		BaseURL:   "http://ci.test",
+		Forges:  forgeSet("git", src),
+		Fleet:   fleet.Client,
+		Mirrors: git.NewMirrors(filepath.Join(state, "mirrors"), git.MirrorsOptions{}),
+		WorkDir: filepath.Join(state, "work"),
+		Index:   idx,
+		BaseURL: "http://ci.test",
 	}
-	if o.configure != nil {
-		o.configure(svc)
-	}
-	e, err := current.Open(current.Config{StateDir: filepath.Join(state, "engine"), DefaultPoolSlots: 8, MaxRetries: o.retries})
+	configure(svc)
+	e, err := current.Open(current.Config{StateDir: filepath.Join(state, "engine"), DefaultPoolSlots: 8, MaxRetries: retries})
 	if err != nil {
 		t.Fatal(err)
 	}
+	runCtx, stop := context.WithCancel(ctx)
 	runDone := make(chan struct{})
-	go func() { defer close(runDone); e.Run(ctx, svc.Pipeline()) }()
-	t.Cleanup(func() { cancel(); <-runDone; e.Close() })
+	go func() { defer close(runDone); e.Run(runCtx, svc.Pipeline()) }()
+	t.Cleanup(func() { stop(); <-runDone; e.Close() })
 	return &ciHarness{t: t, svc: svc, src: src, engine: e, fleet: fleet, state: state, repo: forge.RepoID{Forge: "git", Owner: "local", Name: "hello"}}
 }
 

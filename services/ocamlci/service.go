@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/kiln-ci/kiln/builder/image"
+	"github.com/kiln-ci/kiln/cluster/nixrun"
 	"github.com/kiln-ci/kiln/current"
 	"github.com/kiln-ci/kiln/forge"
 	"github.com/kiln-ci/kiln/git"
@@ -56,6 +57,9 @@ type Service struct {
 	Images string
 	// BaseURL is the web UI's address, for links in statuses.
 	BaseURL string
+	// NixPool is the fleet pool of Nix variants (kiln worker --runner nix), e.g.
+	// linux-x86_64-nix; empty, a Nix variant fails saying the server has no Nix builders.
+	NixPool string
 	// StepTimeout bounds one build on the fleet (default 1 hour).
 	StepTimeout time.Duration
 	Logger      *slog.Logger
@@ -138,6 +142,8 @@ func (b BuildInput) specDigest() string {
 // BuildResult is a successful variant.
 type BuildResult struct {
 	Snapshot string `json:"snapshot,omitempty"`
+	// Nix is a Nix variant's outputs and their closure size.
+	Nix *nixrun.Output `json:"nix,omitempty"`
 }
 
 // StatusInput is what the status of one commit is made of.
@@ -372,6 +378,8 @@ func (s *Service) buildInputs(co Checkout, p Plan) []BuildInput {
 		in := BuildInput{Checkout: co, Variant: v, CacheHint: dependencyLayer(p.Analysis, v)}
 		if v.Kind == KindLintOpam {
 			in.Findings = p.Findings
+		} else if v.Kind == KindNix {
+			in.Spec, in.SpecError, in.CacheHint = s.nixJob(co, v)
 		} else if sp, err := v.Spec(p.Analysis); err == nil {
 			in.Spec = sp.String()
 		} else {
@@ -597,6 +605,9 @@ func (s *Service) runVariant(ctx context.Context, j *current.Job, b BuildInput) 
 		Urgent:    s.firstBuild(b),
 		Timeout:   timeout,
 	})
+	if b.Variant.Kind == KindNix {
+		return nixResult(j, r, err)
+	}
 	if err != nil {
 		return BuildResult{}, err
 	}

@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/kiln-ci/kiln/builder/spec"
+	"github.com/kiln-ci/kiln/cluster/nixrun"
 	"github.com/kiln-ci/kiln/services/internal/matrix"
 	"github.com/kiln-ci/kiln/services/internal/opamenv"
 )
@@ -42,6 +43,8 @@ type Variant struct {
 	Unsolvable string `json:"unsolvable,omitempty"`
 	// Experimental variants do not fail the commit.
 	Experimental bool `json:"experimental,omitempty"`
+	// Nix is what a Nix variant builds.
+	Nix *nixrun.Spec `json:"nix,omitempty"`
 }
 
 // srcDir is where the source tree sits inside the sandbox.
