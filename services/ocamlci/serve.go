@@ -27,6 +27,7 @@ var ServiceKind = host.Kind{
 		fs.StringVar(&s.opamBranch, "opam-branch", "master", "branch of --opam-repository followed")
 		fs.BoolVar(&s.noArm64, "no-arm64", false, "leave out the emulated arm64 platform")
 		fs.BoolVar(&s.noBaseImages, "no-base-images", false, "do not make the platforms' Debian base images in the state dir (the workers have them)")
+		fs.StringVar(&s.nixPool, "nix-pool", "", "fleet pool of kiln worker --runner nix that builds the Nix variants repositories ask for in .kiln.yml (docs/nix.md); the fleet's scheduler must serve it: the embedded one does not")
 		fs.StringToStringVar(&s.images, "platform-image", nil, "PLATFORM=REF: build the platform on a registry image (e.g. debian-12-4.13_amd64=REGISTRY/ocaml/opam:debian-12-ocaml-4.13, a tag of the base-images service) instead of a Debian base made locally")
 		return s
 	},
@@ -37,6 +38,7 @@ type served struct {
 	opamRepo, opamBranch  string
 	noArm64, noBaseImages bool
 	images                map[string]string // platform name → image reference
+	nixPool               string
 }
 
 func (c *served) platforms() []matrix.Platform {
@@ -67,6 +69,7 @@ func (c *served) Start(ctx context.Context, env *host.Env) (*host.Running, error
 	svc := &Service{
 		Forges: env.Forges, Fleet: env.Fleet, Mirrors: env.Mirrors, WorkDir: filepath.Join(env.StateDir, "ocamlci"),
 		Platforms: platforms, Index: idx, Images: env.Images, BaseURL: env.BaseURL, Logger: env.Logger,
+		NixPool: c.nixPool,
 	}
 	if c.noBaseImages {
 		svc.Images = ""
