@@ -90,6 +90,7 @@ var schema = database.Schema{Name: "bench", Legacy: "bench_migrations", Migratio
 		name TEXT NOT NULL,
 		created BIGINT NOT NULL
 	);`,
+	`ALTER TABLE runs ADD COLUMN log_spans TEXT NOT NULL DEFAULT '[]'`,
 }}
 
 // State is where a run is.
@@ -137,6 +138,29 @@ type Run struct {
 	Finished   time.Time `json:"finished,omitzero"`
 	Machine    Machine   `json:"machine"`
 	Job        string    `json:"job,omitempty"`
+	// Log places the arms' output in the job's log (empty when not known).
+	Log []LogSpan `json:"log,omitempty"`
+}
+
+// LogSpan places a stretch of an arm's output in its run's job log: the arm's output
+// lines from Line on were printed on the job log's lines from LogLine on, up to the
+// arm's next span.
+type LogSpan struct {
+	Arm     Arm `json:"arm,omitempty"`
+	Line    int `json:"line"`
+	LogLine int `json:"log_line"`
+}
+
+// LogLine is the line of the job's log that printed line (1-based) of arm's output;
+// 0 when the run does not say.
+func (r Run) LogLine(arm Arm, line int) int {
+	at := 0
+	for _, s := range r.Log {
+		if s.Arm == arm && s.Line <= line {
+			at = s.LogLine + line - s.Line
+		}
+	}
+	return at
 }
 
 func ms(t time.Time) int64 {
@@ -165,12 +189,16 @@ func (s *Store) AddRun(ctx context.Context, r Run) (int64, error) {
 		r.Created = time.Now()
 	}
 	machine, _ := json.Marshal(r.Machine)
+	spans, _ := json.Marshal(r.Log)
+	if r.Log == nil {
+		spans = []byte("[]")
+	}
 	var id int64
 	err := s.db.QueryRowContext(ctx, `INSERT INTO runs
-		(repo, branch, pr, commit_hash, base_hash, commit_time, env, state, reason, created, finished, machine, job)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING id`,
+		(repo, branch, pr, commit_hash, base_hash, commit_time, env, state, reason, created, finished, machine, job, log_spans)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) RETURNING id`,
 		r.Repo, r.Branch, r.PR, r.Commit, r.Base, ms(r.CommitTime), r.Env, string(r.State), r.Reason,
-		ms(r.Created), ms(r.Finished), string(machine), r.Job).Scan(&id)
+		ms(r.Created), ms(r.Finished), string(machine), r.Job, string(spans)).Scan(&id)
 	if err != nil {
 		return 0, fmt.Errorf("add run of %s at %s: %w", r.Repo, r.Commit, err)
 	}
@@ -206,14 +234,14 @@ func (s *Store) SetState(ctx context.Context, id int64, state State) error {
 // ErrNotFound is returned for a run or token that does not exist.
 var ErrNotFound = errors.New("not found")
 
-const runColumns = `id, repo, branch, pr, commit_hash, base_hash, commit_time, env, state, reason, created, finished, machine, job`
+const runColumns = `id, repo, branch, pr, commit_hash, base_hash, commit_time, env, state, reason, created, finished, machine, job, log_spans`
 
 func scanRun(sc interface{ Scan(...any) error }) (Run, error) {
 	var r Run
 	var commitTime, created, finished int64
-	var state, machine string
+	var state, machine, spans string
 	err := sc.Scan(&r.ID, &r.Repo, &r.Branch, &r.PR, &r.Commit, &r.Base, &commitTime, &r.Env, &state, &r.Reason,
-		&created, &finished, &machine, &r.Job)
+		&created, &finished, &machine, &r.Job, &spans)
 	if err != nil {
 		return r, err
 	}
@@ -221,6 +249,9 @@ func scanRun(sc interface{ Scan(...any) error }) (Run, error) {
 	r.CommitTime, r.Created, r.Finished = fromMS(commitTime), fromMS(created), fromMS(finished)
 	if err := json.Unmarshal([]byte(machine), &r.Machine); err != nil {
 		return r, fmt.Errorf("run %d: machine: %w", r.ID, err)
+	}
+	if err := json.Unmarshal([]byte(spans), &r.Log); err != nil {
+		return r, fmt.Errorf("run %d: log spans: %w", r.ID, err)
 	}
 	return r, nil
 }
@@ -368,6 +399,10 @@ type Point struct {
 	Lo         float64              `json:"lo"`
 	Hi         float64              `json:"hi"`
 	Lines      []benchfmt.LineRange `json:"lines,omitempty"`
+	// Job is the engine job of the run; LogLines are Lines in that job's log (none when
+	// the run does not place its output there).
+	Job      string               `json:"job,omitempty"`
+	LogLines []benchfmt.LineRange `json:"log_lines,omitempty"`
 }
 
 // Series returns the points of the runs f selects (passed runs only when f.State is
@@ -404,7 +439,7 @@ func (s *Store) Series(ctx context.Context, f Filter, keys ...Key) ([]Point, err
 }
 
 const pointColumns = `m.benchmark, m.test, m.name, m.run_id, m.arm, r.commit_hash, r.commit_time, m.units, m.trend,
-		m.samples, m.central, m.lo, m.hi, m.lines`
+		m.samples, m.central, m.lo, m.hi, m.lines, r.job, r.log_spans`
 
 // RunPoints returns the metrics of run id, both arms.
 func (s *Store) RunPoints(ctx context.Context, id int64) ([]Point, error) {
@@ -421,10 +456,10 @@ func scanPoints(rows *sql.Rows) ([]Point, error) {
 	var out []Point
 	for rows.Next() {
 		var p Point
-		var arm, trend, value, lines string
+		var arm, trend, value, lines, spans string
 		var t int64
 		if err := rows.Scan(&p.Benchmark, &p.Test, &p.Name, &p.RunID, &arm, &p.Commit, &t, &p.Units, &trend,
-			&value, &p.Central, &p.Lo, &p.Hi, &lines); err != nil {
+			&value, &p.Central, &p.Lo, &p.Hi, &lines, &p.Job, &spans); err != nil {
 			return nil, err
 		}
 		p.Arm, p.Trend, p.CommitTime = Arm(arm), benchfmt.Trend(trend), fromMS(t)
@@ -433,6 +468,15 @@ func scanPoints(rows *sql.Rows) ([]Point, error) {
 		}
 		if err := json.Unmarshal([]byte(lines), &p.Lines); err != nil {
 			return nil, fmt.Errorf("run %d metric %s lines: %w", p.RunID, p.Key, err)
+		}
+		var run Run
+		if err := json.Unmarshal([]byte(spans), &run.Log); err != nil {
+			return nil, fmt.Errorf("run %d: log spans: %w", p.RunID, err)
+		}
+		for _, l := range p.Lines {
+			if first := run.LogLine(p.Arm, l.First); first > 0 {
+				p.LogLines = append(p.LogLines, benchfmt.LineRange{First: first, Last: run.LogLine(p.Arm, l.Last)})
+			}
 		}
 		out = append(out, p)
 	}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -104,7 +105,8 @@ func suite(t *testing.T, s *Store, reopen func() *Store) string {
 		record("range", pts)
 	})
 	t.Run("pull request with an interleaved base", func(t *testing.T) {
-		id := add(t, Run{Repo: "o/r", PR: 7, Commit: "p1", Base: "c4", CommitTime: t0.Add(time.Hour), Env: "x86"})
+		spans := []LogSpan{{Arm: Base, Line: 1, LogLine: 12}, {Line: 1, LogLine: 20}, {Arm: Base, Line: 4, LogLine: 30}}
+		id := add(t, Run{Repo: "o/r", PR: 7, Commit: "p1", Base: "c4", CommitTime: t0.Add(time.Hour), Env: "x86", Job: "j7", Log: spans})
 		if err := s.PutMetrics(ctx, id, Base, results(t, bench(`{"name": "time", "value": [15, 16]}`))); err != nil {
 			t.Fatal(err)
 		}
@@ -125,6 +127,13 @@ func suite(t *testing.T, s *Store, reopen func() *Store) string {
 		if len(pts) != 2 || pts[0].Arm != Head || pts[0].Central != 20.5 || pts[1].Arm != Base || pts[1].Central != 15.5 {
 			t.Errorf("PR points %+v", pts)
 		}
+		// Each arm printed its metric on its line 1: the head's at the job log's line 20, the base's at 12.
+		for _, p := range pts {
+			want := map[Arm]int{Head: 20, Base: 12}[p.Arm]
+			if p.Job != "j7" || len(p.LogLines) != 1 || p.LogLines[0].First != want {
+				t.Errorf("%s point of the PR: job %q, log lines %+v, want line %d", p.Arm, p.Job, p.LogLines, want)
+			}
+		}
 		own, err := s.RunPoints(ctx, id)
 		if err != nil || len(own) != 2 || own[0].Arm != Head || own[1].Arm != Base {
 			t.Errorf("points of the PR run: %+v, %v", own, err)
@@ -136,7 +145,12 @@ func suite(t *testing.T, s *Store, reopen func() *Store) string {
 		if len(onMain) != 5 {
 			t.Errorf("%d branch runs, want 5", len(onMain))
 		}
+		run, err := s.Run(ctx, id)
+		if err != nil || run.Job != "j7" || !slices.Equal(run.Log, spans) {
+			t.Errorf("PR run read back: job %q, log spans %+v (%v), want %+v", run.Job, run.Log, err, spans)
+		}
 		record("pr", pts)
+		record("pr run log", run.Log)
 	})
 	t.Run("metric keys", func(t *testing.T) {
 		keys, err := s.Keys(ctx, Filter{Repo: "o/r", Branch: "main"})
@@ -205,6 +219,36 @@ func suite(t *testing.T, s *Store, reopen func() *Store) string {
 		}
 	})
 	return transcript.String()
+}
+
+func TestRunLogLine(t *testing.T) {
+	// An interleaved run's log: base lines 1-3 at 12-14, head lines 1-5 at 20-24, base
+	// lines 4- at 30-.
+	run := Run{Log: []LogSpan{{Arm: Base, Line: 1, LogLine: 12}, {Line: 1, LogLine: 20}, {Arm: Base, Line: 4, LogLine: 30}}}
+	for _, c := range []struct {
+		name string
+		arm  Arm
+		line int
+		want int
+	}{
+		{"first line of the base", Base, 1, 12},
+		{"last line of the base's first span", Base, 3, 14},
+		{"the base's second span", Base, 5, 31},
+		{"the head", Head, 3, 22},
+		{"before any span", Head, 0, 0},
+		{"an arm without spans", Arm("other"), 2, 0},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			if got := run.LogLine(c.arm, c.line); got != c.want {
+				t.Errorf("LogLine(%q, %d) = %d, want %d", c.arm, c.line, got, c.want)
+			}
+		})
+	}
+	t.Run("no spans", func(t *testing.T) {
+		if got := (Run{}).LogLine(Head, 3); got != 0 {
+			t.Errorf("LogLine without spans = %d, want 0", got)
+		}
+	})
 }
 
 func TestStore(t *testing.T) {
