@@ -55,6 +55,9 @@ func (f FleetRunner) run(ctx context.Context, j *current.Job, pool string, urgen
 	}
 	o := demux.outcome(err)
 	o.Machine.Worker = res.Worker
+	if res.Attempts > 1 {
+		o.logTail = 1 // fleetjob's line saying the job was retried
+	}
 	return o
 }
 

@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -63,6 +64,9 @@ type Pipeline struct {
 	// Fleet, when set, runs the jobs on the fleet pool each repository's bench.pool
 	// names instead of Runner.
 	Fleet *FleetRunner
+	// Logs, when set, reads the engine's job logs (the *current.Engine running the
+	// pipeline), so that a run records where its output is in its job's log.
+	Logs JobLogs
 	// Hunt, when set, bisects each significant regression of a branch run to its first
 	// bad commit and alerts (its Store, Alert, BaseURL and Options are used).
 	Hunt *Hunt
@@ -72,6 +76,46 @@ type Pipeline struct {
 
 	schedMu   sync.Mutex
 	schedules map[string]*scheduled // by ref key
+}
+
+// JobLogs reads engine job logs (a *current.Engine).
+type JobLogs interface {
+	ReadLog(id string, offset int64, max int) (current.LogChunk, error)
+}
+
+// logLines counts the complete lines of job j's log so far.
+func (p *Pipeline) logLines(j *current.Job) (int, error) {
+	n := 0
+	var off int64
+	for {
+		ch, err := p.Logs.ReadLog(j.ID(), off, 1<<20)
+		if err != nil {
+			return 0, fmt.Errorf("count the lines of the log of job %s: %w", j.ID(), err)
+		}
+		n += bytes.Count(ch.Data, []byte{'\n'})
+		if len(ch.Data) == 0 || ch.Next == off {
+			return n, nil
+		}
+		off = ch.Next
+	}
+}
+
+// placeLog records in run where o's output is in job j's log: from the line after
+// before (the log's lines when the runner started), or, for a fleet job whose log was
+// copied into j's log, counted back from the end.
+func (p *Pipeline) placeLog(j *current.Job, run *store.Run, o Outcome, before int) error {
+	if p.Fleet != nil {
+		after, err := p.logLines(j)
+		if err != nil {
+			return err
+		}
+		before = after - o.logLines - o.logTail
+	}
+	for _, s := range o.Log {
+		s.LogLine += before
+		run.Log = append(run.Log, s)
+	}
+	return nil
 }
 
 // Tasks are the benchmarks refs ask for: every ref, a PR paired with the head of the
@@ -189,24 +233,9 @@ func (p *Pipeline) run(ctx context.Context, j *current.Job, t Task) (int64, erro
 		}
 	}
 	j.Logf("benchmarking %s: %s, %d repeats%s", short(r.Commit), cfg.Command, cfg.Repeats, map[bool]string{true: ", interleaved with " + short(t.Base)}[job.BaseDir != ""])
-	var o Outcome
-	if p.Fleet != nil {
-		o = p.Fleet.RunJob(ctx, j, cfg.Pool, r.PR > 0, job)
-		var wait *current.AwaitError
-		if errors.As(o.Err, &wait) {
-			return 0, o.Err // queued on the fleet: the engine runs this again once it starts
-		}
-	} else {
-		p.slot.Lock()
-		o = p.Runner.Run(ctx, job, j)
-		p.slot.Unlock()
-	}
-	if ctx.Err() != nil {
-		return 0, ctx.Err()
-	}
-	resp, err := p.API.Record(ctx, run, o)
+	o, resp, err := p.benchmark(ctx, j, run, job, cfg.Pool)
 	if err != nil {
-		return 0, current.Infra(current.FailDiskFull, err)
+		return 0, err
 	}
 	if p.Hunt != nil && run.Branch != "" && resp.Comparison != nil {
 		if reg, _ := resp.Comparison.Significant(); reg > 0 {
@@ -219,6 +248,44 @@ func (p *Pipeline) run(ctx context.Context, j *current.Job, t Task) (int64, erro
 		return resp.Run, fmt.Errorf("run %d: %w", resp.Run, o.Err)
 	}
 	return resp.Run, nil
+}
+
+// benchmark runs job for engine job j (on the fleet pool with Fleet) and records it as
+// run, with where its output is in j's log.
+func (p *Pipeline) benchmark(ctx context.Context, j *current.Job, run store.Run, job Job, pool string) (Outcome, *SubmitResponse, error) {
+	before := -1
+	if p.Logs != nil {
+		var err error
+		if before, err = p.logLines(j); err != nil {
+			j.Logf("the metrics will not link to this log: %v", err)
+			before = -1
+		}
+	}
+	var o Outcome
+	if p.Fleet != nil {
+		o = p.Fleet.RunJob(ctx, j, pool, run.PR > 0, job)
+		var wait *current.AwaitError
+		if errors.As(o.Err, &wait) {
+			return o, nil, o.Err // queued on the fleet: the engine runs this again once it starts
+		}
+	} else {
+		p.slot.Lock()
+		o = p.Runner.Run(ctx, job, j)
+		p.slot.Unlock()
+	}
+	if ctx.Err() != nil {
+		return o, nil, ctx.Err()
+	}
+	if before >= 0 {
+		if err := p.placeLog(j, &run, o, before); err != nil {
+			j.Logf("the metrics will not link to this log: %v", err)
+		}
+	}
+	resp, err := p.API.Record(ctx, run, o)
+	if err != nil {
+		return o, nil, current.Infra(current.FailDiskFull, err)
+	}
+	return o, resp, nil
 }
 
 // notBenchmarked says why ref r is not benchmarked by the bench section cfg (ok: there

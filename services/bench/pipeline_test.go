@@ -80,7 +80,7 @@ func TestPipeline(t *testing.T) {
 	set.Add("git", src)
 	alerts := &chanAlerter{c: make(chan notify.Message, 4)}
 	p := &Pipeline{Forges: set, Mirrors: git.NewMirrors(filepath.Join(state, "mirrors"), git.MirrorsOptions{}), API: api,
-		Runner: HostRunner{}, WorkDir: filepath.Join(state, "work"), Hunt: &Hunt{Store: st, Alert: alerts, Logger: quiet}}
+		Runner: HostRunner{}, WorkDir: filepath.Join(state, "work"), Hunt: &Hunt{Store: st, Alert: alerts, Logger: quiet}, Logs: eng}
 	done := make(chan error, 1)
 	go func() { done <- eng.Run(ctx, p.Term()) }()
 	defer func() { cancel(); <-done }()
@@ -104,6 +104,29 @@ func TestPipeline(t *testing.T) {
 		runs := waitRuns(t, 1)
 		if runs[0].Commit != first || runs[0].Branch != "main" || runs[0].Env != "bench" || runs[0].Job == "" {
 			t.Errorf("run %+v", runs[0])
+		}
+	})
+	t.Run("each metric's lines are placed in the job's log", func(t *testing.T) {
+		run := waitRuns(t, 1)[0]
+		ch, err := eng.ReadLog(run.Job, 0, 1<<20)
+		if err != nil {
+			t.Fatal(err)
+		}
+		log := strings.Split(string(ch.Data), "\n")
+		pts, err := st.RunPoints(ctx, run.ID)
+		if err != nil || len(pts) == 0 {
+			t.Fatalf("points of run %d: %v, %v", run.ID, pts, err)
+		}
+		for _, p := range pts {
+			if p.Job != run.Job || len(p.LogLines) != len(p.Lines) || len(p.LogLines) == 0 {
+				t.Errorf("%s: job %q, output lines %v, log lines %v", p.Key, p.Job, p.Lines, p.LogLines)
+				continue
+			}
+			for _, l := range p.LogLines {
+				if l.First < 1 || l.First > len(log) || !strings.Contains(log[l.First-1], `"name": "`+p.Name+`"`) {
+					t.Errorf("%s placed on log line %d of %d, which does not print it:\n%s", p.Key, l.First, len(log), ch.Data)
+				}
+			}
 		}
 	})
 	var second string

@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -40,6 +41,11 @@ type Outcome struct {
 	Head    *benchfmt.Output
 	Base    *benchfmt.Output // nil for a branch run
 	Machine store.Machine
+	// Log places each arm's output in the log the job wrote, whose first line is 1.
+	Log []store.LogSpan
+	// logLines is how many lines the runner's log had; logTail, how many lines were
+	// written to the engine job's log after them (a fleet job's retries).
+	logLines, logTail int
 	// Err is why the job stopped early (a failing or never-ending command); the results
 	// printed before it are kept in Head and Base.
 	Err error
@@ -69,28 +75,52 @@ func Run(ctx context.Context, job Job, log io.Writer) (out Outcome) {
 	if job.BaseDir != "" {
 		base = benchfmt.NewParser(benchfmt.Limits{})
 	}
+	logc := &lineCount{w: log}
 	defer func() {
 		out.Head = head.Close()
 		if base != nil {
 			out.Base = base.Close()
 		}
+		out.logLines = logc.n
 	}()
+	type arm struct {
+		arm  store.Arm
+		name string
+		dir  string
+		out  *lineCount
+	}
+	var arms []arm
+	if base != nil {
+		arms = append(arms, arm{store.Base, "base", job.BaseDir, &lineCount{w: base}})
+	}
+	arms = append(arms, arm{store.Head, "head", job.Dir, &lineCount{w: head}})
 	for i := range job.Repeats {
-		if base != nil {
-			fmt.Fprintf(log, "## repeat %d/%d: base\n", i+1, job.Repeats)
-			if err := runOnce(ctx, job, job.BaseDir, io.MultiWriter(log, base)); err != nil {
-				out.Err = fmt.Errorf("repeat %d of the base: %w", i+1, err)
+		for _, a := range arms {
+			fmt.Fprintf(logc, "## repeat %d/%d: %s\n", i+1, job.Repeats, a.name)
+			out.Log = append(out.Log, store.LogSpan{Arm: a.arm, Line: a.out.next(), LogLine: logc.next()})
+			if err := runOnce(ctx, job, a.dir, io.MultiWriter(logc, a.out)); err != nil {
+				out.Err = fmt.Errorf("repeat %d of the %s: %w", i+1, a.name, err)
 				return out
 			}
-		}
-		fmt.Fprintf(log, "## repeat %d/%d: head\n", i+1, job.Repeats)
-		if err := runOnce(ctx, job, job.Dir, io.MultiWriter(log, head)); err != nil {
-			out.Err = fmt.Errorf("repeat %d: %w", i+1, err)
-			return out
 		}
 	}
 	return out
 }
+
+// lineCount counts the lines written through it to w.
+type lineCount struct {
+	w io.Writer
+	n int
+}
+
+func (c *lineCount) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n += bytes.Count(p[:n], []byte{'\n'})
+	return n, err
+}
+
+// next is the line (1-based) the next byte written goes on.
+func (c *lineCount) next() int { return c.n + 1 }
 
 func runOnce(ctx context.Context, job Job, dir string, w io.Writer) error {
 	ctx, cancel := context.WithTimeout(ctx, job.Timeout)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -83,6 +84,84 @@ func TestRun(t *testing.T) {
 			if o.Machine.CPU == "" || o.Machine.Kernel == "" {
 				t.Errorf("machine state not recorded: %+v", o.Machine)
 			}
+			want := map[store.Arm]string{store.Head: speedOf(t, c.job.Dir)}
+			if c.job.BaseDir != "" {
+				want[store.Base] = speedOf(t, c.job.BaseDir)
+			}
+			checkLogPlaces(t, log.String(), o, 0, want)
+		})
+	}
+}
+
+func speedOf(t *testing.T, dir string) string {
+	b, err := os.ReadFile(filepath.Join(dir, "speed"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.TrimSpace(string(b))
+}
+
+// checkLogPlaces checks that o places every line that printed an arm's time metric on
+// a line of log (whose first line is offset+1) that printed that metric with the
+// arm's value in want.
+func checkLogPlaces(t *testing.T, log string, o Outcome, offset int, want map[store.Arm]string) {
+	t.Helper()
+	lines := strings.Split(log, "\n")
+	run := store.Run{Log: o.Log}
+	for arm, value := range want {
+		out := o.Head
+		if arm == store.Base {
+			out = o.Base
+		}
+		m, ok := out.Find("b", "t", "time")
+		if !ok || len(m.Lines) == 0 {
+			t.Errorf("%q arm: no time metric with its lines", arm)
+			continue
+		}
+		for _, l := range m.Lines {
+			n := run.LogLine(arm, l.First) - offset
+			if n < 1 || n > len(lines) {
+				t.Errorf("%q arm: output line %d placed on log line %d, outside the log's %d lines", arm, l.First, n+offset, len(lines))
+				continue
+			}
+			if got := lines[n-1]; !strings.Contains(got, `"time"`) || !strings.Contains(got, `"value": `+value) {
+				t.Errorf("%q arm: output line %d placed on log line %d, which is %q, not its time %s", arm, l.First, n+offset, got, value)
+			}
+		}
+	}
+}
+
+// TestArmDemuxLogPlaces feeds a sandbox step's log (builder lines, the machine, both
+// arms' markers and output, a partial last line) to the demux in pieces: each arm's
+// metric lines are placed on the log lines that printed them.
+func TestArmDemuxLogPlaces(t *testing.T) {
+	metric := func(v string) string {
+		return `{"name": "b", "results": [{"name": "t", "metrics": [{"name": "time", "value": ` + v + `}]}]}` + "\n"
+	}
+	var log strings.Builder
+	log.WriteString("copying the context\n/: (run (shell ...))\n" + machineMarker + "cpu=test\n")
+	for i := 1; i <= 3; i++ {
+		fmt.Fprintf(&log, "%s%d/3: base\nbuilding...\n%s", armMarker, i, metric("100"))
+		fmt.Fprintf(&log, "%s%d/3: head\n%slog line\n", armMarker, i, metric("130"))
+	}
+	log.WriteString("done without newline")
+	for _, c := range []struct {
+		name  string
+		chunk int
+	}{{"whole", 1 << 20}, {"byte by byte", 1}, {"7 bytes", 7}} {
+		t.Run(c.name, func(t *testing.T) {
+			d := newArmDemux(Job{BaseDir: "base"}, store.Machine{})
+			in := log.String()
+			for len(in) > 0 {
+				n := min(c.chunk, len(in))
+				d.Write([]byte(in[:n]))
+				in = in[n:]
+			}
+			o := d.outcome(nil)
+			if len(o.Log) != 6 || o.logLines != strings.Count(log.String(), "\n") {
+				t.Errorf("%d spans, %d lines counted; want 6 spans and %d lines", len(o.Log), o.logLines, strings.Count(log.String(), "\n"))
+			}
+			checkLogPlaces(t, log.String(), o, 0, map[store.Arm]string{store.Head: "130", store.Base: "100"})
 		})
 	}
 }

@@ -103,6 +103,7 @@ func (s Sandbox) Run(ctx context.Context, job Job, log io.Writer) (out Outcome) 
 	}
 	demux := newArmDemux(job, MachineState(job.CPUs))
 	defer func() { out = demux.outcome(out.Err) }()
+	log = io.MultiWriter(log, demux) // the demux counts every line of the log
 	dir, sp, err := s.prepare(ctx, job, log)
 	if err != nil {
 		out.Err = err
@@ -111,7 +112,7 @@ func (s Sandbox) Run(ctx context.Context, job Job, log io.Writer) (out Outcome) 
 	defer os.RemoveAll(dir)
 	ctx, cancel := context.WithTimeout(ctx, job.total())
 	defer cancel()
-	if _, err := s.Builder.Build(ctx, sp, builder.BuildContext{Dir: dir}, io.MultiWriter(log, demux)); err != nil {
+	if _, err := s.Builder.Build(ctx, sp, builder.BuildContext{Dir: dir}, log); err != nil {
 		out.Err = fmt.Errorf("benchmark in the sandbox: %w", err)
 	}
 	return out
@@ -165,13 +166,18 @@ func (s Sandbox) prepare(ctx context.Context, job Job, log io.Writer) (string, *
 // it, as the arm markers say, and reads the machine's state the step printed.
 type armDemux struct {
 	parsers map[string]*benchfmt.Parser
-	current *benchfmt.Parser
+	current string // the arm printing now
 	partial []byte
 	machine store.Machine
+	// lines counts the log's complete lines, armLines each arm's; log places the
+	// arms' output in the log.
+	lines    int
+	armLines map[string]int
+	log      []store.LogSpan
 }
 
 func newArmDemux(job Job, m store.Machine) *armDemux {
-	d := &armDemux{parsers: map[string]*benchfmt.Parser{"head": benchfmt.NewParser(benchfmt.Limits{})}, machine: m}
+	d := &armDemux{parsers: map[string]*benchfmt.Parser{"head": benchfmt.NewParser(benchfmt.Limits{})}, machine: m, armLines: map[string]int{}}
 	if job.BaseDir != "" {
 		d.parsers["base"] = benchfmt.NewParser(benchfmt.Limits{})
 	}
@@ -181,7 +187,7 @@ func newArmDemux(job Job, m store.Machine) *armDemux {
 // outcome ends the parsing: what each arm printed, the machine, err.
 func (d *armDemux) outcome(err error) Outcome {
 	d.flush()
-	o := Outcome{Head: d.parsers["head"].Close(), Machine: d.machine, Err: err}
+	o := Outcome{Head: d.parsers["head"].Close(), Machine: d.machine, Err: err, Log: d.log, logLines: d.lines}
 	if p := d.parsers["base"]; p != nil {
 		o.Base = p.Close()
 	}
@@ -206,6 +212,9 @@ func (d *armDemux) Write(p []byte) (int, error) {
 }
 
 func (d *armDemux) line(l []byte) {
+	if len(l) > 0 && l[len(l)-1] == '\n' {
+		d.lines++
+	}
 	if i := bytes.Index(l, []byte(machineMarker)); i >= 0 {
 		k, v, _ := strings.Cut(strings.TrimSpace(string(l[i+len(machineMarker):])), "=")
 		switch k {
@@ -222,15 +231,22 @@ func (d *armDemux) line(l []byte) {
 	}
 	if i := bytes.Index(l, []byte(armMarker)); i >= 0 {
 		arm := strings.TrimSpace(string(l[i+len(armMarker):]))
-		if _, a, ok := strings.Cut(arm, ": "); ok {
-			d.current = d.parsers[a]
+		if _, a, ok := strings.Cut(arm, ": "); ok && d.parsers[a] != nil {
+			d.current = a
+			d.log = append(d.log, store.LogSpan{Arm: armOf[a], Line: d.armLines[a] + 1, LogLine: d.lines + 1})
 		}
 		return
 	}
-	if d.current != nil {
-		d.current.Write(l)
+	if p := d.parsers[d.current]; p != nil {
+		p.Write(l)
+		if l[len(l)-1] == '\n' {
+			d.armLines[d.current]++
+		}
 	}
 }
+
+// armOf is the store's arm of each arm the step's markers name.
+var armOf = map[string]store.Arm{"head": store.Head, "base": store.Base}
 
 func (d *armDemux) flush() {
 	if len(d.partial) > 0 {

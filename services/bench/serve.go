@@ -38,7 +38,7 @@ var ServiceKind = host.Kind{
 	Help: "continuous benchmarking: stores results (current-bench JSON), charts them, flags significant changes on PRs",
 	Flags: func(fs *pflag.FlagSet) host.Service {
 		s := &served{}
-		fs.StringVar(&s.db, "bench-db", "", "the benchmark database: a postgres:// URL, or a SQLite file (default STATE/bench/bench.db)")
+		fs.StringVar(&s.db, "bench-db", "", "the benchmark database: a postgres:// URL, or a SQLite file (default kiln serve's --database, else STATE/bench/bench.db)")
 		fs.StringVar(&s.target, "bench-target", "main", "the branch pull requests are compared with when not run interleaved with their base")
 		fs.Float64Var(&s.confidence, "bench-confidence", 0.99, "the confidence at which a change is reported as significant")
 		fs.StringVar(&s.runner, "bench-runner", "auto", "where benchmarks run: fleet (the pool each repository's bench.pool names, served with --bench-pool), sandbox (the builder here, with runc, on --bench-image), host, or auto (sandbox when root, runc and the image are there)")
@@ -137,6 +137,9 @@ func (s *served) pickRunner(ctx context.Context, env *host.Env) (Runner, error) 
 func (s *served) Start(ctx context.Context, env *host.Env) (*host.Running, error) {
 	db := s.db
 	if db == "" {
+		db = env.Database
+	}
+	if db == "" {
 		dir := filepath.Join(env.StateDir, "bench")
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			return nil, err
@@ -187,6 +190,9 @@ func (s *served) Start(ctx context.Context, env *host.Env) (*host.Running, error
 	}
 	p := &Pipeline{Forges: env.Forges, Mirrors: env.Mirrors, API: api,
 		WorkDir: filepath.Join(env.StateDir, "bench", "work"), Target: s.target, CPUs: s.cpus}
+	if env.Engine != nil {
+		p.Logs = env.Engine
+	}
 	if s.runner == "fleet" {
 		if env.Fleet == nil {
 			st.Close()
