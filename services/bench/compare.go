@@ -24,6 +24,10 @@ type Row struct {
 	Verdict     detect.Verdict `json:"verdict"`
 	Regression  bool           `json:"regression"`
 	Improvement bool           `json:"improvement"`
+	// Log and BaseLog are the console's addresses of the job log lines that printed
+	// the value and the base's ("" when not known).
+	Log     string `json:"log,omitempty"`
+	BaseLog string `json:"base_log,omitempty"`
 }
 
 // Comparison is a run's metrics judged against its base: for a PR run interleaved
@@ -97,11 +101,11 @@ func Compare(ctx context.Context, st *store.Store, run store.Run, target string,
 	}
 	for _, k := range keys {
 		h := head[k]
-		row := Row{Key: k, Group: benchfmt.Metric{Name: k.Name}.Group(), Units: h.Units, Trend: h.Trend, Value: h.Central}
+		row := Row{Key: k, Group: benchfmt.Metric{Name: k.Name}.Group(), Units: h.Units, Trend: h.Trend, Value: h.Central, Log: logURL(h)}
 		if interleaved {
 			b, ok := base[k]
 			if ok {
-				row.Base, row.HasBase = b.Central, true
+				row.Base, row.HasBase, row.BaseLog = b.Central, true, logURL(b)
 				row.Verdict = detect.Interleaved(b.Value.Points(), h.Value.Points(), prior[k], o)
 			} else {
 				row.Verdict = detect.Verdict{Method: detect.MethodInterleaved, Reason: "the base printed no such metric"}

@@ -43,9 +43,11 @@ type UI struct {
 // NewUI returns the pages over st.
 func NewUI(st *store.Store, log *slog.Logger, o detect.Options) (*UI, error) {
 	t, err := template.New("").Funcs(template.FuncMap{
-		"pct":   func(x float64) string { return fmt.Sprintf("%+.1f %%", 100*x) },
-		"num":   func(x float64) string { return strconv.FormatFloat(x, 'g', 5, 64) },
-		"short": short,
+		"pct":     func(x float64) string { return fmt.Sprintf("%+.1f %%", 100*x) },
+		"num":     func(x float64) string { return strconv.FormatFloat(x, 'g', 5, 64) },
+		"short":   short,
+		"logURL":  logURL,
+		"logLine": func(job string, line int) string { return fmt.Sprintf("/job/%s#L%d", url.PathEscape(job), line) },
 		"json": func(v any) (template.JS, error) {
 			b, err := json.Marshal(v)
 			return template.JS(b), err
@@ -233,13 +235,24 @@ type Chart struct {
 	Series  []ChartSeries `json:"series"`
 }
 
-// ChartSeries is one metric of a chart: its central values and the min/max band.
+// ChartSeries is one metric of a chart: its central values and the min/max band, and
+// for each the console's address of the job log line that printed it ("" if unknown).
 type ChartSeries struct {
 	Label  string     `json:"label"`
 	Trend  string     `json:"trend,omitempty"`
 	Values []*float64 `json:"values"`
 	Lo     []*float64 `json:"lo"`
 	Hi     []*float64 `json:"hi"`
+	Log    []string   `json:"log"`
+}
+
+// logURL is the console's address of the first job log line that printed p, "" when
+// not known.
+func logURL(p store.Point) string {
+	if p.Job == "" || len(p.LogLines) == 0 {
+		return ""
+	}
+	return fmt.Sprintf("/job/%s#L%d", url.PathEscape(p.Job), p.LogLines[0].First)
 }
 
 // charts groups points into charts, one per metric group, x in the order given.
@@ -284,9 +297,10 @@ func charts(pts []store.Point, isPR func(store.Point) bool) []Chart {
 			series[sk] = si
 			n := len(order)
 			c.Series = append(c.Series, ChartSeries{Label: p.Name, Trend: string(p.Trend),
-				Values: make([]*float64, n), Lo: make([]*float64, n), Hi: make([]*float64, n)})
+				Values: make([]*float64, n), Lo: make([]*float64, n), Hi: make([]*float64, n), Log: make([]string, n)})
 		}
 		i := seen[p.RunID]
+		c.Series[si].Log[i] = logURL(p)
 		central, lo, hi := p.Central, p.Lo, p.Hi
 		c.Series[si].Values[i], c.Series[si].Lo[i], c.Series[si].Hi[i] = &central, &lo, &hi
 	}

@@ -26,6 +26,16 @@ var kilnBench = (function () {
     a.href = location.pathname + "?" + q.toString();
   }
 
+  // nearest is the series of c whose value at index i is nearest the cursor's height.
+  function nearest(u, c, i) {
+    var y = u.posToVal(u.cursor.top, "y"), best = -1, dist = Infinity;
+    c.series.forEach(function (s, k) {
+      var v = s.values[i];
+      if (v != null && Math.abs(v - y) < dist) { dist = Math.abs(v - y); best = k; }
+    });
+    return best;
+  }
+
   function draw(root, charts, repo) {
     var range = urlRange();
     var plots = [];
@@ -67,6 +77,8 @@ var kilnBench = (function () {
             c.series.forEach(function (s) {
               if (s.values[i] != null) parts.push(s.label + " = " + s.values[i].toPrecision(5));
             });
+            var k = nearest(u, c, i);
+            if (k >= 0 && c.series[k].log && c.series[k].log[i]) parts.push("click: the log line that printed " + c.series[k].label);
             readout.textContent = parts.join(" · ");
           }],
           setSelect: [function (u) {
@@ -84,9 +96,14 @@ var kilnBench = (function () {
       };
       var u = new uPlot(opts, data, box);
       box.appendChild(readout);
+      // A click opens the job log line that printed the series nearest the cursor,
+      // or the run's page when that is not known.
       u.over.addEventListener("click", function () {
         var i = u.cursor.idx;
-        if (i != null && c.runs[i]) location.href = "/bench/r/" + repo + "/run/" + c.runs[i];
+        if (i == null || !c.runs[i]) return;
+        var k = nearest(u, c, i);
+        var log = k >= 0 && c.series[k].log ? c.series[k].log[i] : "";
+        location.href = log || "/bench/r/" + repo + "/run/" + c.runs[i];
       });
       u.over.addEventListener("dblclick", function () { setURLRange(null, null); });
       plots.push(u);
