@@ -15,6 +15,7 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"os"
@@ -68,7 +69,7 @@ var shared struct {
 func Shared(t testing.TB) *Registry {
 	t.Helper()
 	require(t)
-	shared.once.Do(func() { shared.r, shared.err = start(testenv.FreeAddr(t), Options{}) })
+	shared.once.Do(func() { shared.r, shared.err = startFree(func() string { return testenv.FreeAddr(t) }, Options{}) })
 	if shared.err != nil {
 		t.Fatalf("start docker-registry: %v", shared.err)
 	}
@@ -82,7 +83,7 @@ func Start(t testing.TB, o Options) *Registry {
 	if o.DiskBytes > 0 {
 		testenv.RequireRoot(t)
 	}
-	r, err := start(testenv.FreeAddr(t), o)
+	r, err := startFree(func() string { return testenv.FreeAddr(t) }, o)
 	if err != nil {
 		t.Fatalf("start docker-registry: %v", err)
 	}
@@ -112,6 +113,30 @@ func StopShared() {
 func require(t testing.TB) {
 	t.Helper()
 	testenv.RequireCommand(t, "docker-registry", "htpasswd")
+}
+
+// errPortTaken is a start that failed because another process had the port.
+var errPortTaken = errors.New("port taken")
+
+// startAttempts bounds the starts on ports another process took meanwhile.
+const startAttempts = 5
+
+// startFree starts a registry on an address pick gives, which was free when picked;
+// another process may take the port before the registry listens (tests of other
+// packages run at the same time), and then it starts again on another.
+func startFree(pick func() string, o Options) (*Registry, error) {
+	var errs []error
+	for range startAttempts {
+		r, err := start(pick(), o)
+		if err == nil {
+			return r, nil
+		}
+		errs = append(errs, err)
+		if !errors.Is(err, errPortTaken) {
+			break
+		}
+	}
+	return nil, errors.Join(errs...)
 }
 
 func start(addr string, o Options) (*Registry, error) {
@@ -187,31 +212,42 @@ auth:
 	go func() { r.done <- r.cmd.Wait() }()
 	if err := r.wait(); err != nil {
 		log, _ := os.ReadFile(filepath.Join(dir, "log"))
+		if strings.Contains(string(log), "address already in use") {
+			err = fmt.Errorf("%w: %w", errPortTaken, err)
+		}
 		return fail(fmt.Errorf("%w\n%s", err, log))
 	}
 	return r, nil
 }
 
-// wait polls /v2/ until the registry answers with its authentication challenge.
+// startTimeout bounds a registry's start: generous, as it only stops a hang.
+const startTimeout = 2 * time.Minute
+
+// wait polls /v2/ with the registry's credentials until it accepts them: another
+// server that took the port refuses them or is not a registry.
 func (r *Registry) wait() error {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
 	defer cancel()
+	// Each poll is bounded, so that a port held by a process that does not answer
+	// does not hide the registry's exit.
+	client := &http.Client{Timeout: 2 * time.Second}
 	for {
 		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+r.Addr+"/v2/", nil)
-		resp, err := http.DefaultClient.Do(req)
+		req.SetBasicAuth(r.Username, r.Password)
+		resp, err := client.Do(req)
 		if err == nil {
 			resp.Body.Close()
-			if resp.StatusCode == http.StatusUnauthorized {
+			if resp.StatusCode == http.StatusOK {
 				return nil
 			}
-			return fmt.Errorf("docker-registry on %s answers /v2/ with %s, not 401", r.Addr, resp.Status)
+			return fmt.Errorf("%w: another server on %s answers /v2/ with %s", errPortTaken, r.Addr, resp.Status)
 		}
 		select {
 		case err := <-r.done:
 			r.done <- err
 			return fmt.Errorf("docker-registry exited while starting: %v", err)
 		case <-ctx.Done():
-			return fmt.Errorf("docker-registry on %s did not answer within 30s", r.Addr)
+			return fmt.Errorf("docker-registry on %s did not answer within %s", r.Addr, startTimeout)
 		case <-time.After(50 * time.Millisecond):
 		}
 	}

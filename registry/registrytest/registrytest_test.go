@@ -1,8 +1,11 @@
 package registrytest
 
 import (
+	"net"
 	"net/http"
 	"testing"
+
+	"github.com/kiln-ci/kiln/internal/testenv"
 )
 
 func TestMain(m *testing.M) { Main(m) }
@@ -38,5 +41,50 @@ func TestRegistry(t *testing.T) {
 	}
 	if Shared(t) != r {
 		t.Error("Shared started a second registry")
+	}
+}
+
+// TestStartOnATakenPort starts a registry whose first address is taken by the time
+// it listens (by a process that holds the port without answering, or by another web
+// server): it starts on the next address.
+func TestStartOnATakenPort(t *testing.T) {
+	require(t)
+	cases := []struct {
+		name string
+		take func(t *testing.T, l net.Listener)
+	}{
+		{"held, not answering", func(t *testing.T, l net.Listener) {}},
+		{"another web server", func(t *testing.T, l net.Listener) {
+			srv := &http.Server{Handler: http.NotFoundHandler()}
+			go srv.Serve(l)
+			t.Cleanup(func() { srv.Close() })
+		}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			taken, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { taken.Close() })
+			c.take(t, taken)
+			var picked []string
+			pick := func() string {
+				addr := taken.Addr().String()
+				if len(picked) > 0 {
+					addr = testenv.FreeAddr(t)
+				}
+				picked = append(picked, addr)
+				return addr
+			}
+			r, err := startFree(pick, Options{})
+			if err != nil {
+				t.Fatalf("start after %v: %v", picked, err)
+			}
+			t.Cleanup(r.Stop)
+			if len(picked) != 2 || r.Addr != picked[1] {
+				t.Errorf("registry on %s after picking %v, want the second address", r.Addr, picked)
+			}
+		})
 	}
 }
