@@ -15,6 +15,7 @@ import (
 	"github.com/kiln-ci/kiln/cluster"
 	"github.com/kiln-ci/kiln/current"
 	"github.com/kiln-ci/kiln/services/bench/benchfmt"
+	"github.com/kiln-ci/kiln/services/bench/store"
 )
 
 // cannedFleet runs every job at once to the outcome given, its log being log.
@@ -64,9 +65,22 @@ func TestFleetPartialResults(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			f := FleetRunner{Fleet: &cannedFleet{outcome: c.outcome, log: c.log}, Image: "debian"}
 			var o Outcome
-			inJob(t, func(ctx context.Context, j *current.Job) {
+			var jobLog string
+			inJob(t, func(ctx context.Context, e *current.Engine, j *current.Job) {
+				j.Logf("lines of the job before the fleet job's\nsecond line")
 				o = f.RunJob(ctx, j, "bench", false, Job{Dir: t.TempDir(), BaseDir: t.TempDir(), Command: "true", Repeats: 2, Timeout: time.Minute})
+				run := store.Run{}
+				if err := (&Pipeline{Fleet: &f, Logs: e}).placeLog(j, &run, o, 0); err != nil {
+					t.Error(err)
+				}
+				o.Log = run.Log
+				ch, err := e.ReadLog(j.ID(), 0, 1<<20)
+				if err != nil {
+					t.Error(err)
+				}
+				jobLog = string(ch.Data)
 			})
+			checkLogPlaces(t, jobLog, o, [3]string{"s", "t", "m"})
 			if (o.Err != nil) != c.wantErr {
 				t.Errorf("error %v, want one: %v", o.Err, c.wantErr)
 			}
@@ -89,7 +103,7 @@ func TestFleetPartialResults(t *testing.T) {
 func fmtSamples(m benchfmt.Metric) string { return fmt.Sprint(m.Value.Samples) }
 
 // inJob runs f in an engine job and waits for it.
-func inJob(t *testing.T, f func(ctx context.Context, j *current.Job)) {
+func inJob(t *testing.T, f func(ctx context.Context, e *current.Engine, j *current.Job)) {
 	t.Helper()
 	eng, err := current.Open(current.Config{StateDir: filepath.Join(t.TempDir(), "engine"), Logger: quiet})
 	if err != nil {
@@ -99,7 +113,7 @@ func inJob(t *testing.T, f func(ctx context.Context, j *current.Job)) {
 	ran := make(chan struct{})
 	op := &current.Op[string, int]{Name: "bench-test", Run: func(ctx context.Context, j *current.Job, _ string) (int, error) {
 		defer close(ran)
-		f(ctx, j)
+		f(ctx, eng, j)
 		return 0, nil
 	}}
 	ctx, cancel := context.WithCancel(context.Background())

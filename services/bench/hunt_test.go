@@ -118,7 +118,7 @@ func huntFirstBadCommit(t *testing.T, fleet bool) {
 		// The runs are recorded, and the regression hunted, by an engine job whose
 		// probes are fleet jobs.
 		hf := &hostFleet{cannedFleet: cannedFleet{outcome: cluster.OutcomeOK}, command: job.Command, repeats: job.Repeats}
-		inJob(t, func(ctx context.Context, j *current.Job) {
+		inJob(t, func(ctx context.Context, _ *current.Engine, j *current.Job) {
 			hunt.Runner = &fleetProbes{f: FleetRunner{Fleet: hf, Image: "debian"}, j: j, pool: "bench"}
 			record(ctx)
 		})

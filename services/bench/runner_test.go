@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/kiln-ci/kiln/internal/testenv"
+	"github.com/kiln-ci/kiln/services/bench/benchfmt"
 	"github.com/kiln-ci/kiln/services/bench/detect"
 	"github.com/kiln-ci/kiln/services/bench/store"
 )
@@ -84,48 +85,34 @@ func TestRun(t *testing.T) {
 			if o.Machine.CPU == "" || o.Machine.Kernel == "" {
 				t.Errorf("machine state not recorded: %+v", o.Machine)
 			}
-			want := map[store.Arm]string{store.Head: speedOf(t, c.job.Dir)}
-			if c.job.BaseDir != "" {
-				want[store.Base] = speedOf(t, c.job.BaseDir)
-			}
-			checkLogPlaces(t, log.String(), o, 0, want)
+			checkLogPlaces(t, log.String(), o, [3]string{"b", "t", "time"})
 		})
 	}
 }
 
-func speedOf(t *testing.T, dir string) string {
-	b, err := os.ReadFile(filepath.Join(dir, "speed"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return strings.TrimSpace(string(b))
-}
-
-// checkLogPlaces checks that o places every line that printed an arm's time metric on
-// a line of log (whose first line is offset+1) that printed that metric with the
-// arm's value in want.
-func checkLogPlaces(t *testing.T, log string, o Outcome, offset int, want map[store.Arm]string) {
+// checkLogPlaces checks that o places each line that printed a sample of metric
+// (benchmark, test, name) in each arm on the line of log (whose first line is 1) that
+// printed that sample; each object printed one sample.
+func checkLogPlaces(t *testing.T, log string, o Outcome, metric [3]string) {
 	t.Helper()
 	lines := strings.Split(log, "\n")
 	run := store.Run{Log: o.Log}
-	for arm, value := range want {
-		out := o.Head
-		if arm == store.Base {
-			out = o.Base
-		}
-		m, ok := out.Find("b", "t", "time")
-		if !ok || len(m.Lines) == 0 {
-			t.Errorf("%q arm: no time metric with its lines", arm)
+	for arm, out := range map[store.Arm]*benchfmt.Output{store.Head: o.Head, store.Base: o.Base} {
+		if out == nil {
 			continue
 		}
-		for _, l := range m.Lines {
-			n := run.LogLine(arm, l.First) - offset
+		m, ok := out.Find(metric[0], metric[1], metric[2])
+		if !ok || len(m.Lines) == 0 || len(m.Lines) != len(m.Value.Samples) {
+			t.Errorf("%q arm: metric %v with lines %v and samples %v", arm, metric, m.Lines, m.Value.Samples)
+			continue
+		}
+		for k, l := range m.Lines {
+			n := run.LogLine(arm, l.First)
+			want := fmt.Sprintf(`"name": %q, "value": %g`, metric[2], m.Value.Samples[k])
 			if n < 1 || n > len(lines) {
-				t.Errorf("%q arm: output line %d placed on log line %d, outside the log's %d lines", arm, l.First, n+offset, len(lines))
-				continue
-			}
-			if got := lines[n-1]; !strings.Contains(got, `"time"`) || !strings.Contains(got, `"value": `+value) {
-				t.Errorf("%q arm: output line %d placed on log line %d, which is %q, not its time %s", arm, l.First, n+offset, got, value)
+				t.Errorf("%q arm: output line %d placed on log line %d, outside the log's %d lines", arm, l.First, n, len(lines))
+			} else if got := lines[n-1]; !strings.Contains(got, want) {
+				t.Errorf("%q arm: output line %d placed on log line %d, which is %q, not the one printing %s", arm, l.First, n, got, want)
 			}
 		}
 	}
@@ -161,7 +148,7 @@ func TestArmDemuxLogPlaces(t *testing.T) {
 			if len(o.Log) != 6 || o.logLines != strings.Count(log.String(), "\n") {
 				t.Errorf("%d spans, %d lines counted; want 6 spans and %d lines", len(o.Log), o.logLines, strings.Count(log.String(), "\n"))
 			}
-			checkLogPlaces(t, log.String(), o, 0, map[store.Arm]string{store.Head: "130", store.Base: "100"})
+			checkLogPlaces(t, log.String(), o, [3]string{"b", "t", "time"})
 		})
 	}
 }
