@@ -77,6 +77,8 @@ var (
 	// builderFailed is Nix's line for a builder that exited with an error, and a
 	// fixed-output derivation whose hash is wrong: both the project's fault.
 	builderFailed = regexp.MustCompile(`^error: (builder for '[^']+' failed|hash mismatch in fixed-output derivation)`)
+	// logPrefix is the derivation's name nix build -L puts before a builder's lines.
+	logPrefix = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._+-]*> `)
 	// infraError are Nix's errors that are the machine's fault: no daemon or store
 	// access, a damaged store, substituters or downloads that fail, a sandbox that
 	// cannot be set up (a worker's sandbox paths that do not exist), a full disk.
@@ -116,7 +118,7 @@ func buildFailure(lines []string) *Failure {
 			errs = append(errs, l)
 		case nixOwn.MatchString(l) || strings.TrimSpace(l) == "":
 		default:
-			out = append(out, l)
+			out = append(out, logPrefix.ReplaceAllString(l, ""))
 		}
 	}
 	keep := append(lastLines(out, builderTail), errs...)

@@ -45,6 +45,8 @@ func TestFailureLines(t *testing.T) {
 			lines: []string{"error: attribute 'nope' in selection path 'nope' not found"}, msg: "nix evaluation failed: attribute 'nope'"},
 		{name: "build failure keeps the builder's output", f: buildFailure(builderError),
 			lines: builderError[3:], msg: "nix build failed: builder for '/nix/store/knn3b84wlzf6667d8dl7wwxhv3vcgan6-broken.drv' failed with exit code 3"},
+		{name: "build failure of nix build -L", f: buildFailure([]string{"building '/nix/store/x.drv'...", "hello-ocaml> Error: boom", "error: builder for '/nix/store/x.drv' failed with exit code 2;"}),
+			lines: []string{"Error: boom", "error: builder for '/nix/store/x.drv' failed with exit code 2;"}, msg: "nix build failed: builder for"},
 		{name: "build failure keeps the builder's last lines", f: buildFailure(append(make([]string, 0), strings.Split(strings.Repeat("line\n", 40)+"error: builder for 'x' failed with exit code 1", "\n")...)),
 			lines: append(strings.Split(strings.TrimSuffix(strings.Repeat("line\n", builderTail), "\n"), "\n"), "error: builder for 'x' failed with exit code 1"), msg: "nix build failed: builder for 'x'"},
 	}

@@ -305,7 +305,7 @@ func (r *Runner) step(ctx context.Context, name, dir string, args []string, log 
 		// The worker's copy of the tree means nothing to the project: name its files
 		// as in the repository.
 		for i, l := range lines {
-			lines[i] = strings.ReplaceAll(l, dir+"/", "")
+			lines[i] = strings.ReplaceAll(strings.ReplaceAll(l, dir+"/", ""), dir, ".")
 		}
 	}
 	var exit *exec.ExitError

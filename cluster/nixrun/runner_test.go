@@ -88,6 +88,10 @@ func TestFleetBuildsNixExpressions(t *testing.T) {
 		{name: "OCaml type error", files: with(good, "hello.ml", "let () = print_endline 42\n"), spec: nixrun.Spec{Attr: "hello"}, kind: nixrun.FailBuild,
 			lines:   []string{`File "hello.ml", line 1, characters 23-25:`, "Error: This expression has type int but an expression was expected of type", "error: builder for '/nix/store/"},
 			message: "nix build failed: builder for"},
+		{name: "missing flake output", files: good, spec: nixrun.Spec{Flake: "nope", Impure: true}, kind: nixrun.FailEvaluation,
+			lines: []string{"error: flake 'path:.' does not provide attribute 'packages.x86_64-linux.nope.drvPath'"}},
+		{name: "OCaml type error in a flake", files: with(nixtest.Project("flake"), "hello.ml", "let () = print_endline 1.5\n"), spec: nixrun.Spec{Flake: "hello", Impure: true}, kind: nixrun.FailBuild,
+			lines: []string{"File \"hello.ml\", line 1, characters 23-26:\n1 | let () = print_endline 1.5", "Error: This expression has type float but an expression was expected of type", "error: builder for '/nix/store/"}},
 	}
 	ids := make([]string, len(cases))
 	for i, c := range cases {
@@ -135,7 +139,7 @@ func TestFleetBuildsNixExpressions(t *testing.T) {
 		})
 	}
 	m := testenv.Metrics(t, reg)
-	for k, want := range map[string]float64{`kiln_nix_runs_total{result=ok}`: 2, `kiln_nix_runs_total{result=evaluation}`: 2, `kiln_nix_runs_total{result=build}`: 1} {
+	for k, want := range map[string]float64{`kiln_nix_runs_total{result=ok}`: 2, `kiln_nix_runs_total{result=evaluation}`: 3, `kiln_nix_runs_total{result=build}`: 2} {
 		if m[k] != want {
 			t.Errorf("%s = %v, want %v", k, m[k], want)
 		}
