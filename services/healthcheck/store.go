@@ -6,43 +6,47 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
-	_ "modernc.org/sqlite" // the database/sql driver "sqlite"
+	"github.com/kiln-ci/kiln/services/internal/servicedb"
 )
 
-// Store keeps the runs and their results in SQLite.
+// Store keeps the runs and their results in SQLite or PostgreSQL.
 type Store struct {
-	db  *sql.DB
+	db  *servicedb.DB
 	now func() time.Time
 }
 
+// storeSchema's tables are {p}runs and {p}results, {p} being the store's prefix. The
+// first migration adopts the tables of files made before migrations.
 var storeSchema = []string{
-	`CREATE TABLE IF NOT EXISTS runs (id INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL, status TEXT NOT NULL,
-		message TEXT NOT NULL DEFAULT '', repository TEXT NOT NULL, commit_id TEXT NOT NULL, started INTEGER NOT NULL,
-		finished INTEGER NOT NULL DEFAULT 0, switches TEXT NOT NULL, all_versions INTEGER NOT NULL DEFAULT 0,
-		candidate TEXT NOT NULL DEFAULT '')`,
-	`CREATE TABLE IF NOT EXISTS results (run INTEGER NOT NULL, package TEXT NOT NULL, switch TEXT NOT NULL,
+	`CREATE TABLE IF NOT EXISTS {p}runs (id {{id}}, kind TEXT NOT NULL, status TEXT NOT NULL,
+		message TEXT NOT NULL DEFAULT '', repository TEXT NOT NULL, commit_id TEXT NOT NULL, started BIGINT NOT NULL,
+		finished BIGINT NOT NULL DEFAULT 0, switches TEXT NOT NULL, all_versions BOOLEAN NOT NULL DEFAULT FALSE,
+		candidate TEXT NOT NULL DEFAULT '');
+	CREATE TABLE IF NOT EXISTS {p}results (run BIGINT NOT NULL, package {{key}} NOT NULL, switch {{key}} NOT NULL,
 		state TEXT NOT NULL, kind TEXT NOT NULL DEFAULT '', message TEXT NOT NULL DEFAULT '', lines TEXT NOT NULL DEFAULT '',
-		maintainers TEXT NOT NULL DEFAULT '', revdeps INTEGER NOT NULL DEFAULT 0, attempts INTEGER NOT NULL DEFAULT 0,
-		started INTEGER NOT NULL DEFAULT 0, duration INTEGER NOT NULL DEFAULT 0, log_key TEXT NOT NULL DEFAULT '',
-		job_id TEXT NOT NULL DEFAULT '', PRIMARY KEY (run, switch, package))`,
-	`CREATE INDEX IF NOT EXISTS results_state ON results (run, state)`,
+		maintainers TEXT NOT NULL DEFAULT '', revdeps BIGINT NOT NULL DEFAULT 0, attempts BIGINT NOT NULL DEFAULT 0,
+		started BIGINT NOT NULL DEFAULT 0, duration BIGINT NOT NULL DEFAULT 0, log_key TEXT NOT NULL DEFAULT '',
+		job_id TEXT NOT NULL DEFAULT '', PRIMARY KEY (run, switch, package));
+	CREATE INDEX IF NOT EXISTS {p}results_state ON {p}results (run, state)`,
 }
 
-// OpenStore opens (creating it if needed) the store's database at path.
+// OpenStore opens (creating it if needed) the store in the SQLite file at path.
 func OpenStore(path string) (*Store, error) {
-	db, err := sql.Open("sqlite", "file:"+path+"?_pragma=journal_mode(WAL)&_pragma=busy_timeout(10000)&_pragma=synchronous(NORMAL)&_pragma=foreign_keys(1)")
+	return OpenStoreAt(context.Background(), path, "")
+}
+
+// OpenStoreAt opens (creating and migrating it if needed) the store in the database at
+// target, a SQLite file's path or a postgres:// URL, its tables' names starting with
+// prefix so that it can share the database.
+func OpenStoreAt(ctx context.Context, target, prefix string) (*Store, error) {
+	db, err := servicedb.Open(ctx, target, prefix, "store", storeSchema)
 	if err != nil {
-		return nil, fmt.Errorf("open health-check store %s: %w", path, err)
-	}
-	db.SetMaxOpenConns(1)
-	for _, q := range storeSchema {
-		if _, err := db.Exec(q); err != nil {
-			db.Close()
-			return nil, fmt.Errorf("health-check store %s: schema: %w", path, err)
-		}
+		return nil, fmt.Errorf("open health-check store: %w", err)
 	}
 	return &Store{db: db, now: time.Now}, nil
 }
@@ -87,15 +91,14 @@ func (s *Store) CreateRun(ctx context.Context, r *Run) (int64, error) {
 	if r.Started.IsZero() {
 		r.Started = s.now().UTC()
 	}
-	res, err := s.db.ExecContext(ctx, `INSERT INTO runs (kind, status, message, repository, commit_id, started, finished,
-		switches, all_versions, candidate) VALUES (?,?,?,?,?,?,?,?,?,?)`,
+	err = s.db.QueryRowContext(ctx, s.db.Q(`INSERT INTO {p}runs (kind, status, message, repository, commit_id, started,
+		finished, switches, all_versions, candidate) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10) RETURNING id`),
 		string(r.Kind), string(r.Status), r.Message, r.Repository, r.Commit, ms(r.Started), ms(r.Finished),
-		string(sw), r.AllVersions, cand)
+		string(sw), r.AllVersions, cand).Scan(&r.ID)
 	if err != nil {
 		return 0, fmt.Errorf("health-check store: create run: %w", err)
 	}
-	r.ID, err = res.LastInsertId()
-	return r.ID, err
+	return r.ID, nil
 }
 
 // SetRunStatus records where a run is; a finished status also sets its end time.
@@ -104,7 +107,7 @@ func (s *Store) SetRunStatus(ctx context.Context, id int64, status RunStatus, me
 	if status.Finished() {
 		fin = ms(s.now())
 	}
-	res, err := s.db.ExecContext(ctx, `UPDATE runs SET status=?, message=?, finished=? WHERE id=?`,
+	res, err := s.db.ExecContext(ctx, s.db.Q(`UPDATE {p}runs SET status=$1, message=$2, finished=$3 WHERE id=$4`),
 		string(status), message, fin, id)
 	if err != nil {
 		return fmt.Errorf("health-check store: run %d: set status %s: %w", id, status, err)
@@ -121,7 +124,7 @@ var ErrNoRun = errors.New("no such run")
 const runColumns = `id, kind, status, message, repository, commit_id, started, finished, switches, all_versions, candidate`
 
 func (s *Store) runs(ctx context.Context, where string, args ...any) ([]Run, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT `+runColumns+` FROM runs `+where, args...)
+	rows, err := s.db.QueryContext(ctx, s.db.Q(`SELECT `+runColumns+` FROM {p}runs `+where), args...)
 	if err != nil {
 		return nil, fmt.Errorf("health-check store: runs: %w", err)
 	}
@@ -161,7 +164,7 @@ func (s *Store) runs(ctx context.Context, where string, args ...any) ([]Run, err
 
 // count fills a run's counts and progress from its results.
 func (s *Store) count(ctx context.Context, r *Run) error {
-	rows, err := s.db.QueryContext(ctx, `SELECT switch, state, count(*) FROM results WHERE run=? GROUP BY switch, state`, r.ID)
+	rows, err := s.db.QueryContext(ctx, s.db.Q(`SELECT switch, state, count(*) FROM {p}results WHERE run=$1 GROUP BY switch, state`), r.ID)
 	if err != nil {
 		return fmt.Errorf("health-check store: run %d: counts: %w", r.ID, err)
 	}
@@ -200,7 +203,7 @@ func progress(r *Run, now time.Time) Progress {
 
 // Run returns one run, or ErrNoRun.
 func (s *Store) Run(ctx context.Context, id int64) (*Run, error) {
-	rs, err := s.runs(ctx, `WHERE id=?`, id)
+	rs, err := s.runs(ctx, `WHERE id=$1`, id)
 	if err != nil {
 		return nil, err
 	}
@@ -212,7 +215,7 @@ func (s *Store) Run(ctx context.Context, id int64) (*Run, error) {
 
 // Latest returns the newest finished baseline run (status done), or nil when there is none.
 func (s *Store) Latest(ctx context.Context) (*Run, error) {
-	rs, err := s.runs(ctx, `WHERE kind=? AND status=? ORDER BY id DESC LIMIT 1`, string(Baseline), string(RunDone))
+	rs, err := s.runs(ctx, `WHERE kind=$1 AND status=$2 ORDER BY id DESC LIMIT 1`, string(Baseline), string(RunDone))
 	if err != nil || len(rs) == 0 {
 		return nil, err
 	}
@@ -221,23 +224,28 @@ func (s *Store) Latest(ctx context.Context) (*Run, error) {
 
 // Current returns the runs not finished yet, oldest first.
 func (s *Store) Current(ctx context.Context) ([]Run, error) {
-	return s.runs(ctx, `WHERE status IN (?,?) ORDER BY id`, string(RunPlanning), string(RunRunning))
+	return s.runs(ctx, `WHERE status IN ($1,$2) ORDER BY id`, string(RunPlanning), string(RunRunning))
 }
 
 // Runs returns the newest runs first, at most limit (all when limit is 0); kind ""
 // gives both kinds.
 func (s *Store) Runs(ctx context.Context, kind RunKind, limit int) ([]Run, error) {
-	q, args := `WHERE (?='' OR kind=?) ORDER BY id DESC`, []any{string(kind), string(kind)}
+	var q string
+	var args []any
+	if kind != "" {
+		q, args = `WHERE kind=$1 `, []any{string(kind)}
+	}
+	q += `ORDER BY id DESC`
 	if limit > 0 {
-		q += ` LIMIT ?`
 		args = append(args, limit)
+		q += ` LIMIT $` + strconv.Itoa(len(args))
 	}
 	return s.runs(ctx, q, args...)
 }
 
 // Previous returns the finished baseline run before run id, or nil.
 func (s *Store) Previous(ctx context.Context, id int64) (*Run, error) {
-	rs, err := s.runs(ctx, `WHERE kind=? AND status=? AND id<? ORDER BY id DESC LIMIT 1`,
+	rs, err := s.runs(ctx, `WHERE kind=$1 AND status=$2 AND id<$3 ORDER BY id DESC LIMIT 1`,
 		string(Baseline), string(RunDone), id)
 	if err != nil || len(rs) == 0 {
 		return nil, err
@@ -247,36 +255,33 @@ func (s *Store) Previous(ctx context.Context, id int64) (*Run, error) {
 
 // PutResults records results (new ones, or new states of planned ones) in one transaction.
 func (s *Store) PutResults(ctx context.Context, rs []Result) error {
-	tx, err := s.db.BeginTx(ctx, nil)
-	if err != nil {
-		return fmt.Errorf("health-check store: results: %w", err)
-	}
-	defer tx.Rollback()
-	st, err := tx.PrepareContext(ctx, `INSERT INTO results (run, package, switch, state, kind, message, lines, maintainers,
-		revdeps, attempts, started, duration, log_key, job_id) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)
-		ON CONFLICT DO UPDATE SET state=excluded.state, kind=excluded.kind, message=excluded.message,
-		lines=excluded.lines, maintainers=excluded.maintainers, revdeps=excluded.revdeps, attempts=excluded.attempts,
-		started=excluded.started, duration=excluded.duration, log_key=excluded.log_key, job_id=excluded.job_id`)
-	if err != nil {
-		return fmt.Errorf("health-check store: results: %w", err)
-	}
-	defer st.Close()
-	for _, r := range rs {
-		if _, err := st.ExecContext(ctx, r.Run, r.Package, r.Switch, string(r.State), string(r.Kind), r.Message,
-			strings.Join(r.Lines, "\n"), strings.Join(r.Maintainers, "\n"), r.Revdeps, r.Attempts, ms(r.Started),
-			r.Duration.Milliseconds(), r.Log.Key, r.Log.JobID); err != nil {
-			return fmt.Errorf("health-check store: run %d: result %s on %s: %w", r.Run, r.Package, r.Switch, err)
+	return s.db.Tx(ctx, func(tx *sql.Tx) error {
+		st, err := tx.PrepareContext(ctx, s.db.Q(`INSERT INTO {p}results (run, package, switch, state, kind, message, lines,
+			maintainers, revdeps, attempts, started, duration, log_key, job_id) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14)
+			ON CONFLICT (run, switch, package) DO UPDATE SET state=excluded.state, kind=excluded.kind, message=excluded.message,
+			lines=excluded.lines, maintainers=excluded.maintainers, revdeps=excluded.revdeps, attempts=excluded.attempts,
+			started=excluded.started, duration=excluded.duration, log_key=excluded.log_key, job_id=excluded.job_id`))
+		if err != nil {
+			return fmt.Errorf("health-check store: results: %w", err)
 		}
-	}
-	return tx.Commit()
+		defer st.Close()
+		for _, r := range rs {
+			if _, err := st.ExecContext(ctx, r.Run, r.Package, r.Switch, string(r.State), string(r.Kind), r.Message,
+				strings.Join(r.Lines, "\n"), strings.Join(r.Maintainers, "\n"), r.Revdeps, r.Attempts, ms(r.Started),
+				r.Duration.Milliseconds(), r.Log.Key, r.Log.JobID); err != nil {
+				return fmt.Errorf("health-check store: run %d: result %s on %s: %w", r.Run, r.Package, r.Switch, err)
+			}
+		}
+		return nil
+	})
 }
 
 // SetOutcome records what became of a planned result: its state, kind, message,
 // lines, attempts, times and log, keeping what planning recorded (maintainers,
 // reverse dependencies).
 func (s *Store) SetOutcome(ctx context.Context, r Result) error {
-	res, err := s.db.ExecContext(ctx, `UPDATE results SET state=?, kind=?, message=?, lines=?, attempts=?, started=?,
-		duration=?, log_key=?, job_id=? WHERE run=? AND switch=? AND package=?`,
+	res, err := s.db.ExecContext(ctx, s.db.Q(`UPDATE {p}results SET state=$1, kind=$2, message=$3, lines=$4, attempts=$5,
+		started=$6, duration=$7, log_key=$8, job_id=$9 WHERE run=$10 AND switch=$11 AND package=$12`),
 		string(r.State), string(r.Kind), r.Message, strings.Join(r.Lines, "\n"), r.Attempts, ms(r.Started),
 		r.Duration.Milliseconds(), r.Log.Key, r.Log.JobID, r.Run, r.Switch, r.Package)
 	if err != nil {
@@ -297,23 +302,28 @@ type ResultQuery struct {
 
 // Results returns a run's results by package then switch.
 func (s *Store) Results(ctx context.Context, run int64, q ResultQuery) ([]Result, error) {
-	where, args := `WHERE run=?`, []any{run}
+	where, args := `WHERE run=$1`, []any{run}
+	arg := func(v any) string {
+		args = append(args, v)
+		return "$" + strconv.Itoa(len(args))
+	}
 	if q.Switch != "" {
-		where += ` AND switch=?`
-		args = append(args, q.Switch)
+		where += ` AND switch=` + arg(q.Switch)
 	}
 	if q.Package != "" {
-		where += ` AND (package=? OR package LIKE ? ESCAPE '\')`
-		args = append(args, q.Package, likeEscape(q.Package)+".%")
+		// the package itself, or every version of the name: a prefix compared by its bytes
+		prefix := q.Package + "."
+		where += ` AND (package=` + arg(q.Package) + ` OR substr(package, 1, ` + arg(utf8.RuneCountInString(prefix)) + `)=` + arg(prefix) + `)`
 	}
 	if len(q.States) > 0 {
-		where += ` AND state IN (?` + strings.Repeat(",?", len(q.States)-1) + `)`
-		for _, st := range q.States {
-			args = append(args, string(st))
+		marks := make([]string, len(q.States))
+		for i, st := range q.States {
+			marks[i] = arg(string(st))
 		}
+		where += ` AND state IN (` + strings.Join(marks, ",") + `)`
 	}
-	rows, err := s.db.QueryContext(ctx, `SELECT run, package, switch, state, kind, message, lines, maintainers, revdeps,
-		attempts, started, duration, log_key, job_id FROM results `+where+` ORDER BY package, switch`, args...)
+	rows, err := s.db.QueryContext(ctx, s.db.Q(`SELECT run, package, switch, state, kind, message, lines, maintainers, revdeps,
+		attempts, started, duration, log_key, job_id FROM {p}results `+where+` ORDER BY package, switch`), args...)
 	if err != nil {
 		return nil, fmt.Errorf("health-check store: run %d: results: %w", run, err)
 	}
@@ -335,10 +345,6 @@ func (s *Store) Results(ctx context.Context, run int64, q ResultQuery) ([]Result
 	return out, rows.Err()
 }
 
-func likeEscape(s string) string {
-	return strings.NewReplacer(`\`, `\\`, `%`, `\%`, `_`, `\_`).Replace(s)
-}
-
 func splitLines(s string) []string {
 	if s == "" {
 		return nil
@@ -353,26 +359,31 @@ func (s *Store) Prune(ctx context.Context, keep int) ([]int64, error) {
 	if keep < 1 {
 		return nil, fmt.Errorf("health-check store: prune: keep %d runs: at least one must be kept", keep)
 	}
-	rows, err := s.db.QueryContext(ctx, `SELECT id FROM runs WHERE kind=? AND status IN (?,?,?) ORDER BY id DESC LIMIT -1 OFFSET ?`,
-		string(Baseline), string(RunDone), string(RunFailed), string(RunCancelled), keep)
+	rows, err := s.db.QueryContext(ctx, s.db.Q(`SELECT id FROM {p}runs WHERE kind=$1 AND status IN ($2,$3,$4) ORDER BY id DESC`),
+		string(Baseline), string(RunDone), string(RunFailed), string(RunCancelled))
 	if err != nil {
 		return nil, fmt.Errorf("health-check store: prune: %w", err)
 	}
 	var ids []int64
-	for rows.Next() {
+	for n := 0; rows.Next(); n++ {
 		var id int64
 		if err := rows.Scan(&id); err != nil {
 			rows.Close()
-			return nil, err
+			return nil, fmt.Errorf("health-check store: prune: %w", err)
 		}
-		ids = append(ids, id)
+		if n >= keep {
+			ids = append(ids, id)
+		}
 	}
 	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("health-check store: prune: %w", err)
+	}
 	if len(ids) == 0 {
 		return nil, nil
 	}
 	oldestKept := ids[0] + 1
-	cands, err := s.runs(ctx, `WHERE kind=? AND status IN (?,?,?)`, string(Candidate), string(RunDone), string(RunFailed), string(RunCancelled))
+	cands, err := s.runs(ctx, `WHERE kind=$1 AND status IN ($2,$3,$4)`, string(Candidate), string(RunDone), string(RunFailed), string(RunCancelled))
 	if err != nil {
 		return nil, err
 	}
@@ -381,18 +392,19 @@ func (s *Store) Prune(ctx context.Context, keep int) ([]int64, error) {
 			ids = append(ids, c.ID)
 		}
 	}
-	tx, err := s.db.BeginTx(ctx, nil)
+	err = s.db.Tx(ctx, func(tx *sql.Tx) error {
+		for _, id := range ids {
+			if _, err := tx.ExecContext(ctx, s.db.Q(`DELETE FROM {p}results WHERE run=$1`), id); err != nil {
+				return fmt.Errorf("health-check store: prune run %d: %w", id, err)
+			}
+			if _, err := tx.ExecContext(ctx, s.db.Q(`DELETE FROM {p}runs WHERE id=$1`), id); err != nil {
+				return fmt.Errorf("health-check store: prune run %d: %w", id, err)
+			}
+		}
+		return nil
+	})
 	if err != nil {
 		return nil, err
 	}
-	defer tx.Rollback()
-	for _, id := range ids {
-		if _, err := tx.ExecContext(ctx, `DELETE FROM results WHERE run=?`, id); err != nil {
-			return nil, fmt.Errorf("health-check store: prune run %d: %w", id, err)
-		}
-		if _, err := tx.ExecContext(ctx, `DELETE FROM runs WHERE id=?`, id); err != nil {
-			return nil, fmt.Errorf("health-check store: prune run %d: %w", id, err)
-		}
-	}
-	return ids, tx.Commit()
+	return ids, nil
 }

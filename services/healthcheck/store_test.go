@@ -2,16 +2,24 @@ package healthcheck
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"path/filepath"
 	"slices"
 	"testing"
 	"time"
+
+	"github.com/kiln-ci/kiln/internal/database"
+	"github.com/kiln-ci/kiln/internal/database/databasetest"
 )
 
-func openTestStore(t *testing.T) *Store {
+func TestMain(m *testing.M) { databasetest.Main(m) }
+
+// openTestStore opens a store in a fresh database of backend b, its tables prefixed
+// as in a database the services share.
+func openTestStore(t *testing.T, b database.Backend) *Store {
 	t.Helper()
-	s, err := OpenStore(filepath.Join(t.TempDir(), "hc.db"))
+	s, err := OpenStoreAt(context.Background(), databasetest.Target(t, b), "healthcheck_")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -19,9 +27,20 @@ func openTestStore(t *testing.T) *Store {
 	return s
 }
 
+// eachBackend runs f as a subtest per backend with a fresh store.
+func eachBackend(t *testing.T, f func(t *testing.T, s *Store)) {
+	t.Helper()
+	for _, b := range []database.Backend{database.SQLite, database.Postgres} {
+		t.Run(string(b), func(t *testing.T) { f(t, openTestStore(t, b)) })
+	}
+}
+
 func TestStoreRuns(t *testing.T) {
+	eachBackend(t, testStoreRuns)
+}
+
+func testStoreRuns(t *testing.T, s *Store) {
 	ctx := context.Background()
-	s := openTestStore(t)
 	start := time.Date(2026, 1, 2, 3, 0, 0, 0, time.UTC)
 	s.now = func() time.Time { return start.Add(time.Hour) }
 	switches := []Switch{{Name: "5.2", Compiler: "ocaml-base-compiler.5.2.0", BuildWith: BuildWithOpam}, {Name: "4.14", Compiler: "ocaml-base-compiler.4.14.2"}}
@@ -86,6 +105,8 @@ func TestStoreRuns(t *testing.T) {
 		}{
 			{"switch", ResultQuery{Switch: "5.2"}, []string{"a.1", "b.2", "c.1.0", "d.1"}},
 			{"name", ResultQuery{Package: "c"}, []string{"c.1.0", "c.1.0"}},
+			{"a name is not a pattern", ResultQuery{Package: "_"}, nil},
+			{"a name is compared by its bytes", ResultQuery{Package: "C"}, nil},
 			{"package", ResultQuery{Package: "b.2", Switch: "4.14"}, []string{"b.2"}},
 			{"states", ResultQuery{States: []State{Good, Bad}}, []string{"a.1", "b.2"}},
 		} {
@@ -154,4 +175,51 @@ func TestStoreRuns(t *testing.T) {
 			t.Error("Prune(0) removed everything without an error")
 		}
 	})
+}
+
+// A store file made before the store had migrations opens with its runs, and new runs
+// follow the old ones.
+func TestOpenStoreAdoptsAFileMadeBeforeMigrations(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "healthcheck.db")
+	old, err := sql.Open("sqlite", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range []string{
+		`CREATE TABLE runs (id INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL, status TEXT NOT NULL,
+			message TEXT NOT NULL DEFAULT '', repository TEXT NOT NULL, commit_id TEXT NOT NULL, started INTEGER NOT NULL,
+			finished INTEGER NOT NULL DEFAULT 0, switches TEXT NOT NULL, all_versions INTEGER NOT NULL DEFAULT 0,
+			candidate TEXT NOT NULL DEFAULT '')`,
+		`CREATE TABLE results (run INTEGER NOT NULL, package TEXT NOT NULL, switch TEXT NOT NULL,
+			state TEXT NOT NULL, kind TEXT NOT NULL DEFAULT '', message TEXT NOT NULL DEFAULT '', lines TEXT NOT NULL DEFAULT '',
+			maintainers TEXT NOT NULL DEFAULT '', revdeps INTEGER NOT NULL DEFAULT 0, attempts INTEGER NOT NULL DEFAULT 0,
+			started INTEGER NOT NULL DEFAULT 0, duration INTEGER NOT NULL DEFAULT 0, log_key TEXT NOT NULL DEFAULT '',
+			job_id TEXT NOT NULL DEFAULT '', PRIMARY KEY (run, switch, package))`,
+		`INSERT INTO runs (kind, status, repository, commit_id, started, finished, switches, all_versions)
+			VALUES ('baseline', 'done', 'r', 'c1', 1000, 2000, '[{"name":"5.2"}]', 1)`,
+		`INSERT INTO results (run, package, switch, state) VALUES (1, 'a.1', '5.2', 'good')`,
+	} {
+		if _, err := old.Exec(q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	old.Close()
+	for _, round := range []string{"first open", "second open"} {
+		t.Run(round, func(t *testing.T) {
+			s, err := OpenStore(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			r, err := s.Latest(ctx)
+			if err != nil || r == nil || r.ID != 1 || !r.AllVersions || r.Counts[Good] != 1 {
+				t.Fatalf("latest run of the old file: %+v, %v", r, err)
+			}
+			n := &Run{Repository: "r", Commit: "c2", Switches: r.Switches}
+			if _, err := s.CreateRun(ctx, n); err != nil || n.ID <= 1 {
+				t.Errorf("a new run has id %d (%v), want one after the old file's", n.ID, err)
+			}
+		})
+	}
 }
