@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -242,4 +243,84 @@ func TestPruneCollectsEndedBuilds(t *testing.T) {
 	if freed := testenv.Metrics(t, reg)["kiln_nix_gc_freed_bytes_total{}"]; freed <= 0 {
 		t.Errorf("kiln_nix_gc_freed_bytes_total = %v", freed)
 	}
+}
+
+// TestCancelStopsTheBuild cancels a job while its builder runs: the run returns, and no
+// process of the build is left.
+func TestCancelStopsTheBuild(t *testing.T) {
+	dir := t.TempDir()
+	r, _ := newRunner(t, dir, 0)
+	marker := "kiln-cancel" + strings.ReplaceAll(dir, "/", "-")
+	files := with(nixtest.Project("Hello"), "default.nix", `{ slow = let
+    bb = builtins.path { path = /usr/bin; name = "busybox-static"; filter = p: t: baseNameOf p == "busybox"; };
+  in derivation { name = "slow"; system = builtins.currentSystem; builder = "${bb}/busybox";
+    args = [ "sh" "-c" "echo started-`+marker+`; sleep 600; echo `+marker+`" ]; };
+}
+`)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	started := make(chan struct{})
+	log := &watchWriter{want: "started-" + marker, seen: started}
+	done := make(chan error, 1)
+	go func() {
+		_, _, err := r.RunOutput(ctx, cluster.Task{ID: "slow", Spec: nixrun.Spec{Attr: "slow"}.Encode(), Context: writeTree(t, files)}, log)
+		done <- err
+	}()
+	select {
+	case <-started:
+	case err := <-done:
+		t.Fatalf("the build ended before it was cancelled: %v\n%s", err, log.String())
+	case <-time.After(5 * time.Minute):
+		t.Fatalf("the builder never started:\n%s", log.String())
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Fatal("a cancelled build succeeded")
+		}
+	case <-time.After(5 * time.Minute):
+		t.Fatal("the run did not return after its cancellation")
+	}
+	// The builder is gone once the run returns; the wait only rides out a slow /proc.
+	deadline := time.Now().Add(time.Minute)
+	for pids := processesWith(t, marker); len(pids) > 0; pids = processesWith(t, marker) {
+		if time.Now().After(deadline) {
+			t.Fatalf("processes of the cancelled build are left: %v", pids)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// watchWriter keeps what is written and closes seen once it contains want.
+type watchWriter struct {
+	testenv.Buffer
+	want string
+	seen chan struct{}
+	once sync.Once
+}
+
+func (w *watchWriter) Write(p []byte) (int, error) {
+	n, err := w.Buffer.Write(p)
+	if strings.Contains(w.Buffer.String(), w.want) {
+		w.once.Do(func() { close(w.seen) })
+	}
+	return n, err
+}
+
+// processesWith lists the processes whose command line holds s.
+func processesWith(t *testing.T, s string) []string {
+	t.Helper()
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, e := range entries {
+		cmdline, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if err == nil && bytes.Contains(cmdline, []byte(s)) {
+			out = append(out, e.Name()+": "+strings.ReplaceAll(string(cmdline), "\x00", " "))
+		}
+	}
+	return out
 }
