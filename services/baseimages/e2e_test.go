@@ -22,9 +22,9 @@ import (
 	"github.com/kiln-ci/kiln/builder/image"
 	"github.com/kiln-ci/kiln/builder/image/imagetest"
 	"github.com/kiln-ci/kiln/internal/testenv"
-	"github.com/kiln-ci/kiln/opam/repository/repotest"
 	"github.com/kiln-ci/kiln/registry"
 	"github.com/kiln-ci/kiln/registry/registrytest"
+	"github.com/kiln-ci/kiln/services/baseimages/baseimagestest"
 )
 
 // buildLog receives build logs besides the harness (io.Discard; a file to watch
@@ -51,15 +51,9 @@ type harness struct {
 }
 
 func newHarness(t *testing.T) *harness {
-	testenv.RequireRoot(t)
-	testenv.RequireCommand(t, "runc", "mmdebstrap", "git", "tar")
-	cache := testenv.CacheDir(t, "base-images")
-	b, err := builder.New(builder.Options{Root: filepath.Join(cache, "builder"), Images: imagetest.Store(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
+	b := baseimagestest.Builder(t)
 	h := &harness{t: t, builder: b, work: t.TempDir()}
-	h.exp = &Exporter{Dir: filepath.Join(cache, "export"), Runner: LocalRunner{Builder: b}}
+	h.exp = &Exporter{Dir: baseimagestest.ExportDir(t, "export"), Runner: LocalRunner{Builder: b}}
 	t.Cleanup(func() {
 		if t.Failed() {
 			log := h.log.String()
@@ -82,38 +76,6 @@ func (h *harness) make(p Plan, releases map[string]string, gitDir, commit string
 		h.t.Fatal(err)
 	}
 	return out
-}
-
-// smallOpamRepository is a git repository of a few packages of the shared snapshot,
-// committed at a fixed date so that its commit is the same on every run.
-func smallOpamRepository(t *testing.T) (gitDir, commit string) {
-	src := repotest.Checkout(t)
-	dir := filepath.Join(t.TempDir(), "opam-repository")
-	for _, p := range []string{"repo", "packages/ocaml-system", "packages/ocaml-config", "packages/ocaml", "packages/base-unix", "packages/cppo"} {
-		if out, err := exec.Command("cp", "-a", "--parents", p, dir).CombinedOutput(); err != nil {
-			os.MkdirAll(dir, 0o755)
-			cmd := exec.Command("cp", "-a", "--parents", p, dir)
-			cmd.Dir = src
-			if out2, err := cmd.CombinedOutput(); err != nil {
-				t.Fatalf("copy %s: %v: %s %s", p, err, out, out2)
-			}
-		}
-	}
-	run := func(args ...string) string {
-		cmd := exec.Command("git", args...)
-		cmd.Dir = dir
-		cmd.Env = append(os.Environ(), "GIT_AUTHOR_DATE=2026-06-30T00:00:00Z", "GIT_COMMITTER_DATE=2026-06-30T00:00:00Z",
-			"GIT_AUTHOR_NAME=t", "GIT_AUTHOR_EMAIL=t@t", "GIT_COMMITTER_NAME=t", "GIT_COMMITTER_EMAIL=t@t")
-		out, err := cmd.CombinedOutput()
-		if err != nil {
-			t.Fatalf("git %v: %v: %s", args, err, out)
-		}
-		return strings.TrimSpace(string(out))
-	}
-	run("init", "-q", "-b", "master")
-	run("add", "-A")
-	run("commit", "-q", "-m", "a few packages")
-	return filepath.Join(dir, ".git"), run("rev-parse", "HEAD")
 }
 
 // newRelease registers under the name of o with release date release a copy of o's
@@ -163,7 +125,7 @@ func TestEndToEnd(t *testing.T) {
 	h := newHarness(t)
 	engine := dockertest.Engine(t)
 	reg := registrytest.Shared(t)
-	gitDir, commit := smallOpamRepository(t)
+	gitDir, commit := baseimagestest.SmallOpamRepository(t)
 	plan := testPlan(t, "arches: [amd64, arm64]")
 	pub := publisher(t, reg, credentials(t, reg), "e2e/ocaml/opam")
 	pub.Exporter = h.exp
@@ -356,7 +318,7 @@ func TestRebuildFromScratchSameDigest(t *testing.T) {
 		t.Skip("builds an image from scratch (minutes); set KILN_BASEIMAGES_FROM_SCRATCH=1")
 	}
 	h := newHarness(t)
-	gitDir, commit := smallOpamRepository(t)
+	gitDir, commit := baseimagestest.SmallOpamRepository(t)
 	plan := testPlan(t, "arches: [amd64]\ndistros: [{name: debian-12}]\nocaml: []\nretired-ocaml: ['4.13']")
 	if len(plan.Builds) != 1 {
 		t.Fatalf("plan of %d builds", len(plan.Builds))
