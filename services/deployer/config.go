@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/url"
 	"os"
+	"reflect"
 	"regexp"
 	"runtime"
 	"strconv"
@@ -87,7 +88,21 @@ type ServiceConfig struct {
 	Dockerfile string            `yaml:"dockerfile"`
 	Context    string            `yaml:"context"`
 	BuildArgs  map[string]string `yaml:"build_args"`
-	Archs      []string          `yaml:"archs"`
+	// Archs are the architectures built (default this machine's). Other
+	// architectures than this machine's need Spec.
+	Archs []string `yaml:"archs"`
+	// Spec, instead of Dockerfile, is a builder spec (relative to Context), built with
+	// kiln's builder once per architecture, on the fleet's pool of each (arm64 under
+	// qemu), and published as one multi-architecture index.
+	Spec string `yaml:"spec"`
+	// From replaces the spec's (from …) for the architectures it names
+	// (arm64: kiln/debian:bookworm-arm64).
+	From map[string]string `yaml:"from"`
+	// ImageRoot is the folder of a spec's result that becomes the image's root
+	// filesystem (default /: all of it).
+	ImageRoot string `yaml:"image_root"`
+	// ImageConfig is the config of a spec's images.
+	ImageConfig ImageSettings `yaml:"image_config"`
 	// Image is the repository in the registry (name, without the registry address).
 	Image  string       `yaml:"image"`
 	Health HealthConfig `yaml:"health"`
@@ -99,6 +114,15 @@ type ServiceConfig struct {
 	Promote    string  `yaml:"promote"`
 	Staging    *Target `yaml:"staging,omitempty"`
 	Production Target  `yaml:"production"`
+}
+
+// ImageSettings are what a spec's image runs and how.
+type ImageSettings struct {
+	Entrypoint []string `yaml:"entrypoint"`
+	Cmd        []string `yaml:"cmd"`
+	Env        []string `yaml:"env"`
+	WorkingDir string   `yaml:"workdir"`
+	User       string   `yaml:"user"`
 }
 
 // HealthConfig is the HTTP check a deployed instance must pass.
@@ -314,7 +338,10 @@ func (c *Config) check() error {
 		if s.Branch == "" {
 			s.Branch = "main"
 		}
-		if s.Dockerfile == "" {
+		switch {
+		case s.Spec != "" && s.Dockerfile != "":
+			bad("%s: dockerfile and spec: give one", where)
+		case s.Spec == "" && s.Dockerfile == "":
 			s.Dockerfile = "Dockerfile"
 		}
 		if s.Context == "" {
@@ -323,11 +350,7 @@ func (c *Config) check() error {
 		if s.Image == "" {
 			bad("%s.image: missing", where)
 		}
-		for _, a := range s.Archs {
-			if a != runtime.GOARCH {
-				bad("%s.archs: %s: only this machine's architecture (%s) is built", where, a, runtime.GOARCH)
-			}
-		}
+		c.checkBuild(where, s, bad)
 		switch s.Promote {
 		case "":
 			s.Promote = "auto"
@@ -347,6 +370,46 @@ func (c *Config) check() error {
 		c.checkTarget(where+".production", &s.Production, bad)
 	}
 	return errors.Join(errs...)
+}
+
+// archPools are the architectures a spec is built for, and the fleet's pool of each.
+var archPools = map[string]string{"amd64": "linux-x86_64", "arm64": "linux-arm64", "ppc64el": "linux-ppc64le", "s390x": "linux-s390x", "riscv64": "linux-riscv64"}
+
+// checkBuild checks how a service is built: a Dockerfile builds this machine's
+// architecture only; a spec any architecture of the fleet.
+func (c *Config) checkBuild(where string, s *ServiceConfig, bad func(string, ...any)) {
+	if len(s.Archs) == 0 {
+		s.Archs = []string{runtime.GOARCH}
+	}
+	seen := map[string]bool{}
+	for _, a := range s.Archs {
+		switch {
+		case seen[a]:
+			bad("%s.archs: %s twice", where, a)
+		case s.Spec == "" && a != runtime.GOARCH:
+			bad("%s.archs: %s: a Dockerfile builds only this machine's architecture (%s); a spec builds others", where, a, runtime.GOARCH)
+		case s.Spec != "" && archPools[a] == "":
+			bad("%s.archs: %s: not one of amd64, arm64, ppc64el, s390x, riscv64", where, a)
+		}
+		seen[a] = true
+	}
+	if s.Spec == "" {
+		if len(s.From) > 0 || s.ImageRoot != "" || !reflect.DeepEqual(s.ImageConfig, ImageSettings{}) {
+			bad("%s: from, image_root and image_config are for a spec", where)
+		}
+		return
+	}
+	for a := range s.From {
+		if !seen[a] {
+			bad("%s.from: %s is not one of archs", where, a)
+		}
+	}
+	if s.ImageRoot == "" {
+		s.ImageRoot = "/"
+	}
+	if !strings.HasPrefix(s.ImageRoot, "/") || strings.Contains(s.ImageRoot, "..") {
+		bad("%s.image_root: %q: want an absolute path without ..", where, s.ImageRoot)
+	}
 }
 
 func (c *Config) checkTarget(where string, t *Target, bad func(string, ...any)) {

@@ -88,6 +88,21 @@ func TestParseConfig(t *testing.T) {
 			return strings.Replace(strings.Replace(s, dir+"/hook", dir+"/nohook", 1), "image: ocaml/web", "", 1)
 		}, want: []string{"notify[0]: url_file: open " + dir + "/nohook", "services.web.image: missing"}},
 		{name: "empty", edit: func(string) string { return "" }, want: []string{"empty"}},
+		{name: "a spec built for two architectures", edit: func(s string) string {
+			return strings.Replace(s, "image: ocaml/web", "image: ocaml/web\n    spec: deploy.spec\n    archs: [amd64, arm64]\n    from: {arm64: kiln/debian:bookworm-arm64}\n    image_root: /image\n    image_config: {entrypoint: [/server]}", 1)
+		}},
+		{name: "a Dockerfile built for another architecture", edit: func(s string) string {
+			return strings.Replace(s, "image: ocaml/web", "image: ocaml/web\n    archs: [amd64, arm64, arm64]", 1)
+		}, want: []string{"services.web.archs: arm64: a Dockerfile builds only this machine's architecture", "services.web.archs: arm64 twice"}},
+		{name: "a spec with an unknown architecture and a from of another", edit: func(s string) string {
+			return strings.Replace(s, "image: ocaml/web", "image: ocaml/web\n    spec: deploy.spec\n    archs: [mips]\n    from: {arm64: x}\n    image_root: image", 1)
+		}, want: []string{"services.web.archs: mips: not one of", "services.web.from: arm64 is not one of archs", `services.web.image_root: "image": want an absolute path`}},
+		{name: "a spec and a Dockerfile", edit: func(s string) string {
+			return strings.Replace(s, "image: ocaml/web", "image: ocaml/web\n    spec: deploy.spec\n    dockerfile: Dockerfile", 1)
+		}, want: []string{"services.web: dockerfile and spec: give one"}},
+		{name: "image settings without a spec", edit: func(s string) string {
+			return strings.Replace(s, "image: ocaml/web", "image: ocaml/web\n    image_root: /image", 1)
+		}, want: []string{"services.web: from, image_root and image_config are for a spec"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c, err := ParseConfig([]byte(tc.edit(good)))
@@ -95,7 +110,7 @@ func TestParseConfig(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				if c.Services[0].Branch != "main" || c.Services[0].Dockerfile != "Dockerfile" || c.Services[0].Health.Deadline.Or(0) == 0 {
+				if c.Services[0].Branch != "main" || c.Services[0].Dockerfile != "Dockerfile" && c.Services[0].Spec == "" || len(c.Services[0].Archs) == 0 || c.Services[0].Health.Deadline.Or(0) == 0 {
 					t.Errorf("defaults not filled in: %+v", c.Services[0])
 				}
 				return

@@ -51,6 +51,9 @@ type Options struct {
 	// engine job, shown in the console with its log. The engine must run Pipeline:
 	// until it does, these steps wait.
 	Jobs bool
+	// Specs builds the services built from a builder spec (none: such a service's
+	// builds fail saying so).
+	Specs SpecRunner
 }
 
 // Deployer deploys the services of its configuration.
@@ -361,7 +364,9 @@ func (d *Deployer) build(ctx context.Context, cfg *Config, svc *ServiceConfig, r
 	d.publishStatus(ctx, svc, ref, commit, forge.Running, "building")
 	logPath := filepath.Join(d.o.StateDir, "logs", svc.Name+"-"+commit+".log")
 	job, err := d.inJob(ctx, OpBuild, svc.Name, fmt.Sprintf("build %s %s (%s)", svc.Name, short(commit), ref), func(ctx context.Context, log io.Writer) error {
-		return d.buildImage(ctx, cfg, svc, commit, b.Tag, logPath, log)
+		var err error
+		b.Snapshots, err = d.buildImage(ctx, cfg, svc, commit, b.Tag, logPath, log)
+		return err
 	})
 	b.Job = job
 	b.Finished = time.Now().UTC()
@@ -376,7 +381,7 @@ func (d *Deployer) build(ctx context.Context, cfg *Config, svc *ServiceConfig, r
 		d.publishStatus(ctx, svc, ref, commit, forge.Passed, "deployable")
 	}
 	d.log.Info("deployer: built", "service", svc.Name, "ref", ref, "commit", short(commit), "state", b.State, "duration", b.Finished.Sub(b.Started))
-	if b.State == forge.Passed && ref != "refs/heads/"+svc.Branch {
+	if b.State == forge.Passed && ref != "refs/heads/"+svc.Branch && svc.Spec == "" {
 		// Only the deployed branch's images are published; the others' layers stay in
 		// the engine's build cache. A release of the commit later builds it again.
 		if err := dockerCmd(context.WithoutCancel(ctx), d.buildEngine(cfg), "rmi", b.Tag); err != nil {
@@ -388,40 +393,46 @@ func (d *Deployer) build(ctx context.Context, cfg *Config, svc *ServiceConfig, r
 	return b
 }
 
-// buildImage builds commit's image as tag, its log written to logPath and to log.
-func (d *Deployer) buildImage(ctx context.Context, cfg *Config, svc *ServiceConfig, commit, tag, logPath string, log io.Writer) error {
+// buildImage builds commit's image, its log written to logPath and to log: from a
+// Dockerfile, as the build engine's image tag; from a spec, as the snapshots of its
+// architectures, which it returns.
+func (d *Deployer) buildImage(ctx context.Context, cfg *Config, svc *ServiceConfig, commit, tag, logPath string, log io.Writer) (map[string]string, error) {
 	repo, err := d.o.Mirrors.FetchCommit(ctx, svc.Repo, commit)
 	if err != nil {
-		return fmt.Errorf("fetch %s: %w", short(commit), err)
+		return nil, fmt.Errorf("fetch %s: %w", short(commit), err)
 	}
 	dir, err := os.MkdirTemp(d.o.StateDir, "checkout-")
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer os.RemoveAll(dir)
 	src := filepath.Join(dir, "src")
 	if err := repo.Checkout(ctx, commit, src); err != nil {
-		return fmt.Errorf("checkout %s: %w", short(commit), err)
+		return nil, fmt.Errorf("checkout %s: %w", short(commit), err)
 	}
 	ctxDir := filepath.Join(src, svc.Context)
-	df, err := os.ReadFile(filepath.Join(ctxDir, svc.Dockerfile))
-	if err != nil {
-		return fmt.Errorf("no %s in %s at %s", svc.Dockerfile, svc.Context, short(commit))
-	}
 	if err := os.MkdirAll(filepath.Dir(logPath), 0o755); err != nil {
-		return err
+		return nil, err
 	}
 	logf, err := os.Create(logPath)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer logf.Close()
+	log = io.MultiWriter(logf, log)
+	if svc.Spec != "" {
+		return d.buildSpec(ctx, svc, commit, ctxDir, log)
+	}
+	df, err := os.ReadFile(filepath.Join(ctxDir, svc.Dockerfile))
+	if err != nil {
+		return nil, fmt.Errorf("no %s in %s at %s", svc.Dockerfile, svc.Context, short(commit))
+	}
 	var extra []string
 	for _, k := range sortedKeys(svc.BuildArgs) {
 		extra = append(extra, "--build-arg", k+"="+svc.BuildArgs[k])
 	}
 	e := d.buildEngine(cfg)
-	return e.BuildDockerfile(ctx, string(df), ctxDir, tag, io.MultiWriter(logf, log), extra...)
+	return nil, e.BuildDockerfile(ctx, string(df), ctxDir, tag, log, extra...)
 }
 
 func (d *Deployer) publishStatus(ctx context.Context, svc *ServiceConfig, ref, commit string, st forge.State, msg string) {
@@ -443,7 +454,7 @@ func (d *Deployer) publishStatus(ctx context.Context, svc *ServiceConfig, ref, c
 // first when configured, then to production (at once, or when confirmed).
 func (d *Deployer) release(ctx context.Context, cfg *Config, svc *ServiceConfig, commit string, b *Build) {
 	d.st.setAttempted(svc.Name, commit)
-	if !d.buildEngine(cfg).ImageExists(ctx, b.Tag) {
+	if svc.Spec != "" && !d.specBuilt(b) || svc.Spec == "" && !d.buildEngine(cfg).ImageExists(ctx, b.Tag) {
 		// Built for another ref, or the engine lost it: build it again.
 		if b = d.build(ctx, cfg, svc, "refs/heads/"+svc.Branch, commit); b.State != forge.Passed {
 			d.finish(svc, "publish", commit, "", b.Job, time.Now(), fmt.Errorf("build %s again: %s", short(commit), b.Message))
@@ -453,9 +464,13 @@ func (d *Deployer) release(ctx context.Context, cfg *Config, svc *ServiceConfig,
 	var digest string
 	start := time.Now()
 	job, err := d.inJob(ctx, OpPush, svc.Name, fmt.Sprintf("push %s %s", svc.Name, short(commit)), func(ctx context.Context, log io.Writer) error {
-		fmt.Fprintf(log, "pushing %s to %s/%s\n", b.Tag, cfg.Registry.Address, svc.Image)
+		fmt.Fprintf(log, "pushing %s %s to %s/%s\n", svc.Name, short(commit), cfg.Registry.Address, svc.Image)
 		err := d.retry(ctx, cfg, svc, "publish", 0, func() (err error) {
-			digest, err = d.publish(ctx, cfg, svc, b.Tag)
+			if svc.Spec != "" {
+				digest, err = d.publishSpec(ctx, cfg, svc, b, log)
+			} else {
+				digest, err = d.publish(ctx, cfg, svc, b.Tag)
+			}
 			return err
 		})
 		if err == nil {

@@ -14,12 +14,13 @@ import (
 
 // The engine operations of the deployer's steps.
 const (
-	OpBuild    = "deployer-build"    // a commit built for deployability
-	OpPush     = "deployer-push"     // a release's image pushed to the registry
-	OpDeploy   = "deployer-deploy"   // a digest deployed to a stage and health-checked
-	OpRollback = "deployer-rollback" // an admin's rollback to an earlier digest
-	OpHealth   = "deployer-health"   // a periodic health check of a live stage
-	OpPromote  = "deployer-promote"  // a promotion waiting for the engine's confirmation
+	OpBuild     = "deployer-build"      // a commit built for deployability
+	OpBuildArch = "deployer-build-arch" // a spec built for one architecture, on its pool
+	OpPush      = "deployer-push"       // a release's image pushed to the registry
+	OpDeploy    = "deployer-deploy"     // a digest deployed to a stage and health-checked
+	OpRollback  = "deployer-rollback"   // an admin's rollback to an earlier digest
+	OpHealth    = "deployer-health"     // a periodic health check of a live stage
+	OpPromote   = "deployer-promote"    // a promotion waiting for the engine's confirmation
 )
 
 // Step is one step of the deployer run as an engine job.
@@ -34,12 +35,27 @@ type Step struct {
 
 // stepRun is a step waiting for its engine job, and then its outcome.
 type stepRun struct {
-	ctx   context.Context
-	fn    func(ctx context.Context, log io.Writer) error
-	start sync.Once
-	done  chan struct{}
-	job   string
-	err   error
+	ctx  context.Context
+	fn   func(ctx context.Context, log io.Writer) error
+	done chan struct{}
+
+	mu      sync.Mutex
+	running bool // fn runs now
+	over    bool // done is closed
+	job     string
+	err     error
+}
+
+// finish ends the step with err, unless it ended already, and reports whether it did.
+func (r *stepRun) finish(job string, err error) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.over {
+		return false
+	}
+	r.over, r.job, r.err = true, job, err
+	close(r.done)
+	return true
 }
 
 // steps hands the deployer's steps to the engine: while the engine runs the deployer's
@@ -88,9 +104,15 @@ func jobLogf(ctx context.Context, format string, args ...any) {
 // Without an engine running the pipeline, or within another job of the deployer (a
 // promotion's deploy), fn runs at once, in the caller's job if any.
 func (d *Deployer) inJob(ctx context.Context, op, service, label string, fn func(ctx context.Context, log io.Writer) error) (string, error) {
+	return d.runInJob(ctx, op, service, label, false, fn)
+}
+
+// runInJob is inJob; with own, fn gets a job of its own even within another job (a
+// fleet build needs the engine job it runs in).
+func (d *Deployer) runInJob(ctx context.Context, op, service, label string, own bool, fn func(ctx context.Context, log io.Writer) error) (string, error) {
 	st := d.steps
 	st.mu.Lock()
-	if j := jobOf(ctx); j != nil || !st.on {
+	if j := jobOf(ctx); j != nil && !own || !st.on {
 		st.mu.Unlock()
 		if j != nil {
 			fmt.Fprintf(j.w, "--- %s ---\n", label)
@@ -117,8 +139,13 @@ func (d *Deployer) inJob(ctx context.Context, op, service, label string, fn func
 		return r.job, r.err
 	case <-ctx.Done():
 	}
-	// Not started: it never will be. Started: fn sees ctx end; wait for it.
-	r.start.Do(func() { r.err = ctx.Err(); close(r.done) })
+	// Not running: it never will be. Running: fn sees ctx end; wait for it.
+	r.mu.Lock()
+	if !r.running && !r.over {
+		r.over, r.err = true, ctx.Err()
+		close(r.done)
+	}
+	r.mu.Unlock()
 	<-r.done
 	return r.job, r.err
 }
@@ -133,24 +160,37 @@ func (d *Deployer) runStep(ctx context.Context, j *current.Job, s Step) (string,
 	if r == nil {
 		return "", errors.New("nothing waits for this step any more: a new commit, a promotion or a rollback deploys again")
 	}
-	ran := false
-	r.start.Do(func() {
-		ran = true
-		ctx, cancel := context.WithCancel(ctx)
-		stop := context.AfterFunc(r.ctx, cancel) // the caller gave up
-		defer func() { stop(); cancel() }()
-		r.job = j.ID()
-		r.err = r.fn(withJob(ctx, j.ID(), j), j)
-		close(r.done)
-	})
-	if !ran {
+	r.mu.Lock()
+	if r.over || r.running {
+		r.mu.Unlock()
 		return "", errors.New("this step already ran or was given up")
 	}
-	if r.err != nil {
-		j.Logf("failed: %v", r.err)
-		return "", jobError(r.err)
+	r.running = true
+	r.mu.Unlock()
+	err := d.runFn(ctx, j, r)
+	var aw *current.AwaitError
+	if errors.As(err, &aw) {
+		// The job is put aside (a fleet build waits in the queue); the engine runs it
+		// again, and fn goes on, when it is resumed.
+		r.mu.Lock()
+		r.running = false
+		r.mu.Unlock()
+		return "", err
+	}
+	r.finish(j.ID(), err)
+	if err != nil {
+		j.Logf("failed: %v", err)
+		return "", jobError(err)
 	}
 	return "done", nil
+}
+
+// runFn runs a step's function in job j, cancelled when the caller gives up.
+func (d *Deployer) runFn(ctx context.Context, j *current.Job, r *stepRun) error {
+	ctx, cancel := context.WithCancel(ctx)
+	stop := context.AfterFunc(r.ctx, cancel)
+	defer func() { stop(); cancel() }()
+	return r.fn(withJob(ctx, j.ID(), j), j)
 }
 
 // jobError gives an engine job's error the kind of an infrastructure failure, so the
@@ -165,10 +205,14 @@ func jobError(err error) error {
 // stepsPipeline maps the waiting steps of each operation to its jobs.
 func (d *Deployer) stepsPipeline() current.Term[current.Unit] {
 	var terms []current.AnyTerm
-	for _, name := range []string{OpBuild, OpPush, OpDeploy, OpRollback, OpHealth} {
+	for _, name := range []string{OpBuild, OpBuildArch, OpPush, OpDeploy, OpRollback, OpHealth} {
+		pool := "deployer"
+		if name == OpBuildArch {
+			pool = "deployer-arch" // a build job waits for these: they must not wait for its slot
+		}
 		op := &current.Op[Step, string]{
 			Name:    name,
-			Pool:    "deployer",
+			Pool:    pool,
 			NoRetry: true,
 			Key:     func(s Step) string { return fmt.Sprintf("%s %d", s.Service, s.Seq) },
 			Label:   func(s Step) string { return s.Label },

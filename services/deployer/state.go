@@ -53,6 +53,8 @@ type Build struct {
 	Digest   string      `json:"digest,omitempty"`
 	Started  time.Time   `json:"started"`
 	Finished time.Time   `json:"finished,omitzero"`
+	// Snapshots are the builder's results of a spec, by architecture.
+	Snapshots map[string]string `json:"snapshots,omitempty"`
 	// Job and PushJob are the engine jobs of the build and of its push.
 	Job     string `json:"job,omitempty"`
 	PushJob string `json:"push_job,omitempty"`
