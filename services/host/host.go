@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"path/filepath"
 	"slices"
 	"sort"
 	"time"
@@ -35,6 +36,10 @@ type Env struct {
 	Mirrors *git.Mirrors
 	// StateDir is the server's state folder; each service keeps its files under it.
 	StateDir string
+	// Database is the database the services keep their tables in (their indexes): a
+	// postgres:// URL or a SQLite file, shared with the engine. Empty, each service
+	// keeps a SQLite file of its own in StateDir.
+	Database string
 	// BaseURL is the public address of the web UI, for links in statuses.
 	BaseURL string
 	// Images is the builder's image store folder, shared with the local workers.
@@ -44,6 +49,15 @@ type Env struct {
 	// MemoryIdle is how long the engine is idle before the memory kept from a burst of
 	// work goes back to the system (default DefaultMemoryIdle; see MemoryReturner).
 	MemoryIdle time.Duration
+}
+
+// Tables says where the service name keeps its tables: in Database, each table's name
+// starting with name and "_", or else in the SQLite file file of StateDir, unprefixed.
+func (e *Env) Tables(name, file string) (target, prefix string) {
+	if e.Database != "" {
+		return e.Database, name + "_"
+	}
+	return filepath.Join(e.StateDir, file), ""
 }
 
 // Service is one service a host can run.
