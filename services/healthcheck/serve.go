@@ -80,7 +80,8 @@ func (c *served) Start(ctx context.Context, env *host.Env) (*host.Running, error
 	if err != nil {
 		return nil, err
 	}
-	store, err := OpenStore(filepath.Join(env.StateDir, "healthcheck.db"))
+	target, prefix := env.Tables("healthcheck", "healthcheck.db")
+	store, err := OpenStoreAt(ctx, target, prefix)
 	if err != nil {
 		return nil, err
 	}

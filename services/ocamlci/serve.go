@@ -62,7 +62,8 @@ func (c *served) Start(ctx context.Context, env *host.Env) (*host.Running, error
 	if err != nil {
 		return nil, fmt.Errorf("--platform-image: %w", err)
 	}
-	idx, err := results.OpenIndex(filepath.Join(env.StateDir, "ocamlci.db"))
+	target, prefix := env.Tables("ocamlci", "ocamlci.db")
+	idx, err := results.Open(ctx, target, prefix)
 	if err != nil {
 		return nil, err
 	}

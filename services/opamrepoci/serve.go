@@ -112,7 +112,8 @@ func (c *served) Start(ctx context.Context, env *host.Env) (*host.Running, error
 	} else if env.Forges.Empty() {
 		return nil, errors.New("opam-repo-ci follows no repository: give --opam-repo-ci-repo OWNER/NAME=GIT-URL, or follow a forge (--github-app-id, --gitea-url)")
 	}
-	idx, err := results.OpenIndex(filepath.Join(env.StateDir, "opamrepoci.db"))
+	target, prefix := env.Tables("opamrepoci", "opamrepoci.db")
+	idx, err := results.Open(ctx, target, prefix)
 	if err != nil {
 		return nil, err
 	}
