@@ -37,7 +37,7 @@ func (f FleetRunner) run(ctx context.Context, j *current.Job, pool string, urgen
 	if job.Timeout <= 0 {
 		job.Timeout = defaultTimeout
 	}
-	demux := newArmDemux(job, store.Machine{})
+	demux := newArmDemux(job, store.Machine{CountersNote: notCountedInSandbox})
 	dir, sp, err := Sandbox{Image: f.Image, Deps: f.Deps}.prepare(ctx, job, j)
 	if err != nil {
 		return demux.outcome(err)

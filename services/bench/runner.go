@@ -34,7 +34,14 @@ type Job struct {
 	// CPUs pins the runs to these CPUs (the slot's cpuset, "2" or "2,3"); "" runs
 	// anywhere.
 	CPUs string
+	// Count is the performance counter read around each run by the host runner, its
+	// counts recorded as the metric kiln/counters/EVENT: "" counts instructions
+	// retired where the CPU exposes them, "task-clock" the CPU time, "none" nothing.
+	Count string
 }
+
+// counted is the benchmark and test of the counts read around the runs.
+const countedBench, countedTest = "kiln", "counters"
 
 // Outcome is what a job printed and measured.
 type Outcome struct {
@@ -70,41 +77,73 @@ func Run(ctx context.Context, job Job, log io.Writer) (out Outcome) {
 		log = io.Discard
 	}
 	out = Outcome{Machine: MachineState(job.CPUs)}
+	ev, count := counterOf(job.Count, out.Machine)
 	head := benchfmt.NewParser(benchfmt.Limits{})
 	var base *benchfmt.Parser
 	if job.BaseDir != "" {
 		base = benchfmt.NewParser(benchfmt.Limits{})
 	}
 	logc := &lineCount{w: log}
+	type arm struct {
+		arm    store.Arm
+		name   string
+		dir    string
+		out    *lineCount
+		parser *benchfmt.Parser
+		counts []float64
+	}
+	var arms []*arm
+	if base != nil {
+		arms = append(arms, &arm{store.Base, "base", job.BaseDir, &lineCount{w: base}, base, nil})
+	}
+	arms = append(arms, &arm{store.Head, "head", job.Dir, &lineCount{w: head}, head, nil})
 	defer func() {
-		out.Head = head.Close()
-		if base != nil {
-			out.Base = base.Close()
+		for _, a := range arms {
+			o := a.parser.Close()
+			if len(a.counts) > 0 {
+				o.Benchmarks = append(o.Benchmarks, benchfmt.Benchmark{Name: countedBench, Version: 3, Results: []benchfmt.Result{{Test: countedTest,
+					Metrics: []benchfmt.Metric{{Name: ev.Name, Units: ev.Units, Trend: benchfmt.LowerIsBetter, Value: benchfmt.Value{Kind: benchfmt.List, Samples: a.counts}}}}}})
+			}
+			if a.arm == store.Base {
+				out.Base = o
+			} else {
+				out.Head = o
+			}
 		}
 		out.logLines = logc.n
 	}()
-	type arm struct {
-		arm  store.Arm
-		name string
-		dir  string
-		out  *lineCount
-	}
-	var arms []arm
-	if base != nil {
-		arms = append(arms, arm{store.Base, "base", job.BaseDir, &lineCount{w: base}})
-	}
-	arms = append(arms, arm{store.Head, "head", job.Dir, &lineCount{w: head}})
 	for i := range job.Repeats {
 		for _, a := range arms {
 			fmt.Fprintf(logc, "## repeat %d/%d: %s\n", i+1, job.Repeats, a.name)
 			out.Log = append(out.Log, store.LogSpan{Arm: a.arm, Line: a.out.next(), LogLine: logc.next()})
-			if err := runOnce(ctx, job, a.dir, io.MultiWriter(logc, a.out)); err != nil {
+			n, err := runOnce(ctx, job, a.dir, io.MultiWriter(logc, a.out), ev, count)
+			if err != nil {
 				out.Err = fmt.Errorf("repeat %d of the %s: %w", i+1, a.name, err)
 				return out
+			}
+			switch {
+			case n.err != nil:
+				count = false
+				out.Machine.Counters, out.Machine.CountersNote = false, n.err.Error()
+				fmt.Fprintf(logc, "kiln-bench: %v: no longer counted\n", n.err)
+			case count:
+				a.counts = append(a.counts, float64(n.n))
+				out.Machine.Counters, out.Machine.CountersNote = true, ev.Name+" counted around each run"
 			}
 		}
 	}
 	return out
+}
+
+// counterOf is the event job.Count asks for, and whether to count it on machine m.
+func counterOf(name string, m store.Machine) (detect.Event, bool) {
+	switch name {
+	case "none":
+		return detect.Event{}, false
+	case "":
+		return detect.Instructions, m.CountersNote == ""
+	}
+	return detect.EventNamed(name)
 }
 
 // lineCount counts the lines written through it to w.
@@ -122,7 +161,15 @@ func (c *lineCount) Write(p []byte) (int, error) {
 // next is the line (1-based) the next byte written goes on.
 func (c *lineCount) next() int { return c.n + 1 }
 
-func runOnce(ctx context.Context, job Job, dir string, w io.Writer) error {
+// count is what a counter read around one run: n, or why nothing.
+type count struct {
+	n   uint64
+	err error
+}
+
+// runOnce runs job's command once in dir, its output to w; with count, ev is counted
+// for the command and everything it starts.
+func runOnce(ctx context.Context, job Job, dir string, w io.Writer, ev detect.Event, withCount bool) (c count, err error) {
 	ctx, cancel := context.WithTimeout(ctx, job.Timeout)
 	defer cancel()
 	args := []string{"sh", "-c", job.Command}
@@ -147,24 +194,40 @@ func runOnce(ctx context.Context, job Job, dir string, w io.Writer) error {
 	}
 	cmd.Stdout, cmd.Stderr = w, w
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if withCount {
+		// The process inherits a counter of this thread: it is started from it, and
+		// the thread serves nothing else until the process has ended.
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		if counter, err := detect.Open(ev, true); err != nil {
+			c.err = err
+		} else {
+			defer counter.Close()
+			defer func() {
+				if c.err == nil {
+					c.n, c.err = counter.Read()
+				}
+			}()
+		}
+	}
 	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("start %q: %w", job.Command, err)
+		return c, fmt.Errorf("start %q: %w", job.Command, err)
 	}
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait() }()
 	select {
 	case err := <-done:
 		if err != nil {
-			return fmt.Errorf("%q: %w", job.Command, err)
+			return c, fmt.Errorf("%q: %w", job.Command, err)
 		}
-		return nil
+		return c, nil
 	case <-ctx.Done():
 		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 		<-done
 		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-			return fmt.Errorf("%w: %q ran for %s and was killed", ErrTimeout, job.Command, job.Timeout)
+			return c, fmt.Errorf("%w: %q ran for %s and was killed", ErrTimeout, job.Command, job.Timeout)
 		}
-		return ctx.Err()
+		return c, ctx.Err()
 	}
 }
 
@@ -180,7 +243,9 @@ func archName() string {
 // the frequency governor, the kernel and the CPUs of the slot.
 func MachineState(cpus string) store.Machine {
 	m := store.Machine{CPUs: cpus, Worker: hostname()}
-	m.Counters, _ = detect.CountersAvailable()
+	if ok, why := detect.CountersAvailable(); !ok {
+		m.CountersNote = "instructions not counted: " + why
+	}
 	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
 		for _, l := range strings.Split(string(b), "\n") {
 			if k, v, ok := strings.Cut(l, ":"); ok && strings.TrimSpace(k) == "model name" {

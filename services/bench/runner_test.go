@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -205,6 +206,71 @@ func TestRecordJob(t *testing.T) {
 			}
 			if strings.Join(regr, ",") != strings.Join(c.regr, ",") {
 				t.Errorf("regressions %v, want %v", regr, c.regr)
+			}
+		})
+	}
+}
+
+// TestRunCounters reads a performance counter around each run: task-clock (the CPU
+// time, counted everywhere) is stored beside time, one sample per repeat and arm, and
+// is larger for the arm that works more; by default instructions retired are counted
+// where the CPU exposes them, and the machine state says why not where it does not.
+func TestRunCounters(t *testing.T) {
+	testenv.RequireCommand(t, "sh")
+	// The head (speed 130) also loops 30,000 times, the base does not.
+	command := `sh bench.sh; if [ "$(cat speed)" = 130 ]; then i=0; while [ $i -lt 30000 ]; do i=$((i+1)); done; fi`
+	hasPMU, why := detect.CountersAvailable()
+	type counterCase struct {
+		name    string
+		count   string
+		metric  string // "" for none
+		note    string // in the machine's CountersNote
+		heavier bool   // the head's counts exceed the base's
+	}
+	cases := []counterCase{
+		{name: "task-clock beside time", count: "task-clock", metric: "task-clock", note: "task-clock counted", heavier: true},
+		{name: "nothing counted", count: "none"},
+	}
+	if hasPMU {
+		cases = append(cases, counterCase{name: "instructions by default", metric: "instructions", note: "instructions counted", heavier: true})
+	} else {
+		cases = append(cases, counterCase{name: "no instructions without a PMU", note: why})
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			job := Job{Dir: checkout(t, "130"), BaseDir: checkout(t, "100"), Command: command, Repeats: 2, Count: c.count}
+			o := Run(context.Background(), job, nil)
+			if o.Err != nil {
+				t.Fatal(o.Err)
+			}
+			if !strings.Contains(o.Machine.CountersNote, c.note) || o.Machine.Counters != (c.metric != "") {
+				t.Errorf("machine counters %v, note %q; want %v and a note with %q", o.Machine.Counters, o.Machine.CountersNote, c.metric != "", c.note)
+			}
+			head, inHead := o.Head.Find(countedBench, countedTest, c.metric)
+			base, inBase := o.Base.Find(countedBench, countedTest, c.metric)
+			if c.metric == "" {
+				for _, out := range []*benchfmt.Output{o.Head, o.Base} {
+					for _, b := range out.Benchmarks {
+						if b.Name == countedBench {
+							t.Errorf("counts stored though none asked: %+v", b)
+						}
+					}
+				}
+				return
+			}
+			if !inHead || !inBase || len(head.Value.Samples) != 2 || len(base.Value.Samples) != 2 {
+				t.Fatalf("counts: head %+v, base %+v; want 2 samples each", head.Value, base.Value)
+			}
+			for _, x := range append(head.Value.Samples, base.Value.Samples...) {
+				if x <= 0 {
+					t.Errorf("a count of %v", x)
+				}
+			}
+			if c.heavier && slices.Min(head.Value.Samples) <= slices.Max(base.Value.Samples) {
+				t.Errorf("the head that loops counted %v, the base %v", head.Value.Samples, base.Value.Samples)
+			}
+			if time, ok := o.Head.Find("b", "t", "time"); !ok || len(time.Value.Samples) != 2 {
+				t.Errorf("time beside the counts: %+v", time.Value)
 			}
 		})
 	}

@@ -39,6 +39,9 @@ const (
 	machineMarker = "## kiln-bench machine "
 )
 
+// notCountedInSandbox is the machine's note on counters for runs in the sandbox.
+const notCountedInSandbox = "not counted: counters are read around the host runner's runs only (the sandbox refuses perf_event_open)"
+
 // workDir is the benchmark step's work dir, an in-memory file system the trees are
 // copied to, so that the disk's latency is not measured.
 const workDir = "/bench"
@@ -101,7 +104,11 @@ func (s Sandbox) Run(ctx context.Context, job Job, log io.Writer) (out Outcome) 
 	if log == nil {
 		log = io.Discard
 	}
-	demux := newArmDemux(job, MachineState(job.CPUs))
+	m := MachineState(job.CPUs)
+	if m.CountersNote == "" {
+		m.CountersNote = notCountedInSandbox
+	}
+	demux := newArmDemux(job, m)
 	defer func() { out = demux.outcome(out.Err) }()
 	log = io.MultiWriter(log, demux) // the demux counts every line of the log
 	dir, sp, err := s.prepare(ctx, job, log)

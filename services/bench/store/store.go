@@ -115,8 +115,11 @@ type Machine struct {
 	Kernel   string `json:"kernel,omitempty"`
 	CPUs     string `json:"cpus,omitempty"` // the cpuset of the benchmark slot
 	Worker   string `json:"worker,omitempty"`
-	// Counters says whether instructions retired were counted beside time.
-	Counters bool `json:"counters,omitempty"`
+	// Counters says whether a performance counter (instructions retired where the CPU
+	// exposes them) was read around each run, its counts stored as the metric
+	// kiln/counters/EVENT; CountersNote says which, or why none was.
+	Counters     bool   `json:"counters,omitempty"`
+	CountersNote string `json:"counters_note,omitempty"`
 }
 
 // Run is one benchmark run of a commit in an environment.
