@@ -95,6 +95,24 @@ func TestStepJobs(t *testing.T) {
 			t.Errorf("outer job's log %q", log.Data)
 		}
 	})
+	t.Run("a step the engine puts aside goes on when resumed", func(t *testing.T) {
+		calls := 0
+		id, err := d.runInJob(t.Context(), OpBuildArch, "web", "put aside", true, func(ctx context.Context, log io.Writer) error {
+			calls++
+			if calls == 1 {
+				// As a fleet build queued on the fleet: the job waits without a goroutine.
+				return current.Await("queued", func(_ context.Context, resume func()) { go resume() })
+			}
+			fmt.Fprintln(log, "resumed")
+			return nil
+		})
+		if err != nil || calls != 2 {
+			t.Fatalf("error %v after %d calls, want none after 2", err, calls)
+		}
+		if j := waitJob(t, e, id); j.State != current.JobOK {
+			t.Errorf("job %+v", j)
+		}
+	})
 	t.Run("a step given up before it starts never runs", func(t *testing.T) {
 		ctx, cancel := context.WithCancel(t.Context())
 		cancel()
