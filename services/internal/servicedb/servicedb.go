@@ -35,7 +35,7 @@ func Open(ctx context.Context, target, prefix, name string, migrations []string)
 	conns := 1 // one writer at a time in a SQLite file, as before
 	key := "TEXT"
 	if database.IsPostgres(target) {
-		conns, key = 8, `TEXT COLLATE "C"`
+		conns, key = 4, `TEXT COLLATE "C"` // a few per service: several share one server
 	}
 	db, err := database.Open(ctx, target, database.MaxConns(conns))
 	if err != nil {
