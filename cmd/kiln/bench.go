@@ -8,6 +8,7 @@ import (
 	"os/signal"
 	"syscall"
 	"text/tabwriter"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
@@ -73,6 +74,7 @@ metric at all.`,
 	var sim detect.SimOptions
 	var noise string
 	var rerecord bool
+	var maxLoad float64
 	simulate := &cobra.Command{
 		Use:   "simulate",
 		Short: "Simulate the regression detectors on recorded benchmark noise and print their figures",
@@ -80,11 +82,12 @@ metric at all.`,
 benchmark's noise (bursts of timings; one burst stands for one benchmark job) and
 print, for each number of repeats, the false alarms per 100 unchanged commits and the
 smallest regression found in 95 % of the commits that have it. With --record, time a
-CPU-bound benchmark on this machine first (about 3 minutes) and save it to --noise.`,
+CPU-bound benchmark on this machine first (about 3 minutes) and save it to --noise,
+unless the machine is busier than --max-load.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if rerecord {
-				rec, err := detect.Record(cmd.Context(), detect.RecordOptions{})
+				rec, err := detect.Record(cmd.Context(), detect.RecordOptions{MaxLoad: maxLoad})
 				if err != nil {
 					return err
 				}
@@ -100,7 +103,11 @@ CPU-bound benchmark on this machine first (about 3 minutes) and save it to --noi
 			if err != nil {
 				return err
 			}
-			fmt.Printf("%s: %d bursts of %d timings, %s, %s\n\n%s", noise, len(rec.Bursts), len(rec.Bursts[0]), rec.CPU, rec.Kernel, detect.Table(rows))
+			fmt.Printf("%s: %d bursts of %d timings, %s, %s, recorded %s", noise, len(rec.Bursts), len(rec.Bursts[0]), rec.CPU, rec.Kernel, rec.Recorded.Format(time.RFC3339))
+			if len(rec.Load) == 2 {
+				fmt.Printf(" at load average %.2f to %.2f", rec.Load[0], rec.Load[1])
+			}
+			fmt.Printf("\n\n%s", detect.Table(rows))
 			if rec.Counters != "" {
 				fmt.Printf("\ninstructions retired not recorded: %s\n", rec.Counters)
 			}
@@ -109,6 +116,7 @@ CPU-bound benchmark on this machine first (about 3 minutes) and save it to --noi
 	}
 	simulate.Flags().StringVar(&noise, "noise", "services/bench/detect/testdata/noise.json", "the noise recording")
 	simulate.Flags().BoolVar(&rerecord, "record", false, "record this machine's noise into --noise first")
+	simulate.Flags().Float64Var(&maxLoad, "max-load", 3, "with --record, refuse to record when the 1-minute load average is above this (0: record anyway)")
 	simulate.Flags().IntVar(&sim.Trials, "trials", 1000, "simulated commits per figure")
 	simulate.Flags().IntVar(&sim.History, "history", 20, "earlier commits a history comparison sees")
 	simulate.Flags().Float64Var(&sim.Options.Confidence, "confidence", 0.99, "the detector's two-sided confidence")

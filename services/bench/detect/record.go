@@ -4,9 +4,11 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"runtime"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -23,6 +25,9 @@ type Recording struct {
 	Gap       string    `json:"gap"` // the pause between bursts
 	// Counters says why instructions retired were not recorded, when they were not.
 	Counters string `json:"counters,omitempty"`
+	// Load is the lowest and highest 1-minute load average seen before the bursts:
+	// how quiet the machine was.
+	Load []float64 `json:"load,omitempty"`
 	// Bursts are the timings in nanoseconds.
 	Bursts [][]float64 `json:"bursts"`
 	// Instructions are the instructions retired per timing, where counted.
@@ -36,7 +41,34 @@ type RecordOptions struct {
 	Gap       time.Duration // default 1s
 	// Work is the benchmark's size: SHA-256 of this many MiB per timing (default 8).
 	Work int
+	// MaxLoad, when above 0, refuses to record when the 1-minute load average is above
+	// it at the start: noise recorded on a busy machine is that of the other work.
+	MaxLoad float64
 }
+
+// LoadAverage is this machine's 1-minute load average.
+func LoadAverage() (float64, error) {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return 0, fmt.Errorf("load average: %w", err)
+	}
+	return parseLoadAvg(string(b))
+}
+
+func parseLoadAvg(s string) (float64, error) {
+	f := strings.Fields(s)
+	if len(f) == 0 {
+		return 0, fmt.Errorf("load average: /proc/loadavg is empty")
+	}
+	v, err := strconv.ParseFloat(f[0], 64)
+	if err != nil || v < 0 {
+		return 0, fmt.Errorf("load average: %q in /proc/loadavg is not a load", f[0])
+	}
+	return v, nil
+}
+
+// ErrBusy is the error of a recording refused because the machine was not quiet.
+var ErrBusy = errors.New("the machine is not quiet")
 
 // Record times a CPU-bound benchmark (SHA-256 of a buffer) in bursts on this machine.
 func Record(ctx context.Context, o RecordOptions) (*Recording, error) {
@@ -52,7 +84,14 @@ func Record(ctx context.Context, o RecordOptions) (*Recording, error) {
 	if o.Work <= 0 {
 		o.Work = 8
 	}
-	rec := &Recording{
+	load, err := LoadAverage()
+	if err != nil {
+		return nil, err
+	}
+	if o.MaxLoad > 0 && load > o.MaxLoad {
+		return nil, fmt.Errorf("%w: load average %.2f, above %.2f", ErrBusy, load, o.MaxLoad)
+	}
+	rec := &Recording{Load: []float64{load, load},
 		Benchmark: fmt.Sprintf("SHA-256 of %d MiB", o.Work),
 		CPU:       cpuModel(), CPUs: runtime.NumCPU(), Kernel: kernel(),
 		Recorded: time.Now().UTC().Truncate(time.Second), Gap: o.Gap.String(),
@@ -76,6 +115,9 @@ func Record(ctx context.Context, o RecordOptions) (*Recording, error) {
 	}
 	var sink byte
 	for b := range o.Bursts {
+		if l, err := LoadAverage(); err == nil {
+			rec.Load[0], rec.Load[1] = min(rec.Load[0], l), max(rec.Load[1], l)
+		}
 		times := make([]float64, o.BurstSize)
 		var instrs []float64
 		for i := range times {
