@@ -33,10 +33,14 @@ func TestCompilerImagePackages(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			p := testPlan(t, c.yaml)
+			text := p.String()
 			for _, im := range p.Images {
 				want, ok := c.packages[im.Name()]
 				if got := strings.Join(im.Packages, " "); ok && got != want {
 					t.Errorf("%s: packages %q, want %q", im.Name(), got, want)
+				}
+				if want != "" && !strings.Contains(text, "with "+want) {
+					t.Errorf("the plan does not list %s with %s:\n%s", im.Name(), want, text)
 				}
 			}
 			for _, b := range p.Builds {

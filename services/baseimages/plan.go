@@ -178,7 +178,11 @@ func (p Plan) String() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "builds (%d):\n", len(p.Builds))
 	for _, bd := range p.Builds {
-		fmt.Fprintf(&b, "  %-28s %-8s pool %s\n", bd.Image.Name(), bd.Arch.Name, bd.Arch.Pool)
+		extra := ""
+		if len(bd.Image.Packages) > 0 {
+			extra = "  with " + strings.Join(bd.Image.Packages, " ")
+		}
+		fmt.Fprintf(&b, "  %-28s %-8s pool %s%s\n", bd.Image.Name(), bd.Arch.Name, bd.Arch.Pool, extra)
 	}
 	fmt.Fprintf(&b, "tags (%d):\n", len(p.Tags))
 	for _, t := range p.Tags {
