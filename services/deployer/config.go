@@ -7,7 +7,6 @@ import (
 	"io"
 	"net/url"
 	"os"
-	"reflect"
 	"regexp"
 	"runtime"
 	"strconv"
@@ -94,15 +93,15 @@ type ServiceConfig struct {
 	// Spec, instead of Dockerfile, is a builder spec (relative to Context), built with
 	// kiln's builder once per architecture, on the fleet's pool of each (arm64 under
 	// qemu), and published as one multi-architecture index.
-	Spec string `yaml:"spec"`
+	Spec string `yaml:"spec,omitempty"`
 	// From replaces the spec's (from …) for the architectures it names
 	// (arm64: kiln/debian:bookworm-arm64).
-	From map[string]string `yaml:"from"`
+	From map[string]string `yaml:"from,omitempty"`
 	// ImageRoot is the folder of a spec's result that becomes the image's root
 	// filesystem (default /: all of it).
-	ImageRoot string `yaml:"image_root"`
+	ImageRoot string `yaml:"image_root,omitempty"`
 	// ImageConfig is the config of a spec's images.
-	ImageConfig ImageSettings `yaml:"image_config"`
+	ImageConfig ImageSettings `yaml:"image_config,omitempty"`
 	// Image is the repository in the registry (name, without the registry address).
 	Image  string       `yaml:"image"`
 	Health HealthConfig `yaml:"health"`
@@ -118,11 +117,11 @@ type ServiceConfig struct {
 
 // ImageSettings are what a spec's image runs and how.
 type ImageSettings struct {
-	Entrypoint []string `yaml:"entrypoint"`
-	Cmd        []string `yaml:"cmd"`
-	Env        []string `yaml:"env"`
-	WorkingDir string   `yaml:"workdir"`
-	User       string   `yaml:"user"`
+	Entrypoint []string `yaml:"entrypoint,omitempty"`
+	Cmd        []string `yaml:"cmd,omitempty"`
+	Env        []string `yaml:"env,omitempty"`
+	WorkingDir string   `yaml:"workdir,omitempty"`
+	User       string   `yaml:"user,omitempty"`
 }
 
 // HealthConfig is the HTTP check a deployed instance must pass.
@@ -394,7 +393,8 @@ func (c *Config) checkBuild(where string, s *ServiceConfig, bad func(string, ...
 		seen[a] = true
 	}
 	if s.Spec == "" {
-		if len(s.From) > 0 || s.ImageRoot != "" || !reflect.DeepEqual(s.ImageConfig, ImageSettings{}) {
+		ic := s.ImageConfig
+		if len(s.From) > 0 || s.ImageRoot != "" || len(ic.Entrypoint)+len(ic.Cmd)+len(ic.Env) > 0 || ic.WorkingDir != "" || ic.User != "" {
 			bad("%s: from, image_root and image_config are for a spec", where)
 		}
 		return

@@ -101,8 +101,11 @@ func TestParseConfig(t *testing.T) {
 			return strings.Replace(s, "image: ocaml/web", "image: ocaml/web\n    spec: deploy.spec\n    dockerfile: Dockerfile", 1)
 		}, want: []string{"services.web: dockerfile and spec: give one"}},
 		{name: "image settings without a spec", edit: func(s string) string {
-			return strings.Replace(s, "image: ocaml/web", "image: ocaml/web\n    image_root: /image", 1)
+			return strings.Replace(s, "image: ocaml/web", "image: ocaml/web\n    image_config: {entrypoint: [/server]}", 1)
 		}, want: []string{"services.web: from, image_root and image_config are for a spec"}},
+		{name: "empty image settings without a spec", edit: func(s string) string {
+			return strings.Replace(s, "image: ocaml/web", "image: ocaml/web\n    image_config: {entrypoint: [], env: []}", 1)
+		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c, err := ParseConfig([]byte(tc.edit(good)))
