@@ -3,7 +3,9 @@ package nixrun
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -61,7 +63,11 @@ func (r *Runner) toFree(ctx context.Context) (int64, error) {
 	if r.o.MinFree > 0 {
 		if dir := r.storeDir(); dir != "" {
 			var st syscall.Statfs_t
-			if err := syscall.Statfs(dir, &st); err != nil {
+			err := syscall.Statfs(dir, &st)
+			if errors.Is(err, fs.ErrNotExist) {
+				return 0, nil // no store yet, nothing to collect
+			}
+			if err != nil {
 				return 0, fmt.Errorf("free space of %s: %w", dir, err)
 			}
 			if free := int64(st.Bavail) * st.Bsize; free < r.o.MinFree {

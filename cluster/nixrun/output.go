@@ -38,6 +38,7 @@ type Failure struct {
 	Lines []string `json:"lines"`
 }
 
+// Error says which part failed and Nix's first error line.
 func (f *Failure) Error() string {
 	first := ""
 	for _, l := range f.Lines {
