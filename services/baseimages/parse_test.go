@@ -55,7 +55,8 @@ func TestParseReleaseDate(t *testing.T) {
 }
 
 func FuzzParseConfig(f *testing.F) {
-	for _, s := range []string{"", "arches: [amd64]", "distros: [{name: debian-13, retired: true}]\nretired-ocaml: ['4.13']", "ocaml: ['5.3']\nopam: [distro]", "refresh: 1h"} {
+	for _, s := range []string{"", "arches: [amd64]", "distros: [{name: debian-13, retired: true}]\nretired-ocaml: ['4.13']", "ocaml: ['5.3']\nopam: [distro]", "refresh: 1h",
+		"packages: [ocaml-dune, ocaml-findlib]\ndistros: [{name: debian-12, packages: [ocaml-odoc, ocaml-nox]}]"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
@@ -72,6 +73,11 @@ func FuzzParseConfig(f *testing.F) {
 		for _, b := range p.Builds {
 			if _, ok := LookupArch(b.Arch.Name); !ok {
 				t.Fatalf("build on unknown architecture %+v", b)
+			}
+			for _, pkg := range b.Image.Packages {
+				if !debianPackageName.MatchString(pkg) {
+					t.Fatalf("build %s installs %q, not a Debian package name", b.Name(), pkg)
+				}
 			}
 		}
 	})
