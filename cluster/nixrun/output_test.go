@@ -135,3 +135,27 @@ func TestLineTail(t *testing.T) {
 		})
 	}
 }
+
+// FuzzFailureLines checks that any output of Nix gives a failure of at most maxLines
+// lines, each one of the output's (less a builder's name prefix), and no panic.
+func FuzzFailureLines(f *testing.F) {
+	for _, lines := range [][]string{syntaxError, builderError, downloadError} {
+		f.Add(strings.Join(lines, "\n"))
+	}
+	f.Fuzz(func(t *testing.T, out string) {
+		lines := strings.Split(out, "\n")
+		infrastructure(lines)
+		builderFault(lines)
+		for _, fl := range []*Failure{evaluationFailure(lines), buildFailure(lines)} {
+			if len(fl.Lines) > maxLines {
+				t.Fatalf("%s failure of %d lines", fl.Kind, len(fl.Lines))
+			}
+			for _, l := range fl.Lines {
+				if !strings.Contains(out, l) {
+					t.Fatalf("%s failure line %q is not in the output", fl.Kind, l)
+				}
+			}
+			_ = fl.Error()
+		}
+	})
+}
