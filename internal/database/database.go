@@ -178,7 +178,9 @@ type Schema struct {
 	// Name identifies the schema in kiln_migrations ("engine", "bench", …).
 	Name string
 	// Migrations are SQL statements separated by ";" (not inside string literals),
-	// expanded by Expand. Never edit a released migration: append a new one.
+	// expanded by Expand. Never edit a released migration: append a new one. They
+	// run in a transaction: no statement that SQLite refuses in one (VACUUM, some
+	// PRAGMAs) nor PostgreSQL's CREATE INDEX CONCURRENTLY.
 	Migrations []string
 	// Legacy, if set, is a table with a version column that an older release kept the
 	// schema's version in; a database that has it and no kiln_migrations rows for Name
@@ -186,9 +188,9 @@ type Schema struct {
 	Legacy string
 }
 
-// Migrate applies the migrations of s that db has not applied yet, each in its own
-// transaction. On PostgreSQL an advisory lock makes concurrent processes migrate one
-// after the other.
+// Migrate applies the migrations of s that db has not applied yet, all in one
+// transaction. Processes migrating the same database at once do it one after the
+// other (an advisory lock in PostgreSQL, SQLite's write lock taken at the start).
 func (db *DB) Migrate(ctx context.Context, s Schema) error {
 	if s.Name == "" {
 		return errors.New("migrate: schema without a name")
@@ -198,33 +200,54 @@ func (db *DB) Migrate(ctx context.Context, s Schema) error {
 		return fmt.Errorf("migrate %s on %s: %w", s.Name, db, err)
 	}
 	defer conn.Close()
+	begin := "BEGIN IMMEDIATE"
+	if db.backend == Postgres {
+		begin = "BEGIN"
+	}
+	if _, err := conn.ExecContext(ctx, begin); err != nil {
+		return fmt.Errorf("migrate %s on %s: %w", s.Name, db, err)
+	}
+	committed := false
+	defer func() {
+		if !committed {
+			conn.ExecContext(context.WithoutCancel(ctx), "ROLLBACK")
+		}
+	}()
+	if err := db.migrate(ctx, conn, s); err != nil {
+		return fmt.Errorf("migrate %s on %s: %w", s.Name, db, err)
+	}
+	if _, err := conn.ExecContext(ctx, "COMMIT"); err != nil {
+		return fmt.Errorf("migrate %s on %s: commit: %w", s.Name, db, err)
+	}
+	committed = true
+	return nil
+}
+
+func (db *DB) migrate(ctx context.Context, conn *sql.Conn, s Schema) error {
 	if db.backend == Postgres {
 		h := fnv.New64a()
 		h.Write([]byte("kiln_migrations"))
-		key := int64(h.Sum64())
-		if _, err := conn.ExecContext(ctx, `SELECT pg_advisory_lock($1)`, key); err != nil {
-			return fmt.Errorf("migrate %s on %s: lock: %w", s.Name, db, err)
+		if _, err := conn.ExecContext(ctx, `SELECT pg_advisory_xact_lock($1)`, int64(h.Sum64())); err != nil {
+			return fmt.Errorf("lock: %w", err)
 		}
-		defer conn.ExecContext(context.WithoutCancel(ctx), `SELECT pg_advisory_unlock($1)`, key)
 	}
 	if _, err := conn.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS kiln_migrations (
 		schema_name TEXT NOT NULL,
 		version BIGINT NOT NULL,
 		applied_at BIGINT NOT NULL,
 		PRIMARY KEY (schema_name, version))`); err != nil {
-		return fmt.Errorf("migrate %s on %s: migrations table: %w", s.Name, db, err)
+		return fmt.Errorf("migrations table: %w", err)
 	}
 	have, err := db.version(ctx, conn, s)
 	if err != nil {
-		return fmt.Errorf("migrate %s on %s: %w", s.Name, db, err)
+		return err
 	}
 	if have > len(s.Migrations) {
-		return fmt.Errorf("migrate %s on %s: the database is at version %d, newer than this program knows (%d)",
-			s.Name, db, have, len(s.Migrations))
+		return fmt.Errorf("the database is at version %d, newer than this program knows (%d)", have, len(s.Migrations))
 	}
 	for v := have + 1; v <= len(s.Migrations); v++ {
 		if err := db.apply(ctx, conn, s, v); err != nil {
-			return fmt.Errorf("migrate %s on %s: migration %d: %w", s.Name, db, v, err)
+			return fmt.Errorf("migration %d: %w", v, err)
 		}
 	}
 	return nil
@@ -256,22 +279,15 @@ func (db *DB) version(ctx context.Context, conn *sql.Conn, s Schema) (int, error
 }
 
 func (db *DB) apply(ctx context.Context, conn *sql.Conn, s Schema, v int) error {
-	tx, err := conn.BeginTx(ctx, nil)
-	if err != nil {
-		return err
-	}
-	defer tx.Rollback()
 	for stmt := range strings.SplitSeq(db.Expand(s.Migrations[v-1]), ";") {
 		if strings.TrimSpace(stmt) == "" {
 			continue
 		}
-		if _, err := tx.ExecContext(ctx, stmt); err != nil {
+		if _, err := conn.ExecContext(ctx, stmt); err != nil {
 			return err
 		}
 	}
-	if _, err := tx.ExecContext(ctx, `INSERT INTO kiln_migrations (schema_name, version, applied_at) VALUES ($1, $2, $3)`,
-		s.Name, v, time.Now().UnixMilli()); err != nil {
-		return err
-	}
-	return tx.Commit()
+	_, err := conn.ExecContext(ctx, `INSERT INTO kiln_migrations (schema_name, version, applied_at) VALUES ($1, $2, $3)`,
+		s.Name, v, time.Now().UnixMilli())
+	return err
 }

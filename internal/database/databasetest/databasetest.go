@@ -21,6 +21,7 @@ var shared struct {
 	started  bool
 	server   *pgtest.Server
 	missing  string // why the server could not start
+	failed   bool   // a test failed: the server's cleanup prints its log
 	cleanups []func()
 }
 
@@ -32,6 +33,7 @@ func Main(m *testing.M) {
 	shared.mu.Unlock()
 	code := m.Run()
 	shared.mu.Lock()
+	shared.failed = code != 0
 	for i := len(shared.cleanups) - 1; i >= 0; i-- {
 		shared.cleanups[i]()
 	}
@@ -46,6 +48,12 @@ type processTB struct {
 }
 
 func (processTB) Cleanup(f func()) { shared.cleanups = append(shared.cleanups, f) }
+
+// Failed and Logf serve the cleanups, which run after every test has ended.
+func (processTB) Failed() bool { return shared.failed }
+func (processTB) Logf(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, format+"\n", args...)
+}
 
 func (p processTB) Skip(args ...any) { p.Skipf("%s", fmt.Sprint(args...)) }
 func (p processTB) Skipf(format string, args ...any) {
