@@ -15,7 +15,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
 	"github.com/kiln-ci/kiln/builder/docker/dockertest"
-	"github.com/kiln-ci/kiln/internal/testenv"
+	"github.com/kiln-ci/kiln/registry/registrytest"
 )
 
 // TestPushFromEngine builds images with a real Docker engine, pushes them with
@@ -92,7 +92,7 @@ func TestPushFromEngineErrors(t *testing.T) {
 		says              string
 	}{
 		{"unknown image", "kiln-registry-test/none:latest", reg.Repo("engine/errors"), nil, "kiln-registry-test/none:latest"},
-		{"unreachable registry", tag, testenv.FreeAddr(t) + "/engine/errors", ErrUnreachable, "engine/errors"},
+		{"unreachable registry", tag, registrytest.RefusedAddr(t) + "/engine/errors", ErrUnreachable, "engine/errors"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := c.PushFromEngine(ctx, engine, tc.image, tc.repo)

@@ -183,7 +183,7 @@ func TestErrors(t *testing.T) {
 		w.Write([]byte(`{"errors":[{"code":"DENIED","message":"requested access to the resource is denied"}]}`))
 	}))
 	defer denying.Close()
-	unreachable := testenv.FreeAddr(t)
+	unreachable := registrytest.RefusedAddr(t)
 	good := Credentials{reg.Username, reg.Password}
 	for _, tc := range []struct {
 		name  string

@@ -295,3 +295,28 @@ func randomHex(n int) string {
 	rand.Read(b)
 	return hex.EncodeToString(b)
 }
+
+// RefusedAddr returns a loopback address where connections are refused for as long
+// as the test runs: its port is bound by a socket that does not listen, so that no
+// other process can listen there meanwhile (a port that was merely free a moment ago
+// may be taken by a server of another test).
+func RefusedAddr(t testing.TB) string {
+	t.Helper()
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatalf("socket: %v", err)
+	}
+	t.Cleanup(func() { syscall.Close(fd) })
+	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatalf("bind a port on loopback: %v", err)
+	}
+	sa, err := syscall.Getsockname(fd)
+	if err != nil {
+		t.Fatalf("getsockname: %v", err)
+	}
+	in, ok := sa.(*syscall.SockaddrInet4)
+	if !ok {
+		t.Fatalf("getsockname: %T, not an IPv4 address", sa)
+	}
+	return fmt.Sprintf("127.0.0.1:%d", in.Port)
+}

@@ -4,6 +4,7 @@ import (
 	"net"
 	"net/http"
 	"testing"
+	"time"
 
 	"github.com/kiln-ci/kiln/internal/testenv"
 )
@@ -84,6 +85,38 @@ func TestStartOnATakenPort(t *testing.T) {
 			t.Cleanup(r.Stop)
 			if len(picked) != 2 || r.Addr != picked[1] {
 				t.Errorf("registry on %s after picking %v, want the second address", r.Addr, picked)
+			}
+		})
+	}
+}
+
+// TestRefusedAddr checks that connections to the address are refused and that no
+// server can take its port while the test runs.
+func TestRefusedAddr(t *testing.T) {
+	addr := RefusedAddr(t)
+	cases := []struct {
+		name string
+		try  func() error
+	}{
+		{"connect", func() error {
+			c, err := net.DialTimeout("tcp", addr, 10*time.Second)
+			if err == nil {
+				c.Close()
+			}
+			return err
+		}},
+		{"listen", func() error {
+			l, err := net.Listen("tcp", addr)
+			if err == nil {
+				l.Close()
+			}
+			return err
+		}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			if err := c.try(); err == nil {
+				t.Errorf("%s on %s succeeded", c.name, addr)
 			}
 		})
 	}

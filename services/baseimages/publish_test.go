@@ -94,7 +94,7 @@ func TestPublishBadRegistry(t *testing.T) {
 		{"unreachable", func(t *testing.T) (*Publisher, *registrytest.Registry) {
 			reg := registrytest.Shared(t)
 			pub := publisher(t, reg, credentials(t, reg), "bad/unreachable")
-			addr := testenv.FreeAddr(t) // nothing listens there
+			addr := registrytest.RefusedAddr(t) // refused, and no server can take the port
 			pub.Repository, pub.Staging = addr+"/ocaml/opam", addr+"/ocaml/opam-staging"
 			return pub, nil
 		}, 1 << 10, registry.ErrUnreachable, "registry unreachable"},
