@@ -189,9 +189,17 @@ func checkBuilt(t *testing.T, dir string, res *cluster.Result, out *nixrun.Outpu
 func TestInfrastructureFailures(t *testing.T) {
 	nixtest.Require(t)
 	src := writeTree(t, nixtest.Project("Hello"))
+	// A source fetched by a fixed-output derivation, as nixpkgs fetches every source
+	// it has no binary for, from a server that does not answer.
+	fetch := writeTree(t, map[string]string{"default.nix": `{ hello = derivation { name = "src.tar.gz"; system = builtins.currentSystem;
+  builder = "builtin:fetchurl"; url = "http://127.0.0.1:1/src.tar.gz";
+  outputHashMode = "flat"; outputHashAlgo = "sha256"; outputHash = "0000000000000000000000000000000000000000000000000000"; }; }
+`})
 	cases := []struct {
 		name    string
 		prepare func(t *testing.T, o *nixrun.Options)
+		src     string // default: the OCaml project
+		healthy bool   // the health check passes all the same
 		want    string
 	}{
 		{name: "damaged store database", want: "SQLite", prepare: func(t *testing.T, o *nixrun.Options) {
@@ -206,6 +214,9 @@ func TestInfrastructureFailures(t *testing.T) {
 		{name: "sandbox path missing on the worker", want: "getting attributes of path '/nonexistent-kiln-test'", prepare: func(t *testing.T, o *nixrun.Options) {
 			o.SandboxPaths = append(append([]string{}, o.SandboxPaths...), "/nonexistent-kiln-test")
 		}},
+		{name: "download fails", src: fetch, healthy: true, want: "unable to download 'http://127.0.0.1:1/src.tar.gz'", prepare: func(t *testing.T, o *nixrun.Options) {
+			o.Settings = map[string]string{"substituters": "", "download-attempts": "1"}
+		}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -217,13 +228,17 @@ func TestInfrastructureFailures(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			tree := src
+			if c.src != "" {
+				tree = c.src
+			}
 			var log bytes.Buffer
-			_, out, err := r.RunOutput(ctx, cluster.Task{ID: "j1", Spec: nixrun.Spec{Attr: "hello"}.Encode(), Context: src}, &log)
+			_, out, err := r.RunOutput(ctx, cluster.Task{ID: "j1", Spec: nixrun.Spec{Attr: "hello"}.Encode(), Context: tree}, &log)
 			if !cluster.IsInfrastructure(err) || out != nil || !strings.Contains(err.Error(), c.want) {
 				t.Fatalf("error %v (output %s); want an infrastructure error naming %q\n%s", err, out, c.want, log.String())
 			}
-			if err := r.Health(ctx); err == nil {
-				t.Errorf("health check passes")
+			if err := r.Health(ctx); (err == nil) != c.healthy {
+				t.Errorf("health check: %v", err)
 			}
 		})
 	}
