@@ -106,7 +106,7 @@ func TestEndToEnd(t *testing.T) {
 	}
 	defer eng.Close()
 	p := &Pipeline{Forges: g.set, Mirrors: git.NewMirrors(filepath.Join(state, "mirrors"), git.MirrorsOptions{}), API: g.api,
-		Fleet: &FleetRunner{Fleet: fleet.Client, Image: base.Ref}, WorkDir: filepath.Join(state, "work")}
+		Fleet: &FleetRunner{Fleet: fleet.Client, Image: base.Ref}, WorkDir: filepath.Join(state, "work"), Logs: eng}
 	runCtx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() { done <- eng.Run(runCtx, p.Term()) }()
@@ -194,6 +194,42 @@ func TestEndToEnd(t *testing.T) {
 		pts, _ := g.svc.store.RunPoints(ctx, page.Comparison.Run.ID)
 		for _, p := range pts {
 			t.Logf("%s %s: %v", p.Key, p.Arm, p.Value.Points())
+		}
+	})
+	t.Run("each sample's line is placed in the job's log", func(t *testing.T) {
+		runs, err := g.svc.store.Runs(ctx, store.Filter{Repo: repoName, PR: g.pr})
+		if err != nil || len(runs) == 0 {
+			t.Fatalf("the PR's runs: %v, %v", runs, err)
+		}
+		run := runs[len(runs)-1]
+		var log []byte
+		for off := int64(0); ; {
+			ch, err := eng.ReadLog(run.Job, off, 1<<20)
+			if err != nil {
+				t.Fatal(err)
+			}
+			log = append(log, ch.Data...)
+			if len(ch.Data) == 0 || ch.Done {
+				break
+			}
+			off = ch.Next
+		}
+		lines := strings.Split(string(log), "\n")
+		pts, err := g.svc.store.RunPoints(ctx, run.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, p := range pts {
+			if len(p.LogLines) != len(p.Value.Samples) {
+				t.Errorf("%s %q: %d samples, %d placed in the log", p.Key, p.Arm, len(p.Value.Samples), len(p.LogLines))
+				continue
+			}
+			for k, l := range p.LogLines {
+				want := fmt.Sprintf(`"name": %q, "value": %g`, p.Name, p.Value.Samples[k])
+				if l.First < 1 || l.First > len(lines) || !strings.Contains(lines[l.First-1], want) {
+					t.Errorf("%s %q sample %d placed on job log line %d of %d, which does not print %s", p.Key, p.Arm, k, l.First, len(lines), want)
+				}
+			}
 		}
 	})
 }
