@@ -141,7 +141,7 @@ func counterOf(name string, m store.Machine) (detect.Event, bool) {
 	case "none":
 		return detect.Event{}, false
 	case "":
-		return detect.Instructions, m.CountersNote == ""
+		return detect.Instructions, m.CountersNote == "" // MachineState notes a missing PMU
 	}
 	return detect.EventNamed(name)
 }
