@@ -374,8 +374,14 @@ func (d *Deployer) build(ctx context.Context, cfg *Config, svc *ServiceConfig, r
 		if ctx.Err() != nil {
 			return b
 		}
-		b.State, b.Message = forge.Failed, err.Error()
-		d.publishStatus(ctx, svc, ref, commit, forge.Failed, "not deployable: "+firstLine(err.Error()))
+		if current.KindOf(err).Infrastructure() || infrastructure(err) != "" {
+			// Not the commit's fault (a worker lost, the network): built again next time.
+			b.State, b.Message = forge.Error, err.Error()
+			d.publishStatus(ctx, svc, ref, commit, forge.Error, "not built (infrastructure failure, built again at the next poll): "+firstLine(err.Error()))
+		} else {
+			b.State, b.Message = forge.Failed, err.Error()
+			d.publishStatus(ctx, svc, ref, commit, forge.Failed, "not deployable: "+firstLine(err.Error()))
+		}
 	} else {
 		b.State, b.Message = forge.Passed, "deployable"
 		d.publishStatus(ctx, svc, ref, commit, forge.Passed, "deployable")

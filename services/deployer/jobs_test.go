@@ -14,7 +14,10 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/kiln-ci/kiln/builder/spec"
 	"github.com/kiln-ci/kiln/current"
+	"github.com/kiln-ci/kiln/forge"
+	"github.com/kiln-ci/kiln/internal/testenv"
 )
 
 // jobsDeployer is a deployer of validConfig whose steps are jobs of an engine running
@@ -140,5 +143,60 @@ func waitJob(t *testing.T, e *current.Engine, id string) current.JobInfo {
 			t.Fatalf("job %s not finished: %+v (%v)", id, j, err)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// fakeSpecs is a SpecRunner whose builds return err, or a snapshot named after the pool.
+type fakeSpecs struct{ err error }
+
+func (f fakeSpecs) Build(_ context.Context, _ io.Writer, pool string, _ *spec.Spec, _ string) (string, error) {
+	return "snapshot-of-" + pool, f.err
+}
+
+func (f fakeSpecs) Mount(string) (string, func(), error) { return "", nil, errors.New("not kept") }
+
+// TestSpecBuildFailures: a spec's build failing for the commit's sake is recorded as not
+// deployable; one failing for the infrastructure's sake (a fleet worker lost) is not
+// recorded, so the next poll builds it again.
+func TestSpecBuildFailures(t *testing.T) {
+	testenv.RequireCommand(t, "git")
+	repo := &webRepo{Dir: t.TempDir()}
+	repo.git(t, "init", "-q", "-b", "main")
+	os.WriteFile(filepath.Join(repo.Dir, "deploy.spec"), []byte("((from debian) (run (shell true)))\n"), 0o644)
+	commit := repo.commit(t, "v1")
+	for _, tc := range []struct {
+		name      string
+		err       error
+		wantState forge.State
+		kept      bool
+	}{
+		{name: "built", wantState: forge.Passed, kept: true},
+		{name: "a step fails", err: errors.New("exit status 1"), wantState: forge.Failed, kept: true},
+		{name: "the worker is lost", err: current.Infra(current.FailWorkerLost, errors.New("worker w1 vanished")), wantState: forge.Error},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			cfg := strings.Replace(validConfig(t, dir), "https://example.org/web.git", repo.Dir, 1)
+			cfg = strings.Replace(cfg, "image: ocaml/web", "image: ocaml/web\n    spec: deploy.spec\n    archs: [amd64, arm64]", 1)
+			file := filepath.Join(dir, "deployer.yaml")
+			os.WriteFile(file, []byte(cfg), 0o600)
+			d, err := New(Options{ConfigFile: file, StateDir: filepath.Join(dir, "state"), Register: prometheus.NewRegistry(),
+				Logger: slog.New(slog.DiscardHandler), Specs: fakeSpecs{err: tc.err}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer d.Close()
+			c := d.config()
+			b := d.build(t.Context(), c, &c.Services[0], "refs/heads/main", commit)
+			if b.State != tc.wantState {
+				t.Errorf("build %s (%s), want %s", b.State, b.Message, tc.wantState)
+			}
+			if kept := d.st.build("web", commit) != nil; kept != tc.kept {
+				t.Errorf("build kept %v, want %v", kept, tc.kept)
+			}
+			if tc.err == nil && (b.Snapshots["amd64"] != "snapshot-of-linux-x86_64" || b.Snapshots["arm64"] != "snapshot-of-linux-arm64") {
+				t.Errorf("snapshots %v: want each architecture's from its pool", b.Snapshots)
+			}
+		})
 	}
 }

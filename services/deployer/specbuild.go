@@ -76,7 +76,7 @@ func (f FleetBuilder) Build(ctx context.Context, log io.Writer, pool string, s *
 // Mount implements SpecRunner.
 func (f FleetBuilder) Mount(id string) (string, func(), error) {
 	if _, ok, err := f.Store.Get(id); err != nil || !ok {
-		return "", nil, fmt.Errorf("snapshot %s is not in this machine's builder store %s (built by a worker elsewhere?)", id, f.Store.Root())
+		return "", nil, current.Infra(current.FailWorkerLost, fmt.Errorf("snapshot %s is not in this machine's builder store %s (built by a worker elsewhere?)", id, f.Store.Root()))
 	}
 	return f.Store.Mount(id)
 }

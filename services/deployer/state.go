@@ -148,7 +148,7 @@ func (st *state) build(service, commit string) *Build {
 func (st *state) putBuild(service string, b *Build) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	if b.State == forge.Running { // interrupted: built again next time
+	if b.State == forge.Running || b.State == forge.Error { // interrupted, or the infrastructure failed: built again next time
 		return
 	}
 	st.svc(service).Builds[b.Commit] = b
