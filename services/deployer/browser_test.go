@@ -44,7 +44,7 @@ func browseStatus(t *testing.T, w *world, liveDigest string) {
 	browsertest.Step(t, ctx, "roll back to "+v2+" with the button",
 		chromedp.SendKeys(chromedp.CSS(replaced+` input[name="token"]`), w.token),
 		chromedp.Click(chromedp.CSS(replaced+` button`)))
-	deadline := time.Now().Add(time.Minute)
+	deadline := time.Now().Add(2 * time.Minute)
 	for {
 		s, _ := chromedp.Run(ctx, chromedp.TextContent(chromedp.CSS(prod+` .digest`)))
 		if s == v2 {

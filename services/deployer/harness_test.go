@@ -92,15 +92,18 @@ func (s *sshServer) writeKnownHosts(t testing.TB) {
 	os.WriteFile(s.KnownHosts, []byte(fmt.Sprintf("[%s]:%s %s %s\n", host, port, f[0], f[1])), 0o600)
 }
 
+// waitPort waits for a server to listen on addr; the minute only bounds a hang (a
+// loaded machine starts servers slowly).
 func waitPort(t testing.TB, addr string) {
 	t.Helper()
-	for i := 0; ; i++ {
-		c, err := net.DialTimeout("tcp", addr, time.Second)
+	deadline := time.Now().Add(time.Minute)
+	for {
+		c, err := net.DialTimeout("tcp", addr, 5*time.Second)
 		if err == nil {
 			c.Close()
 			return
 		}
-		if i > 100 {
+		if time.Now().After(deadline) {
 			t.Fatalf("nothing listens on %s: %v", addr, err)
 		}
 		time.Sleep(50 * time.Millisecond)
@@ -190,7 +193,7 @@ func (r *webRepo) commit(t testing.TB, version string) string {
 
 // removeInstances removes the containers a test's targets made.
 func removeInstances(dockerHost string, names ...string) {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	for _, n := range names {
 		cmd := exec.CommandContext(ctx, "docker", "rm", "-f", n+"-a", n+"-b")

@@ -177,9 +177,11 @@ func (d *Deployer) runStep(ctx context.Context, j *current.Job, s Step) (string,
 		r.mu.Unlock()
 		return "", err
 	}
-	r.finish(j.ID(), err)
 	if err != nil {
 		j.Logf("failed: %v", err)
+	}
+	r.finish(j.ID(), err)
+	if err != nil {
 		return "", jobError(err)
 	}
 	return "done", nil
