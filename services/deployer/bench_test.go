@@ -7,16 +7,30 @@ import (
 )
 
 // BenchmarkCommitToLive measures a commit on the deployed branch to its version served
-// in production: fetch, build, push, staging, health check, promotion, health check.
+// in production: fetch, build, push, staging, health check, promotion, health check;
+// each step an engine job (engine-jobs), or run in place (in-place).
 func BenchmarkCommitToLive(b *testing.B) {
 	w := newWorld(b)
 	w.d.Poll(b.Context()) // the first deploy starts both stages' instances
 	w.serves(b, w.production, "v1")
-	for i := 0; b.Loop(); i++ {
-		v := fmt.Sprintf("bench-%d", i)
-		w.repo.commit(b, v)
-		w.d.Poll(b.Context())
-		w.serves(b, w.production, v)
+	n := 0
+	for _, jobs := range []bool{true, false} {
+		name := "in-place"
+		if jobs {
+			name = "engine-jobs"
+		}
+		b.Run(name, func(b *testing.B) {
+			w.d.steps.mu.Lock()
+			w.d.steps.on = jobs
+			w.d.steps.mu.Unlock()
+			for b.Loop() {
+				n++
+				v := fmt.Sprintf("bench-%d", n)
+				w.repo.commit(b, v)
+				w.d.Poll(b.Context())
+				w.serves(b, w.production, v)
+			}
+		})
 	}
 }
 
