@@ -175,7 +175,7 @@ On first start the local admin password is made, printed once, and stored hashed
 			return err
 		}
 		env := &host.Env{
-			Engine: eng, Forges: set, StateDir: o.stateDir, BaseURL: baseURL, Logger: log,
+			Engine: eng, Forges: set, StateDir: o.stateDir, Database: databaseFlag(cmd), BaseURL: baseURL, Logger: log,
 			Images: filepath.Join(o.stateDir, "images"), Register: consoleReg,
 			Mirrors: git.NewMirrors(filepath.Join(o.stateDir, "mirrors"), git.MirrorsOptions{Logger: log, Credentials: set.Credentials()}),
 		}
