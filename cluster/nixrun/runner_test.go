@@ -68,7 +68,7 @@ func TestFleetBuildsNixExpressions(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(f.Close)
-	nixtest.StartWorker(t, f, pool, r)
+	nixtest.StartWorker(t, f, "nix-1", pool, r)
 
 	good := nixtest.Project("Hello from Nix")
 	cases := []struct {
@@ -351,4 +351,56 @@ func processesWith(t *testing.T, s string) []string {
 		}
 	}
 	return out
+}
+
+// TestCacheHintFindsTheStore runs the same expression twice on a pool of two Nix
+// workers, each with its own store: the second job, with the same cache hint, goes to
+// the worker whose store has the output, and builds nothing.
+func TestCacheHintFindsTheStore(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	dir := t.TempDir()
+	f, err := cluster.StartEmbedded(ctx, cluster.Options{StateDir: filepath.Join(dir, "fleet"), Listen: "127.0.0.1:0", Pools: []string{pool}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(f.Close)
+	for _, name := range []string{"nix-a", "nix-b"} {
+		r, _ := newRunner(t, filepath.Join(dir, name), 0)
+		nixtest.StartWorker(t, f, name, pool, r)
+	}
+	digest, err := f.Client.PutSource(ctx, writeTree(t, nixtest.Project("Hello again")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var first *cluster.Job
+	for i := 0; i < 2; i++ {
+		job, err := f.Client.Submit(ctx, cluster.Request{Pool: pool, Client: "test", Spec: nixrun.Spec{Attr: "hello"}.Encode(), Source: digest, CacheHint: "nix hello", Urgent: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if job, err = f.Client.Wait(ctx, job.ID); err != nil {
+			t.Fatal(err)
+		}
+		var log bytes.Buffer
+		if _, err := f.Client.Log(ctx, job.ID, 0, false, &log); err != nil {
+			t.Fatal(err)
+		}
+		if job.Result.Outcome != cluster.OutcomeOK {
+			t.Fatalf("job %d: %s (%s)\n%s", i+1, job.Result.Outcome, job.Result.Message, log.String())
+		}
+		switch {
+		case i == 0:
+			first = job
+			if !strings.Contains(log.String(), "Hello again\n") {
+				t.Fatalf("the first job did not build the program:\n%s", log.String())
+			}
+		case job.Result.Worker != first.Result.Worker:
+			t.Errorf("the second job ran on %s, not on %s, which holds the cache hint", job.Result.Worker, first.Result.Worker)
+		case strings.Contains(log.String(), "building '"):
+			t.Errorf("the second job built again on %s:\n%s", job.Result.Worker, log.String())
+		case job.Result.Snapshot != first.Result.Snapshot:
+			t.Errorf("the second job's output %s is not the first's %s", job.Result.Snapshot, first.Result.Snapshot)
+		}
+	}
 }

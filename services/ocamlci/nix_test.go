@@ -131,7 +131,7 @@ func TestNixVariantOnTheFleet(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(fleet.Close)
-	nixtest.StartWorker(t, fleet, pool, r)
+	nixtest.StartWorker(t, fleet, "nix-1", pool, r)
 
 	repoDir := t.TempDir()
 	gitRun(t, repoDir, "init", "-q", "-b", "main")

@@ -39,16 +39,16 @@ func Options(dir string) nixrun.Options {
 	}
 }
 
-// StartWorker runs a worker of pool with runner r on fleet f until the test ends.
-func StartWorker(t testing.TB, f *cluster.Fleet, pool string, r cluster.Runner) {
+// StartWorker runs worker name of pool with runner r on fleet f until the test ends.
+func StartWorker(t testing.TB, f *cluster.Fleet, name, pool string, r cluster.Runner) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	nc, err := cluster.Connect(ctx, cluster.ConnOptions{URL: f.URL, Name: "worker-" + pool})
+	nc, err := cluster.Connect(ctx, cluster.ConnOptions{URL: f.URL, Name: name})
 	if err != nil {
 		cancel()
 		t.Fatal(err)
 	}
-	w, err := cluster.NewWorker(nc, cluster.WorkerOptions{Name: "nix-" + pool, Pool: pool, Capacity: 2,
+	w, err := cluster.NewWorker(nc, cluster.WorkerOptions{Name: name, Pool: pool, Capacity: 2,
 		StateDir: t.TempDir(), Runner: r, HealthEvery: time.Hour, PruneEvery: time.Hour})
 	if err != nil {
 		cancel()
