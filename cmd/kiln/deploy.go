@@ -100,7 +100,11 @@ func deployCommand() *cobra.Command {
 					fmt.Fprintf(cl.out, "%s: %.12s waits for promotion (kiln deploy promote %s)\n", s.Name, s.Pending.Commit, s.Name)
 				}
 				if f := s.LastFailure; f != nil {
-					fmt.Fprintf(cl.out, "%s: last failure: %s %.12s %s at %s: %s\n", s.Name, f.Stage, f.Commit, f.Outcome, f.Finished.Format("2006-01-02 15:04"), f.Message)
+					log := ""
+					if f.Job != "" {
+						log = " (its log: kiln ctl log " + f.Job + ")"
+					}
+					fmt.Fprintf(cl.out, "%s: last failure: %s %.12s %s at %s: %s%s\n", s.Name, f.Stage, f.Commit, f.Outcome, f.Finished.Format("2006-01-02 15:04"), f.Message, log)
 				}
 			}
 			return nil

@@ -22,7 +22,9 @@ func TestDeployCommand(t *testing.T) {
 	mux.HandleFunc("GET /deployer/status.json", func(w http.ResponseWriter, r *http.Request) {
 		json.NewEncoder(w).Encode(deployer.Status{Services: []deployer.ServiceStatus{{Name: "web", Stages: []deployer.StageStatus{
 			{Name: "production", Live: &deployer.Live{Commit: "0123456789abcdef", Digest: "sha256:aa", Since: time.Unix(0, 0).UTC(), Healthy: true}},
-			{Name: "staging"}}}}})
+			{Name: "staging"}},
+			LastFailure: &deployer.Record{Stage: "staging", Commit: "fedcba9876543210", Outcome: deployer.OutcomeRolledBack,
+				Finished: time.Unix(60, 0).UTC(), Message: "health check failed: 503", Job: "42"}}}})
 	})
 	mux.HandleFunc("GET /api/csrf", func(w http.ResponseWriter, r *http.Request) { w.Write([]byte(`{"csrf":"c"}`)) })
 	mux.HandleFunc("POST /deployer/{service}/{action}", func(w http.ResponseWriter, r *http.Request) {
@@ -47,7 +49,8 @@ func TestDeployCommand(t *testing.T) {
 		wantErr string
 		posted  string
 	}{
-		{name: "status", args: []string{"status"}, want: []string{"SERVICE", "web      production  0123456789ab  sha256:aa  1970-01-01 00:00  healthy", "web      staging     -"}},
+		{name: "status", args: []string{"status"}, want: []string{"SERVICE", "web      production  0123456789ab  sha256:aa  1970-01-01 00:00  healthy", "web      staging     -",
+			"web: last failure: staging fedcba987654 rolled-back at 1970-01-01 00:01: health check failed: 503 (its log: kiln ctl log 42)"}},
 		{name: "rollback", args: []string{"rollback", "web", "sha256:aa", "--admin-token-file", good}, want: []string{"rollback done"},
 			posted: "rollback web production sha256:aa"},
 		{name: "rollback of staging", args: []string{"rollback", "web", "sha256:aa", "--stage", "staging", "--admin-token-file", good},
