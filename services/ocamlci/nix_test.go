@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -12,6 +13,7 @@ import (
 	"github.com/kiln-ci/kiln/cluster/nixrun"
 	"github.com/kiln-ci/kiln/cluster/nixrun/nixtest"
 	"github.com/kiln-ci/kiln/forge"
+	"github.com/spf13/pflag"
 )
 
 func TestNixConfig(t *testing.T) {
@@ -160,5 +162,31 @@ func TestNixVariantOnTheFleet(t *testing.T) {
 		if !strings.Contains(c.Summary, want) {
 			t.Errorf("status lacks %q:\n%s", want, c.Summary)
 		}
+	}
+}
+
+func TestNixPoolFlag(t *testing.T) {
+	cases := []struct {
+		name string
+		args []string
+		want string
+	}{
+		{name: "nix pool", args: []string{"--nix-pool", "linux-x86_64-nix"}, want: "linux-x86_64-nix"},
+		{name: "none", args: nil},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			fs := pflag.NewFlagSet("serve", pflag.ContinueOnError)
+			svc := ServiceKind.Flags(fs).(*served)
+			if err := fs.Parse(c.args); err != nil {
+				t.Fatal(err)
+			}
+			if svc.nixPool != c.want {
+				t.Errorf("nix pool %q, want %q", svc.nixPool, c.want)
+			}
+			if slices.Contains(svc.Pools(), svc.nixPool) {
+				t.Errorf("pools %v include the Nix pool: the host's local builder workers would join it", svc.Pools())
+			}
+		})
 	}
 }
