@@ -76,3 +76,33 @@ func TestServe(t *testing.T) {
 		})
 	}
 }
+
+// TestServePools: kiln serve's fleet serves the pools of the architectures the specs
+// are built for, and none for Dockerfiles.
+func TestServePools(t *testing.T) {
+	dir := t.TempDir()
+	for _, tc := range []struct {
+		name, edit string
+		want       []string
+	}{
+		{name: "a Dockerfile", edit: "image: ocaml/web"},
+		{name: "a spec for two architectures", edit: "image: ocaml/web\n    spec: deploy.spec\n    archs: [arm64, amd64]", want: []string{"linux-arm64", "linux-x86_64"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			file := filepath.Join(dir, strings.ReplaceAll(tc.name, " ", "-")+".yaml")
+			os.WriteFile(file, []byte(strings.Replace(validConfig(t, dir), "image: ocaml/web", tc.edit, 1)), 0o600)
+			fs := pflag.NewFlagSet("serve", pflag.ContinueOnError)
+			svc := ServiceKind.Flags(fs)
+			if err := fs.Parse([]string{"--deployer-config", file}); err != nil {
+				t.Fatal(err)
+			}
+			pu, ok := svc.(host.PoolUser)
+			if !ok {
+				t.Fatal("the deployer does not say which fleet pools it builds on")
+			}
+			if got := pu.Pools(); fmt.Sprint(got) != fmt.Sprint(tc.want) {
+				t.Errorf("pools %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
