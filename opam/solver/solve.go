@@ -129,6 +129,9 @@ type clause struct {
 	atoms []opam.Atom
 	from  *Cand // nil for the request
 	count int   // versions that may satisfy it, an estimate of how constrained it is
+	// sat counts the selected versions that satisfy an atom of a clause of the
+	// search's queue (kept by push and pop): it is satisfied when sat > 0.
+	sat int
 }
 
 func (c clause) String() string {
@@ -144,6 +147,28 @@ type rejection struct {
 	cand *Cand
 	why  string
 	sub  *failed
+	// needs is, when unsatisfiable is set, the clause of cand that the selected
+	// versions chosen leave unsatisfiable: the reason is written from them when
+	// explained.
+	unsatisfiable bool
+	needs         []opam.Atom
+	chosen        []*Cand
+}
+
+// reason says why the version was not chosen.
+func (r rejection) reason() string {
+	if !r.unsatisfiable {
+		return r.why
+	}
+	var parts []string
+	seen := map[opam.PackageName]bool{}
+	for _, o := range r.chosen {
+		if !seen[o.Name] {
+			seen[o.Name] = true
+			parts = append(parts, o.String())
+		}
+	}
+	return fmt.Sprintf("it needs %s, but %s is chosen", formatClause(r.needs), strings.Join(parts, ", "))
 }
 
 type failed struct {
@@ -168,15 +193,29 @@ func (f *failed) blame(cs ...*Cand) {
 	}
 }
 
+// restriction is a conflict (or an optional dependency) of a selected version.
+type restriction struct {
+	from   *Cand
+	atom   opam.Atom
+	depopt bool
+}
+
 type search struct {
-	u         *Universe
-	ctx       context.Context
-	lower     bool
-	pins      map[opam.PackageName][]*Cand
-	sel       map[opam.PackageName]*Cand
-	order     []*Cand
-	classes   map[opam.PackageName]*Cand
-	watch     map[opam.PackageName][]clause // clauses of selected packages, by names they mention
+	u       *Universe
+	ctx     context.Context
+	lower   bool
+	pins    map[opam.PackageName][]*Cand
+	sel     map[opam.PackageName]*Cand
+	order   []*Cand
+	classes map[opam.PackageName]*Cand
+	watch   map[opam.PackageName][]clause // clauses of selected packages, by names they mention
+	// q is the queue of clauses to satisfy; qwatch holds the positions in q of the
+	// clauses naming a package, by its name, in increasing order.
+	q      []clause
+	qwatch map[opam.PackageName][]int
+	// against lists, by package name, the conflicts and optional dependencies of
+	// the selected versions that name it, in the order of the selection.
+	against   map[opam.PackageName][]restriction
 	steps     int
 	max       int
 	gaveUp    bool
@@ -199,6 +238,7 @@ func (u *Universe) Solve(ctx context.Context, req Request) (*Selection, error) {
 		u: u, ctx: ctx, lower: req.LowerBounds,
 		sel: map[opam.PackageName]*Cand{}, classes: map[opam.PackageName]*Cand{},
 		watch: map[opam.PackageName][]clause{}, max: req.MaxSteps,
+		qwatch: map[opam.PackageName][]int{}, against: map[opam.PackageName][]restriction{},
 	}
 	if s.max <= 0 {
 		s.max = DefaultMaxSteps
@@ -244,9 +284,8 @@ func (u *Universe) Solve(ctx context.Context, req Request) (*Selection, error) {
 			}
 		}
 	}
-	var q []clause
 	for _, a := range req.Install {
-		q = append(q, clause{atoms: []opam.Atom{a}, count: u.liveCount([]opam.Atom{a}, s.pins)})
+		s.enqueue(clause{atoms: []opam.Atom{a}, count: u.liveCount([]opam.Atom{a}, s.pins)})
 	}
 	reqText := formatClauseList(req.Install)
 	// opam's first criterion is the number of versions flagged avoid-version: look
@@ -255,10 +294,10 @@ func (u *Universe) Solve(ctx context.Context, req Request) (*Selection, error) {
 	// one decides.
 	budget := s.max
 	s.noAvoid, s.max = true, min(budget, avoidFreeSteps)
-	ok, f := s.run(&q, 0, 0)
+	ok, f := s.run(0, 0)
 	if !ok && s.best == nil && s.cancelled == nil {
 		s.noAvoid, s.gaveUp, s.max = false, false, s.steps+budget
-		ok, f = s.run(&q, 0, 0)
+		ok, f = s.run(0, 0)
 	}
 	if s.cancelled != nil {
 		return nil, s.cancelled
@@ -307,30 +346,78 @@ func (s *search) versions(name opam.PackageName) []*Cand {
 	return s.u.cands(name)
 }
 
-// satisfied reports whether the selection satisfies an atom of cl.
-func (s *search) satisfied(cl clause) bool {
-	for _, a := range cl.atoms {
-		if c := s.sel[a.Name]; c != nil && a.MatchesVersion(c.Version) {
+// matches counts the selected versions that satisfy an atom of cl (each once).
+func (s *search) matches(cl clause) int {
+	n := 0
+	for i, a := range cl.atoms {
+		if c := s.sel[a.Name]; c != nil && a.MatchesVersion(c.Version) && !matchedBefore(cl.atoms[:i], c) {
+			n++
+		}
+	}
+	return n
+}
+
+// matchedBefore says whether an atom of as names c and matches it.
+func matchedBefore(as []opam.Atom, c *Cand) bool {
+	for _, a := range as {
+		if a.Name == c.Name && a.MatchesVersion(c.Version) {
 			return true
 		}
 	}
 	return false
 }
 
+// enqueue adds a clause to the queue, counting the selected versions satisfying it.
+func (s *search) enqueue(cl clause) {
+	cl.sat = s.matches(cl)
+	j := len(s.q)
+	s.q = append(s.q, cl)
+	forNames(cl.atoms, func(n opam.PackageName) { s.qwatch[n] = append(s.qwatch[n], j) })
+}
+
+// truncate drops the clauses of the queue from position n on.
+func (s *search) truncate(n int) {
+	for j := len(s.q) - 1; j >= n; j-- {
+		forNames(s.q[j].atoms, func(n opam.PackageName) {
+			w := s.qwatch[n]
+			s.qwatch[n] = w[:len(w)-1]
+		})
+	}
+	s.q = s.q[:n]
+}
+
+// forNames calls f once with each package name of as, in order.
+func forNames(as []opam.Atom, f func(opam.PackageName)) {
+	for i, a := range as {
+		if !slices.ContainsFunc(as[:i], func(b opam.Atom) bool { return b.Name == a.Name }) {
+			f(a.Name)
+		}
+	}
+}
+
+// countSat adds sign to the satisfaction counts of the queued clauses c satisfies.
+func (s *search) countSat(c *Cand, sign int) {
+	for _, j := range s.qwatch[c.Name] {
+		if matchedBefore(s.q[j].atoms, c) {
+			s.q[j].sat += sign
+		}
+	}
+}
+
 // run satisfies the clauses q[i:] and those added on the way, depth first. It returns
 // the failure of the clause that could not be satisfied.
-func (s *search) run(q *[]clause, i, depth int) (bool, *failed) {
+func (s *search) run(i, depth int) (bool, *failed) {
 	for {
 		// The most constrained pending clause (fewest versions) goes first.
 		best := -1
-		for j := i; j < len(*q); j++ {
-			if s.satisfied((*q)[j]) {
+		for j := i; j < len(s.q); j++ {
+			if s.q[j].sat > 0 {
 				if j == i {
 					i++
 				}
 				continue
 			}
-			if best < 0 || (*q)[j].count < (*q)[best].count {
+			if best < 0 || s.q[j].count < s.q[best].count {
 				best = j
 			}
 		}
@@ -340,11 +427,11 @@ func (s *search) run(q *[]clause, i, depth int) (bool, *failed) {
 			}
 			return false, s.record()
 		}
-		cl := (*q)[best]
+		cl := s.q[best]
 		f := &failed{cl: cl, culprits: map[*Cand]bool{}}
 		f.blame(cl.from)
 		tried := 0
-		n := len(*q)
+		n := len(s.q)
 		// Versions flagged avoid-version come after every other version of the
 		// clause's packages (when they are allowed at all).
 		for pass := range 2 {
@@ -377,8 +464,9 @@ func (s *search) run(q *[]clause, i, depth int) (bool, *failed) {
 						f.rejects = append(f.rejects, rejection{cand: c, why: why})
 						continue
 					}
-					if why, culprits := s.incompatible(c); why != "" {
-						f.rejects = append(f.rejects, rejection{cand: c, why: why})
+					if r, culprits := s.incompatible(c); r.why != "" || r.unsatisfiable {
+						r.cand = c
+						f.rejects = append(f.rejects, r)
 						f.blame(culprits...)
 						continue
 					}
@@ -402,13 +490,13 @@ func (s *search) run(q *[]clause, i, depth int) (bool, *failed) {
 					}
 					s.push(c)
 					for k, d := range c.Deps {
-						*q = append(*q, clause{atoms: d, from: c, count: c.counts[k]})
+						s.enqueue(clause{atoms: d, from: c, count: c.counts[k]})
 					}
-					ok, sub := s.run(q, i, depth+1)
+					ok, sub := s.run(i, depth+1)
 					if ok {
 						return true, nil
 					}
-					*q = (*q)[:n]
+					s.truncate(n)
 					s.pop()
 					f.rejects = append(f.rejects, rejection{cand: c, why: "", sub: sub})
 					if s.gaveUp || s.cancelled != nil {
@@ -495,48 +583,46 @@ func (s *search) lag(c *Cand) int {
 	return lag
 }
 
-// incompatible says why c cannot join the current selection ("" if it can).
-func (s *search) incompatible(c *Cand) (string, []*Cand) {
+// incompatible says why c cannot join the current selection (a rejection without
+// a reason if it can), and which selected versions are to blame.
+func (s *search) incompatible(c *Cand) (rejection, []*Cand) {
 	for _, k := range c.Classes {
 		if o := s.classes[k]; o != nil {
-			return fmt.Sprintf("conflict class %s is taken by %s", k, o), []*Cand{o}
+			return rejection{why: fmt.Sprintf("conflict class %s is taken by %s", k, o)}, []*Cand{o}
 		}
 	}
 	for _, a := range c.Conflicts {
 		if o := s.sel[a.Name]; o != nil && a.MatchesVersion(o.Version) {
-			return fmt.Sprintf("it conflicts with %s", o), []*Cand{o}
+			return rejection{why: fmt.Sprintf("it conflicts with %s", o)}, []*Cand{o}
 		}
 	}
 	for _, a := range c.Depopts {
 		if o := s.sel[a.Name]; o != nil && !a.MatchesVersion(o.Version) {
-			return fmt.Sprintf("its optional dependency %s is installed as %s", atomString(a), o), []*Cand{o}
+			return rejection{why: fmt.Sprintf("its optional dependency %s is installed as %s", atomString(a), o)}, []*Cand{o}
 		}
 	}
-	for _, o := range s.order {
-		for _, a := range o.Conflicts {
-			if a.Name == c.Name && a.MatchesVersion(c.Version) {
-				return fmt.Sprintf("%s conflicts with it", o), []*Cand{o}
-			}
-		}
-		for _, a := range o.Depopts {
-			if a.Name == c.Name && !a.MatchesVersion(c.Version) {
-				return fmt.Sprintf("%s accepts only %s as an optional dependency", o, atomString(a)), []*Cand{o}
-			}
+	for _, r := range s.against[c.Name] {
+		switch o, a := r.from, r.atom; {
+		case !r.depopt && a.MatchesVersion(c.Version):
+			return rejection{why: fmt.Sprintf("%s conflicts with it", o)}, []*Cand{o}
+		case r.depopt && !a.MatchesVersion(c.Version):
+			return rejection{why: fmt.Sprintf("%s accepts only %s as an optional dependency", o, atomString(a))}, []*Cand{o}
 		}
 	}
 	// Clauses of selected packages that mention c's name must stay satisfiable.
 	for _, cl := range s.watch[c.Name] {
 		if !s.satisfiableWith(cl, c) {
-			return fmt.Sprintf("%s needs %s", cl.from, formatClause(cl.atoms)), append(s.selectedIn(cl.atoms), cl.from)
+			return rejection{why: fmt.Sprintf("%s needs %s", cl.from, formatClause(cl.atoms))}, append(s.selectedIn(cl.atoms), cl.from)
 		}
 	}
 	// c's own clauses must be satisfiable given the selection.
 	for _, d := range c.Deps {
 		if !s.satisfiableWith(clause{atoms: d}, c) {
-			return fmt.Sprintf("it needs %s, but %s", formatClause(d), s.chosenText(d)), s.selectedIn(d)
+			chosen := s.selectedIn(d)
+			return rejection{unsatisfiable: true, needs: d, chosen: chosen}, chosen
 		}
 	}
-	return "", nil
+	return rejection{}, nil
 }
 
 // selectedIn lists the selected versions of the names of atoms.
@@ -548,18 +634,6 @@ func (s *search) selectedIn(as []opam.Atom) []*Cand {
 		}
 	}
 	return out
-}
-
-func (s *search) chosenText(d []opam.Atom) string {
-	var parts []string
-	seen := map[opam.PackageName]bool{}
-	for _, a := range d {
-		if o := s.sel[a.Name]; o != nil && !seen[a.Name] {
-			seen[a.Name] = true
-			parts = append(parts, o.String())
-		}
-	}
-	return strings.Join(parts, ", ") + " is chosen"
 }
 
 // satisfiableWith reports whether cl can still hold once c is selected.
@@ -582,6 +656,13 @@ func (s *search) satisfiableWith(cl clause, c *Cand) bool {
 func (s *search) push(c *Cand) {
 	s.sel[c.Name] = c
 	s.order = append(s.order, c)
+	s.countSat(c, 1)
+	for _, a := range c.Conflicts {
+		s.against[a.Name] = append(s.against[a.Name], restriction{from: c, atom: a})
+	}
+	for _, a := range c.Depopts {
+		s.against[a.Name] = append(s.against[a.Name], restriction{from: c, atom: a, depopt: true})
+	}
 	if s.optimize {
 		k := s.costOf(c)
 		s.cost = s.cost.add(k, 1)
@@ -605,6 +686,13 @@ func (s *search) push(c *Cand) {
 func (s *search) pop() {
 	c := s.order[len(s.order)-1]
 	s.order = s.order[:len(s.order)-1]
+	s.countSat(c, -1)
+	for _, as := range [][]opam.Atom{c.Conflicts, c.Depopts} {
+		for _, a := range as {
+			r := s.against[a.Name]
+			s.against[a.Name] = r[:len(r)-1]
+		}
+	}
 	if s.optimize {
 		s.cost = s.cost.add(s.costs[len(s.costs)-1], -1)
 		s.costs = s.costs[:len(s.costs)-1]
@@ -652,12 +740,13 @@ func explain(f *failed, depth int) string {
 			groups = append(groups, &group{names: []string{r.cand.String()}, sub: r.sub})
 			continue
 		}
-		if g := byWhy[r.why]; g != nil {
+		why := r.reason()
+		if g := byWhy[why]; g != nil {
 			g.names = append(g.names, string(r.cand.Version))
 			continue
 		}
-		g := &group{names: []string{r.cand.String()}, why: r.why}
-		byWhy[r.why] = g
+		g := &group{names: []string{r.cand.String()}, why: why}
+		byWhy[why] = g
 		groups = append(groups, g)
 	}
 	subs := 0
