@@ -3,7 +3,6 @@ package current
 import (
 	"context"
 	"fmt"
-	"os"
 	"runtime"
 	"strings"
 	"sync"
@@ -78,7 +77,7 @@ func TestAwaitHoldsNoGoroutine(t *testing.T) {
 	}
 	before, fdsBefore := runtime.NumGoroutine(), testenv.OpenFiles(t)
 	running(t, e, All(terms...))
-	eventually(t, "every job parked", func() bool { return runs.Load() == n })
+	eventually(t, "every job parked", func() bool { return runs.Load() == n && e.Status().ParkedJobs == n })
 	eventually(t, "the jobs' goroutines gone", func() bool { return runtime.NumGoroutine() < before+50 })
 	if grown := testenv.OpenFiles(t) - fdsBefore; grown > 50 {
 		t.Errorf("%d more open files with %d jobs parked: a parked job should hold none", grown, n)
@@ -118,11 +117,11 @@ func TestAwaitHoldsNoGoroutine(t *testing.T) {
 		t.Errorf("a job awoken once counts %d attempts, want 1", r[0].Attempts)
 	}
 	// The log, closed while the job was parked, goes on after it.
-	b, err := os.ReadFile(r[0].LogPath)
+	chunk, err := e.ReadLog(r[0].ID, 0, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	log := string(b)
+	log := string(chunk.Data)
 	wait := strings.Index(log, "--- kiln: waiting for the gate of")
 	if wait < 0 || strings.LastIndex(log, "\nrun ") < wait || strings.LastIndex(log, "job succeeded") < wait {
 		t.Errorf("log of a job awoken once:\n%s", log)

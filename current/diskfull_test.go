@@ -192,7 +192,8 @@ func TestDiskFullRecovers(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 			defer cancel()
 			p := &diskFullPipeline{dir: dir, gate: make(chan struct{}), seen: map[string]Observed[string]{}, full: map[string]bool{}}
-			cfg := Config{StateDir: filepath.Join(dir, "state"), MaxRetries: 1, RetryBackoff: 20 * time.Millisecond}
+			// A full disk is met by SQLite and the log files.
+			cfg := fileLogsOnly(t, Config{StateDir: filepath.Join(dir, "state"), MaxRetries: 1, RetryBackoff: 20 * time.Millisecond})
 			e := testEngine(t, cfg)
 			vars := NewVar("items", []string{"a"})
 			runCtx, stop := context.WithCancel(ctx)

@@ -9,13 +9,19 @@ import (
 	"path/filepath"
 	"sync"
 	"time"
+
+	"github.com/kiln-ci/kiln/internal/database"
 )
 
 // Config configures an Engine. Zero fields take the documented defaults.
 type Config struct {
-	// StateDir holds the database and the job logs (default "./var").
+	// StateDir holds the SQLite database and the job log files (default "./var").
 	StateDir string
-	// DBPath is the SQLite database (default StateDir/kiln.db).
+	// Database is where results, log rules and job records live: a postgres:// URL
+	// or the path of a SQLite file (default DBPath). With PostgreSQL the job logs are
+	// kept in the database too, so every engine using it can read them.
+	Database string
+	// DBPath is the SQLite database when Database is empty (default StateDir/kiln.db).
 	DBPath string
 	// Pools maps a pool name to its number of slots. Operations naming an unknown pool
 	// run in a pool of DefaultPoolSlots slots made on first use.
@@ -52,6 +58,9 @@ func (c *Config) defaults() {
 	if c.DBPath == "" {
 		c.DBPath = filepath.Join(c.StateDir, "kiln.db")
 	}
+	if c.Database == "" {
+		c.Database = c.DBPath
+	}
 	if c.DefaultPoolSlots <= 0 {
 		c.DefaultPoolSlots = 4
 	}
@@ -83,7 +92,7 @@ type Engine struct {
 	cfg     Config
 	log     *slog.Logger
 	db      *store
-	logs    string
+	logs    logStore
 	metrics *metrics
 	started time.Time
 
@@ -156,9 +165,13 @@ func Open(cfg Config) (*Engine, error) {
 	if err := os.MkdirAll(logs, 0o755); err != nil {
 		return nil, fmt.Errorf("engine log folder: %w", err)
 	}
-	db, err := openStore(cfg.DBPath)
+	db, err := openStore(context.Background(), cfg.Database)
 	if err != nil {
 		return nil, err
+	}
+	var logStore logStore = &fileLogs{dir: logs}
+	if db.db.Backend() == database.Postgres {
+		logStore = &dbLogs{db: db.db}
 	}
 	n, err := db.markInterrupted()
 	if err != nil {
@@ -169,7 +182,7 @@ func Open(cfg Config) (*Engine, error) {
 		cfg:          cfg,
 		log:          cfg.Logger,
 		db:           db,
-		logs:         logs,
+		logs:         logStore,
 		started:      time.Now(),
 		nodes:        map[int64]*node{},
 		entries:      map[entryKey]*entry{},

@@ -163,6 +163,8 @@ func TestOpRebuildByTypedInput(t *testing.T) {
 		Do(op, Return(in{"a", "1"})), Do(op, Return(in{"a", "2"})), Do(op, Return(in{"b", "1"})),
 	))
 	eventually(t, "three builds", func() bool { return runs.get("a@1")+runs.get("a@2")+runs.get("b@1") == 3 })
+	// A job still recording its result is not started again: wait until all are over.
+	eventually(t, "three results recorded", func() bool { return len(e.Jobs()) == 0 })
 	n, err := op.Rebuild(e, func(i in) bool { return i.Commit == "1" })
 	if err != nil || n != 2 {
 		t.Fatalf("Rebuild: %d, %v; want 2 keys", n, err)

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
-	"os"
 	"slices"
 	"sort"
 	"strconv"
@@ -145,9 +144,10 @@ type JobInfo struct {
 	Expires      time.Time `json:"expires,omitzero"`
 	Rebuild      bool      `json:"rebuild_requested,omitempty"`
 	Live         bool      `json:"live"` // the live graph wants this key
-	LogPath      string    `json:"log_path"`
-	LogSize      int64     `json:"log_size"`
-	LogDeleted   bool      `json:"log_deleted,omitempty"`
+	// LogPath is the log's file, empty when logs are kept in the database.
+	LogPath    string `json:"log_path"`
+	LogSize    int64  `json:"log_size"`
+	LogDeleted bool   `json:"log_deleted,omitempty"`
 }
 
 // JobDetail is a job with the history of its key, newest first.
@@ -284,7 +284,7 @@ func (e *Engine) Job(id string) (JobDetail, error) {
 // Query returns the cached results matching q, newest first, including results no
 // longer in the live graph.
 func (e *Engine) Query(q Query) ([]JobInfo, error) {
-	s, args, err := q.sql()
+	s, args, err := q.sql(e.db.db)
 	if err != nil {
 		return nil, err
 	}
@@ -334,8 +334,8 @@ func (e *Engine) openLog(ctx context.Context, id string, offset int64) (*logFoll
 	e.jmu.Lock()
 	j := e.jobs[id]
 	e.jmu.Unlock()
-	path := e.logPath(r.ID)
-	f, err := openLogFile(path, os.O_RDONLY, 0)
+	where := e.logs.where(r.ID)
+	f, err := e.logs.open(r.ID)
 	if err != nil {
 		if r.LogDeleted {
 			return nil, fmt.Errorf("log of job %s was deleted by log retention", id)
@@ -344,28 +344,48 @@ func (e *Engine) openLog(ctx context.Context, id string, offset int64) (*logFoll
 			if j == nil && r.State != "ok" && r.State != "failed" && r.LogSize == 0 {
 				return &logFollower{ctx: ctx, f: nil}, nil
 			}
-			return nil, fmt.Errorf("log of job %s: file %s is missing", id, path)
+			return nil, fmt.Errorf("log of job %s: file %s is missing", id, where)
 		}
 		return nil, fmt.Errorf("log of job %s: %w", id, err)
 	}
-	st, err := f.Stat()
-	if err != nil || !st.Mode().IsRegular() {
+	stored, err := f.size()
+	if err != nil {
 		f.Close()
-		return nil, fmt.Errorf("log of job %s: %s is not a regular file", id, path)
+		return nil, fmt.Errorf("log of job %s: %w", id, err)
 	}
-	lf := &logFollower{ctx: ctx, f: f, size: st.Size(), offset: offset}
-	if j != nil {
+	if r.LogDeleted && stored == 0 {
+		f.Close()
+		return nil, fmt.Errorf("log of job %s was deleted by log retention", id)
+	}
+	lf := &logFollower{ctx: ctx, f: f, where: where, size: stored, offset: offset}
+	switch {
+	case j != nil:
 		lf.live = j.log
 		lf.size, _, _ = j.log.state()
-	} else if r.finished() && r.LogSize > 0 && st.Size() < r.LogSize {
+	case r.finished() && r.LogSize > 0 && stored < r.LogSize:
 		f.Close()
-		return nil, fmt.Errorf("log of job %s is corrupt: %s has %d bytes but %d were written (truncated)", id, path, st.Size(), r.LogSize)
+		return nil, fmt.Errorf("log of job %s is corrupt: %s has %d bytes but %d were written (truncated)", id, where, stored, r.LogSize)
+	case !r.finished() && e.logs.shared():
+		lf.poll = e.pollLog(f, r.ID)
 	}
 	if offset > lf.size {
 		f.Close()
 		return nil, invalid("log of job %s: offset %d is beyond its end (%d bytes)", id, offset, lf.size)
 	}
 	return lf, nil
+}
+
+// pollLog reads whether job id, running in another engine, has finished, then the size
+// of its log: once it has, the size read after is final.
+func (e *Engine) pollLog(f logReader, id int64) func() (int64, bool, error) {
+	return func() (int64, bool, error) {
+		r, err := e.db.get(id)
+		if err != nil {
+			return 0, false, err
+		}
+		size, err := f.size()
+		return size, r.finished(), err
+	}
 }
 
 // ReadLog returns up to max bytes (default 1 MiB) of job id's log from offset, without
@@ -382,7 +402,7 @@ func (e *Engine) ReadLog(id string, offset int64, max int) (LogChunk, error) {
 		return LogChunk{Next: 0}, nil
 	}
 	defer lf.Close()
-	size, done := lf.size, true
+	size, done := lf.size, lf.poll == nil
 	if lf.live != nil {
 		size, done, _ = lf.live.state()
 	}

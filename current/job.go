@@ -6,9 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"sync"
 	"time"
@@ -106,7 +104,7 @@ func (e *Engine) newJob(ent *entry, row *jobRow, resume bool) *runningJob {
 		j.row.Key, j.row.Input = "", nil
 	}
 	j.ctx, j.stop = context.WithCancelCause(e.runContext())
-	lg, err := openLiveLog(e.logPath(row.ID))
+	lg, err := openLiveLog(e.logs, row.ID)
 	if err != nil {
 		lg = discardLog()
 		e.log.Error("open job log", "job", j.id, "err", err)
@@ -167,8 +165,12 @@ func (j *runningJob) reason() string {
 	return "ready"
 }
 
+// logPath is job id's log file, "" when logs are kept in the database.
 func (e *Engine) logPath(id int64) string {
-	return filepath.Join(e.logs, fmt.Sprintf("%04d", id/1000), fmt.Sprintf("%d.log", id))
+	if e.logs.shared() {
+		return ""
+	}
+	return e.logs.where(id)
 }
 
 func (j *runningJob) waitConfirm() error {
@@ -373,7 +375,7 @@ func (e *Engine) runJob(j *runningJob) {
 			r.Message = context.Cause(j.ctx).Error()
 		}
 		if kind == FailWork {
-			if expl := e.explain(lg.path); expl != "" {
+			if expl := e.explain(r.ID); expl != "" {
 				r.Message = expl
 			}
 		}
@@ -459,36 +461,29 @@ func (e *Engine) stopping() bool {
 	return e.runCtx != nil && e.runCtx.Err() != nil
 }
 
-// liveLog is a job's append-only log file, followed by any number of readers. The
-// latest part of the log is also kept in memory, so followers keeping up with a live log
-// read it without touching the file.
+// liveLog is a job's append-only log, followed by any number of readers. The latest
+// part of the log is also kept in memory, so followers keeping up with a live log read
+// it without touching the store.
 type liveLog struct {
-	path string
-	mu   sync.RWMutex
-	f    *os.File
-	size int64
-	done bool
-	ch   chan struct{}
-	tail []byte // the bytes from size-len(tail) to size
+	store logStore // nil: discarded
+	id    int64
+	mu    sync.RWMutex
+	f     io.WriteCloser
+	size  int64
+	done  bool
+	ch    chan struct{}
+	tail  []byte // the bytes from size-len(tail) to size
 }
 
 // tailMax bounds the in-memory tail of a live log.
 const tailMax = 256 << 10
 
-func openLiveLog(path string) (*liveLog, error) {
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return nil, err
-	}
-	f, err := openLogFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+func openLiveLog(store logStore, id int64) (*liveLog, error) {
+	f, size, err := store.appender(id)
 	if err != nil {
 		return nil, err
 	}
-	st, err := f.Stat()
-	if err != nil {
-		f.Close()
-		return nil, err
-	}
-	return &liveLog{path: path, f: f, size: st.Size(), ch: make(chan struct{})}, nil
+	return &liveLog{store: store, id: id, f: f, size: size, ch: make(chan struct{})}, nil
 }
 
 func discardLog() *liveLog { return &liveLog{ch: make(chan struct{})} }
@@ -499,8 +494,8 @@ func (l *liveLog) Write(p []byte) (int, error) {
 	if l.done {
 		return 0, errors.New("job log is closed")
 	}
-	if l.f == nil && l.path != "" {
-		f, err := openLogFile(l.path, os.O_WRONLY|os.O_APPEND, 0o644)
+	if l.f == nil && l.store != nil {
+		f, _, err := l.store.appender(l.id)
 		if err != nil {
 			return 0, fmt.Errorf("reopen job log: %w", err)
 		}
@@ -527,12 +522,12 @@ func (l *liveLog) Write(p []byte) (int, error) {
 	return n, err
 }
 
-// suspend closes the log's file and drops its in-memory tail while the job is put aside
+// suspend closes the log's file (if any) and drops its in-memory tail while the job is put aside
 // (see Await): a parked job holds no file descriptor. The next Write opens it again.
 func (l *liveLog) suspend() {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.done || l.path == "" || l.f == nil {
+	if l.done || l.store == nil || l.f == nil {
 		return
 	}
 	l.f.Close()
@@ -572,12 +567,19 @@ func (l *liveLog) readTail(p []byte, offset int64) (int, bool) {
 
 // logFollower reads a log from an offset, waiting for more while the job runs.
 type logFollower struct {
-	ctx    context.Context
-	f      *os.File
-	live   *liveLog
+	ctx   context.Context
+	f     logReader
+	where string
+	live  *liveLog
+	// poll, for a job running in another engine sharing the store, reads the log's
+	// stored size and whether the job has finished.
+	poll   func() (int64, bool, error)
 	size   int64
 	offset int64
 }
+
+// pollEvery is how often a follower of a job running in another engine looks for more.
+const pollEvery = 250 * time.Millisecond
 
 func (r *logFollower) Read(p []byte) (int, error) {
 	for {
@@ -590,6 +592,13 @@ func (r *logFollower) Read(p []byte) (int, error) {
 			}
 			size, done, ch = r.live.state()
 		}
+		if r.poll != nil {
+			var err error
+			if size, done, err = r.poll(); err != nil {
+				return 0, err
+			}
+			r.size = size
+		}
 		if r.offset < size {
 			if int64(len(p)) > size-r.offset {
 				p = p[:size-r.offset]
@@ -600,12 +609,22 @@ func (r *logFollower) Read(p []byte) (int, error) {
 				return n, nil
 			}
 			if err != nil && err != io.EOF {
-				return 0, fmt.Errorf("read log %s: %w", r.f.Name(), err)
+				return 0, fmt.Errorf("read log %s: %w", r.where, err)
 			}
-			return 0, fmt.Errorf("log %s is shorter than recorded (%d < %d bytes): truncated", r.f.Name(), r.offset, size)
+			return 0, fmt.Errorf("log %s is shorter than recorded (%d < %d bytes): truncated", r.where, r.offset, size)
 		}
 		if done {
 			return 0, io.EOF
+		}
+		if ch == nil {
+			t := time.NewTimer(pollEvery)
+			select {
+			case <-t.C:
+			case <-r.ctx.Done():
+				t.Stop()
+				return 0, r.ctx.Err()
+			}
+			continue
 		}
 		select {
 		case <-ch:

@@ -191,8 +191,10 @@ func TestStartNowAndCancel(t *testing.T) {
 	}
 }
 
-func TestLogRules(t *testing.T) {
-	e := testEngine(t, Config{})
+func TestLogRules(t *testing.T) { eachBackend(t, testLogRules) }
+
+func testLogRules(t *testing.T, cfg Config) {
+	e := testEngine(t, cfg)
 	if _, err := e.AddLogRule("(unclosed", "x"); err == nil || !strings.Contains(err.Error(), "pattern") {
 		t.Fatalf("bad pattern accepted: %v", err)
 	}
@@ -253,8 +255,12 @@ func TestLogRules(t *testing.T) {
 	}
 }
 
-func TestRetention(t *testing.T) {
-	e := testEngine(t, Config{LogMaxBytes: 3000, RetentionEvery: time.Hour})
+func TestRetention(t *testing.T) { eachBackend(t, testRetention) }
+
+func testRetention(t *testing.T, cfg Config) {
+	first := cfg
+	first.LogMaxBytes, first.RetentionEvery = 3000, time.Hour
+	e := testEngine(t, first)
 	op := &Op[int, int]{Name: "noisy", Run: func(ctx context.Context, j *Job, in int) (int, error) {
 		j.Write([]byte(strings.Repeat("x", 1000)))
 		return in, nil
@@ -277,10 +283,15 @@ func TestRetention(t *testing.T) {
 	var kept int64
 	deleted := 0
 	for _, j := range all {
-		_, statErr := os.Stat(j.LogPath)
+		present := false
+		if f, err := e.logs.open(mustID(t, j.ID)); err == nil {
+			n, _ := f.size()
+			present = n > 0
+			f.Close()
+		}
 		if j.LogDeleted {
 			deleted++
-			if statErr == nil {
+			if present {
 				t.Fatalf("job %s: log marked deleted but present", j.ID)
 			}
 			if _, err := e.ReadLog(j.ID, 0, 0); err == nil || !strings.Contains(err.Error(), "retention") {
@@ -299,7 +310,9 @@ func TestRetention(t *testing.T) {
 	}
 
 	// Age limit.
-	e2 := testEngine(t, Config{LogMaxAge: time.Millisecond, RetentionEvery: 20 * time.Millisecond})
+	cfg = another(t, cfg)
+	cfg.LogMaxAge, cfg.RetentionEvery = time.Millisecond, 20*time.Millisecond
+	e2 := testEngine(t, cfg)
 	running(t, e2, Do(op, Return(1)))
 	eventually(t, "old log deleted by the engine", func() bool {
 		r, _ := e2.Query(Query{})
@@ -307,8 +320,10 @@ func TestRetention(t *testing.T) {
 	})
 }
 
-func TestFollowLog(t *testing.T) {
-	e := testEngine(t, Config{})
+func TestFollowLog(t *testing.T) { eachBackend(t, testFollowLog) }
+
+func testFollowLog(t *testing.T, cfg Config) {
+	e := testEngine(t, cfg)
 	step := make(chan struct{})
 	op := &Op[string, string]{Name: "talk", Run: func(ctx context.Context, j *Job, in string) (string, error) {
 		for i := 0; i < 3; i++ {
@@ -360,8 +375,10 @@ func TestFollowLog(t *testing.T) {
 	}
 }
 
-func TestBadInput(t *testing.T) {
-	e := testEngine(t, Config{})
+func TestBadInput(t *testing.T) { eachBackend(t, testBadInput) }
+
+func testBadInput(t *testing.T, cfg Config) {
+	e := testEngine(t, cfg)
 	op := &Op[string, string]{Name: "x", Run: func(ctx context.Context, j *Job, in string) (string, error) {
 		j.Logf("hello from %s", in)
 		return in, nil
@@ -397,8 +414,13 @@ func TestBadInput(t *testing.T) {
 	if _, err := e.Query(Query{States: []JobState{"exploded"}}); !errors.Is(err, ErrInvalid) {
 		t.Fatal("unknown state accepted")
 	}
-	// A corrupt (truncated) log file gives a clear error and changes nothing stored.
-	if err := os.Truncate(before[0].LogPath, 3); err != nil {
+	// A corrupt (truncated) log gives a clear error and changes nothing stored.
+	_, inFiles := e.logs.(*fileLogs)
+	if inFiles {
+		if err := os.Truncate(before[0].LogPath, 3); err != nil {
+			t.Fatal(err)
+		}
+	} else if _, err := e.db.db.Exec(`DELETE FROM job_logs WHERE job_id = $1 AND off > 0`, mustID(t, id)); err != nil {
 		t.Fatal(err)
 	}
 	_, err := e.ReadLog(id, 0, 0)
@@ -408,10 +430,12 @@ func TestBadInput(t *testing.T) {
 	if _, err := e.FollowLog(context.Background(), id, 0); err == nil {
 		t.Fatal("following a truncated log works")
 	}
-	os.Remove(before[0].LogPath)
-	os.Mkdir(before[0].LogPath, 0o755)
-	if _, err := e.ReadLog(id, 0, 0); err == nil || !strings.Contains(err.Error(), "not a regular file") {
-		t.Fatalf("log replaced by a folder: %v", err)
+	if inFiles {
+		os.Remove(before[0].LogPath)
+		os.Mkdir(before[0].LogPath, 0o755)
+		if _, err := e.ReadLog(id, 0, 0); err == nil || !strings.Contains(err.Error(), "not a regular file") {
+			t.Fatalf("log replaced by a folder: %v", err)
+		}
 	}
 	after, _ := e.Query(Query{})
 	if fmt.Sprint(before) != fmt.Sprint(after) {
@@ -480,46 +504,67 @@ func TestMonitorCoalescesAndIsShared(t *testing.T) {
 	})
 }
 
-func TestLiveLogTailMatchesFile(t *testing.T) {
-	path := t.TempDir() + "/x.log"
-	l, err := openLiveLog(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var want []byte
-	followers := make([]*logFollower, 4)
-	for i := range followers {
-		f, _ := os.Open(path)
-		followers[i] = &logFollower{ctx: context.Background(), f: f, live: l}
-	}
-	got := make([][]byte, len(followers))
-	doneReading := make(chan int)
-	for i, f := range followers {
-		go func(i int, f *logFollower) {
-			buf := make([]byte, 1+i*7919)
-			for {
-				n, err := f.Read(buf)
-				got[i] = append(got[i], buf[:n]...)
+func TestLiveLogTailMatchesStore(t *testing.T) {
+	for _, b := range backends {
+		t.Run(string(b), func(t *testing.T) {
+			store := testLogStore(t, b)
+			l, err := openLiveLog(store, 1)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var want []byte
+			followers := make([]*logFollower, 4)
+			for i := range followers {
+				f, err := store.open(1)
 				if err != nil {
-					doneReading <- i
-					return
+					t.Fatal(err)
+				}
+				followers[i] = &logFollower{ctx: context.Background(), f: f, where: store.where(1), live: l}
+			}
+			got := make([][]byte, len(followers))
+			errs := make([]error, len(followers))
+			doneReading := make(chan int)
+			for i, f := range followers {
+				go func(i int, f *logFollower) {
+					buf := make([]byte, 1+i*7919)
+					for {
+						n, err := f.Read(buf)
+						got[i] = append(got[i], buf[:n]...)
+						if err != nil {
+							errs[i] = err
+							doneReading <- i
+							return
+						}
+					}
+				}(i, f)
+			}
+			sizes := []int{1, 10, 1000, 70000, 200000, 3, 150000, 5}
+			for k := 0; k < 40; k++ {
+				chunk := []byte(strings.Repeat(string(rune('a'+k%26)), sizes[k%len(sizes)]))
+				if _, err := l.Write(chunk); err != nil {
+					t.Fatal(err)
+				}
+				want = append(want, chunk...)
+			}
+			l.finish()
+			for range followers {
+				<-doneReading
+			}
+			for i := range followers {
+				if errs[i] != io.EOF {
+					t.Errorf("follower %d ended with %v, want EOF", i, errs[i])
+				}
+				if string(got[i]) != string(want) {
+					t.Fatalf("follower %d read %d bytes differing from the %d written", i, len(got[i]), len(want))
 				}
 			}
-		}(i, f)
-	}
-	sizes := []int{1, 10, 1000, 70000, 200000, 3, 150000, 5}
-	for k := 0; k < 40; k++ {
-		chunk := []byte(strings.Repeat(string(rune('a'+k%26)), sizes[k%len(sizes)]))
-		l.Write(chunk)
-		want = append(want, chunk...)
-	}
-	l.finish()
-	for range followers {
-		<-doneReading
-	}
-	for i := range followers {
-		if string(got[i]) != string(want) {
-			t.Fatalf("follower %d read %d bytes differing from the %d written", i, len(got[i]), len(want))
-		}
+			stored, err := readTail(store, 1)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tail := want[max(0, len(want)-logTail):]; string(stored) != string(tail) {
+				t.Errorf("stored tail of %d bytes differs from the %d written last", len(stored), len(tail))
+			}
+		})
 	}
 }

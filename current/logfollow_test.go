@@ -3,16 +3,20 @@ package current
 import (
 	"context"
 	"errors"
+	"io"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/kiln-ci/kiln/internal/database/databasetest"
 )
 
 // A symbolic link in the place of a job's log is neither read nor written through.
 func TestLogSymlinkIsNotFollowed(t *testing.T) {
-	e := testEngine(t, Config{MaxRetries: -1})
+	e := testEngine(t, fileLogsOnly(t, Config{MaxRetries: -1}))
 	secret := filepath.Join(t.TempDir(), "secret")
 	const secretText = "SECRET of the server\n"
 	if err := os.WriteFile(secret, []byte(secretText), 0o600); err != nil {
@@ -103,4 +107,68 @@ func mustID(t *testing.T, id string) int64 {
 		t.Fatal(err)
 	}
 	return n
+}
+
+// With the logs in PostgreSQL, an engine follows the live log of a job another engine
+// on the same database runs.
+func TestFollowLogFromAnotherEngine(t *testing.T) {
+	db := databasetest.Postgres(t)
+	runner := testEngine(t, Config{StateDir: t.TempDir(), Database: db})
+	step := make(chan struct{})
+	op := &Op[string, string]{Name: "talk", Run: func(ctx context.Context, j *Job, in string) (string, error) {
+		for i := 0; i < 3; i++ {
+			j.Logf("line %d", i)
+			select {
+			case <-step:
+			case <-ctx.Done():
+				return "", ctx.Err()
+			}
+		}
+		return "", nil
+	}}
+	running(t, runner, Do(op, Return("x")))
+	eventually(t, "job", func() bool { return len(runner.Jobs()) == 1 })
+	id := runner.Jobs()[0].ID
+	reader := testEngine(t, Config{StateDir: t.TempDir(), Database: db})
+	cases := []struct {
+		name   string
+		offset int64
+	}{
+		{"from the start", 0},
+		{"from an offset", 5},
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	results := make([]chan string, len(cases))
+	for i, c := range cases {
+		r, err := reader.FollowLog(ctx, id, c.offset)
+		if err != nil {
+			t.Fatal(err)
+		}
+		results[i] = make(chan string, 1)
+		go func() {
+			defer r.Close()
+			b, err := io.ReadAll(r)
+			if err != nil {
+				b = append(b, "\nerror: "+err.Error()...)
+			}
+			results[i] <- string(b)
+		}()
+	}
+	for range 3 {
+		step <- struct{}{}
+	}
+	eventually(t, "job finished", func() bool { return len(runner.Jobs()) == 0 })
+	full, err := runner.ReadLog(id, 0, 0)
+	if err != nil || !full.Done {
+		t.Fatalf("read log: %+v %v", full, err)
+	}
+	for i, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			got := <-results[i]
+			if want := string(full.Data[c.offset:]); got != want || !strings.Contains(got, "line 2\n") {
+				t.Errorf("the other engine's follower read %q, want %q", got, want)
+			}
+		})
+	}
 }

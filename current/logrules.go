@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"regexp"
 	"strconv"
 	"strings"
@@ -68,11 +67,12 @@ func (e *Engine) AddLogRule(pattern, explanation string) (LogRule, error) {
 		return LogRule{}, err
 	}
 	now := time.Now()
-	res, err := e.db.db.Exec(`INSERT INTO log_rules (pattern, explanation, created_at) VALUES (?, ?, ?)`, pattern, explanation, now.UnixNano())
+	var id int64
+	err := e.db.db.QueryRow(`INSERT INTO log_rules (pattern, explanation, created_at) VALUES ($1, $2, $3) RETURNING id`,
+		pattern, explanation, now.UnixNano()).Scan(&id)
 	if err != nil {
 		return LogRule{}, fmt.Errorf("add log rule: %w", err)
 	}
-	id, _ := res.LastInsertId()
 	return LogRule{ID: id, Pattern: pattern, Explanation: explanation, Created: now}, nil
 }
 
@@ -81,7 +81,7 @@ func (e *Engine) UpdateLogRule(id int64, pattern, explanation string) error {
 	if _, err := checkRule(pattern, explanation); err != nil {
 		return err
 	}
-	res, err := e.db.db.Exec(`UPDATE log_rules SET pattern = ?, explanation = ? WHERE id = ?`, pattern, explanation, id)
+	res, err := e.db.db.Exec(`UPDATE log_rules SET pattern = $1, explanation = $2 WHERE id = $3`, pattern, explanation, id)
 	if err != nil {
 		return fmt.Errorf("update log rule %d: %w", id, err)
 	}
@@ -93,7 +93,7 @@ func (e *Engine) UpdateLogRule(id int64, pattern, explanation string) error {
 
 // DeleteLogRule removes rule id.
 func (e *Engine) DeleteLogRule(id int64) error {
-	res, err := e.db.db.Exec(`DELETE FROM log_rules WHERE id = ?`, id)
+	res, err := e.db.db.Exec(`DELETE FROM log_rules WHERE id = $1`, id)
 	if err != nil {
 		return fmt.Errorf("delete log rule %d: %w", id, err)
 	}
@@ -121,21 +121,18 @@ func (e *Engine) compiledRules() []compiledRule {
 // logTail is the last part of a log searched by the rules.
 const logTail = 1 << 20
 
-func readTail(path string) ([]byte, error) {
-	f, err := openLogFile(path, os.O_RDONLY, 0)
+func readTail(store logStore, id int64) ([]byte, error) {
+	f, err := store.open(id)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
-	st, err := f.Stat()
+	size, err := f.size()
 	if err != nil {
 		return nil, err
 	}
-	off := st.Size() - logTail
-	if off < 0 {
-		off = 0
-	}
-	return io.ReadAll(io.NewSectionReader(f, off, st.Size()-off))
+	off := max(size-logTail, 0)
+	return io.ReadAll(io.NewSectionReader(f, off, size-off))
 }
 
 // matchLine returns the first line of log matching re (1-based number relative to the tail).
@@ -150,13 +147,13 @@ func matchLine(log []byte, re *regexp.Regexp) (int, string, bool) {
 	return 0, "", false
 }
 
-// explain returns the explanation of the first rule matching the log at path.
-func (e *Engine) explain(path string) string {
+// explain returns the explanation of the first rule matching job id's log.
+func (e *Engine) explain(id int64) string {
 	rules := e.compiledRules()
 	if len(rules) == 0 {
 		return ""
 	}
-	log, err := readTail(path)
+	log, err := readTail(e.logs, id)
 	if err != nil {
 		return ""
 	}
@@ -189,14 +186,14 @@ func (e *Engine) TestLogRule(pattern string, n int) ([]RuleMatch, error) {
 	if n <= 0 {
 		n = 20
 	}
-	rows, err := e.db.rows(`SELECT `+rowCols+` FROM results WHERE state = 'failed' AND log_deleted = 0 ORDER BY finished_at DESC LIMIT ?`, n)
+	rows, err := e.db.rows(`SELECT `+rowCols+` FROM results WHERE state = 'failed' AND log_deleted = 0 ORDER BY finished_at DESC LIMIT $1`, n)
 	if err != nil && !errors.Is(err, sql.ErrNoRows) {
 		return nil, err
 	}
 	out := make([]RuleMatch, 0, len(rows))
 	for _, r := range rows {
 		m := RuleMatch{JobID: strconv.FormatInt(r.ID, 10), Op: r.Op, Label: r.Label}
-		log, err := readTail(e.logPath(r.ID))
+		log, err := readTail(e.logs, r.ID)
 		if err != nil {
 			m.Error = err.Error()
 		} else {

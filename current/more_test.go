@@ -13,9 +13,10 @@ import (
 	"time"
 )
 
-func TestShutdownInterruptsAndResumes(t *testing.T) {
-	dir := t.TempDir()
-	e := testEngine(t, Config{StateDir: dir})
+func TestShutdownInterruptsAndResumes(t *testing.T) { eachBackend(t, testShutdownInterruptsAndResumes) }
+
+func testShutdownInterruptsAndResumes(t *testing.T, cfg Config) {
+	e := testEngine(t, cfg)
 	var runs atomic.Int64
 	started := make(chan struct{}, 2)
 	op := &Op[string, string]{Name: "long", Run: func(ctx context.Context, j *Job, in string) (string, error) {
@@ -46,8 +47,10 @@ func TestShutdownInterruptsAndResumes(t *testing.T) {
 	}
 }
 
-func TestRebuildNotLiveAndBulk(t *testing.T) {
-	e := testEngine(t, Config{})
+func TestRebuildNotLiveAndBulk(t *testing.T) { eachBackend(t, testRebuildNotLiveAndBulk) }
+
+func testRebuildNotLiveAndBulk(t *testing.T, cfg Config) {
+	e := testEngine(t, cfg)
 	var runs sync32
 	op := counterOp("build", &runs)
 	src := NewVar("src", []string{"bad-a", "bad-b", "good"})
@@ -158,14 +161,18 @@ func FuzzLogRule(f *testing.F) {
 }
 
 func TestAbandonedInterruptedJobsFinish(t *testing.T) {
-	dir := t.TempDir()
-	e := testEngine(t, Config{StateDir: dir})
+	eachBackend(t, testAbandonedInterruptedJobsFinish)
+}
+
+func testAbandonedInterruptedJobsFinish(t *testing.T, cfg Config) {
+	e := testEngine(t, cfg)
 	row := jobRow{Op: "gone", Digest: "d", Key: "k", Build: 1, InputDigest: "i", State: "running", ReadyAt: 1}
 	if err := e.db.insert(&row); err != nil {
 		t.Fatal(err)
 	}
 	e.Close()
-	e2 := testEngine(t, Config{StateDir: dir, InterruptedGrace: 50 * time.Millisecond, RetentionEvery: 10 * time.Millisecond})
+	cfg.InterruptedGrace, cfg.RetentionEvery = 50*time.Millisecond, 10*time.Millisecond
+	e2 := testEngine(t, cfg)
 	r, _ := e2.Query(Query{})
 	if r[0].State != JobInterrupted {
 		t.Fatalf("state after restart: %s", r[0].State)
@@ -193,6 +200,36 @@ func TestCorruptDatabase(t *testing.T) {
 	}
 }
 
+// legacyMigration1 is the first migration as the releases before internal/database
+// ran it, recording their version in schema_version.
+const legacyMigration1 = `CREATE TABLE results (
+		id           INTEGER PRIMARY KEY AUTOINCREMENT,
+		op           TEXT    NOT NULL,
+		digest       TEXT    NOT NULL,
+		key          TEXT    NOT NULL,
+		label        TEXT    NOT NULL DEFAULT '',
+		build        INTEGER NOT NULL,
+		input_digest TEXT    NOT NULL,
+		input        BLOB,
+		state        TEXT    NOT NULL,
+		level        INTEGER NOT NULL DEFAULT 0,
+		lane         TEXT    NOT NULL DEFAULT '',
+		output       BLOB,
+		message      TEXT    NOT NULL DEFAULT '',
+		failure_kind TEXT    NOT NULL DEFAULT '',
+		attempts     INTEGER NOT NULL DEFAULT 0,
+		ready_at     INTEGER NOT NULL,
+		running_at   INTEGER NOT NULL DEFAULT 0,
+		finished_at  INTEGER NOT NULL DEFAULT 0,
+		expires_at   INTEGER NOT NULL DEFAULT 0,
+		rebuild      INTEGER NOT NULL DEFAULT 0,
+		log_size     INTEGER NOT NULL DEFAULT 0,
+		log_deleted  INTEGER NOT NULL DEFAULT 0
+	);
+	CREATE UNIQUE INDEX results_key ON results(op, digest, build);
+	CREATE INDEX results_state ON results(state);
+	CREATE INDEX results_finished ON results(finished_at);`
+
 func TestSchemaMigrations(t *testing.T) {
 	dir := t.TempDir()
 	path := dir + "/kiln.db"
@@ -203,7 +240,7 @@ func TestSchemaMigrations(t *testing.T) {
 	}
 	for _, q := range []string{
 		`CREATE TABLE schema_version (version INTEGER NOT NULL)`, `INSERT INTO schema_version(version) VALUES (1)`,
-		migrations[0],
+		legacyMigration1,
 		`INSERT INTO results (op, digest, key, build, input_digest, state, ready_at) VALUES ('op', 'd', 'k', 1, 'i', 'ok', 1)`,
 	} {
 		if _, err := db.Exec(q); err != nil {
@@ -212,7 +249,7 @@ func TestSchemaMigrations(t *testing.T) {
 	}
 	db.Close()
 
-	e := testEngine(t, Config{StateDir: dir})
+	e := testEngine(t, fileLogsOnly(t, Config{StateDir: dir}))
 	if _, err := e.AddLogRule("x", "y"); err != nil {
 		t.Fatalf("log rules table missing after migration: %v", err)
 	}
@@ -221,15 +258,18 @@ func TestSchemaMigrations(t *testing.T) {
 		t.Fatalf("old results lost: %v %v", r, err)
 	}
 	var v int
-	e.db.db.QueryRow(`SELECT version FROM schema_version`).Scan(&v)
-	if v != len(migrations) {
-		t.Fatalf("schema version %d, want %d", v, len(migrations))
+	e.db.db.QueryRow(`SELECT MAX(version) FROM kiln_migrations WHERE schema_name = 'engine'`).Scan(&v)
+	if v != len(schema.Migrations) {
+		t.Fatalf("schema version %d, want %d", v, len(schema.Migrations))
 	}
 	e.Close()
 
 	// A database from a newer release is refused, not damaged.
-	s2, _ := openStore(path)
-	s2.db.Exec(`UPDATE schema_version SET version = 99`)
+	s2, err := openStore(context.Background(), path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s2.db.Exec(`INSERT INTO kiln_migrations (schema_name, version, applied_at) VALUES ('engine', 99, 0)`)
 	s2.close()
 	if _, err := Open(Config{StateDir: dir}); err == nil || !strings.Contains(err.Error(), "newer") {
 		t.Fatalf("newer schema: %v", err)

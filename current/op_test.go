@@ -26,7 +26,10 @@ func counterOp(name string, runs *sync32) *Op[string, string] {
 }
 
 func TestOpRunsOncePerKeyAndPersistsAcrossRestart(t *testing.T) {
-	dir := t.TempDir()
+	eachBackend(t, testOpRunsOncePerKeyAndPersistsAcrossRestart)
+}
+
+func testOpRunsOncePerKeyAndPersistsAcrossRestart(t *testing.T, cfg Config) {
 	var runs sync32
 	op := counterOp("build", &runs)
 	pipeline := func(src *Var[[]string]) AnyTerm {
@@ -37,7 +40,7 @@ func TestOpRunsOncePerKeyAndPersistsAcrossRestart(t *testing.T) {
 		}).Named("all")
 	}
 	{
-		e := testEngine(t, Config{StateDir: dir})
+		e := testEngine(t, cfg)
 		src := NewVar("src", []string{"x", "y", "bad1"})
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan error, 1)
@@ -54,7 +57,7 @@ func TestOpRunsOncePerKeyAndPersistsAcrossRestart(t *testing.T) {
 		t.Fatalf("first run: %v", runs.snapshot())
 	}
 	// Reopen: nothing runs again, failures included, and the graph shows the results.
-	e := testEngine(t, Config{StateDir: dir})
+	e := testEngine(t, cfg)
 	src := NewVar("src", []string{"x", "y", "bad1", "z"})
 	running(t, e, pipeline(src))
 	eventually(t, "z built", func() bool { return runs.get("z") == 1 })

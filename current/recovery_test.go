@@ -48,7 +48,7 @@ func TestRecoveryHelper(t *testing.T) {
 	if dir == "" {
 		t.Skip("helper process for TestInterruptedJobsRecover")
 	}
-	e, err := Open(Config{StateDir: dir})
+	e, err := Open(Config{StateDir: dir, Database: os.Getenv(helperEnv + "_DATABASE")})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -60,22 +60,35 @@ func lines(path string) int {
 	return strings.Count(string(b), "\n")
 }
 
+// TestInterruptedJobsRecover kills a process running a job and expects the next engine
+// on the same database to run it again, appending to its log.
 func TestInterruptedJobsRecover(t *testing.T) {
-	dir := t.TempDir()
+	eachBackend(t, testInterruptedJobsRecover)
+}
+
+func testInterruptedJobsRecover(t *testing.T, cfg Config) {
+	dir := cfg.StateDir
 	cmd := exec.Command(os.Args[0], "-test.run=^TestRecoveryHelper$", "-test.count=1")
-	cmd.Env = append(os.Environ(), helperEnv+"="+dir)
+	cmd.Env = append(os.Environ(), helperEnv+"="+dir, helperEnv+"_DATABASE="+cfg.Database)
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
+	store, err := openStore(context.Background(), cfg.Database)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.close()
+	var logs logStore = &fileLogs{dir: filepath.Join(dir, "logs")}
+	if strings.HasPrefix(cfg.Database, "postgres") {
+		logs = &dbLogs{db: store.db}
+	}
 	// Wait for the fast job to finish and the slow one to have logged a few ticks.
-	var slowLog string
+	var before []byte
 	eventually(t, "child running the slow job", func() bool {
-		logs, _ := filepath.Glob(filepath.Join(dir, "logs", "*", "*.log"))
-		for _, l := range logs {
-			b, _ := os.ReadFile(l)
+		for id := int64(1); id <= 3; id++ {
+			b, _ := readTail(logs, id)
 			if strings.Count(string(b), "tick") >= 5 {
-				slowLog = l
 				return lines(filepath.Join(dir, "runs-fast")) == 1
 			}
 		}
@@ -83,12 +96,13 @@ func TestInterruptedJobsRecover(t *testing.T) {
 	})
 	cmd.Process.Signal(syscall.SIGKILL)
 	cmd.Wait()
-	before, err := os.ReadFile(slowLog)
-	if err != nil {
-		t.Fatal(err)
+	for id := int64(1); id <= 3; id++ {
+		if b, _ := readTail(logs, id); strings.Contains(string(b), "tick") {
+			before = b
+		}
 	}
 
-	e := testEngine(t, Config{StateDir: dir})
+	e := testEngine(t, cfg)
 	jobs, err := e.Query(Query{Op: "slow"})
 	if err != nil || len(jobs) != 1 || jobs[0].State != JobInterrupted {
 		t.Fatalf("after the kill the slow job should be interrupted: %+v %v", jobs, err)

@@ -1,10 +1,7 @@
 package current
 
 import (
-	"errors"
 	"fmt"
-	"io/fs"
-	"os"
 	"time"
 )
 
@@ -29,7 +26,7 @@ func (e *Engine) EnforceRetention() (RetentionReport, error) {
 	var victims []victim
 	if e.cfg.LogMaxAge > 0 {
 		cutoff := time.Now().Add(-e.cfg.LogMaxAge).UnixNano()
-		rs, err := e.db.db.Query(`SELECT id, log_size FROM results WHERE log_deleted = 0 AND finished_at > 0 AND finished_at < ?`, cutoff)
+		rs, err := e.db.db.Query(`SELECT id, log_size FROM results WHERE log_deleted = 0 AND finished_at > 0 AND finished_at < $1`, cutoff)
 		if err != nil {
 			return rep, fmt.Errorf("log retention: %w", err)
 		}
@@ -96,11 +93,11 @@ func (e *Engine) deleteLogs(ids []int64, rep *RetentionReport, sizes []int64) er
 		return fmt.Errorf("log retention: %w", err)
 	}
 	for i, id := range ids {
-		if err := os.Remove(e.logPath(id)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		if err := e.logs.remove(id); err != nil {
 			e.log.Warn("log retention: delete log", "job", id, "err", err)
 			continue
 		}
-		if _, err := tx.Exec(`UPDATE results SET log_deleted = 1 WHERE id = ?`, id); err != nil {
+		if _, err := tx.Exec(`UPDATE results SET log_deleted = 1 WHERE id = $1`, id); err != nil {
 			tx.Rollback()
 			return fmt.Errorf("log retention: %w", err)
 		}
@@ -117,8 +114,8 @@ func (e *Engine) finishAbandoned() {
 		return
 	}
 	now := time.Now().UnixNano()
-	res, err := e.db.db.Exec(`UPDATE results SET state = 'failed', failure_kind = ?, rebuild = 1, finished_at = ?,
-		message = 'interrupted by a restart and not wanted again' WHERE state = 'interrupted' AND ready_at < ?`,
+	res, err := e.db.db.Exec(`UPDATE results SET state = 'failed', failure_kind = $1, rebuild = 1, finished_at = $2,
+		message = 'interrupted by a restart and not wanted again' WHERE state = 'interrupted' AND ready_at < $3`,
 		string(FailInterrupted), now, e.started.UnixNano())
 	if err != nil {
 		e.log.Warn("finish interrupted jobs", "err", err)

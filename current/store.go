@@ -1,80 +1,96 @@
 package current
 
 import (
+	"context"
 	"database/sql"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
-	_ "modernc.org/sqlite" // the SQLite driver
+	"github.com/kiln-ci/kiln/internal/database"
 )
 
-// migrations are applied in order; the database records how many ran. Never edit a
-// released migration: append a new one.
-var migrations = []string{
+// schema is the engine's tables. Releases before internal/database kept the version in
+// schema_version. Migration 1 spells its integer columns BIGINT for PostgreSQL, which
+// SQLite treats as the INTEGER it once said.
+var schema = database.Schema{Name: "engine", Legacy: "schema_version", Migrations: []string{
 	`CREATE TABLE results (
-		id           INTEGER PRIMARY KEY AUTOINCREMENT,
+		id           {{id}},
 		op           TEXT    NOT NULL,
 		digest       TEXT    NOT NULL,
 		key          TEXT    NOT NULL,
 		label        TEXT    NOT NULL DEFAULT '',
-		build        INTEGER NOT NULL,
+		build        BIGINT  NOT NULL,
 		input_digest TEXT    NOT NULL,
-		input        BLOB,
+		input        {{blob}},
 		state        TEXT    NOT NULL,
-		level        INTEGER NOT NULL DEFAULT 0,
+		level        BIGINT  NOT NULL DEFAULT 0,
 		lane         TEXT    NOT NULL DEFAULT '',
-		output       BLOB,
+		output       {{blob}},
 		message      TEXT    NOT NULL DEFAULT '',
 		failure_kind TEXT    NOT NULL DEFAULT '',
-		attempts     INTEGER NOT NULL DEFAULT 0,
-		ready_at     INTEGER NOT NULL,
-		running_at   INTEGER NOT NULL DEFAULT 0,
-		finished_at  INTEGER NOT NULL DEFAULT 0,
-		expires_at   INTEGER NOT NULL DEFAULT 0,
-		rebuild      INTEGER NOT NULL DEFAULT 0,
-		log_size     INTEGER NOT NULL DEFAULT 0,
-		log_deleted  INTEGER NOT NULL DEFAULT 0
+		attempts     BIGINT  NOT NULL DEFAULT 0,
+		ready_at     BIGINT  NOT NULL,
+		running_at   BIGINT  NOT NULL DEFAULT 0,
+		finished_at  BIGINT  NOT NULL DEFAULT 0,
+		expires_at   BIGINT  NOT NULL DEFAULT 0,
+		rebuild      BIGINT  NOT NULL DEFAULT 0,
+		log_size     BIGINT  NOT NULL DEFAULT 0,
+		log_deleted  BIGINT  NOT NULL DEFAULT 0
 	);
 	CREATE UNIQUE INDEX results_key ON results(op, digest, build);
 	CREATE INDEX results_state ON results(state);
 	CREATE INDEX results_finished ON results(finished_at);`,
 	`CREATE TABLE log_rules (
-		id          INTEGER PRIMARY KEY AUTOINCREMENT,
+		id          {{id}},
 		pattern     TEXT    NOT NULL,
 		explanation TEXT    NOT NULL,
-		created_at  INTEGER NOT NULL
+		created_at  BIGINT  NOT NULL
 	);`,
 	`ALTER TABLE results ADD COLUMN failing_lines TEXT NOT NULL DEFAULT '';`,
-}
+	// The logs of jobs when they are kept in the database (see dbLogs): each write is
+	// a chunk at its byte offset in the job's log.
+	`CREATE TABLE job_logs (
+		job_id BIGINT NOT NULL,
+		off    BIGINT NOT NULL,
+		data   {{blob}} NOT NULL,
+		PRIMARY KEY (job_id, off)
+	);`,
+}}
 
 type store struct {
-	db         *sql.DB
+	db         *database.DB
 	latestStmt *sql.Stmt
 }
 
-func openStore(path string) (*store, error) {
-	dsn := "file:" + path + "?_pragma=journal_mode(WAL)&_pragma=busy_timeout(10000)&_pragma=synchronous(NORMAL)&_pragma=foreign_keys(1)&_pragma=cache_size(-4096)&_pragma=mmap_size(1073741824)"
-	db, err := sql.Open("sqlite", dsn)
+// openStore opens the engine's database at target (a SQLite file or a postgres:// URL).
+func openStore(ctx context.Context, target string) (*store, error) {
+	db, err := database.Open(ctx, target, database.MaxConns(1),
+		database.SQLitePragma("cache_size", "-4096"), database.SQLitePragma("mmap_size", "1073741824"))
 	if err != nil {
-		return nil, fmt.Errorf("open database %s: %w", path, err)
+		return nil, fmt.Errorf("engine store: %w", err)
 	}
-	db.SetMaxOpenConns(1)
+	if db.Backend() == database.Postgres {
+		db.SetMaxOpenConns(8)
+	}
 	s := &store{db: db}
-	if err := s.checkIntegrity(path); err != nil {
-		db.Close()
-		return nil, err
+	if db.Backend() == database.SQLite {
+		if err := s.checkIntegrity(target); err != nil {
+			db.Close()
+			return nil, err
+		}
 	}
-	if err := s.migrate(); err != nil {
+	if err := db.Migrate(ctx, schema); err != nil {
 		db.Close()
-		return nil, fmt.Errorf("database %s: %w", path, err)
+		return nil, fmt.Errorf("engine store: %w", err)
 	}
-	s.latestStmt, err = db.Prepare(`SELECT ` + rowCols + ` FROM results WHERE op = ? AND digest = ? ORDER BY build DESC LIMIT 1`)
+	s.latestStmt, err = db.PrepareContext(ctx, `SELECT `+rowCols+` FROM results WHERE op = $1 AND digest = $2 ORDER BY build DESC LIMIT 1`)
 	if err != nil {
 		db.Close()
-		return nil, fmt.Errorf("database %s: %w", path, err)
+		return nil, fmt.Errorf("engine store %s: %w", db, err)
 	}
 	return s, nil
 }
@@ -113,42 +129,6 @@ func (s *store) checkIntegrity(path string) error {
 func (s *store) close() error {
 	s.latestStmt.Close()
 	return s.db.Close()
-}
-
-func (s *store) migrate() error {
-	if _, err := s.db.Exec(`CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)`); err != nil {
-		return fmt.Errorf("schema version table: %w", err)
-	}
-	var v int
-	err := s.db.QueryRow(`SELECT version FROM schema_version`).Scan(&v)
-	if errors.Is(err, sql.ErrNoRows) {
-		if _, err := s.db.Exec(`INSERT INTO schema_version(version) VALUES (0)`); err != nil {
-			return err
-		}
-	} else if err != nil {
-		return fmt.Errorf("read schema version: %w", err)
-	}
-	if v > len(migrations) {
-		return fmt.Errorf("schema version %d is newer than this program knows (%d)", v, len(migrations))
-	}
-	for i := v; i < len(migrations); i++ {
-		tx, err := s.db.Begin()
-		if err != nil {
-			return err
-		}
-		if _, err := tx.Exec(migrations[i]); err != nil {
-			tx.Rollback()
-			return fmt.Errorf("migration %d: %w", i+1, err)
-		}
-		if _, err := tx.Exec(`UPDATE schema_version SET version = ?`, i+1); err != nil {
-			tx.Rollback()
-			return err
-		}
-		if err := tx.Commit(); err != nil {
-			return fmt.Errorf("migration %d: %w", i+1, err)
-		}
-	}
-	return nil
 }
 
 // jobRow is one build of one key of one operation.
@@ -213,15 +193,14 @@ func (s *store) latest(op, digest string) (*jobRow, error) {
 
 // latestMany returns the latest row of each of the given keys of op that has one.
 func (s *store) latestMany(op string, digests []string) ([]*jobRow, error) {
-	// CROSS JOIN keeps the few wanted keys as the outer loop.
-	q := `SELECT ` + rowCols + ` FROM (SELECT digest AS d, MAX(build) AS b FROM results WHERE op = ? AND digest IN (?` +
-		strings.Repeat(", ?", len(digests)-1) + `) GROUP BY digest) AS latest CROSS JOIN results ON results.op = ? AND results.digest = latest.d AND results.build = latest.b`
-	args := make([]any, 0, len(digests)+2)
+	// CROSS JOIN keeps the few wanted keys as the outer loop in SQLite.
+	q := `SELECT ` + rowCols + ` FROM (SELECT digest AS d, MAX(build) AS b FROM results WHERE op = $1 AND digest IN (` +
+		placeholders(2, len(digests)) + `) GROUP BY digest) AS latest CROSS JOIN results WHERE results.op = $1 AND results.digest = latest.d AND results.build = latest.b`
+	args := make([]any, 0, len(digests)+1)
 	args = append(args, op)
 	for _, d := range digests {
 		args = append(args, d)
 	}
-	args = append(args, op)
 	rows, err := s.rows(q, args...)
 	if err != nil {
 		return nil, fmt.Errorf("read results of %s: %w", op, err)
@@ -230,7 +209,7 @@ func (s *store) latestMany(op string, digests []string) ([]*jobRow, error) {
 }
 
 func (s *store) get(id int64) (*jobRow, error) {
-	r, err := scanRow(s.db.QueryRow(`SELECT `+rowCols+` FROM results WHERE id = ?`, id))
+	r, err := scanRow(s.db.QueryRow(`SELECT `+rowCols+` FROM results WHERE id = $1`, id))
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, notFound("job", fmt.Sprint(id))
 	}
@@ -250,7 +229,7 @@ func (s *store) keys(ids []int64) (map[int64]string, error) {
 		for i, id := range chunk {
 			args[i] = id
 		}
-		rows, err := s.db.Query(`SELECT id, key FROM results WHERE id IN (?`+strings.Repeat(",?", len(chunk)-1)+`)`, args...)
+		rows, err := s.db.Query(`SELECT id, key FROM results WHERE id IN (`+placeholders(1, len(chunk))+`)`, args...)
 		if err != nil {
 			return nil, fmt.Errorf("read job keys: %w", err)
 		}
@@ -273,7 +252,7 @@ func (s *store) keys(ids []int64) (map[int64]string, error) {
 }
 
 func (s *store) history(op, digest string, limit int) ([]*jobRow, error) {
-	return s.rows(`SELECT `+rowCols+` FROM results WHERE op = ? AND digest = ? ORDER BY build DESC LIMIT ?`, op, digest, limit)
+	return s.rows(`SELECT `+rowCols+` FROM results WHERE op = $1 AND digest = $2 ORDER BY build DESC LIMIT $3`, op, digest, limit)
 }
 
 func (s *store) rows(q string, args ...any) ([]*jobRow, error) {
@@ -294,23 +273,22 @@ func (s *store) rows(q string, args ...any) ([]*jobRow, error) {
 }
 
 func (s *store) insert(r *jobRow) error {
-	res, err := s.db.Exec(`INSERT INTO results (op, digest, key, label, build, input_digest, input, state, level, lane, ready_at)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-		r.Op, r.Digest, r.Key, r.Label, r.Build, r.InputDigest, r.Input, r.State, int(r.Level), string(r.Lane), r.ReadyAt)
+	err := s.db.QueryRow(`INSERT INTO results (op, digest, key, label, build, input_digest, input, state, level, lane, ready_at)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id`,
+		r.Op, r.Digest, r.Key, r.Label, r.Build, r.InputDigest, r.Input, r.State, int(r.Level), string(r.Lane), r.ReadyAt).Scan(&r.ID)
 	if err != nil {
 		return fmt.Errorf("record job of %s: %w", r.Op, err)
 	}
-	r.ID, err = res.LastInsertId()
-	return err
+	return nil
 }
 
 func (s *store) setRunning(id int64, at int64, attempts int) error {
-	_, err := s.db.Exec(`UPDATE results SET state = 'running', running_at = ?, attempts = ? WHERE id = ?`, at, attempts, id)
+	_, err := s.db.Exec(`UPDATE results SET state = 'running', running_at = $1, attempts = $2 WHERE id = $3`, at, attempts, id)
 	return err
 }
 
 func (s *store) setState(id int64, state string) error {
-	_, err := s.db.Exec(`UPDATE results SET state = ? WHERE id = ?`, state, id)
+	_, err := s.db.Exec(`UPDATE results SET state = $1 WHERE id = $2`, state, id)
 	return err
 }
 
@@ -323,9 +301,9 @@ func (s *store) finish(r *jobRow) error {
 		}
 		lines = string(b)
 	}
-	_, err := s.db.Exec(`UPDATE results SET state = ?, output = ?, message = ?, failure_kind = ?, attempts = ?,
-		finished_at = ?, expires_at = ?, rebuild = ?, log_size = ?, failing_lines = ? WHERE id = ?`,
-		r.State, r.Output, r.Message, string(r.FailureKind), r.Attempts, r.FinishedAt, r.ExpiresAt, r.Rebuild, r.LogSize, lines, r.ID)
+	_, err := s.db.Exec(`UPDATE results SET state = $1, output = $2, message = $3, failure_kind = $4, attempts = $5,
+		finished_at = $6, expires_at = $7, rebuild = $8, log_size = $9, failing_lines = $10 WHERE id = $11`,
+		r.State, r.Output, r.Message, string(r.FailureKind), r.Attempts, r.FinishedAt, r.ExpiresAt, boolInt(r.Rebuild), r.LogSize, lines, r.ID)
 	if err != nil {
 		return fmt.Errorf("record result of job %d: %w", r.ID, err)
 	}
@@ -342,7 +320,7 @@ func (s *store) markInterrupted() (int64, error) {
 }
 
 func (s *store) setRebuild(op, digest string) (int64, error) {
-	res, err := s.db.Exec(`UPDATE results SET rebuild = 1 WHERE id = (SELECT id FROM results WHERE op = ? AND digest = ? ORDER BY build DESC LIMIT 1)`, op, digest)
+	res, err := s.db.Exec(`UPDATE results SET rebuild = 1 WHERE id = (SELECT id FROM results WHERE op = $1 AND digest = $2 ORDER BY build DESC LIMIT 1)`, op, digest)
 	if err != nil {
 		return 0, fmt.Errorf("request rebuild: %w", err)
 	}
@@ -362,24 +340,26 @@ type Query struct {
 	Offset      int           `json:"offset,omitempty"`
 }
 
-func (q Query) sql() (string, []any, error) {
+func (q Query) sql(db *database.DB) (string, []any, error) {
 	var where []string
 	var args []any
+	arg := func(v any) string {
+		args = append(args, v)
+		return "$" + strconv.Itoa(len(args))
+	}
 	if q.Op != "" {
-		where = append(where, "op = ?")
-		args = append(args, q.Op)
+		where = append(where, "op = "+arg(q.Op))
 	}
 	if q.KeyContains != "" {
-		where = append(where, "(instr(key, ?) > 0 OR instr(label, ?) > 0)")
-		args = append(args, q.KeyContains, q.KeyContains)
+		p := arg(q.KeyContains)
+		where = append(where, "("+db.Position("key", p)+" > 0 OR "+db.Position("label", p)+" > 0)")
 	}
 	if len(q.States) > 0 {
 		var ors []string
 		for _, st := range q.States {
 			switch st {
 			case JobOK, JobFailed, JobInterrupted:
-				ors = append(ors, "state = ?")
-				args = append(args, string(st))
+				ors = append(ors, "state = "+arg(string(st)))
 			case JobReady, JobWaiting, JobRunning:
 				ors = append(ors, "state IN ('ready', 'running')")
 			default:
@@ -396,18 +376,15 @@ func (q Query) sql() (string, []any, error) {
 			default:
 				return "", nil, invalid("query: unknown failure kind %q", k)
 			}
-			ors = append(ors, "failure_kind = ?")
-			args = append(args, string(k))
+			ors = append(ors, "failure_kind = "+arg(string(k)))
 		}
 		where = append(where, "("+strings.Join(ors, " OR ")+")")
 	}
 	if !q.Since.IsZero() {
-		where = append(where, "ready_at >= ?")
-		args = append(args, q.Since.UnixNano())
+		where = append(where, "ready_at >= "+arg(q.Since.UnixNano()))
 	}
 	if !q.Until.IsZero() {
-		where = append(where, "ready_at < ?")
-		args = append(args, q.Until.UnixNano())
+		where = append(where, "ready_at < "+arg(q.Until.UnixNano()))
 	}
 	if q.LatestOnly {
 		where = append(where, "build = (SELECT MAX(r2.build) FROM results r2 WHERE r2.op = results.op AND r2.digest = results.digest)")
@@ -426,7 +403,25 @@ func (q Query) sql() (string, []any, error) {
 	if len(where) > 0 {
 		s += " WHERE " + strings.Join(where, " AND ")
 	}
-	s += " ORDER BY id DESC LIMIT ? OFFSET ?"
-	args = append(args, limit, q.Offset)
+	s += " ORDER BY id DESC LIMIT " + arg(limit) + " OFFSET " + arg(q.Offset)
 	return s, args, nil
+}
+
+// placeholders lists n query parameters from $first: "$2, $3, $4".
+func placeholders(first, n int) string {
+	var b strings.Builder
+	for i := range n {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString("$" + strconv.Itoa(first+i))
+	}
+	return b.String()
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }

@@ -1,6 +1,7 @@
 package current
 
 import (
+	"context"
 	"os"
 	"path/filepath"
 	"strings"
@@ -13,7 +14,7 @@ func TestOpenStoreReportsDamagedFile(t *testing.T) {
 	const pageSize = 4096
 	fill := func(t *testing.T, path string) {
 		t.Helper()
-		s, err := openStore(path)
+		s, err := openStore(context.Background(), path)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -57,7 +58,7 @@ func TestOpenStoreReportsDamagedFile(t *testing.T) {
 			if err := os.WriteFile(path, b, 0o644); err != nil {
 				t.Fatal(err)
 			}
-			s, err := openStore(path)
+			s, err := openStore(context.Background(), path)
 			if !tc.wantErr {
 				if err != nil {
 					t.Fatalf("intact database refused: %v", err)
