@@ -200,3 +200,23 @@ func TestSpecBuildFailures(t *testing.T) {
 		})
 	}
 }
+
+// BenchmarkStepJob measures what running a step as an engine job adds: the step does
+// nothing, so an op is the engine's pass, the job's start and its record.
+func BenchmarkStepJob(b *testing.B) {
+	dir := b.TempDir()
+	file := filepath.Join(dir, "deployer.yaml")
+	os.WriteFile(file, []byte(validConfig(b, dir)), 0o600)
+	d, err := New(Options{ConfigFile: file, StateDir: filepath.Join(dir, "state"), Register: prometheus.NewRegistry(),
+		Logger: slog.New(slog.DiscardHandler), Jobs: true})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(d.Close)
+	startEngine(b, d, dir)
+	for b.Loop() {
+		if _, err := d.inJob(b.Context(), OpDeploy, "web", "nothing", func(context.Context, io.Writer) error { return nil }); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
