@@ -93,24 +93,57 @@ func (o *SchedulerOptions) fill() {
 	}
 }
 
-// ensureStreams creates the fleet's JetStream streams and buckets when missing.
+// ensureStreams opens the fleet's JetStream streams and buckets, making those missing.
+// Existing ones are opened, not updated: an update needs the cluster's meta leader, and
+// a standby taking over after a node's loss must not wait for that leader's election
+// (its requests go unanswered meanwhile).
 func ensureStreams(ctx context.Context, js jetstream.JetStream, replicas int) (jobs, state jetstream.KeyValue, err error) {
-	jobs, err = js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: bucketJobs, History: 1, TTL: 30 * 24 * time.Hour, Storage: jetstream.FileStorage, Replicas: replicas})
+	jobs, err = openOrMake(ctx, "bucket "+bucketJobs, func(ctx context.Context) (jetstream.KeyValue, error) { return js.KeyValue(ctx, bucketJobs) },
+		func(ctx context.Context) (jetstream.KeyValue, error) {
+			return js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: bucketJobs, History: 1, TTL: 30 * 24 * time.Hour, Storage: jetstream.FileStorage, Replicas: replicas})
+		})
 	if err != nil {
-		return nil, nil, fmt.Errorf("bucket %s: %w", bucketJobs, err)
+		return nil, nil, err
 	}
-	state, err = js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: bucketState, History: 1, Storage: jetstream.FileStorage, Replicas: replicas})
+	state, err = openOrMake(ctx, "bucket "+bucketState, func(ctx context.Context) (jetstream.KeyValue, error) { return js.KeyValue(ctx, bucketState) },
+		func(ctx context.Context) (jetstream.KeyValue, error) {
+			return js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: bucketState, History: 1, Storage: jetstream.FileStorage, Replicas: replicas})
+		})
 	if err != nil {
-		return nil, nil, fmt.Errorf("bucket %s: %w", bucketState, err)
+		return nil, nil, err
 	}
-	if _, err = js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{Name: streamLogs, Subjects: []string{subjLog + "*"},
-		MaxAge: 14 * 24 * time.Hour, Storage: jetstream.FileStorage, MaxMsgSize: maxMessageSize, Replicas: replicas}); err != nil {
-		return nil, nil, fmt.Errorf("stream %s: %w", streamLogs, err)
+	if _, err = openOrMake(ctx, "stream "+streamLogs, func(ctx context.Context) (jetstream.Stream, error) { return js.Stream(ctx, streamLogs) },
+		func(ctx context.Context) (jetstream.Stream, error) {
+			return js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{Name: streamLogs, Subjects: []string{subjLog + "*"},
+				MaxAge: 14 * 24 * time.Hour, Storage: jetstream.FileStorage, MaxMsgSize: maxMessageSize, Replicas: replicas})
+		}); err != nil {
+		return nil, nil, err
 	}
-	if _, err = js.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{Bucket: bucketSources, MaxBytes: -1, TTL: 30 * 24 * time.Hour, Storage: jetstream.FileStorage, Replicas: replicas}); err != nil {
-		return nil, nil, fmt.Errorf("object store %s: %w", bucketSources, err)
+	if _, err = openOrMake(ctx, "object store "+bucketSources, func(ctx context.Context) (jetstream.ObjectStore, error) { return js.ObjectStore(ctx, bucketSources) },
+		func(ctx context.Context) (jetstream.ObjectStore, error) {
+			return js.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{Bucket: bucketSources, MaxBytes: -1, TTL: 30 * 24 * time.Hour, Storage: jetstream.FileStorage, Replicas: replicas})
+		}); err != nil {
+		return nil, nil, err
 	}
 	return jobs, state, nil
+}
+
+// apiTimeout bounds one JetStream API request: one that no server answers (while the
+// cluster elects a leader) is not waited for longer.
+const apiTimeout = 5 * time.Second
+
+// openOrMake opens what open finds, or makes it when it is missing.
+func openOrMake[T any](ctx context.Context, what string, open, make func(context.Context) (T, error)) (T, error) {
+	cctx, cancel := context.WithTimeout(ctx, apiTimeout)
+	defer cancel()
+	v, err := open(cctx)
+	if errors.Is(err, jetstream.ErrBucketNotFound) || errors.Is(err, jetstream.ErrStreamNotFound) {
+		v, err = make(cctx)
+	}
+	if err != nil {
+		return v, fmt.Errorf("%s: %w", what, err)
+	}
+	return v, nil
 }
 
 // StartScheduler loads the fleet's state from JetStream and starts serving on nc until
@@ -330,6 +363,13 @@ func (s *Scheduler) enqueue(ch chan func(), f func()) error {
 	}
 }
 
+// storeWindow is how long a record's write is sent again while its stream has no leader:
+// a NATS node lost without handing over its streams' leadership (killed, or its machine
+// died) is replaced by an election after 4 to 9 s.
+const storeWindow = 30 * time.Second
+
+var storeRetries = []jetstream.PublishOpt{jetstream.WithRetryWait(250 * time.Millisecond), jetstream.WithRetryAttempts(int(storeWindow / (250 * time.Millisecond)))}
+
 // flush stores the records changed since the last flush.
 func (s *Scheduler) flush() {
 	for id, j := range s.dirty {
@@ -338,7 +378,7 @@ func (s *Scheduler) flush() {
 			s.log.Error("encode job", "job", id, "err", err)
 			continue
 		}
-		f, err := s.js.PublishAsync("$KV."+bucketJobs+"."+id, b)
+		f, err := s.js.PublishAsync("$KV."+bucketJobs+"."+id, b, storeRetries...)
 		waiters := s.pending[id]
 		delete(s.pending, id)
 		if err != nil {
@@ -354,7 +394,7 @@ func (s *Scheduler) flush() {
 				select {
 				case <-f.Ok():
 				case err = <-f.Err():
-				case <-time.After(10 * time.Second):
+				case <-time.After(storeWindow + 10*time.Second):
 					err = errors.New("store: no acknowledgement")
 				}
 				for _, w := range waiters {
