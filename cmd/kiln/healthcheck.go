@@ -1,19 +1,21 @@
 package main
 
 import (
+	"bufio"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"os"
 	"runtime"
 	"slices"
 	"strings"
+	"syscall"
 	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
 
-	"github.com/kiln-ci/kiln/opam"
 	"github.com/kiln-ci/kiln/opam/repository"
 	"github.com/kiln-ci/kiln/services/healthcheck"
 )
@@ -245,6 +247,7 @@ func healthCheckPlanCmd() *cobra.Command {
 	var repo, config, rev string
 	var all bool
 	var sample int
+	var outFile string
 	c := &cobra.Command{
 		Use:   "plan",
 		Short: "Solve every package on every switch of a configuration and print counts, time and memory, without building",
@@ -273,22 +276,40 @@ func healthCheckPlanCmd() *cobra.Command {
 			loaded := time.Since(start)
 			pkgs := healthcheck.Select(r, all || cfg.Versions == "all")
 			if sample > 1 {
-				pkgs = sampleNames(pkgs, sample)
+				pkgs = healthcheck.Sample(pkgs, sample)
 			}
 			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
 			fmt.Fprintf(w, "repository %.12s: %d package versions loaded in %s; %d selected (%s)\n\n",
 				commit, r.Len(), loaded.Round(time.Millisecond), len(pkgs), map[bool]string{true: "all versions", false: "latest versions"}[all || cfg.Versions == "all"])
-			fmt.Fprintf(w, "switch\tcompiler\tto build\tnot available\tplan time\theap after\n")
-			var peak uint64
-			for _, sw := range cfg.Switches {
-				one := *cfg
-				one.Switches = []healthcheck.Switch{sw}
-				t0 := time.Now()
-				p, err := (&healthcheck.Planner{Config: &one}).Plan(ctx, 0, r, pkgs)
+			var out *json.Encoder
+			if outFile != "" {
+				f, err := os.Create(outFile)
 				if err != nil {
 					return err
 				}
-				took := time.Since(t0)
+				defer f.Close()
+				buf := bufio.NewWriter(f)
+				defer buf.Flush()
+				out = json.NewEncoder(buf)
+			}
+			fmt.Fprintf(w, "switch\tcompiler\tto build\tnot available\tplan time\tCPU\theap after\n")
+			var peak uint64
+			pl := &healthcheck.Planner{} // one for every switch: they share its universes
+			for _, sw := range cfg.Switches {
+				one := *cfg
+				one.Switches = []healthcheck.Switch{sw}
+				pl.Config = &one
+				t0, cpu0 := time.Now(), cpuTime()
+				p, err := pl.Plan(ctx, 0, r, pkgs)
+				if err != nil {
+					return err
+				}
+				took, cpu := time.Since(t0), cpuTime()-cpu0
+				if out != nil {
+					if err := writePlan(out, p); err != nil {
+						return fmt.Errorf("%s: %w", outFile, err)
+					}
+				}
 				var ms runtime.MemStats
 				runtime.ReadMemStats(&ms)
 				peak = max(peak, ms.HeapInuse)
@@ -298,7 +319,7 @@ func healthCheckPlanCmd() *cobra.Command {
 						na++
 					}
 				}
-				fmt.Fprintf(w, "%s\t%s\t%d\t%d\t%s\t%d MiB\n", sw.Name, sw.Compiler, len(p.Jobs), na, took.Round(time.Millisecond), ms.HeapInuse>>20)
+				fmt.Fprintf(w, "%s\t%s\t%d\t%d\t%s\t%s\t%d MiB\n", sw.Name, sw.Compiler, len(p.Jobs), na, took.Round(time.Millisecond), cpu.Round(time.Millisecond), ms.HeapInuse>>20)
 				w.Flush() // each switch as it is planned: a full plan takes long
 			}
 			var ms runtime.MemStats
@@ -311,23 +332,35 @@ func healthCheckPlanCmd() *cobra.Command {
 	c.Flags().StringVar(&config, "config", "health-check.yaml", "the health check's configuration (see docs/health-check.md)")
 	c.Flags().StringVar(&rev, "rev", "", "the commit or branch to plan (default: the configuration's branch)")
 	c.Flags().BoolVar(&all, "all", false, "every version of each package, whatever the configuration says")
+	c.Flags().StringVar(&outFile, "out", "", "write the plan to FILE, one JSON line a job or a package not available, sorted (to compare two plans)")
 	c.Flags().IntVar(&sample, "sample", 0, "plan the versions of one package name in N only (the 1st, the N+1th, … by name), for an estimate")
 	return c
 }
 
-// sampleNames keeps the versions of one package name in n.
-func sampleNames(pkgs []opam.Package, n int) []opam.Package {
-	var out []opam.Package
-	i := -1
-	var last opam.PackageName
-	for _, p := range pkgs {
-		if p.Name != last {
-			last = p.Name
-			i++
-		}
-		if i%n == 0 {
-			out = append(out, p)
+// writePlan writes a plan's jobs and the packages not available in a stable order.
+func writePlan(out *json.Encoder, p *healthcheck.Plan) error {
+	jobs := slices.Clone(p.Jobs)
+	slices.SortFunc(jobs, func(a, b healthcheck.Job) int { return strings.Compare(a.Key(), b.Key()) })
+	for _, j := range jobs {
+		if err := out.Encode(j); err != nil {
+			return err
 		}
 	}
-	return out
+	for _, r := range p.Results {
+		if r.State == healthcheck.NotAvailable {
+			if err := out.Encode(map[string]string{"switch": r.Switch, "package": r.Package, "not-available": r.Message}); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// cpuTime is the CPU time the process used so far.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"runtime"
 	"slices"
 	"strings"
@@ -65,6 +66,60 @@ type Planner struct {
 	// Changed, when not nil, limits the plan to what a change of these packages
 	// (name.version) can affect: them and the packages that depend on them.
 	Changed []string
+
+	// The universes and package data made so far, kept for the planner's life:
+	// switches on the same repository and platform variables share them.
+	mu        sync.Mutex
+	universes map[universeKey]*solver.Universe
+	repoData  map[*repository.Repo]*repoData
+}
+
+type universeKey struct {
+	repo     *repository.Repo
+	platform string
+}
+
+// repoData is what the pages need of a repository's packages.
+type repoData struct {
+	maintainers map[opam.Package][]string
+	revdeps     map[opam.PackageName]int
+}
+
+// universe returns the solver's universe of a repository on a platform, made once.
+func (pl *Planner) universe(repo *repository.Repo, plat solver.Platform) *solver.Universe {
+	keys := slices.Sorted(maps.Keys(plat))
+	var b strings.Builder
+	for _, k := range keys {
+		fmt.Fprintf(&b, "%s=%s\n", k, plat[k])
+	}
+	key := universeKey{repo, b.String()}
+	pl.mu.Lock()
+	defer pl.mu.Unlock()
+	if u := pl.universes[key]; u != nil {
+		return u
+	}
+	if pl.universes == nil {
+		pl.universes = map[universeKey]*solver.Universe{}
+	}
+	u := solver.NewUniverse(repo, plat)
+	pl.universes[key] = u
+	return u
+}
+
+// data returns the maintainers and reverse-dependency counts of a repository,
+// read once.
+func (pl *Planner) data(repo *repository.Repo) *repoData {
+	pl.mu.Lock()
+	defer pl.mu.Unlock()
+	if d := pl.repoData[repo]; d != nil {
+		return d
+	}
+	if pl.repoData == nil {
+		pl.repoData = map[*repository.Repo]*repoData{}
+	}
+	d := &repoData{maintainers(repo), RevdepCounts(repo)}
+	pl.repoData[repo] = d
+	return d
 }
 
 // Select lists the package versions a run checks: the latest version of each name,
@@ -82,6 +137,24 @@ func Select(repo *repository.Repo, all bool) []opam.Package {
 		}
 		for _, v := range vs {
 			out = append(out, v.Package)
+		}
+	}
+	return out
+}
+
+// Sample keeps the versions of one package name in n of pkgs (sorted by name): the
+// first name, the n+1th, and so on.
+func Sample(pkgs []opam.Package, n int) []opam.Package {
+	var out []opam.Package
+	i := -1
+	var last opam.PackageName
+	for _, p := range pkgs {
+		if p.Name != last {
+			last = p.Name
+			i++
+		}
+		if i%n == 0 {
+			out = append(out, p)
 		}
 	}
 	return out
@@ -123,7 +196,7 @@ func (pl *Planner) Plan(ctx context.Context, run int64, repo *repository.Repo, p
 		if pl.Changed != nil {
 			restrict = affected(swRepo, pl.Changed)
 		}
-		u := solver.NewUniverse(swRepo, SwitchPlatform(plat, sw))
+		u := pl.universe(swRepo, SwitchPlatform(plat, sw))
 		jobs, na, err := pl.solveSwitch(ctx, u, sw, swPkgs, restrict)
 		if err != nil {
 			return nil, err
@@ -134,12 +207,12 @@ func (pl *Planner) Plan(ctx context.Context, run int64, repo *repository.Repo, p
 		}
 		out.Results = append(out.Results, na...)
 		out.Jobs = append(out.Jobs, jobs...)
-		maint, revdeps := maintainers(swRepo), RevdepCounts(swRepo)
+		d := pl.data(swRepo)
 		for i := first; i < len(out.Results); i++ {
 			r := &out.Results[i]
 			r.Run = run
 			p, _ := opam.ParsePackage(r.Package)
-			r.Maintainers, r.Revdeps = maint[p], revdeps[p.Name]
+			r.Maintainers, r.Revdeps = d.maintainers[p], d.revdeps[p.Name]
 		}
 	}
 	return out, nil
