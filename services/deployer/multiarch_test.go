@@ -108,6 +108,13 @@ func TestMultiArch(t *testing.T) {
 		t.Fatalf("build %+v\n%s", b, w.logs.String())
 	}
 	t.Logf("two-architecture build (both at once): %v", b.Finished.Sub(b.Started).Round(100*time.Millisecond))
+	if log, err := os.ReadFile(filepath.Join(dir, "state", "logs", "web-"+commit+".log")); err == nil {
+		for _, l := range strings.Split(string(log), "\n") {
+			if strings.Contains(l, ": built in ") {
+				t.Logf("%s", l)
+			}
+		}
+	}
 	h := lastRecords(d, 1)
 	if len(h) != 1 || h[0].Outcome != OutcomeLive || h[0].Stage != "production" {
 		t.Fatalf("history %+v\n%s", h, w.logs.String())
