@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -70,7 +71,7 @@ func serveHasDatabase(t *testing.T, bin string) bool {
 	if err != nil {
 		t.Fatalf("kiln serve --help: %v\n%s", err, out)
 	}
-	return strings.Contains(string(out), "--database")
+	return regexp.MustCompile(`(?m)^\s+--database `).Match(out)
 }
 
 // currentLeader reads the lease, giving up after a while: a request no node answers
